@@ -1,0 +1,37 @@
+"""The ``esm`` admin CLI: thin shells that build settings and a client, call one library
+function and format the result. Errors become one clear line and a non-zero exit."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from ..errors import EsmError
+
+
+class EsmGroup(click.Group):
+    """Turns library errors into one line on stderr and the error's exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EsmError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=EsmGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.version_option(package_name="es-metric")
+def main(verbose: int) -> None:
+    """es-metric: learned visual similarity search for an existing Elasticsearch stack."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose == 0:
+        logging.getLogger("es_metric").setLevel(logging.INFO)
+        for noisy in ("elastic_transport", "elasticsearch", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+from . import ml, ops, stack_cmd, search_cmd  # noqa: E402,F401  (register commands)

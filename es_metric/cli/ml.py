@@ -1,0 +1,121 @@
+"""esm train | evaluate | split | model show."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..data import PROTOCOLS, materialize, scan_folder, split as split_samples
+from ..encoder import BACKBONES
+from ..losses import OBJECTIVES
+from . import main
+from .common import echo_json
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Model file to write.")
+@click.option("--loss", type=click.Choice(sorted(OBJECTIVES)), default="triplet", show_default=True)
+@click.option("--backbone", type=click.Choice(sorted(BACKBONES)), default="efficientnet-lite0", show_default=True)
+@click.option("--weights", type=click.Path(dir_okay=False), help="Local pretrained state dict.")
+@click.option("--pretrained/--no-pretrained", default=None, help="Default: pretrained when weights exist offline.")
+@click.option("--freeze-backbone/--train-backbone", default=None,
+              help="Train only the head on cached features (default for pretrained backbones).")
+@click.option("--head", type=click.Choice(["linear", "mlp", "none"]), default="linear", show_default=True)
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--dim", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--m-per-class", type=int, default=4, show_default=True)
+@click.option("--lr", type=float, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="in-domain", show_default=True,
+              help="How the validation split is drawn from DATA_DIR.")
+@click.option("--val-fraction", type=float, default=0.2, show_default=True)
+@click.option("--patience", type=int, default=5, show_default=True)
+@click.option("--miner", type=click.Choice(["batch-hard", "semi-hard"]), default="batch-hard", show_default=True)
+@click.option("--margin", type=float, default=None)
+@click.option("--time-budget", type=float, default=None, help="Stop head training after N seconds.")
+@click.option("--resume", is_flag=True, help="Continue from MODEL.ckpt (full fine-tuning).")
+@click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
+def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:
+    """Train an encoder on DATA_DIR (one sub-folder per class) and write MODEL with its card."""
+    from ..train import TrainConfig, train as run_train
+
+    cfg = TrainConfig(**opts, time_budget_s=time_budget)
+
+    def on_epoch(row: dict) -> None:
+        loss = f"{row['loss']:.4f}" if row["loss"] is not None else "-"
+        click.echo(f"epoch {row['epoch']:>3}  loss {loss}  val MAP@R {row['val_map_at_r']:.4f}  "
+                   f"{row['seconds']:.1f} s", err=True)
+
+    result = run_train(data_dir, out, cfg, on_epoch=on_epoch, resume=resume)
+    card = result.card
+    if as_json:
+        echo_json(card)
+        return
+    m, gate = card["metrics"], card["metrics"]["gate"]
+    click.echo(f"wrote {result.path}  model id {card['model_id']}  ({card['dims']}-d, {card['similarity']})")
+    click.echo(f"validation MAP@R {m['val']['map_at_r']:.4f}  R@1 {m['val']['recall_at_1']:.4f}  "
+               f"trained in {m['train_seconds']} s")
+    verdict = "PASSED" if gate["passed"] else "FAILED: the model is NOT better than"
+    click.echo(f"gate {verdict} {gate['against']} (MAP@R {gate['baseline_map_at_r']:.4f})")
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), help="Model file.")
+@click.option("--baseline", help="A backbone name (raw features, cosine) or color-histogram.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Weights for --baseline.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--report", type=click.Path(dir_okay=False), help="Write an HTML report here.")
+def evaluate(data_dir, model_path, baseline, weights, batch_size, as_json, report) -> None:
+    """Retrieval metrics on DATA_DIR: every image queries all the others."""
+    from ..evaluate import evaluate_folder
+
+    metrics, emb = evaluate_folder(data_dir, model_path=model_path, baseline=baseline,
+                                   weights=weights, batch_size=batch_size)
+    if report:
+        from ..report import write_report
+        write_report(report, metrics, emb)
+        metrics["report"] = str(report)
+    if as_json:
+        echo_json(metrics)
+        return
+    click.echo(f"{metrics['name']}: {metrics['n_queries']} queries, {metrics['n_classes']} classes")
+    for key in ("map_at_r", "map", "recall_at_1", "recall_at_10"):
+        click.echo(f"  {key:<13} {metrics[key]:.4f}")
+    if report:
+        click.echo(f"report: {report}")
+
+
+@main.command("split")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="in-domain", show_default=True)
+@click.option("--test-fraction", type=float, default=0.5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def split_cmd(data_dir, out, protocol, test_fraction, seed) -> None:
+    """Write OUT/train and OUT/test (symlinked image folders) under a protocol."""
+    train_s, test_s = split_samples(scan_folder(data_dir), protocol, test_fraction, seed)
+    n_train = materialize(train_s, Path(out) / "train")
+    n_test = materialize(test_s, Path(out) / "test")
+    click.echo(f"{protocol}: {n_train} train images ({len({s.cls for s in train_s})} classes), "
+               f"{n_test} test images ({len({s.cls for s in test_s})} classes) in {out}")
+
+
+@main.group("model")
+def model_group() -> None:
+    """Inspect model files."""
+
+
+@model_group.command("show")
+@click.argument("model_path", type=click.Path(dir_okay=False))
+def model_show(model_path) -> None:
+    """Print a model's card (backbone, dims, similarity, metrics, provenance) as JSON."""
+    from ..modelfile import read_card
+
+    card = read_card(model_path)
+    card.get("training", {}).pop("history", None)
+    click.echo(json.dumps(card, indent=2, default=str))

@@ -1,0 +1,116 @@
+"""Settings: one frozen object built from ``ESM_*`` environment variables, passed explicitly."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+from .errors import ConfigError
+
+DEFAULT_ES_PORT = 9200
+DEFAULT_REDIS_PORT = 6379
+
+
+def _default_stack_dir() -> Path:
+    # Elasticsearch runs as a dedicated unprivileged user, which cannot enter /root: when we are
+    # root, keep the stack's files in a system location that user can own.
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/es-metric")
+    return Path.home() / ".local" / "state" / "es-metric"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer", hint=f"set {name} to a number") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable. ``es_external``/``redis_external``: the user runs them, not us."""
+
+    es_url: str = f"http://127.0.0.1:{DEFAULT_ES_PORT}"
+    es_external: bool = False
+    es_api_key: str | None = field(default=None, repr=False)
+    es_user: str | None = None
+    es_password: str | None = field(default=None, repr=False)
+    es_ca_file: str | None = None
+    es_request_timeout: int = 30
+    redis_url: str = f"redis://127.0.0.1:{DEFAULT_REDIS_PORT}/0"
+    redis_external: bool = False
+    stack_dir: Path = field(default_factory=_default_stack_dir)
+    es_heap: str = "1g"
+    es_java_home: str | None = None
+    worker_concurrency: int = 1
+    worker_queue: str = "esm"
+    batch_size: int = 32
+    image_roots: tuple[Path, ...] = ()
+    max_image_pixels: int = 40_000_000
+    max_image_bytes: int = 50 * 1024 * 1024
+    failures_index: str = "esm-failures"
+    api_key: str | None = field(default=None, repr=False)
+    max_upload_bytes: int = 10 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        es_url = env.get("ESM_ES_URL") or ""
+        redis_url = env.get("ESM_REDIS_URL") or ""
+        es_port = _int(env, "ESM_ES_PORT", DEFAULT_ES_PORT)
+        roots = tuple(Path(p).resolve() for p in (env.get("ESM_IMAGE_ROOTS") or "").split(os.pathsep) if p)
+        kw = dict(
+            es_url=es_url.rstrip("/") or f"http://127.0.0.1:{es_port}",
+            es_external=bool(es_url),
+            es_api_key=env.get("ESM_ES_API_KEY") or None,
+            es_user=env.get("ESM_ES_USER") or None,
+            es_password=env.get("ESM_ES_PASSWORD") or None,
+            es_ca_file=env.get("ESM_ES_CA_FILE") or None,
+            es_request_timeout=_int(env, "ESM_ES_TIMEOUT", 30),
+            redis_url=redis_url or f"redis://127.0.0.1:{DEFAULT_REDIS_PORT}/0",
+            redis_external=bool(redis_url),
+            es_heap=env.get("ESM_ES_HEAP") or "1g",
+            es_java_home=env.get("ESM_ES_JAVA_HOME") or None,
+            worker_concurrency=_int(env, "ESM_WORKER_CONCURRENCY", 1),
+            worker_queue=env.get("ESM_QUEUE") or "esm",
+            batch_size=_int(env, "ESM_BATCH_SIZE", 32),
+            image_roots=roots,
+            max_image_pixels=_int(env, "ESM_MAX_IMAGE_PIXELS", 40_000_000),
+            max_image_bytes=_int(env, "ESM_MAX_IMAGE_BYTES", 50 * 1024 * 1024),
+            failures_index=env.get("ESM_FAILURES_INDEX") or "esm-failures",
+            api_key=env.get("ESM_API_KEY") or None,
+            max_upload_bytes=_int(env, "ESM_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
+        )
+        if env.get("ESM_STACK_DIR"):
+            kw["stack_dir"] = Path(env["ESM_STACK_DIR"])
+        if kw["es_user"] and not kw["es_password"]:
+            raise ConfigError("ESM_ES_USER is set but ESM_ES_PASSWORD is not",
+                              hint="set both, or use ESM_ES_API_KEY")
+        return cls(**kw)
+
+    def with_(self, **changes) -> "Settings":
+        """A copy with some fields changed (Settings is frozen)."""
+        return replace(self, **changes)
+
+    @property
+    def es_port(self) -> int:
+        from urllib.parse import urlparse
+        return urlparse(self.es_url).port or DEFAULT_ES_PORT
+
+    @property
+    def redis_port(self) -> int:
+        from urllib.parse import urlparse
+        return urlparse(self.redis_url).port or DEFAULT_REDIS_PORT
+
+# Names of every environment variable Settings reads; docker-compose must only use these.
+ENV_NAMES = (
+    "ESM_ES_URL", "ESM_ES_PORT", "ESM_ES_API_KEY", "ESM_ES_USER", "ESM_ES_PASSWORD",
+    "ESM_ES_CA_FILE", "ESM_ES_TIMEOUT", "ESM_REDIS_URL", "ESM_STACK_DIR", "ESM_ES_HEAP",
+    "ESM_ES_JAVA_HOME", "ESM_WORKER_CONCURRENCY", "ESM_QUEUE", "ESM_BATCH_SIZE",
+    "ESM_IMAGE_ROOTS", "ESM_MAX_IMAGE_PIXELS", "ESM_MAX_IMAGE_BYTES", "ESM_FAILURES_INDEX",
+    "ESM_API_KEY", "ESM_MAX_UPLOAD_BYTES",
+)

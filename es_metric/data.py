@@ -1,0 +1,139 @@
+"""Labelled image folders, the two evaluation protocols, and cached backbone features.
+
+Protocols: ``in-domain`` (every class in train and test, unseen images: a shop that trains on its
+catalogue and searches new photos) and ``class-disjoint`` (train on some classes, retrieve among
+unseen ones: the metric-learning literature's protocol).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import ConfigError, ImageError
+from .images import load_image
+from .sources import IMAGE_SUFFIXES
+
+log = logging.getLogger(__name__)
+PROTOCOLS = ("in-domain", "class-disjoint")
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str
+    label: int
+    cls: str
+
+
+def scan_folder(root: str | Path, min_per_class: int = 2) -> list[Sample]:
+    """One sample per image file in ``root/<class>/``; classes with < ``min_per_class`` dropped."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a folder", hint="DATA_DIR holds one sub-folder per class")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    samples: list[Sample] = []
+    kept = 0
+    for cls in classes:
+        files = sorted(p for p in (root / cls).rglob("*")
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if len(files) < min_per_class:
+            continue
+        samples += [Sample(str(p), kept, cls) for p in files]
+        kept += 1
+    if kept < 2:
+        raise ConfigError(f"{root} has {kept} class folder(s) with ≥{min_per_class} images",
+                          hint="retrieval needs at least two classes")
+    return samples
+
+
+def fingerprint(samples: Sequence[Sample]) -> str:
+    """Dataset identity: class, file name and size of every sample."""
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(f"{s.cls}/{os.path.basename(s.path)}:{os.path.getsize(s.path)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def relabel(samples: Sequence[Sample]) -> list[Sample]:
+    """Labels 0..C-1 in order of first appearance (after a split)."""
+    ids: dict[str, int] = {}
+    return [Sample(s.path, ids.setdefault(s.cls, len(ids)), s.cls) for s in samples]
+
+
+def split(samples: Sequence[Sample], protocol: str, test_fraction: float = 0.5,
+          seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """(train, test) under a protocol; deterministic for a seed."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}", hint="valid: " + ", ".join(PROTOCOLS))
+    rng = random.Random(seed)
+    by_class: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_class.setdefault(s.cls, []).append(s)
+    train, test = [], []
+    if protocol == "class-disjoint":
+        classes = sorted(by_class)
+        rng.shuffle(classes)
+        n_test = max(1, min(len(classes) - 1, round(len(classes) * test_fraction)))
+        test_classes = set(classes[:n_test])
+        for cls in sorted(by_class):
+            (test if cls in test_classes else train).extend(by_class[cls])
+    else:
+        for cls in sorted(by_class):
+            items = list(by_class[cls])
+            rng.shuffle(items)
+            n_test = min(len(items) - 1, max(1, math.ceil(len(items) * test_fraction)))
+            test += items[:n_test]
+            train += items[n_test:]
+    return relabel(train), relabel(test)
+
+
+def materialize(samples: Sequence[Sample], out: Path) -> int:
+    """Write ``out/<class>/<file>`` symlinks (an image folder other commands accept)."""
+    n = 0
+    for s in samples:
+        dest = out / s.cls / os.path.basename(s.path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.exists():
+            dest.symlink_to(os.path.abspath(s.path))
+        n += 1
+    return n
+
+
+class ImageDataset(Dataset):
+    """Decoded images through ``transform``; undecodable files raise (training data must be clean)."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable, draft: int | None = None) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+        self.draft = draft
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        s = self.samples[i]
+        try:
+            img, _ = load_image(s.path, draft=self.draft)
+        except ImageError as exc:
+            raise ConfigError(f"training image {s.path} is unusable: {exc}",
+                              hint="remove it from DATA_DIR") from None
+        return self.transform(img), s.label
+
+
+def loader(dataset: Dataset, batch_size: int, *, sampler=None, shuffle: bool = False,
+           workers: int | None = None) -> DataLoader:
+    workers = min(2, os.cpu_count() or 1) if workers is None else workers
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle,
+                      num_workers=workers, persistent_workers=False, drop_last=sampler is not None)
+
+
+def labels_tensor(samples: Sequence[Sample]) -> torch.Tensor:
+    return torch.tensor([s.label for s in samples], dtype=torch.long)

@@ -1,0 +1,73 @@
+"""The Elasticsearch client, built from Settings, and errors turned into clear messages.
+
+Only this module, index.py, search.py and the index-lifecycle modules touch a client.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Iterator
+
+from elasticsearch import ApiError, ConnectionError as EsConnectionError, Elasticsearch
+from elasticsearch import AuthenticationException, AuthorizationException, TransportError
+
+from .config import Settings
+from .errors import ClusterUnavailable, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def make_client(settings: Settings, **overrides) -> Elasticsearch:
+    """A client for ``settings.es_url`` with the configured credentials and CA file."""
+    kw: dict = dict(request_timeout=settings.es_request_timeout, retry_on_timeout=True,
+                    max_retries=3)
+    if settings.es_api_key:
+        kw["api_key"] = settings.es_api_key
+    elif settings.es_user:
+        kw["basic_auth"] = (settings.es_user, settings.es_password or "")
+    if settings.es_ca_file:
+        kw["ca_certs"] = settings.es_ca_file
+    kw.update(overrides)
+    return Elasticsearch(settings.es_url, **kw)
+
+
+@contextmanager
+def cluster_errors(settings: Settings) -> Iterator[None]:
+    """Turn transport failures into ClusterUnavailable/ConfigError with a hint, no secrets."""
+    try:
+        yield
+    except (AuthenticationException, AuthorizationException) as exc:
+        raise ConfigError(f"Elasticsearch at {settings.es_url} refused the credentials "
+                          f"(HTTP {exc.meta.status})",
+                          hint="check ESM_ES_API_KEY or ESM_ES_USER/ESM_ES_PASSWORD") from None
+    except EsConnectionError as exc:
+        raise ClusterUnavailable(f"cannot reach Elasticsearch at {settings.es_url}: "
+                                 f"{type(exc).__name__}",
+                                 hint="start it with `esm stack up`, or set ESM_ES_URL") from None
+    except TransportError as exc:
+        raise ClusterUnavailable(f"Elasticsearch at {settings.es_url} failed: {exc.message}",
+                                 hint="check the cluster's health") from None
+
+
+def cluster_health(settings: Settings) -> str | None:
+    try:
+        return make_client(settings, max_retries=0).cluster.health()["status"]
+    except (TransportError, ApiError):
+        return None
+
+
+def node_info(settings: Settings) -> dict:
+    try:
+        nodes = make_client(settings, max_retries=0).nodes.info(
+            node_id="_local", filter_path="nodes.*.version,nodes.*.jvm.version")["nodes"]
+    except (TransportError, ApiError):
+        return {}
+    for node in nodes.values():
+        return {"version": node.get("version"), "jvm": node.get("jvm", {}).get("version")}
+    return {}
+
+
+def server_version(client: Elasticsearch) -> tuple[int, ...]:
+    nodes = client.nodes.info(node_id="_local", filter_path="nodes.*.version")["nodes"]
+    version = next(iter(nodes.values()))["version"]
+    return tuple(int(p) for p in version.split(".")[:3])

@@ -1,0 +1,168 @@
+"""Retrieval evaluation: every test image queries all the others.
+
+MAP@R, mAP and Precision@1 come from pytorch-metric-learning's AccuracyCalculator; the
+Recall@K curve (a hit in the top K) is computed from the same neighbour ranking.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import ImageDataset, Sample, labels_tensor, loader, scan_folder
+from .embed import to_tensor
+from .encoder import Preprocess, backbone_spec, create_encoder
+from .errors import ConfigError
+from .metric import Metric
+from .progressbar import progress_iter
+
+log = logging.getLogger(__name__)
+RECALL_KS = (1, 2, 4, 8, 10, 16, 32)
+
+
+@dataclass
+class Embedded:
+    vectors: np.ndarray
+    labels: np.ndarray
+    samples: list[Sample]
+    metric: Metric
+    name: str
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("ESM_CACHE_DIR") or Path.home() / ".cache" / "es-metric") / "features"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@torch.inference_mode()
+def run_module(module: torch.nn.Module, samples: Sequence[Sample], pre: Preprocess,
+               batch_size: int = 64, desc: str = "embedding") -> torch.Tensor:
+    """Outputs of ``module`` for every sample, in order, with a progress bar."""
+    module.eval()
+    ds = ImageDataset(samples, lambda im: to_tensor(im, pre), draft=pre.size)
+    out = [module(x.contiguous(memory_format=torch.channels_last))
+           for x, _ in progress_iter(loader(ds, batch_size), desc, total=-(-len(ds) // batch_size))]
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def backbone_features(name: str, samples: Sequence[Sample], weights: str | None = None,
+                      pretrained: bool | None = None, batch_size: int = 64) -> torch.Tensor:
+    """Pooled backbone features, cached on disk by backbone, weights and file list."""
+    spec = backbone_spec(name)
+    key = hashlib.sha256(f"{name}|{weights}|{pretrained}|{spec.preprocess}|".encode()
+                         + "\n".join(f"{s.path}:{os.path.getmtime(s.path)}" for s in samples).encode())
+    path = cache_dir() / f"{name}-{key.hexdigest()[:20]}.pt"
+    cacheable = bool(pretrained)  # random initialisations are not worth keeping
+    if cacheable and path.exists():
+        return torch.load(path, weights_only=True)
+    encoder = create_encoder(name, pretrained=pretrained, weights=weights)
+    feats = run_module(encoder.backbone, samples, spec.preprocess, batch_size, f"{name} features")
+    if cacheable:
+        torch.save(feats, path)
+    return feats
+
+
+def color_histogram(samples: Sequence[Sample], bins: int = 8) -> torch.Tensor:
+    """A weights-free baseline: joint RGB histogram (bins³), square-rooted (Hellinger)."""
+    from .images import load_image
+
+    rows = []
+    for s in progress_iter(samples, "colour histograms"):
+        img, _ = load_image(s.path, draft=128)
+        arr = np.asarray(img.resize((128, 128))).reshape(-1, 3) // (256 // bins)
+        idx = arr[:, 0] * bins * bins + arr[:, 1] * bins + arr[:, 2]
+        hist = np.bincount(idx, minlength=bins ** 3).astype(np.float32)
+        rows.append(np.sqrt(hist / hist.sum()))
+    return torch.from_numpy(np.stack(rows))
+
+
+BASELINES = ("color-histogram",)
+
+
+def baseline_embeddings(name: str, samples: Sequence[Sample], weights: str | None = None) -> Embedded:
+    if name == "color-histogram":
+        vecs = color_histogram(samples)
+    else:
+        vecs = backbone_features(name, samples, weights=weights,
+                                 pretrained=True if weights or backbone_spec(name).pretrained_default else None)
+    vecs = F.normalize(vecs.float(), dim=-1)
+    return Embedded(vecs.numpy(), labels_tensor(samples).numpy(), list(samples), Metric.COSINE,
+                    f"baseline:{name}")
+
+
+def model_embeddings(model, samples: Sequence[Sample], batch_size: int = 64) -> Embedded:
+    vecs = run_module(model.encoder, samples, model.preprocess, batch_size, f"{model.model_id}")
+    return Embedded(vecs.float().numpy(), labels_tensor(samples).numpy(), list(samples),
+                    model.metric, model.model_id)
+
+
+def similarity_matrix(vectors: torch.Tensor, metric: Metric) -> torch.Tensor:
+    """Higher is closer: cosine/dot product, or negative Euclidean distance."""
+    if metric is Metric.COSINE:
+        return vectors @ vectors.T
+    return -torch.cdist(vectors, vectors)
+
+
+def neighbours(vectors: np.ndarray, metric: Metric, k: int) -> np.ndarray:
+    """Indices of the k nearest other items for every item (self excluded)."""
+    v = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+    sims = similarity_matrix(v, metric)
+    sims.fill_diagonal_(float("-inf"))
+    return sims.topk(min(k, len(v) - 1), dim=1).indices.numpy()
+
+
+def recall_at_k(nn_labels: np.ndarray, labels: np.ndarray, ks: Sequence[int] = RECALL_KS) -> dict[int, float]:
+    """Fraction of queries with at least one same-label item among their first k neighbours."""
+    hits = nn_labels == labels[:, None]
+    return {k: float(hits[:, :k].any(axis=1).mean()) for k in ks if k <= hits.shape[1]}
+
+
+def retrieval_metrics(emb: Embedded) -> dict:
+    """The contract's keys plus the Recall@K curve, over queries that have a relevant item."""
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+
+    labels = emb.labels
+    counts = np.bincount(labels)
+    keep = counts[labels] >= 2
+    if keep.sum() < 2:
+        raise ConfigError("too few queries: every class needs at least two test images")
+    vecs, labels = emb.vectors[keep], labels[keep]
+    calc = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r",
+                                       "mean_average_precision"), k="max_bin_count",
+                              knn_func=CustomKNN(emb.metric.pml_distance()), device=torch.device("cpu"))
+    t = torch.from_numpy(np.ascontiguousarray(vecs, dtype=np.float32))
+    acc = calc.get_accuracy(t, torch.from_numpy(labels), t, torch.from_numpy(labels),
+                            ref_includes_query=True)
+    nn = neighbours(vecs, emb.metric, max(RECALL_KS))
+    recall = recall_at_k(labels[nn], labels)
+    return {"recall_at_1": recall[1], "recall_at_10": recall.get(10, recall[max(recall)]),
+            "map_at_r": float(acc["mean_average_precision_at_r"]),
+            "map": float(acc["mean_average_precision"]),
+            "precision_at_1": float(acc["precision_at_1"]),
+            "recall_at_k": {str(k): v for k, v in recall.items()},
+            "n_queries": int(keep.sum()), "n_classes": int((counts >= 2).sum()),
+            "metric": emb.metric.value, "name": emb.name}
+
+
+def evaluate_folder(data_dir: str | Path, *, model_path: str | None = None,
+                    baseline: str | None = None, weights: str | None = None,
+                    batch_size: int = 64) -> tuple[dict, Embedded]:
+    """Embed every image of DATA_DIR with a model or a baseline and score retrieval."""
+    if bool(model_path) == bool(baseline):
+        raise ConfigError("give exactly one of --model or --baseline")
+    samples = scan_folder(data_dir)
+    if model_path:
+        from .modelfile import load_model
+        emb = model_embeddings(load_model(model_path), samples, batch_size)
+    else:
+        emb = baseline_embeddings(baseline, samples, weights)
+    return retrieval_metrics(emb), emb

@@ -1,0 +1,101 @@
+"""Full fine-tuning: the whole encoder learns, with retrieval augmentations, M-per-class
+batches, a checkpoint every epoch (``--resume``), and early stopping on validation MAP@R."""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2 as T
+
+from .data import ImageDataset, Sample, labels_tensor, loader
+from .encoder import Encoder, backbone_spec
+from .evaluate import Embedded, retrieval_metrics, run_module
+from .losses import Objective
+from .progressbar import progress_iter
+
+log = logging.getLogger(__name__)
+
+
+def train_transform(size: int, mean, std) -> T.Compose:
+    """Random resized crop, flip and colour jitter: what retrieval should be invariant to."""
+    return T.Compose([
+        T.PILToTensor(),
+        T.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
+        T.RandomHorizontalFlip(),
+        T.ColorJitter(0.3, 0.3, 0.2, 0.02),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(list(mean), list(std)),
+    ])
+
+
+def _val_score(encoder: Encoder, cfg, val_s: list[Sample]) -> dict:
+    pre = backbone_spec(cfg.backbone).preprocess
+    vecs = run_module(encoder, val_s, pre, desc="validation").float().numpy()
+    return retrieval_metrics(Embedded(vecs, labels_tensor(val_s).numpy(), val_s, encoder.metric, "val"))
+
+
+def _save_ckpt(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def fit_full(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s: list[Sample],
+             ckpt: Path, on_epoch=None, resume: bool = False) -> list[dict]:
+    from pytorch_metric_learning.samplers import MPerClassSampler
+    from .train import _loss_params
+
+    pre = backbone_spec(cfg.backbone).preprocess
+    loss_fn, miner = obj.build(obj.metric, _loss_params(cfg))
+    labels = labels_tensor(train_s)
+    batch = min(cfg.batch_size, cfg.m_per_class * len(torch.unique(labels)))
+    batch -= batch % cfg.m_per_class
+    sampler = MPerClassSampler(labels, m=cfg.m_per_class, batch_size=batch,
+                               length_before_new_iter=max(len(labels), batch))
+    ds = ImageDataset(train_s, train_transform(pre.size, pre.mean, pre.std), draft=pre.size * 2)
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, history = 1, []
+    best = {"map_at_r": _val_score(encoder, cfg, val_s)["map_at_r"]}
+    best_state, bad = copy.deepcopy(encoder.state_dict()), 0
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        encoder.load_state_dict(state["encoder"])
+        opt.load_state_dict(state["optimizer"])
+        start, history, best, best_state, bad = (state["epoch"] + 1, state["history"], state["best"],
+                                                 state["best_state"], state["bad"])
+        log.info("resumed from %s at epoch %d", ckpt, start)
+    history = history or [{"epoch": 0, "loss": None, "val_map_at_r": best["map_at_r"], "seconds": 0.0}]
+    for epoch in range(start, cfg.epochs + 1):
+        t0, losses = time.monotonic(), []
+        encoder.train()
+        for x, y in progress_iter(loader(ds, batch, sampler=sampler), f"epoch {epoch}/{cfg.epochs}",
+                                  total=len(sampler) // batch):
+            emb = encoder(x)
+            loss = loss_fn(emb, y, miner(emb, y)) if miner else loss_fn(emb, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss))
+        score = _val_score(encoder, cfg, val_s)
+        row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
+               "val_map_at_r": score["map_at_r"], "seconds": round(time.monotonic() - t0, 2)}
+        history.append(row)
+        if on_epoch:
+            on_epoch(row)
+        if score["map_at_r"] > best["map_at_r"]:
+            best, best_state, bad = {"map_at_r": score["map_at_r"]}, copy.deepcopy(encoder.state_dict()), 0
+        else:
+            bad += 1
+        _save_ckpt(ckpt, {"epoch": epoch, "encoder": encoder.state_dict(), "optimizer": opt.state_dict(),
+                          "history": history, "best": best, "best_state": best_state, "bad": bad,
+                          "config": cfg.__dict__})
+        if bad >= cfg.patience:
+            break
+    encoder.load_state_dict(best_state)
+    encoder.eval()
+    return history

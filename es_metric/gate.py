@@ -1,0 +1,64 @@
+"""The evaluation gate and the near-duplicate threshold, both from validation data.
+
+The gate compares a freshly trained model with the pretrained-cosine baseline of its own
+backbone on the same validation images, and says plainly when the model is not better;
+`esm reindex` refuses a model whose gate failed unless forced.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from .data import Sample, labels_tensor
+from .encoder import Encoder
+from .evaluate import Embedded, baseline_embeddings, retrieval_metrics, run_module, similarity_matrix
+from .encoder import backbone_spec
+from .metric import Metric
+
+log = logging.getLogger(__name__)
+
+
+def calibrate_near_duplicates(vectors: np.ndarray, labels: np.ndarray, metric: Metric,
+                              precision: float = 0.99) -> float | None:
+    """Loosest threshold at which pairs this close are same-class with ≥ ``precision``.
+
+    Returned in Elasticsearch's kNN ``similarity`` units: cosine similarity (keep ≥ t) or L2
+    distance (keep ≤ t).
+    """
+    v = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+    sims = similarity_matrix(v, metric)
+    iu = torch.triu_indices(len(v), len(v), 1)
+    pair_sims = sims[iu[0], iu[1]].numpy()
+    same = (labels[iu[0].numpy()] == labels[iu[1].numpy()])
+    if not same.any():
+        return None
+    order = np.argsort(-pair_sims)
+    tp = np.cumsum(same[order])
+    prec = tp / np.arange(1, len(order) + 1)
+    ok = np.nonzero(prec >= precision)[0]
+    if not len(ok):
+        return None
+    t = float(pair_sims[order][ok[-1]])
+    return t if metric is Metric.COSINE else -t
+
+
+def gate_and_calibrate(encoder: Encoder, cfg, val_s: list[Sample]) -> dict:
+    """Validation metrics of the model and its baseline, the verdict, and the threshold."""
+    spec = backbone_spec(cfg.backbone)
+    vecs = run_module(encoder, val_s, spec.preprocess, desc="validation").float().numpy()
+    labels = labels_tensor(val_s).numpy()
+    model = retrieval_metrics(Embedded(vecs, labels, val_s, encoder.metric, "model"))
+    base = retrieval_metrics(baseline_embeddings(cfg.backbone, val_s, cfg.weights))
+    passed = model["map_at_r"] > base["map_at_r"]
+    verdict = ("better than" if passed else "NOT better than")
+    log.info("gate: model MAP@R %.4f is %s the pretrained-cosine baseline %.4f on %d validation images",
+             model["map_at_r"], verdict, base["map_at_r"], len(val_s))
+    return {
+        "val": {k: model[k] for k in ("map_at_r", "map", "recall_at_1", "recall_at_10", "n_queries")},
+        "baseline_val": {k: base[k] for k in ("map_at_r", "map", "recall_at_1", "recall_at_10")},
+        "gate": {"passed": bool(passed), "against": f"pretrained-cosine {cfg.backbone}",
+                 "model_map_at_r": model["map_at_r"], "baseline_map_at_r": base["map_at_r"]},
+        "near_duplicate_threshold": calibrate_near_duplicates(vecs, labels, encoder.metric),
+    }

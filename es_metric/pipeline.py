@@ -1,0 +1,131 @@
+"""The worker's job: decode a batch of images, embed them together, bulk-write the vectors.
+
+A bad image becomes a failure record with a reason and never costs the rest of its batch.
+Document ids are the user's id or the image's content hash, so a redelivered batch rewrites
+the same documents. Progress is kept in Redis sets keyed by image reference (idempotent).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from elasticsearch import Elasticsearch
+from elasticsearch.helpers import streaming_bulk
+
+from .config import Settings
+from .embed import embed_images
+from .errors import EsmError, ImageError, MappingMismatch
+from .images import DecodeLimits, load_image
+from .index import ensure_failures_index
+from .modelfile import cached_model
+from .progress import JobProgress
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class BatchResult:
+    indexed: list[str] = field(default_factory=list)     # refs
+    failures: list[dict] = field(default_factory=list)   # {ref, reason, message, doc_id}
+
+    def as_dict(self) -> dict:
+        return {"indexed": len(self.indexed), "failed": len(self.failures),
+                "failures": self.failures}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def decode_items(items: list[dict], limits: DecodeLimits, draft: int, roots: tuple[Path, ...] = ()):
+    """(good [(item, image, sha)], failures) - decoding overlapped on a small thread pool."""
+    def one(item):
+        try:
+            if roots:
+                from .sources import confine
+                confine(item["ref"], Path("/"), roots)
+            img, sha = load_image(item["ref"], limits, draft=draft)
+            return item, img, sha, None
+        except ImageError as exc:
+            return item, None, None, {"ref": item["ref"], "reason": exc.reason, "message": exc.message}
+        except EsmError as exc:
+            return item, None, None, {"ref": item["ref"], "reason": "path_refused", "message": exc.message}
+        except Exception as exc:  # an unknown decoder failure must not cost the batch
+            return item, None, None, {"ref": item["ref"], "reason": "decode_error",
+                                      "message": f"{type(exc).__name__}: {exc}"}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(one, items))
+    good = [(item, img, sha) for item, img, sha, err in results if err is None]
+    return good, [err for *_, err in results if err is not None]
+
+
+def build_actions(job: dict, good: list[tuple[dict, object, str]], vectors: np.ndarray):
+    """Bulk actions: ``index`` a full document, or ``update`` an existing one (by id)."""
+    stamp = _now()
+    for (item, _img, sha), vec in zip(good, vectors):
+        doc = {job["vector_field"]: vec.astype(float).round(7).tolist(), "image_path": item["ref"],
+               "image_sha256": sha, "model_id": job["model_id"], "indexed_at": stamp}
+        doc_id = item.get("id") or sha
+        if job.get("mode") == "update":
+            yield {"_op_type": "update", "_index": job["index"], "_id": doc_id, "doc": doc}
+        else:
+            yield {"_op_type": "index", "_index": job["index"], "_id": doc_id,
+                   **item.get("fields", {}), **doc}
+
+
+def write_bulk(client: Elasticsearch, actions: list[dict], refs: dict[str, list[str]]) -> BatchResult:
+    """streaming_bulk with per-item errors collected; transport errors propagate (task retries)."""
+    result = BatchResult()
+    for ok, info in streaming_bulk(client, actions, chunk_size=500, raise_on_error=False,
+                                   max_retries=5, initial_backoff=1, max_backoff=30):
+        op = next(iter(info.values()))
+        these = refs.get(op.get("_id"), [op.get("_id")])
+        if ok:
+            result.indexed.extend(these)
+            continue
+        err = op.get("error") or {}
+        reason = "document_missing" if op.get("status") == 404 else "rejected_by_elasticsearch"
+        message = f"{err.get('type', op.get('status'))}: {err.get('reason', '')}"
+        result.failures.extend({"ref": ref, "reason": reason, "doc_id": op.get("_id"),
+                                "message": message} for ref in these)
+    return result
+
+
+def record_failures(client: Elasticsearch, settings: Settings, job: dict, failures: list[dict]) -> None:
+    """Dead-letter records in the failures index (one per index + image; rewrites are idempotent)."""
+    if not failures:
+        return
+    ensure_failures_index(client, settings.failures_index)
+    actions = [{"_op_type": "index", "_index": settings.failures_index,
+                "_id": hashlib.sha1(f"{job['alias']}\x00{f['ref']}".encode()).hexdigest(),
+                "index": job["alias"], "job_id": job["job_id"], "model_id": job["model_id"],
+                "at": _now(), **f} for f in failures]
+    for ok, info in streaming_bulk(client, actions, raise_on_error=False, max_retries=5):
+        if not ok:
+            log.error("could not record failure: %s", info)
+
+
+def process_batch(settings: Settings, client: Elasticsearch, job: dict, items: list[dict]) -> dict:
+    """Decode, embed and write one batch; returns counts and failures (JSON-safe)."""
+    model = cached_model(job["model_path"])
+    if model.model_id != job["model_id"]:
+        raise MappingMismatch(f"model file {job['model_path']} is now {model.model_id}, but the "
+                              f"index serves {job['model_id']}", hint="restore the model file")
+    limits = DecodeLimits(settings.max_image_pixels, settings.max_image_bytes)
+    good, failures = decode_items(items, limits, model.preprocess.size, settings.image_roots)
+    vectors = embed_images(model.encoder, [img for _, img, _ in good], model.preprocess,
+                           batch_size=settings.batch_size)
+    refs: dict[str, list[str]] = {}
+    for item, _, sha in good:  # identical images share one document id
+        refs.setdefault(item.get("id") or sha, []).append(item["ref"])
+    result = write_bulk(client, list(build_actions(job, good, vectors)), refs)
+    result.failures = failures + result.failures
+    record_failures(client, settings, job, result.failures)
+    JobProgress(settings, job["job_id"]).record(result.indexed, [f["ref"] for f in result.failures])
+    log.info("job %s: batch of %d -> %d indexed, %d failed", job["job_id"], len(items),
+             len(result.indexed), len(result.failures))
+    return result.as_dict()

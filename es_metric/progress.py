@@ -1,0 +1,68 @@
+"""Ingest job progress in Redis: sets of done and failed image references (idempotent)."""
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+import redis
+
+from .config import Settings
+from .errors import ClusterUnavailable
+
+JOB_TTL = 7 * 24 * 3600
+
+
+class JobProgress:
+    def __init__(self, settings: Settings, job_id: str, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.job_id = job_id
+        self.redis = client or redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        self.key = f"esm:job:{job_id}"
+
+    def start(self, total: int, **info) -> None:
+        with self._errors():
+            pipe = self.redis.pipeline()
+            pipe.hset(self.key, mapping={"total": total, "created": time.time(),
+                                         **{k: str(v) for k, v in info.items()}})
+            pipe.expire(self.key, JOB_TTL)
+            pipe.execute()
+
+    def record(self, done: Iterable[str], failed: Iterable[str]) -> None:
+        done, failed = list(done), list(failed)
+        with self._errors():
+            pipe = self.redis.pipeline()
+            if done:
+                pipe.sadd(self.key + ":done", *done)
+                pipe.srem(self.key + ":failed", *done)
+            if failed:
+                pipe.sadd(self.key + ":failed", *failed)
+            for suffix in (":done", ":failed"):
+                pipe.expire(self.key + suffix, JOB_TTL)
+            pipe.execute()
+
+    def counts(self) -> tuple[int, int, int]:
+        """(total, done, failed)."""
+        with self._errors():
+            pipe = self.redis.pipeline()
+            pipe.hget(self.key, "total")
+            pipe.scard(self.key + ":done")
+            pipe.scard(self.key + ":failed")
+            total, done, failed = pipe.execute()
+        return int(total or 0), int(done), int(failed)
+
+    def _errors(self):
+        return _redis_errors(self.settings)
+
+
+class _redis_errors:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and issubclass(exc_type, redis.ConnectionError):
+            raise ClusterUnavailable(f"cannot reach Redis at {self.settings.redis_url}",
+                                     hint="start it with `esm stack up`, or set ESM_REDIS_URL") from None
+        return False

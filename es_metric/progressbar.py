@@ -1,0 +1,33 @@
+"""Progress bars (rich) for long work; silent when ESM_PROGRESS=0 or output is not a terminal."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+def enabled() -> bool:
+    flag = os.environ.get("ESM_PROGRESS")
+    if flag is not None:
+        return flag not in ("0", "false", "no")
+    return sys.stderr.isatty()
+
+
+def progress_iter(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
+    if not enabled():
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, transient=False, console=Console(stderr=True)) as bar:
+        task = bar.add_task(desc, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)

@@ -1,0 +1,168 @@
+"""Run searches: by image, by indexed document, by text, with filters, hybrid or fused.
+
+The query image is embedded with the model the index records in its ``_meta`` (never a guess),
+and every hit's ``model_id`` must be that model.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from elasticsearch import Elasticsearch, NotFoundError
+
+from .embed import embed_images
+from .errors import SearchError
+from .images import DecodeLimits, content_hash, decode, read_bytes
+from .index import IndexInfo, index_info
+from .modelfile import cached_model
+from .queries import (filter_clauses, knn_clause, parse_filter, rrf_fuse, search_body,
+                      text_query)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchRequest:
+    image: bytes | None = None
+    like: str | None = None
+    text: str | None = None
+    filters: list[str] = field(default_factory=list)
+    k: int = 10
+    page: int = 1
+    num_candidates: int | None = None
+    fusion: str = "weighted"          # weighted | rrf
+    image_weight: float = 1.0
+    text_weight: float = 1.0
+    min_similarity: float | None = None
+    near_duplicates: bool = False
+    text_fields: list[str] | None = None
+
+
+def mapping_properties(client: Elasticsearch, concrete: str) -> dict:
+    return client.indices.get_mapping(index=concrete)[concrete]["mappings"].get("properties", {})
+
+
+def text_fields_of(properties: dict) -> list[str]:
+    return sorted(name for name, node in properties.items() if node.get("type") == "text")
+
+
+def image_vector(info: IndexInfo, data: bytes, limits: DecodeLimits = DecodeLimits()) -> list[float]:
+    """Embed query image bytes with the index's own model."""
+    model = cached_model(info.model_path)
+    if model.model_id != info.model_id:
+        raise SearchError(f"model file {info.model_path} is {model.model_id}, but the index serves "
+                          f"{info.model_id}; es-metric never mixes models", hint="restore the file")
+    img = decode(data, limits, draft=model.preprocess.size)
+    return embed_images(model.encoder, [img], model.preprocess)[0].tolist()
+
+
+def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[float]:
+    try:
+        doc = client.get(index=info.concrete, id=doc_id, source_includes=[info.vector_field, "model_id"])
+    except NotFoundError:
+        raise SearchError(f"no document {doc_id!r} in {info.name!r}") from None
+    src = doc["_source"]
+    if info.vector_field not in src:
+        raise SearchError(f"document {doc_id!r} has no vector yet", hint="ingest its image first")
+    if src.get("model_id") not in (None, info.model_id):
+        raise SearchError(f"document {doc_id!r} was embedded by {src['model_id']}, the index serves "
+                          f"{info.model_id}", hint="reindex with `esm reindex`")
+    return src[info.vector_field]
+
+
+def near_duplicate_threshold(info: IndexInfo) -> float:
+    from .modelfile import read_card
+    card = read_card(info.model_path)
+    value = (card.get("metrics") or {}).get("near_duplicate_threshold")
+    if value is None:
+        raise SearchError(f"model {info.model_id} has no calibrated near-duplicate threshold",
+                          hint="pass --min-similarity explicitly")
+    return float(value)
+
+
+def run_search(client: Elasticsearch, index: str, req: SearchRequest,
+               limits: DecodeLimits = DecodeLimits()) -> dict:
+    """Answer ``req`` on ``index``; the result matches the CLI contract's JSON."""
+    started = time.perf_counter()
+    info = index_info(client, index)
+    props = mapping_properties(client, info.concrete)
+    filt = filter_clauses([parse_filter(f) for f in req.filters], props)
+    vector = _query_vector(client, info, req, limits)
+    size, offset = req.k, (req.page - 1) * req.k
+    fields = req.text_fields or text_fields_of(props)
+    min_sim = near_duplicate_threshold(info) if req.near_duplicates else req.min_similarity
+    if vector is None and not req.text:
+        raise SearchError("nothing to search with", hint="give an image, a document id or text")
+    if vector is not None and req.text and req.fusion == "rrf":
+        hits, took = _rrf(client, info, req, vector, filt, fields, min_sim)
+    else:
+        knn = None
+        if vector is not None:
+            knn = knn_clause(info.vector_field, vector, offset + size, num_candidates=req.num_candidates,
+                             filter_query=filt, min_similarity=min_sim,
+                             boost=req.image_weight if req.text else None,
+                             exclude_ids=[req.like] if req.like else None)
+        query = text_query(req.text, fields, filt, boost=req.text_weight) if req.text else None
+        body = search_body(knn=knn, query=query, size=size, offset=offset,
+                           vector_field=info.vector_field, highlight_fields=fields if req.text else None)
+        resp = client.search(index=info.concrete, body=body)
+        hits, took = resp["hits"]["hits"], resp["took"]
+    return _result(info, hits, took, started, req, filtered=bool(filt))
+
+
+def _query_vector(client, info, req: SearchRequest, limits) -> list[float] | None:
+    if req.image is not None and req.like:
+        raise SearchError("give either an image or --like, not both")
+    if req.image is not None:
+        return image_vector(info, req.image, limits)
+    if req.like:
+        return doc_vector(client, info, req.like)
+    return None
+
+
+def _rrf(client, info: IndexInfo, req: SearchRequest, vector, filt, fields, min_sim):
+    window = max(req.k * req.page, 50)
+    knn = knn_clause(info.vector_field, vector, window, num_candidates=req.num_candidates,
+                     filter_query=filt, min_similarity=min_sim,
+                     exclude_ids=[req.like] if req.like else None)
+    by_image = client.search(index=info.concrete, body=search_body(
+        knn=knn, size=window, vector_field=info.vector_field))
+    by_text = client.search(index=info.concrete, body=search_body(
+        query=text_query(req.text, fields, filt), size=window, vector_field=info.vector_field,
+        highlight_fields=fields))
+    docs = {h["_id"]: h for h in by_text["hits"]["hits"] + by_image["hits"]["hits"]}
+    ranked = rrf_fuse([[h["_id"] for h in by_image["hits"]["hits"]],
+                       [h["_id"] for h in by_text["hits"]["hits"]]])
+    page = ranked[(req.page - 1) * req.k: req.page * req.k]
+    hits = [dict(docs[i], _score=score) for i, score in page]
+    return hits, by_image["took"] + by_text["took"]
+
+
+def _result(info: IndexInfo, hits: list[dict], took: int, started: float, req: SearchRequest,
+            filtered: bool) -> dict:
+    out = []
+    for h in hits:
+        src = h.get("_source", {})
+        if src.get("model_id") not in (None, info.model_id):
+            raise SearchError(f"hit {h['_id']} was embedded by {src['model_id']}, not "
+                              f"{info.model_id}; es-metric never mixes models",
+                              hint="finish or abandon the reindex")
+        item = {"id": h["_id"], "score": h.get("_score"), "source": src}
+        if h.get("highlight"):
+            item["highlight"] = h["highlight"]
+        out.append(item)
+    result = {"hits": out, "took_ms": took, "model_id": info.model_id, "index": info.concrete,
+              "client_ms": round((time.perf_counter() - started) * 1000, 2), "page": req.page}
+    if len(out) < req.k:
+        why = "the filters" if filtered else "the index"
+        result["note"] = f"only {len(out)} result(s): {why} leave fewer than k={req.k} matches"
+    return result
+
+
+def read_query_image(path: str | Path, limits: DecodeLimits = DecodeLimits()) -> bytes:
+    return read_bytes(path, limits)
+
+
+__all__ = ["SearchRequest", "run_search", "read_query_image", "content_hash"]

@@ -1,0 +1,233 @@
+"""The local development stack: a real single-node Elasticsearch, Redis and a Celery worker.
+
+``up`` is idempotent and records what it started (pids) in ``<stack_dir>/run/stack.json``;
+``down`` stops exactly those processes by pid. A service the user already runs (``ESM_ES_URL`` /
+``ESM_REDIS_URL`` set, or something already answering on the port) is used, never touched.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import ES_VERSION
+from .config import Settings
+from .errors import StackError
+from .stack_es import es_health, es_node_info, start_es
+from .stack_proc import pid_alive, read_pid, stop_pid
+
+log = logging.getLogger(__name__)
+
+REDIS_PACKAGE = "redis-server"
+
+
+@dataclass
+class Component:
+    """What ``status`` reports for one service."""
+
+    name: str
+    running: bool
+    managed: bool  # started by ``esm stack up`` (and so stopped by ``down``)
+    where: str
+    detail: str = ""
+    pid: int | None = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def run_dir(settings: Settings) -> Path:
+    path = settings.stack_dir / "run"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _state_path(settings: Settings) -> Path:
+    return run_dir(settings) / "stack.json"
+
+
+def load_state(settings: Settings) -> dict:
+    path = _state_path(settings)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save_state(settings: Settings, state: dict) -> None:
+    _state_path(settings).write_text(json.dumps(state, indent=2))
+
+
+def _remember(settings: Settings, name: str, pid: int, **extra) -> None:
+    state = load_state(settings)
+    state[name] = {"pid": pid, **extra}
+    _save_state(settings, state)
+
+
+def _forget(settings: Settings, name: str) -> None:
+    state = load_state(settings)
+    state.pop(name, None)
+    _save_state(settings, state)
+
+
+# --------------------------------------------------------------------------- Redis
+
+def redis_ping(settings: Settings) -> dict | None:
+    """Redis ``INFO server`` if it answers, else None."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=2)
+        return client.info("server")
+    except redis.RedisError:
+        return None
+
+
+def _redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise StackError("redis-server is not installed",
+                         hint=f"install it: sudo apt-get install -y {REDIS_PACKAGE}")
+    log.info("installing %s with apt-get", REDIS_PACKAGE)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", REDIS_PACKAGE]):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise StackError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-400:]}")
+    return shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def start_redis(settings: Settings) -> Component:
+    where = settings.redis_url
+    if redis_ping(settings) is not None:
+        managed = pid_alive(load_state(settings).get("redis", {}).get("pid"))
+        return Component("redis", True, managed, where, "already running")
+    if settings.redis_external:
+        raise StackError(f"Redis at {where} (ESM_REDIS_URL) does not answer",
+                         hint="start it, or unset ESM_REDIS_URL to let esm run a local one")
+    binary = _redis_binary()
+    data = settings.stack_dir / "redis"
+    logs = settings.stack_dir / "logs"
+    data.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    pidfile = run_dir(settings) / "redis.pid"
+    cmd = [binary, "--bind", "127.0.0.1", "--port", str(settings.redis_port),
+           "--daemonize", "yes", "--pidfile", str(pidfile), "--dir", str(data),
+           "--logfile", str(logs / "redis.log"), "--appendonly", "yes", "--save", ""]
+    subprocess.run(cmd, check=True)
+    for _ in range(50):
+        if redis_ping(settings) is not None and read_pid(pidfile):
+            _remember(settings, "redis", read_pid(pidfile))
+            return Component("redis", True, True, where, "started", read_pid(pidfile))
+        time.sleep(0.1)
+    raise StackError("redis-server did not start", hint=f"see {logs / 'redis.log'}")
+
+
+# --------------------------------------------------------------------------- Celery worker
+
+def worker_pidfile(settings: Settings) -> Path:
+    return run_dir(settings) / "worker.pid"
+
+
+def worker_ping(settings: Settings, timeout: float = 2.0) -> list[str]:
+    """Hostnames of Celery workers answering a broadcast ping."""
+    from workers.celery_app import make_app
+
+    app = make_app(settings)
+    try:
+        replies = app.control.ping(timeout=timeout) or []
+    except Exception as exc:  # the broker may be down: that means "no worker answers"
+        log.debug("worker ping failed: %s", exc)
+        return []
+    finally:
+        app.close()
+    return sorted(name for reply in replies for name in reply)
+
+
+def start_worker(settings: Settings, concurrency: int | None = None) -> Component:
+    pidfile = worker_pidfile(settings)
+    pid = read_pid(pidfile)
+    if pid_alive(pid):
+        return Component("worker", True, True, settings.worker_queue, "already running", pid)
+    logs = settings.stack_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    conc = concurrency or settings.worker_concurrency
+    cmd = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+           "-Q", settings.worker_queue, "--concurrency", str(conc), "--loglevel", "INFO",
+           "--pidfile", str(pidfile), "--logfile", str(logs / "worker-%i.log"),
+           "--hostname", f"esm-{os.getpid()}@%h", "--detach"]
+    subprocess.run(cmd, check=True, env=dict(os.environ, ESM_WORKER_CONCURRENCY=str(conc)))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pid = read_pid(pidfile)
+        if pid and worker_ping(settings, timeout=1.0):
+            _remember(settings, "worker", pid, concurrency=conc)
+            return Component("worker", True, True, settings.worker_queue,
+                             f"started, {conc} process(es)", pid)
+        time.sleep(0.5)
+    raise StackError("the Celery worker did not answer within 60 s",
+                     hint=f"see {logs}/worker-0.log")
+
+
+def stop_worker(settings: Settings) -> bool:
+    stopped = stop_pid(read_pid(worker_pidfile(settings)), signal.SIGTERM, timeout=30)
+    _forget(settings, "worker")
+    return stopped
+
+
+# --------------------------------------------------------------------------- whole stack
+
+def up(settings: Settings, *, worker: bool = True, concurrency: int | None = None) -> list[Component]:
+    """Start whatever is missing; return what runs. Safe to call again."""
+    comps = [start_es(settings, remember=_remember, state=load_state(settings)),
+             start_redis(settings)]
+    if worker:
+        comps.append(start_worker(settings, concurrency))
+    return comps
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop exactly the processes ``up`` started, by pid; return their names."""
+    state = load_state(settings)
+    stopped = []
+    if stop_worker(settings) or "worker" in state:
+        stopped.append("worker")
+    for name in ("redis", "es"):
+        entry = state.get(name)
+        if entry and stop_pid(entry.get("pid"), signal.SIGTERM, timeout=60):
+            stopped.append(name)
+        _forget(settings, name)
+    return stopped
+
+
+def status(settings: Settings) -> list[Component]:
+    """What runs, where, which versions; never starts anything."""
+    state = load_state(settings)
+    health = es_health(settings)
+    if health:
+        info = es_node_info(settings)
+        detail = f"Elasticsearch {info.get('version', '?')} (JVM {info.get('jvm', '?')}), health {health}"
+    else:
+        detail = "not reachable"
+    es = Component("elasticsearch", bool(health), pid_alive(state.get("es", {}).get("pid")),
+                   settings.es_url, detail, state.get("es", {}).get("pid"))
+    rinfo = redis_ping(settings)
+    redis = Component("redis", rinfo is not None, pid_alive(state.get("redis", {}).get("pid")),
+                      settings.redis_url,
+                      f"Redis {rinfo['redis_version']}" if rinfo else "not reachable",
+                      state.get("redis", {}).get("pid"))
+    names = worker_ping(settings) if rinfo else []
+    wpid = read_pid(worker_pidfile(settings))
+    worker = Component("worker", bool(names), pid_alive(wpid), f"queue {settings.worker_queue}",
+                       ", ".join(names) if names else "no worker answers", wpid)
+    return [es, redis, worker]
+
+
+def pinned_es_version() -> str:
+    return ES_VERSION

@@ -1,0 +1,187 @@
+"""Training: metric-learning objectives on a labelled image folder, with early stopping on
+validation MAP@R, checkpoints, an evaluation gate against the pretrained-cosine baseline, and a
+model card.
+
+Two regimes: a frozen backbone (features extracted once and cached; only the head learns, in
+seconds) and full fine-tuning with retrieval augmentations.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .data import Sample, fingerprint, labels_tensor, scan_folder, split
+from .encoder import Encoder, backbone_spec, create_encoder
+from .evaluate import Embedded, backbone_features, retrieval_metrics
+from .losses import Objective, objective
+from .modelfile import build_card, save_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    loss: str = "triplet"
+    backbone: str = "efficientnet-lite0"
+    weights: str | None = None
+    pretrained: bool | None = None
+    freeze_backbone: bool | None = None   # None: frozen when the backbone is pretrained
+    dim: int = 256
+    head: str = "linear"
+    epochs: int = 30
+    batch_size: int = 128
+    m_per_class: int = 4
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    seed: int = 0
+    protocol: str = "in-domain"           # how the validation split is drawn
+    val_fraction: float = 0.2
+    patience: int = 5
+    miner: str = "batch-hard"
+    margin: float | None = None
+    time_budget_s: float | None = None
+
+    def resolved(self) -> "TrainConfig":
+        spec = backbone_spec(self.backbone)
+        obj = objective(self.loss)
+        cfg = copy.copy(self)
+        if cfg.pretrained is None:
+            cfg.pretrained = spec.pretrained_default or bool(cfg.weights)
+        if cfg.freeze_backbone is None:
+            cfg.freeze_backbone = bool(cfg.pretrained)
+        if obj.frozen_backbone:
+            cfg.freeze_backbone = True
+        if cfg.lr is None:
+            cfg.lr = 1e-3 if cfg.freeze_backbone else 3e-4
+        return cfg
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    card: dict
+    history: list[dict] = field(default_factory=list)
+
+
+EpochCallback = Callable[[dict], None]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _loss_params(cfg: TrainConfig) -> dict:
+    params: dict = {"miner": cfg.miner}
+    if cfg.margin is not None:
+        params["margin"] = cfg.margin
+    return params
+
+
+def _batches(labels: torch.Tensor, cfg: TrainConfig):
+    """Index batches with m images per class (pytorch-metric-learning's MPerClassSampler)."""
+    from pytorch_metric_learning.samplers import MPerClassSampler
+
+    batch = min(cfg.batch_size, cfg.m_per_class * len(torch.unique(labels)))
+    batch -= batch % cfg.m_per_class
+    sampler = MPerClassSampler(labels, m=cfg.m_per_class, batch_size=batch,
+                               length_before_new_iter=max(len(labels), batch))
+    order = list(sampler)
+    return [order[i:i + batch] for i in range(0, len(order) - batch + 1, batch)]
+
+
+def pca_init(head: torch.nn.Linear, feats: torch.Tensor) -> None:
+    """Start a linear head at the top principal directions: distances start ≈ the baseline's."""
+    centred = feats - feats.mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    k = head.out_features
+    with torch.no_grad():
+        if v.shape[0] >= k:
+            head.weight.copy_(v[:k])
+        if head.bias is not None:
+            head.bias.zero_()
+
+
+def _score(encoder: Encoder, feats: torch.Tensor, samples: list[Sample]) -> dict:
+    with torch.no_grad():
+        vecs = encoder.project(feats)
+    return retrieval_metrics(Embedded(vecs.numpy(), labels_tensor(samples).numpy(), samples,
+                                      encoder.metric, "val"))
+
+
+def _fit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list[Sample],
+              val_s: list[Sample], feats: dict, on_epoch: EpochCallback | None) -> list[dict]:
+    """Frozen backbone: train only the head on cached features; keep the best epoch by MAP@R."""
+    loss_fn, miner = obj.build(obj.metric, _loss_params(cfg))
+    labels = labels_tensor(train_s)
+    if isinstance(encoder.head, torch.nn.Linear):
+        pca_init(encoder.head, torch.nn.functional.normalize(feats["train"], dim=-1)
+                 if encoder.feature_norm else feats["train"])
+    opt = torch.optim.AdamW(encoder.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best = _score(encoder, feats["val"], val_s)
+    history = [{"epoch": 0, "loss": None, "val_map_at_r": best["map_at_r"], "seconds": 0.0}]
+    best_state, bad, started = copy.deepcopy(encoder.head.state_dict()), 0, time.monotonic()
+    for epoch in range(1, cfg.epochs + 1):
+        t0, losses = time.monotonic(), []
+        encoder.head.train()
+        for idx in _batches(labels, cfg):
+            emb = encoder.project(feats["train"][idx])
+            lab = labels[idx]
+            loss = loss_fn(emb, lab, miner(emb, lab)) if miner else loss_fn(emb, lab)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss))
+        encoder.head.eval()
+        score = _score(encoder, feats["val"], val_s)
+        row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
+               "val_map_at_r": score["map_at_r"], "seconds": round(time.monotonic() - t0, 3)}
+        history.append(row)
+        if on_epoch:
+            on_epoch(row)
+        if score["map_at_r"] > best["map_at_r"]:
+            best, best_state, bad = score, copy.deepcopy(encoder.head.state_dict()), 0
+        else:
+            bad += 1
+        if bad >= cfg.patience or (cfg.time_budget_s and time.monotonic() - started > cfg.time_budget_s):
+            break
+    encoder.head.load_state_dict(best_state)
+    return history
+
+
+def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
+          on_epoch: EpochCallback | None = None, resume: bool = False) -> TrainResult:
+    """Train, gate against the baseline, calibrate, and write the model file with its card."""
+    cfg = cfg.resolved()
+    seed_everything(cfg.seed)
+    samples = scan_folder(data_dir)
+    train_s, val_s = split(samples, cfg.protocol, cfg.val_fraction, cfg.seed)
+    obj = objective(cfg.loss)
+    encoder = create_encoder(cfg.backbone, dim=cfg.dim, metric=obj.metric, pretrained=cfg.pretrained,
+                             weights=cfg.weights, head=cfg.head,
+                             feature_norm=obj.name == "mahalanobis")
+    started = time.monotonic()
+    if cfg.freeze_backbone:
+        feats = {name: backbone_features(cfg.backbone, part, cfg.weights, cfg.pretrained).float()
+                 for name, part in (("train", train_s), ("val", val_s))}
+        history = _fit_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch)
+    else:
+        from .finetune import fit_full
+        history = fit_full(encoder, obj, cfg, train_s, val_s, Path(str(out) + ".ckpt"), on_epoch, resume)
+    seconds = time.monotonic() - started
+    from .gate import gate_and_calibrate
+    metrics = gate_and_calibrate(encoder, cfg, val_s)
+    metrics["train_seconds"] = round(seconds, 1)
+    training = {**asdict(cfg), "history": history, "n_train": len(train_s), "n_val": len(val_s)}
+    card = build_card(encoder, backbone=cfg.backbone, loss=cfg.loss, training=training,
+                      data_fingerprint=fingerprint(samples), metrics=metrics)
+    return TrainResult(save_model(out, encoder, card), card, history)

@@ -1,0 +1,38 @@
+"""The Celery app only: broker, serializer and reliability settings. Tasks live in tasks.py."""
+from __future__ import annotations
+
+from celery import Celery
+
+from es_metric.config import Settings
+
+# Longest a task may run; the broker's visibility timeout must exceed it, or Redis would
+# redeliver a task that is still running (and it would be written twice, harmlessly but wastefully).
+TASK_TIME_LIMIT = 15 * 60
+VISIBILITY_TIMEOUT = 2 * TASK_TIME_LIMIT
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    settings = settings or Settings.from_env()
+    app = Celery("es_metric", broker=settings.redis_url, backend=settings.redis_url)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=TASK_TIME_LIMIT,
+        task_soft_time_limit=TASK_TIME_LIMIT - 60,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        result_expires=24 * 3600,
+        task_default_queue=settings.worker_queue,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        include=["workers.tasks"],
+    )
+    return app
+
+
+app = make_app()
