@@ -80,7 +80,7 @@ def fit_full(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         score = _val_score(encoder, cfg, val_s)
         row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
                "val_map_at_r": score["map_at_r"], "seconds": round(time.monotonic() - t0, 2)}

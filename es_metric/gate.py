@@ -58,7 +58,8 @@ def gate_and_calibrate(encoder: Encoder, cfg, val_s: list[Sample]) -> dict:
     return {
         "val": {k: model[k] for k in ("map_at_r", "map", "recall_at_1", "recall_at_10", "n_queries")},
         "baseline_val": {k: base[k] for k in ("map_at_r", "map", "recall_at_1", "recall_at_10")},
-        "gate": {"passed": bool(passed), "against": f"pretrained-cosine {cfg.backbone}",
+        "gate": {"passed": bool(passed),
+                 "against": f"{'pretrained' if cfg.pretrained else 'untrained'}-cosine {cfg.backbone}",
                  "model_map_at_r": model["map_at_r"], "baseline_map_at_r": base["map_at_r"]},
         "near_duplicate_threshold": calibrate_near_duplicates(vecs, labels, encoder.metric),
     }

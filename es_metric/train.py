@@ -140,7 +140,7 @@ def _fit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list[
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         encoder.head.eval()
         score = _score(encoder, feats["val"], val_s)
         row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
@@ -162,6 +162,7 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
           on_epoch: EpochCallback | None = None, resume: bool = False) -> TrainResult:
     """Train, gate against the baseline, calibrate, and write the model file with its card."""
     cfg = cfg.resolved()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     samples = scan_folder(data_dir)
     train_s, val_s = split(samples, cfg.protocol, cfg.val_fraction, cfg.seed)
