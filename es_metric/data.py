@@ -33,12 +33,14 @@ class Sample:
     cls: str
 
 
-def scan_folder(root: str | Path, min_per_class: int = 2) -> list[Sample]:
-    """One sample per image file in ``root/<class>/``; classes with < ``min_per_class`` dropped."""
+def scan_folder(root: str | Path, min_per_class: int = 2, exclude: tuple[str, ...] = ()) -> list[Sample]:
+    """One sample per image file in ``root/<class>/``; classes with < ``min_per_class`` dropped,
+    folders named in ``exclude`` skipped."""
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a folder", hint="DATA_DIR holds one sub-folder per class")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = sorted(d.name for d in root.iterdir()
+                     if d.is_dir() and not d.name.startswith(".") and d.name not in exclude)
     samples: list[Sample] = []
     kept = 0
     for cls in classes:

@@ -44,7 +44,7 @@ def cache_dir() -> Path:
 
 @torch.inference_mode()
 def run_module(module: torch.nn.Module, samples: Sequence[Sample], pre: Preprocess,
-               batch_size: int = 64, desc: str = "embedding") -> torch.Tensor:
+               batch_size: int = 32, desc: str = "embedding") -> torch.Tensor:
     """Outputs of ``module`` for every sample, in order, with a progress bar."""
     module.eval()
     ds = ImageDataset(samples, lambda im: to_tensor(im, pre), draft=pre.size)
@@ -54,8 +54,9 @@ def run_module(module: torch.nn.Module, samples: Sequence[Sample], pre: Preproce
 
 
 def backbone_features(name: str, samples: Sequence[Sample], weights: str | None = None,
-                      pretrained: bool | None = None, batch_size: int = 64) -> torch.Tensor:
-    """Pooled backbone features, cached on disk by backbone, weights and file list."""
+                      pretrained: bool | None = None, batch_size: int = 32,
+                      module: torch.nn.Module | None = None) -> torch.Tensor:
+    """Pooled backbone features (of ``module`` if given), cached on disk when pretrained."""
     spec = backbone_spec(name)
     key = hashlib.sha256(f"{name}|{weights}|{pretrained}|{spec.preprocess}|".encode()
                          + "\n".join(f"{s.path}:{os.path.getmtime(s.path)}" for s in samples).encode())
@@ -63,8 +64,9 @@ def backbone_features(name: str, samples: Sequence[Sample], weights: str | None 
     cacheable = bool(pretrained)  # random initialisations are not worth keeping
     if cacheable and path.exists():
         return torch.load(path, weights_only=True)
-    encoder = create_encoder(name, pretrained=pretrained, weights=weights)
-    feats = run_module(encoder.backbone, samples, spec.preprocess, batch_size, f"{name} features")
+    if module is None:
+        module = create_encoder(name, pretrained=pretrained, weights=weights).backbone
+    feats = run_module(module, samples, spec.preprocess, batch_size, f"{name} features")
     if cacheable:
         torch.save(feats, path)
     return feats
@@ -136,8 +138,9 @@ def retrieval_metrics(emb: Embedded) -> dict:
     if keep.sum() < 2:
         raise ConfigError("too few queries: every class needs at least two test images")
     vecs, labels = emb.vectors[keep], labels[keep]
+    # k = every other item, so mAP ranks all relevant items, not only the first max_bin_count
     calc = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r",
-                                       "mean_average_precision"), k="max_bin_count",
+                                       "mean_average_precision"), k=len(vecs) - 1,
                               knn_func=CustomKNN(emb.metric.pml_distance()), device=torch.device("cpu"))
     t = torch.from_numpy(np.ascontiguousarray(vecs, dtype=np.float32))
     acc = calc.get_accuracy(t, torch.from_numpy(labels), t, torch.from_numpy(labels),

@@ -116,3 +116,8 @@ def _warn_if_no_worker(settings: Settings) -> None:
 
 def unique_refs(items: Iterable[dict]) -> int:
     return len({i["ref"] for i in items})
+
+
+def make_searchable(client: Elasticsearch, job: Job) -> None:
+    """Refresh the target so every written document is visible to search now."""
+    client.indices.refresh(index=job.target)

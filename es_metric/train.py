@@ -172,7 +172,8 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
                              feature_norm=obj.name == "mahalanobis")
     started = time.monotonic()
     if cfg.freeze_backbone:
-        feats = {name: backbone_features(cfg.backbone, part, cfg.weights, cfg.pretrained).float()
+        feats = {name: backbone_features(cfg.backbone, part, cfg.weights, cfg.pretrained,
+                                         module=encoder.backbone).float()
                  for name, part in (("train", train_s), ("val", val_s))}
         history = _fit_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch)
     else:

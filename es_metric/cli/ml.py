@@ -96,9 +96,11 @@ def evaluate(data_dir, model_path, baseline, weights, batch_size, as_json, repor
 @click.option("--protocol", type=click.Choice(PROTOCOLS), default="in-domain", show_default=True)
 @click.option("--test-fraction", type=float, default=0.5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def split_cmd(data_dir, out, protocol, test_fraction, seed) -> None:
+@click.option("--exclude", multiple=True, help="Sub-folder to leave out (repeatable).")
+def split_cmd(data_dir, out, protocol, test_fraction, seed, exclude) -> None:
     """Write OUT/train and OUT/test (symlinked image folders) under a protocol."""
-    train_s, test_s = split_samples(scan_folder(data_dir), protocol, test_fraction, seed)
+    samples = scan_folder(data_dir, exclude=tuple(exclude))
+    train_s, test_s = split_samples(samples, protocol, test_fraction, seed)
     n_train = materialize(train_s, Path(out) / "train")
     n_test = materialize(test_s, Path(out) / "test")
     click.echo(f"{protocol}: {n_train} train images ({len({s.cls for s in train_s})} classes), "

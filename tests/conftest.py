@@ -1,0 +1,93 @@
+"""Shared fixtures. Integration tests need the real stack and FAIL (never skip) without it."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.imagegen import make_dataset
+
+os.environ.setdefault("ESM_PROGRESS", "0")
+
+
+def pytest_report_header(config):
+    from es_metric import ES_VERSION
+    from es_metric.config import Settings
+    from es_metric.stack_es import es_health, es_node_info
+
+    s = Settings.from_env()
+    health = es_health(s)
+    if not health:
+        return [f"elasticsearch: NOT reachable at {s.es_url} (pinned {ES_VERSION})"]
+    info = es_node_info(s)
+    return [f"elasticsearch: {info.get('version')} (JVM {info.get('jvm')}) at {s.es_url}, health {health}"]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("tiny") / "images", n_classes=6, per_class=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_data, tmp_path_factory) -> Path:
+    """A small-cnn encoder trained for a few epochs on the generated images (32-d, cosine)."""
+    from es_metric.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("models") / "small.pt"
+    train(tiny_data, out, TrainConfig(loss="triplet", backbone="small-cnn", dim=32, epochs=4,
+                                      batch_size=48, seed=1))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_l2(tiny_data, tmp_path_factory) -> Path:
+    """A different model (other dims, l2_norm) for mismatch and reindex tests."""
+    from es_metric.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("models") / "small-l2.pt"
+    train(tiny_data, out, TrainConfig(loss="contrastive", backbone="small-cnn", dim=24, epochs=2,
+                                      batch_size=48, seed=2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def settings():
+    from es_metric.config import Settings
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def stack(settings):
+    """The real stack. Fails with a clear message when any part is missing."""
+    from es_metric.stack import redis_ping, worker_ping
+    from es_metric.stack_es import es_health
+
+    problems = []
+    if not es_health(settings):
+        problems.append(f"Elasticsearch does not answer at {settings.es_url}")
+    if redis_ping(settings) is None:
+        problems.append(f"Redis does not answer at {settings.redis_url}")
+    elif not worker_ping(settings):
+        problems.append(f"no Celery worker answers on queue {settings.worker_queue!r}")
+    if problems:
+        pytest.fail("integration tests need the real stack: " + "; ".join(problems)
+                    + ". Start it with `esm stack up` (or `make stack`).", pytrace=False)
+    return settings
+
+
+@pytest.fixture
+def es(stack):
+    from es_metric.es import make_client
+    client = make_client(stack)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def index_name(es):
+    """A unique alias name; every index starting with it is deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    yield name
+    es.options(ignore_status=404).indices.delete(index=f"{name}*", expand_wildcards="all")

@@ -1,0 +1,21 @@
+"""Helpers for integration tests: run the CLI in-process and parse its JSON."""
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from es_metric.cli import main
+
+
+def esm(*args: str, ok: bool = True):
+    """Run ``esm ARGS``; with ok=True assert exit 0 and return the result."""
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, f"esm {' '.join(map(str, args))} failed:\n{result.output}"
+    return result
+
+
+def esm_json(*args: str) -> dict:
+    out = esm(*args, "--json").stdout
+    return json.loads(out.strip().splitlines()[-1])

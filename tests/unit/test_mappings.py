@@ -1,0 +1,61 @@
+"""Mapping bodies from the model card, and the one-metric rule."""
+import pytest
+
+from es_metric.errors import ConfigError, MappingMismatch
+from es_metric.losses import OBJECTIVES
+from es_metric.mappings import (IndexOptions, check_compatible, existing_index_update, new_index_body,
+                                versioned_name)
+from es_metric.metric import Metric
+
+CARD = {"model_id": "small-cnn-triplet-abc", "dims": 128, "similarity": "cosine", "backbone": "small-cnn"}
+
+
+def test_new_index_body_takes_dims_and_similarity_from_card():
+    body = new_index_body(CARD, "/m.pt", options=IndexOptions("int8_hnsw", 24, 200),
+                          text_fields=("title",), keyword_fields=("category",))
+    vec = body["mappings"]["properties"]["image_vector"]
+    assert vec == {"type": "dense_vector", "dims": 128, "index": True, "similarity": "cosine",
+                   "index_options": {"type": "int8_hnsw", "m": 24, "ef_construction": 200}}
+    props = body["mappings"]["properties"]
+    assert props["title"]["fields"]["keyword"]["type"] == "keyword"
+    assert props["category"] == {"type": "keyword"}
+    assert props["model_id"] == {"type": "keyword"} and props["image_sha256"] == {"type": "keyword"}
+    assert body["mappings"]["_meta"]["es_metric"]["model_id"] == CARD["model_id"]
+
+
+def test_bbq_needs_64_dims():
+    with pytest.raises(ConfigError, match="at least 64 dims"):
+        IndexOptions("bbq_hnsw").as_dict(32)
+    assert IndexOptions("bbq_hnsw").as_dict(64)["type"] == "bbq_hnsw"
+
+
+def test_existing_update_adds_only_missing_fields_and_keeps_meta():
+    current = {"properties": {"title": {"type": "text"}, "image_path": {"type": "keyword"}},
+               "_meta": {"owner": "shop"}}
+    body = existing_index_update(CARD, "/m.pt", current)
+    assert set(body["properties"]) == {"image_vector", "image_sha256", "model_id", "indexed_at"}
+    assert body["_meta"]["owner"] == "shop" and body["_meta"]["es_metric"]["dims"] == 128
+
+
+@pytest.mark.parametrize("field,match", [
+    ({"type": "dense_vector", "dims": 64, "similarity": "cosine"}, "has 64 dims"),
+    ({"type": "dense_vector", "dims": 128, "similarity": "l2_norm"}, "similarity 'l2_norm'"),
+    ({"type": "keyword"}, "not dense_vector"),
+])
+def test_incompatible_vector_field_is_refused(field, match):
+    with pytest.raises(MappingMismatch, match=match):
+        check_compatible(CARD, field)
+
+
+def test_versioned_name():
+    assert versioned_name("shop", "m-1") == "shop-m-1"
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_training_metric_and_mapping_similarity_agree(name):
+    """One Metric drives both: the loss trains for it and the mapping serves it."""
+    metric = OBJECTIVES[name].metric
+    card = {**CARD, "similarity": metric.es_similarity}
+    vec = new_index_body(card, "/m.pt")["mappings"]["properties"]["image_vector"]
+    assert vec["similarity"] == metric.value
+    assert (metric is Metric.COSINE) == metric.normalize
