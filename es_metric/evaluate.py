@@ -100,8 +100,15 @@ def baseline_embeddings(name: str, samples: Sequence[Sample], weights: str | Non
                     f"baseline:{name}")
 
 
-def model_embeddings(model, samples: Sequence[Sample], batch_size: int = 64) -> Embedded:
-    vecs = run_module(model.encoder, samples, model.preprocess, batch_size, f"{model.model_id}")
+def model_embeddings(model, samples: Sequence[Sample], batch_size: int = 32) -> Embedded:
+    training = model.card.get("training") or {}
+    if training.get("freeze_backbone") and training.get("pretrained"):
+        # the backbone is the pretrained one, untouched: reuse its cached features
+        feats = backbone_features(model.card["backbone"], samples, training.get("weights"), True)
+        with torch.no_grad():
+            vecs = model.encoder.project(feats.float())
+    else:
+        vecs = run_module(model.encoder, samples, model.preprocess, batch_size, f"{model.model_id}")
     return Embedded(vecs.float().numpy(), labels_tensor(samples).numpy(), list(samples),
                     model.metric, model.model_id)
 

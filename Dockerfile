@@ -1,0 +1,12 @@
+# The Celery worker image used by docker-compose.yml.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY es_metric ./es_metric
+COPY workers ./workers
+COPY mappings ./mappings
+RUN pip install --no-cache-dir .
+RUN useradd --system --uid 1000 esm
+USER esm
+WORKDIR /work
+CMD ["celery", "-A", "workers.celery_app", "worker", "-Q", "esm", "--loglevel", "INFO"]

@@ -1,0 +1,38 @@
+# es-metric: the two commands of the README are `make demo` and `make test`.
+VENV ?= $(HOME)/.cache/es-metric/venv
+export PATH := $(VENV)/bin:$(PATH)
+export ESM_PROGRESS ?= 0
+PYTEST_ARGS ?=
+
+.PHONY: setup stack down status demo test test-unit test-integration bench experiments
+
+setup:
+	bash scripts/setup.sh
+
+stack: setup
+	esm stack up
+	esm stack restart-worker   # the worker runs the code of this checkout
+
+down:
+	esm stack down
+
+status:
+	esm stack status
+
+demo: stack
+	bash scripts/demo.sh
+
+test: stack
+	python -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: stack
+	python -m pytest tests/integration $(PYTEST_ARGS)
+
+experiments: stack
+	bash scripts/grocery_experiments.sh
+
+bench: stack
+	python bench/embed.py && python bench/ingest.py && python bench/knn.py && python bench/query.py

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Reproduces the README's metric-learning table on the Grocery Store dataset.
+# Usage: scripts/grocery_experiments.sh [GROCERY_DIR] [OUT_DIR]
+# Both protocols; every loss; baselines with the same evaluation code path.
+set -euo pipefail
+G=${1:-../shared/data/grocery_store}
+OUT=${2:-runs/grocery}
+mkdir -p "$OUT"
+export ESM_PROGRESS=0
+for P in in-domain class-disjoint; do
+  [ -d "$OUT/$P/test" ] || esm split "$G" --out "$OUT/$P" --protocol "$P" --exclude iconic --seed 0
+  for B in color-histogram efficientnet-lite0; do
+    /usr/bin/time -f "%e" -o "$OUT/$P-baseline-$B.time" \
+      esm evaluate "$OUT/$P/test" --baseline "$B" --json > "$OUT/$P-baseline-$B.json"
+  done
+  for L in ${LOSSES:-mahalanobis triplet multi-similarity contrastive}; do
+    esm train "$OUT/$P/train" --out "$OUT/$P-$L.pt" --loss "$L" --protocol "$P" \
+      --epochs "${EPOCHS:-40}" --seed 0 ${TRAIN_ARGS:-} --json > "$OUT/$P-$L.card.json"
+    esm evaluate "$OUT/$P/test" --model "$OUT/$P-$L.pt" --json > "$OUT/$P-$L.json"
+  done
+done
+python scripts/results_table.py "$OUT"

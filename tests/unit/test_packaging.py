@@ -1,0 +1,49 @@
+"""The pins that must agree: ES server version, Python client major, docker-compose, env names."""
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from es_metric import ES_VERSION
+from es_metric.config import ENV_NAMES, Settings
+from workers.celery_app import VISIBILITY_TIMEOUT, TASK_TIME_LIMIT, make_app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_client_major_matches_server_major():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    [client] = [d for d in deps if d.startswith("elasticsearch")]
+    lo, hi = re.search(r">=(\d+)[.\d]*,<(\d+)", client).groups()
+    assert int(lo) == int(ES_VERSION.split(".")[0]) == int(hi) - 1
+    import elasticsearch
+    assert elasticsearch.__versionstr__.split(".")[0] == ES_VERSION.split(".")[0]
+
+
+def test_docker_compose_agrees_with_code():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"elasticsearch", "redis", "worker"}
+    assert services["elasticsearch"]["image"].endswith(f"elasticsearch:{ES_VERSION}")
+    assert "127.0.0.1:9200:9200" in services["elasticsearch"]["ports"]
+    assert "127.0.0.1:6379:6379" in services["redis"]["ports"]
+    env = services["worker"]["environment"]
+    assert set(env) <= set(ENV_NAMES), f"unknown ESM_* names: {set(env) - set(ENV_NAMES)}"
+    s = Settings.from_env(env)
+    assert s.es_external and s.redis_external and s.worker_queue in services["worker"]["command"]
+    assert "workers.celery_app" in services["worker"]["command"]
+
+
+def test_every_env_name_is_read_by_settings():
+    source = (ROOT / "es_metric" / "config.py").read_text()
+    for name in ENV_NAMES:
+        assert f'"{name}"' in source.split("ENV_NAMES")[0], name
+
+
+def test_celery_reliability_settings():
+    conf = make_app(Settings.from_env({})).conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.accept_content == ["json"] and conf.task_serializer == "json"
+    assert conf.broker_transport_options["visibility_timeout"] == VISIBILITY_TIMEOUT > TASK_TIME_LIMIT
