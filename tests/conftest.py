@@ -47,8 +47,8 @@ def tiny_model_l2(tiny_data, tmp_path_factory) -> Path:
     from es_metric.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("models") / "small-l2.pt"
-    train(tiny_data, out, TrainConfig(loss="contrastive", backbone="small-cnn", dim=24, epochs=2,
-                                      batch_size=48, seed=2))
+    train(tiny_data, out, TrainConfig(loss="mahalanobis", backbone="small-cnn", pretrained=False,
+                                      dim=24, epochs=3, batch_size=48, seed=2))
     return out
 
 

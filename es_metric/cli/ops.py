@@ -126,3 +126,36 @@ def failures(index, as_json, size) -> None:
     for r in rows:
         click.echo(f"{r['reason']:<26} {r['ref']}  {r.get('message', '')}")
     click.echo(f"{len(rows)} failure(s)")
+
+
+@main.command()
+@click.argument("index")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False),
+              help="The new model file.")
+@click.option("--force", is_flag=True, help="Accept a model that failed its gate, or image failures.")
+@click.option("--delete-old", is_flag=True, help="Delete the old index after the swap.")
+@click.option("--abandon", is_flag=True, help="Delete a half-built index for --model instead.")
+@click.option("--timeout", type=float, default=None)
+@click.option("--json", "as_json", is_flag=True)
+def reindex(index, model_path, force, delete_old, abandon, timeout, as_json) -> None:
+    """Blue/green: re-embed INDEX with a new model, verify, swap the alias atomically."""
+    from dataclasses import asdict
+
+    from ..modelfile import read_card
+    from ..reindex import abandon as abandon_target, reindex as run_reindex
+
+    if not model_path:
+        raise click.UsageError("--model is required")
+    card = read_card(model_path)
+    with Cluster() as (s, es):
+        if abandon:
+            click.echo(f"deleted half-built index {abandon_target(es, index, card['model_id'])}")
+            return
+        res = run_reindex(s, es, index, str(Path(model_path).resolve()), card, force=force,
+                          delete_old=delete_old, timeout=timeout)
+    if as_json:
+        echo_json(asdict(res))
+        return
+    click.echo(f"{index}: {res.old_index} -> {res.new_index}; {res.documents} documents, "
+               f"{res.vectors} vectors, {res.failed} failed; alias swapped"
+               + ("; old index deleted" if res.deleted_old else "; old index kept (--delete-old)"))

@@ -1,0 +1,68 @@
+"""Blue/green reindex to a model with other dims while searches keep running."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from es_metric.index import count, index_info
+from es_metric.search import SearchRequest, run_search
+from tests.integration.helpers import esm, esm_json
+
+pytestmark = pytest.mark.integration
+
+
+def test_reindex_swaps_alias_while_searches_never_fail(es, index_name, tiny_model, tiny_model_l2,
+                                                       tiny_data):
+    esm("mapping", "create", index_name, "--model", tiny_model, "--index-type", "int8_hnsw")
+    esm_json("ingest", index_name, tiny_data)
+    old = index_info(es, index_name)
+    query = (tiny_data / "class_0" / "img_001.jpg").read_bytes()
+
+    errors, answered, stop = [], [], threading.Event()
+
+    def search_loop():
+        from es_metric.es import make_client
+        from es_metric.config import Settings
+        client = make_client(Settings.from_env())
+        while not stop.is_set():
+            try:
+                res = run_search(client, index_name, SearchRequest(image=query, k=5))
+                assert len(res["hits"]) == 5
+                answered.append(res["model_id"])
+            except Exception as exc:  # any failure is a test failure
+                errors.append(repr(exc))
+
+    thread = threading.Thread(target=search_loop)
+    thread.start()
+    try:
+        # the tiny l2 model need not beat its baseline: --force accepts it (the gate is tested below)
+        out = esm_json("reindex", index_name, "--model", tiny_model_l2, "--force")
+    finally:
+        stop.set()
+        thread.join()
+    new = index_info(es, index_name)
+    assert errors == []
+    assert out["swapped"] and out["old_index"] == old.concrete and out["new_index"] == new.concrete
+    assert new.dims == 24 and new.similarity == "l2_norm" and new.model_id != old.model_id
+    assert count(es, index_name) == 96 == out["documents"] == out["vectors"]
+    assert len(answered) > 3 and set(answered) <= {old.model_id, new.model_id}
+    assert es.indices.exists(index=old.concrete)  # kept until --delete-old
+    res = esm_json("search", index_name, "--image", tiny_data / "class_0" / "img_001.jpg", "-k", "3")
+    assert res["model_id"] == new.model_id
+    assert all(h["source"]["model_id"] == new.model_id for h in res["hits"])
+
+
+def test_reindex_refuses_a_model_that_failed_its_gate(es, index_name, tiny_model, tmp_path):
+    import torch
+    from es_metric.modelfile import read_card
+    blob = torch.load(tiny_model, weights_only=True)
+    blob["card"] = {**read_card(tiny_model), "model_id": "failed-gate-model"}
+    blob["card"]["metrics"] = {**blob["card"]["metrics"],
+                               "gate": {**blob["card"]["metrics"]["gate"], "passed": False}}
+    bad = tmp_path / "bad.pt"
+    torch.save(blob, bad)
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    result = esm("reindex", index_name, "--model", bad, ok=False)
+    assert result.exit_code == 1 and "failed its evaluation gate" in result.output
+    assert "--force" in result.output
