@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI, OpenAPI at /docs) and the search web page."""

@@ -1,0 +1,116 @@
+"""The HTTP API: search by upload, by document id, by text, with filters; serves the web page.
+
+Uploads are size-limited and sniffed (the bytes decide the format, never the name or the
+Content-Type); errors are clear 4xx JSON, never stack traces. ``ESM_API_KEY`` turns on an
+``X-API-Key`` check.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from ..config import Settings
+from ..errors import ClusterUnavailable, ConfigError, EsmError, ImageError, IndexStateError, SearchError
+from ..es import make_client
+from ..images import DecodeLimits
+from ..search import SearchRequest, run_search
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+STATUS = {ImageError: 422, SearchError: 400, ConfigError: 400, IndexStateError: 404,
+          ClusterUnavailable: 503}
+
+
+def _status(exc: EsmError) -> int:
+    return next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 400)
+
+
+async def read_limited(upload: UploadFile, limit: int) -> bytes:
+    """Read at most ``limit`` bytes; a larger upload is refused with 413."""
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, f"upload is over the {limit}-byte limit")
+    if not data:
+        raise HTTPException(422, "empty upload")
+    return data
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    app = FastAPI(title="es-metric", version="0.1.0",
+                  description="Visual similarity search on Elasticsearch: by image, by document, "
+                              "by text, with filters.")
+    client = make_client(settings)
+    limits = DecodeLimits(settings.max_image_pixels, settings.max_image_bytes)
+
+    def check_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
+        if settings.api_key and not hmac.compare_digest(x_api_key or "", settings.api_key):
+            raise HTTPException(401, "missing or wrong X-API-Key")
+
+    @app.exception_handler(EsmError)
+    async def esm_error(_req: Request, exc: EsmError):
+        return JSONResponse({"error": exc.message, "hint": exc.hint,
+                             "reason": getattr(exc, "reason", None)}, status_code=_status(exc))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_req: Request, exc: Exception):
+        log.exception("unhandled error")
+        return JSONResponse({"error": "internal error; see the server log"}, status_code=500)
+
+    def run(index: str, req: SearchRequest) -> dict:
+        return run_search(client, index, req, limits)
+
+    @app.post("/api/indices/{index}/search", dependencies=[Depends(check_key)])
+    async def search_upload(index: str, image: UploadFile | None = File(None),
+                            text: str | None = Form(None), like: str | None = Form(None),
+                            filters: list[str] = Form(default_factory=list), k: int = Form(10, ge=1, le=200),
+                            page: int = Form(1, ge=1, le=100), fusion: str = Form("weighted"),
+                            image_weight: float = Form(1.0), text_weight: float = Form(1.0),
+                            min_similarity: float | None = Form(None)) -> dict:
+        """Search by an uploaded image (multipart), optionally with text, --like and filters."""
+        data = await read_limited(image, settings.max_upload_bytes) if image is not None else None
+        return run(index, SearchRequest(image=data, like=like or None, text=text or None,
+                                        filters=[f for f in filters if f], k=k, page=page,
+                                        fusion=fusion, image_weight=image_weight,
+                                        text_weight=text_weight, min_similarity=min_similarity))
+
+    @app.get("/api/indices/{index}/search", dependencies=[Depends(check_key)])
+    def search_get(index: str, like: str | None = None, text: str | None = None,
+                   filter: list[str] = Query(default_factory=list), k: int = Query(10, ge=1, le=200),
+                   page: int = Query(1, ge=1, le=100), fusion: str = "weighted") -> dict:
+        """Search by an indexed document (more like this) and/or text, with filters."""
+        return run(index, SearchRequest(like=like, text=text, filters=filter, k=k, page=page,
+                                        fusion=fusion))
+
+    @app.get("/api/indices/{index}/image/{doc_id:path}", dependencies=[Depends(check_key)])
+    def image(index: str, doc_id: str) -> Response:
+        """The image file of an indexed document (for the result grid)."""
+        from ..index import index_info
+        info = index_info(client, index)
+        doc = client.options(ignore_status=404).get(index=info.concrete, id=doc_id,
+                                                    source_includes=["image_path"])
+        path = (doc.get("_source") or {}).get("image_path") if doc.get("found") else None
+        if not path or not Path(path).is_file():
+            raise HTTPException(404, "no image for this document")
+        real = Path(path).resolve()
+        if settings.image_roots and not any(r == real or r in real.parents for r in settings.image_roots):
+            raise HTTPException(403, "image outside ESM_IMAGE_ROOTS")
+        return FileResponse(path)
+
+    @app.get("/api/health")
+    def health() -> dict:
+        from ..es import cluster_health
+        return {"elasticsearch": cluster_health(settings) or "unreachable"}
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

@@ -1,0 +1,108 @@
+"""Hybrid search, RRF, pagination and the HTTP API on the real stack."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.badimages import corpus_files
+from tests.imagegen import make_manifest
+from tests.integration.helpers import esm, esm_json
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def shop(es, index_name, tiny_model, tiny_data):
+    """An index of the tiny images with titles, categories and prices."""
+    manifest = make_manifest(tiny_data, tiny_data.parent / "manifest.jsonl")
+    esm("mapping", "create", index_name, "--model", tiny_model, "--text-field", "title",
+        "--keyword-field", "category")
+    esm_json("ingest", index_name, manifest)
+    return index_name
+
+
+def _triangles(result) -> int:
+    return sum("triangle" in h["source"]["title"] for h in result["hits"])
+
+
+def test_hybrid_weights_move_the_order_in_the_expected_direction(shop, tiny_data):
+    q = tiny_data / "class_0" / "img_002.jpg"  # a red circle
+    image_heavy = esm_json("search", shop, "--image", q, "--text", "triangle", "-k", "8",
+                           "--image-weight", "10", "--text-weight", "0.01")
+    text_heavy = esm_json("search", shop, "--image", q, "--text", "triangle", "-k", "8",
+                          "--image-weight", "0.01", "--text-weight", "10")
+    assert _triangles(text_heavy) == 8
+    assert _triangles(image_heavy) < _triangles(text_heavy)
+    assert image_heavy["hits"][0]["source"]["title"] == "circle number 0"
+    assert "highlight" in text_heavy["hits"][0]
+
+
+def test_rrf_fuses_image_and_text_rankings(shop, tiny_data):
+    q = tiny_data / "class_0" / "img_002.jpg"
+    fused = esm_json("search", shop, "--image", q, "--text", "triangle", "--fusion", "rrf", "-k", "10")
+    titles = [h["source"]["title"] for h in fused["hits"]]
+    assert len(titles) == 10 and any("triangle" in t for t in titles) and any("circle" in t for t in titles)
+    assert all(a["score"] >= b["score"] for a, b in zip(fused["hits"], fused["hits"][1:]))
+
+
+def test_pagination_gives_disjoint_pages(shop, tiny_data):
+    q = tiny_data / "class_1" / "img_000.jpg"
+    p1 = esm_json("search", shop, "--image", q, "-k", "5", "--page", "1")
+    p2 = esm_json("search", shop, "--image", q, "-k", "5", "--page", "2")
+    both = esm_json("search", shop, "--image", q, "-k", "10")
+    assert [h["id"] for h in p1["hits"] + p2["hits"]] == [h["id"] for h in both["hits"]]
+
+
+def test_text_only_search(shop):
+    res = esm_json("search", shop, "--text", "square", "-k", "3", "--filter", "price=15..20")
+    assert len(res["hits"]) == 3 and all(h["source"]["title"] == "square number 1" for h in res["hits"])
+
+
+def test_min_similarity_threshold_limits_results(shop, tiny_data):
+    q = tiny_data / "class_4" / "img_001.jpg"
+    res = esm_json("search", shop, "--image", q, "-k", "50", "--min-similarity", "0.999999")
+    assert 1 <= len(res["hits"]) < 50 and "note" in res
+
+
+@pytest.fixture
+def api(stack):
+    from es_metric.web.app import create_app
+    return TestClient(create_app(stack.with_(max_upload_bytes=200_000)), raise_server_exceptions=False)
+
+
+def test_api_search_by_upload_and_by_id(api, shop, tiny_data):
+    q = (tiny_data / "class_5" / "img_000.jpg").read_bytes()
+    r = api.post(f"/api/indices/{shop}/search", files={"image": ("q.bin", q, "text/plain")},
+                 data={"k": "4", "filters": ["category=cat2"]})
+    assert r.status_code == 200, r.text
+    hits = r.json()["hits"]
+    assert len(hits) == 4 and hits[0]["id"] == "class_5-img_000"
+    r = api.get(f"/api/indices/{shop}/search", params={"like": "class_5-img_000", "k": 3})
+    assert r.status_code == 200 and len(r.json()["hits"]) == 3
+    img = api.get(f"/api/indices/{shop}/image/class_5-img_000")
+    assert img.status_code == 200 and img.content == q
+
+
+@pytest.mark.security
+def test_api_refuses_bad_uploads_clearly(api, shop):
+    corpus = corpus_files()
+    for name in ("bad_text.jpg", "bad_truncated.png", "bad_bomb.png"):
+        r = api.post(f"/api/indices/{shop}/search", files={"image": (name, corpus[name][0], "image/jpeg")})
+        assert r.status_code == 422, (name, r.text)
+        assert r.json()["reason"] == corpus[name][1] and "Traceback" not in r.text
+    big = api.post(f"/api/indices/{shop}/search", files={"image": ("big.jpg", b"\xff" * 300_000, "image/jpeg")})
+    assert big.status_code == 413
+    missing = api.get("/api/indices/no-such-index/search", params={"text": "x"})
+    assert missing.status_code == 404 and "no index or alias" in missing.json()["error"]
+    assert api.get("/openapi.json").json()["info"]["title"] == "es-metric"
+
+
+@pytest.mark.security
+def test_api_key_is_enforced_when_configured(stack, shop):
+    from es_metric.web.app import create_app
+    api = TestClient(create_app(stack.with_(api_key="s3cret")))
+    assert api.get(f"/api/indices/{shop}/search", params={"text": "circle"}).status_code == 401
+    ok = api.get(f"/api/indices/{shop}/search", params={"text": "circle"}, headers={"X-API-Key": "s3cret"})
+    assert ok.status_code == 200
