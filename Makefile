@@ -1,5 +1,5 @@
 # es-metric: the two commands of the README are `make demo` and `make test`.
-VENV ?= $(HOME)/.cache/es-metric/venv
+VENV ?= $(or $(ESM_VENV),$(HOME)/.cache/es-metric/venv)
 export PATH := $(VENV)/bin:$(PATH)
 export ESM_PROGRESS ?= 0
 PYTEST_ARGS ?=
