@@ -5,6 +5,8 @@ import time
 from typing import Iterable
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from .config import Settings
 from .errors import ClusterUnavailable
@@ -12,11 +14,18 @@ from .errors import ClusterUnavailable
 JOB_TTL = 7 * 24 * 3600
 
 
+def redis_client(settings: Settings) -> redis.Redis:
+    """A client that rides out a short Redis restart (about 30 s of retries with backoff)."""
+    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10,
+                                retry=Retry(ExponentialBackoff(cap=5, base=0.1), 12),
+                                retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+
+
 class JobProgress:
     def __init__(self, settings: Settings, job_id: str, client: redis.Redis | None = None) -> None:
         self.settings = settings
         self.job_id = job_id
-        self.redis = client or redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        self.redis = client or redis_client(settings)
         self.key = f"esm:job:{job_id}"
 
     def start(self, total: int, **info) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,26 @@ class SearchRequest:
 
 def mapping_properties(client: Elasticsearch, concrete: str) -> dict:
     return client.indices.get_mapping(index=concrete)[concrete]["mappings"].get("properties", {})
+
+
+INFO_TTL_S = 2.0
+_INFO_CACHE: "weakref.WeakKeyDictionary[Elasticsearch, dict]" = weakref.WeakKeyDictionary()
+
+
+def resolve(client: Elasticsearch, index: str, fresh: bool = False) -> tuple[IndexInfo, dict]:
+    """Index info and mapping properties, cached for INFO_TTL_S (saves 4 round trips a query).
+
+    A stale entry can only point at the previous index of an alias, which a reindex keeps
+    until --delete-old; a 404 from a deleted one is retried with fresh info.
+    """
+    per_client = _INFO_CACHE.setdefault(client, {})
+    hit = per_client.get(index)
+    if not fresh and hit and time.monotonic() - hit[0] < INFO_TTL_S:
+        return hit[1], hit[2]
+    info = index_info(client, index)
+    props = mapping_properties(client, info.concrete)
+    per_client[index] = (time.monotonic(), info, props)
+    return info, props
 
 
 def text_fields_of(properties: dict) -> list[str]:
@@ -86,8 +107,14 @@ def run_search(client: Elasticsearch, index: str, req: SearchRequest,
                limits: DecodeLimits = DecodeLimits()) -> dict:
     """Answer ``req`` on ``index``; the result matches the CLI contract's JSON."""
     started = time.perf_counter()
-    info = index_info(client, index)
-    props = mapping_properties(client, info.concrete)
+    try:
+        return _run(client, index, req, limits, started, *resolve(client, index))
+    except NotFoundError:
+        return _run(client, index, req, limits, started, *resolve(client, index, fresh=True))
+
+
+def _run(client: Elasticsearch, index: str, req: SearchRequest, limits: DecodeLimits,
+         started: float, info: IndexInfo, props: dict) -> dict:
     filt = filter_clauses([parse_filter(f) for f in req.filters], props)
     vector = _query_vector(client, info, req, limits)
     size, offset = req.k, (req.page - 1) * req.k

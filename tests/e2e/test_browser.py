@@ -1,0 +1,90 @@
+"""The search page in headless Chromium (Debian's /usr/bin/chromium) against the real stack."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+from pathlib import Path
+
+from tests.imagegen import make_manifest
+from tests.integration.helpers import esm, esm_json
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(stack):
+    import uvicorn
+
+    from es_metric.web.app import create_app
+
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(stack), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "the web server did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not shutil.which("chromium"):
+        pytest.fail("Chromium is missing: apt-get install chromium chromium-driver (scripts/setup.sh does)",
+                    pytrace=False)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+def test_upload_an_image_see_results_and_click_for_more(browser, server, index_name, tiny_model,
+                                                        tiny_data, tmp_path):
+    manifest = make_manifest(tiny_data, tiny_data.parent / "manifest.jsonl")
+    esm("mapping", "create", index_name, "--model", tiny_model, "--text-field", "title")
+    esm_json("ingest", index_name, manifest)
+
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.fill("#index", index_name)
+    page.set_input_files("#image", str(tiny_data / "class_3" / "img_004.jpg"))
+    page.fill("#k", "6")
+    page.click("#go")
+    page.wait_for_selector(".hit", timeout=20_000)
+    hits = page.locator(".hit")
+    assert hits.count() == 6
+    assert hits.first.get_attribute("data-id") == "class_3-img_004"
+    assert "circle number 3" in hits.first.inner_text()
+    page.wait_for_function("() => [...document.querySelectorAll('.hit img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.screenshot(path=str(Path(os.environ.get("ESM_SCREENSHOT_DIR", tmp_path)) / "search-page.png"),
+                    full_page=True)
+
+    clicked = hits.nth(1).get_attribute("data-id")
+    hits.nth(1).click()  # more like this
+    page.wait_for_function(f"() => document.getElementById('status').textContent.includes('more like {clicked}')")
+    ids = page.locator(".hit").evaluate_all("els => els.map(e => e.dataset.id)")
+    assert len(ids) == 6 and clicked not in ids  # the document itself is excluded
+
+    page.fill("#filters", "category=nothing-like-this")
+    page.click("#go")
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('fewer than k')")
+    assert page.locator(".hit").count() == 0

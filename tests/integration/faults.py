@@ -1,0 +1,50 @@
+"""Fault-injection helpers: stop and restart the stack's own processes by pid."""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from es_metric import stack
+from es_metric.config import Settings
+from es_metric.stack_es import start_es
+from es_metric.stack_proc import pid_alive, read_pid, stop_pid
+
+
+def managed_pid(settings: Settings, name: str) -> int:
+    pid = stack.load_state(settings).get(name, {}).get("pid")
+    if not pid_alive(pid):
+        pytest.fail(f"fault tests need a {name} started by `esm stack up` (none recorded alive)",
+                    pytrace=False)
+    return pid
+
+
+def stop_es(settings: Settings) -> None:
+    stop_pid(managed_pid(settings, "es"), signal.SIGTERM, timeout=60)
+
+
+def start_es_again(settings: Settings) -> None:
+    start_es(settings, remember=stack._remember, state={})
+
+
+def restart_redis(settings: Settings, down_seconds: float = 1.0) -> None:
+    stop_pid(managed_pid(settings, "redis"), signal.SIGTERM, timeout=30)
+    time.sleep(down_seconds)
+    stack.start_redis(settings)
+
+
+def worker_children(settings: Settings) -> list[int]:
+    main = read_pid(stack.worker_pidfile(settings))
+    path = Path(f"/proc/{main}/task/{main}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def wait_until(predicate, timeout: float, what: str, poll: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -1,0 +1,97 @@
+"""Fault tests on the real stack. Each ends with an exact count: documents = images sent, no
+duplicates, failures recorded with reasons. Counts are printed (pytest -s shows them)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from es_metric.index import count
+from es_metric.ingest import enqueue, make_searchable, wait
+from es_metric.progress import JobProgress
+from es_metric.sources import folder_items, manifest_items
+from tests.imagegen import make_dataset
+from tests.integration.faults import (restart_redis, start_es_again, stop_es, wait_until,
+                                      worker_children)
+from tests.integration.helpers import esm
+
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
+
+
+def _report(name: str, sent: int, indexed: int, failed: int) -> None:
+    print(f"\nFAULT {name}: sent {sent}, indexed {indexed}, failed {failed}")
+
+
+@pytest.fixture
+def images(tmp_path):
+    return make_dataset(tmp_path / "fault-images", n_classes=6, per_class=40, seed=11)
+
+
+def _start(stack, es, index_name, tiny_model, images, batch=8):
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    items = list(folder_items(images))
+    job = enqueue(stack.with_(batch_size=batch), es, index_name, items)
+    return job, JobProgress(stack, job.job_id)
+
+
+def test_elasticsearch_stopped_mid_ingest_and_restarted(stack, es, index_name, tiny_model, images):
+    job, progress = _start(stack, es, index_name, tiny_model, images)
+    wait_until(lambda: progress.counts()[1] >= 16, 60, "the first batches")
+    stop_es(stack)
+    try:
+        done_while_down = progress.counts()[1]
+        assert done_while_down < job.total
+    finally:
+        start_es_again(stack)
+    done, failed = wait(stack, job, timeout=300)
+    make_searchable(es, job)
+    _report("elasticsearch stopped and restarted", job.total, count(es, index_name), failed)
+    assert (done, failed) == (240, 0) and count(es, index_name) == 240
+
+
+def test_worker_process_killed_mid_batch(stack, es, index_name, tiny_model, images):
+    job, progress = _start(stack, es, index_name, tiny_model, images, batch=24)
+    wait_until(lambda: 0 < progress.counts()[1] < job.total, 60, "a batch in flight")
+    children = worker_children(stack)
+    assert children, "no worker child process to kill"
+    os.kill(children[0], signal.SIGKILL)
+    done, failed = wait(stack, job, timeout=300)
+    make_searchable(es, job)
+    _report("worker child SIGKILLed mid-batch", job.total, count(es, index_name), failed)
+    assert (done, failed) == (240, 0) and count(es, index_name) == 240
+    wait_until(lambda: bool(worker_children(stack)), 30, "the pool to replace the child")
+
+
+def test_redis_restarted_during_ingest(stack, es, index_name, tiny_model, images):
+    job, progress = _start(stack, es, index_name, tiny_model, images)
+    wait_until(lambda: progress.counts()[1] >= 8, 60, "the first batches")
+    restart_redis(stack)
+    done, failed = wait(stack, job, timeout=300)
+    make_searchable(es, job)
+    _report("redis restarted", job.total, count(es, index_name), failed)
+    assert (done, failed) == (240, 0) and count(es, index_name) == 240
+
+
+def test_bulk_item_rejected_by_mapping_is_recorded(stack, es, index_name, tiny_model, tiny_data):
+    rows = [{"id": f"doc-{i}", "image": str(p.relative_to(tiny_data)), "price": i}
+            for i, p in enumerate(sorted((tiny_data / "class_0").iterdir()))]
+    rows[3]["price"] = "not a number"
+    manifest = tiny_data / "conflict.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    esm("mapping", "create", index_name, "--model", tiny_model, "--keyword-field", "sku")
+    es.indices.put_mapping(index=index_name, properties={"price": {"type": "integer"}})
+    job = enqueue(stack, es, index_name, list(manifest_items(manifest)))
+    done, failed = wait(stack, job, timeout=120)
+    make_searchable(es, job)
+    _report("bulk item rejected by the mapping", job.total, count(es, index_name), failed)
+    assert (done, failed) == (15, 1) and count(es, index_name) == 15
+    [row] = [r for r in esm_failures(index_name)]
+    assert row["reason"] == "rejected_by_elasticsearch" and "price" in row["message"]
+    assert row["doc_id"] == "doc-3"
+
+
+def esm_failures(index_name):
+    from tests.integration.helpers import esm_json
+    return esm_json("failures", index_name)["failures"]
