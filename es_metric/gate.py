@@ -44,13 +44,22 @@ def calibrate_near_duplicates(vectors: np.ndarray, labels: np.ndarray, metric: M
     return t if metric is Metric.COSINE else -t
 
 
-def gate_and_calibrate(encoder: Encoder, cfg, val_s: list[Sample]) -> dict:
-    """Validation metrics of the model and its baseline, the verdict, and the threshold."""
-    spec = backbone_spec(cfg.backbone)
-    vecs = run_module(encoder, val_s, spec.preprocess, desc="validation").float().numpy()
+def gate_and_calibrate(encoder: Encoder, cfg, val_s: list[Sample], vecs: np.ndarray | None = None,
+                       raw_features: torch.Tensor | None = None) -> dict:
+    """Validation metrics of the model and its baseline, the verdict, and the threshold.
+
+    The baseline is cosine on the raw backbone features (``raw_features`` when the caller has
+    them, else computed with the pretrained backbone)."""
+    if vecs is None:
+        spec = backbone_spec(cfg.backbone)
+        vecs = run_module(encoder, val_s, spec.preprocess, desc="validation").float().numpy()
     labels = labels_tensor(val_s).numpy()
     model = retrieval_metrics(Embedded(vecs, labels, val_s, encoder.metric, "model"))
-    base = retrieval_metrics(baseline_embeddings(cfg.backbone, val_s, cfg.weights))
+    if raw_features is not None:
+        raw = torch.nn.functional.normalize(raw_features.float(), dim=-1).numpy()
+        base = retrieval_metrics(Embedded(raw, labels, val_s, Metric.COSINE, "baseline"))
+    else:
+        base = retrieval_metrics(baseline_embeddings(cfg.backbone, val_s, cfg.weights))
     passed = model["map_at_r"] > base["map_at_r"]
     verdict = ("better than" if passed else "NOT better than")
     log.info("gate: model MAP@R %.4f is %s the pretrained-cosine baseline %.4f on %d validation images",

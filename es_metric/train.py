@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data import Sample, fingerprint, labels_tensor, scan_folder, split
+from .data import Sample, fingerprint, labels_tensor, relabel, scan_folder, split
 from .encoder import Encoder, backbone_spec, create_encoder
 from .evaluate import Embedded, backbone_features, retrieval_metrics
 from .losses import Objective, objective
@@ -48,6 +48,7 @@ class TrainConfig:
     miner: str = "batch-hard"
     margin: float | None = None
     time_budget_s: float | None = None
+    refit: bool = True                    # frozen backbone: retrain the head on train + val at the end
 
     def resolved(self) -> "TrainConfig":
         spec = backbone_spec(self.backbone)
@@ -118,44 +119,69 @@ def _score(encoder: Encoder, feats: torch.Tensor, samples: list[Sample]) -> dict
                                       encoder.metric, "val"))
 
 
+def _head_optimizer(encoder: Encoder, feats: torch.Tensor, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if isinstance(encoder.head, torch.nn.Linear):
+        pca_init(encoder.head, torch.nn.functional.normalize(feats, dim=-1) if encoder.feature_norm else feats)
+    return torch.optim.AdamW(encoder.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _head_epoch(encoder: Encoder, loss_fn, miner, opt, feats: torch.Tensor, labels: torch.Tensor,
+                cfg: TrainConfig) -> float | None:
+    """One pass over M-per-class batches of cached features; the mean loss."""
+    encoder.head.train()
+    losses = []
+    for idx in _batches(labels, cfg):
+        emb = encoder.project(feats[idx])
+        lab = labels[idx]
+        loss = loss_fn(emb, lab, miner(emb, lab)) if miner else loss_fn(emb, lab)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    encoder.head.eval()
+    return float(np.mean(losses)) if losses else None
+
+
 def _fit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list[Sample],
-              val_s: list[Sample], feats: dict, on_epoch: EpochCallback | None) -> list[dict]:
+              val_s: list[Sample], feats: dict, on_epoch: EpochCallback | None) -> tuple[list[dict], int]:
     """Frozen backbone: train only the head on cached features; keep the best epoch by MAP@R."""
     loss_fn, miner = obj.build(obj.metric, _loss_params(cfg))
     labels = labels_tensor(train_s)
-    if isinstance(encoder.head, torch.nn.Linear):
-        pca_init(encoder.head, torch.nn.functional.normalize(feats["train"], dim=-1)
-                 if encoder.feature_norm else feats["train"])
-    opt = torch.optim.AdamW(encoder.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = _head_optimizer(encoder, feats["train"], cfg)
     best = _score(encoder, feats["val"], val_s)
     history = [{"epoch": 0, "loss": None, "val_map_at_r": best["map_at_r"], "seconds": 0.0}]
-    best_state, bad, started = copy.deepcopy(encoder.head.state_dict()), 0, time.monotonic()
+    best_state, best_epoch, bad, started = copy.deepcopy(encoder.head.state_dict()), 0, 0, time.monotonic()
     for epoch in range(1, cfg.epochs + 1):
-        t0, losses = time.monotonic(), []
-        encoder.head.train()
-        for idx in _batches(labels, cfg):
-            emb = encoder.project(feats["train"][idx])
-            lab = labels[idx]
-            loss = loss_fn(emb, lab, miner(emb, lab)) if miner else loss_fn(emb, lab)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        encoder.head.eval()
+        t0 = time.monotonic()
+        loss = _head_epoch(encoder, loss_fn, miner, opt, feats["train"], labels, cfg)
         score = _score(encoder, feats["val"], val_s)
-        row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
-               "val_map_at_r": score["map_at_r"], "seconds": round(time.monotonic() - t0, 3)}
+        row = {"epoch": epoch, "loss": loss, "val_map_at_r": score["map_at_r"],
+               "seconds": round(time.monotonic() - t0, 3)}
         history.append(row)
         if on_epoch:
             on_epoch(row)
         if score["map_at_r"] > best["map_at_r"]:
-            best, best_state, bad = score, copy.deepcopy(encoder.head.state_dict()), 0
+            best, best_state, best_epoch, bad = score, copy.deepcopy(encoder.head.state_dict()), epoch, 0
         else:
             bad += 1
         if bad >= cfg.patience or (cfg.time_budget_s and time.monotonic() - started > cfg.time_budget_s):
             break
     encoder.head.load_state_dict(best_state)
-    return history
+    return history, best_epoch
+
+
+def refit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, samples: list[Sample],
+               feats: torch.Tensor, epochs: int) -> None:
+    """Retrain the head from scratch on train + validation for the epoch count early stopping chose."""
+    seed_everything(cfg.seed)
+    fresh = create_encoder(cfg.backbone, dim=cfg.dim, metric=obj.metric, pretrained=False,
+                           head=cfg.head, feature_norm=encoder.feature_norm).head
+    encoder.head.load_state_dict(fresh.state_dict())
+    loss_fn, miner = obj.build(obj.metric, _loss_params(cfg))
+    labels = labels_tensor(relabel(samples))
+    opt = _head_optimizer(encoder, feats, cfg)
+    for _ in range(epochs):
+        _head_epoch(encoder, loss_fn, miner, opt, feats, labels, cfg)
 
 
 def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
@@ -170,20 +196,29 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
     encoder = create_encoder(cfg.backbone, dim=cfg.dim, metric=obj.metric, pretrained=cfg.pretrained,
                              weights=cfg.weights, head=cfg.head,
                              feature_norm=obj.name == "mahalanobis")
+    from .gate import gate_and_calibrate
+
     started = time.monotonic()
+    refit_epochs = 0
     if cfg.freeze_backbone:
         feats = {name: backbone_features(cfg.backbone, part, cfg.weights, cfg.pretrained,
                                          module=encoder.backbone).float()
                  for name, part in (("train", train_s), ("val", val_s))}
-        history = _fit_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch)
+        history, best_epoch = _fit_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch)
+        with torch.no_grad():
+            val_vectors = encoder.project(feats["val"]).numpy()
+        metrics = gate_and_calibrate(encoder, cfg, val_s, val_vectors, feats["val"])  # before refit
+        if cfg.refit and best_epoch > 0:
+            refit_head(encoder, obj, cfg, train_s + val_s, torch.cat([feats["train"], feats["val"]]),
+                       best_epoch)
+            refit_epochs = best_epoch
     else:
         from .finetune import fit_full
         history = fit_full(encoder, obj, cfg, train_s, val_s, Path(str(out) + ".ckpt"), on_epoch, resume)
-    seconds = time.monotonic() - started
-    from .gate import gate_and_calibrate
-    metrics = gate_and_calibrate(encoder, cfg, val_s)
-    metrics["train_seconds"] = round(seconds, 1)
-    training = {**asdict(cfg), "history": history, "n_train": len(train_s), "n_val": len(val_s)}
+        metrics = gate_and_calibrate(encoder, cfg, val_s)
+    metrics["train_seconds"] = round(time.monotonic() - started, 1)
+    training = {**asdict(cfg), "history": history, "n_train": len(train_s), "n_val": len(val_s),
+                "refit_epochs": refit_epochs}
     card = build_card(encoder, backbone=cfg.backbone, loss=cfg.loss, training=training,
                       data_fingerprint=fingerprint(samples), metrics=metrics)
     return TrainResult(save_model(out, encoder, card), card, history)

@@ -36,6 +36,8 @@ from .common import echo_json
 @click.option("--miner", type=click.Choice(["batch-hard", "semi-hard"]), default="batch-hard", show_default=True)
 @click.option("--margin", type=float, default=None)
 @click.option("--time-budget", type=float, default=None, help="Stop head training after N seconds.")
+@click.option("--refit/--no-refit", default=True, show_default=True,
+              help="Frozen backbone: after early stopping, retrain the head on train + validation.")
 @click.option("--resume", is_flag=True, help="Continue from MODEL.ckpt (full fine-tuning).")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
 def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:

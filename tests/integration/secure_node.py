@@ -1,0 +1,106 @@
+"""A second local Elasticsearch node with security and TLS on, made for the security tests.
+
+Same installation as the dev node, its own config dir (ES_PATH_CONF), data dir and ports;
+certificates from a throw-away CA made here with openssl; a file-realm superuser.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from es_metric.config import Settings
+from es_metric.stack_es import ES_USER, _chown_tree, _service_user, es_home, find_java_home
+from es_metric.stack_proc import read_pid, stop_pid
+
+USER, PASSWORD = "esm_admin", "correct-horse-battery-staple-42"
+
+
+@dataclass
+class SecureNode:
+    url: str
+    ca_file: str
+    user: str
+    password: str
+    pidfile: Path
+
+    def settings(self, **kw) -> Settings:
+        base = dict(es_url=self.url, es_external=True, es_ca_file=self.ca_file)
+        base.update(kw)
+        return Settings.from_env({}).with_(**base)
+
+    def stop(self) -> None:
+        stop_pid(read_pid(self.pidfile), signal.SIGTERM, timeout=60)
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_certs(d: Path) -> None:
+    """A CA and a node certificate for 127.0.0.1 / localhost, signed by it."""
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=esm-test-ca",
+             "-keyout", "ca.key", "-out", "ca.crt", cwd=d)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+             "-keyout", "node.key", "-out", "node.csr", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    _openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "2", "-extfile", "san.ext", "-out", "node.crt", cwd=d)
+
+
+def _as_service_user(cmd: list[str], env: dict, stdin: str | None = None) -> None:
+    if _service_user() is not None:
+        cmd = ["runuser", "-u", ES_USER, "--", *cmd]
+    subprocess.run(cmd, env=env, input=stdin, text=True, check=True, capture_output=True)
+
+
+def start_secure_node(settings: Settings, root: Path, http_port: int = 9250) -> SecureNode:
+    home = es_home(settings)
+    conf, data, logs, certs = (root / n for n in ("config", "data", "logs", "config/certs"))
+    for d in (conf, data, logs):
+        d.mkdir(parents=True, exist_ok=True)
+    for name in ("jvm.options", "log4j2.properties"):
+        shutil.copy(home / "config" / name, conf / name)
+    (conf / "jvm.options.d").mkdir(exist_ok=True)
+    (conf / "jvm.options.d" / "heap.options").write_text("-Xms512m\n-Xmx512m\n")
+    certs.mkdir(exist_ok=True)
+    make_certs(certs)
+    (conf / "elasticsearch.yml").write_text("\n".join([
+        "cluster.name: esm-secure-test", "node.name: esm-secure", "discovery.type: single-node",
+        "network.host: 127.0.0.1", f"http.port: {http_port}", "transport.port: 9350-9399",
+        f"path.data: {data}", f"path.logs: {logs}",
+        "cluster.routing.allocation.disk.threshold_enabled: false",
+        "xpack.security.enabled: true", "xpack.security.http.ssl.enabled: true",
+        "xpack.security.http.ssl.key: certs/node.key", "xpack.security.http.ssl.certificate: certs/node.crt",
+        "xpack.security.http.ssl.certificate_authorities: [certs/ca.crt]",
+        "xpack.security.authc.api_key.enabled: true", ""]))
+    user = _service_user()
+    _chown_tree(root, user)
+    os.chmod(root, 0o755)
+    env = dict(os.environ, ES_PATH_CONF=str(conf), ES_JAVA_HOME=str(find_java_home(settings)))
+    _as_service_user([str(home / "bin" / "elasticsearch-keystore"), "create"], env)
+    _as_service_user([str(home / "bin" / "elasticsearch-users"), "useradd", USER, "-p", PASSWORD,
+                      "-r", "superuser"], env)
+    pidfile = root / "es.pid"
+    _as_service_user([str(home / "bin" / "elasticsearch"), "-d", "-p", str(pidfile)], env)
+    node = SecureNode(f"https://127.0.0.1:{http_port}", str(certs / "ca.crt"), USER, PASSWORD, pidfile)
+    _wait(node, logs)
+    return node
+
+
+def _wait(node: SecureNode, logs: Path, timeout: float = 180) -> None:
+    from es_metric.es import cluster_health
+
+    s = node.settings(es_user=node.user, es_password=node.password)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cluster_health(s) in ("yellow", "green"):
+            return
+        time.sleep(1)
+    tail = "".join(p.read_text(errors="replace")[-3000:] for p in logs.glob("*.log"))
+    node.stop()
+    raise RuntimeError(f"the secure test node did not start:\n{tail}")
