@@ -63,7 +63,7 @@ def start_secure_node(settings: Settings, root: Path, http_port: int = 9250) -> 
     conf, data, logs, certs = (root / n for n in ("config", "data", "logs", "config/certs"))
     for d in (conf, data, logs):
         d.mkdir(parents=True, exist_ok=True)
-    for name in ("jvm.options", "log4j2.properties"):
+    for name in ("jvm.options", "log4j2.properties", "users", "users_roles", "roles.yml", "role_mapping.yml"):
         shutil.copy(home / "config" / name, conf / name)
     (conf / "jvm.options.d").mkdir(exist_ok=True)
     (conf / "jvm.options.d" / "heap.options").write_text("-Xms512m\n-Xmx512m\n")
