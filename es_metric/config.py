@@ -96,6 +96,23 @@ class Settings:
         """A copy with some fields changed (Settings is frozen)."""
         return replace(self, **changes)
 
+    def as_env(self) -> dict[str, str]:
+        """The ``ESM_*`` variables that rebuild these settings in another process (a worker)."""
+        env = {"ESM_ES_URL": self.es_url if self.es_external else "", "ESM_ES_PORT": str(self.es_port),
+               "ESM_REDIS_URL": self.redis_url if self.redis_external else "",
+               "ESM_STACK_DIR": str(self.stack_dir), "ESM_QUEUE": self.worker_queue,
+               "ESM_WORKER_CONCURRENCY": str(self.worker_concurrency),
+               "ESM_BATCH_SIZE": str(self.batch_size), "ESM_FAILURES_INDEX": self.failures_index,
+               "ESM_MAX_IMAGE_PIXELS": str(self.max_image_pixels),
+               "ESM_MAX_IMAGE_BYTES": str(self.max_image_bytes),
+               "ESM_ES_TIMEOUT": str(self.es_request_timeout),
+               "ESM_IMAGE_ROOTS": os.pathsep.join(str(r) for r in self.image_roots)}
+        for name, value in (("ESM_ES_API_KEY", self.es_api_key), ("ESM_ES_USER", self.es_user),
+                            ("ESM_ES_PASSWORD", self.es_password), ("ESM_ES_CA_FILE", self.es_ca_file)):
+            if value:
+                env[name] = value
+        return env
+
     @property
     def es_port(self) -> int:
         from urllib.parse import urlparse

@@ -134,6 +134,19 @@ def recall_at_k(nn_labels: np.ndarray, labels: np.ndarray, ks: Sequence[int] = R
     return {k: float(hits[:, :k].any(axis=1).mean()) for k in ks if k <= hits.shape[1]}
 
 
+def map_at_r(ranked_labels: Sequence, label, r: int) -> float:
+    """MAP@R of one query from a ranked list (e.g. search results): the mean over the first R
+    ranks of precision@i at the ranks holding a relevant item; R = relevant items in the index."""
+    if r == 0:
+        return 0.0
+    hits, total = 0, 0.0
+    for i, lab in enumerate(list(ranked_labels)[:r], 1):
+        if lab == label:
+            hits += 1
+            total += hits / i
+    return total / r
+
+
 def retrieval_metrics(emb: Embedded) -> dict:
     """The contract's keys plus the Recall@K curve, over queries that have a relevant item."""
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -132,11 +133,12 @@ def start_redis(settings: Settings) -> Component:
 # --------------------------------------------------------------------------- Celery worker
 
 def worker_pidfile(settings: Settings) -> Path:
-    return run_dir(settings) / "worker.pid"
+    suffix = "" if settings.worker_queue == "esm" else f"-{settings.worker_queue}"
+    return run_dir(settings) / f"worker{suffix}.pid"
 
 
 def worker_ping(settings: Settings, timeout: float = 2.0) -> list[str]:
-    """Hostnames of Celery workers answering a broadcast ping."""
+    """Hostnames of the Celery workers of ``settings.worker_queue`` answering a broadcast ping."""
     from workers.celery_app import make_app
 
     app = make_app(settings)
@@ -147,7 +149,8 @@ def worker_ping(settings: Settings, timeout: float = 2.0) -> list[str]:
         return []
     finally:
         app.close()
-    return sorted(name for reply in replies for name in reply)
+    mine = re.compile(rf"^{re.escape(settings.worker_queue)}-\d+@")
+    return sorted(name for reply in replies for name in reply if mine.match(name))
 
 
 def start_worker(settings: Settings, concurrency: int | None = None) -> Component:
@@ -158,16 +161,18 @@ def start_worker(settings: Settings, concurrency: int | None = None) -> Componen
     logs = settings.stack_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     conc = concurrency or settings.worker_concurrency
+    name = f"{settings.worker_queue}-{os.getpid()}"
     cmd = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
            "-Q", settings.worker_queue, "--concurrency", str(conc), "--loglevel", "INFO",
-           "--pidfile", str(pidfile), "--logfile", str(logs / "worker-%i.log"),
-           "--hostname", f"esm-{os.getpid()}@%h", "--detach"]
-    subprocess.run(cmd, check=True, env=dict(os.environ, ESM_WORKER_CONCURRENCY=str(conc)))
+           "--pidfile", str(pidfile), "--logfile", str(logs / f"{pidfile.stem}-%i.log"),
+           "--hostname", f"{name}@%h", "--detach"]
+    env = {**os.environ, **settings.with_(worker_concurrency=conc).as_env()}
+    subprocess.run(cmd, check=True, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         pid = read_pid(pidfile)
-        if pid and worker_ping(settings, timeout=1.0):
-            _remember(settings, "worker", pid, concurrency=conc)
+        if pid and any(n.startswith(name + "@") for n in worker_ping(settings, timeout=1.0)):
+            _remember(settings, pidfile.stem, pid, concurrency=conc)
             return Component("worker", True, True, settings.worker_queue,
                              f"started, {conc} process(es)", pid)
         time.sleep(0.5)
@@ -176,8 +181,9 @@ def start_worker(settings: Settings, concurrency: int | None = None) -> Componen
 
 
 def stop_worker(settings: Settings) -> bool:
-    stopped = stop_pid(read_pid(worker_pidfile(settings)), signal.SIGTERM, timeout=30)
-    _forget(settings, "worker")
+    pidfile = worker_pidfile(settings)
+    stopped = stop_pid(read_pid(pidfile), signal.SIGTERM, timeout=30)
+    _forget(settings, pidfile.stem)
     return stopped
 
 
@@ -196,8 +202,10 @@ def down(settings: Settings) -> list[str]:
     """Stop exactly the processes ``up`` started, by pid; return their names."""
     state = load_state(settings)
     stopped = []
-    if stop_worker(settings) or "worker" in state:
-        stopped.append("worker")
+    for name in [k for k in state if k.startswith("worker")]:
+        if stop_pid(state[name].get("pid"), signal.SIGTERM, timeout=30):
+            stopped.append(name)
+        _forget(settings, name)
     for name in ("redis", "es"):
         entry = state.get(name)
         if entry and stop_pid(entry.get("pid"), signal.SIGTERM, timeout=60):

@@ -15,7 +15,7 @@ from es_metric.modelfile import read_card
 from es_metric.pipeline import process_batch
 from es_metric.search import SearchRequest, run_search
 from es_metric.sources import folder_items
-from tests.integration.secure_node import PASSWORD, start_secure_node
+from tests.integration.nodes import PASSWORD, start_secure_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 

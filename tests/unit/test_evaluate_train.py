@@ -14,6 +14,13 @@ def test_recall_at_k_by_hand():
     assert recall_at_k(nn_labels, labels, ks=(1, 2)) == {1: 0.5, 2: 0.75}
 
 
+def test_map_at_r_of_a_ranked_list_by_hand():
+    from es_metric.evaluate import map_at_r
+    # R = 3 relevant; first 3 ranks: hit, miss, hit -> (1/1 + 2/3) / 3
+    assert map_at_r(["a", "b", "a", "a"], "a", 3) == pytest.approx((1 + 2 / 3) / 3)
+    assert map_at_r(["b", "b"], "a", 2) == 0.0 and map_at_r([], "a", 0) == 0.0
+
+
 def test_metrics_on_hand_made_vectors():
     # 1-D: class 0 at 0, 0.1 ; class 1 at 5, 5.2 ; class 2 at 0.04 (a lone distractor, no query)
     vecs = np.array([[0.0], [0.1], [5.0], [5.2], [0.04]], np.float32)

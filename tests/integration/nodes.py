@@ -1,4 +1,5 @@
-"""A second local Elasticsearch node with security and TLS on, made for the security tests.
+"""Extra local Elasticsearch nodes for the security and fault tests: a node with security and
+TLS on, and the nodes of a two-node cluster.
 
 Same installation as the dev node, its own config dir (ES_PATH_CONF), data dir and ports;
 certificates from a throw-away CA made here with openssl; a file-realm superuser.
@@ -58,37 +59,50 @@ def _as_service_user(cmd: list[str], env: dict, stdin: str | None = None) -> Non
     subprocess.run(cmd, env=env, input=stdin, text=True, check=True, capture_output=True)
 
 
-def start_secure_node(settings: Settings, root: Path, http_port: int = 9250) -> SecureNode:
+def prepare_node(settings: Settings, root: Path, yml: list[str], heap: str = "512m") -> dict:
+    """Config, data and log dirs for an extra node of the dev installation; returns its env."""
     home = es_home(settings)
-    conf, data, logs, certs = (root / n for n in ("config", "data", "logs", "config/certs"))
+    conf, data, logs = (root / n for n in ("config", "data", "logs"))
     for d in (conf, data, logs):
         d.mkdir(parents=True, exist_ok=True)
     for name in ("jvm.options", "log4j2.properties", "users", "users_roles", "roles.yml", "role_mapping.yml"):
         shutil.copy(home / "config" / name, conf / name)
     (conf / "jvm.options.d").mkdir(exist_ok=True)
-    (conf / "jvm.options.d" / "heap.options").write_text("-Xms512m\n-Xmx512m\n")
-    certs.mkdir(exist_ok=True)
-    make_certs(certs)
-    (conf / "elasticsearch.yml").write_text("\n".join([
+    (conf / "jvm.options.d" / "heap.options").write_text(f"-Xms{heap}\n-Xmx{heap}\n")
+    (conf / "elasticsearch.yml").write_text("\n".join(
+        ["network.host: 127.0.0.1", f"path.data: {data}", f"path.logs: {logs}",
+         "cluster.routing.allocation.disk.threshold_enabled: false", *yml, ""]))
+    return dict(os.environ, ES_PATH_CONF=str(conf), ES_JAVA_HOME=str(find_java_home(settings)))
+
+
+def launch(settings: Settings, root: Path, env: dict) -> Path:
+    """Start the node as the service user (owning its files); returns its pid file."""
+    _chown_tree(root, _service_user())
+    os.chmod(root, 0o755)
+    pidfile = root / "es.pid"
+    _as_service_user([str(es_home(settings) / "bin" / "elasticsearch"), "-d", "-p", str(pidfile)], env)
+    return pidfile
+
+
+def start_secure_node(settings: Settings, root: Path, http_port: int = 9250) -> SecureNode:
+    certs = root / "config" / "certs"
+    env = prepare_node(settings, root, [
         "cluster.name: esm-secure-test", "node.name: esm-secure", "discovery.type: single-node",
-        "network.host: 127.0.0.1", f"http.port: {http_port}", "transport.port: 9350-9399",
-        f"path.data: {data}", f"path.logs: {logs}",
-        "cluster.routing.allocation.disk.threshold_enabled: false",
+        f"http.port: {http_port}", "transport.port: 9350-9399",
         "xpack.security.enabled: true", "xpack.security.http.ssl.enabled: true",
         "xpack.security.http.ssl.key: certs/node.key", "xpack.security.http.ssl.certificate: certs/node.crt",
         "xpack.security.http.ssl.certificate_authorities: [certs/ca.crt]",
-        "xpack.security.authc.api_key.enabled: true", ""]))
-    user = _service_user()
-    _chown_tree(root, user)
-    os.chmod(root, 0o755)
-    env = dict(os.environ, ES_PATH_CONF=str(conf), ES_JAVA_HOME=str(find_java_home(settings)))
+        "xpack.security.authc.api_key.enabled: true"])
+    certs.mkdir(exist_ok=True)
+    make_certs(certs)
+    _chown_tree(root, _service_user())
+    home = es_home(settings)
     _as_service_user([str(home / "bin" / "elasticsearch-keystore"), "create"], env)
     _as_service_user([str(home / "bin" / "elasticsearch-users"), "useradd", USER, "-p", PASSWORD,
                       "-r", "superuser"], env)
-    pidfile = root / "es.pid"
-    _as_service_user([str(home / "bin" / "elasticsearch"), "-d", "-p", str(pidfile)], env)
+    pidfile = launch(settings, root, env)
     node = SecureNode(f"https://127.0.0.1:{http_port}", str(certs / "ca.crt"), USER, PASSWORD, pidfile)
-    _wait(node, logs)
+    _wait(node, root / "logs")
     return node
 
 

@@ -1,0 +1,87 @@
+"""Correctness of the search path on real embeddings.
+
+1. Index an image folder (one sub-folder per class) with a model through the Celery workers.
+2. For every document: ES kNN top-10 (its own stored vector, itself excluded, default
+   num_candidates) vs exact brute-force top-10 over the same stored vectors -> recall@10.
+3. MAP@R of the search path (top-R ES results, R = other images of the class) vs the MAP@R
+   `esm evaluate` reports for the same model and folder.
+4. Query latency p50/p95 (client-observed, and ES `took`).
+
+Usage: python bench/search_quality.py DATA_DIR MODEL [--index NAME] [--index-type hnsw]
+Needs the stack. Writes bench/results/search_quality-<index type>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from elasticsearch.helpers import scan
+
+from common import write_result
+from es_metric.config import Settings
+from es_metric.es import make_client
+from es_metric.evaluate import evaluate_folder, map_at_r
+from es_metric.index import create_versioned_index, index_info
+from es_metric.ingest import enqueue, make_searchable, wait
+from es_metric.mappings import IndexOptions
+from es_metric.metric import Metric
+from es_metric.modelfile import read_card
+from es_metric.search import SearchRequest, run_search
+from es_metric.sources import folder_items
+from knn import pct
+
+
+def stored(es, index: str, field: str) -> tuple[list[str], np.ndarray, list[str]]:
+    ids, vecs, labels = [], [], []
+    for hit in scan(es, index=index, _source=[field, "label"]):
+        ids.append(hit["_id"])
+        vecs.append(hit["_source"][field])
+        labels.append(hit["_source"]["label"])
+    return ids, np.asarray(vecs, np.float32), labels
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("data")
+    ap.add_argument("model")
+    ap.add_argument("--index", default="bench-quality")
+    ap.add_argument("--index-type", default="hnsw")
+    args = ap.parse_args()
+    settings = Settings.from_env()
+    es = make_client(settings, request_timeout=120)
+    card = read_card(args.model)
+    es.options(ignore_status=404).indices.delete(index=f"{args.index}*")
+    create_versioned_index(es, args.index, card, args.model, options=IndexOptions(args.index_type))
+    job = enqueue(settings, es, args.index, list(folder_items(args.data)))
+    wait(settings, job)
+    make_searchable(es, job)
+    info = index_info(es, args.index)
+    ids, vecs, labels = stored(es, info.concrete, info.vector_field)
+    metric = Metric(info.similarity)
+    sims = vecs @ vecs.T if metric is Metric.COSINE else -np.linalg.norm(vecs[:, None] - vecs[None], axis=2)
+    np.fill_diagonal(sims, -np.inf)
+    exact = np.argsort(-sims, axis=1)[:, :10]
+    label_arr = np.asarray(labels)
+    recalls, maps, lat, took = [], [], [], []
+    for i, doc_id in enumerate(ids):
+        r = int((label_arr == label_arr[i]).sum() - 1)
+        t0 = time.perf_counter()
+        res = run_search(es, args.index, SearchRequest(like=doc_id, k=max(10, r)))
+        lat.append((time.perf_counter() - t0) * 1000)
+        took.append(res["took_ms"])
+        got = [h["id"] for h in res["hits"]]
+        recalls.append(len(set(got[:10]) & {ids[j] for j in exact[i]}) / 10)
+        maps.append(map_at_r([h["source"]["label"] for h in res["hits"]], labels[i], r))
+    evaluated, _ = evaluate_folder(args.data, model_path=args.model)
+    row = {"index_type": args.index_type, "documents": len(ids), "model_id": card["model_id"],
+           "recall_at_10_vs_exact": round(float(np.mean(recalls)), 4),
+           "map_at_r_search_path": round(float(np.mean(maps)), 4),
+           "map_at_r_esm_evaluate": round(evaluated["map_at_r"], 4),
+           "client_ms": pct(lat), "es_took_ms": pct(took)}
+    print(row)
+    write_result(f"search_quality-{args.index_type}", row)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""A two-node local cluster (two ES processes on loopback): one node stopped during an ingest and
+a loop of searches, and 429s (a tiny write queue) under load. Exact counts at the end."""
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+
+import pytest
+from elasticsearch.helpers import streaming_bulk
+
+from es_metric import stack as esm_stack
+from es_metric.es import make_client
+from es_metric.index import count, create_versioned_index, resolve_concrete
+from es_metric.ingest import enqueue, make_searchable, wait
+from es_metric.modelfile import read_card
+from es_metric.progress import JobProgress
+from es_metric.search import SearchRequest, run_search
+from es_metric.sources import folder_items
+from es_metric.stack_proc import read_pid, stop_pid
+from tests.imagegen import make_dataset
+from tests.integration.faults import wait_until
+from tests.integration.nodes import launch, prepare_node
+
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
+COMMON = ["cluster.name: esm-two-node-test", "xpack.security.enabled: false",
+          "discovery.seed_hosts: [\"127.0.0.1:9361\", \"127.0.0.1:9362\"]",
+          "cluster.initial_master_nodes: [esm-a]",
+          "thread_pool.write.size: 1", "thread_pool.write.queue_size: 2"]
+
+
+@pytest.fixture(scope="module")
+def cluster(stack):
+    root = stack.stack_dir / "two-node-test"
+    shutil.rmtree(root, ignore_errors=True)
+    pids = []
+    s = stack.with_(es_url="http://127.0.0.1:9261", es_external=True, worker_queue="esm-two-node")
+    try:
+        for name, http, transport, roles in (("a", 9261, 9361, "[master, data]"), ("b", 9262, 9362, "[data]")):
+            env = prepare_node(stack, root / name, COMMON + [f"node.name: esm-{name}", f"http.port: {http}",
+                                                             f"transport.port: {transport}",
+                                                             f"node.roles: {roles}"])
+            pids.append(launch(stack, root / name, env))
+        client = make_client(s)
+        wait_until(lambda: _health(client) == "green", 180, "the two-node cluster")
+        esm_stack.start_worker(s)
+        yield s, client, pids
+    finally:
+        esm_stack.stop_worker(s)
+        for pidfile in pids:
+            stop_pid(read_pid(pidfile), signal.SIGTERM, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _health(client) -> str | None:
+    try:
+        return client.cluster.health(wait_for_nodes="2", timeout="1s")["status"]
+    except Exception:
+        return None
+
+
+@pytest.fixture
+def images(tmp_path):
+    return make_dataset(tmp_path / "cluster-images", n_classes=6, per_class=40, seed=21)
+
+
+def _rejected(client) -> int:
+    stats = client.nodes.stats(metric="thread_pool")["nodes"]
+    return sum(n["thread_pool"]["write"]["rejected"] for n in stats.values())
+
+
+def test_429_under_load_loses_nothing(cluster, tiny_model, images):
+    s, client, _ = cluster
+    alias = "t-load"
+    create_versioned_index(client, alias, read_card(tiny_model), str(tiny_model))
+    before = _rejected(client)
+    job = enqueue(s.with_(batch_size=8), client, alias, list(folder_items(images)))
+    flood_ok, flood_errors = [], []
+    client.indices.create(index="t-flood", settings={"number_of_replicas": 0})
+    loader = make_client(s, request_timeout=120, max_retries=10)
+
+    def flood(t: int) -> None:  # a second writer hammering the tiny write queue
+        docs = ({"_index": "t-flood", "_id": f"{t}-{i}", "n": i} for i in range(400))
+        for ok, info in streaming_bulk(loader, docs, chunk_size=5, max_retries=50, initial_backoff=0.2,
+                                       max_backoff=2, raise_on_error=False):
+            (flood_ok if ok else flood_errors).append(info)
+    threads = [threading.Thread(target=flood, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done, failed = wait(s, job, timeout=300)
+    make_searchable(client, job)
+    rejected = _rejected(client) - before
+    print(f"\nFAULT 429 under load: sent {job.total}, indexed {count(client, alias)}, failed {failed}, "
+          f"write rejections (429) {rejected}")
+    assert rejected > 0, "the load produced no 429: the test proved nothing"
+    assert (done, failed) == (240, 0) and count(client, alias) == 240
+    # the load generator is a plain client: whatever it was told is written is there, once
+    assert count(client, "t-flood") == len(flood_ok) and len(flood_ok) + len(flood_errors) == 2400
+    print(f"load generator: {len(flood_ok)} written, {len(flood_errors)} gave up: "
+          f"{sorted({str(next(iter(e.values())).get('status')) for e in flood_errors})}")
+    client.indices.delete(index=["t-flood", *resolve_concrete(client, alias)])
+
+
+def test_node_stopped_during_ingest_and_searches(cluster, tiny_model, images):
+    s, client, pids = cluster
+    alias = "t-replicated"
+    create_versioned_index(client, alias, read_card(tiny_model), str(tiny_model), replicas=1)
+    seed = enqueue(s, client, alias, list(folder_items(images / "class_0")))
+    wait(s, seed, timeout=120)
+    make_searchable(client, seed)
+    wait_until(lambda: _health(client) == "green", 60, "replicas allocated")
+    query = next((images / "class_0").iterdir()).read_bytes()
+    errors, answered, stop = [], [], threading.Event()
+
+    def search_loop():
+        c = make_client(s)
+        while not stop.is_set():
+            try:
+                answered.append(len(run_search(c, alias, SearchRequest(image=query, k=5))["hits"]))
+            except Exception as exc:
+                errors.append(repr(exc))
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=search_loop)
+    thread.start()
+    job = enqueue(s.with_(batch_size=8), client, alias, list(folder_items(images)))
+    try:
+        wait_until(lambda: JobProgress(s, job.job_id).counts()[1] >= 40, 120, "ingest under way")
+        stop_pid(read_pid(pids[1]), signal.SIGTERM, timeout=60)  # node b goes away
+        done, failed = wait(s, job, timeout=300)
+    finally:
+        stop.set()
+        thread.join()
+    make_searchable(client, job)
+    print(f"\nFAULT node stopped: sent {job.total}, indexed {count(client, alias)}, failed {failed}; "
+          f"{len(answered)} searches answered, {len(errors)} failed")
+    assert errors == [] and len(answered) > 10 and set(answered) == {5}
+    assert (done, failed) == (240, 0) and count(client, alias) == 240
+    assert client.cluster.health()["number_of_nodes"] == 1
