@@ -13,10 +13,13 @@ for P in in-domain class-disjoint; do
     /usr/bin/time -f "%e" -o "$OUT/$P-baseline-$B.time" \
       esm evaluate "$OUT/$P/test" --baseline "$B" --json > "$OUT/$P-baseline-$B.json"
   done
-  for L in ${LOSSES:-mahalanobis triplet multi-similarity contrastive}; do
-    esm train "$OUT/$P/train" --out "$OUT/$P-$L.pt" --loss "$L" --protocol "$P" \
-      --epochs "${EPOCHS:-40}" --seed 0 ${TRAIN_ARGS:-} --json > "$OUT/$P-$L.card.json"
-    esm evaluate "$OUT/$P/test" --model "$OUT/$P-$L.pt" --json > "$OUT/$P-$L.json"
+  # loss:head pairs; frozen EfficientNet-Lite0 features, early stopping on validation MAP@R
+  # (validation drawn with the same protocol), then the head is refit on train + validation
+  for LH in ${RUNS:-mahalanobis:linear triplet:linear triplet:mlp multi-similarity:linear multi-similarity:mlp contrastive:linear contrastive:mlp}; do
+    L=${LH%%:*}; H=${LH##*:}; N="$L-$H"
+    esm train "$OUT/$P/train" --out "$OUT/$P-$N.pt" --loss "$L" --head "$H" --protocol "$P" \
+      --epochs "${EPOCHS:-60}" --patience 8 --seed 0 ${TRAIN_ARGS:-} --json > "$OUT/$P-$N.card.json"
+    esm evaluate "$OUT/$P/test" --model "$OUT/$P-$N.pt" --json > "$OUT/$P-$N.json"
   done
 done
 python scripts/results_table.py "$OUT"

@@ -66,3 +66,23 @@ def test_reindex_refuses_a_model_that_failed_its_gate(es, index_name, tiny_model
     result = esm("reindex", index_name, "--model", bad, ok=False)
     assert result.exit_code == 1 and "failed its evaluation gate" in result.output
     assert "--force" in result.output
+
+
+def test_interrupted_reindex_can_be_abandoned_and_alias_never_moves(es, index_name, tiny_model,
+                                                                    tiny_model_l2, tiny_data):
+    from es_metric.modelfile import read_card
+    from es_metric.reindex import prepare_target
+
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    esm_json("ingest", index_name, tiny_data / "class_1")
+    old = index_info(es, index_name)
+    card = read_card(tiny_model_l2)
+    target = prepare_target(es, old, card, str(tiny_model_l2))  # as if a reindex died after step 1
+    assert es.indices.exists(index=target) and index_info(es, index_name).concrete == old.concrete
+    meta = es.indices.get_mapping(index=target)[target]["mappings"]["_meta"]["es_metric"]
+    assert meta["reindex_state"] == {"state": "building", "from": old.concrete}
+    out = esm("reindex", index_name, "--model", tiny_model_l2, "--abandon")
+    assert target in out.output and not es.indices.exists(index=target)
+    assert index_info(es, index_name).concrete == old.concrete
+    refused = esm("reindex", index_name, "--model", tiny_model, "--abandon", ok=False)
+    assert refused.exit_code == 1 and "is live" in refused.output

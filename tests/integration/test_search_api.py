@@ -106,3 +106,14 @@ def test_api_key_is_enforced_when_configured(stack, shop):
     assert api.get(f"/api/indices/{shop}/search", params={"text": "circle"}).status_code == 401
     ok = api.get(f"/api/indices/{shop}/search", params={"text": "circle"}, headers={"X-API-Key": "s3cret"})
     assert ok.status_code == 200
+
+
+def test_near_duplicate_mode_uses_the_calibrated_threshold(shop, tiny_data, tiny_model):
+    from es_metric.modelfile import read_card
+    threshold = read_card(tiny_model)["metrics"]["near_duplicate_threshold"]
+    assert threshold is not None
+    res = esm_json("search", shop, "--image", tiny_data / "class_2" / "img_001.jpg", "-k", "96",
+                   "--near-duplicates")
+    assert res["hits"][0]["id"] == "class_2-img_001"
+    assert len(res["hits"]) < 96  # the threshold cut the list
+    assert all(2 * h["score"] - 1 >= threshold - 1e-4 for h in res["hits"])  # cosine score -> similarity
