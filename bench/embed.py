@@ -1,7 +1,7 @@
 """Images/s of the worker's embedding path vs the bare model forward, same backbone, batch, threads.
 
-pipeline = read file + safe decode (JPEG draft) + preprocess + forward + L2 normalise, exactly
-what es_metric.pipeline does per batch (decoding overlapped with the previous forward);
+pipeline = es_metric.pipeline.decode_and_embed, the worker's own code: read file + safe decode
+(JPEG draft) + preprocess + forward + L2 normalise, decoding overlapped with the forward pass;
 bare = forward on already-decoded, already-preprocessed tensors.
 
 Usage: python bench/embed.py [--data DIR] [--n 256] [--batch 32] [--backbones small-cnn,resnet18,...]
@@ -14,14 +14,15 @@ import json
 import os
 import platform
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-from es_metric.embed import embed_images, embed_tensors, to_tensor
-from es_metric.encoder import backbone_spec, create_encoder
-from es_metric.images import load_image
+from common import bench_model
+from es_metric.embed import embed_tensors, to_tensor
+from es_metric.images import DecodeLimits, load_image
+from es_metric.modelfile import load_model
+from es_metric.pipeline import decode_and_embed
 
 ROOT = Path(__file__).resolve().parent
 
@@ -42,23 +43,16 @@ def bare_forward(encoder, tensors: torch.Tensor, batch: int, seconds: float) -> 
     return done / (time.perf_counter() - t0)
 
 
-def pipeline(encoder, files: list[Path], pre, batch: int, seconds: float) -> float:
-    """Decode batch i+1 on a thread pool while batch i runs through the model."""
-    def decode(chunk):
-        return [load_image(f, draft=pre.size)[0] for f in chunk]
-
-    chunks = [files[i:i + batch] for i in range(0, len(files), batch)]
-    embed_images(encoder, decode(chunks[0])[:2], pre)  # warm-up
+def pipeline(model, files: list[Path], batch: int, seconds: float) -> float:
+    """The worker's own path: es_metric.pipeline.decode_and_embed on a batch of file items."""
+    items = [{"ref": str(f), "id": None, "fields": {}} for f in files]
+    limits = DecodeLimits()
+    decode_and_embed(items[:batch], model, limits, sub_batch=batch)  # warm-up
     t0, done = time.perf_counter(), 0
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        while time.perf_counter() - t0 < seconds:
-            pending = pool.submit(decode, chunks[0])
-            for nxt in chunks[1:] + [None]:
-                images = pending.result()
-                if nxt is not None:
-                    pending = pool.submit(decode, nxt)
-                embed_images(encoder, images, pre, batch_size=batch)
-                done += len(images)
+    while time.perf_counter() - t0 < seconds:
+        for i in range(0, len(items), batch * 4):  # one task = 4 sub-batches, like ESM_BATCH_SIZE
+            good, _, _ = decode_and_embed(items[i:i + batch * 4], model, limits, sub_batch=batch)
+            done += len(good)
     return done / (time.perf_counter() - t0)
 
 
@@ -73,11 +67,11 @@ def main() -> None:
     files = jpeg_files(Path(args.data), args.n)
     rows = []
     for name in args.backbones.split(","):
-        encoder = create_encoder(name, dim=128, pretrained=False).eval()
-        pre = backbone_spec(name).preprocess
-        tensors = torch.stack([to_tensor(load_image(f)[0], pre) for f in files])
+        model = load_model(bench_model(name, 128, ROOT / "results" / f"bench-{name}.pt"))
+        encoder, pre = model.encoder, model.preprocess
+        tensors = torch.stack([to_tensor(load_image(f, draft=pre.size)[0], pre) for f in files])
         bare = bare_forward(encoder, tensors, args.batch, args.seconds)
-        pipe = pipeline(encoder, files, pre, args.batch, args.seconds)
+        pipe = pipeline(model, files, args.batch, args.seconds)
         rows.append({"backbone": name, "input": pre.size, "bare_img_s": round(bare, 1),
                      "pipeline_img_s": round(pipe, 1), "ratio": round(pipe / bare, 3)})
         print(f"{name:<20} {pre.size:>4}px  bare {bare:8.1f} img/s  pipeline {pipe:8.1f} img/s  "

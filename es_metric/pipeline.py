@@ -63,6 +63,25 @@ def decode_items(items: list[dict], limits: DecodeLimits, draft: int, roots: tup
     return good, [err for *_, err in results if err is not None]
 
 
+def decode_and_embed(items: list[dict], model, limits: DecodeLimits, roots: tuple[Path, ...] = (),
+                     sub_batch: int = 16):
+    """(good, failures, vectors) for all items; decoding of sub-batch i+1 overlaps the forward
+    pass of sub-batch i (Pillow releases the GIL while decoding)."""
+    chunks = [items[i:i + sub_batch] for i in range(0, len(items), sub_batch)] or [[]]
+    good_all, fails_all, vecs_all = [], [], []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(decode_items, chunks[0], limits, model.preprocess.size, roots)
+        for nxt in chunks[1:] + [None]:
+            good, fails = pending.result()
+            if nxt is not None:
+                pending = pool.submit(decode_items, nxt, limits, model.preprocess.size, roots)
+            vecs_all.append(embed_images(model.encoder, [img for _, img, _ in good], model.preprocess,
+                                         batch_size=sub_batch))
+            good_all += good
+            fails_all += fails
+    return good_all, fails_all, np.concatenate(vecs_all)
+
+
 def build_actions(job: dict, good: list[tuple[dict, object, str]], vectors: np.ndarray):
     """Bulk actions: ``index`` a full document, or ``update`` an existing one (by id)."""
     stamp = _now()
@@ -116,9 +135,7 @@ def process_batch(settings: Settings, client: Elasticsearch, job: dict, items: l
         raise MappingMismatch(f"model file {job['model_path']} is now {model.model_id}, but the "
                               f"index serves {job['model_id']}", hint="restore the model file")
     limits = DecodeLimits(settings.max_image_pixels, settings.max_image_bytes)
-    good, failures = decode_items(items, limits, model.preprocess.size, settings.image_roots)
-    vectors = embed_images(model.encoder, [img for _, img, _ in good], model.preprocess,
-                           batch_size=settings.batch_size)
+    good, failures, vectors = decode_and_embed(items, model, limits, settings.image_roots)
     refs: dict[str, list[str]] = {}
     for item, _, sha in good:  # identical images share one document id
         refs.setdefault(item.get("id") or sha, []).append(item["ref"])
