@@ -35,4 +35,4 @@ experiments: stack
 	bash scripts/grocery_experiments.sh
 
 bench: stack
-	python bench/embed.py && python bench/ingest.py && python bench/knn.py && python bench/query.py
+	python bench/embed.py && python bench/ingest.py && python bench/knn.py --n 100000 && python bench/query.py --n 100000

@@ -57,7 +57,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     stack.stop_worker(settings)
     stack.start_worker(settings)
-    write_result("ingest", {"backbone": args.backbone, "embedding_only_img_s": ref, "rows": rows})
+    write_result(f"ingest-{args.backbone}", {"backbone": args.backbone, "embedding_only_img_s": ref, "rows": rows})
 
 
 if __name__ == "__main__":
