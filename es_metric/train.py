@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    loss: str = "triplet"
+    loss: str = "multi-similarity"
     backbone: str = "efficientnet-lite0"
     weights: str | None = None
     pretrained: bool | None = None

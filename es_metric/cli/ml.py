@@ -16,7 +16,7 @@ from .common import echo_json
 @main.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Model file to write.")
-@click.option("--loss", type=click.Choice(sorted(OBJECTIVES)), default="triplet", show_default=True)
+@click.option("--loss", type=click.Choice(sorted(OBJECTIVES)), default="multi-similarity", show_default=True)
 @click.option("--backbone", type=click.Choice(sorted(BACKBONES)), default="efficientnet-lite0", show_default=True)
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local pretrained state dict.")
 @click.option("--pretrained/--no-pretrained", default=None, help="Default: pretrained when weights exist offline.")
