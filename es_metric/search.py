@@ -127,7 +127,9 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest, limits: DecodeLi
     else:
         knn = None
         if vector is not None:
-            knn = knn_clause(info.vector_field, vector, offset + size, num_candidates=req.num_candidates,
+            # with text, a wider kNN window lets text matches also carry their image similarity
+            knn_k = max(offset + size, 50) if req.text else offset + size
+            knn = knn_clause(info.vector_field, vector, knn_k, num_candidates=req.num_candidates,
                              filter_query=filt, min_similarity=min_sim,
                              boost=req.image_weight if req.text else None,
                              exclude_ids=[req.like] if req.like else None)

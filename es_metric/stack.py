@@ -232,8 +232,11 @@ def status(settings: Settings) -> list[Component]:
                       state.get("redis", {}).get("pid"))
     names = worker_ping(settings) if rinfo else []
     wpid = read_pid(worker_pidfile(settings))
-    worker = Component("worker", bool(names), pid_alive(wpid), f"queue {settings.worker_queue}",
-                       ", ".join(names) if names else "no worker answers", wpid)
+    alive = pid_alive(wpid)
+    detail = (", ".join(names) if names else
+              "process alive but not answering pings (e.g. after a broker restart)" if alive else
+              "no worker answers")
+    worker = Component("worker", bool(names) or alive, alive, f"queue {settings.worker_queue}", detail, wpid)
     return [es, redis, worker]
 
 

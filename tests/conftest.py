@@ -91,3 +91,15 @@ def index_name(es):
     name = f"t-{uuid.uuid4().hex[:10]}"
     yield name
     es.options(ignore_status=404).indices.delete(index=f"{name}*", expand_wildcards="all")
+
+
+@pytest.fixture
+def report(request):
+    """Write a line to the terminal even while pytest captures output (fault-test counts)."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+
+    def write(text: str) -> None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line("\n" + text)
+    return write

@@ -19,3 +19,4 @@ def esm(*args: str, ok: bool = True):
 def esm_json(*args: str) -> dict:
     out = esm(*args, "--json").stdout
     return json.loads(out.strip().splitlines()[-1])
+

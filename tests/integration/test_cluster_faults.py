@@ -70,7 +70,7 @@ def _rejected(client) -> int:
     return sum(n["thread_pool"]["write"]["rejected"] for n in stats.values())
 
 
-def test_429_under_load_loses_nothing(cluster, tiny_model, images):
+def test_429_under_load_loses_nothing(report, cluster, tiny_model, images):
     s, client, _ = cluster
     alias = "t-load"
     create_versioned_index(client, alias, read_card(tiny_model), str(tiny_model))
@@ -93,18 +93,18 @@ def test_429_under_load_loses_nothing(cluster, tiny_model, images):
     done, failed = wait(s, job, timeout=300)
     make_searchable(client, job)
     rejected = _rejected(client) - before
-    print(f"\nFAULT 429 under load: sent {job.total}, indexed {count(client, alias)}, failed {failed}, "
+    report(f"FAULT 429 under load: sent {job.total}, indexed {count(client, alias)}, failed {failed}, "
           f"write rejections (429) {rejected}")
     assert rejected > 0, "the load produced no 429: the test proved nothing"
     assert (done, failed) == (240, 0) and count(client, alias) == 240
     # the load generator is a plain client: whatever it was told is written is there, once
     assert count(client, "t-flood") == len(flood_ok) and len(flood_ok) + len(flood_errors) == 2400
-    print(f"load generator: {len(flood_ok)} written, {len(flood_errors)} gave up: "
+    report(f"load generator: {len(flood_ok)} written, {len(flood_errors)} gave up: "
           f"{sorted({str(next(iter(e.values())).get('status')) for e in flood_errors})}")
     client.indices.delete(index=["t-flood", *resolve_concrete(client, alias)])
 
 
-def test_node_stopped_during_ingest_and_searches(cluster, tiny_model, images):
+def test_node_stopped_during_ingest_and_searches(report, cluster, tiny_model, images):
     s, client, pids = cluster
     alias = "t-replicated"
     create_versioned_index(client, alias, read_card(tiny_model), str(tiny_model), replicas=1)
@@ -135,7 +135,7 @@ def test_node_stopped_during_ingest_and_searches(cluster, tiny_model, images):
         stop.set()
         thread.join()
     make_searchable(client, job)
-    print(f"\nFAULT node stopped: sent {job.total}, indexed {count(client, alias)}, failed {failed}; "
+    report(f"FAULT node stopped: sent {job.total}, indexed {count(client, alias)}, failed {failed}; "
           f"{len(answered)} searches answered, {len(errors)} failed")
     assert errors == [] and len(answered) > 10 and set(answered) == {5}
     assert (done, failed) == (240, 0) and count(client, alias) == 240

@@ -20,8 +20,8 @@ from tests.integration.helpers import esm
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 
-def _report(name: str, sent: int, indexed: int, failed: int) -> None:
-    print(f"\nFAULT {name}: sent {sent}, indexed {indexed}, failed {failed}")
+def _report(report, name: str, sent: int, indexed: int, failed: int) -> None:
+    report(f"FAULT {name}: sent {sent}, indexed {indexed}, failed {failed}")
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def _start(stack, es, index_name, tiny_model, images, batch=8):
     return job, JobProgress(stack, job.job_id)
 
 
-def test_elasticsearch_stopped_mid_ingest_and_restarted(stack, es, index_name, tiny_model, images):
+def test_elasticsearch_stopped_mid_ingest_and_restarted(report, stack, es, index_name, tiny_model, images):
     job, progress = _start(stack, es, index_name, tiny_model, images)
     wait_until(lambda: progress.counts()[1] >= 16, 60, "the first batches")
     stop_es(stack)
@@ -47,11 +47,11 @@ def test_elasticsearch_stopped_mid_ingest_and_restarted(stack, es, index_name, t
         start_es_again(stack)
     done, failed = wait(stack, job, timeout=300)
     make_searchable(es, job)
-    _report("elasticsearch stopped and restarted", job.total, count(es, index_name), failed)
+    _report(report, "elasticsearch stopped and restarted", job.total, count(es, index_name), failed)
     assert (done, failed) == (240, 0) and count(es, index_name) == 240
 
 
-def test_worker_process_killed_mid_batch(stack, es, index_name, tiny_model, images):
+def test_worker_process_killed_mid_batch(report, stack, es, index_name, tiny_model, images):
     job, progress = _start(stack, es, index_name, tiny_model, images, batch=24)
     wait_until(lambda: 0 < progress.counts()[1] < job.total, 60, "a batch in flight")
     children = worker_children(stack)
@@ -59,33 +59,34 @@ def test_worker_process_killed_mid_batch(stack, es, index_name, tiny_model, imag
     os.kill(children[0], signal.SIGKILL)
     done, failed = wait(stack, job, timeout=300)
     make_searchable(es, job)
-    _report("worker child SIGKILLed mid-batch", job.total, count(es, index_name), failed)
+    _report(report, "worker child SIGKILLed mid-batch", job.total, count(es, index_name), failed)
     assert (done, failed) == (240, 0) and count(es, index_name) == 240
     wait_until(lambda: bool(worker_children(stack)), 30, "the pool to replace the child")
 
 
-def test_redis_restarted_during_ingest(stack, es, index_name, tiny_model, images):
+def test_redis_restarted_during_ingest(report, stack, es, index_name, tiny_model, images):
     job, progress = _start(stack, es, index_name, tiny_model, images)
     wait_until(lambda: progress.counts()[1] >= 8, 60, "the first batches")
     restart_redis(stack)
     done, failed = wait(stack, job, timeout=300)
     make_searchable(es, job)
-    _report("redis restarted", job.total, count(es, index_name), failed)
+    _report(report, "redis restarted", job.total, count(es, index_name), failed)
     assert (done, failed) == (240, 0) and count(es, index_name) == 240
 
 
-def test_bulk_item_rejected_by_mapping_is_recorded(stack, es, index_name, tiny_model, tiny_data):
-    rows = [{"id": f"doc-{i}", "image": str(p.relative_to(tiny_data)), "price": i}
+def test_bulk_item_rejected_by_mapping_is_recorded(report, stack, es, index_name, tiny_model, tiny_data,
+                                                   tmp_path):
+    rows = [{"id": f"doc-{i}", "image": str(p), "price": i}
             for i, p in enumerate(sorted((tiny_data / "class_0").iterdir()))]
     rows[3]["price"] = "not a number"
-    manifest = tiny_data / "conflict.jsonl"
+    manifest = tmp_path / "conflict.jsonl"  # never inside the shared tiny_data folder
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     esm("mapping", "create", index_name, "--model", tiny_model, "--keyword-field", "sku")
     es.indices.put_mapping(index=index_name, properties={"price": {"type": "integer"}})
-    job = enqueue(stack, es, index_name, list(manifest_items(manifest)))
+    job = enqueue(stack, es, index_name, list(manifest_items(manifest, roots=(tiny_data,))))
     done, failed = wait(stack, job, timeout=120)
     make_searchable(es, job)
-    _report("bulk item rejected by the mapping", job.total, count(es, index_name), failed)
+    _report(report, "bulk item rejected by the mapping", job.total, count(es, index_name), failed)
     assert (done, failed) == (15, 1) and count(es, index_name) == 15
     [row] = [r for r in esm_failures(index_name)]
     assert row["reason"] == "rejected_by_elasticsearch" and "price" in row["message"]
