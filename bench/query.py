@@ -12,7 +12,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 from elasticsearch.helpers import parallel_bulk
 
 from common import DATA, ROOT, bench_model, write_result

@@ -66,8 +66,3 @@ def node_info(settings: Settings) -> dict:
         return {"version": node.get("version"), "jvm": node.get("jvm", {}).get("version")}
     return {}
 
-
-def server_version(client: Elasticsearch) -> tuple[int, ...]:
-    nodes = client.nodes.info(node_id="_local", filter_path="nodes.*.version")["nodes"]
-    version = next(iter(nodes.values()))["version"]
-    return tuple(int(p) for p in version.split(".")[:3])

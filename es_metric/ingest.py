@@ -5,7 +5,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
@@ -58,7 +58,7 @@ def enqueue(settings: Settings, client: Elasticsearch, alias: str, items: list[d
     """Send the items as batches of ``settings.batch_size`` to the workers."""
     from workers.celery_app import make_app
 
-    info = index_info(client, alias) if target is None else _target_info(client, target)
+    info = index_info(client, target or alias)
     job_id = uuid.uuid4().hex[:16]
     spec = job_spec(info, alias, job_id, mode, target)
     total = len({item["ref"] for item in items})
@@ -76,10 +76,6 @@ def enqueue(settings: Settings, client: Elasticsearch, alias: str, items: list[d
         app.close()
     log.info("job %s: %d images in %d tasks for %s", job_id, total, n, spec["index"])
     return Job(job_id, total, spec["index"], n)
-
-
-def _target_info(client: Elasticsearch, target: str) -> IndexInfo:
-    return index_info(client, target)
 
 
 def wait(settings: Settings, job: Job, on_progress: Callable[[int, int, int], None] | None = None,
@@ -113,9 +109,6 @@ def _warn_if_no_worker(settings: Settings) -> None:
         log.warning("no Celery worker answers on %s; tasks wait in the queue "
                     "(start one with `esm stack up`)", settings.redis_url)
 
-
-def unique_refs(items: Iterable[dict]) -> int:
-    return len({i["ref"] for i in items})
 
 
 def make_searchable(client: Elasticsearch, job: Job) -> None:

@@ -30,9 +30,3 @@ class Metric(str, Enum):
         if self is Metric.COSINE:
             return CosineSimilarity()
         return LpDistance(normalize_embeddings=False, p=2, power=1)
-
-    def es_score_to_similarity(self, score: float) -> float:
-        """Undo Elasticsearch's score transform: cosine in [-1, 1], or negative L2 distance."""
-        if self is Metric.COSINE:
-            return 2.0 * score - 1.0
-        return -((max(1.0 / score - 1.0, 0.0)) ** 0.5) if score > 0 else float("-inf")

@@ -9,13 +9,12 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from elasticsearch import Elasticsearch, NotFoundError
 
 from .embed import embed_images
 from .errors import SearchError
-from .images import DecodeLimits, content_hash, decode, read_bytes
+from .images import DecodeLimits, decode
 from .index import IndexInfo, index_info
 from .modelfile import cached_model
 from .queries import (filter_clauses, knn_clause, parse_filter, rrf_fuse, search_body,
@@ -189,9 +188,3 @@ def _result(info: IndexInfo, hits: list[dict], took: int, started: float, req: S
         result["note"] = f"only {len(out)} result(s): {why} leave fewer than k={req.k} matches"
     return result
 
-
-def read_query_image(path: str | Path, limits: DecodeLimits = DecodeLimits()) -> bytes:
-    return read_bytes(path, limits)
-
-
-__all__ = ["SearchRequest", "run_search", "read_query_image", "content_hash"]

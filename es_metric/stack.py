@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import ES_VERSION
 from .config import Settings
 from .errors import StackError
 from .stack_es import es_health, es_node_info, start_es
@@ -239,6 +238,3 @@ def status(settings: Settings) -> list[Component]:
     worker = Component("worker", bool(names) or alive, alive, f"queue {settings.worker_queue}", detail, wpid)
     return [es, redis, worker]
 
-
-def pinned_es_version() -> str:
-    return ES_VERSION

@@ -1,8 +1,6 @@
 """Hybrid search, RRF, pagination and the HTTP API on the real stack."""
 from __future__ import annotations
 
-import io
-
 import pytest
 from fastapi.testclient import TestClient
 
