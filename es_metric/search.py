@@ -93,8 +93,7 @@ def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[floa
 
 
 def near_duplicate_threshold(info: IndexInfo) -> float:
-    from .modelfile import read_card
-    card = read_card(info.model_path)
+    card = cached_model(info.model_path).card  # loaded once per process, not per query
     value = (card.get("metrics") or {}).get("near_duplicate_threshold")
     if value is None:
         raise SearchError(f"model {info.model_id} has no calibrated near-duplicate threshold",
