@@ -46,16 +46,11 @@ def _save_ckpt(path: Path, state: dict) -> None:
 
 def fit_full(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s: list[Sample],
              ckpt: Path, on_epoch=None, resume: bool = False) -> list[dict]:
-    from pytorch_metric_learning.samplers import MPerClassSampler
-    from .train import _loss_params
+    from .train import _loss_params, m_per_class_sampler
 
     pre = backbone_spec(cfg.backbone).preprocess
     loss_fn, miner = obj.build(obj.metric, _loss_params(cfg))
-    labels = labels_tensor(train_s)
-    batch = min(cfg.batch_size, cfg.m_per_class * len(torch.unique(labels)))
-    batch -= batch % cfg.m_per_class
-    sampler = MPerClassSampler(labels, m=cfg.m_per_class, batch_size=batch,
-                               length_before_new_iter=max(len(labels), batch))
+    sampler, batch = m_per_class_sampler(labels_tensor(train_s), cfg)
     ds = ImageDataset(train_s, train_transform(pre.size, pre.mean, pre.std), draft=pre.size * 2)
     params = [p for p in encoder.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -88,14 +88,20 @@ def _loss_params(cfg: TrainConfig) -> dict:
     return params
 
 
-def _batches(labels: torch.Tensor, cfg: TrainConfig):
-    """Index batches with m images per class (pytorch-metric-learning's MPerClassSampler)."""
+def m_per_class_sampler(labels: torch.Tensor, cfg: TrainConfig):
+    """(pytorch-metric-learning's MPerClassSampler, batch size): m images per class per batch,
+    the batch a multiple of m and no larger than the classes allow."""
     from pytorch_metric_learning.samplers import MPerClassSampler
 
     batch = min(cfg.batch_size, cfg.m_per_class * len(torch.unique(labels)))
     batch -= batch % cfg.m_per_class
-    sampler = MPerClassSampler(labels, m=cfg.m_per_class, batch_size=batch,
-                               length_before_new_iter=max(len(labels), batch))
+    return MPerClassSampler(labels, m=cfg.m_per_class, batch_size=batch,
+                            length_before_new_iter=max(len(labels), batch)), batch
+
+
+def _batches(labels: torch.Tensor, cfg: TrainConfig):
+    """Index batches of one epoch over cached features."""
+    sampler, batch = m_per_class_sampler(labels, cfg)
     order = list(sampler)
     return [order[i:i + batch] for i in range(0, len(order) - batch + 1, batch)]
 
