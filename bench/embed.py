@@ -1,10 +1,13 @@
 """Images/s of the worker's embedding path vs the bare model forward, same backbone, batch, threads.
 
 pipeline = es_metric.pipeline.decode_and_embed, the worker's own code: read file + safe decode
-(JPEG draft) + preprocess + forward + L2 normalise, decoding overlapped with the forward pass;
-bare = forward on already-decoded, already-preprocessed tensors.
+(JPEG draft) + crop/resize + normalise on the decode thread(s), running ahead of the model;
+forward + L2 normalise in sub-batches; tasks of --task images like the worker (ESM_BATCH_SIZE).
+bare = the same forward on already-decoded, already-preprocessed channels_last tensors.
+Both use torch's default threads (one per core) and the same sub-batch.
 
-Usage: python bench/embed.py [--data DIR] [--n 256] [--batch 32] [--backbones small-cnn,resnet18,...]
+Usage: python bench/embed.py [--data DIR] [--n 256] [--batch 16] [--task 32] [--decode-threads 1]
+                             [--backbones small-cnn,resnet18,...]
 Prints a table and writes bench/results/embed.json.
 """
 from __future__ import annotations
@@ -19,10 +22,10 @@ from pathlib import Path
 import torch
 
 from common import bench_model
-from es_metric.embed import embed_tensors, to_tensor
+from es_metric.embed import embed_tensors, hwc_batch, normalise, to_pixels
 from es_metric.images import DecodeLimits, load_image
 from es_metric.modelfile import load_model
-from es_metric.pipeline import decode_and_embed
+from es_metric.pipeline import DECODE_THREADS, decode_and_embed
 
 ROOT = Path(__file__).resolve().parent
 
@@ -43,15 +46,16 @@ def bare_forward(encoder, tensors: torch.Tensor, batch: int, seconds: float) -> 
     return done / (time.perf_counter() - t0)
 
 
-def pipeline(model, files: list[Path], batch: int, seconds: float) -> float:
-    """The worker's own path: es_metric.pipeline.decode_and_embed on a batch of file items."""
+def pipeline(model, files: list[Path], batch: int, task: int, threads: int, seconds: float) -> float:
+    """The worker's own path: es_metric.pipeline.decode_and_embed on tasks of file items."""
     items = [{"ref": str(f), "id": None, "fields": {}} for f in files]
     limits = DecodeLimits()
-    decode_and_embed(items[:batch], model, limits, sub_batch=batch)  # warm-up
+    decode_and_embed(items[:batch], model, limits, sub_batch=batch, decode_threads=threads)  # warm-up
     t0, done = time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds:
-        for i in range(0, len(items), batch * 4):  # one task = 4 sub-batches, like ESM_BATCH_SIZE
-            good, _, _ = decode_and_embed(items[i:i + batch * 4], model, limits, sub_batch=batch)
+        for i in range(0, len(items), task):
+            good, _, _ = decode_and_embed(items[i:i + task], model, limits, sub_batch=batch,
+                                          decode_threads=threads)
             done += len(good)
     return done / (time.perf_counter() - t0)
 
@@ -60,7 +64,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", default=str(ROOT.parent.parent / "shared" / "data" / "grocery_store"))
     ap.add_argument("--n", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=16, help="sub-batch of the forward pass (worker: 16)")
+    ap.add_argument("--task", type=int, default=32, help="images per task (worker: ESM_BATCH_SIZE=32)")
+    ap.add_argument("--decode-threads", type=int, default=DECODE_THREADS)
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--backbones", default="small-cnn,resnet18,mobilenet_v3_large")
     args = ap.parse_args()
@@ -69,16 +75,18 @@ def main() -> None:
     for name in args.backbones.split(","):
         model = load_model(bench_model(name, 128, ROOT / "results" / f"bench-{name}.pt"))
         encoder, pre = model.encoder, model.preprocess
-        tensors = torch.stack([to_tensor(load_image(f, draft=pre.size)[0], pre) for f in files])
+        tensors = hwc_batch([normalise(to_pixels(load_image(f, draft=pre.size)[0], pre.size), pre)
+                             for f in files])
         bare = bare_forward(encoder, tensors, args.batch, args.seconds)
-        pipe = pipeline(model, files, args.batch, args.seconds)
+        pipe = pipeline(model, files, args.batch, args.task, args.decode_threads, args.seconds)
         rows.append({"backbone": name, "input": pre.size, "bare_img_s": round(bare, 1),
                      "pipeline_img_s": round(pipe, 1), "ratio": round(pipe / bare, 3)})
         print(f"{name:<20} {pre.size:>4}px  bare {bare:8.1f} img/s  pipeline {pipe:8.1f} img/s  "
               f"ratio {pipe / bare:.2f}", flush=True)
     out = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                        "python": platform.python_version(), "torch": torch.__version__},
-           "images": len(files), "batch": args.batch, "rows": rows}
+           "images": len(files), "batch": args.batch, "task": args.task,
+           "decode_threads": args.decode_threads, "rows": rows}
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "results" / "embed.json").write_text(json.dumps(out, indent=2))
 

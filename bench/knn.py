@@ -146,8 +146,18 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             if not args.keep:
                 es.indices.delete(index=name)
-    (ROOT / "results").mkdir(exist_ok=True)
-    (ROOT / "results" / f"knn-{args.n}.json").write_text(json.dumps(results, indent=2))
+    save_rows(ROOT / "results" / f"knn-{args.n}.json", results)
+
+
+def save_rows(path: Path, rows: list[dict]) -> None:
+    """Merge into the result file: a row replaces the earlier row of the same engine and dims,
+    so runs of different index types at one size accumulate (each row keeps the FAISS ratio of
+    its own run)."""
+    old = json.loads(path.read_text()) if path.exists() else []
+    fresh = {(r["engine"], r["dims"]) for r in rows}
+    merged = [r for r in old if (r["engine"], r["dims"]) not in fresh] + rows
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(merged, indent=2))
 
 
 if __name__ == "__main__":

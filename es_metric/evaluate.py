@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import ImageDataset, Sample, labels_tensor, loader, scan_folder
-from .embed import to_tensor
+from .embed import PIXELS_VERSION, to_tensor
 from .encoder import Preprocess, backbone_spec, create_encoder
 from .errors import ConfigError
 from .metric import Metric
@@ -58,7 +58,7 @@ def backbone_features(name: str, samples: Sequence[Sample], weights: str | None 
                       module: torch.nn.Module | None = None) -> torch.Tensor:
     """Pooled backbone features (of ``module`` if given), cached on disk when pretrained."""
     spec = backbone_spec(name)
-    key = hashlib.sha256(f"{name}|{weights}|{pretrained}|{spec.preprocess}|".encode()
+    key = hashlib.sha256(f"{name}|{weights}|{pretrained}|{spec.preprocess}|{PIXELS_VERSION}|".encode()
                          + "\n".join(f"{s.path}:{os.path.getmtime(s.path)}" for s in samples).encode())
     path = cache_dir() / f"{name}-{key.hexdigest()[:20]}.pt"
     cacheable = bool(pretrained)  # random initialisations are not worth keeping

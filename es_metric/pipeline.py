@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ from elasticsearch import Elasticsearch
 from elasticsearch.helpers import streaming_bulk
 
 from .config import Settings
-from .embed import embed_images
+from .embed import embed_tensors, hwc_batch, normalise, to_pixels
+from .encoder import Preprocess
 from .errors import EsmError, ImageError, MappingMismatch
 from .images import DecodeLimits, load_image
 from .index import ensure_failures_index
@@ -26,6 +28,10 @@ from .modelfile import cached_model
 from .progress import JobProgress
 
 log = logging.getLogger(__name__)
+
+# Threads decoding ahead of the model in each worker process (the model itself uses
+# ESM_TORCH_THREADS). One is enough on 2 cores: more only takes CPU from the forward pass.
+DECODE_THREADS = 1
 
 @dataclass
 class BatchResult:
@@ -41,51 +47,62 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def decode_items(items: list[dict], limits: DecodeLimits, draft: int, roots: tuple[Path, ...] = ()):
-    """(good [(item, image, sha)], failures) - decoding overlapped on a small thread pool."""
-    def one(item):
-        try:
-            if roots:
-                from .sources import confine
-                confine(item["ref"], Path("/"), roots)
-            img, sha = load_image(item["ref"], limits, draft=draft)
-            return item, img, sha, None
-        except ImageError as exc:
-            return item, None, None, {"ref": item["ref"], "reason": exc.reason, "message": exc.message}
-        except EsmError as exc:
-            return item, None, None, {"ref": item["ref"], "reason": "path_refused", "message": exc.message}
-        except Exception as exc:  # an unknown decoder failure must not cost the batch
-            return item, None, None, {"ref": item["ref"], "reason": "decode_error",
-                                      "message": f"{type(exc).__name__}: {exc}"}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(one, items))
-    good = [(item, img, sha) for item, img, sha, err in results if err is None]
-    return good, [err for *_, err in results if err is not None]
+_pool: ThreadPoolExecutor | None = None
+_pool_key: tuple[int, int] | None = None
+
+
+def decode_pool(threads: int) -> ThreadPoolExecutor:
+    """The process's decode threads, made on first use after fork (each Celery prefork child
+    gets its own) and kept: no pool start-up per batch."""
+    global _pool, _pool_key
+    if _pool is None or _pool_key != (os.getpid(), threads):
+        _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="esm-decode")
+        _pool_key = (os.getpid(), threads)
+    return _pool
+
+
+def prepare_item(item: dict, limits: DecodeLimits, pre: Preprocess, roots: tuple[Path, ...] = ()):
+    """(item, normalised HWC float array, sha256, None) or (item, None, None, failure record).
+    Read, safe decode (JPEG draft), centre-crop + resize, normalise: all GIL-free work."""
+    try:
+        if roots:
+            from .sources import confine
+            confine(item["ref"], Path("/"), roots)
+        img, sha = load_image(item["ref"], limits, draft=pre.size)
+        return item, normalise(to_pixels(img, pre.size), pre), sha, None
+    except ImageError as exc:
+        return item, None, None, {"ref": item["ref"], "reason": exc.reason, "message": exc.message}
+    except EsmError as exc:
+        return item, None, None, {"ref": item["ref"], "reason": "path_refused", "message": exc.message}
+    except Exception as exc:  # an unknown decoder failure must not cost the batch
+        return item, None, None, {"ref": item["ref"], "reason": "decode_error",
+                                  "message": f"{type(exc).__name__}: {exc}"}
 
 
 def decode_and_embed(items: list[dict], model, limits: DecodeLimits, roots: tuple[Path, ...] = (),
-                     sub_batch: int = 16):
-    """(good, failures, vectors) for all items; decoding of sub-batch i+1 overlaps the forward
-    pass of sub-batch i (Pillow releases the GIL while decoding)."""
-    chunks = [items[i:i + sub_batch] for i in range(0, len(items), sub_batch)] or [[]]
-    good_all, fails_all, vecs_all = [], [], []
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(decode_items, chunks[0], limits, model.preprocess.size, roots)
-        for nxt in chunks[1:] + [None]:
-            good, fails = pending.result()
-            if nxt is not None:
-                pending = pool.submit(decode_items, nxt, limits, model.preprocess.size, roots)
-            vecs_all.append(embed_images(model.encoder, [img for _, img, _ in good], model.preprocess,
-                                         batch_size=sub_batch))
-            good_all += good
-            fails_all += fails
-    return good_all, fails_all, np.concatenate(vecs_all)
+                     sub_batch: int = 16, decode_threads: int = DECODE_THREADS):
+    """(good [(item, sha)], failures, vectors) for all items, in order.
+
+    Every item is handed to the decode threads at once; the model embeds sub-batch i as soon
+    as its images are ready while the threads go on decoding the next ones, so decoding and
+    preprocessing overlap the forward pass instead of alternating with it."""
+    pool = decode_pool(decode_threads)
+    futures = [pool.submit(prepare_item, item, limits, model.preprocess, roots) for item in items]
+    good, failures, vectors = [], [], [np.zeros((0, model.encoder.dim), np.float32)]
+    for i in range(0, len(futures), sub_batch):
+        ready = [f.result() for f in futures[i:i + sub_batch]]
+        failures += [err for *_, err in ready if err is not None]
+        ok = [(item, arr, sha) for item, arr, sha, err in ready if err is None]
+        if ok:
+            vectors.append(embed_tensors(model.encoder, hwc_batch([arr for _, arr, _ in ok]), sub_batch))
+            good += [(item, sha) for item, _, sha in ok]
+    return good, failures, np.concatenate(vectors)
 
 
-def build_actions(job: dict, good: list[tuple[dict, object, str]], vectors: np.ndarray):
+def build_actions(job: dict, good: list[tuple[dict, str]], vectors: np.ndarray):
     """Bulk actions: ``index`` a full document, or ``update`` an existing one (by id)."""
     stamp = _now()
-    for (item, _img, sha), vec in zip(good, vectors):
+    for (item, sha), vec in zip(good, vectors):
         doc = {job["vector_field"]: vec.astype(float).round(7).tolist(), "image_path": item["ref"],
                "image_sha256": sha, "model_id": job["model_id"], "indexed_at": stamp}
         doc_id = item.get("id") or sha
@@ -137,7 +154,7 @@ def process_batch(settings: Settings, client: Elasticsearch, job: dict, items: l
     limits = DecodeLimits(settings.max_image_pixels, settings.max_image_bytes)
     good, failures, vectors = decode_and_embed(items, model, limits, settings.image_roots)
     refs: dict[str, list[str]] = {}
-    for item, _, sha in good:  # identical images share one document id
+    for item, sha in good:  # identical images share one document id
         refs.setdefault(item.get("id") or sha, []).append(item["ref"])
     result = write_bulk(client, list(build_actions(job, good, vectors)), refs)
     result.failures = failures + result.failures

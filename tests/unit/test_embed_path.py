@@ -1,0 +1,81 @@
+"""The worker's embedding path (decode threads ahead of the model) against the plain path that
+search and evaluation use: same vectors, same order, failures kept apart. No services."""
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from es_metric.embed import embed_images, to_pixels, to_tensor
+from es_metric.encoder import Preprocess, create_encoder
+from es_metric.images import DecodeLimits, load_image
+from es_metric.modelfile import build_card, load_model, save_model
+from es_metric.pipeline import decode_and_embed
+from tests.imagegen import make_image
+
+
+@pytest.mark.parametrize("size", [(120, 80), (80, 120), (64, 64), (30, 50)])
+def test_to_pixels_is_short_side_resize_then_centre_crop(size):
+    """The one-call crop+resize gives the pixels of the two-step recipe (within rounding)."""
+    img = make_image(2, random.Random(3), size=200).resize(size)
+    w, h = img.size
+    scale = 48 / min(w, h)
+    two_step = img.resize((round(w * scale), round(h * scale)), Image.Resampling.BILINEAR)
+    left, top = (two_step.width - 48) // 2, (two_step.height - 48) // 2
+    two_step = np.asarray(two_step.crop((left, top, left + 48, top + 48)), np.float32)
+    one_call = to_pixels(img, 48)
+    assert one_call.shape == (48, 48, 3) and one_call.dtype == np.uint8
+    assert np.abs(one_call.astype(np.float32) - two_step).mean() < 0.1
+
+
+def test_to_tensor_normalises_per_channel():
+    pre = Preprocess(size=8, mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))
+    t = to_tensor(Image.new("RGB", (16, 12), (255, 0, 51)), pre)
+    assert t.shape == (3, 8, 8)
+    assert torch.allclose(t[:, 0, 0], torch.tensor([1.0, -1.0, 0.2]), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    torch.manual_seed(0)
+    enc = create_encoder("small-cnn", dim=12, pretrained=False).eval()
+    card = build_card(enc, backbone="small-cnn", loss="test", training={}, data_fingerprint=None)
+    return load_model(save_model(tmp_path_factory.mktemp("m") / "m.pt", enc, card))
+
+
+@pytest.mark.parametrize("sub_batch", [1, 3, 16])
+def test_worker_path_matches_search_path_in_order(small_model, tmp_path, sub_batch):
+    rng = random.Random(5)
+    items = []
+    for i in range(7):
+        path = tmp_path / f"{i}.jpg"
+        make_image(i, rng, size=70 + 9 * i).save(path, quality=92)
+        items.append({"ref": str(path), "id": None, "fields": {}})
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    items.insert(2, {"ref": str(tmp_path / "bad.jpg"), "id": None, "fields": {}})
+    items.append({"ref": str(tmp_path / "empty.png"), "id": None, "fields": {}})
+    items.append({"ref": str(tmp_path / "missing.jpg"), "id": None, "fields": {}})
+
+    good, failures, vectors = decode_and_embed(items, small_model, DecodeLimits(), sub_batch=sub_batch)
+
+    assert [item["ref"] for item, _ in good] == [it["ref"] for it in items
+                                                 if "bad" not in it["ref"] and "empty" not in it["ref"]
+                                                 and "missing" not in it["ref"]]
+    assert {f["ref"].rsplit("/", 1)[1]: f["reason"] for f in failures} == {
+        "bad.jpg": "corrupt_image", "empty.png": "empty_file", "missing.jpg": "missing_file"}
+    pre = small_model.preprocess
+    images = [load_image(item["ref"], draft=pre.size)[0] for item, _ in good]
+    expected = embed_images(small_model.encoder, images, pre)
+    assert vectors.shape == (7, 12)
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    assert [sha for _, sha in good] == [load_image(item["ref"])[1] for item, _ in good]
+
+
+def test_worker_path_with_nothing_decodable(small_model, tmp_path):
+    (tmp_path / "x.txt").write_text("hello")
+    good, failures, vectors = decode_and_embed([{"ref": str(tmp_path / "x.txt")}], small_model,
+                                               DecodeLimits())
+    assert good == [] and vectors.shape == (0, 12)
+    assert failures[0]["reason"] == "not_an_image"
