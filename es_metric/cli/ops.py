@@ -70,13 +70,13 @@ def ingest(index, source, wait, from_index, image_field, image_key, base_dir, ti
         else:
             raise click.UsageError("give SOURCE, or --from-index")
         job = enqueue(s, es, index, items, mode=mode)
-    if not as_json:
-        click.echo(f"job {job.job_id}: {job.total} images queued in {job.tasks} tasks -> {job.target}", err=True)
-    summary = {"job_id": job.job_id, "queued": job.total, "index": job.target}
-    if wait:
-        from ..ingest import make_searchable
-        summary.update(_follow(s, job, timeout, quiet=as_json))
-        with Cluster() as (_s, es):
+        if not as_json:
+            click.echo(f"job {job.job_id}: {job.total} images queued in {job.tasks} tasks -> {job.target}",
+                       err=True)
+        summary = {"job_id": job.job_id, "queued": job.total, "index": job.target}
+        if wait:
+            from ..ingest import make_searchable
+            summary.update(_follow(s, job, timeout, quiet=as_json))
             make_searchable(es, job)
     if as_json:
         echo_json(summary)

@@ -67,3 +67,25 @@ def test_mahalanobis_head_learns_on_frozen_features(tiny_data, tmp_path):
     assert card["training"]["freeze_backbone"] is True
     assert card["metrics"]["val"]["map_at_r"] >= res.history[0]["val_map_at_r"]
     assert card["metrics"]["near_duplicate_threshold"] is not None
+
+
+def test_full_training_resumes_from_its_checkpoint(tiny_data, tmp_path):
+    """An interrupted fine-tune (here: stopped after epoch 1) continues at epoch 2 with the
+    history, optimiser and best state of the checkpoint instead of starting over."""
+    import torch
+
+    from es_metric.train import TrainConfig, train
+    cfg = dict(loss="contrastive", backbone="small-cnn", pretrained=False, freeze_backbone=False,
+               dim=8, batch_size=48, seed=4, patience=10)
+    out = tmp_path / "ft.pt"
+    first = train(tiny_data, out, TrainConfig(epochs=1, **cfg))
+    ckpt = torch.load(str(out) + ".ckpt", weights_only=False)
+    assert ckpt["epoch"] == 1 and [r["epoch"] for r in first.history] == [0, 1]
+
+    resumed = train(tiny_data, out, TrainConfig(epochs=2, **cfg), resume=True)
+    assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
+    assert resumed.history[1] == first.history[1]  # carried over, not retrained
+    assert torch.load(str(out) + ".ckpt", weights_only=False)["epoch"] == 2
+
+    restarted = train(tiny_data, out, TrainConfig(epochs=1, **cfg))  # no --resume: from scratch
+    assert [r["epoch"] for r in restarted.history] == [0, 1]
