@@ -6,6 +6,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .encoder import Encoder, Preprocess
@@ -13,38 +14,41 @@ from .encoder import Encoder, Preprocess
 log = logging.getLogger(__name__)
 
 # Bumped when the pixels fed to the model change (cached features are keyed by it).
-PIXELS_VERSION = 2
+PIXELS_VERSION = 3
 
 
-def to_pixels(img: Image.Image, size: int) -> np.ndarray:
-    """The centre square of ``img`` resized to ``size`` x ``size`` (bilinear, antialiased), as
-    uint8 HWC. One Pillow call (crop box + resize): the same pixels as resizing the short side
-    and centre-cropping, without the intermediate image. Pillow releases the GIL here, so the
-    decode threads do this while the model runs."""
+def to_pixels(img: Image.Image, size: int) -> torch.Tensor:
+    """The centre square of ``img`` resized to ``size`` x ``size``: uint8, 3 x size x size,
+    channels_last in memory. Antialiased bilinear resize with torch's uint8 AVX2 kernel (about
+    2.5x cheaper than Pillow's here, same filter); it does not use the intra-op pool at this
+    size, so the decode threads can run it while the model runs."""
     w, h = img.size
     side = min(w, h)
-    left, top = (w - side) / 2, (h - side) / 2
-    out = img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
-    return np.asarray(out)
+    if w != h:
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1).unsqueeze(0)
+    if side != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x[0]
 
 
-def normalise(pixels: np.ndarray, pre: Preprocess) -> np.ndarray:
-    """uint8 ...HWC -> float32 ...HWC, scaled to [0,1] and normalised (numpy: no GIL, no torch
-    thread pool, so it runs beside the forward pass)."""
-    x = pixels.astype(np.float32)
-    x -= np.asarray(pre.mean, np.float32) * 255
-    x *= 1 / (np.asarray(pre.std, np.float32) * 255)
-    return x
+def normalise(pixels: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    """uint8 (N x) 3 x H x W -> float32 scaled to [0,1] and normalised per channel (memory
+    format kept, so a channels_last batch stays channels_last)."""
+    mean = torch.tensor(pre.mean).view(3, 1, 1) * 255
+    inv_std = 1 / (torch.tensor(pre.std).view(3, 1, 1) * 255)
+    return (pixels.float() - mean) * inv_std
 
 
-def hwc_batch(arrays: Sequence[np.ndarray]) -> torch.Tensor:
-    """Stack float HWC arrays into an NCHW tensor that is channels_last in memory (no copy)."""
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+def pixel_batch(pixels: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack uint8 3 x S x S images into one channels_last N x 3 x S x S batch."""
+    return torch.stack(list(pixels)).contiguous(memory_format=torch.channels_last)
 
 
 def to_tensor(img: Image.Image, pre: Preprocess) -> torch.Tensor:
     """Resize the short side to ``pre.size``, centre-crop, scale to [0,1], normalise (CHW)."""
-    return torch.from_numpy(normalise(to_pixels(img, pre.size), pre)).permute(2, 0, 1)
+    return normalise(to_pixels(img, pre.size), pre)
 
 
 def batches(items: Sequence, size: int) -> Iterable[Sequence]:
@@ -65,7 +69,7 @@ def embed_images(encoder: Encoder, images: Sequence[Image.Image], pre: Preproces
                  batch_size: int = 64) -> np.ndarray:
     if not images:
         return np.zeros((0, encoder.dim), np.float32)
-    return embed_tensors(encoder, hwc_batch([normalise(to_pixels(im, pre.size), pre) for im in images]),
+    return embed_tensors(encoder, normalise(pixel_batch([to_pixels(im, pre.size) for im in images]), pre),
                          batch_size)
 
 

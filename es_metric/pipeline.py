@@ -19,7 +19,7 @@ from elasticsearch import Elasticsearch
 from elasticsearch.helpers import streaming_bulk
 
 from .config import Settings
-from .embed import embed_tensors, hwc_batch, normalise, to_pixels
+from .embed import embed_tensors, normalise, pixel_batch, to_pixels
 from .encoder import Preprocess
 from .errors import EsmError, ImageError, MappingMismatch
 from .images import DecodeLimits, load_image
@@ -29,9 +29,12 @@ from .progress import JobProgress
 
 log = logging.getLogger(__name__)
 
-# Threads decoding ahead of the model in each worker process (the model itself uses
-# ESM_TORCH_THREADS). One is enough on 2 cores: more only takes CPU from the forward pass.
-DECODE_THREADS = 1
+# Decode threads per worker process, and whether they run ahead of the model (see
+# decode_and_embed). Measured with bench/embed.py on 2 cores: alternating (both phases on all
+# cores) beats overlapping, where decode threads preempt torch's threads at their barriers
+# (MobileNetV3: 1.01 vs 0.90 of the bare forward pass).
+DECODE_THREADS = 2
+OVERLAP = False
 
 @dataclass
 class BatchResult:
@@ -62,14 +65,14 @@ def decode_pool(threads: int) -> ThreadPoolExecutor:
 
 
 def prepare_item(item: dict, limits: DecodeLimits, pre: Preprocess, roots: tuple[Path, ...] = ()):
-    """(item, normalised HWC float array, sha256, None) or (item, None, None, failure record).
-    Read, safe decode (JPEG draft), centre-crop + resize, normalise: all GIL-free work."""
+    """(item, uint8 3 x S x S pixels, sha256, None) or (item, None, None, failure record).
+    Read, safe decode (JPEG draft), centre-crop + resize: GIL-free work for the decode threads."""
     try:
         if roots:
             from .sources import confine
             confine(item["ref"], Path("/"), roots)
         img, sha = load_image(item["ref"], limits, draft=pre.size)
-        return item, normalise(to_pixels(img, pre.size), pre), sha, None
+        return item, to_pixels(img, pre.size), sha, None
     except ImageError as exc:
         return item, None, None, {"ref": item["ref"], "reason": exc.reason, "message": exc.message}
     except EsmError as exc:
@@ -80,21 +83,27 @@ def prepare_item(item: dict, limits: DecodeLimits, pre: Preprocess, roots: tuple
 
 
 def decode_and_embed(items: list[dict], model, limits: DecodeLimits, roots: tuple[Path, ...] = (),
-                     sub_batch: int = 16, decode_threads: int = DECODE_THREADS):
+                     sub_batch: int = 16, decode_threads: int = DECODE_THREADS,
+                     overlap: bool = OVERLAP):
     """(good [(item, sha)], failures, vectors) for all items, in order.
 
-    Every item is handed to the decode threads at once; the model embeds sub-batch i as soon
-    as its images are ready while the threads go on decoding the next ones, so decoding and
-    preprocessing overlap the forward pass instead of alternating with it."""
+    ``overlap``: hand every item to the decode threads at once, so they decode ahead while the
+    model embeds earlier sub-batches. Otherwise decode one sub-batch (all decode threads), then
+    embed it (all torch threads), alternately: when the cores are fully used by both phases,
+    that avoids decode threads preempting torch's threads at their barriers."""
     pool = decode_pool(decode_threads)
-    futures = [pool.submit(prepare_item, item, limits, model.preprocess, roots) for item in items]
+    submit = lambda chunk: [pool.submit(prepare_item, item, limits, model.preprocess, roots)  # noqa: E731
+                            for item in chunk]
+    ahead = submit(items) if overlap else None
     good, failures, vectors = [], [], [np.zeros((0, model.encoder.dim), np.float32)]
-    for i in range(0, len(futures), sub_batch):
-        ready = [f.result() for f in futures[i:i + sub_batch]]
+    for i in range(0, len(items), sub_batch):
+        futures = ahead[i:i + sub_batch] if overlap else submit(items[i:i + sub_batch])
+        ready = [f.result() for f in futures]
         failures += [err for *_, err in ready if err is not None]
-        ok = [(item, arr, sha) for item, arr, sha, err in ready if err is None]
+        ok = [(item, px, sha) for item, px, sha, err in ready if err is None]
         if ok:
-            vectors.append(embed_tensors(model.encoder, hwc_batch([arr for _, arr, _ in ok]), sub_batch))
+            batch = normalise(pixel_batch([px for _, px, _ in ok]), model.preprocess)
+            vectors.append(embed_tensors(model.encoder, batch, sub_batch))
             good += [(item, sha) for item, _, sha in ok]
     return good, failures, np.concatenate(vectors)
 

@@ -15,18 +15,20 @@ from es_metric.pipeline import decode_and_embed
 from tests.imagegen import make_image
 
 
-@pytest.mark.parametrize("size", [(120, 80), (80, 120), (64, 64), (30, 50)])
+@pytest.mark.parametrize("size", [(120, 80), (80, 120), (64, 64), (30, 50), (348, 348)])
 def test_to_pixels_is_short_side_resize_then_centre_crop(size):
-    """The one-call crop+resize gives the pixels of the two-step recipe (within rounding)."""
+    """Crop + resize with torch's uint8 kernel gives the pixels of Pillow's two-step recipe
+    (resize the short side, centre-crop) up to rounding: same filter, same geometry."""
     img = make_image(2, random.Random(3), size=200).resize(size)
     w, h = img.size
     scale = 48 / min(w, h)
     two_step = img.resize((round(w * scale), round(h * scale)), Image.Resampling.BILINEAR)
     left, top = (two_step.width - 48) // 2, (two_step.height - 48) // 2
     two_step = np.asarray(two_step.crop((left, top, left + 48, top + 48)), np.float32)
-    one_call = to_pixels(img, 48)
-    assert one_call.shape == (48, 48, 3) and one_call.dtype == np.uint8
-    assert np.abs(one_call.astype(np.float32) - two_step).mean() < 0.1
+    pixels = to_pixels(img, 48)
+    assert pixels.shape == (3, 48, 48) and pixels.dtype == torch.uint8
+    diff = np.abs(pixels.permute(1, 2, 0).numpy().astype(np.float32) - two_step)
+    assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 4
 
 
 def test_to_tensor_normalises_per_channel():
@@ -79,3 +81,47 @@ def test_worker_path_with_nothing_decodable(small_model, tmp_path):
                                                DecodeLimits())
     assert good == [] and vectors.shape == (0, 12)
     assert failures[0]["reason"] == "not_an_image"
+
+
+@pytest.mark.parametrize("size,mode,draft", [((348, 348), "RGB", 224), ((348, 348), "RGB", 64),
+                                             ((200, 131), "RGB", None), ((90, 120), "L", 32),
+                                             ((348, 348), "RGB", 500)])
+def test_plain_jpeg_fast_path_gives_pillows_pixels(size, mode, draft):
+    """The libjpeg-turbo one-call path and Pillow's own path agree pixel for pixel, including
+    Pillow's draft scale, so training, search and the workers may take either."""
+    import io
+
+    from es_metric import images
+
+    buf = io.BytesIO()
+    make_image(1, random.Random(7), size=400).resize(size).convert(mode).save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    fast = images._plain_jpeg(data, DecodeLimits(), draft)
+    assert fast is not None, "a plain JPEG should take the fast path"
+    pil = Image.open(io.BytesIO(data))
+    if draft:
+        pil.draft("RGB", (draft, draft))
+    pil = pil.convert("RGB")
+    assert fast.size == pil.size and fast.mode == "RGB"
+    assert np.array_equal(np.asarray(fast), np.asarray(pil))
+
+
+def test_fast_path_leaves_exif_cmyk_and_big_images_to_pillow():
+    import io
+
+    from es_metric import images
+
+    img = make_image(0, random.Random(1), size=64)
+    with_exif = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: Pillow must apply it
+    img.save(with_exif, "JPEG", exif=exif)
+    cmyk = io.BytesIO()
+    img.convert("CMYK").save(cmyk, "JPEG")
+    plain = io.BytesIO()
+    img.save(plain, "JPEG")
+    assert images._plain_jpeg(with_exif.getvalue(), DecodeLimits(), None) is None
+    assert images._plain_jpeg(cmyk.getvalue(), DecodeLimits(), None) is None
+    assert images._plain_jpeg(plain.getvalue(), DecodeLimits(max_pixels=64 * 63), None) is None
+    assert images._plain_jpeg(plain.getvalue()[:200], DecodeLimits(), None) is None  # truncated
+    assert images._plain_jpeg(plain.getvalue(), DecodeLimits(), None) is not None
