@@ -7,6 +7,7 @@ recall@10 against exact brute force; with and without the filter. FAISS flat and
 same vectors as the in-process peer.
 
 Usage: python bench/knn.py [--n 100000] [--dims 128,512] [--types hnsw,int8_hnsw,bbq_hnsw] [--queries 200]
+                           [--num-candidates 100,200,500]
 Needs the stack (`esm stack up`). Writes bench/results/knn-<n>.json.
 """
 from __future__ import annotations
@@ -118,10 +119,12 @@ def main() -> None:
     ap.add_argument("--dims", default="128,512")
     ap.add_argument("--types", default="hnsw,int8_hnsw,bbq_hnsw")
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--num-candidates", type=int, default=100)
+    ap.add_argument("--num-candidates", default="100",
+                    help="comma list: the first is the headline figure, the others a recall sweep")
     ap.add_argument("--keep", action="store_true", help="keep the indices afterwards")
     args = ap.parse_args()
     es = make_client(Settings.from_env(), request_timeout=600)
+    candidates = [int(c) for c in args.num_candidates.split(",")]
     results = []
     for d in map(int, args.dims.split(",")):
         x = clustered(args.n + args.queries, d)
@@ -137,9 +140,13 @@ def main() -> None:
         for kind in args.types.split(","):
             name = f"bench-knn-{d}-{kind.replace('_', '-')}"
             row = {"engine": f"es-{kind}", "dims": d, "n": len(x), **build_es(es, name, x, kind)}
-            row["plain"] = query_es(es, name, q, truth, 10, args.num_candidates, None)
-            row["filtered_1pct"] = query_es(es, name, q, truth_f, 10, args.num_candidates,
-                                            {"term": {"tag": "t7"}})
+            first, *more = candidates
+            row["plain"] = query_es(es, name, q, truth, 10, first, None)
+            row["filtered_1pct"] = query_es(es, name, q, truth_f, 10, first, {"term": {"tag": "t7"}})
+            row["num_candidates"] = first
+            if more:  # recall / latency trade-off of the same index
+                row["sweep"] = [{"num_candidates": nc, **query_es(es, name, q, truth, 10, nc, None)}
+                                for nc in more]
             hnsw = next(p for p in peers if p["engine"] == "faiss-hnsw")
             row["build_vs_faiss_hnsw"] = round((row["index_s"] + row["forcemerge_s"]) / max(hnsw["build_s"], 1e-9), 1)
             results.append(row)
