@@ -63,6 +63,24 @@ class JobProgress:
         return _redis_errors(self.settings)
 
 
+def open_jobs(settings: Settings, index: str, client: redis.Redis | None = None) -> list[str]:
+    """Ids of ingest jobs writing into the concrete ``index`` that have not finished yet."""
+    r = client or redis_client(settings)
+    found = []
+    with _redis_errors(settings):
+        for key in r.scan_iter(match="esm:job:*", count=500):
+            key = key.decode() if isinstance(key, bytes) else key
+            if key.endswith((":done", ":failed")):
+                continue
+            target = r.hget(key, "index")
+            if (target.decode() if isinstance(target, bytes) else target) != index:
+                continue
+            total, done, failed = JobProgress(settings, key.split(":", 2)[2], r).counts()
+            if done + failed < total:
+                found.append(key.split(":", 2)[2])
+    return found
+
+
 class _redis_errors:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

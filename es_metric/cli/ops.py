@@ -158,4 +158,6 @@ def reindex(index, model_path, force, delete_old, abandon, timeout, as_json) -> 
         return
     click.echo(f"{index}: {res.old_index} -> {res.new_index}; {res.documents} documents, "
                f"{res.vectors} vectors, {res.failed} failed; alias swapped"
+               + (f"; caught up with {res.caught_up} written and {res.removed} deleted during the run"
+                  if res.caught_up or res.removed else "")
                + ("; old index deleted" if res.deleted_old else "; old index kept (--delete-old)"))

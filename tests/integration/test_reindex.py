@@ -86,3 +86,55 @@ def test_interrupted_reindex_can_be_abandoned_and_alias_never_moves(es, index_na
     assert index_info(es, index_name).concrete == old.concrete
     refused = esm("reindex", index_name, "--model", tiny_model, "--abandon", ok=False)
     assert refused.exit_code == 1 and "is live" in refused.output
+
+
+def test_writes_during_reindex_reach_the_new_index(es, stack, index_name, tiny_model, tiny_model_l2,
+                                                   tiny_data, tmp_path):
+    """While the new index is being built, users keep writing through the alias (create, update,
+    delete) and an ingest job adds images with the old model: all of it is in the new index
+    after the swap, re-embedded with the new model."""
+    import random
+
+    from es_metric.ingest import enqueue
+    from es_metric.modelfile import read_card
+    from es_metric.reindex import reindex
+    from tests.imagegen import make_image
+
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    esm_json("ingest", index_name, tiny_data / "class_0")   # 16 documents
+    old = index_info(es, index_name)
+    ids = sorted(h["_id"] for h in es.search(index=index_name, size=20, source=False)["hits"]["hits"])
+    rng = random.Random(11)
+    late = []
+    for i in range(4):
+        path = tmp_path / f"late_{i}.jpg"
+        make_image(3 + i, rng).save(path)
+        late.append(path)
+    writes = []
+
+    def write_during_reindex(total, done, failed):
+        if writes:
+            return
+        writes.append(done)
+        es.index(index=index_name, id="late-doc", document={"label": "late", "image_path": str(late[0])})
+        es.update(index=index_name, id=ids[0], doc={"label": "renamed"})
+        es.delete(index=index_name, id=ids[1])
+        enqueue(stack, es, index_name, [{"ref": str(p), "id": None, "fields": {"label": "ingested"}}
+                                        for p in late[1:]])
+
+    card = read_card(tiny_model_l2)
+    res = reindex(stack, es, index_name, str(tiny_model_l2), card, force=True,
+                  on_progress=write_during_reindex, timeout=120)
+    assert writes, "the writes were not made during the reindex"
+    new = index_info(es, index_name)
+    assert new.concrete == res.new_index != old.concrete
+    assert res.documents == 16 + 1 - 1 + 3 == count(es, index_name) == res.vectors
+    assert res.caught_up >= 5 and res.removed == 1
+    assert es.get(index=index_name, id=ids[0])["_source"]["label"] == "renamed"
+    assert not es.exists(index=index_name, id=ids[1])
+    late_doc = es.get(index=index_name, id="late-doc")["_source"]
+    assert late_doc["model_id"] == new.model_id and len(late_doc["image_vector"]) == 24
+    ingested = es.search(index=index_name, query={"match": {"label": "ingested"}})["hits"]["hits"]
+    assert len(ingested) == 3
+    assert all(h["_source"]["model_id"] == new.model_id and len(h["_source"]["image_vector"]) == 24
+               for h in ingested)
