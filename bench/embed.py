@@ -72,7 +72,8 @@ def main() -> None:
     ap.add_argument("--task", type=int, default=32, help="images per task (worker: ESM_BATCH_SIZE=32)")
     ap.add_argument("--decode-threads", type=int, default=DECODE_THREADS)
     ap.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=OVERLAP,
-                    help="decode ahead during the forward pass, or alternate the two")
+                    help="decode ahead during the forward pass, or alternate the two "
+                         "(default: the worker's choice, overlap only with 1 torch thread)")
     ap.add_argument("--seconds", type=float, default=5, help="per measurement")
     ap.add_argument("--rounds", type=int, default=5, help="bare/pipeline pairs; medians are reported")
     ap.add_argument("--backbones", default="small-cnn,resnet18,mobilenet_v3_large")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import streaming_bulk
 
@@ -30,11 +31,12 @@ from .progress import JobProgress
 log = logging.getLogger(__name__)
 
 # Decode threads per worker process, and whether they run ahead of the model (see
-# decode_and_embed). Measured with bench/embed.py on 2 cores: alternating (both phases on all
-# cores) beats overlapping, where decode threads preempt torch's threads at their barriers
-# (MobileNetV3: 1.01 vs 0.90 of the bare forward pass).
+# decode_and_embed). None: overlap only when torch runs single-threaded (several worker
+# processes share the cores). With one process using every core, alternating wins: decode
+# threads would preempt torch's threads at their barriers (bench/embed.py, MobileNetV3 on 2
+# cores: 1.01 vs 0.90 of the bare forward pass).
 DECODE_THREADS = 2
-OVERLAP = False
+OVERLAP: bool | None = None
 
 @dataclass
 class BatchResult:
@@ -84,13 +86,15 @@ def prepare_item(item: dict, limits: DecodeLimits, pre: Preprocess, roots: tuple
 
 def decode_and_embed(items: list[dict], model, limits: DecodeLimits, roots: tuple[Path, ...] = (),
                      sub_batch: int = 16, decode_threads: int = DECODE_THREADS,
-                     overlap: bool = OVERLAP):
+                     overlap: bool | None = OVERLAP):
     """(good [(item, sha)], failures, vectors) for all items, in order.
 
     ``overlap``: hand every item to the decode threads at once, so they decode ahead while the
     model embeds earlier sub-batches. Otherwise decode one sub-batch (all decode threads), then
     embed it (all torch threads), alternately: when the cores are fully used by both phases,
     that avoids decode threads preempting torch's threads at their barriers."""
+    if overlap is None:
+        overlap = torch.get_num_threads() == 1
     pool = decode_pool(decode_threads)
     submit = lambda chunk: [pool.submit(prepare_item, item, limits, model.preprocess, roots)  # noqa: E731
                             for item in chunk]
