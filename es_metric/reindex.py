@@ -225,19 +225,22 @@ class CatchUp:
 
 def catch_up(settings: Settings, client: Elasticsearch, old: IndexInfo, target: str, alias: str,
              since: dict[str, int], timeout: float | None,
-             live_since: dict[str, int] | None = None) -> CatchUp:
+             live_since: dict[str, int] | None = None, old_count: int | None = None) -> CatchUp:
     """One pass: copy and re-embed what changed in ``old`` after ``since``, remove deletions.
     ``live_since``: ``target`` already serves the alias; what was written to it after these
-    checkpoints is newer than anything in ``old`` and is left alone."""
+    checkpoints is newer than anything in ``old`` and is left alone. ``old_count``: the number
+    of documents ``old`` had at ``since``; if nothing changed and the count is the same, nothing
+    was deleted either, and the id scans are skipped."""
     wait_for_writers(settings, old.concrete, timeout)
     now = primary_checkpoints(client, old.concrete)
-    hits = list(changed_since(client, old.concrete, since, [old.vector_field]))
+    changed = hits = list(changed_since(client, old.concrete, since, [old.vector_field]))
     if hits and live_since is not None:
         newer = written_after(client, target, [h["_id"] for h in hits], live_since)
         hits = [h for h in hits if h["_id"] not in newer]
     items = copy_hits(client, hits, target) if hits else []
     result = CatchUp(now, copied=len(hits))
-    result.deleted = remove_deleted(client, old.concrete, target, live_since)
+    quiet = not changed and old_count is not None and count(client, old.concrete) == old_count
+    result.deleted = 0 if quiet else remove_deleted(client, old.concrete, target, live_since)
     if items:
         job = enqueue(settings, client, alias, items, mode="update", target=target)
         result.failed = wait(settings, job, timeout=timeout)[1]
@@ -280,10 +283,9 @@ def reindex(settings: Settings, client: Elasticsearch, alias: str, model_path: s
         step = catch_up(settings, client, old, target, alias, since, timeout)
         since, caught_up, removed = step.since, caught_up + step.copied, removed + step.deleted
         failed += step.failed
-        if not (step.copied or step.deleted):
+        if not (step.copied or step.deleted) and count(client, old.concrete) == count(client, target):
             break
     docs_old, docs_new = count(client, old.concrete), count(client, target)
-    vec_new = vectors_in(client, target, old.vector_field)
     missing = without_vector(client, target, old.vector_field)
     if docs_new != docs_old or (missing and not force):
         raise IndexStateError(
@@ -295,7 +297,7 @@ def reindex(settings: Settings, client: Elasticsearch, alias: str, model_path: s
     swap_alias(client, alias, old.concrete, target)
     _mark(client, target, "live")
     try:  # writes that reached the old index between the last pass and the swap
-        step = catch_up(settings, client, old, target, alias, since, timeout, live_since)
+        step = catch_up(settings, client, old, target, alias, since, timeout, live_since, docs_old)
     except EsmError as exc:
         raise IndexStateError(
             f"{alias} now serves {target}, but the last catch-up pass failed: {exc.message}",
