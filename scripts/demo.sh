@@ -22,6 +22,16 @@ esm evaluate "$OUT/split/test" --model "$OUT/model.pt" --report "$OUT/report.htm
 esm evaluate "$OUT/split/test" --baseline efficientnet-lite0
 
 step "4. create the index (dims and similarity from the model card)"
+# the demo starts over: drop the index a previous demo run left behind (possibly another model)
+python - "$INDEX" <<'PY'
+import sys
+from es_metric.config import Settings
+from es_metric.es import make_client
+es = make_client(Settings.from_env())
+for name in es.indices.get(index=sys.argv[1] + "-*", allow_no_indices=True):
+    es.indices.delete(index=name)  # by name: clusters may refuse wildcard deletes
+    print(f"deleted {name} from an earlier demo run")
+PY
 esm mapping create "$INDEX" --model "$OUT/model.pt" --text-field title --text-field description \
   --keyword-field group --keyword-field product --keyword-field coarse_class
 step "5. ingest photos + catalogue text through the Celery workers"

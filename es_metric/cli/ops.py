@@ -29,7 +29,7 @@ def mapping_group() -> None:
 def mapping_create(index, model_path, existing, index_type, m, ef_construction, vector_field,
                    text_fields, keyword_fields, replicas) -> None:
     """Create INDEX-<model id> behind the alias INDEX (or, with --existing, extend INDEX)."""
-    from ..index import add_vectors_to_existing, create_versioned_index
+    from ..index import add_vectors_to_existing, create_versioned_index, index_info
     from ..modelfile import read_card
 
     card = read_card(model_path)
@@ -43,6 +43,13 @@ def mapping_create(index, model_path, existing, index_type, m, ef_construction, 
         name = create_versioned_index(es, index, card, path, options=options, vector_field=vector_field,
                                       text_fields=text_fields, keyword_fields=keyword_fields,
                                       replicas=replicas)
+        live = index_info(es, index)
+    if live.concrete != name:  # the alias already served another model: it was left alone
+        click.echo(f"index {name} ({card['dims']}-d {card['similarity']}, {index_type}) created, but alias "
+                   f"{index} still serves {live.concrete} (model {live.model_id}); move it with "
+                   f"`esm reindex {index} --model {model_path}`, or delete {live.concrete} to start over",
+                   err=True)
+        return
     click.echo(f"index {name} ({card['dims']}-d {card['similarity']}, {index_type}) behind alias {index}")
 
 
