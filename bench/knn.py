@@ -140,9 +140,8 @@ def main() -> None:
         for kind in args.types.split(","):
             name = f"bench-knn-{d}-{kind.replace('_', '-')}"
             row = {"engine": f"es-{kind}", "dims": d, "n": len(x), **build_es(es, name, x, kind)}
-            for vec in q[:50]:  # warm-up, not timed: a freshly merged segment is not in the page cache
-                es.search(index=name, knn={"field": "v", "query_vector": vec.tolist(), "k": 10,
-                                           "num_candidates": candidates[0]}, size=10, source=False)
+            # warm-up, result discarded: a freshly merged segment is not in the page cache yet
+            query_es(es, name, q[:50], truth[:50], 10, candidates[0], None)
             first, *more = candidates
             row["plain"] = query_es(es, name, q, truth, 10, first, None)
             row["filtered_1pct"] = query_es(es, name, q, truth_f, 10, first, {"term": {"tag": "t7"}})

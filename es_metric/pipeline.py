@@ -96,8 +96,10 @@ def decode_and_embed(items: list[dict], model, limits: DecodeLimits, roots: tupl
     if overlap is None:
         overlap = torch.get_num_threads() == 1
     pool = decode_pool(decode_threads)
-    submit = lambda chunk: [pool.submit(prepare_item, item, limits, model.preprocess, roots)  # noqa: E731
-                            for item in chunk]
+
+    def submit(chunk: list[dict]):
+        return [pool.submit(prepare_item, item, limits, model.preprocess, roots) for item in chunk]
+
     ahead = submit(items) if overlap else None
     good, failures, vectors = [], [], [np.zeros((0, model.encoder.dim), np.float32)]
     for i in range(0, len(items), sub_batch):

@@ -63,10 +63,11 @@ class JobProgress:
         return _redis_errors(self.settings)
 
 
-def open_jobs(settings: Settings, index: str, client: redis.Redis | None = None) -> list[str]:
-    """Ids of ingest jobs writing into the concrete ``index`` that have not finished yet."""
+def open_jobs(settings: Settings, index: str, client: redis.Redis | None = None) -> dict[str, int]:
+    """{job id: total images} of the ingest jobs writing into the concrete ``index`` that have
+    not finished yet."""
     r = client or redis_client(settings)
-    found = []
+    found = {}
     with _redis_errors(settings):
         for key in r.scan_iter(match="esm:job:*", count=500):
             key = key.decode() if isinstance(key, bytes) else key
@@ -75,9 +76,10 @@ def open_jobs(settings: Settings, index: str, client: redis.Redis | None = None)
             target = r.hget(key, "index")
             if (target.decode() if isinstance(target, bytes) else target) != index:
                 continue
-            total, done, failed = JobProgress(settings, key.split(":", 2)[2], r).counts()
+            job_id = key.split(":", 2)[2]
+            total, done, failed = JobProgress(settings, job_id, r).counts()
             if done + failed < total:
-                found.append(key.split(":", 2)[2])
+                found[job_id] = total
     return found
 
 

@@ -207,10 +207,9 @@ def remove_deleted(client: Elasticsearch, old: str, target: str,
 
 def wait_for_writers(settings: Settings, index: str, timeout: float | None) -> None:
     """Let ingest jobs still writing into ``index`` (with the old model) finish first."""
-    from .progress import JobProgress, open_jobs
+    from .progress import open_jobs
 
-    for job_id in open_jobs(settings, index):
-        total = JobProgress(settings, job_id).counts()[0]
+    for job_id, total in open_jobs(settings, index).items():
         log.info("waiting for ingest job %s into %s to finish", job_id, index)
         wait(settings, Job(job_id, total, index, 0), timeout=timeout)
 
@@ -283,9 +282,9 @@ def reindex(settings: Settings, client: Elasticsearch, alias: str, model_path: s
         step = catch_up(settings, client, old, target, alias, since, timeout)
         since, caught_up, removed = step.since, caught_up + step.copied, removed + step.deleted
         failed += step.failed
-        if not (step.copied or step.deleted) and count(client, old.concrete) == count(client, target):
+        docs_old, docs_new = count(client, old.concrete), count(client, target)
+        if not (step.copied or step.deleted) and docs_old == docs_new:
             break
-    docs_old, docs_new = count(client, old.concrete), count(client, target)
     missing = without_vector(client, target, old.vector_field)
     if docs_new != docs_old or (missing and not force):
         raise IndexStateError(
