@@ -62,6 +62,7 @@ class Settings:
         es_url = env.get("ESM_ES_URL") or ""
         redis_url = env.get("ESM_REDIS_URL") or ""
         es_port = _int(env, "ESM_ES_PORT", DEFAULT_ES_PORT)
+        redis_port = _int(env, "ESM_REDIS_PORT", DEFAULT_REDIS_PORT)
         roots = tuple(Path(p).resolve() for p in (env.get("ESM_IMAGE_ROOTS") or "").split(os.pathsep) if p)
         kw = dict(
             es_url=es_url.rstrip("/") or f"http://127.0.0.1:{es_port}",
@@ -71,7 +72,7 @@ class Settings:
             es_password=env.get("ESM_ES_PASSWORD") or None,
             es_ca_file=env.get("ESM_ES_CA_FILE") or None,
             es_request_timeout=_int(env, "ESM_ES_TIMEOUT", 30),
-            redis_url=redis_url or f"redis://127.0.0.1:{DEFAULT_REDIS_PORT}/0",
+            redis_url=redis_url or f"redis://127.0.0.1:{redis_port}/0",
             redis_external=bool(redis_url),
             es_heap=env.get("ESM_ES_HEAP") or "1g",
             es_java_home=env.get("ESM_ES_JAVA_HOME") or None,
@@ -100,6 +101,7 @@ class Settings:
         """The ``ESM_*`` variables that rebuild these settings in another process (a worker)."""
         env = {"ESM_ES_URL": self.es_url if self.es_external else "", "ESM_ES_PORT": str(self.es_port),
                "ESM_REDIS_URL": self.redis_url if self.redis_external else "",
+               "ESM_REDIS_PORT": str(self.redis_port),
                "ESM_STACK_DIR": str(self.stack_dir), "ESM_QUEUE": self.worker_queue,
                "ESM_WORKER_CONCURRENCY": str(self.worker_concurrency),
                "ESM_BATCH_SIZE": str(self.batch_size), "ESM_FAILURES_INDEX": self.failures_index,
@@ -126,7 +128,7 @@ class Settings:
 # Names of every environment variable Settings reads; docker-compose must only use these.
 ENV_NAMES = (
     "ESM_ES_URL", "ESM_ES_PORT", "ESM_ES_API_KEY", "ESM_ES_USER", "ESM_ES_PASSWORD",
-    "ESM_ES_CA_FILE", "ESM_ES_TIMEOUT", "ESM_REDIS_URL", "ESM_STACK_DIR", "ESM_ES_HEAP",
+    "ESM_ES_CA_FILE", "ESM_ES_TIMEOUT", "ESM_REDIS_URL", "ESM_REDIS_PORT", "ESM_STACK_DIR", "ESM_ES_HEAP",
     "ESM_ES_JAVA_HOME", "ESM_WORKER_CONCURRENCY", "ESM_QUEUE", "ESM_BATCH_SIZE",
     "ESM_IMAGE_ROOTS", "ESM_MAX_IMAGE_PIXELS", "ESM_MAX_IMAGE_BYTES", "ESM_FAILURES_INDEX",
     "ESM_API_KEY", "ESM_MAX_UPLOAD_BYTES",

@@ -84,11 +84,19 @@ def launch(settings: Settings, root: Path, env: dict) -> Path:
     return pidfile
 
 
-def start_secure_node(settings: Settings, root: Path, http_port: int = 9250) -> SecureNode:
+def port_offset(settings: Settings) -> int:
+    """Test nodes' ports move with the stack's own (ESM_ES_PORT), so that several stacks (say,
+    one per checkout) can run their suites side by side on one machine."""
+    return settings.es_port - 9200
+
+
+def start_secure_node(settings: Settings, root: Path, http_port: int | None = None) -> SecureNode:
     certs = root / "config" / "certs"
+    off = port_offset(settings)
+    http_port = http_port or 9250 + off
     env = prepare_node(settings, root, [
         "cluster.name: esm-secure-test", "node.name: esm-secure", "discovery.type: single-node",
-        f"http.port: {http_port}", "transport.port: 9350-9399",
+        f"http.port: {http_port}", f"transport.port: {9350 + off}-{9399 + off}",
         "xpack.security.enabled: true", "xpack.security.http.ssl.enabled: true",
         "xpack.security.http.ssl.key: certs/node.key", "xpack.security.http.ssl.certificate: certs/node.crt",
         "xpack.security.http.ssl.certificate_authorities: [certs/ca.crt]",

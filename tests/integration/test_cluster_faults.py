@@ -21,13 +21,14 @@ from es_metric.sources import folder_items
 from es_metric.stack_proc import read_pid, stop_pid
 from tests.imagegen import make_dataset
 from tests.integration.faults import wait_until
-from tests.integration.nodes import launch, prepare_node
+from tests.integration.nodes import launch, port_offset, prepare_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
-COMMON = ["cluster.name: esm-two-node-test", "xpack.security.enabled: false",
-          "discovery.seed_hosts: [\"127.0.0.1:9361\", \"127.0.0.1:9362\"]",
-          "cluster.initial_master_nodes: [esm-a]",
-          "thread_pool.write.size: 1", "thread_pool.write.queue_size: 2"]
+def _common(off: int) -> list[str]:
+    return ["cluster.name: esm-two-node-test", "xpack.security.enabled: false",
+            f"discovery.seed_hosts: [\"127.0.0.1:{9361 + off}\", \"127.0.0.1:{9362 + off}\"]",
+            "cluster.initial_master_nodes: [esm-a]",
+            "thread_pool.write.size: 1", "thread_pool.write.queue_size: 2"]
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +36,12 @@ def cluster(stack):
     root = stack.stack_dir / "two-node-test"
     shutil.rmtree(root, ignore_errors=True)
     pids = []
-    s = stack.with_(es_url="http://127.0.0.1:9261", es_external=True, worker_queue="esm-two-node")
+    off = port_offset(stack)
+    s = stack.with_(es_url=f"http://127.0.0.1:{9261 + off}", es_external=True, worker_queue="esm-two-node")
     try:
-        for name, http, transport, roles in (("a", 9261, 9361, "[master, data]"), ("b", 9262, 9362, "[data]")):
-            env = prepare_node(stack, root / name, COMMON + [f"node.name: esm-{name}", f"http.port: {http}",
+        for name, http, transport, roles in (("a", 9261 + off, 9361 + off, "[master, data]"),
+                                             ("b", 9262 + off, 9362 + off, "[data]")):
+            env = prepare_node(stack, root / name, _common(off) + [f"node.name: esm-{name}", f"http.port: {http}",
                                                              f"transport.port: {transport}",
                                                              f"node.roles: {roles}"])
             pids.append(launch(stack, root / name, env))

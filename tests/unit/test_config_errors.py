@@ -33,3 +33,10 @@ def test_errors_pickle_with_fields(err):
     assert type(back) is type(err) and str(back) == str(err) and back.fields == err.fields
     if isinstance(err, ImageError):
         assert back.reason == "corrupt_image"
+
+
+def test_a_second_local_stack_moves_its_ports_without_becoming_external():
+    s = Settings.from_env({"ESM_ES_PORT": "10200", "ESM_REDIS_PORT": "6380"})
+    assert s.es_url == "http://127.0.0.1:10200" and s.redis_url == "redis://127.0.0.1:6380/0"
+    assert not s.es_external and not s.redis_external
+    assert Settings.from_env(s.as_env()).redis_url == s.redis_url
