@@ -51,6 +51,13 @@ class Tap:
         await self.app(scope, counted, send)
 
 
+def multipart_head(boundary: str, filename: str = "big.png") -> tuple[bytes, dict[str, str]]:
+    """The opening of a multipart form whose ``image`` part follows, and its Content-Type."""
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+            f"Content-Type: image/png\r\n\r\n").encode()
+    return head, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
 @dataclass
 class Answer:
     status: int

@@ -14,16 +14,13 @@ from PIL import Image
 
 from es_metric.web.guard import FORM_ALLOWANCE
 from tests.integration.helpers import esm
-from tests.integration.server import Tap, running, stream_upload
+from tests.integration.server import Tap, multipart_head, running, stream_upload
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 BIG = 200 * 1024 * 1024
 LIMIT = 1024 * 1024
 BUFFERS = 32 * 1024 * 1024  # far above what socket buffers hold, far below BIG
-BOUNDARY = "esmboundary"
-HEAD = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n'
-        f"Content-Type: image/png\r\n\r\n").encode()
-FORM = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+HEAD, FORM = multipart_head("esmboundary")
 
 
 @pytest.fixture
