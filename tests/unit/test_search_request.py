@@ -9,7 +9,7 @@ from elasticsearch import ApiError, BadRequestError
 from es_metric.errors import ConfigError, SearchError
 from es_metric.es import es_reason
 from es_metric.index import check_index_name
-from es_metric.search import MAX_RESULT_WINDOW, SearchRequest
+from es_metric.search import FUSIONS, MAX_RESULT_WINDOW, SearchRequest
 
 
 def test_valid_requests_pass():
@@ -40,6 +40,12 @@ def test_invalid_requests_are_refused_with_the_limit(kwargs, message):
     with pytest.raises(SearchError, match=message):
         SearchRequest(**{"text": "x", **kwargs})
     assert MAX_RESULT_WINDOW == 10_000
+
+
+def test_the_cli_offers_the_fusions_the_library_accepts():
+    from es_metric.cli.search_cmd import search
+    fusion = next(p for p in search.params if p.name == "fusion")
+    assert tuple(fusion.type.choices) == FUSIONS
 
 
 @pytest.mark.parametrize("name", ["shop", "t-1a2b", "a.b", "x" * 255, "été"])
