@@ -32,7 +32,7 @@ from es_metric.modelfile import read_card
 from es_metric.web.app import create_app
 
 sys.path.insert(0, str(ROOT.parent))
-from tests.integration.server import Tap, multipart_head, running, stream_upload  # noqa: E402  (one server helper)
+from tests.integration.server import Tap, multipart_head, running, stream_upload  # noqa: E402  (the tests' server, not a copy)
 
 
 def big_png(side: int) -> bytes:
