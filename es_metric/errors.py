@@ -8,6 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 
+def shown(value: object, width: int = 60) -> str:
+    """User data as it appears in a message: repr'd and cut to ``width`` characters."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 4] + "...'"
+
+
 class EsmError(Exception):
     """Base class: ``message`` says what happened, ``hint`` what to do about it."""
 
@@ -42,6 +48,12 @@ class StackError(EsmError):
 
 class ClusterUnavailable(EsmError):
     """Elasticsearch or Redis could not be reached."""
+
+    exit_code = 3
+
+
+class ClusterError(EsmError):
+    """Elasticsearch answered with a server error, or refused this program's credentials."""
 
     exit_code = 3
 

@@ -10,9 +10,10 @@ from typing import Iterator
 
 from elasticsearch import ApiError, ConnectionError as EsConnectionError, Elasticsearch
 from elasticsearch import AuthenticationException, AuthorizationException, TransportError
+from elasticsearch import BadRequestError, ConnectionTimeout, NotFoundError
 
 from .config import Settings
-from .errors import ClusterUnavailable, ConfigError
+from .errors import ClusterError, ClusterUnavailable, ConfigError, IndexStateError, SearchError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,50 @@ def cluster_errors(settings: Settings) -> Iterator[None]:
     except TransportError as exc:
         raise ClusterUnavailable(f"Elasticsearch at {settings.es_url} failed: {exc.message}",
                                  hint="check the cluster's health") from None
+
+
+@contextmanager
+def api_errors(action: str) -> Iterator[None]:
+    """Elasticsearch's answers to ``action`` as the hierarchy: a 400 is the request's fault
+    (SearchError), a 404 a missing index, 429 and unreachable ClusterUnavailable, other answers
+    ClusterError. Messages carry ES's reason, never a URL or a credential."""
+    try:
+        yield
+    except BadRequestError as exc:
+        raise SearchError(f"Elasticsearch refused {action}: {es_reason(exc)}",
+                          hint="change the request") from None
+    except NotFoundError as exc:
+        raise IndexStateError(f"{action}: {es_reason(exc)}", hint="check the index name") from None
+    except (AuthenticationException, AuthorizationException) as exc:
+        raise ClusterError(f"Elasticsearch refused this program's credentials (HTTP {exc.meta.status})",
+                           hint="check ESM_ES_API_KEY or ESM_ES_USER/ESM_ES_PASSWORD") from None
+    except ApiError as exc:
+        if exc.meta.status == 429:
+            raise ClusterUnavailable("Elasticsearch is overloaded (HTTP 429)",
+                                     hint="retry in a moment") from None
+        cls = SearchError if exc.meta.status < 500 else ClusterError
+        raise cls(f"Elasticsearch failed {action} (HTTP {exc.meta.status}): {es_reason(exc)}",
+                  hint="check the cluster's health" if cls is ClusterError else "") from None
+    except (EsConnectionError, ConnectionTimeout) as exc:
+        raise ClusterUnavailable(f"cannot reach Elasticsearch ({type(exc).__name__})",
+                                 hint="start it with `esm stack up`, or check ESM_ES_URL") from None
+    except TransportError as exc:
+        raise ClusterError(f"Elasticsearch transport failed: {type(exc).__name__}",
+                           hint="check the cluster's health") from None
+
+
+def es_reason(exc: ApiError, width: int = 300) -> str:
+    """The most specific reason in an Elasticsearch error body (its root cause and what caused it)."""
+    error = exc.body.get("error") if isinstance(exc.body, dict) else None
+    if not isinstance(error, dict):
+        return str(error or exc.message)[:width]
+    node = (error.get("root_cause") or [error])[0]
+    shards = error.get("failed_shards") or []
+    cause = (shards[0].get("reason") or {}).get("caused_by") if shards else error.get("caused_by")
+    reason = str(node.get("reason") or node.get("type") or exc.message)
+    if isinstance(cause, dict) and cause.get("reason") and cause["reason"] not in reason:
+        reason += f": {cause['reason']}"
+    return reason[:width]
 
 
 def cluster_health(settings: Settings) -> str | None:

@@ -3,15 +3,17 @@ field to an existing index, and read back which model an index serves."""
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from elasticsearch import Elasticsearch, NotFoundError
 
-from .errors import IndexStateError, MappingMismatch
+from .errors import ConfigError, IndexStateError, MappingMismatch, shown
 from .mappings import (IndexOptions, check_compatible, existing_index_update, load_template,
                        new_index_body, versioned_name)
 
 log = logging.getLogger(__name__)
+_NAME_FORBIDDEN = re.compile(r'[\\/*?"<>|,#:\s\x00-\x1f\x7f]')
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,21 @@ def resolve_concrete(client: Elasticsearch, name: str) -> list[str]:
     return []
 
 
+def check_index_name(name: str) -> None:
+    """Elasticsearch's naming rules, plus no wildcards, lists or remote clusters: a name a user
+    typed addresses exactly one index or alias."""
+    if (not name or name in (".", "..") or name[0] in "-_+" or name != name.lower()
+            or _NAME_FORBIDDEN.search(name) or len(name.encode()) > 255):
+        raise ConfigError(f"{shown(name)} is not a valid index or alias name",
+                          hint='names are lowercase, at most 255 bytes, without spaces or '
+                               '\\ / * ? " < > | , # :, and do not start with - _ +')
+
+
 def index_info(client: Elasticsearch, name: str) -> IndexInfo:
+    check_index_name(name)
     concrete = resolve_concrete(client, name)
     if not concrete:
-        raise IndexStateError(f"no index or alias named {name!r}",
+        raise IndexStateError(f"no index or alias named {shown(name)}",
                               hint=f"create it with `esm mapping create {name} --model MODEL`")
     if len(concrete) > 1:
         raise IndexStateError(f"alias {name!r} points at several indices {concrete}; "

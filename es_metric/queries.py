@@ -6,13 +6,35 @@ the RRF retriever.
 """
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import re
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 
-from .errors import SearchError
+from .errors import SearchError, shown
 
-_FILTER_RE = re.compile(r"^\s*([A-Za-z0-9_.@-]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$")
+_FILTER_RE = re.compile(r"\s*([^\s=!<>]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*\Z", re.DOTALL)
+FILTER_SYNTAX = ('use FIELD=VALUE, FIELD!=VALUE, FIELD>=N (> < <= too), FIELD=A|B or FIELD=LO..HI; '
+                 'quote a value to keep | or .. literal: FIELD="a|b"')
 RANGE_OPS = {">": "gt", ">=": "gte", "<": "lt", "<=": "lte"}
+INTEGER_BOUNDS = {"byte": (-2**7, 2**7 - 1), "short": (-2**15, 2**15 - 1),
+                  "integer": (-2**31, 2**31 - 1), "long": (-2**63, 2**63 - 1),
+                  "unsigned_long": (0, 2**64 - 1)}
+FLOAT_MAX = {"half_float": 65504.0, "float": 3.4028234663852886e38,
+             "double": sys.float_info.max, "scaled_float": sys.float_info.max}
+DATE_TYPES = frozenset({"date", "date_nanos"})
+STRING_TYPES = frozenset({"keyword", "constant_keyword", "wildcard", "version", "ip"})
+TEXT_TYPES = frozenset({"text", "match_only_text"})
+FILTERABLE = (frozenset(INTEGER_BOUNDS) | frozenset(FLOAT_MAX) | DATE_TYPES | STRING_TYPES
+              | TEXT_TYPES | {"boolean"})
+_INT_RE = re.compile(r"[+-]?[0-9]+\Z")
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+_MATH = r"(?:[+-][0-9]+[yMwdhHms]|/[yMwdhHms])"
+_ISO = (r"[0-9]{4}(?:-[0-9]{2}(?:-[0-9]{2}(?:T[0-9]{2}(?::[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?)?"
+        r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?)?)?")
+# the default date format (strict_date_optional_time||epoch_millis), with date math
+_DATE_RE = re.compile(rf"(?:now{_MATH}*|{_ISO}(?:\|\|{_MATH}+)?|[+-]?[0-9]{{1,19}})\Z")
 
 
 @dataclass(frozen=True)
@@ -22,65 +44,169 @@ class Filter:
     value: str
 
 
+@dataclass(frozen=True)
+class FieldInfo:
+    """A mapped field as a filter sees it: its full path, type and enclosing nested object."""
+
+    name: str                      # as the user wrote it
+    path: str
+    type: str
+    nested: str | None = None      # path of the enclosing ``nested`` field, if any
+    exact: str | None = None       # a text field's keyword sub-field
+    date_format: str | None = None
+
+
 def parse_filter(text: str) -> Filter:
     """``field=value``, ``field!=value``, ``field>=10``, ``field=a|b`` or ``field=10..50``."""
     m = _FILTER_RE.match(text)
     if not m or not m.group(3):
-        raise SearchError(f"cannot read filter {text!r}",
-                          hint="use FIELD=VALUE, FIELD!=VALUE, FIELD>=N, FIELD=A|B or FIELD=LO..HI")
+        raise SearchError(f"cannot read filter {shown(text)}", hint=FILTER_SYNTAX)
     return Filter(*m.groups())
 
 
-def exact_field(field: str, properties: dict) -> str:
-    """The field to use for exact matching: a text field's ``.keyword`` sub-field if it has one."""
-    node = properties.get(field)
-    if node is None and "." in field:
-        head, rest = field.split(".", 1)
-        sub = properties.get(head, {})
-        return f"{head}.{exact_field(rest, sub.get('properties') or sub.get('fields') or {})}"
-    if node and node.get("type") == "text":
-        for name, sub in (node.get("fields") or {}).items():
-            if sub.get("type") == "keyword":
-                return f"{field}.{name}"
-    return field
+def field_info(name: str, properties: dict) -> FieldInfo:
+    """Find ``name`` (dotted paths through objects, nested fields and multi-fields) in a mapping."""
+    if name == "_id":
+        return FieldInfo(name, "_id", "keyword")
+    parts, node, path, nested, i = name.split("."), {"properties": properties}, [], None, 0
+    while i < len(parts):
+        children = node.get("properties") or node.get("fields") or {}
+        j = next((j for j in range(len(parts), i, -1) if ".".join(parts[i:j]) in children), None)
+        if j is None:
+            raise _unknown_field(name, properties)
+        node = children[".".join(parts[i:j])]
+        path.append(".".join(parts[i:j]))
+        if node.get("type") == "nested":
+            nested = ".".join(path)
+        i = j
+    kind = node.get("type") or "object"
+    if kind == "alias" and node.get("path") != name:  # a field alias: filter on its target
+        return replace(field_info(node["path"], properties), name=name)
+    if kind in ("object", "nested"):
+        inner = ", ".join(f"{name}.{f}" for f in leaf_fields(node.get("properties") or {})[:10])
+        raise SearchError(f"{shown(name)} is an object, not a field", hint=f"filter on one of its fields: {inner}")
+    exact = next((f"{'.'.join(path)}.{sub}" for sub, spec in (node.get("fields") or {}).items()
+                  if spec.get("type") == "keyword"), None) if kind in TEXT_TYPES else None
+    return FieldInfo(name, ".".join(path), kind, nested, exact, node.get("format"))
 
 
-def _number(value: str):
+def leaf_fields(properties: dict, prefix: str = "") -> list[str]:
+    """Every field path a filter can name (multi-fields included; vectors left out)."""
+    out = []
+    for name, node in properties.items():
+        path = f"{prefix}{name}"
+        if "properties" in node:
+            out += leaf_fields(node["properties"], f"{path}.")
+        elif node.get("type") in FILTERABLE:
+            out.append(path)
+            out += [f"{path}.{sub}" for sub, spec in (node.get("fields") or {}).items()
+                    if spec.get("type") in FILTERABLE]
+    return sorted(out)
+
+
+def _unknown_field(name: str, properties: dict) -> SearchError:
+    known = leaf_fields(properties)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    listing = ", ".join(known[:30]) + (", ..." if len(known) > 30 else "")
+    guess = f"; did you mean {' or '.join(close)}?" if close else ""
+    return SearchError(f"unknown field {shown(name)}{guess}",
+                       hint=f"fields of this index: {listing or 'none'}", field=name)
+
+
+def typed_value(info: FieldInfo, value: str):
+    """``value`` as the field's type asks: strict numbers, true/false, checked dates, strings."""
+    kind = info.type
+    if kind in INTEGER_BOUNDS:
+        lo, hi = INTEGER_BOUNDS[kind]
+        if _INT_RE.match(value) and lo <= int(value) <= hi:
+            return int(value)
+        raise _bad_value(info, value, f"an integer from {lo} to {hi}")
+    if kind in FLOAT_MAX:
+        if _FLOAT_RE.match(value) and abs(float(value)) <= FLOAT_MAX[kind]:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        raise _bad_value(info, value, f"a finite number of at most {FLOAT_MAX[kind]:g} "
+                                      "(digits, '.', exponent; no '_', inf or nan)")
+    if kind == "boolean":
+        if value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise _bad_value(info, value, "true or false")
+    if kind in DATE_TYPES and not info.date_format and not _DATE_RE.match(value):
+        raise _bad_value(info, value, "a date: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS[Z], epoch "
+                                      "milliseconds, or date math like now-7d")
+    if kind == "ip" and not _is_ip(value):
+        raise _bad_value(info, value, "an IP address or CIDR block")
+    return value
+
+
+def _is_ip(value: str) -> bool:
     try:
-        return int(value)
+        ipaddress.ip_network(value, strict=False)
     except ValueError:
-        try:
-            return float(value)
-        except ValueError:
-            return value
+        return False
+    return True
 
 
-def filter_clauses(filters: list[Filter], properties: dict | None = None) -> dict:
+def _bad_value(info: FieldInfo, value: str, expected: str) -> SearchError:
+    return SearchError(f"filter on {shown(info.name)}: {shown(value)} is not {expected}",
+                       hint=f"the index maps {shown(info.name)} as {info.type}", field=info.name,
+                       field_type=info.type)
+
+
+def filter_clause(f: Filter, properties: dict) -> tuple[bool, dict]:
+    """One filter as a query clause typed by the mapping; True first when it excludes."""
+    info = field_info(f.field, properties)
+    if info.type not in FILTERABLE:
+        raise SearchError(f"cannot filter on {shown(f.field)}: its type is {info.type}",
+                          hint="filter on keyword, text, numeric, date, boolean or ip fields")
+    literal = len(f.value) >= 2 and f.value[0] == f.value[-1] == '"'
+    value = f.value[1:-1] if literal else f.value
+    if f.op in RANGE_OPS:
+        clause = _range(info, {RANGE_OPS[f.op]: value})
+    elif not literal and ".." in value:
+        lo, hi = value.split("..", 1)
+        clause = _range(info, {k: v.strip() for k, v in (("gte", lo), ("lte", hi)) if v.strip()})
+    elif not literal and "|" in value:
+        clause = _match(info, [v.strip() for v in value.split("|")])
+    else:
+        clause = _match(info, [value])
+    if info.nested:
+        clause = {"nested": {"path": info.nested, "query": clause}}
+    return f.op == "!=", clause
+
+
+def _range(info: FieldInfo, bounds: dict) -> dict:
+    field = info.exact if info.type in TEXT_TYPES else info.path
+    if info.type == "boolean" or not field:
+        raise SearchError(f"cannot compare {shown(info.name)} ({info.type}) by range",
+                          hint="ranges need a numeric, date or keyword field")
+    if not bounds:
+        raise SearchError(f"empty range for {shown(info.name)}", hint="give LO..HI, LO.. or ..HI")
+    return {"range": {field: {op: typed_value(info, v) for op, v in bounds.items()}}}
+
+
+def _match(info: FieldInfo, values: list[str]) -> dict:
+    if not all(values):
+        raise SearchError(f"empty value in the list for {shown(info.name)}", hint=FILTER_SYNTAX)
+    typed = [typed_value(info, v) for v in values]
+    if info.type in TEXT_TYPES and not info.exact:  # analysed text only: match the phrase
+        phrases = [{"match_phrase": {info.path: v}} for v in typed]
+        return phrases[0] if len(phrases) == 1 else {"bool": {"should": phrases, "minimum_should_match": 1}}
+    field = info.exact or info.path
+    return {"term": {field: typed[0]}} if len(typed) == 1 else {"terms": {field: typed}}
+
+
+def filter_clauses(filters: list[Filter], properties: dict) -> dict:
     """A ``bool`` query with ``filter`` and ``must_not`` clauses (empty dict when no filters)."""
-    props = properties or {}
     must, must_not = [], []
     for f in filters:
-        field = exact_field(f.field, props)
-        if f.op in RANGE_OPS:
-            must.append({"range": {f.field: {RANGE_OPS[f.op]: _number(f.value)}}})
-        elif ".." in f.value and f.op == "=":
-            lo, hi = f.value.split("..", 1)
-            bounds = {k: _number(v) for k, v in (("gte", lo), ("lte", hi)) if v}
-            must.append({"range": {f.field: bounds}})
-        elif "|" in f.value:
-            clause = {"terms": {field: [_number(v) for v in f.value.split("|")]}}
-            (must_not if f.op == "!=" else must).append(clause)
-        else:
-            clause = {"term": {field: _number(f.value)}}
-            (must_not if f.op == "!=" else must).append(clause)
-    if not must and not must_not:
-        return {}
+        negate, clause = filter_clause(f, properties)
+        (must_not if negate else must).append(clause)
     body: dict = {}
     if must:
         body["filter"] = must
     if must_not:
         body["must_not"] = must_not
-    return {"bool": body}
+    return {"bool": body} if body else {}
 
 
 def knn_clause(field: str, vector: list[float], k: int, *, num_candidates: int | None = None,

@@ -6,6 +6,7 @@ and every hit's ``model_id`` must be that model.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from elasticsearch import Elasticsearch, NotFoundError
 
 from .embed import embed_images
-from .errors import SearchError
+from .errors import SearchError, shown
+from .es import api_errors
 from .images import DecodeLimits, decode
 from .index import IndexInfo, index_info
 from .modelfile import cached_model
@@ -21,6 +23,9 @@ from .queries import (filter_clauses, knn_clause, parse_filter, rrf_fuse, search
                       text_query)
 
 log = logging.getLogger(__name__)
+FUSIONS = ("weighted", "rrf")
+MAX_RESULT_WINDOW = 10_000   # Elasticsearch's default index.max_result_window: from + size
+MAX_NUM_CANDIDATES = 10_000  # Elasticsearch's ceiling for a kNN search's num_candidates
 
 
 @dataclass
@@ -38,6 +43,38 @@ class SearchRequest:
     min_similarity: float | None = None
     near_duplicates: bool = False
     text_fields: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        check_request(self)
+
+
+def check_request(req: SearchRequest) -> None:
+    """Refuse up front what Elasticsearch would refuse (or silently misread) later."""
+    if req.fusion not in FUSIONS:
+        raise SearchError(f"unknown fusion {shown(req.fusion)}", hint=f"use one of: {', '.join(FUSIONS)}")
+    for name in ("k", "page"):
+        value = getattr(req, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise SearchError(f"{name} must be a whole number of at least 1, not {shown(value)}")
+    if req.k * req.page > MAX_RESULT_WINDOW:
+        raise SearchError(f"page {req.page} of k={req.k} reaches result {req.k * req.page}, past "
+                          f"Elasticsearch's {MAX_RESULT_WINDOW:,}-result window",
+                          hint="narrow the search with filters or text instead of paging this deep")
+    if req.num_candidates is not None and not 1 <= req.num_candidates <= MAX_NUM_CANDIDATES:
+        raise SearchError(f"num_candidates must be from 1 to {MAX_NUM_CANDIDATES:,} "
+                          f"(Elasticsearch's limit), not {req.num_candidates}")
+    for name in ("image_weight", "text_weight", "min_similarity"):
+        value = getattr(req, name)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)
+                                      and (value >= 0 or name == "min_similarity")):
+            raise SearchError(f"{name} must be a finite number"
+                              f"{'' if name == 'min_similarity' else ' of at least 0'}, not {shown(value)}")
+    for name in ("text", "like"):
+        value = getattr(req, name)
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            raise SearchError(f"empty {name}", hint=f"leave {name} out, or give one")
+    if not all(isinstance(f, str) for f in req.filters):
+        raise SearchError("filters must be strings like FIELD=VALUE")
 
 
 def mapping_properties(client: Elasticsearch, concrete: str) -> dict:
@@ -82,12 +119,12 @@ def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[floa
     try:
         doc = client.get(index=info.concrete, id=doc_id, source_includes=[info.vector_field, "model_id"])
     except NotFoundError:
-        raise SearchError(f"no document {doc_id!r} in {info.name!r}") from None
+        raise SearchError(f"no document {shown(doc_id)} in {info.name!r}") from None
     src = doc["_source"]
     if info.vector_field not in src:
-        raise SearchError(f"document {doc_id!r} has no vector yet", hint="ingest its image first")
+        raise SearchError(f"document {shown(doc_id)} has no vector yet", hint="ingest its image first")
     if src.get("model_id") not in (None, info.model_id):
-        raise SearchError(f"document {doc_id!r} was embedded by {src['model_id']}, the index serves "
+        raise SearchError(f"document {shown(doc_id)} was embedded by {src['model_id']}, the index serves "
                           f"{info.model_id}", hint="reindex with `esm reindex`")
     return src[info.vector_field]
 
@@ -105,10 +142,11 @@ def run_search(client: Elasticsearch, index: str, req: SearchRequest,
                limits: DecodeLimits = DecodeLimits()) -> dict:
     """Answer ``req`` on ``index``; the result matches the CLI contract's JSON."""
     started = time.perf_counter()
-    try:
-        return _run(client, index, req, limits, started, *resolve(client, index))
-    except NotFoundError:
-        return _run(client, index, req, limits, started, *resolve(client, index, fresh=True))
+    with api_errors(f"the search on {shown(index)}"):
+        try:
+            return _run(client, index, req, limits, started, *resolve(client, index))
+        except NotFoundError:
+            return _run(client, index, req, limits, started, *resolve(client, index, fresh=True))
 
 
 def _run(client: Elasticsearch, index: str, req: SearchRequest, limits: DecodeLimits,

@@ -1,34 +1,30 @@
 """The HTTP API: search by upload, by document id, by text, with filters; serves the web page.
 
-Uploads are size-limited and sniffed (the bytes decide the format, never the name or the
-Content-Type); errors are clear 4xx JSON, never stack traces. ``ESM_API_KEY`` turns on an
-``X-API-Key`` check.
+``ESM_API_KEY`` turns on an ``X-API-Key`` check, made before any body is read; bodies are
+limited while they stream in (guard.py). Uploads are sniffed (the bytes decide the format,
+never the name or the Content-Type). Searches run in worker threads, a bounded number at a
+time, so the event loop keeps answering. Every error is JSON with an ``error`` field (errors.py).
 """
 from __future__ import annotations
 
-import hmac
 import logging
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, UploadFile
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ..config import Settings
-from ..errors import ClusterUnavailable, ConfigError, EsmError, ImageError, IndexStateError, SearchError
 from ..es import make_client
 from ..images import DecodeLimits
-from ..search import SearchRequest, run_search
+from ..search import FUSIONS, SearchRequest, run_search
+from . import errors
+from .guard import FORM_ALLOWANCE, RequestGuard, SearchSlots, key_matches
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-STATUS = {ImageError: 422, SearchError: 400, ConfigError: 400, IndexStateError: 404,
-          ClusterUnavailable: 503}
-
-
-def _status(exc: EsmError) -> int:
-    return next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 400)
+FUSION_HELP = f"one of: {', '.join(FUSIONS)}"
 
 
 async def read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -46,47 +42,45 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="es-metric", version="0.1.0",
                   description="Visual similarity search on Elasticsearch: by image, by document, "
                               "by text, with filters.")
+    app.add_middleware(RequestGuard, api_key=settings.api_key,
+                       max_body=settings.max_upload_bytes + FORM_ALLOWANCE)
+    errors.install(app)
     client = make_client(settings)
     limits = DecodeLimits(settings.max_image_pixels, settings.max_image_bytes)
+    slots = SearchSlots(settings.search_concurrency, settings.search_queue)
 
     def check_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
-        if settings.api_key and not hmac.compare_digest(x_api_key or "", settings.api_key):
+        """Also declared per route (OpenAPI shows the header); RequestGuard checks it first."""
+        if not key_matches(settings.api_key, x_api_key):
             raise HTTPException(401, "missing or wrong X-API-Key")
 
-    @app.exception_handler(EsmError)
-    async def esm_error(_req: Request, exc: EsmError):
-        return JSONResponse({"error": exc.message, "hint": exc.hint,
-                             "reason": getattr(exc, "reason", None)}, status_code=_status(exc))
-
-    @app.exception_handler(Exception)
-    async def unexpected(_req: Request, exc: Exception):
-        log.exception("unhandled error")
-        return JSONResponse({"error": "internal error; see the server log"}, status_code=500)
-
-    def run(index: str, req: SearchRequest) -> dict:
-        return run_search(client, index, req, limits)
+    async def run(index: str, req: SearchRequest) -> dict:
+        return await slots.run(run_search, client, index, req, limits)
 
     @app.post("/api/indices/{index}/search", dependencies=[Depends(check_key)])
     async def search_upload(index: str, image: UploadFile | None = File(None),
                             text: str | None = Form(None), like: str | None = Form(None),
                             filters: list[str] = Form(default_factory=list), k: int = Form(10, ge=1, le=200),
-                            page: int = Form(1, ge=1, le=100), fusion: str = Form("weighted"),
-                            image_weight: float = Form(1.0), text_weight: float = Form(1.0),
+                            page: int = Form(1, ge=1, le=100),
+                            fusion: str = Form("weighted", description=FUSION_HELP),
+                            image_weight: float = Form(1.0, ge=0), text_weight: float = Form(1.0, ge=0),
                             min_similarity: float | None = Form(None)) -> dict:
         """Search by an uploaded image (multipart), optionally with text, --like and filters."""
         data = await read_limited(image, settings.max_upload_bytes) if image is not None else None
-        return run(index, SearchRequest(image=data, like=like or None, text=text or None,
-                                        filters=[f for f in filters if f], k=k, page=page,
-                                        fusion=fusion, image_weight=image_weight,
-                                        text_weight=text_weight, min_similarity=min_similarity))
+        return await run(index, SearchRequest(
+            image=data, like=like or None, text=text or None, filters=[f for f in filters if f],
+            k=k, page=page, fusion=fusion, image_weight=image_weight, text_weight=text_weight,
+            min_similarity=min_similarity))
 
     @app.get("/api/indices/{index}/search", dependencies=[Depends(check_key)])
-    def search_get(index: str, like: str | None = None, text: str | None = None,
-                   filter: list[str] = Query(default_factory=list), k: int = Query(10, ge=1, le=200),
-                   page: int = Query(1, ge=1, le=100), fusion: str = "weighted") -> dict:
+    async def search_get(index: str, like: str | None = None, text: str | None = None,
+                         filter: list[str] = Query(default_factory=list), k: int = Query(10, ge=1, le=200),
+                         page: int = Query(1, ge=1, le=100),
+                         fusion: str = Query("weighted", description=FUSION_HELP)) -> dict:
         """Search by an indexed document (more like this) and/or text, with filters."""
-        return run(index, SearchRequest(like=like, text=text, filters=filter, k=k, page=page,
-                                        fusion=fusion))
+        return await run(index, SearchRequest(like=like or None, text=text or None,
+                                              filters=[f for f in filter if f], k=k, page=page,
+                                              fusion=fusion))
 
     @app.get("/api/indices/{index}/image/{doc_id:path}", dependencies=[Depends(check_key)])
     def image(index: str, doc_id: str) -> Response:

@@ -20,3 +20,15 @@ def esm_json(*args: str) -> dict:
     out = esm(*args, "--json").stdout
     return json.loads(out.strip().splitlines()[-1])
 
+
+
+def esm_error(*args: str) -> str:
+    """Run ``esm ARGS`` expecting a user error: a non-zero exit, no traceback, and exactly one
+    line on stderr starting with ``error:``; returns that line."""
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code != 0, f"esm {' '.join(map(str, args))} succeeded:\n{result.output}"
+    assert isinstance(result.exception, SystemExit), f"not a clean exit: {result.exception!r}"
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
