@@ -13,6 +13,7 @@ from elasticsearch import AuthenticationException, AuthorizationException, Trans
 
 from .config import Settings
 from .errors import ClusterUnavailable, ConfigError
+from .redact import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +35,35 @@ def make_client(settings: Settings, **overrides) -> Elasticsearch:
 @contextmanager
 def cluster_errors(settings: Settings) -> Iterator[None]:
     """Turn transport failures into ClusterUnavailable/ConfigError with a hint, no secrets."""
+    where = redact_url(settings.es_url)
     try:
         yield
     except (AuthenticationException, AuthorizationException) as exc:
-        raise ConfigError(f"Elasticsearch at {settings.es_url} refused the credentials "
+        raise ConfigError(f"Elasticsearch at {where} refused the credentials "
                           f"(HTTP {exc.meta.status})",
                           hint="check ESM_ES_API_KEY or ESM_ES_USER/ESM_ES_PASSWORD") from None
     except EsConnectionError as exc:
-        raise ClusterUnavailable(f"cannot reach Elasticsearch at {settings.es_url}: "
+        raise ClusterUnavailable(f"cannot reach Elasticsearch at {where}: "
                                  f"{type(exc).__name__}",
                                  hint="start it with `esm stack up`, or set ESM_ES_URL") from None
     except TransportError as exc:
-        raise ClusterUnavailable(f"Elasticsearch at {settings.es_url} failed: {exc.message}",
+        raise ClusterUnavailable(f"Elasticsearch at {where} failed: "
+                                 f"{redact_text(str(exc.message), settings.secrets())}",
                                  hint="check the cluster's health") from None
+    except ApiError as exc:
+        if exc.meta.status < 500:
+            raise
+        raise ClusterUnavailable(f"Elasticsearch at {where} answered HTTP {exc.meta.status}: "
+                                 f"{redact_text(_reason(exc), settings.secrets())}",
+                                 hint="check the cluster's health, or ESM_ES_URL") from None
+
+
+def _reason(exc: ApiError) -> str:
+    """What the server said, short: ``type: reason`` of an ES error body, else its first words."""
+    err = exc.body.get("error") if isinstance(exc.body, dict) else None
+    if isinstance(err, dict):
+        return f"{err.get('type')}: {err.get('reason')}"
+    return " ".join(str(exc.body or exc.message).split())[:200]
 
 
 def cluster_health(settings: Settings) -> str | None:

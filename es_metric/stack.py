@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import StackError
+from .redact import redact_url
 from .stack_es import es_health, es_node_info, start_es
 from .stack_proc import pid_alive, read_pid, stop_pid
 
@@ -104,7 +105,7 @@ def _redis_binary() -> str:
 
 
 def start_redis(settings: Settings) -> Component:
-    where = settings.redis_url
+    where = redact_url(settings.redis_url)
     if redis_ping(settings) is not None:
         managed = pid_alive(load_state(settings).get("redis", {}).get("pid"))
         return Component("redis", True, managed, where, "already running")
@@ -223,10 +224,10 @@ def status(settings: Settings) -> list[Component]:
     else:
         detail = "not reachable"
     es = Component("elasticsearch", bool(health), pid_alive(state.get("es", {}).get("pid")),
-                   settings.es_url, detail, state.get("es", {}).get("pid"))
+                   redact_url(settings.es_url), detail, state.get("es", {}).get("pid"))
     rinfo = redis_ping(settings)
     redis = Component("redis", rinfo is not None, pid_alive(state.get("redis", {}).get("pid")),
-                      settings.redis_url,
+                      redact_url(settings.redis_url),
                       f"Redis {rinfo['redis_version']}" if rinfo else "not reachable",
                       state.get("redis", {}).get("pid"))
     names = worker_ping(settings) if rinfo else []
