@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data import Sample, fingerprint, labels_tensor, relabel, scan_folder, split
+from .data import Sample, fingerprint, labels_tensor, read_folder, relabel, split
 from .encoder import Encoder, backbone_spec, create_encoder
 from .evaluate import Embedded, backbone_features, retrieval_metrics
 from .losses import Objective, objective
@@ -196,7 +196,8 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
     cfg = cfg.resolved()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    samples = scan_folder(data_dir)
+    folder = read_folder(data_dir)
+    samples = folder.samples
     train_s, val_s = split(samples, cfg.protocol, cfg.val_fraction, cfg.seed)
     obj = objective(cfg.loss)
     encoder = create_encoder(cfg.backbone, dim=cfg.dim, metric=obj.metric, pretrained=cfg.pretrained,
@@ -224,7 +225,7 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
         metrics = gate_and_calibrate(encoder, cfg, val_s)
     metrics["train_seconds"] = round(time.monotonic() - started, 1)
     training = {**asdict(cfg), "history": history, "n_train": len(train_s), "n_val": len(val_s),
-                "refit_epochs": refit_epochs}
+                "refit_epochs": refit_epochs, "skipped_images": folder.skipped_records()}
     card = build_card(encoder, backbone=cfg.backbone, loss=cfg.loss, training=training,
                       data_fingerprint=fingerprint(samples), metrics=metrics)
     return TrainResult(save_model(out, encoder, card), card, history)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..data import PROTOCOLS, materialize, scan_folder, split as split_samples
+from ..data import PROTOCOLS, materialize, read_folder, split as split_samples
 from ..encoder import BACKBONES
 from ..losses import OBJECTIVES
 from . import main
@@ -101,12 +101,13 @@ def evaluate(data_dir, model_path, baseline, weights, batch_size, as_json, repor
 @click.option("--exclude", multiple=True, help="Sub-folder to leave out (repeatable).")
 def split_cmd(data_dir, out, protocol, test_fraction, seed, exclude) -> None:
     """Write OUT/train and OUT/test (symlinked image folders) under a protocol."""
-    samples = scan_folder(data_dir, exclude=tuple(exclude))
-    train_s, test_s = split_samples(samples, protocol, test_fraction, seed)
+    folder = read_folder(data_dir, exclude=tuple(exclude))
+    train_s, test_s = split_samples(folder.samples, protocol, test_fraction, seed)
     n_train = materialize(train_s, Path(out) / "train")
     n_test = materialize(test_s, Path(out) / "test")
     click.echo(f"{protocol}: {n_train} train images ({len({s.cls for s in train_s})} classes), "
-               f"{n_test} test images ({len({s.cls for s in test_s})} classes) in {out}")
+               f"{n_test} test images ({len({s.cls for s in test_s})} classes) in {out}"
+               + (f"; {len(folder.skipped)} unusable image(s) left out" if folder.skipped else ""))
 
 
 @main.group("model")
