@@ -36,8 +36,9 @@ from .common import echo_json
 @click.option("--miner", type=click.Choice(["batch-hard", "semi-hard"]), default="batch-hard", show_default=True)
 @click.option("--margin", type=float, default=None)
 @click.option("--time-budget", type=float, default=None, help="Stop head training after N seconds.")
-@click.option("--refit/--no-refit", default=True, show_default=True,
-              help="Frozen backbone: after early stopping, retrain the head on train + validation.")
+@click.option("--refit/--no-refit", default=False, show_default=True,
+              help="Frozen backbone: after early stopping, retrain the head on train + validation "
+                   "(the card's metrics then describe the head before the refit).")
 @click.option("--resume", is_flag=True, help="Continue from MODEL.ckpt (full fine-tuning).")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
 def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:
@@ -60,6 +61,8 @@ def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:
     click.echo(f"wrote {result.path}  model id {card['model_id']}  ({card['dims']}-d, {card['similarity']})")
     click.echo(f"validation MAP@R {m['val']['map_at_r']:.4f}  R@1 {m['val']['recall_at_1']:.4f}  "
                f"trained in {m['train_seconds']} s")
+    if m.get("measured_head", "shipped") != "shipped":
+        click.echo(f"note: these metrics are of the {m['measured_head']}")
     verdict = "PASSED" if gate["passed"] else "FAILED: the model is NOT better than"
     click.echo(f"gate {verdict} {gate['against']} (MAP@R {gate['baseline_map_at_r']:.4f})")
 
