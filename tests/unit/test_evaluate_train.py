@@ -127,23 +127,69 @@ def test_refit_card_says_which_head_was_measured(tiny_data, tmp_path):
     assert metrics["near_duplicate_threshold"] == pytest.approx(threshold, abs=1e-5)
 
 
+FULL = dict(loss="contrastive", backbone="small-cnn", pretrained=False, freeze_backbone=False,
+            dim=8, batch_size=48, seed=4, patience=10)
+
+
 def test_full_training_resumes_from_its_checkpoint(tiny_data, tmp_path):
     """An interrupted fine-tune (here: stopped after epoch 1) continues at epoch 2 with the
-    history, optimiser and best state of the checkpoint instead of starting over."""
+    history, optimiser and best state of the checkpoint instead of starting over. The
+    checkpoint holds only tensors and plain values (it loads with weights_only=True)."""
     import torch
 
     from es_metric.train import TrainConfig, train
-    cfg = dict(loss="contrastive", backbone="small-cnn", pretrained=False, freeze_backbone=False,
-               dim=8, batch_size=48, seed=4, patience=10)
     out = tmp_path / "ft.pt"
-    first = train(tiny_data, out, TrainConfig(epochs=1, **cfg))
-    ckpt = torch.load(str(out) + ".ckpt", weights_only=False)
+    first = train(tiny_data, out, TrainConfig(epochs=1, **FULL))
+    ckpt = torch.load(str(out) + ".ckpt", weights_only=True)
     assert ckpt["epoch"] == 1 and [r["epoch"] for r in first.history] == [0, 1]
+    assert ckpt["config"]["dim"] == 8 and isinstance(ckpt["config"], dict)
 
-    resumed = train(tiny_data, out, TrainConfig(epochs=2, **cfg), resume=True)
+    resumed = train(tiny_data, out, TrainConfig(epochs=2, **FULL), resume=True)
     assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
     assert resumed.history[1] == first.history[1]  # carried over, not retrained
-    assert torch.load(str(out) + ".ckpt", weights_only=False)["epoch"] == 2
+    assert torch.load(str(out) + ".ckpt", weights_only=True)["epoch"] == 2
 
-    restarted = train(tiny_data, out, TrainConfig(epochs=1, **cfg))  # no --resume: from scratch
+    restarted = train(tiny_data, out, TrainConfig(epochs=1, **FULL))  # no --resume: from scratch
     assert [r["epoch"] for r in restarted.history] == [0, 1]
+
+
+class _Payload:
+    """What a hostile checkpoint carries: unpickling it would create a file (it could run anything)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_resume_refuses_a_checkpoint_holding_a_pickled_object(tiny_data, tmp_path):
+    import torch
+    from click.testing import CliRunner
+
+    from es_metric.cli import main
+    from es_metric.train import TrainConfig, train
+    out = tmp_path / "ft.pt"
+    train(tiny_data, out, TrainConfig(epochs=1, **FULL))
+    ckpt = torch.load(str(out) + ".ckpt", weights_only=True)
+    marker = tmp_path / "code-ran"
+    ckpt["history"].append({"epoch": 1, "note": _Payload(marker)})
+    torch.save(ckpt, str(out) + ".ckpt")
+    args = ["train", tiny_data, "--out", out, "--loss", "contrastive", "--backbone", "small-cnn",
+            "--no-pretrained", "--train-backbone", "--dim", "8", "--epochs", "2", "--batch-size", "48",
+            "--seed", "4", "--resume"]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 1 and not marker.exists()
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith(f"error: checkpoint {out}.ckpt holds more than tensors and plain values")
+    assert "refused" in line and "Traceback" not in result.output
+
+
+def test_resume_refuses_a_checkpoint_of_another_shape(tiny_data, tmp_path):
+    from es_metric.errors import ModelError
+    from es_metric.train import TrainConfig, train
+    out = tmp_path / "ft.pt"
+    train(tiny_data, out, TrainConfig(epochs=1, **FULL))
+    with pytest.raises(ModelError, match=r"other settings: dim=8 \(now 12\)"):
+        train(tiny_data, out, TrainConfig(epochs=2, **{**FULL, "dim": 12}), resume=True)
