@@ -23,7 +23,7 @@ from . import ES_VERSION
 from .config import Settings
 from .errors import StackError
 from .redact import redact_url
-from .stack_proc import pid_alive, read_pid
+from .stack_proc import pid_alive, read_pid, still_running
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,8 @@ def start_es(settings: Settings, *, remember: Callable, state: dict):
     from .stack import Component
 
     if es_health(settings):
-        managed = pid_alive(state.get("es", {}).get("pid"))
+        entry = state.get("es", {})
+        managed = still_running(entry.get("pid"), entry.get("identity"), settings.stack_dir / "run" / "es.pid")
         return Component("elasticsearch", True, managed, redact_url(settings.es_url), "already running")
     if settings.es_external:
         raise StackError(f"Elasticsearch at {redact_url(settings.es_url)} (ESM_ES_URL) does not answer",

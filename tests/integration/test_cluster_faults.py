@@ -52,7 +52,7 @@ def cluster(stack):
     finally:
         esm_stack.stop_worker(s)
         for pidfile in pids:
-            stop_pid(read_pid(pidfile), signal.SIGTERM, timeout=60)
+            stop_pid(read_pid(pidfile), signal.SIGTERM, timeout=60, pidfile=pidfile)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -132,7 +132,7 @@ def test_node_stopped_during_ingest_and_searches(report, cluster, tiny_model, im
     job = enqueue(s.with_(batch_size=8), client, alias, list(folder_items(images)))
     try:
         wait_until(lambda: JobProgress(s, job.job_id).counts()[1] >= 40, 120, "ingest under way")
-        stop_pid(read_pid(pids[1]), signal.SIGTERM, timeout=60)  # node b goes away
+        stop_pid(read_pid(pids[1]), signal.SIGTERM, timeout=60, pidfile=pids[1])  # node b goes away
         done, failed = wait(s, job, timeout=300)
     finally:
         stop.set()
