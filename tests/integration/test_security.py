@@ -16,6 +16,7 @@ from es_metric.modelfile import read_card
 from es_metric.pipeline import process_batch
 from es_metric.search import SearchRequest, run_search
 from es_metric.sources import folder_items
+from tests.integration.helpers import worker_log
 from tests.integration.nodes import PASSWORD, start_secure_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
@@ -109,13 +110,6 @@ def test_tls_without_the_ca_is_refused_clearly(secure):
     assert secure.url in str(info.value) and PASSWORD not in str(info.value)
 
 
-def _worker_log(settings) -> str:
-    from es_metric.stack import worker_pidfile
-    logs = settings.stack_dir / "logs"
-    return "\n".join(p.read_text(errors="replace")
-                     for p in sorted(logs.glob(f"{worker_pidfile(settings).stem}-*.log")))
-
-
 def test_celery_refuses_pickle_messages(stack, es, index_name, tiny_model, tiny_data):
     """A pickled task is refused by the worker, which goes on working. Observable, not timed:
     the pickle message is queued first and a JSON job after it on the same queue; when the JSON
@@ -130,7 +124,7 @@ def test_celery_refuses_pickle_messages(stack, es, index_name, tiny_model, tiny_
            "model_path": info.model_path, "vector_field": info.vector_field, "mode": "index"}
     app = make_app(stack)
     app.conf.accept_content = ["json", "pickle"]  # the sender may try; the worker must refuse
-    log_before = len(_worker_log(stack))
+    log_before = len(worker_log(stack))
     app.send_task("es_metric.embed_batch", args=[job, list(folder_items(tiny_data / "class_0"))],
                   queue=stack.worker_queue, serializer="pickle")
     app.close()
@@ -139,7 +133,7 @@ def test_celery_refuses_pickle_messages(stack, es, index_name, tiny_model, tiny_
     es.indices.refresh(index=index_name)
     refs = {h["_source"]["image_path"] for h in es.search(index=index_name, size=100)["hits"]["hits"]}
     assert len(refs) == 16 and all("/class_1/" in ref for ref in refs)   # nothing from the pickle task
-    log = _worker_log(stack)[log_before:]
+    log = worker_log(stack)[log_before:]
     refused = log.split("Received invalid task message: ")[1:]
     assert len(refused) == 1, f"the worker log does not show one message refused:\n{log}"
     assert refused[0].startswith("Refusing to deserialize untrusted content of type pickle")
@@ -209,10 +203,10 @@ def test_secret_urls_stay_out_of_worker_log_and_cli(stack, es, index_name, tiny_
     assert f"http://bob:***@127.0.0.1:{stack.es_port}" in status.stdout
     assert wrong.exit_code != 0 and f"127.0.0.1:{port}" in wrong.stderr
     assert len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
-    worker_log = "\n".join(p.read_text() for p in (tmp_path / "stack" / "logs").glob("worker-esm-secret-*.log"))
+    logged = worker_log(s)
     # Celery masks the broker password in its own lines (**), es-metric's log filter in all (***)
-    assert re.search(rf"Connected to redis://:\*+@127\.0\.0\.1:{port}/0", worker_log), worker_log
-    assert "embed_batch" in worker_log and "succeeded" in worker_log
-    seen = "\n".join([ingested.output, status.output, wrong.output, caplog.text, worker_log])
+    assert re.search(rf"Connected to redis://:\*+@127\.0\.0\.1:{port}/0", logged), logged
+    assert "embed_batch" in logged and "succeeded" in logged
+    seen = "\n".join([ingested.output, status.output, wrong.output, caplog.text, logged])
     for secret in (REDIS_PW, ES_PW):
         assert secret not in seen
