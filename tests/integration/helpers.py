@@ -10,10 +10,12 @@ from es_metric.cli import main
 
 def worker_log(settings) -> str:
     """Everything the worker of ``settings.worker_queue`` (started by the stack) has logged."""
+    import re
+
     from es_metric.stack import worker_pidfile
-    logs = settings.stack_dir / "logs"
+    mine = re.compile(rf"{re.escape(worker_pidfile(settings).stem)}-\d+\.log")  # <stem>-%i.log
     return "\n".join(p.read_text(errors="replace")
-                     for p in sorted(logs.glob(f"{worker_pidfile(settings).stem}-*.log")))
+                     for p in sorted((settings.stack_dir / "logs").iterdir()) if mine.fullmatch(p.name))
 
 
 def esm(*args: str, ok: bool = True):
