@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Mapping
 
 from .errors import ConfigError
+from .redact import redact_url, url_password
 
 DEFAULT_ES_PORT = 9200
 DEFAULT_REDIS_PORT = 6379
@@ -30,9 +31,11 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer", hint=f"set {name} to a number") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
-    """Everything configurable. ``es_external``/``redis_external``: the user runs them, not us."""
+    """Everything configurable. ``es_external``/``redis_external``: the user runs them, not us.
+
+    ``repr`` leaves out passwords and API keys and masks the passwords inside URLs."""
 
     es_url: str = f"http://127.0.0.1:{DEFAULT_ES_PORT}"
     es_external: bool = False
@@ -96,6 +99,17 @@ class Settings:
             raise ConfigError("ESM_ES_USER is set but ESM_ES_PASSWORD is not",
                               hint="set both, or use ESM_ES_API_KEY")
         return cls(**kw)
+
+    def __repr__(self) -> str:
+        shown = (f"{f.name}={redact_url(v) if f.name.endswith('_url') else v!r}"
+                 for f in fields(self) if f.repr for v in [getattr(self, f.name)])
+        return f"Settings({', '.join(shown)})"
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret these settings hold: what must never appear in output or logs."""
+        found = (self.es_password, self.es_api_key, self.api_key,
+                 url_password(self.es_url), url_password(self.redis_url))
+        return tuple(s for s in found if s)
 
     def with_(self, **changes) -> "Settings":
         """A copy with some fields changed (Settings is frozen)."""

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import ConfigError, ImageError
+from .imagecheck import Unusable, check_images, summary
 from .images import load_image
 from .sources import IMAGE_SUFFIXES
 
@@ -33,27 +34,61 @@ class Sample:
     cls: str
 
 
-def scan_folder(root: str | Path, min_per_class: int = 2, exclude: tuple[str, ...] = ()) -> list[Sample]:
-    """One sample per image file in ``root/<class>/``; classes with < ``min_per_class`` dropped,
-    folders named in ``exclude`` skipped."""
+@dataclass
+class Folder:
+    """A labelled image folder: the usable samples, and the files left out with their reasons."""
+
+    root: Path
+    samples: list[Sample]
+    skipped: list[Unusable]
+
+    def skipped_records(self) -> list[dict]:
+        return [u.as_dict(self.root) for u in self.skipped]
+
+
+def cache_dir(kind: str = "features") -> Path:
+    """``$ESM_CACHE_DIR/<kind>`` (default ``~/.cache/es-metric/<kind>``), created."""
+    path = Path(os.environ.get("ESM_CACHE_DIR") or Path.home() / ".cache" / "es-metric") / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def read_folder(root: str | Path, min_per_class: int = 2, exclude: tuple[str, ...] = ()) -> Folder:
+    """One sample per usable image file in ``root/<class>/``.
+
+    Every file is checked first (``imagecheck``): unusable ones (empty, truncated, not an
+    image...) are skipped with one warning that lists them and why, instead of failing later
+    inside a DataLoader. Classes with < ``min_per_class`` usable images are dropped, folders
+    named in ``exclude`` skipped."""
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a folder", hint="DATA_DIR holds one sub-folder per class")
     classes = sorted(d.name for d in root.iterdir()
                      if d.is_dir() and not d.name.startswith(".") and d.name not in exclude)
+    files = {cls: sorted(str(p) for p in (root / cls).rglob("*")
+                         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) for cls in classes}
+    everything = [p for cls in classes for p in files[cls]]
+    skipped = check_images(everything, cache_dir("checks") / "images.json")
+    if skipped:
+        log.warning(summary(skipped, len(everything), root))
+    bad = {u.path for u in skipped}
     samples: list[Sample] = []
     kept = 0
     for cls in classes:
-        files = sorted(p for p in (root / cls).rglob("*")
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if len(files) < min_per_class:
+        usable = [p for p in files[cls] if p not in bad]
+        if len(usable) < min_per_class:
             continue
-        samples += [Sample(str(p), kept, cls) for p in files]
+        samples += [Sample(p, kept, cls) for p in usable]
         kept += 1
     if kept < 2:
-        raise ConfigError(f"{root} has {kept} class folder(s) with ≥{min_per_class} images",
+        raise ConfigError(f"{root} has {kept} class folder(s) with ≥{min_per_class} usable images",
                           hint="retrieval needs at least two classes")
-    return samples
+    return Folder(root, samples, skipped)
+
+
+def scan_folder(root: str | Path, min_per_class: int = 2, exclude: tuple[str, ...] = ()) -> list[Sample]:
+    """The usable samples of ``read_folder``."""
+    return read_folder(root, min_per_class, exclude).samples
 
 
 def fingerprint(samples: Sequence[Sample]) -> str:

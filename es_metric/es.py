@@ -14,6 +14,7 @@ from elasticsearch import BadRequestError, ConnectionTimeout, NotFoundError
 
 from .config import Settings
 from .errors import ClusterError, ClusterUnavailable, ConfigError, IndexStateError, SearchError
+from .redact import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +36,27 @@ def make_client(settings: Settings, **overrides) -> Elasticsearch:
 @contextmanager
 def cluster_errors(settings: Settings) -> Iterator[None]:
     """Turn transport failures into ClusterUnavailable/ConfigError with a hint, no secrets."""
+    where = redact_url(settings.es_url)
     try:
         yield
     except (AuthenticationException, AuthorizationException) as exc:
-        raise ConfigError(f"Elasticsearch at {settings.es_url} refused the credentials "
+        raise ConfigError(f"Elasticsearch at {where} refused the credentials "
                           f"(HTTP {exc.meta.status})",
                           hint="check ESM_ES_API_KEY or ESM_ES_USER/ESM_ES_PASSWORD") from None
     except EsConnectionError as exc:
-        raise ClusterUnavailable(f"cannot reach Elasticsearch at {settings.es_url}: "
+        raise ClusterUnavailable(f"cannot reach Elasticsearch at {where}: "
                                  f"{type(exc).__name__}",
                                  hint="start it with `esm stack up`, or set ESM_ES_URL") from None
     except TransportError as exc:
-        raise ClusterUnavailable(f"Elasticsearch at {settings.es_url} failed: {exc.message}",
+        raise ClusterUnavailable(f"Elasticsearch at {where} failed: "
+                                 f"{redact_text(str(exc.message), settings.secrets())}",
                                  hint="check the cluster's health") from None
+    except ApiError as exc:
+        if exc.meta.status < 500:
+            raise
+        raise ClusterError(f"Elasticsearch at {where} answered HTTP {exc.meta.status}: "
+                           f"{redact_text(es_reason(exc), settings.secrets())}",
+                           hint="check the cluster's health, or ESM_ES_URL") from None
 
 
 @contextmanager

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import ImageDataset, Sample, labels_tensor, loader, scan_folder
+from .data import ImageDataset, Sample, cache_dir, labels_tensor, loader, read_folder
 from .embed import PIXELS_VERSION, to_tensor
 from .encoder import Preprocess, backbone_spec, create_encoder
 from .errors import ConfigError
@@ -34,12 +34,6 @@ class Embedded:
     samples: list[Sample]
     metric: Metric
     name: str
-
-
-def cache_dir() -> Path:
-    path = Path(os.environ.get("ESM_CACHE_DIR") or Path.home() / ".cache" / "es-metric") / "features"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @torch.inference_mode()
@@ -179,13 +173,14 @@ def retrieval_metrics(emb: Embedded) -> dict:
 def evaluate_folder(data_dir: str | Path, *, model_path: str | None = None,
                     baseline: str | None = None, weights: str | None = None,
                     batch_size: int = 64) -> tuple[dict, Embedded]:
-    """Embed every image of DATA_DIR with a model or a baseline and score retrieval."""
+    """Embed every usable image of DATA_DIR with a model or a baseline and score retrieval;
+    the metrics list the files skipped as unusable (``skipped``)."""
     if bool(model_path) == bool(baseline):
         raise ConfigError("give exactly one of --model or --baseline")
-    samples = scan_folder(data_dir)
+    folder = read_folder(data_dir)
     if model_path:
         from .modelfile import load_model
-        emb = model_embeddings(load_model(model_path), samples, batch_size)
+        emb = model_embeddings(load_model(model_path), folder.samples, batch_size)
     else:
-        emb = baseline_embeddings(baseline, samples, weights)
-    return retrieval_metrics(emb), emb
+        emb = baseline_embeddings(baseline, folder.samples, weights)
+    return {**retrieval_metrics(emb), "skipped": folder.skipped_records()}, emb

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import pickle
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import torchvision.transforms.v2 as T
 
 from .data import ImageDataset, Sample, labels_tensor, loader
 from .encoder import Encoder, backbone_spec
+from .errors import ModelError
 from .evaluate import Embedded, retrieval_metrics, run_module
 from .losses import Objective
 from .progressbar import progress_iter
@@ -44,6 +47,35 @@ def _save_ckpt(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
+# what must match between a checkpoint and the run that resumes it (the shapes of the weights)
+RESUME_KEYS = ("backbone", "loss", "head", "dim")
+
+
+def load_checkpoint(ckpt: Path, cfg) -> dict:
+    """A checkpoint's tensors and plain values, loaded with ``weights_only=True``: a file that
+    holds any pickled object is refused (unpickling it could run code), as is one written for
+    another model shape."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(f"checkpoint {ckpt} holds more than tensors and plain values "
+                         f"({str(exc).splitlines()[-1][:160]}): refused, it is not loaded",
+                         hint="delete it to start over, or run without --resume") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise ModelError(f"checkpoint {ckpt} is unreadable: {exc}",
+                         hint="delete it to start over, or run without --resume") from None
+    saved = state.get("config") if isinstance(state, dict) else None
+    if not isinstance(saved, dict) or not {"encoder", "optimizer", "epoch"} <= state.keys():
+        raise ModelError(f"{ckpt} is not an es-metric training checkpoint",
+                         hint="delete it to start over, or run without --resume")
+    differ = [k for k in RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
+    if differ:
+        raise ModelError(f"checkpoint {ckpt} was written with other settings: "
+                         + ", ".join(f"{k}={saved.get(k)!r} (now {getattr(cfg, k)!r})" for k in differ),
+                         hint="use the same options to resume, or run without --resume")
+    return state
+
+
 def fit_full(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s: list[Sample],
              ckpt: Path, on_epoch=None, resume: bool = False) -> list[dict]:
     from .train import _loss_params, m_per_class_sampler
@@ -58,7 +90,7 @@ def fit_full(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s
     best = {"map_at_r": _val_score(encoder, cfg, val_s)["map_at_r"]}
     best_state, bad = copy.deepcopy(encoder.state_dict()), 0
     if resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = load_checkpoint(ckpt, cfg)
         encoder.load_state_dict(state["encoder"])
         opt.load_state_dict(state["optimizer"])
         start, history, best, best_state, bad = (state["epoch"] + 1, state["history"], state["best"],
@@ -88,7 +120,7 @@ def fit_full(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s
             bad += 1
         _save_ckpt(ckpt, {"epoch": epoch, "encoder": encoder.state_dict(), "optimizer": opt.state_dict(),
                           "history": history, "best": best, "best_state": best_state, "bad": bad,
-                          "config": cfg.__dict__})
+                          "config": asdict(cfg)})
         if bad >= cfg.patience:
             break
     encoder.load_state_dict(best_state)

@@ -99,12 +99,25 @@ def _plain_jpeg(data: bytes, limits: DecodeLimits, draft: int | None) -> Image.I
     return Image.fromarray(arr, "RGB")
 
 
+def _signature(data: bytes) -> str | None:
+    """The allowed format whose signature (magic bytes) ``data`` starts with, if any."""
+    Image.init()
+    for fmt in sorted(ALLOWED_FORMATS):
+        accept = Image.OPEN.get(fmt, (None, None))[1]
+        if accept and accept(data[:16]):
+            return fmt
+    return None
+
+
 def _open(data: bytes, limits: DecodeLimits) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=sorted(ALLOWED_FORMATS))
     except UnidentifiedImageError:
+        fmt = _signature(data)
+        if fmt:  # it says it is one of ours, but the header does not parse: truncated or corrupt
+            raise ImageError(f"corrupt or truncated {fmt} header", reason="corrupt_image") from None
         raise ImageError("not an image (or an unsupported format)", reason="not_an_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"decompression bomb refused: {exc}", reason="too_many_pixels") from None

@@ -15,6 +15,7 @@ from .embed import batches
 from .errors import ClusterUnavailable, IndexStateError
 from .index import IndexInfo, index_info
 from .progress import JobProgress
+from .redact import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def enqueue(settings: Settings, client: Elasticsearch, alias: str, items: list[d
             app.send_task(TASK_NAME, args=[spec, list(chunk)], queue=settings.worker_queue)
             n += 1
     except Exception as exc:
-        raise ClusterUnavailable(f"could not queue tasks on {settings.redis_url}: {exc}",
+        raise ClusterUnavailable(f"could not queue tasks on {redact_url(settings.redis_url)}: "
+                                 f"{redact_text(str(exc), settings.secrets())}",
                                  hint="is Redis up? `esm stack status`") from None
     finally:
         app.close()
@@ -107,7 +109,7 @@ def _warn_if_no_worker(settings: Settings) -> None:
     from .stack import worker_ping
     if not worker_ping(settings):
         log.warning("no Celery worker answers on %s; tasks wait in the queue "
-                    "(start one with `esm stack up`)", settings.redis_url)
+                    "(start one with `esm stack up`)", redact_url(settings.redis_url))
 
 
 

@@ -9,15 +9,25 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from .config import Settings
-from .errors import ClusterUnavailable
+from .errors import ClusterUnavailable, ConfigError
+from .redact import redact_url
 
 JOB_TTL = 7 * 24 * 3600
+
+
+class _Retry(Retry):
+    """Retries a lost connection, never a refused password (that is not going to change)."""
+
+    def call_with_retry(self, do, fail, is_retryable=None, **kw):
+        def retryable(err: Exception) -> bool:
+            return not isinstance(err, redis.AuthenticationError) and (is_retryable is None or is_retryable(err))
+        return super().call_with_retry(do, fail, retryable, **kw)
 
 
 def redis_client(settings: Settings) -> redis.Redis:
     """A client that rides out a short Redis restart (about 30 s of retries with backoff)."""
     return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10,
-                                retry=Retry(ExponentialBackoff(cap=5, base=0.1), 12),
+                                retry=_Retry(ExponentialBackoff(cap=5, base=0.1), 12),
                                 retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
@@ -91,7 +101,10 @@ class _redis_errors:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and issubclass(exc_type, redis.AuthenticationError):
+            raise ConfigError(f"Redis at {redact_url(self.settings.redis_url)} refused the credentials",
+                              hint="check the password in ESM_REDIS_URL") from None
         if exc_type is not None and issubclass(exc_type, redis.ConnectionError):
-            raise ClusterUnavailable(f"cannot reach Redis at {self.settings.redis_url}",
+            raise ClusterUnavailable(f"cannot reach Redis at {redact_url(self.settings.redis_url)}",
                                      hint="start it with `esm stack up`, or set ESM_REDIS_URL") from None
         return False

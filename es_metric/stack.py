@@ -20,8 +20,9 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import StackError
+from .redact import redact_url
 from .stack_es import es_health, es_node_info, start_es
-from .stack_proc import pid_alive, read_pid, stop_pid
+from .stack_proc import identity, read_pid, still_running, stop_pid
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,30 @@ def _save_state(settings: Settings, state: dict) -> None:
 
 
 def _remember(settings: Settings, name: str, pid: int, **extra) -> None:
+    """Record a started process with its identity (so that a reused pid is never signalled)."""
     state = load_state(settings)
-    state[name] = {"pid": pid, **extra}
+    state[name] = {"pid": pid, "identity": identity(pid), **extra}
     _save_state(settings, state)
+
+
+def _record(settings: Settings, name: str) -> tuple[int | None, dict | None, Path]:
+    """(pid, identity, pid file) of the process ``up`` recorded as ``name``."""
+    entry = load_state(settings).get(name, {})
+    pidfile = run_dir(settings) / f"{name}.pid"
+    return entry.get("pid") or read_pid(pidfile), entry.get("identity"), pidfile
+
+
+def managed(settings: Settings, name: str) -> bool:
+    """The process recorded as ``name`` still runs (and is still that process)."""
+    return still_running(*_record(settings, name))
+
+
+def stop_component(settings: Settings, name: str, timeout: float) -> bool:
+    """Stop the process recorded as ``name`` if it is still that process; forget the record."""
+    pid, ident, pidfile = _record(settings, name)
+    stopped = stop_pid(pid, signal.SIGTERM, timeout, recorded=ident, pidfile=pidfile, name=name)
+    _forget(settings, name)
+    return stopped
 
 
 def _forget(settings: Settings, name: str) -> None:
@@ -104,10 +126,9 @@ def _redis_binary() -> str:
 
 
 def start_redis(settings: Settings) -> Component:
-    where = settings.redis_url
+    where = redact_url(settings.redis_url)
     if redis_ping(settings) is not None:
-        managed = pid_alive(load_state(settings).get("redis", {}).get("pid"))
-        return Component("redis", True, managed, where, "already running")
+        return Component("redis", True, managed(settings, "redis"), where, "already running")
     if settings.redis_external:
         raise StackError(f"Redis at {where} (ESM_REDIS_URL) does not answer",
                          hint="start it, or unset ESM_REDIS_URL to let esm run a local one")
@@ -154,9 +175,9 @@ def worker_ping(settings: Settings, timeout: float = 2.0) -> list[str]:
 
 def start_worker(settings: Settings, concurrency: int | None = None) -> Component:
     pidfile = worker_pidfile(settings)
-    pid = read_pid(pidfile)
-    if pid_alive(pid):
-        return Component("worker", True, True, settings.worker_queue, "already running", pid)
+    if managed(settings, pidfile.stem):
+        return Component("worker", True, True, settings.worker_queue, "already running",
+                         _record(settings, pidfile.stem)[0])
     logs = settings.stack_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     conc = concurrency or settings.worker_concurrency
@@ -180,10 +201,7 @@ def start_worker(settings: Settings, concurrency: int | None = None) -> Componen
 
 
 def stop_worker(settings: Settings) -> bool:
-    pidfile = worker_pidfile(settings)
-    stopped = stop_pid(read_pid(pidfile), signal.SIGTERM, timeout=30)
-    _forget(settings, pidfile.stem)
-    return stopped
+    return stop_component(settings, worker_pidfile(settings).stem, timeout=30)
 
 
 # --------------------------------------------------------------------------- whole stack
@@ -200,17 +218,9 @@ def up(settings: Settings, *, worker: bool = True, concurrency: int | None = Non
 def down(settings: Settings) -> list[str]:
     """Stop exactly the processes ``up`` started, by pid; return their names."""
     state = load_state(settings)
-    stopped = []
-    for name in [k for k in state if k.startswith("worker")]:
-        if stop_pid(state[name].get("pid"), signal.SIGTERM, timeout=30):
-            stopped.append(name)
-        _forget(settings, name)
-    for name in ("redis", "es"):
-        entry = state.get(name)
-        if entry and stop_pid(entry.get("pid"), signal.SIGTERM, timeout=60):
-            stopped.append(name)
-        _forget(settings, name)
-    return stopped
+    names = [k for k in state if k.startswith("worker")] + [k for k in ("redis", "es") if k in state]
+    return [name for name in names
+            if stop_component(settings, name, timeout=30 if name.startswith("worker") else 60)]
 
 
 def status(settings: Settings) -> list[Component]:
@@ -222,16 +232,16 @@ def status(settings: Settings) -> list[Component]:
         detail = f"Elasticsearch {info.get('version', '?')} (JVM {info.get('jvm', '?')}), health {health}"
     else:
         detail = "not reachable"
-    es = Component("elasticsearch", bool(health), pid_alive(state.get("es", {}).get("pid")),
-                   settings.es_url, detail, state.get("es", {}).get("pid"))
+    es = Component("elasticsearch", bool(health), managed(settings, "es"),
+                   redact_url(settings.es_url), detail, state.get("es", {}).get("pid"))
     rinfo = redis_ping(settings)
-    redis = Component("redis", rinfo is not None, pid_alive(state.get("redis", {}).get("pid")),
-                      settings.redis_url,
+    redis = Component("redis", rinfo is not None, managed(settings, "redis"),
+                      redact_url(settings.redis_url),
                       f"Redis {rinfo['redis_version']}" if rinfo else "not reachable",
                       state.get("redis", {}).get("pid"))
     names = worker_ping(settings) if rinfo else []
-    wpid = read_pid(worker_pidfile(settings))
-    alive = pid_alive(wpid)
+    wname = worker_pidfile(settings).stem
+    wpid, alive = _record(settings, wname)[0], managed(settings, wname)
     detail = (", ".join(names) if names else
               "process alive but not answering pings (e.g. after a broker restart)" if alive else
               "no worker answers")

@@ -22,7 +22,8 @@ from typing import Callable
 from . import ES_VERSION
 from .config import Settings
 from .errors import StackError
-from .stack_proc import pid_alive, read_pid
+from .redact import redact_url
+from .stack_proc import pid_alive, read_pid, still_running
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +191,11 @@ def start_es(settings: Settings, *, remember: Callable, state: dict):
     from .stack import Component
 
     if es_health(settings):
-        managed = pid_alive(state.get("es", {}).get("pid"))
-        return Component("elasticsearch", True, managed, settings.es_url, "already running")
+        entry = state.get("es", {})
+        managed = still_running(entry.get("pid"), entry.get("identity"), settings.stack_dir / "run" / "es.pid")
+        return Component("elasticsearch", True, managed, redact_url(settings.es_url), "already running")
     if settings.es_external:
-        raise StackError(f"Elasticsearch at {settings.es_url} (ESM_ES_URL) does not answer",
+        raise StackError(f"Elasticsearch at {redact_url(settings.es_url)} (ESM_ES_URL) does not answer",
                          hint="check the URL and credentials, or unset ESM_ES_URL")
     home = install_es(settings)
     java = find_java_home(settings)
@@ -212,7 +214,7 @@ def start_es(settings: Settings, *, remember: Callable, state: dict):
     health = _wait_yellow(settings, pidfile, timeout=180)
     pid = read_pid(pidfile)
     remember(settings, "es", pid, java_home=str(java))
-    return Component("elasticsearch", True, True, settings.es_url,
+    return Component("elasticsearch", True, True, redact_url(settings.es_url),
                      f"started in {time.monotonic() - started:.0f} s, health {health}, "
                      f"JDK {java.name}", pid)
 

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data import Sample, fingerprint, labels_tensor, relabel, scan_folder, split
+from .data import Sample, fingerprint, labels_tensor, read_folder, relabel, split
 from .encoder import Encoder, backbone_spec, create_encoder
 from .evaluate import Embedded, backbone_features, retrieval_metrics
 from .losses import Objective, objective
@@ -48,7 +48,7 @@ class TrainConfig:
     miner: str = "batch-hard"
     margin: float | None = None
     time_budget_s: float | None = None
-    refit: bool = True                    # frozen backbone: retrain the head on train + val at the end
+    refit: bool = False                   # frozen backbone: retrain the head on train + val at the end
 
     def resolved(self) -> "TrainConfig":
         spec = backbone_spec(self.backbone)
@@ -190,41 +190,65 @@ def refit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, samples: list
         _head_epoch(encoder, loss_fn, miner, opt, feats, labels, cfg)
 
 
+def _train_frozen(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list[Sample],
+                  val_s: list[Sample], on_epoch: EpochCallback | None) -> tuple[list[dict], dict, int]:
+    """Frozen backbone: head on cached features, gate and threshold on validation, optional refit.
+
+    The card must describe the head that ships. Without refit (the default) it is the
+    early-stopped head the metrics, the gate and the threshold were measured on. With refit the
+    shipped head was retrained on train + validation: the metrics stay those of the validated
+    head (said in ``measured_head``), and the near-duplicate threshold, which only means
+    something in the shipped head's own space, is recalibrated with it (on images it trained
+    on: optimistic, and said so)."""
+    from .gate import calibrate_near_duplicates, gate_and_calibrate
+
+    feats = {name: backbone_features(cfg.backbone, part, cfg.weights, cfg.pretrained,
+                                     module=encoder.backbone).float()
+             for name, part in (("train", train_s), ("val", val_s))}
+    history, best_epoch = _fit_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch)
+    with torch.no_grad():
+        val_vectors = encoder.project(feats["val"]).numpy()
+    metrics = gate_and_calibrate(encoder, cfg, val_s, val_vectors, feats["val"])
+    metrics["measured_head"] = "shipped"
+    if not (cfg.refit and best_epoch > 0):
+        return history, metrics, 0
+    refit_head(encoder, obj, cfg, train_s + val_s, torch.cat([feats["train"], feats["val"]]), best_epoch)
+    with torch.no_grad():
+        shipped = encoder.project(feats["val"]).numpy()
+    metrics.update(
+        measured_head=f"early-stopped head (epoch {best_epoch}) before the refit; the shipped head was "
+                      "retrained on train + validation and has no held-out measurement",
+        near_duplicate_threshold=calibrate_near_duplicates(shipped, labels_tensor(val_s).numpy(),
+                                                           encoder.metric),
+        near_duplicate_threshold_from="the shipped (refit) head on validation images it was trained on: "
+                                      "optimistic")
+    return history, metrics, best_epoch
+
+
 def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
           on_epoch: EpochCallback | None = None, resume: bool = False) -> TrainResult:
     """Train, gate against the baseline, calibrate, and write the model file with its card."""
     cfg = cfg.resolved()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    samples = scan_folder(data_dir)
+    folder = read_folder(data_dir)
+    samples = folder.samples
     train_s, val_s = split(samples, cfg.protocol, cfg.val_fraction, cfg.seed)
     obj = objective(cfg.loss)
     encoder = create_encoder(cfg.backbone, dim=cfg.dim, metric=obj.metric, pretrained=cfg.pretrained,
                              weights=cfg.weights, head=cfg.head,
                              feature_norm=obj.name == "mahalanobis")
-    from .gate import gate_and_calibrate
-
     started = time.monotonic()
-    refit_epochs = 0
     if cfg.freeze_backbone:
-        feats = {name: backbone_features(cfg.backbone, part, cfg.weights, cfg.pretrained,
-                                         module=encoder.backbone).float()
-                 for name, part in (("train", train_s), ("val", val_s))}
-        history, best_epoch = _fit_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch)
-        with torch.no_grad():
-            val_vectors = encoder.project(feats["val"]).numpy()
-        metrics = gate_and_calibrate(encoder, cfg, val_s, val_vectors, feats["val"])  # before refit
-        if cfg.refit and best_epoch > 0:
-            refit_head(encoder, obj, cfg, train_s + val_s, torch.cat([feats["train"], feats["val"]]),
-                       best_epoch)
-            refit_epochs = best_epoch
+        history, metrics, refit_epochs = _train_frozen(encoder, obj, cfg, train_s, val_s, on_epoch)
     else:
         from .finetune import fit_full
+        from .gate import gate_and_calibrate
         history = fit_full(encoder, obj, cfg, train_s, val_s, Path(str(out) + ".ckpt"), on_epoch, resume)
-        metrics = gate_and_calibrate(encoder, cfg, val_s)
+        metrics, refit_epochs = {**gate_and_calibrate(encoder, cfg, val_s), "measured_head": "shipped"}, 0
     metrics["train_seconds"] = round(time.monotonic() - started, 1)
     training = {**asdict(cfg), "history": history, "n_train": len(train_s), "n_val": len(val_s),
-                "refit_epochs": refit_epochs}
+                "refit_epochs": refit_epochs, "skipped_images": folder.skipped_records()}
     card = build_card(encoder, backbone=cfg.backbone, loss=cfg.loss, training=training,
                       data_fingerprint=fingerprint(samples), metrics=metrics)
     return TrainResult(save_model(out, encoder, card), card, history)

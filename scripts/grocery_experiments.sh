@@ -18,7 +18,7 @@ for P in in-domain class-disjoint; do
   for LH in ${RUNS:-mahalanobis:linear triplet:linear triplet:mlp multi-similarity:linear multi-similarity:mlp contrastive:linear contrastive:mlp}; do
     L=${LH%%:*}; H=${LH##*:}; N="$L-$H"
     esm train "$OUT/$P/train" --out "$OUT/$P-$N.pt" --loss "$L" --head "$H" --protocol "$P" \
-      --epochs "${EPOCHS:-60}" --patience 8 --seed 0 ${TRAIN_ARGS:-} --json > "$OUT/$P-$N.card.json"
+      --epochs "${EPOCHS:-60}" --patience 8 --seed 0 --refit ${TRAIN_ARGS:-} --json > "$OUT/$P-$N.card.json"
     esm evaluate "$OUT/$P/test" --model "$OUT/$P-$N.pt" --json > "$OUT/$P-$N.json"
   done
 done

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
 
 from es_metric.config import Settings
+from es_metric.redact import install_log_filter
 
 # Longest a task may run; the broker's visibility timeout must exceed it, or Redis would
 # redeliver a task that is still running (and it would be written twice, harmlessly but wastefully).
@@ -36,3 +38,13 @@ def make_app(settings: Settings | None = None) -> Celery:
 
 
 app = make_app()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _redact_logs(logger, **_kw) -> None:
+    """Secrets (ESM_* passwords, API keys, URL passwords) scrubbed from every worker log line.
+
+    Celery masks the broker password in its own lines; this covers everything else a worker
+    logs, exception messages and tracebacks included."""
+    install_log_filter(Settings.from_env().secrets(), logger)

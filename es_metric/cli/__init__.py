@@ -8,16 +8,27 @@ import sys
 import click
 
 from ..errors import EsmError
+from ..redact import install_log_filter, redact_text
+
+
+def _secrets() -> tuple[str, ...]:
+    """The secrets of the environment's settings (none when the settings do not parse)."""
+    from ..config import Settings
+
+    try:
+        return Settings.from_env().secrets()
+    except EsmError:
+        return ()
 
 
 class EsmGroup(click.Group):
-    """Turns library errors into one line on stderr and the error's exit code."""
+    """Turns library errors into one line on stderr (secrets scrubbed) and the error's exit code."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except EsmError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {redact_text(str(exc), _secrets())}", err=True)
             sys.exit(exc.exit_code)
 
 
@@ -28,6 +39,7 @@ def main(verbose: int) -> None:
     """es-metric: learned visual similarity search for an existing Elasticsearch stack."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    install_log_filter(_secrets())  # third-party debug lines (request/response dumps) included
     if verbose == 0:
         logging.getLogger("es_metric").setLevel(logging.INFO)
         for noisy in ("elastic_transport", "elasticsearch", "urllib3"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..data import PROTOCOLS, materialize, scan_folder, split as split_samples
+from ..data import PROTOCOLS, materialize, read_folder, split as split_samples
 from ..encoder import BACKBONES
 from ..losses import OBJECTIVES
 from . import main
@@ -36,8 +36,9 @@ from .common import echo_json
 @click.option("--miner", type=click.Choice(["batch-hard", "semi-hard"]), default="batch-hard", show_default=True)
 @click.option("--margin", type=float, default=None)
 @click.option("--time-budget", type=float, default=None, help="Stop head training after N seconds.")
-@click.option("--refit/--no-refit", default=True, show_default=True,
-              help="Frozen backbone: after early stopping, retrain the head on train + validation.")
+@click.option("--refit/--no-refit", default=False, show_default=True,
+              help="Frozen backbone: after early stopping, retrain the head on train + validation "
+                   "(the card's metrics then describe the head before the refit).")
 @click.option("--resume", is_flag=True, help="Continue from MODEL.ckpt (full fine-tuning).")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
 def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:
@@ -60,6 +61,8 @@ def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:
     click.echo(f"wrote {result.path}  model id {card['model_id']}  ({card['dims']}-d, {card['similarity']})")
     click.echo(f"validation MAP@R {m['val']['map_at_r']:.4f}  R@1 {m['val']['recall_at_1']:.4f}  "
                f"trained in {m['train_seconds']} s")
+    if m.get("measured_head", "shipped") != "shipped":
+        click.echo(f"note: these metrics are of the {m['measured_head']}")
     verdict = "PASSED" if gate["passed"] else "FAILED: the model is NOT better than"
     click.echo(f"gate {verdict} {gate['against']} (MAP@R {gate['baseline_map_at_r']:.4f})")
 
@@ -101,12 +104,13 @@ def evaluate(data_dir, model_path, baseline, weights, batch_size, as_json, repor
 @click.option("--exclude", multiple=True, help="Sub-folder to leave out (repeatable).")
 def split_cmd(data_dir, out, protocol, test_fraction, seed, exclude) -> None:
     """Write OUT/train and OUT/test (symlinked image folders) under a protocol."""
-    samples = scan_folder(data_dir, exclude=tuple(exclude))
-    train_s, test_s = split_samples(samples, protocol, test_fraction, seed)
+    folder = read_folder(data_dir, exclude=tuple(exclude))
+    train_s, test_s = split_samples(folder.samples, protocol, test_fraction, seed)
     n_train = materialize(train_s, Path(out) / "train")
     n_test = materialize(test_s, Path(out) / "test")
     click.echo(f"{protocol}: {n_train} train images ({len({s.cls for s in train_s})} classes), "
-               f"{n_test} test images ({len({s.cls for s in test_s})} classes) in {out}")
+               f"{n_test} test images ({len({s.cls for s in test_s})} classes) in {out}"
+               + (f"; {len(folder.skipped)} unusable image(s) left out" if folder.skipped else ""))
 
 
 @main.group("model")

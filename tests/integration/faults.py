@@ -1,7 +1,6 @@
 """Fault-injection helpers: stop and restart the stack's own processes by pid."""
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 
@@ -10,19 +9,19 @@ import pytest
 from es_metric import stack
 from es_metric.config import Settings
 from es_metric.stack_es import start_es
-from es_metric.stack_proc import pid_alive, read_pid, stop_pid
+from es_metric.stack_proc import read_pid
 
 
-def managed_pid(settings: Settings, name: str) -> int:
-    pid = stack.load_state(settings).get(name, {}).get("pid")
-    if not pid_alive(pid):
+def stop_managed(settings: Settings, name: str, timeout: float) -> None:
+    """Stop the stack's own ``name`` (by its recorded pid and identity)."""
+    if not stack.managed(settings, name):
         pytest.fail(f"fault tests need a {name} started by `esm stack up` (none recorded alive)",
                     pytrace=False)
-    return pid
+    assert stack.stop_component(settings, name, timeout)
 
 
 def stop_es(settings: Settings) -> None:
-    stop_pid(managed_pid(settings, "es"), signal.SIGTERM, timeout=60)
+    stop_managed(settings, "es", 60)
 
 
 def start_es_again(settings: Settings) -> None:
@@ -30,7 +29,7 @@ def start_es_again(settings: Settings) -> None:
 
 
 def restart_redis(settings: Settings, down_seconds: float = 1.0) -> None:
-    stop_pid(managed_pid(settings, "redis"), signal.SIGTERM, timeout=30)
+    stop_managed(settings, "redis", 30)
     time.sleep(down_seconds)
     stack.start_redis(settings)
 

@@ -1,4 +1,4 @@
-"""Helpers for integration tests: run the CLI in-process and parse its JSON."""
+"""Helpers for integration tests: run the CLI in-process and parse its JSON; read the worker log."""
 from __future__ import annotations
 
 import json
@@ -6,6 +6,16 @@ import json
 from click.testing import CliRunner
 
 from es_metric.cli import main
+
+
+def worker_log(settings) -> str:
+    """Everything the worker of ``settings.worker_queue`` (started by the stack) has logged."""
+    import re
+
+    from es_metric.stack import worker_pidfile
+    mine = re.compile(rf"{re.escape(worker_pidfile(settings).stem)}-\d+\.log")  # <stem>-%i.log
+    return "\n".join(p.read_text(errors="replace")
+                     for p in sorted((settings.stack_dir / "logs").iterdir()) if mine.fullmatch(p.name))
 
 
 def esm(*args: str, ok: bool = True):

@@ -35,7 +35,7 @@ class SecureNode:
         return Settings.from_env({}).with_(**base)
 
     def stop(self) -> None:
-        stop_pid(read_pid(self.pidfile), signal.SIGTERM, timeout=60)
+        stop_pid(read_pid(self.pidfile), signal.SIGTERM, timeout=60, pidfile=self.pidfile)
 
 
 def _openssl(*args: str, cwd: Path) -> None:

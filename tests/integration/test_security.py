@@ -3,6 +3,7 @@ secrets never in errors or logs; Celery accepts JSON only."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 
@@ -15,6 +16,7 @@ from es_metric.modelfile import read_card
 from es_metric.pipeline import process_batch
 from es_metric.search import SearchRequest, run_search
 from es_metric.sources import folder_items
+from tests.integration.helpers import worker_log
 from tests.integration.nodes import PASSWORD, start_secure_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
@@ -109,6 +111,11 @@ def test_tls_without_the_ca_is_refused_clearly(secure):
 
 
 def test_celery_refuses_pickle_messages(stack, es, index_name, tiny_model, tiny_data):
+    """A pickled task is refused by the worker, which goes on working. Observable, not timed:
+    the pickle message is queued first and a JSON job after it on the same queue; when the JSON
+    job is done, the worker has taken the pickle message off the queue before it (FIFO), its
+    log says it refused to deserialize it, and its images (another class) were never written."""
+    from es_metric.ingest import enqueue, wait
     from workers.celery_app import make_app
 
     create_versioned_index(es, index_name, read_card(tiny_model), str(tiny_model))
@@ -117,12 +124,89 @@ def test_celery_refuses_pickle_messages(stack, es, index_name, tiny_model, tiny_
            "model_path": info.model_path, "vector_field": info.vector_field, "mode": "index"}
     app = make_app(stack)
     app.conf.accept_content = ["json", "pickle"]  # the sender may try; the worker must refuse
+    log_before = len(worker_log(stack))
     app.send_task("es_metric.embed_batch", args=[job, list(folder_items(tiny_data / "class_0"))],
                   queue=stack.worker_queue, serializer="pickle")
-    time.sleep(5)
-    assert count(es, index_name) == 0
-    # the worker refused it and goes on working: the same batch as JSON is processed
-    from es_metric.ingest import enqueue, wait
-    job = enqueue(stack, es, index_name, list(folder_items(tiny_data / "class_0")))
-    assert wait(stack, job, timeout=120) == (16, 0)
-    assert count(es, index_name) == 16
+    app.close()
+    json_job = enqueue(stack, es, index_name, list(folder_items(tiny_data / "class_1")))
+    assert wait(stack, json_job, timeout=120) == (16, 0)
+    es.indices.refresh(index=index_name)
+    refs = {h["_source"]["image_path"] for h in es.search(index=index_name, size=100)["hits"]["hits"]}
+    assert len(refs) == 16 and all("/class_1/" in ref for ref in refs)   # nothing from the pickle task
+    log = worker_log(stack)[log_before:]
+    refused = log.split("Received invalid task message: ")[1:]
+    assert len(refused) == 1, f"the worker log does not show one message refused:\n{log}"
+    assert refused[0].startswith("Refusing to deserialize untrusted content of type pickle")
+    assert index_name in refused[0].split("Task es_metric")[0]  # the refused body it dumps: our task
+
+
+REDIS_PW, ES_PW = "hunter2-broker-pw", "s3cret-es-in-url"
+
+
+@pytest.fixture
+def redis_with_password(stack):
+    """A second Redis that demands a password (a child process, stopped by its own handle)."""
+    import shutil
+    import socket
+    import subprocess
+
+    import redis
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+                             "--requirepass", REDIS_PW, "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port, password=REDIS_PW)
+    for _ in range(50):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.1)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_secret_urls_stay_out_of_worker_log_and_cli(stack, es, index_name, tiny_model, tiny_data,
+                                                    redis_with_password, tmp_path, caplog):
+    """A worker started like `esm stack up` starts it, with a password in the broker URL and
+    in the Elasticsearch URL: the CLI works through them, says where it connects, and neither
+    password appears in the CLI's output, the logs, or the worker's log file."""
+    from click.testing import CliRunner
+
+    from es_metric import stack as esm_stack
+    from es_metric.cli import main
+
+    caplog.set_level(logging.DEBUG)
+    port = redis_with_password
+    broker = f"redis://:{REDIS_PW}@127.0.0.1:{port}/0"
+    s = stack.with_(redis_url=broker, redis_external=True, stack_dir=tmp_path / "stack",
+                    es_url=f"http://bob:{ES_PW}@127.0.0.1:{stack.es_port}", es_external=True,
+                    worker_queue="esm-secret")
+    env = {k: v for k, v in s.as_env().items() if v}
+    create_versioned_index(es, index_name, read_card(tiny_model), str(tiny_model))
+    esm_stack.start_worker(s)
+    try:
+        runner = CliRunner()
+        ingested = runner.invoke(main, ["ingest", index_name, str(tiny_data / "class_0"), "--timeout", "120"],
+                                 env=env)
+        status = runner.invoke(main, ["stack", "status"], env=env)
+        wrong = runner.invoke(main, ["ingest", index_name, str(tiny_data / "class_0")],
+                              env={**env, "ESM_REDIS_URL": broker.replace(REDIS_PW, "not-" + REDIS_PW)})
+    finally:
+        esm_stack.stop_worker(s)
+    assert ingested.exit_code == 0 and "16 indexed, 0 failed" in ingested.stdout, ingested.output
+    assert f"redis://:***@127.0.0.1:{port}/0" in status.stdout and "esm-secret-" in status.stdout
+    assert f"http://bob:***@127.0.0.1:{stack.es_port}" in status.stdout
+    assert wrong.exit_code != 0 and f"127.0.0.1:{port}" in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
+    logged = worker_log(s)
+    # Celery masks the broker password in its own lines (**), es-metric's log filter in all (***)
+    assert re.search(rf"Connected to redis://:\*+@127\.0\.0\.1:{port}/0", logged), logged
+    assert "embed_batch" in logged and "succeeded" in logged
+    seen = "\n".join([ingested.output, status.output, wrong.output, caplog.text, logged])
+    for secret in (REDIS_PW, ES_PW):
+        assert secret not in seen

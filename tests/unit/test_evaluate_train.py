@@ -57,35 +57,139 @@ def test_training_improves_map_at_r_over_untrained(tiny_data, tiny_model):
     assert history[0]["epoch"] == 0 and len(history) >= 2
 
 
-def test_mahalanobis_head_learns_on_frozen_features(tiny_data, tmp_path):
+MAHA = dict(loss="mahalanobis", backbone="small-cnn", pretrained=False, dim=16, epochs=15, batch_size=48,
+            seed=0, patience=15)
+
+
+@pytest.fixture(scope="module")
+def maha(tiny_data, tmp_path_factory):
+    """A learned Mahalanobis head on frozen (untrained small-cnn) features, default settings."""
     from es_metric.train import TrainConfig, train
-    res = train(tiny_data, tmp_path / "maha.pt",
-                TrainConfig(loss="mahalanobis", backbone="small-cnn", pretrained=False, dim=16,
-                            epochs=15, batch_size=48, seed=0, patience=15))
-    card = res.card
+    return train(tiny_data, tmp_path_factory.mktemp("maha") / "maha.pt", TrainConfig(**MAHA))
+
+
+def _fresh_validation(path, tiny_data, cfg) -> tuple[dict, Embedded]:
+    """Evaluate the model file as shipped on the validation split its training drew."""
+    from es_metric.evaluate import model_embeddings
+    from es_metric.modelfile import load_model
+    _, val_s = split(scan_folder(tiny_data), cfg["protocol"], cfg["val_fraction"], cfg["seed"])
+    emb = model_embeddings(load_model(path), val_s)
+    return retrieval_metrics(emb), emb
+
+
+def test_mahalanobis_head_learns_on_frozen_features(maha):
+    """Early stopping picks an epoch after 0 (the PCA start, i.e. the baseline's geometry), and
+    that epoch is clearly better than the start: training learned, not just kept epoch 0."""
+    card, history = maha.card, maha.history
     assert card["similarity"] == "l2_norm" and card["feature_norm"] is True
     assert card["training"]["freeze_backbone"] is True
-    assert card["metrics"]["val"]["map_at_r"] >= res.history[0]["val_map_at_r"]
+    best = max(history, key=lambda row: row["val_map_at_r"])
+    assert best["epoch"] >= 1 and best["val_map_at_r"] > history[0]["val_map_at_r"] + 0.1
+    assert card["metrics"]["val"]["map_at_r"] == pytest.approx(best["val_map_at_r"])
     assert card["metrics"]["near_duplicate_threshold"] is not None
+
+
+def test_card_metrics_are_a_fresh_evaluation_of_the_shipped_model(maha, tiny_data):
+    """What the card says is what ships: the model file, evaluated afresh on the validation
+    split, gives the card's metrics and its near-duplicate threshold. (With the refit that
+    used to be the default, the shipped head differed from the measured one.)"""
+    from es_metric.gate import calibrate_near_duplicates
+    card = maha.card
+    assert card["training"]["refit"] is False and card["training"]["refit_epochs"] == 0
+    assert card["metrics"]["measured_head"] == "shipped"
+    fresh, emb = _fresh_validation(maha.path, tiny_data, card["training"])
+    for key in ("map_at_r", "map", "recall_at_1", "recall_at_10", "n_queries"):
+        assert card["metrics"]["val"][key] == pytest.approx(fresh[key], abs=1e-6), key
+    threshold = calibrate_near_duplicates(emb.vectors, emb.labels, emb.metric)
+    assert card["metrics"]["near_duplicate_threshold"] == pytest.approx(threshold, abs=1e-5)
+
+
+def test_card_metrics_of_a_fine_tuned_model_are_the_shipped_ones(tiny_model, tiny_data):
+    from es_metric.modelfile import read_card
+    card = read_card(tiny_model)
+    assert card["training"]["freeze_backbone"] is False and card["metrics"]["measured_head"] == "shipped"
+    fresh, _ = _fresh_validation(tiny_model, tiny_data, card["training"])
+    assert card["metrics"]["val"]["map_at_r"] == pytest.approx(fresh["map_at_r"], abs=1e-5)
+
+
+def test_refit_card_says_which_head_was_measured(tiny_data, tmp_path):
+    """--refit ships a head retrained on train + validation: the card says its metrics are the
+    early-stopped head's, and the threshold is recalibrated in the shipped head's own space."""
+    from es_metric.gate import calibrate_near_duplicates
+    from es_metric.train import TrainConfig, train
+    res = train(tiny_data, tmp_path / "refit.pt", TrainConfig(**{**MAHA, "refit": True}))
+    metrics, training = res.card["metrics"], res.card["training"]
+    assert training["refit_epochs"] >= 1
+    assert metrics["measured_head"].startswith(f"early-stopped head (epoch {training['refit_epochs']})")
+    assert "optimistic" in metrics["near_duplicate_threshold_from"]
+    _, emb = _fresh_validation(res.path, tiny_data, training)
+    threshold = calibrate_near_duplicates(emb.vectors, emb.labels, emb.metric)
+    assert metrics["near_duplicate_threshold"] == pytest.approx(threshold, abs=1e-5)
+
+
+FULL = dict(loss="contrastive", backbone="small-cnn", pretrained=False, freeze_backbone=False,
+            dim=8, batch_size=48, seed=4, patience=10)
 
 
 def test_full_training_resumes_from_its_checkpoint(tiny_data, tmp_path):
     """An interrupted fine-tune (here: stopped after epoch 1) continues at epoch 2 with the
-    history, optimiser and best state of the checkpoint instead of starting over."""
+    history, optimiser and best state of the checkpoint instead of starting over. The
+    checkpoint holds only tensors and plain values (it loads with weights_only=True)."""
     import torch
 
     from es_metric.train import TrainConfig, train
-    cfg = dict(loss="contrastive", backbone="small-cnn", pretrained=False, freeze_backbone=False,
-               dim=8, batch_size=48, seed=4, patience=10)
     out = tmp_path / "ft.pt"
-    first = train(tiny_data, out, TrainConfig(epochs=1, **cfg))
-    ckpt = torch.load(str(out) + ".ckpt", weights_only=False)
+    first = train(tiny_data, out, TrainConfig(epochs=1, **FULL))
+    ckpt = torch.load(str(out) + ".ckpt", weights_only=True)
     assert ckpt["epoch"] == 1 and [r["epoch"] for r in first.history] == [0, 1]
+    assert ckpt["config"]["dim"] == 8 and isinstance(ckpt["config"], dict)
 
-    resumed = train(tiny_data, out, TrainConfig(epochs=2, **cfg), resume=True)
+    resumed = train(tiny_data, out, TrainConfig(epochs=2, **FULL), resume=True)
     assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
     assert resumed.history[1] == first.history[1]  # carried over, not retrained
-    assert torch.load(str(out) + ".ckpt", weights_only=False)["epoch"] == 2
+    assert torch.load(str(out) + ".ckpt", weights_only=True)["epoch"] == 2
 
-    restarted = train(tiny_data, out, TrainConfig(epochs=1, **cfg))  # no --resume: from scratch
+    restarted = train(tiny_data, out, TrainConfig(epochs=1, **FULL))  # no --resume: from scratch
     assert [r["epoch"] for r in restarted.history] == [0, 1]
+
+
+class _Payload:
+    """What a hostile checkpoint carries: unpickling it would create a file (it could run anything)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_resume_refuses_a_checkpoint_holding_a_pickled_object(tiny_data, tmp_path):
+    import torch
+    from click.testing import CliRunner
+
+    from es_metric.cli import main
+    from es_metric.train import TrainConfig, train
+    out = tmp_path / "ft.pt"
+    train(tiny_data, out, TrainConfig(epochs=1, **FULL))
+    ckpt = torch.load(str(out) + ".ckpt", weights_only=True)
+    marker = tmp_path / "code-ran"
+    ckpt["history"].append({"epoch": 1, "note": _Payload(marker)})
+    torch.save(ckpt, str(out) + ".ckpt")
+    args = ["train", tiny_data, "--out", out, "--loss", "contrastive", "--backbone", "small-cnn",
+            "--no-pretrained", "--train-backbone", "--dim", "8", "--epochs", "2", "--batch-size", "48",
+            "--seed", "4", "--resume"]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 1 and not marker.exists()
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith(f"error: checkpoint {out}.ckpt holds more than tensors and plain values")
+    assert "refused" in line and "Traceback" not in result.output
+
+
+def test_resume_refuses_a_checkpoint_of_another_shape(tiny_data, tmp_path):
+    from es_metric.errors import ModelError
+    from es_metric.train import TrainConfig, train
+    out = tmp_path / "ft.pt"
+    train(tiny_data, out, TrainConfig(epochs=1, **FULL))
+    with pytest.raises(ModelError, match=r"other settings: dim=8 \(now 12\)"):
+        train(tiny_data, out, TrainConfig(epochs=2, **{**FULL, "dim": 12}), resume=True)

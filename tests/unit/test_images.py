@@ -3,7 +3,7 @@ import io
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 from PIL import Image
 
 from es_metric.errors import ImageError
@@ -61,14 +61,77 @@ def test_read_bytes_reasons(tmp_path):
     assert info.value.reason == "too_large"
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.binary(max_size=2048), st.integers(0, 2000))
-def test_fuzz_decode_never_crashes(noise, cut):
-    """Random bytes, and mutated real images, either decode to RGB or raise ImageError."""
+# fewest leading bytes by which each allowed format is recognised (its signature)
+SIGNATURE_BYTES = {"JPEG": 3, "PNG": 8, "GIF": 6, "WEBP": 16, "BMP": 2, "TIFF": 4}
+# conservative: random bytes starting like this might be taken for an image's header
+SIGNATURE_STARTS = (b"\xff\xd8", b"\x89P", b"GIF", b"BM", b"RIFF", b"II", b"MM")
+
+
+def _encoded(fmt: str) -> bytes:
+    rng = np.random.default_rng(len(fmt))
     buf = io.BytesIO()
-    Image.fromarray(np.full((16, 16, 3), 120, np.uint8)).save(buf, "PNG")
-    for data in (noise, buf.getvalue()[:cut] + noise, buf.getvalue()[:cut]):
-        try:
-            assert decode(data).mode == "RGB"
-        except ImageError as exc:
-            assert exc.reason
+    Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(buf, fmt)
+    return buf.getvalue()
+
+
+ENCODED = {fmt: _encoded(fmt) for fmt in SIGNATURE_BYTES}
+
+
+def _reason(data: bytes) -> str:
+    try:
+        img = decode(data)
+    except ImageError as exc:
+        return exc.reason
+    assert img.mode == "RGB" and img.size == (32, 24)
+    return "ok"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=2048))
+def test_fuzz_random_bytes_are_not_an_image(noise):
+    """Bytes that start like no allowed format are refused as not_an_image (empty: empty_file)."""
+    assume(not noise.startswith(SIGNATURE_STARTS))
+    assert _reason(noise) == ("empty_file" if not noise else "not_an_image")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(ENCODED)), st.floats(0, 1))
+def test_fuzz_truncated_images_have_the_reason_of_where_they_were_cut(fmt, where):
+    """An image cut short is: empty, not an image (its signature incomplete), corrupt (cut in
+    its header or pixel data), or, complete, decoded."""
+    data = ENCODED[fmt]
+    cut = round(where * len(data))
+    if cut == 0:
+        expected = "empty_file"
+    elif cut < SIGNATURE_BYTES[fmt]:
+        expected = "not_an_image"
+    elif cut == len(data):
+        expected = "ok"
+    elif cut < len(data) - 20:  # (PNG and GIF decode without their last few bytes: trailer, IEND)
+        expected = "corrupt_image"
+    else:
+        return
+    assert _reason(data[:cut]) == expected, (fmt, cut, len(data))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(sorted(ENCODED)), st.binary(min_size=1, max_size=512))
+def test_fuzz_bytes_after_a_complete_image_are_ignored(fmt, tail):
+    """A polyglot (an image followed by anything: a zip, HTML) decodes as the image."""
+    assert _reason(ENCODED[fmt] + tail) == "ok"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(sorted(ENCODED)), st.integers(0, 10_000), st.binary(min_size=1, max_size=64))
+def test_fuzz_overwritten_bytes_give_a_known_outcome(fmt, at, patch):
+    """Bytes overwritten anywhere inside a valid image (signature kept): decoded, or refused as
+    corrupt or too large; never another outcome, never another exception."""
+    data = bytearray(ENCODED[fmt])
+    at = SIGNATURE_BYTES[fmt] + at % (len(data) - SIGNATURE_BYTES[fmt])
+    data[at:at + len(patch)] = patch
+    try:
+        img = decode(bytes(data))
+    except ImageError as exc:
+        assert exc.reason in ("corrupt_image", "too_many_pixels"), exc.reason
+    else:
+        assert img.mode == "RGB"

@@ -28,11 +28,52 @@ def test_docker_compose_agrees_with_code():
     assert services["elasticsearch"]["image"].endswith(f"elasticsearch:{ES_VERSION}")
     assert "127.0.0.1:9200:9200" in services["elasticsearch"]["ports"]
     assert "127.0.0.1:6379:6379" in services["redis"]["ports"]
-    env = services["worker"]["environment"]
+    env = _interpolate(services["worker"]["environment"], {"ESM_DATA_DIR": "/data"})
     assert set(env) <= set(ENV_NAMES), f"unknown ESM_* names: {set(env) - set(ENV_NAMES)}"
     s = Settings.from_env(env)
     assert s.es_external and s.redis_external and s.worker_queue in services["worker"]["command"]
     assert "workers.celery_app" in services["worker"]["command"]
+
+
+def _interpolate(value, env: dict):
+    """docker compose's ${VAR}, ${VAR:-default} and ${VAR:?error} over a parsed compose file."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(m: re.Match) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        if env.get(name):
+            return env[name]
+        if op == ":?":
+            raise ValueError(f"{name}: {arg}")
+        return arg if op == ":-" else ""
+    return re.sub(r"\$\{(\w+)(?:(:[-?])([^}]*))?\}", one, value)
+
+
+def test_compose_worker_sees_host_paths_where_the_cli_records_them():
+    """The CLI records absolute host paths; the worker must find images and models at exactly
+    those paths, and be allowed to read the images there (ESM_IMAGE_ROOTS = the mount)."""
+    raw = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env = {"ESM_DATA_DIR": "/home/ana/shop/data", "ESM_MODEL_DIR": "/home/ana/shop/models"}
+    worker = _interpolate(raw, env)["services"]["worker"]
+    mounts = {}
+    for volume in worker["volumes"]:
+        source, target, mode = volume.split(":")
+        assert mode == "ro" and target.startswith("/")
+        mounts[source] = target
+    assert mounts == {env["ESM_DATA_DIR"]: env["ESM_DATA_DIR"], env["ESM_MODEL_DIR"]: env["ESM_MODEL_DIR"]}
+    roots = Settings.from_env(worker["environment"]).image_roots
+    assert roots == (Path(env["ESM_DATA_DIR"]),)   # the only readable root is the data mount
+    try:
+        _interpolate(raw, {})
+    except ValueError as exc:  # no silent default: compose refuses to start without the folders
+        assert "ESM_DATA_DIR" in str(exc) or "ESM_MODEL_DIR" in str(exc)
+    else:
+        raise AssertionError("compose starts without ESM_DATA_DIR / ESM_MODEL_DIR")
 
 
 def test_every_env_name_is_read_by_settings():
