@@ -60,7 +60,7 @@ def cluster_errors(settings: Settings) -> Iterator[None]:
 
 
 @contextmanager
-def api_errors(action: str) -> Iterator[None]:
+def api_errors(action: str, where: str = "") -> Iterator[None]:
     """Elasticsearch's answers to ``action`` as the hierarchy: a 400 is the request's fault
     (SearchError), a 404 a missing index, 429 and unreachable ClusterUnavailable, other answers
     ClusterError. Messages carry ES's reason, never a URL or a credential."""
@@ -79,14 +79,24 @@ def api_errors(action: str) -> Iterator[None]:
             raise ClusterUnavailable("Elasticsearch is overloaded (HTTP 429)",
                                      hint="retry in a moment") from None
         cls = SearchError if exc.meta.status < 500 else ClusterError
-        raise cls(f"Elasticsearch failed {action} (HTTP {exc.meta.status}): {es_reason(exc)}",
+        at = f" at {where}" if where and cls is ClusterError else ""
+        raise cls(f"Elasticsearch{at} failed {action} (HTTP {exc.meta.status}): {es_reason(exc)}",
                   hint="check the cluster's health" if cls is ClusterError else "") from None
     except (EsConnectionError, ConnectionTimeout) as exc:
-        raise ClusterUnavailable(f"cannot reach Elasticsearch ({type(exc).__name__})",
+        at = f" at {where}" if where else ""
+        raise ClusterUnavailable(f"cannot reach Elasticsearch{at} ({type(exc).__name__})",
                                  hint="start it with `esm stack up`, or check ESM_ES_URL") from None
     except TransportError as exc:
         raise ClusterError(f"Elasticsearch transport failed: {type(exc).__name__}",
                            hint="check the cluster's health") from None
+
+
+def client_url(client: Elasticsearch) -> str:
+    """Where ``client`` sends requests (its first node), redacted: for messages."""
+    try:
+        return redact_url(client.transport.node_pool.all()[0].base_url)
+    except (AttributeError, IndexError):
+        return ""
 
 
 def es_reason(exc: ApiError, width: int = 300) -> str:

@@ -15,7 +15,7 @@ from elasticsearch import Elasticsearch, NotFoundError
 
 from .embed import embed_images
 from .errors import SearchError, shown
-from .es import api_errors
+from .es import api_errors, client_url
 from .images import DecodeLimits, decode
 from .index import IndexInfo, index_info
 from .modelfile import cached_model
@@ -142,7 +142,7 @@ def run_search(client: Elasticsearch, index: str, req: SearchRequest,
                limits: DecodeLimits = DecodeLimits()) -> dict:
     """Answer ``req`` on ``index``; the result matches the CLI contract's JSON."""
     started = time.perf_counter()
-    with api_errors(f"the search on {shown(index)}"):
+    with api_errors(f"the search on {shown(index)}", client_url(client)):
         try:
             return _run(client, index, req, limits, started, *resolve(client, index))
         except NotFoundError:
