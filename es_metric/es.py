@@ -91,14 +91,6 @@ def api_errors(action: str, where: str = "") -> Iterator[None]:
                            hint="check the cluster's health") from None
 
 
-def client_url(client: Elasticsearch) -> str:
-    """Where ``client`` sends requests (its first node), redacted: for messages."""
-    try:
-        return redact_url(client.transport.node_pool.all()[0].base_url)
-    except (AttributeError, IndexError):
-        return ""
-
-
 def es_reason(exc: ApiError, width: int = 300) -> str:
     """The most specific reason in an Elasticsearch error body (its root cause and what caused it)."""
     error = exc.body.get("error") if isinstance(exc.body, dict) else None

@@ -15,7 +15,7 @@ from elasticsearch import Elasticsearch, NotFoundError
 
 from .embed import embed_images
 from .errors import SearchError, shown
-from .es import api_errors, client_url
+from .es import api_errors
 from .images import DecodeLimits, decode
 from .index import IndexInfo, index_info
 from .modelfile import cached_model
@@ -139,10 +139,11 @@ def near_duplicate_threshold(info: IndexInfo) -> float:
 
 
 def run_search(client: Elasticsearch, index: str, req: SearchRequest,
-               limits: DecodeLimits = DecodeLimits()) -> dict:
-    """Answer ``req`` on ``index``; the result matches the CLI contract's JSON."""
+               limits: DecodeLimits = DecodeLimits(), where: str = "") -> dict:
+    """Answer ``req`` on ``index``; the result matches the CLI contract's JSON. ``where``: the
+    cluster's (redacted) address, named in errors for operators; the HTTP API leaves it out."""
     started = time.perf_counter()
-    with api_errors(f"the search on {shown(index)}", client_url(client)):
+    with api_errors(f"the search on {shown(index)}", where):
         try:
             return _run(client, index, req, limits, started, *resolve(client, index))
         except NotFoundError:

@@ -28,6 +28,7 @@ def search(index, image, like, text, filters, k, page, num_candidates, fusion, i
            text_weight, min_similarity, near_duplicates, as_json) -> None:
     """Search INDEX by image, by document, by text, with filters."""
     from ..images import DecodeLimits, read_bytes
+    from ..redact import redact_url
     from ..search import SearchRequest, run_search
 
     with Cluster() as (s, es):
@@ -36,7 +37,7 @@ def search(index, image, like, text, filters, k, page, num_candidates, fusion, i
                             filters=list(filters), k=k, page=page, num_candidates=num_candidates,
                             fusion=fusion, image_weight=image_weight, text_weight=text_weight,
                             min_similarity=min_similarity, near_duplicates=near_duplicates)
-        result = run_search(es, index, req, limits)
+        result = run_search(es, index, req, limits, where=redact_url(s.es_url))
     if as_json:
         echo_json(result)
         return
