@@ -36,6 +36,12 @@ class ConfigError(EsmError):
     exit_code = 2
 
 
+class PathRefused(ConfigError):
+    """A file path outside the image roots (or not a usable path): never read, never served."""
+
+    reason = "path_refused"
+
+
 class StackError(EsmError):
     """The local stack (Elasticsearch, Redis, worker) could not be started or stopped."""
 
@@ -64,6 +70,10 @@ class MappingMismatch(EsmError):
 
 class IndexStateError(EsmError):
     """An index or alias is not in the state an operation needs."""
+
+
+class JobStalled(EsmError):
+    """An ingest job stopped making progress and nothing of it is queued or running."""
 
 
 class SearchError(EsmError):
