@@ -55,6 +55,7 @@ class Settings:
     failures_index: str = "esm-failures"
     api_key: str | None = field(default=None, repr=False)
     max_upload_bytes: int = 10 * 1024 * 1024
+    stall_seconds: float = 120  # `ingest --wait` and reindex give up on a job idle this long
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -85,6 +86,7 @@ class Settings:
             failures_index=env.get("ESM_FAILURES_INDEX") or "esm-failures",
             api_key=env.get("ESM_API_KEY") or None,
             max_upload_bytes=_int(env, "ESM_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
+            stall_seconds=_int(env, "ESM_STALL_SECONDS", 120),
         )
         if env.get("ESM_STACK_DIR"):
             kw["stack_dir"] = Path(env["ESM_STACK_DIR"])
@@ -131,5 +133,5 @@ ENV_NAMES = (
     "ESM_ES_CA_FILE", "ESM_ES_TIMEOUT", "ESM_REDIS_URL", "ESM_REDIS_PORT", "ESM_STACK_DIR", "ESM_ES_HEAP",
     "ESM_ES_JAVA_HOME", "ESM_WORKER_CONCURRENCY", "ESM_QUEUE", "ESM_BATCH_SIZE",
     "ESM_IMAGE_ROOTS", "ESM_MAX_IMAGE_PIXELS", "ESM_MAX_IMAGE_BYTES", "ESM_FAILURES_INDEX",
-    "ESM_API_KEY", "ESM_MAX_UPLOAD_BYTES",
+    "ESM_API_KEY", "ESM_MAX_UPLOAD_BYTES", "ESM_STALL_SECONDS",
 )
