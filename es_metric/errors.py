@@ -72,6 +72,10 @@ class IndexStateError(EsmError):
     """An index or alias is not in the state an operation needs."""
 
 
+class WorkerLost(EsmError):
+    """The worker process running a batch died again and again (the batch is not retried)."""
+
+
 class JobStalled(EsmError):
     """An ingest job stopped making progress and nothing of it is queued or running."""
 

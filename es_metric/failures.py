@@ -19,7 +19,7 @@ from elasticsearch import Elasticsearch, NotFoundError
 from elasticsearch.helpers import streaming_bulk
 
 from .config import Settings
-from .errors import ClusterUnavailable, EsmError, ImageError, MappingMismatch, ModelError
+from .errors import ClusterUnavailable, EsmError, ImageError, MappingMismatch, ModelError, WorkerLost
 from .index import ensure_failures_index
 from .progress import JobProgress
 
@@ -30,6 +30,7 @@ TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 TRANSIENT_TYPES = (ClusterUnavailable, EsConnectionError, ConnectionTimeout,
                    redis.ConnectionError, redis.TimeoutError)
 MAX_RETRIES = 10
+MAX_DELIVERIES = 3         # starts of one try of a task: more means its worker process keeps dying
 MAX_REF_CHARS = 4096       # refs and messages are stored as keyword/text: keep them bounded
 MAX_MESSAGE_CHARS = 2000
 
@@ -49,6 +50,8 @@ def failure_reason(exc: BaseException) -> tuple[str, str]:
         reason = "model_error"
     elif isinstance(exc, MappingMismatch):
         reason = "mapping_mismatch"
+    elif isinstance(exc, WorkerLost):
+        reason = "worker_lost"
     elif is_transient(exc):
         reason = "retries_exhausted"
     elif isinstance(exc, ApiError):
@@ -57,6 +60,18 @@ def failure_reason(exc: BaseException) -> tuple[str, str]:
         reason = "worker_error"
     text = str(exc) if isinstance(exc, EsmError) else f"{type(exc).__name__}: {exc}"
     return reason, text[:MAX_MESSAGE_CHARS]
+
+
+def check_redelivery(settings: Settings, job: dict, task_id: str | None, retries: int) -> None:
+    """WorkerLost when this try of the task already started MAX_DELIVERIES times: its worker
+    process died each time (late acks redeliver it), and would die again forever."""
+    if not isinstance(job, dict) or not job.get("job_id") or not task_id:
+        return
+    starts = JobProgress(settings, str(job["job_id"])).delivery(task_id, retries)
+    if starts > MAX_DELIVERIES:
+        raise WorkerLost(f"the worker process running this batch died {starts - 1} times (killed, "
+                         "out of memory, or a crash while decoding)",
+                         hint="find the image in the worker log; the other batches go on")
 
 
 def now() -> str:

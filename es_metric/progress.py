@@ -50,9 +50,18 @@ class JobProgress:
             if failed:
                 pipe.sadd(self.key + ":failed", *failed)
             pipe.hset(self.key, "updated", time.time())
-            for suffix in (":done", ":failed"):
+            for suffix in ("", ":done", ":failed"):
                 pipe.expire(self.key + suffix, JOB_TTL)
             pipe.execute()
+
+    def delivery(self, task_id: str, retries: int) -> int:
+        """How many times this try of a task has started: Celery delivers a task again when
+        the worker process running it died (killed, out of memory, a crash in a decoder)."""
+        with self._errors():
+            pipe = self.redis.pipeline()
+            pipe.hincrby(self.key + ":deliveries", f"{task_id}:{retries}", 1)
+            pipe.expire(self.key + ":deliveries", JOB_TTL)
+            return int(pipe.execute()[0])
 
     def counts(self) -> tuple[int, int, int]:
         """(total, done, failed)."""
@@ -64,15 +73,14 @@ class JobProgress:
             total, done, failed = pipe.execute()
         return int(total or 0), int(done), int(failed)
 
-    def _errors(self):
-        return _redis_errors(self.settings)
-
-
     def idle_seconds(self) -> float:
         """Seconds since the job last recorded progress (or was created)."""
         with self._errors():
             stamp = self.redis.hget(self.key, "updated") or self.redis.hget(self.key, "created")
         return time.time() - float(stamp) if stamp else float("inf")
+
+    def _errors(self):
+        return _redis_errors(self.settings)
 
 
 def open_jobs(settings: Settings, index: str, client: redis.Redis | None = None) -> dict[str, int]:

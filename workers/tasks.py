@@ -10,7 +10,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from es_metric.config import Settings
 from es_metric.embed import set_threads
 from es_metric.es import make_client
-from es_metric.failures import MAX_RETRIES, fail_batch, is_transient
+from es_metric.failures import MAX_RETRIES, check_redelivery, fail_batch, is_transient
 from es_metric.pipeline import process_batch
 from workers.celery_app import app
 
@@ -39,6 +39,7 @@ def embed_batch(self, job: dict, items: list[dict]) -> dict:
     batch with the reason (dead letters + job progress), so the job ends."""
     settings, client = _client()
     try:
+        check_redelivery(settings, job, self.request.id, self.request.retries)
         return process_batch(settings, client, job, items)
     except Exception as exc:  # noqa: BLE001 - every failure is classified, none is lost
         if is_transient(exc) and self.request.retries < MAX_RETRIES:

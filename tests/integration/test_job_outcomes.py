@@ -11,7 +11,7 @@ import redis
 
 from es_metric.errors import EsmError
 from es_metric.index import count, index_info
-from es_metric.ingest import enqueue, wait
+from es_metric.ingest import TASK_NAME, Job, enqueue, job_spec, wait
 from es_metric.progress import JobProgress
 from es_metric.sources import folder_items
 from tests.integration.helpers import esm, esm_json
@@ -52,7 +52,6 @@ def test_retries_exhausted_fail_every_image_with_the_reason(stack, es, index_nam
     from elasticsearch import ConnectionError as EsConnectionError
 
     from es_metric.failures import fail_batch
-    from es_metric.ingest import job_spec
 
     esm("mapping", "create", index_name, "--model", tiny_model)
     items = list(folder_items(tiny_data / "class_4"))[:5]
@@ -115,3 +114,27 @@ def test_a_dead_job_does_not_block_reindex(stack, es, index_name, tiny_model, ti
     finally:
         dead.redis.delete(dead.key)
     assert res["documents"] == res["vectors"] == 16 == count(es, index_name)
+
+
+def test_a_batch_whose_worker_keeps_dying_fails_instead_of_looping(stack, es, index_name, tiny_model,
+                                                                   tiny_data):
+    """Late acks redeliver a task whose worker process died; a batch that kills it every time
+    (out of memory, a decoder crash) would loop forever. Its deliveries are counted: the
+    fourth start of the same try fails the batch with worker_lost."""
+    from es_metric.failures import MAX_DELIVERIES
+    from es_metric.jobs import task_id
+    from workers.celery_app import make_app
+
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    items = list(folder_items(tiny_data / "class_1"))[:4]
+    spec = job_spec(index_info(es, index_name), index_name, uuid.uuid4().hex[:16], "index",
+                    roots=(str(tiny_data),))
+    progress = JobProgress(stack, spec["job_id"])
+    progress.start(4, index=spec["index"], alias=index_name)
+    tid = task_id(spec["job_id"], 0)
+    progress.redis.hset(progress.key + ":deliveries", f"{tid}:0", MAX_DELIVERIES)  # died 3 times
+    app = make_app(stack)
+    app.send_task(TASK_NAME, args=[spec, items], queue=stack.worker_queue, task_id=tid)
+    app.close()
+    assert wait(stack, Job(spec["job_id"], 4, spec["index"], 1), timeout=120) == (0, 4)
+    assert _reasons(index_name) == {"worker_lost"} and count(es, index_name) == 0

@@ -6,7 +6,7 @@ from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
 from elasticsearch import ApiError, BadRequestError, ConnectionError as EsConnectionError
 from elasticsearch import ConnectionTimeout
 
-from es_metric.errors import ClusterUnavailable, ImageError, MappingMismatch, ModelError
+from es_metric.errors import ClusterUnavailable, ImageError, MappingMismatch, ModelError, WorkerLost
 from es_metric.failures import failure_reason, is_transient
 
 
@@ -29,6 +29,7 @@ def test_transient(exc):
 @pytest.mark.parametrize("exc,reason", [
     (ModelError("model file /m.pt does not exist"), "model_error"),
     (MappingMismatch("dims differ"), "mapping_mismatch"),
+    (WorkerLost("died 3 times"), "worker_lost"),
     (_api_error(400, BadRequestError), "rejected_by_elasticsearch"),
     (_api_error(413), "rejected_by_elasticsearch"),
     (ImageError("bad", reason="corrupt_image"), "corrupt_image"),
