@@ -54,7 +54,8 @@ def pipeline(model, files: list[Path], batch: int, task: int, threads: int, over
     """The worker's own path: es_metric.pipeline.decode_and_embed on tasks of file items."""
     items = [{"ref": str(f), "id": None, "fields": {}} for f in files]
     limits = DecodeLimits()
-    kw = {"sub_batch": batch, "decode_threads": threads, "overlap": overlap}
+    kw = {"sub_batch": batch, "decode_threads": threads, "overlap": overlap,
+          "roots": tuple({f.resolve().parent for f in files})}
     decode_and_embed(items[:batch], model, limits, **kw)  # warm-up
     t0, done = time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds:

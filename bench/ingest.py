@@ -18,17 +18,17 @@ from es_metric.es import make_client
 from es_metric.index import count, create_versioned_index
 from es_metric.ingest import enqueue, make_searchable, wait
 from es_metric.modelfile import read_card
-from es_metric.sources import folder_items
+from es_metric.sources import Source, folder_items
 
 
-def run(settings: Settings, es, model: Path, items: list[dict], workers: int) -> dict:
+def run(settings: Settings, es, model: Path, items: list[dict], workers: int, root: Path) -> dict:
     stack.stop_worker(settings)
     stack.start_worker(settings, workers)
     alias = f"bench-ingest-w{workers}"
     es.options(ignore_status=404).indices.delete(index=f"{alias}*")
     create_versioned_index(es, alias, read_card(model), str(model))
     t0 = time.perf_counter()
-    job = enqueue(settings, es, alias, items)
+    job = enqueue(settings, es, alias, Source(items, [], (root.resolve(),)))
     done, failed = wait(settings, job, poll=0.1)
     make_searchable(es, job)
     secs = time.perf_counter() - t0
@@ -49,7 +49,7 @@ def main() -> None:
     es = make_client(settings)
     model = bench_model(args.backbone, 128, ROOT / "results" / f"bench-{args.backbone}.pt")
     items = [i for i in folder_items(Path(args.data)) if i["ref"].endswith(".jpg")][: args.n]
-    rows = [run(settings, es, model, items, int(w)) for w in args.workers.split(",")]
+    rows = [run(settings, es, model, items, int(w), Path(args.data)) for w in args.workers.split(",")]
     embed = json.loads((ROOT / "results" / "embed.json").read_text()) if (ROOT / "results" / "embed.json").exists() else {}
     ref = next((r["pipeline_img_s"] for r in embed.get("rows", []) if r["backbone"] == args.backbone), None)
     for row in rows:

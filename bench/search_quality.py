@@ -28,7 +28,7 @@ from es_metric.mappings import IndexOptions
 from es_metric.metric import Metric
 from es_metric.modelfile import read_card
 from es_metric.search import SearchRequest, run_search
-from es_metric.sources import folder_items
+from es_metric.sources import folder_source
 from knn import pct
 
 
@@ -53,7 +53,7 @@ def main() -> None:
     card = read_card(args.model)
     es.options(ignore_status=404).indices.delete(index=f"{args.index}*")
     create_versioned_index(es, args.index, card, args.model, options=IndexOptions(args.index_type))
-    job = enqueue(settings, es, args.index, list(folder_items(args.data)))
+    job = enqueue(settings, es, args.index, folder_source(args.data))
     wait(settings, job)
     make_searchable(es, job)
     info = index_info(es, args.index)

@@ -60,6 +60,7 @@ class Settings:
     max_upload_bytes: int = 10 * 1024 * 1024
     search_concurrency: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     search_queue: int = 32
+    stall_seconds: float = 120  # `ingest --wait` and reindex give up on a job idle this long
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -92,6 +93,7 @@ class Settings:
             max_upload_bytes=_int(env, "ESM_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
             search_concurrency=_int(env, "ESM_SEARCH_CONCURRENCY", min(4, os.cpu_count() or 1)),
             search_queue=_int(env, "ESM_SEARCH_QUEUE", 32),
+            stall_seconds=_int(env, "ESM_STALL_SECONDS", 120),
         )
         if env.get("ESM_STACK_DIR"):
             kw["stack_dir"] = Path(env["ESM_STACK_DIR"])
@@ -150,4 +152,5 @@ ENV_NAMES = (
     "ESM_ES_JAVA_HOME", "ESM_WORKER_CONCURRENCY", "ESM_QUEUE", "ESM_BATCH_SIZE",
     "ESM_IMAGE_ROOTS", "ESM_MAX_IMAGE_PIXELS", "ESM_MAX_IMAGE_BYTES", "ESM_FAILURES_INDEX",
     "ESM_API_KEY", "ESM_MAX_UPLOAD_BYTES", "ESM_SEARCH_CONCURRENCY", "ESM_SEARCH_QUEUE",
+    "ESM_API_KEY", "ESM_MAX_UPLOAD_BYTES", "ESM_STALL_SECONDS",
 )

@@ -42,6 +42,12 @@ class ConfigError(EsmError):
     exit_code = 2
 
 
+class PathRefused(ConfigError):
+    """A file path outside the image roots (or not a usable path): never read, never served."""
+
+    reason = "path_refused"
+
+
 class StackError(EsmError):
     """The local stack (Elasticsearch, Redis, worker) could not be started or stopped."""
 
@@ -76,6 +82,14 @@ class MappingMismatch(EsmError):
 
 class IndexStateError(EsmError):
     """An index or alias is not in the state an operation needs."""
+
+
+class WorkerLost(EsmError):
+    """The worker process running a batch died again and again (the batch is not retried)."""
+
+
+class JobStalled(EsmError):
+    """An ingest job stopped making progress and nothing of it is queued or running."""
 
 
 class SearchError(EsmError):

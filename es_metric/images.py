@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,21 +39,43 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def regular_file(path: str | Path) -> bool:
+    """True for an existing regular file (not a device, pipe, socket or folder)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def read_bytes(path: str | Path, limits: DecodeLimits = DecodeLimits()) -> bytes:
-    """The file's bytes, or ImageError(missing_file / too_large / empty_file / unreadable)."""
+    """The bytes of a regular file, never more than ``limits.max_bytes``; ImageError
+    (missing_file / not_a_file / too_large / empty_file / unreadable) otherwise.
+
+    Devices, pipes and sockets are refused before they are opened (``/dev/zero`` has size 0
+    by ``stat`` and never ends), and checked again on the open file; the read itself is
+    bounded, so a file that grows meanwhile cannot exceed the limit either."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > limits.max_bytes:
-            raise ImageError(f"{path.name}: {size} bytes is over the {limits.max_bytes}-byte limit",
-                             reason="too_large")
-        data = path.read_bytes()
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ImageError(f"{path}: not a regular file", reason="not_a_file")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageError(f"{path}: not a regular file", reason="not_a_file")
+            if info.st_size > limits.max_bytes:
+                raise ImageError(f"{path.name}: {info.st_size} bytes is over the "
+                                 f"{limits.max_bytes}-byte limit", reason="too_large")
+            data = fh.read(limits.max_bytes + 1)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file", reason="missing_file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory", reason="not_a_file") from None
     except PermissionError:
         raise ImageError(f"{path}: permission denied", reason="unreadable") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})",
+                         reason="unreadable") from None
+    if len(data) > limits.max_bytes:
+        raise ImageError(f"{path.name}: over the {limits.max_bytes}-byte limit", reason="too_large")
     if not data:
         raise ImageError(f"{path.name}: empty file", reason="empty_file")
     return data
@@ -134,15 +158,34 @@ def _open(data: bytes, limits: DecodeLimits) -> Image.Image:
     return img
 
 
+# 16-bit sample -> 8-bit, in integer arithmetic: x * 255 // 65535 is exactly what the float64
+# formula clip(x / 65535 * 255) gave, for every one of the 65536 values.
+_LUT16 = (np.arange(65536, dtype=np.uint32) * 255 // 65535).astype(np.uint8)
+
+
+def _to_8bit(img: Image.Image) -> np.ndarray:
+    """A 16-bit or 32-bit grey image as uint8, at most a few bytes per pixel in memory (a
+    float64 copy would take 8, and three of them at the 40 Mpixel limit over 300 MB)."""
+    if img.mode.startswith("I;16"):
+        return _LUT16[np.asarray(img).astype(np.uint16, copy=False)]
+    if img.mode == "I":
+        arr = np.array(img, dtype=np.int32)
+        if arr.max(initial=0) > 255:
+            return _LUT16[np.clip(arr, 0, 65535, out=arr).astype(np.uint16)]
+        return np.clip(arr, 0, 255, out=arr).astype(np.uint8)
+    arr = np.array(img, dtype=np.float32)  # "F": float32 in place
+    np.nan_to_num(arr, copy=False, nan=0.0, posinf=65535.0, neginf=0.0)
+    if arr.max(initial=0) > 255:
+        np.multiply(arr, np.float32(255 / 65535), out=arr)
+    return np.clip(arr, 0, 255, out=arr).astype(np.uint8)
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any mode to 8-bit RGB; transparency composited on white, 16-bit scaled down."""
     if img.mode == "RGB":
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+        return Image.fromarray(_to_8bit(img), "L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

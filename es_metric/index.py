@@ -27,6 +27,7 @@ class IndexInfo:
     vector_field: str
     dims: int
     similarity: str
+    image_roots: tuple[str, ...] = ()  # folders images were ingested from (what may be read)
 
 
 def resolve_concrete(client: Elasticsearch, name: str) -> list[str]:
@@ -63,7 +64,20 @@ def index_info(client: Elasticsearch, name: str) -> IndexInfo:
         raise IndexStateError(f"index {concrete[0]!r} has no es-metric vector field",
                               hint=f"add one with `esm mapping create {name} --model MODEL --existing`")
     return IndexInfo(name, concrete[0], meta["model_id"], meta["model_path"],
-                     meta["vector_field"], int(meta["dims"]), meta["similarity"])
+                     meta["vector_field"], int(meta["dims"]), meta["similarity"],
+                     tuple(meta.get("image_roots") or ()))
+
+
+def record_image_roots(client: Elasticsearch, index: str, roots: tuple[str, ...]) -> None:
+    """Add ``roots`` to the folders recorded in ``index``'s ``_meta`` (what the workers and the
+    image endpoint may read for this index); nothing else in ``_meta`` changes."""
+    meta = client.indices.get_mapping(index=index)[index]["mappings"].get("_meta") or {}
+    mine = meta.setdefault("es_metric", {})
+    known = list(mine.get("image_roots") or [])
+    new = [r for r in roots if r not in known]
+    if new:
+        mine["image_roots"] = known + new
+        client.indices.put_mapping(index=index, meta=meta)
 
 
 def create_versioned_index(client: Elasticsearch, alias: str, card: dict, model_path: str, *,

@@ -1,6 +1,7 @@
 """Ingest job progress in Redis: sets of done and failed image references (idempotent)."""
 from __future__ import annotations
 
+import logging
 import time
 from typing import Iterable
 
@@ -11,6 +12,8 @@ from redis.retry import Retry
 from .config import Settings
 from .errors import ClusterUnavailable, ConfigError
 from .redact import redact_url
+
+log = logging.getLogger(__name__)
 
 JOB_TTL = 7 * 24 * 3600
 
@@ -41,7 +44,8 @@ class JobProgress:
     def start(self, total: int, **info) -> None:
         with self._errors():
             pipe = self.redis.pipeline()
-            pipe.hset(self.key, mapping={"total": total, "created": time.time(),
+            stamp = time.time()
+            pipe.hset(self.key, mapping={"total": total, "created": stamp, "updated": stamp,
                                          **{k: str(v) for k, v in info.items()}})
             pipe.expire(self.key, JOB_TTL)
             pipe.execute()
@@ -55,9 +59,19 @@ class JobProgress:
                 pipe.srem(self.key + ":failed", *done)
             if failed:
                 pipe.sadd(self.key + ":failed", *failed)
-            for suffix in (":done", ":failed"):
+            pipe.hset(self.key, "updated", time.time())
+            for suffix in ("", ":done", ":failed"):
                 pipe.expire(self.key + suffix, JOB_TTL)
             pipe.execute()
+
+    def delivery(self, task_id: str, retries: int) -> int:
+        """How many times this try of a task has started: Celery delivers a task again when
+        the worker process running it died (killed, out of memory, a crash in a decoder)."""
+        with self._errors():
+            pipe = self.redis.pipeline()
+            pipe.hincrby(self.key + ":deliveries", f"{task_id}:{retries}", 1)
+            pipe.expire(self.key + ":deliveries", JOB_TTL)
+            return int(pipe.execute()[0])
 
     def counts(self) -> tuple[int, int, int]:
         """(total, done, failed)."""
@@ -69,15 +83,24 @@ class JobProgress:
             total, done, failed = pipe.execute()
         return int(total or 0), int(done), int(failed)
 
+    def idle_seconds(self) -> float:
+        """Seconds since the job last recorded progress (or was created)."""
+        with self._errors():
+            stamp = self.redis.hget(self.key, "updated") or self.redis.hget(self.key, "created")
+        return time.time() - float(stamp) if stamp else float("inf")
+
     def _errors(self):
         return _redis_errors(self.settings)
 
 
 def open_jobs(settings: Settings, index: str, client: redis.Redis | None = None) -> dict[str, int]:
     """{job id: total images} of the ingest jobs writing into the concrete ``index`` that have
-    not finished yet."""
+    not finished and are alive: progress within ``settings.stall_seconds``, or a task of theirs
+    queued or running. A dead job (its tasks lost) is logged and left out: it blocks nothing."""
+    from .jobs import activity
+
     r = client or redis_client(settings)
-    found = {}
+    found, act = {}, None
     with _redis_errors(settings):
         for key in r.scan_iter(match="esm:job:*", count=500):
             key = key.decode() if isinstance(key, bytes) else key
@@ -86,10 +109,18 @@ def open_jobs(settings: Settings, index: str, client: redis.Redis | None = None)
             target = r.hget(key, "index")
             if (target.decode() if isinstance(target, bytes) else target) != index:
                 continue
-            job_id = key.split(":", 2)[2]
-            total, done, failed = JobProgress(settings, job_id, r).counts()
-            if done + failed < total:
-                found[job_id] = total
+            job = JobProgress(settings, key.split(":", 2)[2], r)
+            total, done, failed = job.counts()
+            if done + failed >= total:
+                continue
+            if job.idle_seconds() > settings.stall_seconds:
+                act = act or activity(settings, r)
+                if not act.alive(job.job_id):
+                    log.warning("ingest job %s into %s is dead (%d of %d images never finished, "
+                                "none of its tasks queued or running): not waiting for it",
+                                job.job_id, index, total - done - failed, total)
+                    continue
+            found[job.job_id] = total
     return found
 
 
@@ -104,7 +135,7 @@ class _redis_errors:
         if exc_type is not None and issubclass(exc_type, redis.AuthenticationError):
             raise ConfigError(f"Redis at {redact_url(self.settings.redis_url)} refused the credentials",
                               hint="check the password in ESM_REDIS_URL") from None
-        if exc_type is not None and issubclass(exc_type, redis.ConnectionError):
+        if exc_type is not None and issubclass(exc_type, (redis.ConnectionError, redis.TimeoutError)):
             raise ClusterUnavailable(f"cannot reach Redis at {redact_url(self.settings.redis_url)}",
                                      hint="start it with `esm stack up`, or set ESM_REDIS_URL") from None
         return False

@@ -25,10 +25,12 @@ from elasticsearch import Elasticsearch
 from elasticsearch.helpers import streaming_bulk
 
 from .config import Settings
-from .errors import EsmError, IndexStateError
+from .errors import EsmError, IndexStateError, JobStalled
 from .index import IndexInfo, count, index_info
 from .ingest import Job, enqueue, wait
 from .mappings import BOOKKEEPING, IndexOptions, versioned_name
+from .paths import as_roots
+from .sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +213,16 @@ def wait_for_writers(settings: Settings, index: str, timeout: float | None) -> N
 
     for job_id, total in open_jobs(settings, index).items():
         log.info("waiting for ingest job %s into %s to finish", job_id, index)
-        wait(settings, Job(job_id, total, index, 0), timeout=timeout)
+        try:
+            wait(settings, Job(job_id, total, index, 0), timeout=timeout)
+        except JobStalled as exc:  # a dead writer writes nothing more: catch up without it
+            log.warning("not waiting any longer for ingest job %s: %s", job_id, exc.message)
+
+
+def _with_roots(client: Elasticsearch, old: IndexInfo, items: list[dict]) -> Source:
+    """Re-embed items may be read under the roots recorded for the old index (read now:
+    ingest jobs may have added some during the run); the new index records them too."""
+    return Source(items, [], as_roots(index_info(client, old.concrete).image_roots))
 
 
 @dataclass
@@ -241,7 +252,8 @@ def catch_up(settings: Settings, client: Elasticsearch, old: IndexInfo, target: 
     quiet = not changed and old_count is not None and count(client, old.concrete) == old_count
     result.deleted = 0 if quiet else remove_deleted(client, old.concrete, target, live_since)
     if items:
-        job = enqueue(settings, client, alias, items, mode="update", target=target)
+        job = enqueue(settings, client, alias, _with_roots(client, old, items), mode="update",
+                      target=target)
         result.failed = wait(settings, job, timeout=timeout)[1]
     return result
 
@@ -275,7 +287,8 @@ def reindex(settings: Settings, client: Elasticsearch, alias: str, model_path: s
     target = prepare_target(client, old, card, model_path)
     since = primary_checkpoints(client, old.concrete)  # before the snapshot: nothing is missed
     items = copy_documents(client, old, target)
-    job = enqueue(settings, client, alias, items, mode="update", target=target)
+    job = enqueue(settings, client, alias, _with_roots(client, old, items), mode="update",
+                  target=target)
     failed = wait(settings, job, on_progress=on_progress, timeout=timeout)[1]
     caught_up = removed = 0
     for _ in range(MAX_CATCH_UP_PASSES):

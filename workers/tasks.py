@@ -4,22 +4,18 @@ from __future__ import annotations
 import logging
 import os
 
-import redis
 from celery.signals import worker_process_init
-from elasticsearch import ConnectionError as EsConnectionError, ConnectionTimeout
+from celery.utils.time import get_exponential_backoff_interval
 
 from es_metric.config import Settings
 from es_metric.embed import set_threads
-from es_metric.errors import ClusterUnavailable
 from es_metric.es import make_client
+from es_metric.failures import MAX_RETRIES, check_redelivery, fail_batch, is_transient
 from es_metric.pipeline import process_batch
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)
 _STATE: dict = {}
-
-# Transient: the cluster or the broker is away. Retried with exponential backoff and jitter.
-TRANSIENT = (ClusterUnavailable, EsConnectionError, ConnectionTimeout, redis.ConnectionError)
 
 
 @worker_process_init.connect
@@ -36,9 +32,17 @@ def _client():
     return _STATE["settings"], _STATE["client"]
 
 
-@app.task(name="es_metric.embed_batch", bind=True, autoretry_for=TRANSIENT, max_retries=10,
-          retry_backoff=2, retry_backoff_max=120, retry_jitter=True)
+@app.task(name="es_metric.embed_batch", bind=True, max_retries=MAX_RETRIES)
 def embed_batch(self, job: dict, items: list[dict]) -> dict:
-    """Decode, embed and bulk-write one batch of images."""
+    """Decode, embed and bulk-write one batch of images. Transient errors (cluster or broker
+    away) retry with backoff; permanent ones, and exhausted retries, fail every image of the
+    batch with the reason (dead letters + job progress), so the job ends."""
     settings, client = _client()
-    return process_batch(settings, client, job, items)
+    try:
+        check_redelivery(settings, job, self.request.id, self.request.retries)
+        return process_batch(settings, client, job, items)
+    except Exception as exc:  # noqa: BLE001 - every failure is classified, none is lost
+        if is_transient(exc) and self.request.retries < MAX_RETRIES:
+            delay = get_exponential_backoff_interval(2, self.request.retries, 120, full_jitter=True)
+            raise self.retry(exc=exc, countdown=delay)
+        return fail_batch(settings, client, job, items, exc)

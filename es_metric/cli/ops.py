@@ -61,26 +61,35 @@ def mapping_create(index, model_path, existing, index_type, m, ef_construction, 
 @click.option("--image-field", default="image_path", show_default=True,
               help="With --from-index: the field holding image paths.")
 @click.option("--image-key", default=None, help="Manifest key holding the image path.")
-@click.option("--base-dir", type=click.Path(file_okay=False), help="Base for relative paths (--from-index).")
+@click.option("--base-dir", type=click.Path(file_okay=False),
+              help="With --from-index: base for relative paths, and a folder images may be read from.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after N seconds.")
+@click.option("--stall-timeout", type=float, default=None,
+              help="Give up when nothing moved for N s and nothing of the job is queued or running "
+                   "[default: ESM_STALL_SECONDS or 120].")
 @click.option("--json", "as_json", is_flag=True)
-def ingest(index, source, wait, from_index, image_field, image_key, base_dir, timeout, as_json) -> None:
+def ingest(index, source, wait, from_index, image_field, image_key, base_dir, timeout, stall_timeout,
+           as_json) -> None:
     """Queue SOURCE (image folder or JSONL manifest) for the workers to embed into INDEX."""
     from ..ingest import enqueue, existing_index_items
-    from ..sources import local_items
+    from ..sources import local_source
 
     with Cluster() as (s, es):
+        if stall_timeout is not None:
+            s = s.with_(stall_seconds=stall_timeout)
         if from_index:
-            items, mode = existing_index_items(es, index, image_field, base_dir), "update"
+            src, mode = existing_index_items(s, es, index, image_field, base_dir), "update"
         elif source:
-            items, mode = local_items(Path(source), s.image_roots, image_key), "index"
+            src, mode = local_source(Path(source), s.image_roots, image_key), "index"
         else:
             raise click.UsageError("give SOURCE, or --from-index")
-        job = enqueue(s, es, index, items, mode=mode)
+        job = enqueue(s, es, index, src, mode=mode)
         if not as_json:
-            click.echo(f"job {job.job_id}: {job.total} images queued in {job.tasks} tasks -> {job.target}",
-                       err=True)
-        summary = {"job_id": job.job_id, "queued": job.total, "index": job.target}
+            click.echo(f"job {job.job_id}: {job.total - job.refused} images queued in {job.tasks} tasks "
+                       f"-> {job.target}" + (f"; {job.refused} refused (see `esm failures {index}`)"
+                                              if job.refused else ""), err=True)
+        summary = {"job_id": job.job_id, "queued": job.total - job.refused, "refused": job.refused,
+                   "index": job.target}
         if wait:
             from ..ingest import make_searchable
             summary.update(_follow(s, job, timeout, quiet=as_json))

@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, UploadFile
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ..config import Settings
+from ..errors import PathRefused
 from ..es import make_client
-from ..images import DecodeLimits
+from ..images import DecodeLimits, regular_file
+from ..index import index_info
+from ..paths import as_roots, confine
 from ..search import FUSIONS, SearchRequest, run_search
 from . import errors
 from .guard import FORM_ALLOWANCE, RequestGuard, SearchSlots, key_matches
@@ -84,18 +87,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/api/indices/{index}/image/{doc_id:path}", dependencies=[Depends(check_key)])
     def image(index: str, doc_id: str) -> Response:
-        """The image file of an indexed document (for the result grid)."""
-        from ..index import index_info
+        """The image file of an indexed document (for the result grid): only a regular file
+        under ESM_IMAGE_ROOTS or the folders recorded for the index at ingest."""
         info = index_info(client, index)
         doc = client.options(ignore_status=404).get(index=info.concrete, id=doc_id,
                                                     source_includes=["image_path"])
         path = (doc.get("_source") or {}).get("image_path") if doc.get("found") else None
-        if not path or not Path(path).is_file():
-            raise HTTPException(404, "no image for this document")
-        real = Path(path).resolve()
-        if settings.image_roots and not any(r == real or r in real.parents for r in settings.image_roots):
-            raise HTTPException(403, "image outside ESM_IMAGE_ROOTS")
-        return FileResponse(path)
+        if not path:
+            return JSONResponse({"error": "no image for this document", "reason": "no_image"}, 404)
+        try:
+            real = confine(path, Path("/"), settings.image_roots + as_roots(info.image_roots))
+        except PathRefused as exc:
+            log.warning("image of %s/%s refused: %s", index, doc_id, exc.message)
+            return JSONResponse({"error": "the image of this document is outside the image roots",
+                                 "hint": exc.hint, "reason": exc.reason}, 403)
+        if not regular_file(real):
+            return JSONResponse({"error": "no image for this document", "reason": "no_image"}, 404)
+        return FileResponse(real)
 
     @app.get("/api/health")
     def health() -> dict:

@@ -18,7 +18,7 @@ from es_metric.ingest import enqueue, make_searchable, wait
 from es_metric.modelfile import read_card
 from es_metric.progress import JobProgress
 from es_metric.search import SearchRequest, run_search
-from es_metric.sources import folder_items
+from es_metric.sources import folder_source
 from es_metric.stack_proc import read_pid, stop_pid
 from tests.imagegen import make_dataset
 from tests.integration.faults import wait_until
@@ -106,7 +106,7 @@ def test_429_under_load_loses_nothing(report, cluster, tiny_model, images):
     for t in threads:
         t.start()
     try:
-        job = enqueue(s.with_(batch_size=8), client, alias, list(folder_items(images)))  # into the flood
+        job = enqueue(s.with_(batch_size=8), client, alias, folder_source(images))  # into the flood
         done, failed = wait(s, job, timeout=300)
     finally:
         stop.set()
@@ -133,7 +133,7 @@ def test_node_stopped_during_ingest_and_searches(report, cluster, tiny_model, im
     s, client, pids = cluster
     alias = "t-replicated"
     create_versioned_index(client, alias, read_card(tiny_model), str(tiny_model), replicas=1)
-    seed = enqueue(s, client, alias, list(folder_items(images / "class_0")))
+    seed = enqueue(s, client, alias, folder_source(images / "class_0"))
     wait(s, seed, timeout=120)
     make_searchable(client, seed)
     wait_until(lambda: _health(client) == "green", 60, "replicas allocated")
@@ -151,7 +151,7 @@ def test_node_stopped_during_ingest_and_searches(report, cluster, tiny_model, im
 
     thread = threading.Thread(target=search_loop)
     thread.start()
-    job = enqueue(s.with_(batch_size=8), client, alias, list(folder_items(images)))
+    job = enqueue(s.with_(batch_size=8), client, alias, folder_source(images))
     try:
         wait_until(lambda: JobProgress(s, job.job_id).counts()[1] >= 40, 120, "ingest under way")
         stop_pid(read_pid(pids[1]), signal.SIGTERM, timeout=60, pidfile=pids[1])  # node b goes away

@@ -11,7 +11,7 @@ import pytest
 from es_metric.index import count
 from es_metric.ingest import enqueue, make_searchable, wait
 from es_metric.progress import JobProgress
-from es_metric.sources import folder_items, manifest_items
+from es_metric.sources import folder_source, manifest_source
 from tests.imagegen import make_dataset
 from tests.integration.faults import (restart_redis, start_es_again, stop_es, wait_until,
                                       worker_children)
@@ -31,8 +31,7 @@ def images(tmp_path):
 
 def _start(stack, es, index_name, tiny_model, images, batch=8):
     esm("mapping", "create", index_name, "--model", tiny_model)
-    items = list(folder_items(images))
-    job = enqueue(stack.with_(batch_size=batch), es, index_name, items)
+    job = enqueue(stack.with_(batch_size=batch), es, index_name, folder_source(images))
     return job, JobProgress(stack, job.job_id)
 
 
@@ -83,7 +82,7 @@ def test_bulk_item_rejected_by_mapping_is_recorded(report, stack, es, index_name
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     esm("mapping", "create", index_name, "--model", tiny_model, "--keyword-field", "sku")
     es.indices.put_mapping(index=index_name, properties={"price": {"type": "integer"}})
-    job = enqueue(stack, es, index_name, list(manifest_items(manifest, roots=(tiny_data,))))
+    job = enqueue(stack, es, index_name, manifest_source(manifest, roots=(tiny_data,)))
     done, failed = wait(stack, job, timeout=120)
     make_searchable(es, job)
     _report(report, "bulk item rejected by the mapping", job.total, count(es, index_name), failed)

@@ -41,7 +41,8 @@ def test_existing_index_gets_vectors_other_fields_untouched(es, index_name, tiny
     assert mapping["title"] == {"type": "text"} and mapping["stock"] == {"type": "integer"}
     assert mapping["image_vector"]["dims"] == 32
 
-    summary = esm_json("ingest", index_name, "--from-index", "--image-field", "photo")
+    summary = esm_json("ingest", index_name, "--from-index", "--image-field", "photo",
+                       "--base-dir", tiny_data / "class_0")
     assert (summary["indexed"], summary["failed"]) == (5, 0)
     doc = es.get(index=index_name, id="sku-3")["_source"]
     assert doc["title"] == "item 3" and doc["stock"] == 3 and len(doc["image_vector"]) == 32

@@ -98,6 +98,7 @@ def test_writes_during_reindex_reach_the_new_index(es, stack, index_name, tiny_m
     from es_metric.ingest import enqueue
     from es_metric.modelfile import read_card
     from es_metric.reindex import reindex
+    from es_metric.sources import Source
     from tests.imagegen import make_image
 
     esm("mapping", "create", index_name, "--model", tiny_model)
@@ -119,8 +120,8 @@ def test_writes_during_reindex_reach_the_new_index(es, stack, index_name, tiny_m
         es.index(index=index_name, id="late-doc", document={"label": "late", "image_path": str(late[0])})
         es.update(index=index_name, id=ids[0], doc={"label": "renamed"})
         es.delete(index=index_name, id=ids[1])
-        enqueue(stack, es, index_name, [{"ref": str(p), "id": None, "fields": {"label": "ingested"}}
-                                        for p in late[1:]])
+        enqueue(stack, es, index_name, Source([{"ref": str(p), "id": None, "fields": {"label": "ingested"}}
+                                               for p in late[1:]], [], (tmp_path,)))
 
     card = read_card(tiny_model_l2)
     res = reindex(stack, es, index_name, str(tiny_model_l2), card, force=True,

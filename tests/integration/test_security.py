@@ -15,7 +15,7 @@ from es_metric.index import count, create_versioned_index, index_info
 from es_metric.modelfile import read_card
 from es_metric.pipeline import process_batch
 from es_metric.search import SearchRequest, run_search
-from es_metric.sources import folder_items
+from es_metric.sources import folder_items, folder_source
 from tests.integration.helpers import worker_log
 from tests.integration.nodes import PASSWORD, start_secure_node
 
@@ -40,7 +40,8 @@ def _index_and_search(settings, tiny_model, tiny_data):
     create_versioned_index(client, alias, read_card(tiny_model), str(tiny_model))
     info = index_info(client, alias)
     job = {"job_id": uuid.uuid4().hex, "alias": alias, "index": info.concrete, "model_id": info.model_id,
-           "model_path": info.model_path, "vector_field": info.vector_field, "mode": "index"}
+           "model_path": info.model_path, "vector_field": info.vector_field, "mode": "index",
+           "roots": [str(tiny_data)]}
     items = list(folder_items(tiny_data / "class_2"))
     result = process_batch(settings, client, job, items)
     assert (result["indexed"], result["failed"]) == (16, 0)
@@ -128,7 +129,7 @@ def test_celery_refuses_pickle_messages(stack, es, index_name, tiny_model, tiny_
     app.send_task("es_metric.embed_batch", args=[job, list(folder_items(tiny_data / "class_0"))],
                   queue=stack.worker_queue, serializer="pickle")
     app.close()
-    json_job = enqueue(stack, es, index_name, list(folder_items(tiny_data / "class_1")))
+    json_job = enqueue(stack, es, index_name, folder_source(tiny_data / "class_1"))
     assert wait(stack, json_job, timeout=120) == (16, 0)
     es.indices.refresh(index=index_name)
     refs = {h["_source"]["image_path"] for h in es.search(index=index_name, size=100)["hits"]["hits"]}

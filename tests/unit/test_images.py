@@ -135,3 +135,53 @@ def test_fuzz_overwritten_bytes_give_a_known_outcome(fmt, at, patch):
         assert exc.reason in ("corrupt_image", "too_many_pixels"), exc.reason
     else:
         assert img.mode == "RGB"
+
+
+def test_only_regular_files_are_read(tmp_path):
+    """``/dev/zero`` has size 0 by stat and never ends; a FIFO blocks its reader until a writer
+    comes. Neither is read: refused before open."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    for path in ("/dev/zero", tmp_path / "pipe.jpg", tmp_path):
+        with pytest.raises(ImageError) as info:
+            read_bytes(path, DecodeLimits(max_bytes=1000))
+        assert info.value.reason == "not_a_file", path
+
+
+def _float64_reference(img: Image.Image) -> np.ndarray:
+    """The conversion es-metric used before: float64 arithmetic (8 bytes a pixel, 3 copies)."""
+    arr = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+    return np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("mode,high", [("I;16", 65536), ("I;16B", 65536), ("I", 65536), ("I", 256),
+                                       ("I", 70000)])
+def test_16bit_conversion_gives_the_float64_pixels(mode, high):
+    rng = np.random.default_rng(3)
+    values = rng.integers(-5 if mode == "I" else 0, high, 41 * 23)
+    values[:6] = [0, 1, 257, 255, high - 1, 32768 % high]
+    img = Image.new(mode, (41, 23))
+    img.putdata(values.tolist())
+    got = np.asarray(to_rgb(img))
+    assert got.dtype == np.uint8 and got.shape == (23, 41, 3)
+    np.testing.assert_array_equal(got[..., 0], _float64_reference(img))
+    assert (got[..., 0] == got[..., 2]).all()
+
+
+def test_16bit_conversion_every_value_and_peak_memory():
+    """All 65536 sample values convert like the float64 formula, and the conversion holds a
+    few bytes a pixel, not the 24 of three float64 copies (tracemalloc sees numpy's memory)."""
+    import tracemalloc
+
+    ramp = Image.fromarray(np.arange(65536, dtype=np.uint16).reshape(256, 256))
+    np.testing.assert_array_equal(np.asarray(to_rgb(ramp))[..., 0], _float64_reference(ramp))
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 65536, (600, 800), dtype=np.uint16))
+    tracemalloc.start()
+    try:
+        to_rgb(img)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak / (600 * 800) < 6, f"{peak / (600 * 800):.1f} bytes per pixel"

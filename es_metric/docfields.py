@@ -1,0 +1,64 @@
+"""User fields of a document: data under the document body, never bulk metadata (pure).
+
+Manifest columns and task fields from other applications are checked here twice: when a
+manifest is read (a clear reason per line) and again in the worker (tasks may come from any
+application that can reach the broker). A top-level name starting with ``_`` is refused
+(Elasticsearch reserves those: ``_index``, ``_source``, ``_routing``, ``_version``...), and so
+is a name that would overwrite es-metric's own bookkeeping fields. ``routing``, ``version``,
+``version_type``, ``parent``... without the underscore are ordinary fields once under the body.
+"""
+from __future__ import annotations
+
+from .mappings import BOOKKEEPING
+
+# Elasticsearch refuses a longer document id for the whole bulk request, not just the item.
+MAX_ID_BYTES = 512
+
+
+class FieldRefused(ValueError):
+    """A user field or id that cannot be written; ``reason`` is a short code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def reserved_names(vector_field: str | None = None) -> frozenset[str]:
+    """Top-level names a user field may not take: the bookkeeping fields and the vector."""
+    return frozenset(BOOKKEEPING) | ({vector_field} if vector_field else frozenset())
+
+
+def check_fields(fields: object, vector_field: str | None = None) -> dict:
+    """``fields`` if they can go under a document body; FieldRefused otherwise."""
+    if not isinstance(fields, dict):
+        raise FieldRefused("bad_fields", f"fields must be a JSON object, not {type(fields).__name__}")
+    reserved = reserved_names(vector_field)
+    for name in fields:
+        if not isinstance(name, str):
+            raise FieldRefused("bad_fields", f"field name {name!r} is not a string")
+        if name.startswith("_"):
+            raise FieldRefused("reserved_field", f"field {name!r}: names starting with '_' are "
+                               "reserved by Elasticsearch (metadata); rename the column")
+        if name.split(".", 1)[0] in reserved:
+            raise FieldRefused("reserved_field", f"field {name!r} would overwrite es-metric's own "
+                               f"field {name.split('.', 1)[0]!r}; rename the column")
+    return fields
+
+
+def check_id(value: object) -> str | None:
+    """A document id from user data (a string or an integer), or None for "use the image hash"."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise FieldRefused("bad_id", f"document id {value!r} must be a string or an integer")
+    text = str(value)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise FieldRefused("bad_id", f"document id of {len(text.encode('utf-8', 'surrogatepass'))} "
+                           f"bytes is over Elasticsearch's {MAX_ID_BYTES}-byte limit")
+    return text
+
+
+def document_body(fields: dict, bookkeeping: dict) -> dict:
+    """The stored document: the user's fields, then es-metric's (which always win)."""
+    return {**fields, **bookkeeping}

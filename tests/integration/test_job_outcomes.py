@@ -1,0 +1,140 @@
+"""Every job ends: permanent worker failures fail each image with a reason, lost tasks raise
+the stall error, and a dead job never blocks a reindex."""
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+
+import pytest
+import redis
+
+from es_metric.errors import EsmError
+from es_metric.index import count, index_info
+from es_metric.ingest import TASK_NAME, Job, enqueue, job_spec, wait
+from es_metric.progress import JobProgress
+from es_metric.sources import folder_items
+from tests.integration.helpers import esm, esm_json
+
+pytestmark = pytest.mark.integration
+
+
+def _reasons(index: str) -> set[str]:
+    return {r["reason"] for r in esm_json("failures", index)["failures"]}
+
+
+def test_model_file_deleted_after_mapping_create_fails_every_image(index_name, tiny_model, tiny_data,
+                                                                    tmp_path):
+    model = tmp_path / "gone.pt"
+    shutil.copy(tiny_model, model)
+    esm("mapping", "create", index_name, "--model", model)
+    model.unlink()
+    summary = esm_json("ingest", index_name, tiny_data / "class_2", "--timeout", "120")
+    assert (summary["indexed"], summary["failed"]) == (0, 16)
+    rows = esm_json("failures", index_name)["failures"]
+    assert len(rows) == 16 and _reasons(index_name) == {"model_error"}
+    assert "does not exist" in rows[0]["message"]
+
+
+def test_model_file_replaced_by_another_model_fails_every_image(index_name, tiny_model, tiny_model_l2,
+                                                                 tiny_data, tmp_path):
+    model = tmp_path / "swapped.pt"
+    shutil.copy(tiny_model, model)
+    esm("mapping", "create", index_name, "--model", model)
+    shutil.copy(tiny_model_l2, model)
+    summary = esm_json("ingest", index_name, tiny_data / "class_3", "--timeout", "120")
+    assert (summary["indexed"], summary["failed"]) == (0, 16)
+    assert _reasons(index_name) == {"mapping_mismatch"}
+
+
+def test_retries_exhausted_fail_every_image_with_the_reason(stack, es, index_name, tiny_model, tiny_data):
+    """What the task shell does once a transient error outlived its retries."""
+    from elasticsearch import ConnectionError as EsConnectionError
+
+    from es_metric.failures import fail_batch
+
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    items = list(folder_items(tiny_data / "class_4"))[:5]
+    spec = job_spec(index_info(es, index_name), index_name, uuid.uuid4().hex[:16], "index")
+    JobProgress(stack, spec["job_id"]).start(5, index=spec["index"], alias=index_name)
+    result = fail_batch(stack, es, spec, items, EsConnectionError("connection refused"))
+    assert (result["indexed"], result["failed"]) == (0, 5)
+    assert JobProgress(stack, spec["job_id"]).counts() == (5, 0, 5)
+    assert _reasons(index_name) == {"retries_exhausted"}
+
+
+@pytest.fixture
+def orphan_queue(stack):
+    """Settings whose queue no worker consumes (tasks sent there wait, or get lost)."""
+    s = stack.with_(worker_queue=f"esm-orphan-{uuid.uuid4().hex[:8]}", stall_seconds=2)
+    yield s
+    r = redis.Redis.from_url(s.redis_url)
+    r.delete(s.worker_queue)
+
+
+def test_queued_tasks_without_a_worker_end_the_wait_with_the_reason(orphan_queue, es, index_name,
+                                                                  tiny_model, tiny_data):
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    job = enqueue(orphan_queue, es, index_name, list(folder_items(tiny_data / "class_5")))
+    t0 = time.monotonic()
+    with pytest.raises(EsmError, match="wait in the queue .*but no worker answers") as info:
+        wait(orphan_queue, job, timeout=60)
+    assert "esm stack up" in str(info.value) and time.monotonic() - t0 < 60
+
+
+def test_lost_tasks_end_the_wait_with_the_stall_error(orphan_queue, es, index_name, tiny_model, tiny_data):
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    job = enqueue(orphan_queue, es, index_name, list(folder_items(tiny_data / "class_5")))
+    redis.Redis.from_url(orphan_queue.redis_url).delete(orphan_queue.worker_queue)  # the broker lost them
+    with pytest.raises(EsmError, match="none of its tasks is queued or running") as info:
+        wait(orphan_queue, job, timeout=60)
+    assert "run the same ingest again" in str(info.value)
+
+
+def test_a_running_job_is_not_called_stalled(stack, es, index_name, tiny_model, tiny_data):
+    """A stall threshold shorter than one batch: the task is held by the worker, so waiting goes on."""
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    s = stack.with_(stall_seconds=0.01, batch_size=96)
+    source = list(folder_items(tiny_data))
+    from es_metric.sources import Source
+    job = enqueue(s, es, index_name, Source(source, [], (tiny_data,)))
+    assert wait(s, job, timeout=180, poll=0.05) == (96, 0)
+
+
+def test_a_dead_job_does_not_block_reindex(stack, es, index_name, tiny_model, tiny_model_l2, tiny_data):
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    esm_json("ingest", index_name, tiny_data / "class_0")
+    concrete = index_info(es, index_name).concrete
+    dead = JobProgress(stack, f"dead{uuid.uuid4().hex[:12]}")
+    dead.start(10, index=concrete, alias=index_name)  # no task was ever sent: it cannot finish
+    long_ago = time.time() - 3600
+    dead.redis.hset(dead.key, mapping={"created": long_ago, "updated": long_ago})
+    try:
+        res = esm_json("reindex", index_name, "--model", tiny_model_l2, "--force", "--timeout", "60")
+    finally:
+        dead.redis.delete(dead.key)
+    assert res["documents"] == res["vectors"] == 16 == count(es, index_name)
+
+
+def test_a_batch_whose_worker_keeps_dying_fails_instead_of_looping(stack, es, index_name, tiny_model,
+                                                                   tiny_data):
+    """Late acks redeliver a task whose worker process died; a batch that kills it every time
+    (out of memory, a decoder crash) would loop forever. Its deliveries are counted: the
+    fourth start of the same try fails the batch with worker_lost."""
+    from es_metric.failures import MAX_DELIVERIES
+    from es_metric.jobs import task_id
+    from workers.celery_app import make_app
+
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    items = list(folder_items(tiny_data / "class_1"))[:4]
+    spec = job_spec(index_info(es, index_name), index_name, uuid.uuid4().hex[:16], "index",
+                    roots=(str(tiny_data),))
+    progress = JobProgress(stack, spec["job_id"])
+    progress.start(4, index=spec["index"], alias=index_name)
+    tid = task_id(spec["job_id"], 0)
+    progress.redis.hset(progress.key + ":deliveries", f"{tid}:0", MAX_DELIVERIES)  # died 3 times
+    app = make_app(stack)
+    app.send_task(TASK_NAME, args=[spec, items], queue=stack.worker_queue, task_id=tid)
+    app.close()
+    assert wait(stack, Job(spec["job_id"], 4, spec["index"], 1), timeout=120) == (0, 4)
+    assert _reasons(index_name) == {"worker_lost"} and count(es, index_name) == 0
