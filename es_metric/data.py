@@ -97,6 +97,22 @@ def split(samples: Sequence[Sample], protocol: str, test_fraction: float = 0.5,
     return relabel(train), relabel(test)
 
 
+def class_folds(samples: Sequence[Sample], k: int, seed: int = 0) -> list[tuple[list[Sample], list[Sample]]]:
+    """``k`` class-disjoint (train, test) splits whose test classes partition the classes: each
+    class is held out exactly once (k-fold cross-validation over classes)."""
+    classes = sorted({s.cls for s in samples})
+    if not 2 <= k <= len(classes):
+        raise ConfigError(f"cannot make {k} class folds of {len(classes)} classes",
+                          hint="use between 2 and the number of classes")
+    random.Random(seed).shuffle(classes)
+    folds = []
+    for i in range(k):
+        held_out = set(classes[i::k])
+        folds.append((relabel([s for s in samples if s.cls not in held_out]),
+                      relabel([s for s in samples if s.cls in held_out])))
+    return folds
+
+
 def materialize(samples: Sequence[Sample], out: Path) -> int:
     """Write ``out/<class>/<file>`` symlinks (an image folder other commands accept)."""
     n = 0

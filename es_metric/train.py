@@ -49,6 +49,8 @@ class TrainConfig:
     margin: float | None = None
     time_budget_s: float | None = None
     refit: bool = True                    # frozen backbone: retrain the head on train + val at the end
+    head_reg: float = 0.0                 # linear head: pull toward its PCA start (pretrained geometry)
+    pool: str = "avg"                     # avg | gem pooling of the backbone's last feature maps
 
     def resolved(self) -> "TrainConfig":
         spec = backbone_spec(self.backbone)
@@ -125,14 +127,23 @@ def _score(encoder: Encoder, feats: torch.Tensor, samples: list[Sample]) -> dict
                                       encoder.metric, "val"))
 
 
-def _head_optimizer(encoder: Encoder, feats: torch.Tensor, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _head_optimizer(encoder: Encoder, feats: torch.Tensor,
+                    cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.Tensor | None]:
+    """AdamW on the head, and the PCA start of a linear head (the anchor ``head_reg`` pulls to)."""
+    anchor = None
     if isinstance(encoder.head, torch.nn.Linear):
         pca_init(encoder.head, torch.nn.functional.normalize(feats, dim=-1) if encoder.feature_norm else feats)
-    return torch.optim.AdamW(encoder.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        anchor = encoder.head.weight.detach().clone()
+    return torch.optim.AdamW(encoder.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay), anchor
+
+
+def anchor_penalty(weight: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """||W - W0||² / ||W0||²: how far a linear head moved from its PCA start, relative to it."""
+    return (weight - anchor).pow(2).sum() / anchor.pow(2).sum().clamp(min=1e-12)
 
 
 def _head_epoch(encoder: Encoder, loss_fn, miner, opt, feats: torch.Tensor, labels: torch.Tensor,
-                cfg: TrainConfig) -> float | None:
+                cfg: TrainConfig, anchor: torch.Tensor | None = None) -> float | None:
     """One pass over M-per-class batches of cached features; the mean loss."""
     encoder.head.train()
     losses = []
@@ -140,6 +151,8 @@ def _head_epoch(encoder: Encoder, loss_fn, miner, opt, feats: torch.Tensor, labe
         emb = encoder.project(feats[idx])
         lab = labels[idx]
         loss = loss_fn(emb, lab, miner(emb, lab)) if miner else loss_fn(emb, lab)
+        if cfg.head_reg and anchor is not None:
+            loss = loss + cfg.head_reg * anchor_penalty(encoder.head.weight, anchor)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -153,13 +166,13 @@ def _fit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list[
     """Frozen backbone: train only the head on cached features; keep the best epoch by MAP@R."""
     loss_fn, miner = obj.build(obj.metric, _loss_params(cfg))
     labels = labels_tensor(train_s)
-    opt = _head_optimizer(encoder, feats["train"], cfg)
+    opt, anchor = _head_optimizer(encoder, feats["train"], cfg)
     best = _score(encoder, feats["val"], val_s)
     history = [{"epoch": 0, "loss": None, "val_map_at_r": best["map_at_r"], "seconds": 0.0}]
     best_state, best_epoch, bad, started = copy.deepcopy(encoder.head.state_dict()), 0, 0, time.monotonic()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.monotonic()
-        loss = _head_epoch(encoder, loss_fn, miner, opt, feats["train"], labels, cfg)
+        loss = _head_epoch(encoder, loss_fn, miner, opt, feats["train"], labels, cfg, anchor)
         score = _score(encoder, feats["val"], val_s)
         row = {"epoch": epoch, "loss": loss, "val_map_at_r": score["map_at_r"],
                "seconds": round(time.monotonic() - t0, 3)}
@@ -181,13 +194,33 @@ def refit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, samples: list
     """Retrain the head from scratch on train + validation for the epoch count early stopping chose."""
     seed_everything(cfg.seed)
     fresh = create_encoder(cfg.backbone, dim=cfg.dim, metric=obj.metric, pretrained=False,
-                           head=cfg.head, feature_norm=encoder.feature_norm).head
+                           head=cfg.head, feature_norm=encoder.feature_norm, pool=cfg.pool).head
     encoder.head.load_state_dict(fresh.state_dict())
     loss_fn, miner = obj.build(obj.metric, _loss_params(cfg))
     labels = labels_tensor(relabel(samples))
-    opt = _head_optimizer(encoder, feats, cfg)
+    opt, anchor = _head_optimizer(encoder, feats, cfg)
     for _ in range(epochs):
-        _head_epoch(encoder, loss_fn, miner, opt, feats, labels, cfg)
+        _head_epoch(encoder, loss_fn, miner, opt, feats, labels, cfg, anchor)
+
+
+def train_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list[Sample],
+               val_s: list[Sample], feats: dict, on_epoch: EpochCallback | None = None
+               ) -> tuple[list[dict], dict, int]:
+    """Frozen backbone, cached features ``{"train", "val"}``: fit the head with early stopping,
+    gate and calibrate on validation, then (``cfg.refit``) retrain on train + validation.
+    Returns (history, metrics, refit epochs)."""
+    from .gate import gate_and_calibrate
+
+    history, best_epoch = _fit_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch)
+    with torch.no_grad():
+        val_vectors = encoder.project(feats["val"]).numpy()
+    metrics = gate_and_calibrate(encoder, cfg, val_s, val_vectors, feats["val"])  # before refit
+    refit_epochs = 0
+    if cfg.refit and best_epoch > 0:
+        refit_head(encoder, obj, cfg, train_s + val_s, torch.cat([feats["train"], feats["val"]]),
+                   best_epoch)
+        refit_epochs = best_epoch
+    return history, metrics, refit_epochs
 
 
 def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
@@ -201,7 +234,7 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
     obj = objective(cfg.loss)
     encoder = create_encoder(cfg.backbone, dim=cfg.dim, metric=obj.metric, pretrained=cfg.pretrained,
                              weights=cfg.weights, head=cfg.head,
-                             feature_norm=obj.name == "mahalanobis")
+                             feature_norm=obj.name == "mahalanobis", pool=cfg.pool)
     from .gate import gate_and_calibrate
 
     started = time.monotonic()
@@ -210,14 +243,7 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
         feats = {name: backbone_features(cfg.backbone, part, cfg.weights, cfg.pretrained,
                                          module=encoder.backbone).float()
                  for name, part in (("train", train_s), ("val", val_s))}
-        history, best_epoch = _fit_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch)
-        with torch.no_grad():
-            val_vectors = encoder.project(feats["val"]).numpy()
-        metrics = gate_and_calibrate(encoder, cfg, val_s, val_vectors, feats["val"])  # before refit
-        if cfg.refit and best_epoch > 0:
-            refit_head(encoder, obj, cfg, train_s + val_s, torch.cat([feats["train"], feats["val"]]),
-                       best_epoch)
-            refit_epochs = best_epoch
+        history, metrics, refit_epochs = train_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch)
     else:
         from .finetune import fit_full
         history = fit_full(encoder, obj, cfg, train_s, val_s, Path(str(out) + ".ckpt"), on_epoch, resume)

@@ -89,3 +89,63 @@ def test_full_training_resumes_from_its_checkpoint(tiny_data, tmp_path):
 
     restarted = train(tiny_data, out, TrainConfig(epochs=1, **cfg))  # no --resume: from scratch
     assert [r["epoch"] for r in restarted.history] == [0, 1]
+
+
+def test_class_folds_hold_out_every_class_exactly_once(tiny_data):
+    from es_metric.data import class_folds
+    samples = scan_folder(tiny_data)
+    folds = class_folds(samples, 3, seed=1)
+    held_out = [{s.cls for s in test} for _, test in folds]
+    assert sorted(c for h in held_out for c in h) == sorted({s.cls for s in samples})
+    for train, test in folds:
+        assert not {s.cls for s in train} & {s.cls for s in test}
+        assert len(train) + len(test) == len(samples)
+        assert {s.label for s in test} == set(range(len({s.cls for s in test})))  # relabelled
+    assert class_folds(samples, 3, seed=1) == folds
+    with pytest.raises(Exception, match="class folds"):
+        class_folds(samples, 7)
+
+
+def _feature_samples(n_classes=6, per_class=12, dim=128, seed=0):
+    """Synthetic backbone features: class centres plus noise, as Samples with fake paths."""
+    import torch
+    from es_metric.data import Sample
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_classes, dim, generator=g)
+    feats = torch.cat([c + 0.8 * torch.randn(per_class, dim, generator=g) for c in centres]).abs()
+    samples = [Sample(f"img{i}.jpg", i // per_class, f"c{i // per_class}") for i in range(len(feats))]
+    return samples, feats
+
+
+@pytest.mark.parametrize("reg", [0.0, 1e4])
+def test_head_reg_keeps_the_linear_head_near_its_pca_start(reg):
+    import torch
+    from es_metric.data import relabel
+    from es_metric.encoder import create_encoder
+    from es_metric.losses import objective
+    from es_metric.train import TrainConfig, anchor_penalty, pca_init, train_head
+    samples, feats = _feature_samples()
+    train_idx = [i for i in range(len(samples)) if i % 4]
+    val_idx = [i for i in range(len(samples)) if not i % 4]
+    cfg = TrainConfig(backbone="small-cnn", pretrained=False, dim=8, epochs=8, patience=8, lr=1e-2,
+                      batch_size=24, head_reg=reg, refit=False).resolved()
+    enc = create_encoder("small-cnn", dim=8, pretrained=False)
+    start = torch.nn.Linear(128, 8)  # small-cnn features are 128-d
+    pca_init(start, feats[train_idx])
+    history, metrics, _ = train_head(enc, objective("multi-similarity"), cfg,
+                                     relabel([samples[i] for i in train_idx]),
+                                     relabel([samples[i] for i in val_idx]),
+                                     {"train": feats[train_idx], "val": feats[val_idx]})
+    moved = anchor_penalty(enc.head.weight.detach(), start.weight.detach()).item()
+    if reg:
+        assert moved < 1e-3   # held at the pretrained geometry
+    else:
+        assert moved > 1e-2   # free to move
+    assert metrics["gate"]["baseline_map_at_r"] > 0 and len(history) >= 2
+
+
+def test_anchor_penalty_by_hand():
+    import torch
+    from es_metric.train import anchor_penalty
+    w0 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert anchor_penalty(w0 + torch.tensor([[0.5, 0.0], [0.0, 0.0]]), w0).item() == pytest.approx(0.25 / 2)
