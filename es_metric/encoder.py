@@ -119,6 +119,25 @@ class _LiteFeatures(nn.Module):
         """The last convolution's N x 1280 x H x W activations (before pooling)."""
         return self.net.extract_features(x)
 
+    @property
+    def n_blocks(self) -> int:
+        return len(self.net._blocks)
+
+    def early(self, x: torch.Tensor, stop: int) -> torch.Tensor:
+        """Stem and blocks [0, stop): the part a partial fine-tune keeps frozen (and caches)."""
+        x = self.net._swish(self.net._bn0(self.net._conv_stem(x)))
+        for block in self.net._blocks[:stop]:
+            x = block(x)
+        return x
+
+    def tail(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Blocks [start, end), the head convolution and pooling: what a partial fine-tune trains.
+        ``tail(early(x, s), s) == forward(x)`` in eval mode."""
+        rate = self.net._global_params.drop_connect_rate or 0.0
+        for idx in range(start, self.n_blocks):
+            x = self.net._blocks[idx](x, drop_connect_rate=rate * idx / self.n_blocks)
+        return pool_maps(self.net._swish(self.net._bn1(self.net._conv_head(x))), self.pool)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return pool_maps(self.maps(x), self.pool)
 

@@ -183,14 +183,20 @@ def retrieval_metrics(emb: Embedded, rerank: ReRank = NO_RERANK) -> dict:
 
 def evaluate_folder(data_dir: str | Path, *, model_path: str | None = None,
                     baseline: str | None = None, weights: str | None = None,
-                    batch_size: int = 64) -> tuple[dict, Embedded]:
-    """Embed every image of DATA_DIR with a model or a baseline and score retrieval."""
+                    batch_size: int = 64, qe_k: int | None = None) -> tuple[dict, Embedded]:
+    """Embed every image of DATA_DIR with a model or a baseline and score retrieval, ranked as
+    search ranks: with the model card's query expansion unless ``qe_k`` says otherwise."""
     if bool(model_path) == bool(baseline):
         raise ConfigError("give exactly one of --model or --baseline")
     samples = scan_folder(data_dir)
+    rerank = NO_RERANK
     if model_path:
         from .modelfile import load_model
-        emb = model_embeddings(load_model(model_path), samples, batch_size)
+        model = load_model(model_path)
+        rerank = ReRank.from_dict(model.card.get("rerank"))
+        emb = model_embeddings(model, samples, batch_size)
     else:
         emb = baseline_embeddings(baseline, samples, weights)
-    return retrieval_metrics(emb), emb
+    if qe_k is not None:
+        rerank = ReRank(qe_k, rerank.qe_alpha, rerank.dba_k, rerank.dba_alpha)
+    return retrieval_metrics(emb, rerank), emb

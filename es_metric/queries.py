@@ -132,6 +132,14 @@ def search_body(*, knn: dict | None = None, query: dict | None = None, size: int
     return body
 
 
+def expansion_body(field: str, vector: list[float], k: int, *, filter_query: dict | None = None,
+                   exclude_ids: list[str] | None = None, num_candidates: int | None = None) -> dict:
+    """Query expansion's first round: the top ``k`` documents' vectors (and model ids) only."""
+    return {"size": k, "_source": [field, "model_id"], "track_total_hits": False,
+            "knn": knn_clause(field, vector, k, num_candidates=num_candidates,
+                              filter_query=filter_query, exclude_ids=exclude_ids)}
+
+
 def rrf_fuse(rankings: list[list[str]], k: int = 60, size: int | None = None) -> list[tuple[str, float]]:
     """Reciprocal rank fusion: score(d) = sum over rankings of 1 / (k + rank), ranks from 1."""
     scores: dict[str, float] = {}

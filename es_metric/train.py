@@ -23,6 +23,7 @@ from .encoder import Encoder, backbone_spec, create_encoder
 from .evaluate import Embedded, backbone_features, retrieval_metrics
 from .losses import Objective, objective
 from .modelfile import build_card, save_model
+from .rerank import ReRank
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ class TrainConfig:
     refit: bool = True                    # frozen backbone: retrain the head on train + val at the end
     head_reg: float = 0.0                 # linear head: pull toward its PCA start (pretrained geometry)
     pool: str = "avg"                     # avg | gem pooling of the backbone's last feature maps
+    qe_k: int = 0                         # query expansion search applies (recorded in the card)
+    train_blocks: int = 0                 # EfficientNet-Lite: fine-tune the last N blocks (cached early ones)
+    views: int = 4                        # augmented views per image cached for --train-blocks
+    backbone_lr: float = 1e-4
+    qe_alpha: float = 3.0
 
     def resolved(self) -> "TrainConfig":
         spec = backbone_spec(self.backbone)
@@ -59,11 +65,11 @@ class TrainConfig:
         if cfg.pretrained is None:
             cfg.pretrained = spec.pretrained_default or bool(cfg.weights)
         if cfg.freeze_backbone is None:
-            cfg.freeze_backbone = bool(cfg.pretrained)
+            cfg.freeze_backbone = bool(cfg.pretrained) and not cfg.train_blocks
         if obj.frozen_backbone:
             cfg.freeze_backbone = True
         if cfg.lr is None:
-            cfg.lr = 1e-3 if cfg.freeze_backbone else 3e-4
+            cfg.lr = 1e-3 if cfg.freeze_backbone or cfg.train_blocks else 3e-4
         return cfg
 
 
@@ -244,6 +250,10 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
                                          module=encoder.backbone).float()
                  for name, part in (("train", train_s), ("val", val_s))}
         history, metrics, refit_epochs = train_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch)
+    elif cfg.train_blocks:
+        from .partial import fit_tail
+        history = fit_tail(encoder, obj, cfg, train_s, val_s, Path(str(out) + ".ckpt"), on_epoch, resume)
+        metrics = gate_and_calibrate(encoder, cfg, val_s)
     else:
         from .finetune import fit_full
         history = fit_full(encoder, obj, cfg, train_s, val_s, Path(str(out) + ".ckpt"), on_epoch, resume)
@@ -253,4 +263,5 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
                 "refit_epochs": refit_epochs}
     card = build_card(encoder, backbone=cfg.backbone, loss=cfg.loss, training=training,
                       data_fingerprint=fingerprint(samples), metrics=metrics)
+    card["rerank"] = ReRank(qe_k=cfg.qe_k, qe_alpha=cfg.qe_alpha).as_dict()  # what search applies
     return TrainResult(save_model(out, encoder, card), card, history)

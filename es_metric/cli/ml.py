@@ -38,6 +38,12 @@ from .common import echo_json
 @click.option("--time-budget", type=float, default=None, help="Stop head training after N seconds.")
 @click.option("--refit/--no-refit", default=True, show_default=True,
               help="Frozen backbone: after early stopping, retrain the head on train + validation.")
+@click.option("--pool", type=click.Choice(["avg", "gem"]), default="avg", show_default=True,
+              help="Pooling of the backbone's last feature maps (gem: EfficientNet-Lite only).")
+@click.option("--head-reg", type=float, default=0.0, show_default=True,
+              help="Linear head: penalty pulling it toward its PCA start (the pretrained geometry).")
+@click.option("--qe-k", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Query expansion neighbours that search and evaluate apply (recorded in the card).")
 @click.option("--resume", is_flag=True, help="Continue from MODEL.ckpt (full fine-tuning).")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
 def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:
@@ -70,14 +76,17 @@ def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:
 @click.option("--baseline", help="A backbone name (raw features, cosine) or color-histogram.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights for --baseline.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--qe-k", type=click.IntRange(min=0), default=None,
+              help="Query expansion neighbours, as `esm search --qe-k` (0: off). "
+                   "Default: the model card's setting (none for --baseline).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--report", type=click.Path(dir_okay=False), help="Write an HTML report here.")
-def evaluate(data_dir, model_path, baseline, weights, batch_size, as_json, report) -> None:
-    """Retrieval metrics on DATA_DIR: every image queries all the others."""
+def evaluate(data_dir, model_path, baseline, weights, batch_size, qe_k, as_json, report) -> None:
+    """Retrieval metrics on DATA_DIR: every image queries all the others, ranked as search ranks."""
     from ..evaluate import evaluate_folder
 
     metrics, emb = evaluate_folder(data_dir, model_path=model_path, baseline=baseline,
-                                   weights=weights, batch_size=batch_size)
+                                   weights=weights, batch_size=batch_size, qe_k=qe_k)
     if report:
         from ..report import write_report
         write_report(report, metrics, emb)

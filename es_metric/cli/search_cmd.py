@@ -23,9 +23,12 @@ from .common import Cluster, echo_json
 @click.option("--min-similarity", type=float, default=None,
               help="Cosine similarity floor (or L2 distance ceiling for l2_norm models).")
 @click.option("--near-duplicates", is_flag=True, help="Only near-duplicates (calibrated threshold).")
+@click.option("--qe-k", type=click.IntRange(min=0), default=None,
+              help="Query expansion: blend the first round's top N vectors into the query "
+                   "(0: off). Default: the model card's setting.")
 @click.option("--json", "as_json", is_flag=True)
 def search(index, image, like, text, filters, k, page, num_candidates, fusion, image_weight,
-           text_weight, min_similarity, near_duplicates, as_json) -> None:
+           text_weight, min_similarity, near_duplicates, qe_k, as_json) -> None:
     """Search INDEX by image, by document, by text, with filters."""
     from ..images import DecodeLimits, read_bytes
     from ..search import SearchRequest, run_search
@@ -35,7 +38,8 @@ def search(index, image, like, text, filters, k, page, num_candidates, fusion, i
         req = SearchRequest(image=read_bytes(image, limits) if image else None, like=like, text=text,
                             filters=list(filters), k=k, page=page, num_candidates=num_candidates,
                             fusion=fusion, image_weight=image_weight, text_weight=text_weight,
-                            min_similarity=min_similarity, near_duplicates=near_duplicates)
+                            min_similarity=min_similarity, near_duplicates=near_duplicates,
+                            qe_k=qe_k)
         result = run_search(es, index, req, limits)
     if as_json:
         echo_json(result)
