@@ -148,11 +148,13 @@ def map_at_r(ranked_labels: Sequence, label, r: int) -> float:
     return total / r
 
 
-def retrieval_metrics(emb: Embedded, rerank: ReRank = NO_RERANK) -> dict:
+def retrieval_metrics(emb: Embedded, rerank: ReRank = NO_RERANK, full: bool = True) -> dict:
     """The contract's keys plus the Recall@K curve, over queries that have a relevant item.
 
     With ``rerank``, the images are an index searched as search does: vectors augmented with
-    their neighbours' (DBA), each query expanded with its first-round neighbours (QE)."""
+    their neighbours' (DBA), each query expanded with its first-round neighbours (QE).
+    ``full=False``: only MAP@R and Precision@1 (= Recall@1), ranking no deeper than R (fast:
+    early stopping and sweeps)."""
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
     labels = emb.labels
@@ -165,11 +167,15 @@ def retrieval_metrics(emb: Embedded, rerank: ReRank = NO_RERANK) -> dict:
         vecs = augment_database(vecs, rerank.dba_k, rerank.dba_alpha, emb.metric)
     # k = every other item, so mAP ranks all relevant items, not only the first max_bin_count
     calc = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r",
-                                       "mean_average_precision"), k=len(vecs) - 1,
+                                       *(("mean_average_precision",) if full else ())),
+                              k=len(vecs) - 1 if full else "max_bin_count",
                               knn_func=ReRankedKNN(emb.metric, rerank), device=torch.device("cpu"))
     t = torch.from_numpy(np.ascontiguousarray(vecs, dtype=np.float32))
     acc = calc.get_accuracy(t, torch.from_numpy(labels), t, torch.from_numpy(labels),
                             ref_includes_query=True)
+    if not full:
+        return {"map_at_r": float(acc["mean_average_precision_at_r"]),
+                "recall_at_1": float(acc["precision_at_1"]), "n_queries": int(keep.sum())}
     nn = neighbours(vecs, emb.metric, max(RECALL_KS), rerank)
     recall = recall_at_k(labels[nn], labels)
     return {"recall_at_1": recall[1], "recall_at_10": recall.get(10, recall[max(recall)]),

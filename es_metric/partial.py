@@ -79,7 +79,7 @@ def tail_vectors(encoder: Encoder, acts: torch.Tensor, start: int, chunk: int = 
 def _score(encoder: Encoder, acts: torch.Tensor, samples: list[Sample], start: int) -> float:
     vecs = tail_vectors(encoder, acts, start).numpy()
     return retrieval_metrics(Embedded(vecs, labels_tensor(samples).numpy(), samples, encoder.metric,
-                                      "val"))["map_at_r"]
+                                      "val"), full=False)["map_at_r"]
 
 
 def _trainable(encoder: Encoder, start: int) -> list[torch.nn.Parameter]:

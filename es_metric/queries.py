@@ -117,11 +117,17 @@ def text_query(text: str, fields: list[str], filter_query: dict | None = None,
     return {"bool": body}
 
 
+def raw_vector_field(vector_field: str) -> str:
+    """Where a DBA pass keeps the model's own vector (es_metric.dba)."""
+    return f"{vector_field}_raw"
+
+
 def search_body(*, knn: dict | None = None, query: dict | None = None, size: int = 10,
                 offset: int = 0, vector_field: str = "image_vector",
                 highlight_fields: list[str] | None = None) -> dict:
     """The whole request: kNN and/or query, page, source without the (large) vector."""
-    body: dict = {"size": size, "from": offset, "_source": {"excludes": [vector_field]},
+    body: dict = {"size": size, "from": offset,
+                  "_source": {"excludes": [vector_field, raw_vector_field(vector_field)]},
                   "track_total_hits": False}
     if knn:
         body["knn"] = knn

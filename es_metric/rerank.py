@@ -81,11 +81,20 @@ def similarities(queries: torch.Tensor, refs: torch.Tensor, metric: Metric) -> t
 
 
 def _top_others(queries: torch.Tensor, refs: torch.Tensor, k: int, metric: Metric,
-                self_index: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    sims = similarities(queries, refs, metric)
-    if self_index:  # query i is reference i: not its own neighbour
-        sims.fill_diagonal_(float("-inf"))
-    return sims.topk(min(k, refs.shape[0] - int(self_index)), dim=1)
+                self_index: bool, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k similarities and indices of every query among ``refs``, in row blocks (memory
+    stays chunk x N); with ``self_index`` query i is reference i and not its own neighbour."""
+    k = min(k, refs.shape[0] - int(self_index))
+    values, indices = [], []
+    for lo in range(0, len(queries), chunk):
+        sims = similarities(queries[lo:lo + chunk], refs, metric)
+        if self_index:
+            rows = torch.arange(sims.shape[0])
+            sims[rows, rows + lo] = float("-inf")
+        v, i = sims.topk(k, dim=1)
+        values.append(v)
+        indices.append(i)
+    return torch.cat(values), torch.cat(indices)
 
 
 def augment_database(vectors: np.ndarray, k: int, alpha: float = 3.0,

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data import Sample, fingerprint, labels_tensor, relabel, scan_folder, split
+from .data import Sample, fingerprint, labels_tensor, relabel, scan_folder, validation_split
 from .encoder import Encoder, backbone_spec, create_encoder
 from .evaluate import Embedded, backbone_features, retrieval_metrics
 from .losses import Objective, objective
@@ -116,8 +116,10 @@ def _batches(labels: torch.Tensor, cfg: TrainConfig):
 
 def pca_init(head: torch.nn.Linear, feats: torch.Tensor) -> None:
     """Start a linear head at the top principal directions: distances start ≈ the baseline's."""
-    centred = feats - feats.mean(0, keepdim=True)
-    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    centred = (feats - feats.mean(0, keepdim=True)).double()
+    # eigenvectors of the D x D covariance: the SVD's right singular vectors, much cheaper for N >> D
+    evals, evecs = torch.linalg.eigh(centred.T @ centred)
+    v = evecs[:, torch.argsort(evals, descending=True)].T.float()
     k = head.out_features
     with torch.no_grad():
         if v.shape[0] >= k:
@@ -130,7 +132,7 @@ def _score(encoder: Encoder, feats: torch.Tensor, samples: list[Sample]) -> dict
     with torch.no_grad():
         vecs = encoder.project(feats)
     return retrieval_metrics(Embedded(vecs.numpy(), labels_tensor(samples).numpy(), samples,
-                                      encoder.metric, "val"))
+                                      encoder.metric, "val"), full=False)
 
 
 def _head_optimizer(encoder: Encoder, feats: torch.Tensor,
@@ -210,23 +212,44 @@ def refit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, samples: list
 
 
 def train_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list[Sample],
-               val_s: list[Sample], feats: dict, on_epoch: EpochCallback | None = None
-               ) -> tuple[list[dict], dict, int]:
-    """Frozen backbone, cached features ``{"train", "val"}``: fit the head with early stopping,
-    gate and calibrate on validation, then (``cfg.refit``) retrain on train + validation.
-    Returns (history, metrics, refit epochs)."""
-    from .gate import gate_and_calibrate
+               val_s: list[Sample], feats: dict, on_epoch: EpochCallback | None = None,
+               other_s: list[Sample] | None = None) -> tuple[list[dict], dict, int]:
+    """Frozen backbone, cached features ``{"train", "val"[, "other"]}``: fit the head with early
+    stopping, gate and calibrate on validation (and report the other protocol's figures on
+    ``other_s``), then (``cfg.refit``) retrain on all of it. Returns (history, metrics, refit epochs)."""
+    from .gate import both_protocols, gate_and_calibrate, other_protocol_figures
 
     history, best_epoch = _fit_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch)
     with torch.no_grad():
         val_vectors = encoder.project(feats["val"]).numpy()
+        other_vectors = encoder.project(feats["other"]).numpy() if other_s else None
     metrics = gate_and_calibrate(encoder, cfg, val_s, val_vectors, feats["val"])  # before refit
+    metrics.update(both_protocols(metrics, cfg, other_protocol_figures(
+        encoder, cfg, other_s or [], other_vectors, feats.get("other"))))
     refit_epochs = 0
     if cfg.refit and best_epoch > 0:
-        refit_head(encoder, obj, cfg, train_s + val_s, torch.cat([feats["train"], feats["val"]]),
-                   best_epoch)
+        parts = [("train", train_s), ("val", val_s)] + ([("other", other_s)] if other_s else [])
+        refit_head(encoder, obj, cfg, [s for _, part in parts for s in part],
+                   torch.cat([feats[name] for name, _ in parts]), best_epoch)
         refit_epochs = best_epoch
     return history, metrics, refit_epochs
+
+
+def _train_backbone(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list[Sample],
+                    val_s: list[Sample], other_s: list[Sample], ckpt: Path,
+                    on_epoch: EpochCallback | None, resume: bool) -> tuple[list[dict], dict]:
+    """Fine-tuning (the last blocks, or everything), then the gate and both protocols' figures."""
+    from .gate import both_protocols, gate_and_calibrate, other_protocol_figures
+
+    if cfg.train_blocks:
+        from .partial import fit_tail
+        history = fit_tail(encoder, obj, cfg, train_s, val_s, ckpt, on_epoch, resume)
+    else:
+        from .finetune import fit_full
+        history = fit_full(encoder, obj, cfg, train_s, val_s, ckpt, on_epoch, resume)
+    metrics = gate_and_calibrate(encoder, cfg, val_s)
+    metrics.update(both_protocols(metrics, cfg, other_protocol_figures(encoder, cfg, other_s)))
+    return history, metrics
 
 
 def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
@@ -236,31 +259,25 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     samples = scan_folder(data_dir)
-    train_s, val_s = split(samples, cfg.protocol, cfg.val_fraction, cfg.seed)
+    train_s, val_s, other_s = validation_split(samples, cfg.protocol, cfg.val_fraction, cfg.seed)
     obj = objective(cfg.loss)
     encoder = create_encoder(cfg.backbone, dim=cfg.dim, metric=obj.metric, pretrained=cfg.pretrained,
                              weights=cfg.weights, head=cfg.head,
                              feature_norm=obj.name == "mahalanobis", pool=cfg.pool)
-    from .gate import gate_and_calibrate
-
     started = time.monotonic()
     refit_epochs = 0
     if cfg.freeze_backbone:
+        parts = {"train": train_s, "val": val_s, **({"other": other_s} if other_s else {})}
         feats = {name: backbone_features(cfg.backbone, part, cfg.weights, cfg.pretrained,
-                                         module=encoder.backbone).float()
-                 for name, part in (("train", train_s), ("val", val_s))}
-        history, metrics, refit_epochs = train_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch)
-    elif cfg.train_blocks:
-        from .partial import fit_tail
-        history = fit_tail(encoder, obj, cfg, train_s, val_s, Path(str(out) + ".ckpt"), on_epoch, resume)
-        metrics = gate_and_calibrate(encoder, cfg, val_s)
+                                         module=encoder.backbone).float() for name, part in parts.items()}
+        history, metrics, refit_epochs = train_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch,
+                                                    other_s)
     else:
-        from .finetune import fit_full
-        history = fit_full(encoder, obj, cfg, train_s, val_s, Path(str(out) + ".ckpt"), on_epoch, resume)
-        metrics = gate_and_calibrate(encoder, cfg, val_s)
+        history, metrics = _train_backbone(encoder, obj, cfg, train_s, val_s, other_s,
+                                           Path(str(out) + ".ckpt"), on_epoch, resume)
     metrics["train_seconds"] = round(time.monotonic() - started, 1)
     training = {**asdict(cfg), "history": history, "n_train": len(train_s), "n_val": len(val_s),
-                "refit_epochs": refit_epochs}
+                "n_val_other": len(other_s), "refit_epochs": refit_epochs}
     card = build_card(encoder, backbone=cfg.backbone, loss=cfg.loss, training=training,
                       data_fingerprint=fingerprint(samples), metrics=metrics)
     card["rerank"] = ReRank(qe_k=cfg.qe_k, qe_alpha=cfg.qe_alpha).as_dict()  # what search applies

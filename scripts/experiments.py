@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from es_metric.data import Sample, class_folds, scan_folder, split
+from es_metric.data import Sample, class_folds, scan_folder, split, validation_split
 from es_metric.encoder import create_encoder
 from es_metric.evaluate import Embedded, retrieval_metrics
 from es_metric.features import descriptors
@@ -75,9 +75,10 @@ CONFIGS: dict[str, Config] = {
 RERANKS: dict[str, ReRank] = {
     "none": NO_RERANK,
     "qe3": ReRank(qe_k=3), "qe5": ReRank(qe_k=5), "qe10": ReRank(qe_k=10),
-    "dba5": ReRank(dba_k=5),
-    "dba5+qe5": ReRank(qe_k=5, dba_k=5), "dba3+qe3": ReRank(qe_k=3, dba_k=3),
-    "dba10+qe10": ReRank(qe_k=10, dba_k=10),
+    "dba5": ReRank(dba_k=5), "dba10": ReRank(dba_k=10),
+    "dba3+qe3": ReRank(qe_k=3, dba_k=3), "dba5+qe5": ReRank(qe_k=5, dba_k=5),
+    "dba10+qe5": ReRank(qe_k=5, dba_k=10), "dba10+qe10": ReRank(qe_k=10, dba_k=10),
+    "dba20+qe10": ReRank(qe_k=10, dba_k=20),
 }
 
 
@@ -113,7 +114,7 @@ def score(vecs: torch.Tensor, test_s: list[Sample], metric: Metric, reranks: dic
     emb = Embedded(vecs.numpy(), labels, test_s, metric, "run")
     out = {}
     for name, rr in reranks.items():
-        m = retrieval_metrics(emb, rr)
+        m = retrieval_metrics(emb, rr, full=False)
         out[name] = {"map_at_r": m["map_at_r"], "recall_at_1": m["recall_at_1"]}
     return out
 
@@ -125,20 +126,20 @@ def run_one(cfg: Config, feats: Features, protocol: str, seed: int, train_s: lis
         return {"scores": score(F.normalize(test, dim=-1), test_s, Metric.COSINE, reranks)}
     tc = cfg.train_config(protocol, seed).resolved()
     seed_everything(seed)
-    inner_train, val = split(train_s, protocol, tc.val_fraction, seed)
-    feats_tv = feats.of(cfg, inner_train + val)
+    inner_train, val, other = validation_split(train_s, protocol, tc.val_fraction, seed)  # as esm train
+    parts = {"train": inner_train, "val": val, **({"other": other} if other else {})}
     obj = objective(tc.loss)
     encoder = create_encoder(tc.backbone, dim=tc.dim, metric=obj.metric, pretrained=False,
                              head=tc.head, feature_norm=obj.name == "mahalanobis")
     started = time.monotonic()
     history, metrics, refit = train_head(encoder, obj, tc, inner_train, val,
-                                         {"train": feats_tv[:len(inner_train)],
-                                          "val": feats_tv[len(inner_train):]})
+                                         {k: feats.of(cfg, v) for k, v in parts.items()}, other_s=other)
     seconds = time.monotonic() - started
     with torch.no_grad():
         vecs = encoder.project(test)
     return {"scores": score(vecs, test_s, obj.metric, reranks), "train_s": round(seconds, 1),
-            "epochs": len(history) - 1, "refit_epochs": refit, "gate": metrics["gate"]["passed"]}
+            "epochs": len(history) - 1, "refit_epochs": refit, "gate": metrics["gate"]["passed"],
+            "validation": metrics["validation"]}
 
 
 def load_done(path: Path) -> dict:
@@ -199,7 +200,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--id-splits", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--exclude", action="append", default=["iconic"])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 runs best on shared cores)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

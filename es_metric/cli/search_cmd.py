@@ -77,3 +77,25 @@ def serve(host: str, port: int) -> None:
     from .common import settings
 
     uvicorn.run(create_app(settings()), host=host, port=port, log_level="info")
+
+
+@main.command()
+@click.argument("index")
+@click.option("--k", "k", type=click.IntRange(min=1), default=None,
+              help="Neighbours blended into each vector. Default: the model card's setting.")
+@click.option("--alpha", type=float, default=None, help="Similarity exponent of the neighbour weights.")
+@click.option("--json", "as_json", is_flag=True)
+def dba(index, k, alpha, as_json) -> None:
+    """Database-side augmentation: blend every vector of INDEX with its nearest neighbours'
+    (run again after ingests; it recomputes from the model's own vectors)."""
+    from ..dba import augment_index, card_setting
+    from ..index import index_info
+
+    with Cluster() as (_s, es):
+        k_default, alpha_default = card_setting(index_info(es, index))
+        result = augment_index(es, index, k or k_default, alpha if alpha is not None else alpha_default)
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"{result['documents']} vectors of {result['index']} augmented with their {result['k']} "
+               f"nearest neighbours in {result['total_s']} s ({result['failed']} failed)")

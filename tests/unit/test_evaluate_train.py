@@ -149,3 +149,27 @@ def test_anchor_penalty_by_hand():
     from es_metric.train import anchor_penalty
     w0 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     assert anchor_penalty(w0 + torch.tensor([[0.5, 0.0], [0.0, 0.0]]), w0).item() == pytest.approx(0.25 / 2)
+
+
+def test_validation_split_draws_a_report_only_set_of_the_other_protocol(tiny_data):
+    from es_metric.data import validation_split
+    samples = scan_folder(tiny_data)
+    train, val, other = validation_split(samples, "class-disjoint", 0.34, seed=0)
+    assert not {s.cls for s in val} & {s.cls for s in train}          # held-out classes
+    assert {s.cls for s in other} <= {s.cls for s in train}           # unseen photos of trained classes
+    assert not {s.path for s in other} & {s.path for s in train}
+    assert len(train) + len(val) + len(other) == len(samples)
+    train, val, other = validation_split(samples, "in-domain", 0.2, seed=0)
+    assert {s.cls for s in val} <= {s.cls for s in train}
+    assert other and not {s.cls for s in other} & {s.cls for s in train}
+    assert validation_split(samples, "in-domain", 0.2, seed=0, other=False)[2] == []
+
+
+def test_card_reports_both_protocols_and_what_the_model_is_for(tiny_model):
+    from es_metric.modelfile import read_card
+    m = read_card(tiny_model)["metrics"]
+    assert set(m["validation"]) == {"in-domain", "class-disjoint"}
+    unseen = m["validation"]["class-disjoint"]
+    assert unseen["ratio"] == pytest.approx(unseen["map_at_r"] / unseen["baseline_map_at_r"], abs=1e-3)
+    assert m["transfers_to_new_products"] is (unseen["ratio"] > 1.0)
+    assert "catalogue" in m["intended_for"] and m["gate"]["protocol"] == "in-domain"
