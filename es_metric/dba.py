@@ -23,7 +23,7 @@ from .errors import IndexStateError
 from .index import IndexInfo, index_info
 from .metric import Metric
 from .queries import raw_vector_field as raw_field
-from .rerank import augment_database
+from .rerank import ReRank, augment_database
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,23 @@ def read_raw_vectors(client: Elasticsearch, info: IndexInfo) -> tuple[list[str],
 DEFAULT_K = 10
 
 
+def recorded(info: IndexInfo) -> ReRank:
+    """The re-ranking the index's model card records."""
+    from .modelfile import cached_model
+
+    return ReRank.from_dict(cached_model(info.model_path).card.get("rerank"))
+
+
 def card_setting(info: IndexInfo) -> tuple[int, float]:
     """(k, alpha) the index's model card records for DBA (DEFAULT_K when it records none)."""
-    from .modelfile import cached_model
-    from .rerank import ReRank
-
-    rr = ReRank.from_dict(cached_model(info.model_path).card.get("rerank"))
+    rr = recorded(info)
     return rr.dba_k or DEFAULT_K, rr.dba_alpha
+
+
+def augment_if_recorded(client: Elasticsearch, index: str) -> dict | None:
+    """After an ingest: the DBA pass the model card asks for (None when it asks for none)."""
+    rr = recorded(index_info(client, index))
+    return augment_index(client, index, rr.dba_k, rr.dba_alpha) if rr.dba_k else None
 
 
 def augmentation_actions(index: str, info: IndexInfo, ids: list[str], raw: np.ndarray,

@@ -189,9 +189,11 @@ def retrieval_metrics(emb: Embedded, rerank: ReRank = NO_RERANK, full: bool = Tr
 
 def evaluate_folder(data_dir: str | Path, *, model_path: str | None = None,
                     baseline: str | None = None, weights: str | None = None,
-                    batch_size: int = 64, qe_k: int | None = None) -> tuple[dict, Embedded]:
+                    batch_size: int = 64, qe_k: int | None = None,
+                    dba_k: int | None = None) -> tuple[dict, Embedded]:
     """Embed every image of DATA_DIR with a model or a baseline and score retrieval, ranked as
-    search ranks: with the model card's query expansion unless ``qe_k`` says otherwise."""
+    search ranks: with the model card's re-ranking (DATA_DIR as the index: DBA, then QE)
+    unless ``qe_k`` / ``dba_k`` say otherwise."""
     if bool(model_path) == bool(baseline):
         raise ConfigError("give exactly one of --model or --baseline")
     samples = scan_folder(data_dir)
@@ -203,6 +205,6 @@ def evaluate_folder(data_dir: str | Path, *, model_path: str | None = None,
         emb = model_embeddings(model, samples, batch_size)
     else:
         emb = baseline_embeddings(baseline, samples, weights)
-    if qe_k is not None:
-        rerank = ReRank(qe_k, rerank.qe_alpha, rerank.dba_k, rerank.dba_alpha)
+    rerank = ReRank(rerank.qe_k if qe_k is None else qe_k, rerank.qe_alpha,
+                    rerank.dba_k if dba_k is None else dba_k, rerank.dba_alpha)
     return retrieval_metrics(emb, rerank), emb

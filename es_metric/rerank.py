@@ -43,6 +43,9 @@ class ReRank:
 
 
 NO_RERANK = ReRank()
+# What a newly trained model records (chosen by the mean over class folds and image splits of the
+# Grocery Store set, scripts/experiments.py; README "Results").
+DEFAULT_RERANK = ReRank(qe_k=10, qe_alpha=3.0, dba_k=10, dba_alpha=3.0)
 
 
 def neighbour_weights(sims: torch.Tensor, alpha: float, metric: Metric) -> torch.Tensor:

@@ -23,7 +23,7 @@ from .encoder import Encoder, backbone_spec, create_encoder
 from .evaluate import Embedded, backbone_features, retrieval_metrics
 from .losses import Objective, objective
 from .modelfile import build_card, save_model
-from .rerank import ReRank
+from .rerank import DEFAULT_RERANK, ReRank
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,12 @@ class TrainConfig:
     refit: bool = True                    # frozen backbone: retrain the head on train + val at the end
     head_reg: float = 0.0                 # linear head: pull toward its PCA start (pretrained geometry)
     pool: str = "avg"                     # avg | gem pooling of the backbone's last feature maps
-    qe_k: int = 0                         # query expansion search applies (recorded in the card)
+    qe_k: int = DEFAULT_RERANK.qe_k        # query expansion search applies (recorded in the card)
     train_blocks: int = 0                 # EfficientNet-Lite: fine-tune the last N blocks (cached early ones)
     views: int = 4                        # augmented views per image cached for --train-blocks
     backbone_lr: float = 1e-4
-    qe_alpha: float = 3.0
+    qe_alpha: float = DEFAULT_RERANK.qe_alpha
+    dba_k: int = DEFAULT_RERANK.dba_k      # database-side augmentation the index applies (card)
 
     def resolved(self) -> "TrainConfig":
         spec = backbone_spec(self.backbone)
@@ -280,5 +281,5 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
                 "n_val_other": len(other_s), "refit_epochs": refit_epochs}
     card = build_card(encoder, backbone=cfg.backbone, loss=cfg.loss, training=training,
                       data_fingerprint=fingerprint(samples), metrics=metrics)
-    card["rerank"] = ReRank(qe_k=cfg.qe_k, qe_alpha=cfg.qe_alpha).as_dict()  # what search applies
+    card["rerank"] = ReRank(cfg.qe_k, cfg.qe_alpha, cfg.dba_k, cfg.qe_alpha).as_dict()  # search applies it
     return TrainResult(save_model(out, encoder, card), card, history)

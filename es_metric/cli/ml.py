@@ -9,6 +9,7 @@ import click
 from ..data import PROTOCOLS, materialize, scan_folder, split as split_samples
 from ..encoder import BACKBONES
 from ..losses import OBJECTIVES
+from ..rerank import DEFAULT_RERANK
 from . import main
 from .common import echo_json
 
@@ -42,8 +43,11 @@ from .common import echo_json
               help="Pooling of the backbone's last feature maps (gem: EfficientNet-Lite only).")
 @click.option("--head-reg", type=float, default=0.0, show_default=True,
               help="Linear head: penalty pulling it toward its PCA start (the pretrained geometry).")
-@click.option("--qe-k", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--qe-k", type=click.IntRange(min=0), default=DEFAULT_RERANK.qe_k, show_default=True,
               help="Query expansion neighbours that search and evaluate apply (recorded in the card).")
+@click.option("--dba-k", type=click.IntRange(min=0), default=DEFAULT_RERANK.dba_k, show_default=True,
+              help="Database-side augmentation neighbours: `esm ingest` (and `esm dba`) blend every "
+                   "indexed vector with them; evaluate applies it too (recorded in the card).")
 @click.option("--resume", is_flag=True, help="Continue from MODEL.ckpt (full fine-tuning).")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
 def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:
@@ -79,14 +83,17 @@ def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:
 @click.option("--qe-k", type=click.IntRange(min=0), default=None,
               help="Query expansion neighbours, as `esm search --qe-k` (0: off). "
                    "Default: the model card's setting (none for --baseline).")
+@click.option("--dba-k", type=click.IntRange(min=0), default=None,
+              help="Database-side augmentation neighbours, as `esm dba` (0: off). Default: the card's.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--report", type=click.Path(dir_okay=False), help="Write an HTML report here.")
-def evaluate(data_dir, model_path, baseline, weights, batch_size, qe_k, as_json, report) -> None:
+def evaluate(data_dir, model_path, baseline, weights, batch_size, qe_k, dba_k, as_json, report) -> None:
     """Retrieval metrics on DATA_DIR: every image queries all the others, ranked as search ranks."""
     from ..evaluate import evaluate_folder
 
     metrics, emb = evaluate_folder(data_dir, model_path=model_path, baseline=baseline,
-                                   weights=weights, batch_size=batch_size, qe_k=qe_k)
+                                   weights=weights, batch_size=batch_size, qe_k=qe_k,
+                                   dba_k=dba_k)
     if report:
         from ..report import write_report
         write_report(report, metrics, emb)
