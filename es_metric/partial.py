@@ -122,22 +122,30 @@ def _epoch(encoder, loss_fn, miner, opt, views: torch.Tensor, labels: torch.Tens
     return float(np.mean(losses)) if losses else None
 
 
+def tail_start(encoder: Encoder, train_blocks: int) -> int:
+    """Index of the first trainable block when the last ``train_blocks`` are fine-tuned."""
+    n = _lite(encoder).n_blocks
+    if not 1 <= train_blocks <= n:
+        raise ConfigError(f"--train-blocks must be 1..{n}")
+    return n - train_blocks
+
+
 def fit_tail(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s: list[Sample],
-             ckpt: Path, on_epoch=None, resume: bool = False) -> list[dict]:
-    """Fine-tune the last ``cfg.train_blocks`` blocks and the head; returns the history."""
+             ckpt: Path, on_epoch=None, resume: bool = False,
+             acts: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[dict]:
+    """Fine-tune the last ``cfg.train_blocks`` blocks and the head; returns the history.
+    ``acts``: (views x N_train, N_val) early activations when the caller has them cached."""
     from .train import _head_optimizer, _loss_params, seed_everything
 
-    backbone = _lite(encoder)
-    start = backbone.n_blocks - cfg.train_blocks
-    if not 0 <= start < backbone.n_blocks:
-        raise ConfigError(f"--train-blocks must be 1..{backbone.n_blocks}")
-    views = torch.stack([early_activations(encoder, cfg.backbone, train_s, start, augment=True, seed=v)
-                         for v in range(cfg.views)])
-    val_acts = early_activations(encoder, cfg.backbone, val_s, start, augment=False)
+    start = tail_start(encoder, cfg.train_blocks)
+    if acts is None:
+        acts = (torch.stack([early_activations(encoder, cfg.backbone, train_s, start, augment=True, seed=v)
+                             for v in range(cfg.views)]),
+                early_activations(encoder, cfg.backbone, val_s, start, augment=False))
+    views, val_acts = acts
     seed_everything(cfg.seed)
     params = _trainable(encoder, start)
-    clean = tail_vectors_features(encoder, views[0], start)
-    head_opt, _ = _head_optimizer(encoder, clean, cfg)  # PCA start of a linear head
+    _head_optimizer(encoder, tail_vectors_features(encoder, views[0], start), cfg)  # PCA start of the head
     opt = torch.optim.AdamW([{"params": [p for p in params if p not in set(encoder.head.parameters())],
                               "lr": cfg.backbone_lr},
                              {"params": list(encoder.head.parameters()), "lr": cfg.lr}],

@@ -48,7 +48,13 @@ from .common import echo_json
 @click.option("--dba-k", type=click.IntRange(min=0), default=DEFAULT_RERANK.dba_k, show_default=True,
               help="Database-side augmentation neighbours: `esm ingest` (and `esm dba`) blend every "
                    "indexed vector with them; evaluate applies it too (recorded in the card).")
-@click.option("--resume", is_flag=True, help="Continue from MODEL.ckpt (full fine-tuning).")
+@click.option("--train-blocks", type=click.IntRange(min=0), default=0, show_default=True,
+              help="EfficientNet-Lite: fine-tune the last N blocks on cached early activations.")
+@click.option("--views", type=click.IntRange(min=1), default=4, show_default=True,
+              help="With --train-blocks: augmented views cached per training image.")
+@click.option("--backbone-lr", type=float, default=1e-4, show_default=True,
+              help="With --train-blocks: learning rate of the fine-tuned blocks.")
+@click.option("--resume", is_flag=True, help="Continue from MODEL.ckpt (fine-tuning).")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
 def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:
     """Train an encoder on DATA_DIR (one sub-folder per class) and write MODEL with its card."""
