@@ -50,7 +50,7 @@ class Config:
 
     def train_config(self, protocol: str, seed: int) -> TrainConfig:
         return TrainConfig(**{"backbone": self.backbone, "pool": self.pool, "protocol": protocol,
-                              "seed": seed, "epochs": 60, "patience": 8, **(self.train or {})})
+                              "seed": seed, **(self.train or {})})  # otherwise esm train's defaults
 
 
 RAW = None
@@ -85,8 +85,9 @@ RERANKS: dict[str, ReRank] = {
 
 def splits(samples: list[Sample], folds: int, seeds: list[int], id_splits: list[int]):
     """(protocol, split name, seed, train, test) of every run."""
-    for fold, (train_s, test_s) in enumerate(class_folds(samples, folds, seed=0)):
-        for seed in seeds:
+    class_splits = class_folds(samples, folds, seed=0)
+    for seed in seeds:  # every fold once before the next seed
+        for fold, (train_s, test_s) in enumerate(class_splits):
             yield "class-disjoint", f"fold{fold}", seed, train_s, test_s
     for seed in id_splits:
         train_s, test_s = split(samples, "in-domain", 0.5, seed)

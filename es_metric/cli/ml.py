@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..data import PROTOCOLS, materialize, scan_folder, split as split_samples
+from ..data import PROTOCOLS, class_folds, materialize, scan_folder, split as split_samples
 from ..encoder import BACKBONES
 from ..losses import OBJECTIVES
 from ..rerank import DEFAULT_RERANK
@@ -121,10 +121,19 @@ def evaluate(data_dir, model_path, baseline, weights, batch_size, qe_k, dba_k, a
 @click.option("--test-fraction", type=float, default=0.5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--exclude", multiple=True, help="Sub-folder to leave out (repeatable).")
-def split_cmd(data_dir, out, protocol, test_fraction, seed, exclude) -> None:
+@click.option("--folds", type=click.IntRange(min=2), default=None,
+              help="class-disjoint: K class folds (each class held out once); with --fold.")
+@click.option("--fold", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Which fold's classes form the test part (0..K-1).")
+def split_cmd(data_dir, out, protocol, test_fraction, seed, exclude, folds, fold) -> None:
     """Write OUT/train and OUT/test (symlinked image folders) under a protocol."""
     samples = scan_folder(data_dir, exclude=tuple(exclude))
-    train_s, test_s = split_samples(samples, protocol, test_fraction, seed)
+    if folds:
+        if protocol != "class-disjoint" or fold >= folds:
+            raise click.UsageError("--folds needs --protocol class-disjoint and --fold < --folds")
+        train_s, test_s = class_folds(samples, folds, seed)[fold]
+    else:
+        train_s, test_s = split_samples(samples, protocol, test_fraction, seed)
     n_train = materialize(train_s, Path(out) / "train")
     n_test = materialize(test_s, Path(out) / "test")
     click.echo(f"{protocol}: {n_train} train images ({len({s.cls for s in train_s})} classes), "

@@ -173,3 +173,16 @@ def test_card_reports_both_protocols_and_what_the_model_is_for(tiny_model):
     assert unseen["ratio"] == pytest.approx(unseen["map_at_r"] / unseen["baseline_map_at_r"], abs=1e-3)
     assert m["transfers_to_new_products"] is (unseen["ratio"] > 1.0)
     assert "catalogue" in m["intended_for"] and m["gate"]["protocol"] == "in-domain"
+
+
+def test_esm_split_writes_one_class_fold(tiny_data, tmp_path):
+    from click.testing import CliRunner
+    from es_metric.cli import main
+    from es_metric.data import class_folds
+    res = CliRunner().invoke(main, ["split", str(tiny_data), "--out", str(tmp_path / "f1"),
+                                    "--protocol", "class-disjoint", "--folds", "3", "--fold", "1"])
+    assert res.exit_code == 0, res.output
+    _, test = class_folds(scan_folder(tiny_data), 3, 0)[1]
+    assert sorted(p.name for p in (tmp_path / "f1" / "test").iterdir()) == sorted({s.cls for s in test})
+    bad = CliRunner().invoke(main, ["split", str(tiny_data), "--out", str(tmp_path / "x"), "--folds", "3"])
+    assert bad.exit_code != 0 and "class-disjoint" in bad.output
