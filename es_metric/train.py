@@ -23,7 +23,8 @@ from .encoder import Encoder, backbone_spec, create_encoder
 from .evaluate import Embedded, backbone_features, retrieval_metrics
 from .losses import Objective, objective
 from .modelfile import build_card, save_model
-from .rerank import DEFAULT_RERANK, ReRank
+from .metric import Metric
+from .rerank import DEFAULT_RERANK, NO_RERANK, ReRank
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,12 @@ class TrainConfig:
     refit: bool = True                    # frozen backbone: retrain the head on train + val at the end
     head_reg: float = 0.0                 # linear head: pull toward its PCA start (pretrained geometry)
     pool: str = "avg"                     # avg | gem pooling of the backbone's last feature maps
-    qe_k: int = DEFAULT_RERANK.qe_k        # query expansion search applies (recorded in the card)
     train_blocks: int = 0                 # EfficientNet-Lite: fine-tune the last N blocks (cached early ones)
     views: int = 4                        # augmented views per image cached for --train-blocks
     backbone_lr: float = 1e-4
+    qe_k: int | None = None               # query expansion search applies (card); None: per metric
     qe_alpha: float = DEFAULT_RERANK.qe_alpha
-    dba_k: int = DEFAULT_RERANK.dba_k      # database-side augmentation the index applies (card)
+    dba_k: int | None = None              # DBA the index applies (card); None: per metric
 
     def resolved(self) -> "TrainConfig":
         spec = backbone_spec(self.backbone)
@@ -69,6 +70,9 @@ class TrainConfig:
             cfg.freeze_backbone = bool(cfg.pretrained) and not cfg.train_blocks
         if obj.frozen_backbone:
             cfg.freeze_backbone = True
+        default = DEFAULT_RERANK if obj.metric is Metric.COSINE else NO_RERANK  # unmeasured for L2
+        cfg.qe_k = default.qe_k if cfg.qe_k is None else cfg.qe_k
+        cfg.dba_k = default.dba_k if cfg.dba_k is None else cfg.dba_k
         if cfg.lr is None:
             cfg.lr = 1e-3 if cfg.freeze_backbone or cfg.train_blocks else 3e-4
         return cfg
