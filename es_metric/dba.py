@@ -43,7 +43,7 @@ def read_raw_vectors(client: Elasticsearch, info: IndexInfo) -> tuple[list[str],
     field, raw = info.vector_field, raw_field(info.vector_field)
     ids, vecs = [], []
     for hit in scan(client, index=info.concrete, _source=[field, raw, "model_id"],
-                    query={"bool": {"filter": [{"exists": {"field": field}}]}}):
+                    query={"query": {"bool": {"filter": [{"exists": {"field": field}}]}}}):
         src = hit["_source"]
         if src.get("model_id") not in (None, info.model_id):
             raise IndexStateError(f"document {hit['_id']} was embedded by {src['model_id']}, the index "
