@@ -23,8 +23,7 @@ from .encoder import Encoder, backbone_spec, create_encoder
 from .evaluate import Embedded, backbone_features, retrieval_metrics
 from .losses import Objective, objective
 from .modelfile import build_card, save_model
-from .metric import Metric
-from .rerank import DEFAULT_RERANK, NO_RERANK, ReRank
+from .rerank import DEFAULT_RERANK, ReRank
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +55,9 @@ class TrainConfig:
     train_blocks: int = 0                 # EfficientNet-Lite: fine-tune the last N blocks (cached early ones)
     views: int = 4                        # augmented views per image cached for --train-blocks
     backbone_lr: float = 1e-4
-    qe_k: int | None = None               # query expansion search applies (card); None: per metric
+    qe_k: int = DEFAULT_RERANK.qe_k       # query expansion search applies (recorded in the card)
     qe_alpha: float = DEFAULT_RERANK.qe_alpha
-    dba_k: int | None = None              # DBA the index applies (card); None: per metric
+    dba_k: int = DEFAULT_RERANK.dba_k     # DBA the index applies (recorded in the card)
 
     def resolved(self) -> "TrainConfig":
         spec = backbone_spec(self.backbone)
@@ -70,9 +69,6 @@ class TrainConfig:
             cfg.freeze_backbone = bool(cfg.pretrained) and not cfg.train_blocks
         if obj.frozen_backbone:
             cfg.freeze_backbone = True
-        default = DEFAULT_RERANK if obj.metric is Metric.COSINE else NO_RERANK  # unmeasured for L2
-        cfg.qe_k = default.qe_k if cfg.qe_k is None else cfg.qe_k
-        cfg.dba_k = default.dba_k if cfg.dba_k is None else cfg.dba_k
         if cfg.lr is None:
             cfg.lr = 1e-3 if cfg.freeze_backbone or cfg.train_blocks else 3e-4
         return cfg

@@ -43,13 +43,11 @@ from .common import echo_json
               help="Pooling of the backbone's last feature maps (gem: EfficientNet-Lite only).")
 @click.option("--head-reg", type=float, default=0.0, show_default=True,
               help="Linear head: penalty pulling it toward its PCA start (the pretrained geometry).")
-@click.option("--qe-k", type=click.IntRange(min=0), default=None,
-              help="Query expansion neighbours that search and evaluate apply (recorded in the "
-                   f"card). Default: {DEFAULT_RERANK.qe_k} for cosine objectives, 0 for mahalanobis.")
-@click.option("--dba-k", type=click.IntRange(min=0), default=None,
+@click.option("--qe-k", type=click.IntRange(min=0), default=DEFAULT_RERANK.qe_k, show_default=True,
+              help="Query expansion neighbours that search and evaluate apply (recorded in the card).")
+@click.option("--dba-k", type=click.IntRange(min=0), default=DEFAULT_RERANK.dba_k, show_default=True,
               help="Database-side augmentation neighbours: `esm ingest` (and `esm dba`) blend every "
-                   "indexed vector with them; evaluate applies it too (recorded in the card). "
-                   f"Default: {DEFAULT_RERANK.dba_k} for cosine objectives, 0 for mahalanobis.")
+                   "indexed vector with them; evaluate applies it too (recorded in the card).")
 @click.option("--train-blocks", type=click.IntRange(min=0), default=0, show_default=True,
               help="EfficientNet-Lite: fine-tune the last N blocks on cached early activations.")
 @click.option("--views", type=click.IntRange(min=1), default=4, show_default=True,
