@@ -102,14 +102,14 @@ def validation_split(samples: Sequence[Sample], protocol: str, fraction: float, 
     """(train, validation, other validation): the validation set for early stopping and the
     gate is drawn with ``protocol``; with ``other``, a second, smaller one (half the fraction)
     is drawn from the rest with the other protocol, only to report how the model does there
-    (at least two classes when held-out classes; empty when too few classes or images remain)."""
+    (empty when it would hold out fewer than two classes, or too few images remain)."""
     train, val = split(samples, protocol, fraction, seed)
     if not other:
         return train, val, []
     other_protocol = PROTOCOLS[1 - PROTOCOLS.index(protocol)]
-    n_classes = len({s.cls for s in train})
-    share = max(fraction / 2, 2 / n_classes) if other_protocol == "class-disjoint" else fraction / 2
-    rest, other_val = split(train, other_protocol, share, seed + 1)
+    if other_protocol == "class-disjoint" and round(len({s.cls for s in train}) * fraction / 2) < 2:
+        return train, val, []  # too few classes to hold two out without starving training
+    rest, other_val = split(train, other_protocol, fraction / 2, seed + 1)
     kept = {s.cls for s in rest}
     main_val = val
     if other_protocol == "class-disjoint":  # validation photos of the held-out classes join them

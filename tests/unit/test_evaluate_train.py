@@ -151,28 +151,47 @@ def test_anchor_penalty_by_hand():
     assert anchor_penalty(w0 + torch.tensor([[0.5, 0.0], [0.0, 0.0]]), w0).item() == pytest.approx(0.25 / 2)
 
 
-def test_validation_split_draws_a_report_only_set_of_the_other_protocol(tiny_data):
+def _many_classes(n_classes=30, per_class=20):
+    from es_metric.data import Sample
+    return [Sample(f"c{c}/{i}.jpg", c, f"c{c}") for c in range(n_classes) for i in range(per_class)]
+
+
+def test_validation_split_draws_a_report_only_set_of_the_other_protocol():
     from es_metric.data import validation_split
-    samples = scan_folder(tiny_data)
-    train, val, other = validation_split(samples, "class-disjoint", 0.34, seed=0)
+    samples = _many_classes()
+    train, val, other = validation_split(samples, "class-disjoint", 0.2, seed=0)
     assert not {s.cls for s in val} & {s.cls for s in train}          # held-out classes
-    assert {s.cls for s in other} <= {s.cls for s in train}           # unseen photos of trained classes
+    assert other and {s.cls for s in other} <= {s.cls for s in train}  # unseen photos of trained classes
     assert not {s.path for s in other} & {s.path for s in train}
     assert len(train) + len(val) + len(other) == len(samples)
     train, val, other = validation_split(samples, "in-domain", 0.2, seed=0)
-    assert {s.cls for s in val} <= {s.cls for s in train}
-    assert other and not {s.cls for s in other} & {s.cls for s in train}
+    assert len({s.cls for s in other}) == 3 and not {s.cls for s in other} & {s.cls for s in train}
+    assert {s.cls for s in val} <= {s.cls for s in train}  # their validation photos moved to other
+    assert len(train) + len(val) + len(other) == len(samples)
     assert validation_split(samples, "in-domain", 0.2, seed=0, other=False)[2] == []
 
 
-def test_card_reports_both_protocols_and_what_the_model_is_for(tiny_model):
+def test_no_held_out_classes_are_taken_from_a_small_class_set(tiny_data):
+    from es_metric.data import split, validation_split
+    samples = scan_folder(tiny_data)  # 6 classes: holding out 2 of them would starve training
+    assert validation_split(samples, "in-domain", 0.2, seed=0) == (*split(samples, "in-domain", 0.2, 0), [])
+
+
+def test_card_reports_both_protocols_where_measurable(tiny_model, tiny_data, tmp_path):
     from es_metric.modelfile import read_card
-    m = read_card(tiny_model)["metrics"]
-    assert set(m["validation"]) == {"in-domain", "class-disjoint"}
+    from es_metric.train import TrainConfig, train
+    m = read_card(tiny_model)["metrics"]  # in-domain on 6 classes: no held-out classes to report
+    assert set(m["validation"]) == {"in-domain"} and m["transfers_to_new_products"] is None
+    assert "not measured on new products" in m["intended_for"]
+    card = train(tiny_data, tmp_path / "cd.pt", TrainConfig(
+        loss="triplet", backbone="small-cnn", dim=16, epochs=2, batch_size=48, seed=1,
+        protocol="class-disjoint", val_fraction=0.34)).card
+    m = card["metrics"]
+    assert set(m["validation"]) == {"in-domain", "class-disjoint"} and m["gate"]["protocol"] == "class-disjoint"
     unseen = m["validation"]["class-disjoint"]
     assert unseen["ratio"] == pytest.approx(unseen["map_at_r"] / unseen["baseline_map_at_r"], abs=1e-3)
     assert m["transfers_to_new_products"] is (unseen["ratio"] > 1.0)
-    assert "catalogue" in m["intended_for"] and m["gate"]["protocol"] == "in-domain"
+    assert m["validation"]["in-domain"]["n_images"] > 0 and card["training"]["n_val_other"] > 0
 
 
 def test_esm_split_writes_one_class_fold(tiny_data, tmp_path):
