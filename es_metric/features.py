@@ -65,12 +65,10 @@ def pooled(maps: torch.Tensor, pool: str = "avg", chunk: int = 512) -> torch.Ten
 
 def descriptors(name: str, samples: Sequence[Sample], *, pool: str = "avg", flip: bool = False,
                 sizes: Sequence[int] | None = None) -> torch.Tensor:
-    """Pooled features, averaged over the views asked for (the image and its mirror image;
-    several input sizes): each view's descriptor is L2-normalised before the mean."""
-    views = []
-    for size in sizes or [None]:
-        for mirrored in ([False, True] if flip else [False]):
-            views.append(F.normalize(pooled(feature_maps(name, samples, size=size, flip=mirrored), pool),
-                                     dim=-1))
-    return torch.stack(views).mean(0) if len(views) > 1 else pooled(
-        feature_maps(name, samples, size=(sizes or [None])[0]), pool)
+    """Pooled features; with several views (the image and its mirror image, several input
+    sizes) the mean of the views' L2-normalised descriptors. One view: as the encoder pools it."""
+    views = [pooled(feature_maps(name, samples, size=size, flip=mirrored), pool)
+             for size in (sizes or [None]) for mirrored in ([False, True] if flip else [False])]
+    if len(views) == 1:
+        return views[0]
+    return torch.stack([F.normalize(v, dim=-1) for v in views]).mean(0)

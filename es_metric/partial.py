@@ -156,13 +156,7 @@ def fit_tail(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s
     history = [{"epoch": 0, "loss": None, "val_map_at_r": best_score, "seconds": 0.0}]
     best_state, bad, first = copy.deepcopy(encoder.state_dict()), 0, 1
     if resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        encoder.load_state_dict(state["encoder"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        first, history, best_score, best_state, bad = (state["epoch"] + 1, state["history"],
-                                                       state["best"], state["best_state"], state["bad"])
-        log.info("resumed from %s at epoch %d", ckpt, first)
+        first, history, best_score, best_state, bad = _restore(ckpt, encoder, opt, gen)
     for epoch in range(first, cfg.epochs + 1):
         if bad >= cfg.patience:
             break
@@ -185,6 +179,17 @@ def fit_tail(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s
         p.requires_grad_(True)
     encoder.eval()
     return history
+
+
+def _restore(ckpt: Path, encoder: Encoder, opt, gen: torch.Generator) -> tuple:
+    """Load a checkpoint into the encoder, optimiser and view sampler; (first epoch, history,
+    best score, best state, epochs without improvement)."""
+    state = torch.load(ckpt, weights_only=False)
+    encoder.load_state_dict(state["encoder"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    log.info("resumed from %s at epoch %d", ckpt, state["epoch"] + 1)
+    return state["epoch"] + 1, state["history"], state["best"], state["best_state"], state["bad"]
 
 
 def tail_vectors_features(encoder: Encoder, acts: torch.Tensor, start: int, chunk: int = 128) -> torch.Tensor:
