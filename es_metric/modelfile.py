@@ -65,6 +65,7 @@ def build_card(encoder: Encoder, *, backbone: str, loss: str, training: dict,
         "backbone": backbone,
         "head": encoder.head_kind,
         "feature_norm": bool(encoder.feature_norm),
+        "pool": getattr(encoder.backbone, "pool", "avg"),
         "loss": loss,
         "dims": encoder.dim,
         "feat_dim": encoder.feat_dim,
@@ -112,7 +113,8 @@ def load_model(path: str | Path) -> LoadedModel:
     card = blob["card"]
     encoder = create_encoder(card["backbone"], dim=card["dims"] if card["head"] != "none" else None,
                              metric=card["similarity"], pretrained=False, head=card["head"],
-                             feature_norm=bool(card.get("feature_norm", False)))
+                             feature_norm=bool(card.get("feature_norm", False)),
+                             pool=card.get("pool", "avg"))
     encoder.load_state_dict(blob["state_dict"])
     encoder.eval()
     return LoadedModel(encoder, card, path)

@@ -243,11 +243,17 @@ def text_query(text: str, fields: list[str], filter_query: dict | None = None,
     return {"bool": body}
 
 
+def raw_vector_field(vector_field: str) -> str:
+    """Where a DBA pass keeps the model's own vector (es_metric.dba)."""
+    return f"{vector_field}_raw"
+
+
 def search_body(*, knn: dict | None = None, query: dict | None = None, size: int = 10,
                 offset: int = 0, vector_field: str = "image_vector",
                 highlight_fields: list[str] | None = None) -> dict:
     """The whole request: kNN and/or query, page, source without the (large) vector."""
-    body: dict = {"size": size, "from": offset, "_source": {"excludes": [vector_field]},
+    body: dict = {"size": size, "from": offset,
+                  "_source": {"excludes": [vector_field, raw_vector_field(vector_field)]},
                   "track_total_hits": False}
     if knn:
         body["knn"] = knn
@@ -256,6 +262,14 @@ def search_body(*, knn: dict | None = None, query: dict | None = None, size: int
     if highlight_fields:
         body["highlight"] = {"fields": {f: {} for f in highlight_fields}, "require_field_match": True}
     return body
+
+
+def expansion_body(field: str, vector: list[float], k: int, *, filter_query: dict | None = None,
+                   exclude_ids: list[str] | None = None, num_candidates: int | None = None) -> dict:
+    """Query expansion's first round: the top ``k`` documents' vectors (and model ids) only."""
+    return {"size": k, "_source": [field, "model_id"], "track_total_hits": False,
+            "knn": knn_clause(field, vector, k, num_candidates=num_candidates,
+                              filter_query=filter_query, exclude_ids=exclude_ids)}
 
 
 def rrf_fuse(rankings: list[list[str]], k: int = 60, size: int | None = None) -> list[tuple[str, float]]:

@@ -28,6 +28,7 @@ from .config import Settings
 from .errors import EsmError, IndexStateError, JobStalled
 from .index import IndexInfo, count, index_info
 from .ingest import Job, enqueue, wait
+from .dba import derived_fields
 from .mappings import BOOKKEEPING, IndexOptions, versioned_name
 from .paths import as_roots
 from .sources import Source
@@ -61,9 +62,15 @@ def gate_allows(card: dict, force: bool) -> None:
             f"{gate.get('baseline_map_at_r', 0):.4f})", hint="train a better model, or pass --force")
 
 
+def model_fields(old: IndexInfo) -> list[str]:
+    """The old model's vector and what a DBA pass derived from it: not copied."""
+    return [old.vector_field, *derived_fields(old.vector_field)]
+
+
 def _user_properties(client: Elasticsearch, old: IndexInfo) -> dict:
     props = client.indices.get_mapping(index=old.concrete)[old.concrete]["mappings"].get("properties", {})
-    return {k: v for k, v in props.items() if k != old.vector_field and k not in BOOKKEEPING}
+    skip = {old.vector_field, *derived_fields(old.vector_field)}
+    return {k: v for k, v in props.items() if k not in skip and k not in BOOKKEEPING}
 
 
 def _index_options(client: Elasticsearch, old: IndexInfo, card: dict) -> IndexOptions:
@@ -141,7 +148,7 @@ def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str) -> list[
 
 def copy_documents(client: Elasticsearch, old: IndexInfo, target: str) -> list[dict]:
     """Copy every document's non-vector fields; returns the re-embed items."""
-    return copy_hits(client, scroll_documents(client, old.concrete, [old.vector_field]), target)
+    return copy_hits(client, scroll_documents(client, old.concrete, model_fields(old)), target)
 
 
 def primary_checkpoints(client: Elasticsearch, index: str) -> dict[str, int]:
@@ -243,7 +250,7 @@ def catch_up(settings: Settings, client: Elasticsearch, old: IndexInfo, target: 
     was deleted either, and the id scans are skipped."""
     wait_for_writers(settings, old.concrete, timeout)
     now = primary_checkpoints(client, old.concrete)
-    changed = hits = list(changed_since(client, old.concrete, since, [old.vector_field]))
+    changed = hits = list(changed_since(client, old.concrete, since, model_fields(old)))
     if hits and live_since is not None:
         newer = written_after(client, target, [h["_id"] for h in hits], live_since)
         hits = [h for h in hits if h["_id"] not in newer]

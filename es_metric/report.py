@@ -11,6 +11,7 @@ import numpy as np
 
 from .evaluate import Embedded, neighbours
 from .images import load_image
+from .rerank import NO_RERANK, ReRank, augment_database
 
 THUMB = 96
 
@@ -56,8 +57,10 @@ def pick_queries(labels: np.ndarray, n: int, seed: int = 0) -> list[int]:
     return [int(rng.choice(np.nonzero(labels == c)[0])) for c in classes]
 
 
-def grid_rows(emb: Embedded, n_queries: int = 12, k: int = 8) -> str:
-    nn = neighbours(emb.vectors, emb.metric, k)
+def grid_rows(emb: Embedded, n_queries: int = 12, k: int = 8, rerank: ReRank = NO_RERANK) -> str:
+    """Example queries and their results, ranked as the metrics were (with ``rerank``)."""
+    vecs = augment_database(emb.vectors, rerank.dba_k, rerank.dba_alpha, emb.metric)
+    nn = neighbours(vecs, emb.metric, k, rerank)
     rows = []
     for q in pick_queries(emb.labels, n_queries):
         cells = [f'<td class="q"><img src="{_thumb(emb.samples[q].path)}"><br>'
@@ -84,7 +87,7 @@ th,td{{padding:4px 8px;text-align:left}} .grid td{{font-size:11px;text-align:cen
 <p>Every image queries all the others ({metrics['metric']} similarity). Grids: the query (black),
 then its nearest neighbours, same class in green, other classes in red.</p>
 <table>{table}</table><p><img alt="Recall@K" src="{recall_plot(metrics)}"></p>
-<h2>Queries and their top {8} results</h2><table class="grid">{grid_rows(emb)}</table>
+<h2>Queries and their top {8} results</h2><table class="grid">{grid_rows(emb, rerank=ReRank.from_dict(metrics.get("rerank")))}</table>
 </body></html>"""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 
+import numpy as np
 from elasticsearch import Elasticsearch, NotFoundError
 
 from .embed import embed_images
@@ -18,9 +19,11 @@ from .errors import SearchError, shown
 from .es import api_errors
 from .images import DecodeLimits, decode
 from .index import IndexInfo, index_info
+from .metric import Metric
 from .modelfile import cached_model
-from .queries import (filter_clauses, knn_clause, parse_filter, rrf_fuse, search_body,
-                      text_query)
+from .queries import (expansion_body, filter_clauses, knn_clause, parse_filter, rrf_fuse,
+                      search_body, text_query)
+from .rerank import ReRank, expand_query, similarities
 
 log = logging.getLogger(__name__)
 FUSIONS = ("weighted", "rrf")
@@ -43,6 +46,7 @@ class SearchRequest:
     min_similarity: float | None = None
     near_duplicates: bool = False
     text_fields: list[str] | None = None
+    qe_k: int | None = None           # query expansion neighbours; None: the model card's default
 
     def __post_init__(self) -> None:
         check_request(self)
@@ -138,6 +142,30 @@ def near_duplicate_threshold(info: IndexInfo) -> float:
     return float(value)
 
 
+def query_expansion(info: IndexInfo, req: SearchRequest) -> ReRank:
+    """The re-ranking this search applies: the model card's recorded default, or ``req.qe_k``."""
+    rr = ReRank.from_dict(cached_model(info.model_path).card.get("rerank"))
+    return rr if req.qe_k is None else ReRank(req.qe_k, rr.qe_alpha, rr.dba_k, rr.dba_alpha)
+
+
+def expanded_vector(client: Elasticsearch, info: IndexInfo, vector: list[float], rr: ReRank,
+                    filt: dict, exclude_ids: list[str] | None, num_candidates: int | None) -> list[float]:
+    """QE: a first kNN round under the same filters; its top ``rr.qe_k`` vectors blended into
+    the query (rerank.expand_query), which the second round searches with."""
+    body = expansion_body(info.vector_field, vector, rr.qe_k, filter_query=filt,
+                          exclude_ids=exclude_ids, num_candidates=num_candidates)
+    hits = client.search(index=info.concrete, body=body)["hits"]["hits"]
+    nb = [h["_source"][info.vector_field] for h in hits
+          if info.vector_field in h["_source"] and h["_source"].get("model_id") in (None, info.model_id)]
+    if not nb:
+        return vector
+    import torch
+
+    metric, q, nb_arr = Metric(info.similarity), np.asarray(vector, np.float32), np.asarray(nb, np.float32)
+    sims = similarities(torch.from_numpy(q[None]), torch.from_numpy(nb_arr), metric)[0].numpy()
+    return expand_query(q, nb_arr, sims, rr.qe_alpha, metric).tolist()
+
+
 def run_search(client: Elasticsearch, index: str, req: SearchRequest,
                limits: DecodeLimits = DecodeLimits(), where: str = "") -> dict:
     """Answer ``req`` on ``index``; the result matches the CLI contract's JSON. ``where``: the
@@ -154,6 +182,10 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest, limits: DecodeLi
          started: float, info: IndexInfo, props: dict) -> dict:
     filt = filter_clauses([parse_filter(f) for f in req.filters], props)
     vector = _query_vector(client, info, req, limits)
+    rr = query_expansion(info, req) if vector is not None else None
+    if rr and rr.qe_k > 0:
+        vector = expanded_vector(client, info, vector, rr, filt, [req.like] if req.like else None,
+                                 req.num_candidates)
     size, offset = req.k, (req.page - 1) * req.k
     fields = req.text_fields or text_fields_of(props)
     min_sim = near_duplicate_threshold(info) if req.near_duplicates else req.min_similarity
@@ -175,7 +207,10 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest, limits: DecodeLi
                            vector_field=info.vector_field, highlight_fields=fields if req.text else None)
         resp = client.search(index=info.concrete, body=body)
         hits, took = resp["hits"]["hits"], resp["took"]
-    return _result(info, hits, took, started, req, filtered=bool(filt))
+    result = _result(info, hits, took, started, req, filtered=bool(filt))
+    if rr is not None:
+        result["query_expansion"] = {"k": rr.qe_k, "alpha": rr.qe_alpha}
+    return result
 
 
 def _query_vector(client, info, req: SearchRequest, limits) -> list[float] | None:

@@ -18,11 +18,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data import Sample, fingerprint, labels_tensor, read_folder, relabel, split
+from .data import Sample, fingerprint, labels_tensor, read_folder, relabel, validation_split
 from .encoder import Encoder, backbone_spec, create_encoder
 from .evaluate import Embedded, backbone_features, retrieval_metrics
 from .losses import Objective, objective
 from .modelfile import build_card, save_model
+from .rerank import DEFAULT_RERANK, ReRank
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,14 @@ class TrainConfig:
     margin: float | None = None
     time_budget_s: float | None = None
     refit: bool = False                   # frozen backbone: retrain the head on train + val at the end
+    head_reg: float = 0.0                 # linear head: pull toward its PCA start (pretrained geometry)
+    pool: str = "avg"                     # avg | gem pooling of the backbone's last feature maps
+    train_blocks: int = 0                 # EfficientNet-Lite: fine-tune the last N blocks (cached early ones)
+    views: int = 4                        # augmented views per image cached for --train-blocks
+    backbone_lr: float = 1e-4
+    qe_k: int = DEFAULT_RERANK.qe_k       # query expansion search applies (recorded in the card)
+    qe_alpha: float = DEFAULT_RERANK.qe_alpha
+    dba_k: int = DEFAULT_RERANK.dba_k     # DBA the index applies (recorded in the card)
 
     def resolved(self) -> "TrainConfig":
         spec = backbone_spec(self.backbone)
@@ -57,11 +66,11 @@ class TrainConfig:
         if cfg.pretrained is None:
             cfg.pretrained = spec.pretrained_default or bool(cfg.weights)
         if cfg.freeze_backbone is None:
-            cfg.freeze_backbone = bool(cfg.pretrained)
+            cfg.freeze_backbone = bool(cfg.pretrained) and not cfg.train_blocks
         if obj.frozen_backbone:
             cfg.freeze_backbone = True
         if cfg.lr is None:
-            cfg.lr = 1e-3 if cfg.freeze_backbone else 3e-4
+            cfg.lr = 1e-3 if cfg.freeze_backbone or cfg.train_blocks else 3e-4
         return cfg
 
 
@@ -108,8 +117,10 @@ def _batches(labels: torch.Tensor, cfg: TrainConfig):
 
 def pca_init(head: torch.nn.Linear, feats: torch.Tensor) -> None:
     """Start a linear head at the top principal directions: distances start ≈ the baseline's."""
-    centred = feats - feats.mean(0, keepdim=True)
-    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    centred = (feats - feats.mean(0, keepdim=True)).double()
+    # eigenvectors of the D x D covariance: the SVD's right singular vectors, much cheaper for N >> D
+    evals, evecs = torch.linalg.eigh(centred.T @ centred)
+    v = evecs[:, torch.argsort(evals, descending=True)].T.float()
     k = head.out_features
     with torch.no_grad():
         if v.shape[0] >= k:
@@ -122,17 +133,26 @@ def _score(encoder: Encoder, feats: torch.Tensor, samples: list[Sample]) -> dict
     with torch.no_grad():
         vecs = encoder.project(feats)
     return retrieval_metrics(Embedded(vecs.numpy(), labels_tensor(samples).numpy(), samples,
-                                      encoder.metric, "val"))
+                                      encoder.metric, "val"), full=False)
 
 
-def _head_optimizer(encoder: Encoder, feats: torch.Tensor, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _head_optimizer(encoder: Encoder, feats: torch.Tensor,
+                    cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.Tensor | None]:
+    """AdamW on the head, and the PCA start of a linear head (the anchor ``head_reg`` pulls to)."""
+    anchor = None
     if isinstance(encoder.head, torch.nn.Linear):
         pca_init(encoder.head, torch.nn.functional.normalize(feats, dim=-1) if encoder.feature_norm else feats)
-    return torch.optim.AdamW(encoder.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        anchor = encoder.head.weight.detach().clone()
+    return torch.optim.AdamW(encoder.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay), anchor
+
+
+def anchor_penalty(weight: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """||W - W0||² / ||W0||²: how far a linear head moved from its PCA start, relative to it."""
+    return (weight - anchor).pow(2).sum() / anchor.pow(2).sum().clamp(min=1e-12)
 
 
 def _head_epoch(encoder: Encoder, loss_fn, miner, opt, feats: torch.Tensor, labels: torch.Tensor,
-                cfg: TrainConfig) -> float | None:
+                cfg: TrainConfig, anchor: torch.Tensor | None = None) -> float | None:
     """One pass over M-per-class batches of cached features; the mean loss."""
     encoder.head.train()
     losses = []
@@ -140,6 +160,8 @@ def _head_epoch(encoder: Encoder, loss_fn, miner, opt, feats: torch.Tensor, labe
         emb = encoder.project(feats[idx])
         lab = labels[idx]
         loss = loss_fn(emb, lab, miner(emb, lab)) if miner else loss_fn(emb, lab)
+        if cfg.head_reg and anchor is not None:
+            loss = loss + cfg.head_reg * anchor_penalty(encoder.head.weight, anchor)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -153,13 +175,13 @@ def _fit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list[
     """Frozen backbone: train only the head on cached features; keep the best epoch by MAP@R."""
     loss_fn, miner = obj.build(obj.metric, _loss_params(cfg))
     labels = labels_tensor(train_s)
-    opt = _head_optimizer(encoder, feats["train"], cfg)
+    opt, anchor = _head_optimizer(encoder, feats["train"], cfg)
     best = _score(encoder, feats["val"], val_s)
     history = [{"epoch": 0, "loss": None, "val_map_at_r": best["map_at_r"], "seconds": 0.0}]
     best_state, best_epoch, bad, started = copy.deepcopy(encoder.head.state_dict()), 0, 0, time.monotonic()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.monotonic()
-        loss = _head_epoch(encoder, loss_fn, miner, opt, feats["train"], labels, cfg)
+        loss = _head_epoch(encoder, loss_fn, miner, opt, feats["train"], labels, cfg, anchor)
         score = _score(encoder, feats["val"], val_s)
         row = {"epoch": epoch, "loss": loss, "val_map_at_r": score["map_at_r"],
                "seconds": round(time.monotonic() - t0, 3)}
@@ -181,38 +203,42 @@ def refit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, samples: list
     """Retrain the head from scratch on train + validation for the epoch count early stopping chose."""
     seed_everything(cfg.seed)
     fresh = create_encoder(cfg.backbone, dim=cfg.dim, metric=obj.metric, pretrained=False,
-                           head=cfg.head, feature_norm=encoder.feature_norm).head
+                           head=cfg.head, feature_norm=encoder.feature_norm, pool=cfg.pool).head
     encoder.head.load_state_dict(fresh.state_dict())
     loss_fn, miner = obj.build(obj.metric, _loss_params(cfg))
     labels = labels_tensor(relabel(samples))
-    opt = _head_optimizer(encoder, feats, cfg)
+    opt, anchor = _head_optimizer(encoder, feats, cfg)
     for _ in range(epochs):
-        _head_epoch(encoder, loss_fn, miner, opt, feats, labels, cfg)
+        _head_epoch(encoder, loss_fn, miner, opt, feats, labels, cfg, anchor)
 
 
-def _train_frozen(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list[Sample],
-                  val_s: list[Sample], on_epoch: EpochCallback | None) -> tuple[list[dict], dict, int]:
-    """Frozen backbone: head on cached features, gate and threshold on validation, optional refit.
+def train_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list[Sample],
+               val_s: list[Sample], feats: dict, on_epoch: EpochCallback | None = None,
+               other_s: list[Sample] | None = None) -> tuple[list[dict], dict, int]:
+    """Frozen backbone, cached features ``{"train", "val"[, "other"]}``: fit the head with early
+    stopping, gate and calibrate on validation (and report the other protocol's figures on
+    ``other_s``), then (``cfg.refit``) retrain on all of it. Returns (history, metrics, refit epochs).
 
     The card must describe the head that ships. Without refit (the default) it is the
     early-stopped head the metrics, the gate and the threshold were measured on. With refit the
-    shipped head was retrained on train + validation: the metrics stay those of the validated
-    head (said in ``measured_head``), and the near-duplicate threshold, which only means
-    something in the shipped head's own space, is recalibrated with it (on images it trained
-    on: optimistic, and said so)."""
-    from .gate import calibrate_near_duplicates, gate_and_calibrate
+    shipped head was retrained on everything: the metrics stay those of the validated head (said
+    in ``measured_head``), and the near-duplicate threshold, which only means something in the
+    shipped head's own space, is recalibrated with it (on images it trained on: optimistic)."""
+    from .gate import both_protocols, calibrate_near_duplicates, gate_and_calibrate, other_protocol_figures
 
-    feats = {name: backbone_features(cfg.backbone, part, cfg.weights, cfg.pretrained,
-                                     module=encoder.backbone).float()
-             for name, part in (("train", train_s), ("val", val_s))}
     history, best_epoch = _fit_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch)
     with torch.no_grad():
         val_vectors = encoder.project(feats["val"]).numpy()
+        other_vectors = encoder.project(feats["other"]).numpy() if other_s else None
     metrics = gate_and_calibrate(encoder, cfg, val_s, val_vectors, feats["val"])
+    metrics.update(both_protocols(metrics, cfg, other_protocol_figures(
+        encoder, cfg, other_s or [], other_vectors, feats.get("other"))))
     metrics["measured_head"] = "shipped"
     if not (cfg.refit and best_epoch > 0):
         return history, metrics, 0
-    refit_head(encoder, obj, cfg, train_s + val_s, torch.cat([feats["train"], feats["val"]]), best_epoch)
+    parts = [("train", train_s), ("val", val_s)] + ([("other", other_s)] if other_s else [])
+    refit_head(encoder, obj, cfg, [s for _, part in parts for s in part],
+               torch.cat([feats[name] for name, _ in parts]), best_epoch)
     with torch.no_grad():
         shipped = encoder.project(feats["val"]).numpy()
     metrics.update(
@@ -225,6 +251,23 @@ def _train_frozen(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: l
     return history, metrics, best_epoch
 
 
+def _train_backbone(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list[Sample],
+                    val_s: list[Sample], other_s: list[Sample], ckpt: Path,
+                    on_epoch: EpochCallback | None, resume: bool) -> tuple[list[dict], dict]:
+    """Fine-tuning (the last blocks, or everything), then the gate and both protocols' figures."""
+    from .gate import both_protocols, gate_and_calibrate, other_protocol_figures
+
+    if cfg.train_blocks:
+        from .partial import fit_tail
+        history = fit_tail(encoder, obj, cfg, train_s, val_s, ckpt, on_epoch, resume)
+    else:
+        from .finetune import fit_full
+        history = fit_full(encoder, obj, cfg, train_s, val_s, ckpt, on_epoch, resume)
+    metrics = {**gate_and_calibrate(encoder, cfg, val_s), "measured_head": "shipped"}
+    metrics.update(both_protocols(metrics, cfg, other_protocol_figures(encoder, cfg, other_s)))
+    return history, metrics
+
+
 def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
           on_epoch: EpochCallback | None = None, resume: bool = False) -> TrainResult:
     """Train, gate against the baseline, calibrate, and write the model file with its card."""
@@ -233,22 +276,26 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
     seed_everything(cfg.seed)
     folder = read_folder(data_dir)
     samples = folder.samples
-    train_s, val_s = split(samples, cfg.protocol, cfg.val_fraction, cfg.seed)
+    train_s, val_s, other_s = validation_split(samples, cfg.protocol, cfg.val_fraction, cfg.seed)
     obj = objective(cfg.loss)
     encoder = create_encoder(cfg.backbone, dim=cfg.dim, metric=obj.metric, pretrained=cfg.pretrained,
                              weights=cfg.weights, head=cfg.head,
-                             feature_norm=obj.name == "mahalanobis")
+                             feature_norm=obj.name == "mahalanobis", pool=cfg.pool)
     started = time.monotonic()
     if cfg.freeze_backbone:
-        history, metrics, refit_epochs = _train_frozen(encoder, obj, cfg, train_s, val_s, on_epoch)
+        parts = {"train": train_s, "val": val_s, **({"other": other_s} if other_s else {})}
+        feats = {name: backbone_features(cfg.backbone, part, cfg.weights, cfg.pretrained,
+                                         module=encoder.backbone).float() for name, part in parts.items()}
+        history, metrics, refit_epochs = train_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch,
+                                                    other_s)
     else:
-        from .finetune import fit_full
-        from .gate import gate_and_calibrate
-        history = fit_full(encoder, obj, cfg, train_s, val_s, Path(str(out) + ".ckpt"), on_epoch, resume)
-        metrics, refit_epochs = {**gate_and_calibrate(encoder, cfg, val_s), "measured_head": "shipped"}, 0
+        history, metrics = _train_backbone(encoder, obj, cfg, train_s, val_s, other_s,
+                                           Path(str(out) + ".ckpt"), on_epoch, resume)
     metrics["train_seconds"] = round(time.monotonic() - started, 1)
     training = {**asdict(cfg), "history": history, "n_train": len(train_s), "n_val": len(val_s),
-                "refit_epochs": refit_epochs, "skipped_images": folder.skipped_records()}
+                "n_val_other": len(other_s), "refit_epochs": refit_epochs,
+                "skipped_images": folder.skipped_records()}
     card = build_card(encoder, backbone=cfg.backbone, loss=cfg.loss, training=training,
                       data_fingerprint=fingerprint(samples), metrics=metrics)
+    card["rerank"] = ReRank(cfg.qe_k, cfg.qe_alpha, cfg.dba_k, cfg.qe_alpha).as_dict()  # search applies it
     return TrainResult(save_model(out, encoder, card), card, history)

@@ -37,7 +37,7 @@ def tiny_model(tiny_data, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("models") / "small.pt"
     train(tiny_data, out, TrainConfig(loss="triplet", backbone="small-cnn", dim=32, epochs=4,
-                                      batch_size=48, seed=1))
+                                      batch_size=48, seed=1, qe_k=0, dba_k=0))  # plain kNN ranking
     return out
 
 
@@ -48,7 +48,7 @@ def tiny_model_l2(tiny_data, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("models") / "small-l2.pt"
     train(tiny_data, out, TrainConfig(loss="mahalanobis", backbone="small-cnn", pretrained=False,
-                                      dim=24, epochs=3, batch_size=48, seed=2))
+                                      dim=24, epochs=3, batch_size=48, seed=2, qe_k=0, dba_k=0))
     return out
 
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..data import PROTOCOLS, materialize, read_folder, split as split_samples
+from ..data import PROTOCOLS, class_folds, materialize, read_folder, split as split_samples
 from ..encoder import BACKBONES
 from ..losses import OBJECTIVES
+from ..rerank import DEFAULT_RERANK
 from . import main
 from .common import echo_json
 
@@ -39,7 +40,22 @@ from .common import echo_json
 @click.option("--refit/--no-refit", default=False, show_default=True,
               help="Frozen backbone: after early stopping, retrain the head on train + validation "
                    "(the card's metrics then describe the head before the refit).")
-@click.option("--resume", is_flag=True, help="Continue from MODEL.ckpt (full fine-tuning).")
+@click.option("--pool", type=click.Choice(["avg", "gem"]), default="avg", show_default=True,
+              help="Pooling of the backbone's last feature maps (gem: EfficientNet-Lite only).")
+@click.option("--head-reg", type=float, default=0.0, show_default=True,
+              help="Linear head: penalty pulling it toward its PCA start (the pretrained geometry).")
+@click.option("--qe-k", type=click.IntRange(min=0), default=DEFAULT_RERANK.qe_k, show_default=True,
+              help="Query expansion neighbours that search and evaluate apply (recorded in the card).")
+@click.option("--dba-k", type=click.IntRange(min=0), default=DEFAULT_RERANK.dba_k, show_default=True,
+              help="Database-side augmentation neighbours: `esm ingest` (and `esm dba`) blend every "
+                   "indexed vector with them; evaluate applies it too (recorded in the card).")
+@click.option("--train-blocks", type=click.IntRange(min=0), default=0, show_default=True,
+              help="EfficientNet-Lite: fine-tune the last N blocks on cached early activations.")
+@click.option("--views", type=click.IntRange(min=1), default=4, show_default=True,
+              help="With --train-blocks: augmented views cached per training image.")
+@click.option("--backbone-lr", type=float, default=1e-4, show_default=True,
+              help="With --train-blocks: learning rate of the fine-tuned blocks.")
+@click.option("--resume", is_flag=True, help="Continue from MODEL.ckpt (fine-tuning).")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
 def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:
     """Train an encoder on DATA_DIR (one sub-folder per class) and write MODEL with its card."""
@@ -73,14 +89,20 @@ def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:
 @click.option("--baseline", help="A backbone name (raw features, cosine) or color-histogram.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights for --baseline.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--qe-k", type=click.IntRange(min=0), default=None,
+              help="Query expansion neighbours, as `esm search --qe-k` (0: off). "
+                   "Default: the model card's setting (none for --baseline).")
+@click.option("--dba-k", type=click.IntRange(min=0), default=None,
+              help="Database-side augmentation neighbours, as `esm dba` (0: off). Default: the card's.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--report", type=click.Path(dir_okay=False), help="Write an HTML report here.")
-def evaluate(data_dir, model_path, baseline, weights, batch_size, as_json, report) -> None:
-    """Retrieval metrics on DATA_DIR: every image queries all the others."""
+def evaluate(data_dir, model_path, baseline, weights, batch_size, qe_k, dba_k, as_json, report) -> None:
+    """Retrieval metrics on DATA_DIR: every image queries all the others, ranked as search ranks."""
     from ..evaluate import evaluate_folder
 
     metrics, emb = evaluate_folder(data_dir, model_path=model_path, baseline=baseline,
-                                   weights=weights, batch_size=batch_size)
+                                   weights=weights, batch_size=batch_size, qe_k=qe_k,
+                                   dba_k=dba_k)
     if report:
         from ..report import write_report
         write_report(report, metrics, emb)
@@ -102,10 +124,19 @@ def evaluate(data_dir, model_path, baseline, weights, batch_size, as_json, repor
 @click.option("--test-fraction", type=float, default=0.5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--exclude", multiple=True, help="Sub-folder to leave out (repeatable).")
-def split_cmd(data_dir, out, protocol, test_fraction, seed, exclude) -> None:
+@click.option("--folds", type=click.IntRange(min=2), default=None,
+              help="class-disjoint: K class folds (each class held out once); with --fold.")
+@click.option("--fold", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Which fold's classes form the test part (0..K-1).")
+def split_cmd(data_dir, out, protocol, test_fraction, seed, exclude, folds, fold) -> None:
     """Write OUT/train and OUT/test (symlinked image folders) under a protocol."""
     folder = read_folder(data_dir, exclude=tuple(exclude))
-    train_s, test_s = split_samples(folder.samples, protocol, test_fraction, seed)
+    if folds:
+        if protocol != "class-disjoint" or fold >= folds:
+            raise click.UsageError("--folds needs --protocol class-disjoint and --fold < --folds")
+        train_s, test_s = class_folds(folder.samples, folds, seed)[fold]
+    else:
+        train_s, test_s = split_samples(folder.samples, protocol, test_fraction, seed)
     n_train = materialize(train_s, Path(out) / "train")
     n_test = materialize(test_s, Path(out) / "test")
     click.echo(f"{protocol}: {n_train} train images ({len({s.cls for s in train_s})} classes), "

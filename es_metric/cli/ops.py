@@ -94,6 +94,8 @@ def ingest(index, source, wait, from_index, image_field, image_key, base_dir, ti
             from ..ingest import make_searchable
             summary.update(_follow(s, job, timeout, quiet=as_json))
             make_searchable(es, job)
+            from ..dba import augment_if_recorded
+            summary["dba"] = augment_if_recorded(es, index)  # None: the model records no DBA
     if as_json:
         echo_json(summary)
     elif wait:

@@ -23,9 +23,12 @@ from .common import Cluster, echo_json
 @click.option("--min-similarity", type=float, default=None,
               help="Cosine similarity floor (or L2 distance ceiling for l2_norm models).")
 @click.option("--near-duplicates", is_flag=True, help="Only near-duplicates (calibrated threshold).")
+@click.option("--qe-k", type=click.IntRange(min=0), default=None,
+              help="Query expansion: blend the first round's top N vectors into the query "
+                   "(0: off). Default: the model card's setting.")
 @click.option("--json", "as_json", is_flag=True)
 def search(index, image, like, text, filters, k, page, num_candidates, fusion, image_weight,
-           text_weight, min_similarity, near_duplicates, as_json) -> None:
+           text_weight, min_similarity, near_duplicates, qe_k, as_json) -> None:
     """Search INDEX by image, by document, by text, with filters."""
     from ..images import DecodeLimits, read_bytes
     from ..redact import redact_url
@@ -36,7 +39,8 @@ def search(index, image, like, text, filters, k, page, num_candidates, fusion, i
         req = SearchRequest(image=read_bytes(image, limits) if image else None, like=like, text=text,
                             filters=list(filters), k=k, page=page, num_candidates=num_candidates,
                             fusion=fusion, image_weight=image_weight, text_weight=text_weight,
-                            min_similarity=min_similarity, near_duplicates=near_duplicates)
+                            min_similarity=min_similarity, near_duplicates=near_duplicates,
+                            qe_k=qe_k)
         result = run_search(es, index, req, limits, where=redact_url(s.es_url))
     if as_json:
         echo_json(result)
@@ -74,3 +78,25 @@ def serve(host: str, port: int) -> None:
     from .common import settings
 
     uvicorn.run(create_app(settings()), host=host, port=port, log_level="info")
+
+
+@main.command()
+@click.argument("index")
+@click.option("--k", "k", type=click.IntRange(min=1), default=None,
+              help="Neighbours blended into each vector. Default: the model card's setting.")
+@click.option("--alpha", type=float, default=None, help="Similarity exponent of the neighbour weights.")
+@click.option("--json", "as_json", is_flag=True)
+def dba(index, k, alpha, as_json) -> None:
+    """Database-side augmentation: blend every vector of INDEX with its nearest neighbours'
+    (run again after ingests; it recomputes from the model's own vectors)."""
+    from ..dba import augment_index, card_setting
+    from ..index import index_info
+
+    with Cluster() as (_s, es):
+        k_default, alpha_default = card_setting(index_info(es, index))
+        result = augment_index(es, index, k or k_default, alpha if alpha is not None else alpha_default)
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"{result['documents']} vectors of {result['index']} augmented with their {result['k']} "
+               f"nearest neighbours in {result['total_s']} s ({result['failed']} failed)")

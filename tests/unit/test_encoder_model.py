@@ -41,11 +41,35 @@ def test_local_weights_file_loads(tmp_path):
     assert torch.equal(enc.backbone.features[0].weight, src.backbone.features[0].weight)
 
 
-def test_efficientnet_lite0_is_pretrained_offline():
-    enc = create_encoder("efficientnet-lite0").eval()
-    assert enc.dim == 1280
+@pytest.mark.parametrize("variant,size", [(0, 224), (1, 240), (2, 260)])
+def test_efficientnet_lite_is_pretrained_offline_at_its_native_size(variant, size):
+    name = f"efficientnet-lite{variant}"
+    enc = create_encoder(name).eval()
+    assert enc.dim == 1280 and BACKBONES[name].preprocess.size == size
     bn = enc.backbone.net._bn0
     assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))  # real ImageNet stats
+
+
+def test_gem_pooling_by_hand():
+    from es_metric.encoder import gem, pool_maps
+    maps = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])  # 1 image, 1 channel, 2 x 2
+    assert gem(maps, p=3.0).item() == pytest.approx((100 / 4) ** (1 / 3))  # (1+8+27+64)/4
+    assert gem(maps, p=1.0).item() == pytest.approx(2.5) == pool_maps(maps, "avg").item()
+    assert gem(maps, p=50.0).item() == pytest.approx(4.0, rel=0.05)  # large p: max pooling
+
+
+def test_gem_backbone_round_trips_through_the_model_file(tmp_path):
+    enc = create_encoder("efficientnet-lite0", dim=8, pretrained=False, pool="gem").eval()
+    x = torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        maps = enc.backbone.maps(x)
+        assert torch.allclose(enc.backbone(x), maps.clamp(min=1e-6).pow(3).mean((2, 3)).pow(1 / 3))
+    card = build_card(enc, backbone="efficientnet-lite0", loss="triplet", training={}, data_fingerprint=None)
+    assert card["pool"] == "gem"
+    loaded = load_model(save_model(tmp_path / "g.pt", enc, card))
+    assert loaded.encoder.backbone.pool == "gem"
+    with pytest.raises(ConfigError, match="GeM pooling needs an efficientnet-lite"):
+        create_encoder("small-cnn", pretrained=False, pool="gem")
 
 
 def test_model_file_round_trip_gives_same_embeddings(tmp_path):

@@ -193,3 +193,117 @@ def test_resume_refuses_a_checkpoint_of_another_shape(tiny_data, tmp_path):
     train(tiny_data, out, TrainConfig(epochs=1, **FULL))
     with pytest.raises(ModelError, match=r"other settings: dim=8 \(now 12\)"):
         train(tiny_data, out, TrainConfig(epochs=2, **{**FULL, "dim": 12}), resume=True)
+def test_class_folds_hold_out_every_class_exactly_once(tiny_data):
+    from es_metric.data import class_folds
+    samples = scan_folder(tiny_data)
+    folds = class_folds(samples, 3, seed=1)
+    held_out = [{s.cls for s in test} for _, test in folds]
+    assert sorted(c for h in held_out for c in h) == sorted({s.cls for s in samples})
+    for train, test in folds:
+        assert not {s.cls for s in train} & {s.cls for s in test}
+        assert len(train) + len(test) == len(samples)
+        assert {s.label for s in test} == set(range(len({s.cls for s in test})))  # relabelled
+    assert class_folds(samples, 3, seed=1) == folds
+    with pytest.raises(Exception, match="class folds"):
+        class_folds(samples, 7)
+
+
+def _feature_samples(n_classes=6, per_class=12, dim=128, seed=0):
+    """Synthetic backbone features: class centres plus noise, as Samples with fake paths."""
+    import torch
+    from es_metric.data import Sample
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_classes, dim, generator=g)
+    feats = torch.cat([c + 0.8 * torch.randn(per_class, dim, generator=g) for c in centres]).abs()
+    samples = [Sample(f"img{i}.jpg", i // per_class, f"c{i // per_class}") for i in range(len(feats))]
+    return samples, feats
+
+
+@pytest.mark.parametrize("reg", [0.0, 1e4])
+def test_head_reg_keeps_the_linear_head_near_its_pca_start(reg):
+    import torch
+    from es_metric.data import relabel
+    from es_metric.encoder import create_encoder
+    from es_metric.losses import objective
+    from es_metric.train import TrainConfig, anchor_penalty, pca_init, train_head
+    samples, feats = _feature_samples()
+    train_idx = [i for i in range(len(samples)) if i % 4]
+    val_idx = [i for i in range(len(samples)) if not i % 4]
+    cfg = TrainConfig(backbone="small-cnn", pretrained=False, dim=8, epochs=8, patience=8, lr=1e-2,
+                      batch_size=24, head_reg=reg, refit=False).resolved()
+    enc = create_encoder("small-cnn", dim=8, pretrained=False)
+    start = torch.nn.Linear(128, 8)  # small-cnn features are 128-d
+    pca_init(start, feats[train_idx])
+    history, metrics, _ = train_head(enc, objective("multi-similarity"), cfg,
+                                     relabel([samples[i] for i in train_idx]),
+                                     relabel([samples[i] for i in val_idx]),
+                                     {"train": feats[train_idx], "val": feats[val_idx]})
+    moved = anchor_penalty(enc.head.weight.detach(), start.weight.detach()).item()
+    if reg:
+        assert moved < 1e-3   # held at the pretrained geometry
+    else:
+        assert moved > 1e-2   # free to move
+    assert metrics["gate"]["baseline_map_at_r"] > 0 and len(history) >= 2
+
+
+def test_anchor_penalty_by_hand():
+    import torch
+    from es_metric.train import anchor_penalty
+    w0 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert anchor_penalty(w0 + torch.tensor([[0.5, 0.0], [0.0, 0.0]]), w0).item() == pytest.approx(0.25 / 2)
+
+
+def _many_classes(n_classes=30, per_class=20):
+    from es_metric.data import Sample
+    return [Sample(f"c{c}/{i}.jpg", c, f"c{c}") for c in range(n_classes) for i in range(per_class)]
+
+
+def test_validation_split_draws_a_report_only_set_of_the_other_protocol():
+    from es_metric.data import validation_split
+    samples = _many_classes()
+    train, val, other = validation_split(samples, "class-disjoint", 0.2, seed=0)
+    assert not {s.cls for s in val} & {s.cls for s in train}          # held-out classes
+    assert other and {s.cls for s in other} <= {s.cls for s in train}  # unseen photos of trained classes
+    assert not {s.path for s in other} & {s.path for s in train}
+    assert len(train) + len(val) + len(other) == len(samples)
+    train, val, other = validation_split(samples, "in-domain", 0.2, seed=0)
+    assert len({s.cls for s in other}) == 3 and not {s.cls for s in other} & {s.cls for s in train}
+    assert {s.cls for s in val} <= {s.cls for s in train}  # their validation photos moved to other
+    assert len(train) + len(val) + len(other) == len(samples)
+    assert validation_split(samples, "in-domain", 0.2, seed=0, other=False)[2] == []
+
+
+def test_no_held_out_classes_are_taken_from_a_small_class_set(tiny_data):
+    from es_metric.data import split, validation_split
+    samples = scan_folder(tiny_data)  # 6 classes: holding out 2 of them would starve training
+    assert validation_split(samples, "in-domain", 0.2, seed=0) == (*split(samples, "in-domain", 0.2, 0), [])
+
+
+def test_card_reports_both_protocols_where_measurable(tiny_model, tiny_data, tmp_path):
+    from es_metric.modelfile import read_card
+    from es_metric.train import TrainConfig, train
+    m = read_card(tiny_model)["metrics"]  # in-domain on 6 classes: no held-out classes to report
+    assert set(m["validation"]) == {"in-domain"} and m["transfers_to_new_products"] is None
+    assert "not measured on new products" in m["intended_for"]
+    card = train(tiny_data, tmp_path / "cd.pt", TrainConfig(
+        loss="triplet", backbone="small-cnn", dim=16, epochs=2, batch_size=48, seed=1,
+        protocol="class-disjoint", val_fraction=0.34)).card
+    m = card["metrics"]
+    assert set(m["validation"]) == {"in-domain", "class-disjoint"} and m["gate"]["protocol"] == "class-disjoint"
+    unseen = m["validation"]["class-disjoint"]
+    assert unseen["ratio"] == pytest.approx(unseen["map_at_r"] / unseen["baseline_map_at_r"], abs=1e-3)
+    assert m["transfers_to_new_products"] is (unseen["ratio"] > 1.0)
+    assert m["validation"]["in-domain"]["n_images"] > 0 and card["training"]["n_val_other"] > 0
+
+
+def test_esm_split_writes_one_class_fold(tiny_data, tmp_path):
+    from click.testing import CliRunner
+    from es_metric.cli import main
+    from es_metric.data import class_folds
+    res = CliRunner().invoke(main, ["split", str(tiny_data), "--out", str(tmp_path / "f1"),
+                                    "--protocol", "class-disjoint", "--folds", "3", "--fold", "1"])
+    assert res.exit_code == 0, res.output
+    _, test = class_folds(scan_folder(tiny_data), 3, 0)[1]
+    assert sorted(p.name for p in (tmp_path / "f1" / "test").iterdir()) == sorted({s.cls for s in test})
+    bad = CliRunner().invoke(main, ["split", str(tiny_data), "--out", str(tmp_path / "x"), "--folds", "3"])
+    assert bad.exit_code != 0 and "class-disjoint" in bad.output

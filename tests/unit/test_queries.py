@@ -158,7 +158,7 @@ def test_text_query_and_search_body():
     body = search_body(knn={"k": 1}, query=q, size=3, offset=6, vector_field="v",
                        highlight_fields=["title"])
     assert body["size"] == 3 and body["from"] == 6
-    assert body["_source"] == {"excludes": ["v"]}
+    assert body["_source"] == {"excludes": ["v", "v_raw"]}  # nor the raw vector a DBA pass keeps
     assert body["highlight"]["fields"] == {"title": {}}
 
 
@@ -169,3 +169,15 @@ def test_rrf_by_hand():
     assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
     assert fused[2][1] == pytest.approx(1 / 63)
     assert rrf_fuse([["x"], []], k=1, size=1) == [("x", 0.5)]
+
+
+def test_expansion_body_fetches_only_the_neighbours_vectors():
+    from es_metric.queries import expansion_body
+    filt = {"bool": {"filter": [{"term": {"group": "Fruit"}}]}}
+    body = expansion_body("image_vector", [0.6, 0.8], 5, filter_query=filt, exclude_ids=["d1"])
+    assert body["size"] == 5 and body["_source"] == ["image_vector", "model_id"]
+    knn = body["knn"]
+    assert knn["k"] == 5 and knn["query_vector"] == [0.6, 0.8] and knn["num_candidates"] >= 100
+    assert knn["filter"]["bool"]["filter"] == [{"term": {"group": "Fruit"}}]  # same filters as the search
+    assert knn["filter"]["bool"]["must_not"] == [{"ids": {"values": ["d1"]}}]
+    assert "query" not in body

@@ -1,0 +1,91 @@
+"""Query expansion and database-side augmentation on the real stack: the search path ranks as
+the pure functions (and `esm evaluate`) say it should."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from elasticsearch.helpers import scan
+
+from es_metric.metric import Metric
+from es_metric.rerank import augment_database, expand_query
+from tests.integration.helpers import esm, esm_json
+
+pytestmark = pytest.mark.integration
+
+
+def _stored(es, index: str) -> dict[str, dict]:
+    es.indices.refresh(index=index)
+    return {h["_id"]: h["_source"] for h in scan(es, index=index)}
+
+
+@pytest.fixture
+def indexed(es, index_name, tiny_model, tiny_data):
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    summary = esm_json("ingest", index_name, tiny_data)
+    assert summary["dba"] is None  # the tiny model's card asks for no DBA
+    return index_name
+
+
+def _exact(vectors: dict[str, np.ndarray], query: np.ndarray, exclude: str, k: int) -> list[str]:
+    ids = [i for i in vectors if i != exclude]
+    sims = np.stack([vectors[i] for i in ids]) @ query
+    return [ids[j] for j in np.argsort(-sims)[:k]]
+
+
+def test_query_expansion_on_the_search_path_equals_the_pure_function(es, indexed):
+    docs = _stored(es, indexed)
+    vecs = {i: np.asarray(d["image_vector"], np.float32) for i, d in docs.items()}
+
+    def expanded_ranking(like: str) -> list[str]:
+        q = vecs[like]
+        nb = np.stack([vecs[i] for i in _exact(vecs, q, like, 4)])
+        return _exact(vecs, expand_query(q, nb, nb @ q, alpha=3.0), like, 8)
+
+    # a document whose ranking query expansion changes (so the test can tell QE ran)
+    like = next(i for i in sorted(vecs) if expanded_ranking(i) != _exact(vecs, vecs[i], i, 8))
+    q, expected = vecs[like], expanded_ranking(like)
+
+    plain = esm_json("search", indexed, "--like", like, "-k", "8")
+    expanded = esm_json("search", indexed, "--like", like, "-k", "8", "--qe-k", "4")
+    assert plain["query_expansion"]["k"] == 0 and expanded["query_expansion"] == {"k": 4, "alpha": 3.0}
+    assert [h["id"] for h in plain["hits"]] == _exact(vecs, q, like, 8)
+    assert [h["id"] for h in expanded["hits"]] == expected
+    assert like not in [h["id"] for h in expanded["hits"]]
+
+
+def test_dba_pass_writes_blended_vectors_keeps_raw_ones_and_does_not_compound(es, indexed):
+    before = _stored(es, indexed)
+    ids = sorted(before)
+    raw = np.stack([before[i]["image_vector"] for i in ids]).astype(np.float32)
+    expected = augment_database(raw, 3, 3.0, Metric.COSINE)
+
+    result = esm_json("dba", indexed, "--k", "3")
+    assert result["documents"] == len(ids) and result["failed"] == 0
+    after = _stored(es, indexed)
+    got = np.stack([after[i]["image_vector"] for i in ids])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(np.stack([after[i]["image_vector_raw"] for i in ids]), raw, atol=1e-6)
+    assert after[ids[0]]["dba"]["k"] == 3
+
+    esm_json("dba", indexed, "--k", "3")  # again: recomputed from the raw vectors, not compounded
+    again = _stored(es, indexed)
+    np.testing.assert_allclose(np.stack([again[i]["image_vector"] for i in ids]), expected, atol=1e-5)
+    hit = esm_json("search", indexed, "--like", ids[0], "-k", "3")["hits"][0]
+    assert "image_vector_raw" not in hit["source"] and "image_vector" not in hit["source"]
+
+
+def test_ingest_runs_the_dba_pass_the_model_card_records(es, index_name, tiny_model, tiny_data, tmp_path):
+    from es_metric.modelfile import load_model, save_model
+
+    model = load_model(tiny_model)
+    card = dict(model.card, rerank={"qe_k": 2, "qe_alpha": 3.0, "dba_k": 2, "dba_alpha": 3.0})
+    path = save_model(tmp_path / "dba.pt", model.encoder, card)
+    esm("mapping", "create", index_name, "--model", path)
+    summary = esm_json("ingest", index_name, tiny_data)
+    assert summary["dba"]["k"] == 2 and summary["dba"]["documents"] == summary["indexed"]
+    docs = _stored(es, index_name)
+    assert all("image_vector_raw" in d for d in docs.values())
+    res = esm_json("search", index_name, "--like", sorted(docs)[0], "-k", "3")
+    assert res["query_expansion"]["k"] == 2  # the card's default on the search path
+    ev = esm_json("evaluate", tiny_data, "--model", path)
+    assert ev["rerank"] == card["rerank"]  # evaluate ranks as search does

@@ -1,0 +1,64 @@
+"""Fine-tuning the last EfficientNet-Lite blocks on cached early activations: the split is exact,
+training changes only the tail, checkpoints resume, and the model file serves the tuned tail."""
+import numpy as np
+import pytest
+import torch
+
+from es_metric.encoder import create_encoder
+
+
+def test_early_then_tail_equals_the_whole_backbone():
+    enc = create_encoder("efficientnet-lite0", pretrained=False).eval()
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        whole = enc.backbone(x)
+        for start in (11, 14, 16):
+            assert torch.allclose(enc.backbone.tail(enc.backbone.early(x, start), start), whole, atol=1e-5)
+
+
+@pytest.fixture()
+def cfg_kw(monkeypatch, tmp_path):
+    monkeypatch.setenv("ESM_CACHE_DIR", str(tmp_path / "cache"))
+    return dict(loss="multi-similarity", backbone="efficientnet-lite0", train_blocks=2, views=2,
+                dim=16, batch_size=32, seed=0, patience=10, protocol="class-disjoint")
+
+
+def test_tail_fine_tune_trains_the_last_blocks_only_and_resumes(tiny_data, tmp_path, cfg_kw):
+    from es_metric.modelfile import load_model
+    from es_metric.train import TrainConfig, train
+
+    out = tmp_path / "ft.pt"
+    first = train(tiny_data, out, TrainConfig(epochs=1, **cfg_kw))
+    assert [r["epoch"] for r in first.history] == [0, 1]
+    assert first.card["training"]["freeze_backbone"] is False and first.card["training"]["train_blocks"] == 2
+    resumed = train(tiny_data, out, TrainConfig(epochs=2, **cfg_kw), resume=True)
+    assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
+    assert resumed.history[1] == first.history[1]  # carried over from the checkpoint, not retrained
+
+    pretrained = create_encoder("efficientnet-lite0").state_dict()
+    tuned = torch.load(str(out) + ".ckpt", weights_only=False)["encoder"]  # after the last epoch
+    changed = set()
+    for key in pretrained:
+        if key.startswith("backbone.net.") and not torch.equal(pretrained[key], tuned[key]):
+            parts = key[len("backbone.net."):].split(".")
+            changed.add(".".join(parts[:2]) if parts[0] == "_blocks" else parts[0])
+    # only the last two blocks (14, 15) and the head convolution (+ its BatchNorm affine) move
+    assert "_blocks.15" in changed and changed <= {"_blocks.14", "_blocks.15", "_conv_head", "_bn1"}
+    assert all(torch.equal(pretrained[k], tuned[k]) for k in pretrained if "running" in k)  # BN frozen
+    assert load_model(out).card["training"]["train_blocks"] == 2
+
+
+def test_tail_fine_tune_model_embeds_like_the_cached_path(tiny_data, tmp_path, cfg_kw):
+    from es_metric.data import scan_folder
+    from es_metric.evaluate import model_embeddings
+    from es_metric.modelfile import load_model
+    from es_metric.partial import early_activations, tail_vectors
+    from es_metric.train import TrainConfig, train
+
+    out = tmp_path / "ft2.pt"
+    train(tiny_data, out, TrainConfig(epochs=1, **cfg_kw))
+    model = load_model(out)
+    samples = scan_folder(tiny_data)[:8]
+    via_model = model_embeddings(model, samples).vectors
+    acts = early_activations(model.encoder, "efficientnet-lite0", samples, 14, augment=False)
+    np.testing.assert_allclose(tail_vectors(model.encoder, acts, 14).numpy(), via_model, atol=2e-2)
