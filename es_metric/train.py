@@ -291,6 +291,7 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
     else:
         history, metrics = _train_backbone(encoder, obj, cfg, train_s, val_s, other_s,
                                            Path(str(out) + ".ckpt"), on_epoch, resume)
+        refit_epochs = 0
     metrics["train_seconds"] = round(time.monotonic() - started, 1)
     training = {**asdict(cfg), "history": history, "n_train": len(train_s), "n_val": len(val_s),
                 "n_val_other": len(other_s), "refit_epochs": refit_epochs,
