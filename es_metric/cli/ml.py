@@ -81,6 +81,11 @@ def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:
         click.echo(f"note: these metrics are of the {m['measured_head']}")
     verdict = "PASSED" if gate["passed"] else "FAILED: the model is NOT better than"
     click.echo(f"gate {verdict} {gate['against']} (MAP@R {gate['baseline_map_at_r']:.4f})")
+    for protocol, fig in m.get("validation", {}).items():
+        click.echo(f"  {protocol:<15} MAP@R {fig['map_at_r']:.4f} vs {fig['baseline_map_at_r']:.4f} "
+                   f"pretrained cosine (x{fig['ratio']})")
+    if m.get("intended_for"):
+        click.echo(f"for: {m['intended_for']}")
 
 
 @main.command()
