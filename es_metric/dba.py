@@ -57,7 +57,9 @@ DEFAULT_K = 10
 
 
 def recorded(info: IndexInfo) -> ReRank:
-    """The re-ranking the index's model card records."""
+    """The re-ranking the index recorded from its model card (older indices: the model file)."""
+    if info.rerank is not None:
+        return ReRank.from_dict(info.rerank)
     from .modelfile import cached_model
 
     return ReRank.from_dict(cached_model(info.model_path).card.get("rerank"))

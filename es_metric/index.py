@@ -28,6 +28,8 @@ class IndexInfo:
     dims: int
     similarity: str
     image_roots: tuple[str, ...] = ()  # folders images were ingested from (what may be read)
+    rerank: dict | None = None          # the card's re-ranking, recorded at mapping creation
+    near_duplicate_threshold: float | None = None
 
 
 def resolve_concrete(client: Elasticsearch, name: str) -> list[str]:
@@ -65,7 +67,8 @@ def index_info(client: Elasticsearch, name: str) -> IndexInfo:
                               hint=f"add one with `esm mapping create {name} --model MODEL --existing`")
     return IndexInfo(name, concrete[0], meta["model_id"], meta["model_path"],
                      meta["vector_field"], int(meta["dims"]), meta["similarity"],
-                     tuple(meta.get("image_roots") or ()))
+                     tuple(meta.get("image_roots") or ()), meta.get("rerank"),
+                     meta.get("near_duplicate_threshold"))
 
 
 def record_image_roots(client: Elasticsearch, index: str, roots: tuple[str, ...]) -> None:

@@ -66,9 +66,16 @@ def vector_field_body(card: dict, options: IndexOptions) -> dict:
 
 def index_meta(card: dict, model_path: str, vector_field: str) -> dict:
     """What an index records about its model (in the mapping's ``_meta``)."""
-    return {"es_metric": {"model_id": card["model_id"], "model_path": str(model_path),
-                          "dims": int(card["dims"]), "similarity": card["similarity"],
-                          "vector_field": vector_field, "backbone": card["backbone"]}}
+    meta = {"model_id": card["model_id"], "model_path": str(model_path),
+            "dims": int(card["dims"]), "similarity": card["similarity"],
+            "vector_field": vector_field, "backbone": card["backbone"]}
+    # what search and the DBA pass apply, so that they never need the model file for it
+    if card.get("rerank") is not None:
+        meta["rerank"] = card["rerank"]
+    threshold = (card.get("metrics") or {}).get("near_duplicate_threshold")
+    if threshold is not None:
+        meta["near_duplicate_threshold"] = float(threshold)
+    return {"es_metric": meta}
 
 
 def new_index_body(card: dict, model_path: str, *, vector_field: str = "image_vector",

@@ -9,7 +9,7 @@ import logging
 import math
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from elasticsearch import Elasticsearch, NotFoundError
@@ -23,7 +23,7 @@ from .metric import Metric
 from .modelfile import cached_model
 from .queries import (expansion_body, filter_clauses, knn_clause, parse_filter, rrf_fuse,
                       search_body, text_query)
-from .rerank import ReRank, expand_query, similarities
+from .rerank import NO_RERANK, ReRank, expand_query, similarities
 
 log = logging.getLogger(__name__)
 FUSIONS = ("weighted", "rrf")
@@ -133,9 +133,17 @@ def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[floa
     return src[info.vector_field]
 
 
+def recorded_card(info: IndexInfo) -> dict:
+    """What the index recorded from its model card at mapping creation; indices made before
+    the index recorded it fall back to the model file (loaded once per process)."""
+    if info.rerank is not None or info.near_duplicate_threshold is not None:
+        return {"rerank": info.rerank,
+                "metrics": {"near_duplicate_threshold": info.near_duplicate_threshold}}
+    return cached_model(info.model_path).card
+
+
 def near_duplicate_threshold(info: IndexInfo) -> float:
-    card = cached_model(info.model_path).card  # loaded once per process, not per query
-    value = (card.get("metrics") or {}).get("near_duplicate_threshold")
+    value = (recorded_card(info).get("metrics") or {}).get("near_duplicate_threshold")
     if value is None:
         raise SearchError(f"model {info.model_id} has no calibrated near-duplicate threshold",
                           hint="pass --min-similarity explicitly")
@@ -143,9 +151,12 @@ def near_duplicate_threshold(info: IndexInfo) -> float:
 
 
 def query_expansion(info: IndexInfo, req: SearchRequest) -> ReRank:
-    """The re-ranking this search applies: the model card's recorded default, or ``req.qe_k``."""
-    rr = ReRank.from_dict(cached_model(info.model_path).card.get("rerank"))
-    return rr if req.qe_k is None else ReRank(req.qe_k, rr.qe_alpha, rr.dba_k, rr.dba_alpha)
+    """The re-ranking this search applies: the index's recorded default, or ``req.qe_k``
+    (0: off, and nothing needs reading)."""
+    if req.qe_k == 0:
+        return NO_RERANK
+    rr = ReRank.from_dict(recorded_card(info).get("rerank"))
+    return rr if req.qe_k is None else replace(rr, qe_k=req.qe_k)
 
 
 def expanded_vector(client: Elasticsearch, info: IndexInfo, vector: list[float], rr: ReRank,

@@ -49,7 +49,7 @@ class TrainConfig:
     miner: str = "batch-hard"
     margin: float | None = None
     time_budget_s: float | None = None
-    refit: bool = False                   # frozen backbone: retrain the head on train + val at the end
+    refit: bool = True                    # frozen backbone: retrain the head on train + val at the end
     head_reg: float = 0.0                 # linear head: pull toward its PCA start (pretrained geometry)
     pool: str = "avg"                     # avg | gem pooling of the backbone's last feature maps
     train_blocks: int = 0                 # EfficientNet-Lite: fine-tune the last N blocks (cached early ones)
@@ -219,9 +219,10 @@ def train_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list
     stopping, gate and calibrate on validation (and report the other protocol's figures on
     ``other_s``), then (``cfg.refit``) retrain on all of it. Returns (history, metrics, refit epochs).
 
-    The card must describe the head that ships. Without refit (the default) it is the
-    early-stopped head the metrics, the gate and the threshold were measured on. With refit the
-    shipped head was retrained on everything: the metrics stay those of the validated head (said
+    The card must describe the head that ships. Without refit it is the early-stopped head the
+    metrics, the gate and the threshold were measured on. With refit (the default: on the
+    Grocery folds it adds +0.21 in-domain ratio, README "Results") the shipped head was
+    retrained on everything for the epoch count early stopping chose: the metrics stay those of the validated head (said
     in ``measured_head``), and the near-duplicate threshold, which only means something in the
     shipped head's own space, is recalibrated with it (on images it trained on: optimistic)."""
     from .gate import both_protocols, calibrate_near_duplicates, gate_and_calibrate, other_protocol_figures

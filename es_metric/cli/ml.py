@@ -37,9 +37,10 @@ from .common import echo_json
 @click.option("--miner", type=click.Choice(["batch-hard", "semi-hard"]), default="batch-hard", show_default=True)
 @click.option("--margin", type=float, default=None)
 @click.option("--time-budget", type=float, default=None, help="Stop head training after N seconds.")
-@click.option("--refit/--no-refit", default=False, show_default=True,
+@click.option("--refit/--no-refit", default=True, show_default=True,
               help="Frozen backbone: after early stopping, retrain the head on train + validation "
-                   "(the card's metrics then describe the head before the refit).")
+                   "for the chosen epochs (the card's metrics then describe the head before the "
+                   "refit, and say so); --no-refit ships exactly the measured head.")
 @click.option("--pool", type=click.Choice(["avg", "gem"]), default="avg", show_default=True,
               help="Pooling of the backbone's last feature maps (gem: EfficientNet-Lite only).")
 @click.option("--head-reg", type=float, default=0.0, show_default=True,

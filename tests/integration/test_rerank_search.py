@@ -89,3 +89,26 @@ def test_ingest_runs_the_dba_pass_the_model_card_records(es, index_name, tiny_mo
     assert res["query_expansion"]["k"] == 2  # the card's default on the search path
     ev = esm_json("evaluate", tiny_data, "--model", path)
     assert ev["rerank"] == card["rerank"]  # evaluate ranks as search does
+
+
+def test_searching_by_document_needs_no_model_file(es, index_name, tiny_data, tmp_path):
+    """The index records the card's re-ranking and near-duplicate threshold at mapping creation:
+    more-like-this, its query expansion and --near-duplicates keep working when the model file
+    is gone from the machine that searches (before, each read the model file for its card)."""
+    import shutil
+
+    from es_metric.train import TrainConfig, train
+    model = tmp_path / "qe.pt"
+    train(tiny_data, model, TrainConfig(loss="triplet", backbone="small-cnn", dim=16, epochs=2,
+                                        batch_size=48, seed=3, qe_k=3, dba_k=0))
+    esm("mapping", "create", index_name, "--model", model)
+    meta = es.indices.get_mapping(index=index_name)
+    meta = next(iter(meta.values()))["mappings"]["_meta"]["es_metric"]
+    assert meta["rerank"]["qe_k"] == 3 and meta["near_duplicate_threshold"] is not None
+    esm_json("ingest", index_name, tiny_data / "class_1")
+    like = sorted(_stored(es, index_name))[0]
+    shutil.move(model, tmp_path / "elsewhere.pt")
+    result = esm_json("search", index_name, "--like", like, "-k", "5")
+    assert result["query_expansion"]["k"] == 3 and len(result["hits"]) == 5
+    near = esm_json("search", index_name, "--like", like, "-k", "5", "--near-duplicates")
+    assert {h["id"] for h in near["hits"]} <= {h["id"] for h in result["hits"]} | {like}

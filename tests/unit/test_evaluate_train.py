@@ -63,9 +63,10 @@ MAHA = dict(loss="mahalanobis", backbone="small-cnn", pretrained=False, dim=16, 
 
 @pytest.fixture(scope="module")
 def maha(tiny_data, tmp_path_factory):
-    """A learned Mahalanobis head on frozen (untrained small-cnn) features, default settings."""
+    """A learned Mahalanobis head on frozen (untrained small-cnn) features, without the refit
+    (the head that early stopping chose ships as measured)."""
     from es_metric.train import TrainConfig, train
-    return train(tiny_data, tmp_path_factory.mktemp("maha") / "maha.pt", TrainConfig(**MAHA))
+    return train(tiny_data, tmp_path_factory.mktemp("maha") / "maha.pt", TrainConfig(**MAHA, refit=False))
 
 
 def _fresh_validation(path, tiny_data, cfg) -> tuple[dict, Embedded]:
@@ -90,9 +91,8 @@ def test_mahalanobis_head_learns_on_frozen_features(maha):
 
 
 def test_card_metrics_are_a_fresh_evaluation_of_the_shipped_model(maha, tiny_data):
-    """What the card says is what ships: the model file, evaluated afresh on the validation
-    split, gives the card's metrics and its near-duplicate threshold. (With the refit that
-    used to be the default, the shipped head differed from the measured one.)"""
+    """Without the refit, what the card says is what ships: the model file, evaluated afresh
+    on the validation split, gives the card's metrics and its near-duplicate threshold."""
     from es_metric.gate import calibrate_near_duplicates
     card = maha.card
     assert card["training"]["refit"] is False and card["training"]["refit_epochs"] == 0
@@ -117,7 +117,7 @@ def test_refit_card_says_which_head_was_measured(tiny_data, tmp_path):
     early-stopped head's, and the threshold is recalibrated in the shipped head's own space."""
     from es_metric.gate import calibrate_near_duplicates
     from es_metric.train import TrainConfig, train
-    res = train(tiny_data, tmp_path / "refit.pt", TrainConfig(**{**MAHA, "refit": True}))
+    res = train(tiny_data, tmp_path / "refit.pt", TrainConfig(**MAHA))  # refit: the default
     metrics, training = res.card["metrics"], res.card["training"]
     assert training["refit_epochs"] >= 1
     assert metrics["measured_head"].startswith(f"early-stopped head (epoch {training['refit_epochs']})")
