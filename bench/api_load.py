@@ -26,9 +26,9 @@ from PIL import Image
 
 from common import ROOT, bench_model, write_result
 from es_metric.config import Settings
-from es_metric.es import make_client
-from es_metric.index import create_versioned_index
-from es_metric.modelfile import read_card
+from es_metric.index.client import make_client
+from es_metric.index.indices import create_versioned_index
+from es_metric.model.modelfile import read_card
 from es_metric.web.app import create_app
 
 sys.path.insert(0, str(ROOT.parent))

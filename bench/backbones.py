@@ -17,7 +17,7 @@ import time
 import torch
 
 from common import write_result
-from es_metric.encoder import backbone_spec, create_encoder
+from es_metric.model.encoder import backbone_spec, create_encoder
 
 
 def main() -> None:

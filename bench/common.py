@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from es_metric.encoder import create_encoder
-from es_metric.modelfile import build_card, save_model
+from es_metric.model.encoder import create_encoder
+from es_metric.model.modelfile import build_card, save_model
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data" / "grocery_store"

@@ -1,6 +1,6 @@
 """Images/s of the worker's embedding path vs the bare model forward, same backbone, batch, threads.
 
-pipeline = es_metric.pipeline.decode_and_embed, the worker's own code: read file + safe decode
+pipeline = es_metric.ingest.pipeline.decode_and_embed, the worker's own code: read file + safe decode
 (JPEG draft) + crop/resize on the decode thread(s), running ahead of the model; normalise,
 forward + L2 normalise in sub-batches; tasks of --task images like the worker (ESM_BATCH_SIZE).
 bare = the same forward on already-decoded, already-preprocessed channels_last tensors.
@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 
 from common import bench_model
-from es_metric.embed import embed_tensors, normalise, pixel_batch, to_pixels
 from es_metric.images import DecodeLimits, load_image
-from es_metric.modelfile import load_model
-from es_metric.pipeline import DECODE_THREADS, OVERLAP, decode_and_embed
+from es_metric.ingest.pipeline import DECODE_THREADS, OVERLAP, decode_and_embed
+from es_metric.model.embed import embed_tensors, normalise, pixel_batch, to_pixels
+from es_metric.model.modelfile import load_model
 
 ROOT = Path(__file__).resolve().parent
 
@@ -51,7 +51,7 @@ def bare_forward(encoder, tensors: torch.Tensor, batch: int, seconds: float) -> 
 
 def pipeline(model, files: list[Path], batch: int, task: int, threads: int, overlap: bool,
              seconds: float) -> float:
-    """The worker's own path: es_metric.pipeline.decode_and_embed on tasks of file items."""
+    """The worker's own path: es_metric.ingest.pipeline.decode_and_embed on tasks of file items."""
     items = [{"ref": str(f), "id": None, "fields": {}} for f in files]
     limits = DecodeLimits()
     kw = {"sub_batch": batch, "decode_threads": threads, "overlap": overlap,

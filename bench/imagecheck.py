@@ -1,4 +1,4 @@
-"""What checking a training folder costs (es_metric.imagecheck), against its ceilings.
+"""What checking a training folder costs (es_metric.training.imagecheck), against its ceilings.
 
 Rows: the check as train/evaluate/split run it (draft decode, thread pool) with a cold and a warm
 cache; the same check on one thread; and a full-size decode of every file on the thread pool,
@@ -15,9 +15,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from es_metric.imagecheck import check_images
 from es_metric.images import load_image
-from es_metric.sources import IMAGE_SUFFIXES
+from es_metric.ingest.sources import IMAGE_SUFFIXES
+from es_metric.training.imagecheck import check_images
 
 
 def timed(fn) -> float:

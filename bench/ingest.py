@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 from common import DATA, ROOT, bench_model, write_result
-from es_metric import stack
 from es_metric.config import Settings
-from es_metric.es import make_client
-from es_metric.index import count, create_versioned_index
-from es_metric.ingest import enqueue, make_searchable, wait
-from es_metric.modelfile import read_card
-from es_metric.sources import Source, folder_items
+from es_metric.index.client import make_client
+from es_metric.index.indices import count, create_versioned_index
+from es_metric.ingest.enqueue import enqueue, make_searchable, wait
+from es_metric.ingest.sources import Source, folder_items
+from es_metric.model.modelfile import read_card
+from es_metric.stack import lifecycle as stack
 
 
 def run(settings: Settings, es, model: Path, items: list[dict], workers: int, root: Path) -> dict:

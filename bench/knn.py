@@ -21,8 +21,8 @@ import numpy as np
 from elasticsearch.helpers import parallel_bulk
 
 from es_metric.config import Settings
-from es_metric.es import make_client
-from es_metric.mappings import IndexOptions
+from es_metric.index.client import make_client
+from es_metric.index.mappings import IndexOptions
 
 ROOT = Path(__file__).resolve().parent
 TAGS = 100

@@ -16,11 +16,11 @@ from elasticsearch.helpers import parallel_bulk
 
 from common import DATA, ROOT, bench_model, write_result
 from es_metric.config import Settings
-from es_metric.es import make_client
-from es_metric.index import create_versioned_index, index_info
-from es_metric.mappings import IndexOptions
-from es_metric.modelfile import read_card
-from es_metric.search import SearchRequest, image_vector, run_search
+from es_metric.index.client import make_client
+from es_metric.index.indices import create_versioned_index, index_info
+from es_metric.index.mappings import IndexOptions
+from es_metric.model.modelfile import read_card
+from es_metric.search.service import SearchRequest, image_vector, run_search
 from knn import clustered, pct
 
 

@@ -22,16 +22,16 @@ from elasticsearch.helpers import scan
 
 from common import write_result
 from es_metric.config import Settings
-from es_metric.dba import augment_if_recorded
-from es_metric.es import make_client
-from es_metric.evaluate import evaluate_folder, map_at_r
-from es_metric.index import create_versioned_index, index_info
-from es_metric.ingest import enqueue, make_searchable, wait
-from es_metric.mappings import IndexOptions
-from es_metric.metric import Metric
-from es_metric.modelfile import read_card
-from es_metric.search import SearchRequest, run_search
-from es_metric.sources import folder_source
+from es_metric.index.client import make_client
+from es_metric.index.indices import create_versioned_index, index_info
+from es_metric.index.mappings import IndexOptions
+from es_metric.ingest.enqueue import enqueue, make_searchable, wait
+from es_metric.ingest.sources import folder_source
+from es_metric.model.modelfile import read_card
+from es_metric.search.dba import augment_if_recorded
+from es_metric.search.service import SearchRequest, run_search
+from es_metric.similarity import Metric
+from es_metric.training.evaluate import evaluate_folder, map_at_r
 from knn import pct
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from common import ROOT, bench_model, write_result
 from es_metric.config import Settings
-from es_metric.es import make_client
+from es_metric.index.client import make_client
 from tests.integration.chaos import run_soak
 
 

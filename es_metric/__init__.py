@@ -1,7 +1,5 @@
 """es-metric: learned visual similarity for an existing Elasticsearch stack."""
 
-__version__ = "0.1.0"
+from .version import ES_VERSION, __version__
 
-#: The Elasticsearch server version the local stack and docker-compose run. Pinned here only;
-#: the Python client in pyproject.toml is pinned to the same major (a test checks they agree).
-ES_VERSION = "8.19.21"
+__all__ = ["ES_VERSION", "__version__"]

@@ -26,7 +26,7 @@ step "4. create the index (dims and similarity from the model card)"
 python - "$INDEX" <<'PY'
 import sys
 from es_metric.config import Settings
-from es_metric.es import make_client
+from es_metric.index.client import make_client
 es = make_client(Settings.from_env())
 for name in es.indices.get(index=sys.argv[1] + "-*", allow_no_indices=True):
     es.indices.delete(index=name)  # by name: clusters may refuse wildcard deletes

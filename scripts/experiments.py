@@ -7,7 +7,7 @@ in-domain: image splits (half of every class's photos to train, half to test), o
 Scores are MAP@R and Recall@1 of the test part (every test image queries all the others), each
 with the re-ranking settings asked for, and the ratio to pretrained cosine (average pooling, no
 re-ranking) of the same backbone on the same test part. Backbone features come from the on-disk
-cache (es_metric.features), so a sweep of heads costs minutes. Results accumulate in
+cache (es_metric.training.features), so a sweep of heads costs minutes. Results accumulate in
 OUT/results.jsonl (a finished run is not redone) and are summarised in OUT/summary.json and
 OUT/summary.md (mean ± standard deviation over folds and seeds).
 
@@ -26,15 +26,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from es_metric.data import Sample, class_folds, scan_folder, split, validation_split
-from es_metric.encoder import create_encoder
-from es_metric.evaluate import Embedded, retrieval_metrics
-from es_metric.features import descriptors
-from es_metric.losses import objective
-from es_metric.metric import Metric
-from es_metric.partial import early_activations, fit_tail, tail_start, tail_vectors
-from es_metric.rerank import DEFAULT_RERANK, NO_RERANK, ReRank
-from es_metric.train import TrainConfig, seed_everything, train_head
+from es_metric.model.encoder import create_encoder
+from es_metric.search.rerank import DEFAULT_RERANK, NO_RERANK, ReRank
+from es_metric.similarity import Metric
+from es_metric.training.data import Sample, class_folds, scan_folder, split, validation_split
+from es_metric.training.evaluate import Embedded, retrieval_metrics
+from es_metric.training.features import descriptors
+from es_metric.training.losses import objective
+from es_metric.training.partial import early_activations, fit_tail, tail_start, tail_vectors
+from es_metric.training.train import TrainConfig, seed_everything, train_head
 
 log = logging.getLogger("experiments")
 
@@ -139,7 +139,7 @@ class EarlyActs:
 
 def run_finetune(cfg: Config, acts: EarlyActs, tc: TrainConfig, train_s: list[Sample],
                  test_s: list[Sample], reranks: dict[str, ReRank], out: Path) -> dict:
-    """Fine-tune the last blocks (es_metric.partial) on cached activations; score the test part."""
+    """Fine-tune the last blocks (es_metric.training.partial) on cached activations; score the test part."""
     inner_train, val, _ = validation_split(train_s, tc.protocol, tc.val_fraction, tc.seed)  # as esm train
     obj = objective(tc.loss)
     encoder = create_encoder(tc.backbone, dim=tc.dim, metric=obj.metric, pretrained=True, head=tc.head)

@@ -13,9 +13,9 @@ os.environ.setdefault("ESM_PROGRESS", "0")
 
 
 def pytest_report_header(config):
-    from es_metric import ES_VERSION
+    from es_metric.version import ES_VERSION
     from es_metric.config import Settings
-    from es_metric.stack_es import es_health, es_node_info
+    from es_metric.stack.es_node import es_health, es_node_info
 
     s = Settings.from_env()
     health = es_health(s)
@@ -33,7 +33,7 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_data, tmp_path_factory) -> Path:
     """A small-cnn encoder trained for a few epochs on the generated images (32-d, cosine)."""
-    from es_metric.train import TrainConfig, train
+    from es_metric.training.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("models") / "small.pt"
     train(tiny_data, out, TrainConfig(loss="triplet", backbone="small-cnn", dim=32, epochs=4,
@@ -44,7 +44,7 @@ def tiny_model(tiny_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_l2(tiny_data, tmp_path_factory) -> Path:
     """A different model (other dims, l2_norm) for mismatch and reindex tests."""
-    from es_metric.train import TrainConfig, train
+    from es_metric.training.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("models") / "small-l2.pt"
     train(tiny_data, out, TrainConfig(loss="mahalanobis", backbone="small-cnn", pretrained=False,
@@ -61,8 +61,9 @@ def settings():
 @pytest.fixture(scope="session")
 def stack(settings):
     """The real stack. Fails with a clear message when any part is missing."""
-    from es_metric.stack import redis_ping, worker_ping
-    from es_metric.stack_es import es_health
+    from es_metric.stack.lifecycle import redis_ping
+    from es_metric.ingest.celery_app import worker_ping
+    from es_metric.stack.es_node import es_health
 
     problems = []
     if not es_health(settings):
@@ -79,7 +80,7 @@ def stack(settings):
 
 @pytest.fixture
 def es(stack):
-    from es_metric.es import make_client
+    from es_metric.index.client import make_client
     client = make_client(stack)
     yield client
     client.close()

@@ -1,1 +1,1 @@
-"""Celery workers: the app (celery_app.py) and thin task shells (tasks.py)."""
+"""Celery deployment entry for a checkout (not installed by the wheel): see celery_app.py."""

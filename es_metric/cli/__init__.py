@@ -46,4 +46,4 @@ def main(verbose: int) -> None:
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
-from . import ml, ops, stack_cmd, search_cmd  # noqa: E402,F401  (register commands)
+from . import index, search, stack, training  # noqa: E402,F401  (register commands)

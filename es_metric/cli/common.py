@@ -6,7 +6,7 @@ import json
 import click
 
 from ..config import Settings
-from ..es import cluster_errors, make_client
+from ..index.client import cluster_errors, make_client
 
 
 def settings() -> Settings:

@@ -17,11 +17,11 @@ from fastapi.staticfiles import StaticFiles
 
 from ..config import Settings
 from ..errors import PathRefused
-from ..es import make_client
 from ..images import DecodeLimits, regular_file
-from ..index import index_info
+from ..index.client import make_client
+from ..index.indices import index_info
 from ..paths import as_roots, confine
-from ..search import FUSIONS, SearchRequest, run_search
+from ..search.service import FUSIONS, SearchRequest, run_search
 from . import errors
 from .guard import FORM_ALLOWANCE, RequestGuard, SearchSlots, key_matches
 
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/api/health")
     def health() -> dict:
-        from ..es import cluster_health
+        from ..index.client import cluster_health
         return {"elasticsearch": cluster_health(settings) or "unreachable"}
 
     @app.get("/", include_in_schema=False)

@@ -9,9 +9,9 @@ import uuid
 import numpy as np
 import pytest
 
-from es_metric.es import make_client
-from es_metric.index import create_versioned_index, index_info
-from es_metric.modelfile import read_card
+from es_metric.index.client import make_client
+from es_metric.index.indices import create_versioned_index, index_info
+from es_metric.model.modelfile import read_card
 
 PROPERTIES = {
     "sku": {"type": "keyword"}, "title": {"type": "text", "fields": {"keyword": {"type": "keyword"}}},

@@ -17,16 +17,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from es_metric import stack
 from es_metric.config import Settings
 from es_metric.errors import ClusterUnavailable, JobStalled
-from es_metric.failures import list_failures
-from es_metric.index import count, create_versioned_index
-from es_metric.ingest import Job, enqueue, wait
-from es_metric.modelfile import read_card
-from es_metric.progress import JobProgress
-from es_metric.sources import Source, folder_items
-from es_metric.stack_proc import pid_alive, stop_pid
+from es_metric.index.failures import list_failures
+from es_metric.index.indices import count, create_versioned_index
+from es_metric.ingest.enqueue import Job, enqueue, wait
+from es_metric.ingest.jobs import JobProgress
+from es_metric.ingest.sources import Source, folder_items
+from es_metric.model.modelfile import read_card
+from es_metric.stack import lifecycle as stack
+from es_metric.stack.procs import pid_alive, stop_pid
 from tests.imagegen import make_image
 from tests.integration.faults import start_es_again, worker_children
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from es_metric import stack
 from es_metric.config import Settings
-from es_metric.stack_es import start_es
-from es_metric.stack_proc import read_pid
+from es_metric.stack import lifecycle as stack
+from es_metric.stack.es_node import start_es
+from es_metric.stack.procs import read_pid
 
 
 def stop_managed(settings: Settings, name: str, timeout: float) -> None:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from es_metric.config import Settings
-from es_metric.stack_es import ES_USER, _chown_tree, _service_user, es_home, find_java_home
-from es_metric.stack_proc import read_pid, stop_pid
+from es_metric.stack.es_node import ES_USER, _chown_tree, _service_user, es_home, find_java_home
+from es_metric.stack.procs import read_pid, stop_pid
 
 USER, PASSWORD = "esm_admin", "correct-horse-battery-staple-42"
 
@@ -115,7 +115,7 @@ def start_secure_node(settings: Settings, root: Path, http_port: int | None = No
 
 
 def _wait(node: SecureNode, logs: Path, timeout: float = 180) -> None:
-    from es_metric.es import cluster_health
+    from es_metric.index.client import cluster_health
 
     s = node.settings(es_user=node.user, es_password=node.password)
     deadline = time.monotonic() + timeout

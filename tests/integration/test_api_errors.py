@@ -7,9 +7,9 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from es_metric.es import make_client
-from es_metric.mappings import new_index_body
-from es_metric.modelfile import read_card
+from es_metric.index.client import make_client
+from es_metric.index.mappings import new_index_body
+from es_metric.model.modelfile import read_card
 from tests.integration.catalogue import catalogue  # noqa: F401  (fixture)
 from tests.integration.helpers import esm_error
 from tests.integration.server import free_port

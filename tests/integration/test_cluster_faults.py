@@ -11,15 +11,15 @@ import time
 import pytest
 from elasticsearch.helpers import streaming_bulk
 
-from es_metric import stack as esm_stack
-from es_metric.es import make_client
-from es_metric.index import count, create_versioned_index, resolve_concrete
-from es_metric.ingest import enqueue, make_searchable, wait
-from es_metric.modelfile import read_card
-from es_metric.progress import JobProgress
-from es_metric.search import SearchRequest, run_search
-from es_metric.sources import folder_source
-from es_metric.stack_proc import read_pid, stop_pid
+from es_metric.index.client import make_client
+from es_metric.index.indices import count, create_versioned_index, resolve_concrete
+from es_metric.ingest.enqueue import enqueue, make_searchable, wait
+from es_metric.ingest.jobs import JobProgress
+from es_metric.ingest.sources import folder_source
+from es_metric.model.modelfile import read_card
+from es_metric.search.service import SearchRequest, run_search
+from es_metric.stack import lifecycle as esm_stack
+from es_metric.stack.procs import read_pid, stop_pid
 from tests.imagegen import make_dataset
 from tests.integration.faults import wait_until
 from tests.integration.helpers import worker_log

@@ -8,10 +8,10 @@ import signal
 
 import pytest
 
-from es_metric.index import count
-from es_metric.ingest import enqueue, make_searchable, wait
-from es_metric.progress import JobProgress
-from es_metric.sources import folder_source, manifest_source
+from es_metric.index.indices import count
+from es_metric.ingest.enqueue import enqueue, make_searchable, wait
+from es_metric.ingest.jobs import JobProgress
+from es_metric.ingest.sources import folder_source, manifest_source
 from tests.imagegen import make_dataset
 from tests.integration.faults import (restart_redis, start_es_again, stop_es, wait_until,
                                       worker_children)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from es_metric.index import count, index_info
-from es_metric.ingest import Job, wait
-from es_metric.progress import JobProgress
+from es_metric.index.indices import count, index_info
+from es_metric.ingest.enqueue import Job, wait
+from es_metric.ingest.jobs import JobProgress
 from tests.integration.helpers import esm, esm_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
@@ -99,7 +99,7 @@ def test_bulk_parameter_names_are_ordinary_fields_and_cost_no_batch(es, index_na
 
 def _send_raw(settings, es, alias: str, items: list[dict], roots: list[str]) -> Job:
     """A task as another application would send it, straight to the broker (no manifest check)."""
-    from workers.celery_app import make_app
+    from es_metric.ingest.celery_app import make_app
 
     info = index_info(es, alias)
     job_id = uuid.uuid4().hex[:16]
@@ -135,7 +135,7 @@ def test_worker_refuses_metadata_from_other_senders(stack, es, index_name, tiny_
 def test_a_whole_request_refusal_costs_only_the_refused_document(es, index_name):
     """A 600-byte id makes Elasticsearch refuse the whole bulk request (400, not one item):
     the writer splits the request until the refused document stands alone."""
-    from es_metric.pipeline import write_bulk
+    from es_metric.ingest.pipeline import write_bulk
 
     es.indices.create(index=index_name)
     ids = [f"doc-{i}" for i in range(7)] + ["x" * 600]

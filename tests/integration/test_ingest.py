@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from es_metric.index import count, index_info
+from es_metric.index.indices import count, index_info
 from tests.badimages import make_corpus
 from tests.imagegen import make_manifest
 from tests.integration.helpers import esm, esm_json

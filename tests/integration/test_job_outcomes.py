@@ -10,10 +10,10 @@ import pytest
 import redis
 
 from es_metric.errors import EsmError
-from es_metric.index import count, index_info
-from es_metric.ingest import TASK_NAME, Job, enqueue, job_spec, wait
-from es_metric.progress import JobProgress
-from es_metric.sources import folder_items
+from es_metric.index.indices import count, index_info
+from es_metric.ingest.enqueue import TASK_NAME, Job, enqueue, job_spec, wait
+from es_metric.ingest.jobs import JobProgress
+from es_metric.ingest.sources import folder_items
 from tests.integration.helpers import esm, esm_json
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ def test_retries_exhausted_fail_every_image_with_the_reason(stack, es, index_nam
     """What the task shell does once a transient error outlived its retries."""
     from elasticsearch import ConnectionError as EsConnectionError
 
-    from es_metric.failures import fail_batch
+    from es_metric.ingest.outcomes import fail_batch
 
     esm("mapping", "create", index_name, "--model", tiny_model)
     items = list(folder_items(tiny_data / "class_4"))[:5]
@@ -96,7 +96,7 @@ def test_a_running_job_is_not_called_stalled(stack, es, index_name, tiny_model, 
     esm("mapping", "create", index_name, "--model", tiny_model)
     s = stack.with_(stall_seconds=0.01, batch_size=96)
     source = list(folder_items(tiny_data))
-    from es_metric.sources import Source
+    from es_metric.ingest.sources import Source
     job = enqueue(s, es, index_name, Source(source, [], (tiny_data,)))
     assert wait(s, job, timeout=180, poll=0.05) == (96, 0)
 
@@ -121,9 +121,9 @@ def test_a_batch_whose_worker_keeps_dying_fails_instead_of_looping(stack, es, in
     """Late acks redeliver a task whose worker process died; a batch that kills it every time
     (out of memory, a decoder crash) would loop forever. Its deliveries are counted: the
     fourth start of the same try fails the batch with worker_lost."""
-    from es_metric.failures import MAX_DELIVERIES
-    from es_metric.jobs import task_id
-    from workers.celery_app import make_app
+    from es_metric.ingest.outcomes import MAX_DELIVERIES
+    from es_metric.ingest.stall import task_id
+    from es_metric.ingest.celery_app import make_app
 
     esm("mapping", "create", index_name, "--model", tiny_model)
     items = list(folder_items(tiny_data / "class_1"))[:4]

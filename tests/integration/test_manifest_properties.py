@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings as hsettings, strategies as st
 
 from es_metric.errors import ConfigError
-from es_metric.failures import item_key, list_failures, record_key
-from es_metric.index import create_versioned_index, ensure_failures_index
-from es_metric.ingest import enqueue, make_searchable, wait
-from es_metric.modelfile import read_card
-from es_metric.sources import manifest_source
+from es_metric.index.failures import item_key, list_failures, record_key
+from es_metric.index.indices import create_versioned_index, ensure_failures_index
+from es_metric.ingest.enqueue import enqueue, make_searchable, wait
+from es_metric.ingest.sources import manifest_source
+from es_metric.model.modelfile import read_card
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 
@@ -49,7 +49,7 @@ lines = st.lists(st.one_of(*[rows.map(lambda r: json.dumps(r, allow_nan=True))] 
 @pytest.fixture(scope="module")
 def world(stack, tiny_model, tiny_data, tmp_path_factory):
     """A folder of 4 images, the model, a sentinel index that must stay untouched."""
-    from es_metric.es import make_client
+    from es_metric.index.client import make_client
 
     folder = tmp_path_factory.mktemp("props")
     for name, src in zip(IMAGES, sorted((tiny_data / "class_4").iterdir())):

@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from es_metric.index import count, index_info
-from es_metric.search import SearchRequest, run_search
+from es_metric.index.indices import count, index_info
+from es_metric.search.service import SearchRequest, run_search
 from tests.integration.helpers import esm, esm_json
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,7 @@ def test_reindex_swaps_alias_while_searches_never_fail(es, index_name, tiny_mode
     errors, answered, stop = [], [], threading.Event()
 
     def search_loop():
-        from es_metric.es import make_client
+        from es_metric.index.client import make_client
         from es_metric.config import Settings
         client = make_client(Settings.from_env())
         while not stop.is_set():
@@ -55,7 +55,7 @@ def test_reindex_swaps_alias_while_searches_never_fail(es, index_name, tiny_mode
 
 def test_reindex_refuses_a_model_that_failed_its_gate(es, index_name, tiny_model, tmp_path):
     import torch
-    from es_metric.modelfile import read_card
+    from es_metric.model.modelfile import read_card
     blob = torch.load(tiny_model, weights_only=True)
     blob["card"] = {**read_card(tiny_model), "model_id": "failed-gate-model"}
     blob["card"]["metrics"] = {**blob["card"]["metrics"],
@@ -70,8 +70,8 @@ def test_reindex_refuses_a_model_that_failed_its_gate(es, index_name, tiny_model
 
 def test_interrupted_reindex_can_be_abandoned_and_alias_never_moves(es, index_name, tiny_model,
                                                                     tiny_model_l2, tiny_data):
-    from es_metric.modelfile import read_card
-    from es_metric.reindex import prepare_target
+    from es_metric.model.modelfile import read_card
+    from es_metric.ingest.reindex import prepare_target
 
     esm("mapping", "create", index_name, "--model", tiny_model)
     esm_json("ingest", index_name, tiny_data / "class_1")
@@ -95,10 +95,10 @@ def test_writes_during_reindex_reach_the_new_index(es, stack, index_name, tiny_m
     after the swap, re-embedded with the new model."""
     import random
 
-    from es_metric.ingest import enqueue
-    from es_metric.modelfile import read_card
-    from es_metric.reindex import reindex
-    from es_metric.sources import Source
+    from es_metric.ingest.enqueue import enqueue
+    from es_metric.model.modelfile import read_card
+    from es_metric.ingest.reindex import reindex
+    from es_metric.ingest.sources import Source
     from tests.imagegen import make_image
 
     esm("mapping", "create", index_name, "--model", tiny_model)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from elasticsearch.helpers import scan
 
-from es_metric.metric import Metric
-from es_metric.rerank import augment_database, expand_query
+from es_metric.search.rerank import augment_database, expand_query
+from es_metric.similarity import Metric
 from tests.integration.helpers import esm, esm_json
 
 pytestmark = pytest.mark.integration
@@ -75,7 +75,7 @@ def test_dba_pass_writes_blended_vectors_keeps_raw_ones_and_does_not_compound(es
 
 
 def test_ingest_runs_the_dba_pass_the_model_card_records(es, index_name, tiny_model, tiny_data, tmp_path):
-    from es_metric.modelfile import load_model, save_model
+    from es_metric.model.modelfile import load_model, save_model
 
     model = load_model(tiny_model)
     card = dict(model.card, rerank={"qe_k": 2, "qe_alpha": 3.0, "dba_k": 2, "dba_alpha": 3.0})
@@ -97,7 +97,7 @@ def test_searching_by_document_needs_no_model_file(es, index_name, tiny_data, tm
     is gone from the machine that searches (before, each read the model file for its card)."""
     import shutil
 
-    from es_metric.train import TrainConfig, train
+    from es_metric.training.train import TrainConfig, train
     model = tmp_path / "qe.pt"
     train(tiny_data, model, TrainConfig(loss="triplet", backbone="small-cnn", dim=16, epochs=2,
                                         batch_size=48, seed=3, qe_k=3, dba_k=0))

@@ -107,7 +107,7 @@ def test_api_key_is_enforced_when_configured(stack, shop):
 
 
 def test_near_duplicate_mode_uses_the_calibrated_threshold(shop, tiny_data, tiny_model):
-    from es_metric.modelfile import read_card
+    from es_metric.model.modelfile import read_card
     threshold = read_card(tiny_model)["metrics"]["near_duplicate_threshold"]
     assert threshold is not None
     res = esm_json("search", shop, "--image", tiny_data / "class_2" / "img_001.jpg", "-k", "96",

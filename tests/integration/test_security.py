@@ -10,12 +10,12 @@ import uuid
 import pytest
 
 from es_metric.errors import ClusterUnavailable, ConfigError
-from es_metric.es import cluster_errors, make_client
-from es_metric.index import count, create_versioned_index, index_info
-from es_metric.modelfile import read_card
-from es_metric.pipeline import process_batch
-from es_metric.search import SearchRequest, run_search
-from es_metric.sources import folder_items, folder_source
+from es_metric.index.client import cluster_errors, make_client
+from es_metric.index.indices import count, create_versioned_index, index_info
+from es_metric.ingest.pipeline import process_batch
+from es_metric.ingest.sources import folder_items, folder_source
+from es_metric.model.modelfile import read_card
+from es_metric.search.service import SearchRequest, run_search
 from tests.integration.helpers import worker_log
 from tests.integration.nodes import PASSWORD, start_secure_node
 
@@ -116,8 +116,8 @@ def test_celery_refuses_pickle_messages(stack, es, index_name, tiny_model, tiny_
     the pickle message is queued first and a JSON job after it on the same queue; when the JSON
     job is done, the worker has taken the pickle message off the queue before it (FIFO), its
     log says it refused to deserialize it, and its images (another class) were never written."""
-    from es_metric.ingest import enqueue, wait
-    from workers.celery_app import make_app
+    from es_metric.ingest.enqueue import enqueue, wait
+    from es_metric.ingest.celery_app import make_app
 
     create_versioned_index(es, index_name, read_card(tiny_model), str(tiny_model))
     info = index_info(es, index_name)
@@ -178,7 +178,7 @@ def test_secret_urls_stay_out_of_worker_log_and_cli(stack, es, index_name, tiny_
     password appears in the CLI's output, the logs, or the worker's log file."""
     from click.testing import CliRunner
 
-    from es_metric import stack as esm_stack
+    from es_metric.stack import lifecycle as esm_stack
     from es_metric.cli import main
 
     caplog.set_level(logging.DEBUG)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from es_metric.images import content_hash
-from es_metric.index import count, index_info
+from es_metric.index.indices import count, index_info
 from tests.integration.helpers import esm, esm_json
 
 pytestmark = pytest.mark.integration

@@ -3,8 +3,8 @@ es-metric's own fields, are refused with a reason (pure functions, checked as di
 import numpy as np
 import pytest
 
-from es_metric.docfields import FieldRefused, check_fields, check_id
-from es_metric.pipeline import build_actions, check_items
+from es_metric.index.docfields import FieldRefused, check_fields, check_id
+from es_metric.ingest.pipeline import build_actions, check_items
 
 JOB = {"job_id": "j", "alias": "shop", "index": "shop-v1", "model_id": "m1", "model_path": "/m.pt",
        "vector_field": "emb", "mode": "index"}

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from es_metric.embed import embed_images, to_pixels, to_tensor
-from es_metric.encoder import Preprocess, create_encoder
 from es_metric.images import DecodeLimits, load_image
-from es_metric.modelfile import build_card, load_model, save_model
-from es_metric.pipeline import decode_and_embed
+from es_metric.ingest.pipeline import decode_and_embed
+from es_metric.model.embed import embed_images, to_pixels, to_tensor
+from es_metric.model.encoder import Preprocess, create_encoder
+from es_metric.model.modelfile import build_card, load_model, save_model
 from tests.imagegen import make_image
 
 

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from es_metric.embed import embed_images
-from es_metric.encoder import BACKBONES, create_encoder
 from es_metric.errors import ConfigError, ModelError
-from es_metric.modelfile import build_card, load_model, read_card, save_model
+from es_metric.model.embed import embed_images
+from es_metric.model.encoder import BACKBONES, create_encoder
+from es_metric.model.modelfile import build_card, load_model, read_card, save_model
 from tests.imagegen import make_image
 
 
@@ -51,7 +51,7 @@ def test_efficientnet_lite_is_pretrained_offline_at_its_native_size(variant, siz
 
 
 def test_gem_pooling_by_hand():
-    from es_metric.encoder import gem, pool_maps
+    from es_metric.model.encoder import gem, pool_maps
     maps = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])  # 1 image, 1 channel, 2 x 2
     assert gem(maps, p=3.0).item() == pytest.approx((100 / 4) ** (1 / 3))  # (1+8+27+64)/4
     assert gem(maps, p=1.0).item() == pytest.approx(2.5) == pool_maps(maps, "avg").item()

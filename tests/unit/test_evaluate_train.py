@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from es_metric.data import scan_folder, split
-from es_metric.evaluate import Embedded, neighbours, recall_at_k, retrieval_metrics
-from es_metric.metric import Metric
+from es_metric.similarity import Metric
+from es_metric.training.data import scan_folder, split
+from es_metric.training.evaluate import Embedded, neighbours, recall_at_k, retrieval_metrics
 
 
 def test_recall_at_k_by_hand():
@@ -15,7 +15,7 @@ def test_recall_at_k_by_hand():
 
 
 def test_map_at_r_of_a_ranked_list_by_hand():
-    from es_metric.evaluate import map_at_r
+    from es_metric.training.evaluate import map_at_r
     # R = 3 relevant; first 3 ranks: hit, miss, hit -> (1/1 + 2/3) / 3
     assert map_at_r(["a", "b", "a", "a"], "a", 3) == pytest.approx((1 + 2 / 3) / 3)
     assert map_at_r(["b", "b"], "a", 2) == 0.0 and map_at_r([], "a", 0) == 0.0
@@ -47,7 +47,7 @@ def test_splits_follow_their_protocol(tiny_data):
 
 def test_training_improves_map_at_r_over_untrained(tiny_data, tiny_model):
     """The small-cnn trained by the fixture beats the untrained encoder on held-out images."""
-    from es_metric.modelfile import read_card
+    from es_metric.model.modelfile import read_card
     card = read_card(tiny_model)
     gate = card["metrics"]["gate"]
     assert gate["against"] == "untrained-cosine small-cnn"
@@ -65,14 +65,14 @@ MAHA = dict(loss="mahalanobis", backbone="small-cnn", pretrained=False, dim=16, 
 def maha(tiny_data, tmp_path_factory):
     """A learned Mahalanobis head on frozen (untrained small-cnn) features, without the refit
     (the head that early stopping chose ships as measured)."""
-    from es_metric.train import TrainConfig, train
+    from es_metric.training.train import TrainConfig, train
     return train(tiny_data, tmp_path_factory.mktemp("maha") / "maha.pt", TrainConfig(**MAHA, refit=False))
 
 
 def _fresh_validation(path, tiny_data, cfg) -> tuple[dict, Embedded]:
     """Evaluate the model file as shipped on the validation split its training drew."""
-    from es_metric.evaluate import model_embeddings
-    from es_metric.modelfile import load_model
+    from es_metric.training.evaluate import model_embeddings
+    from es_metric.model.modelfile import load_model
     _, val_s = split(scan_folder(tiny_data), cfg["protocol"], cfg["val_fraction"], cfg["seed"])
     emb = model_embeddings(load_model(path), val_s)
     return retrieval_metrics(emb), emb
@@ -93,7 +93,7 @@ def test_mahalanobis_head_learns_on_frozen_features(maha):
 def test_card_metrics_are_a_fresh_evaluation_of_the_shipped_model(maha, tiny_data):
     """Without the refit, what the card says is what ships: the model file, evaluated afresh
     on the validation split, gives the card's metrics and its near-duplicate threshold."""
-    from es_metric.gate import calibrate_near_duplicates
+    from es_metric.training.gate import calibrate_near_duplicates
     card = maha.card
     assert card["training"]["refit"] is False and card["training"]["refit_epochs"] == 0
     assert card["metrics"]["measured_head"] == "shipped"
@@ -105,7 +105,7 @@ def test_card_metrics_are_a_fresh_evaluation_of_the_shipped_model(maha, tiny_dat
 
 
 def test_card_metrics_of_a_fine_tuned_model_are_the_shipped_ones(tiny_model, tiny_data):
-    from es_metric.modelfile import read_card
+    from es_metric.model.modelfile import read_card
     card = read_card(tiny_model)
     assert card["training"]["freeze_backbone"] is False and card["metrics"]["measured_head"] == "shipped"
     fresh, _ = _fresh_validation(tiny_model, tiny_data, card["training"])
@@ -115,8 +115,8 @@ def test_card_metrics_of_a_fine_tuned_model_are_the_shipped_ones(tiny_model, tin
 def test_refit_card_says_which_head_was_measured(tiny_data, tmp_path):
     """--refit ships a head retrained on train + validation: the card says its metrics are the
     early-stopped head's, and the threshold is recalibrated in the shipped head's own space."""
-    from es_metric.gate import calibrate_near_duplicates
-    from es_metric.train import TrainConfig, train
+    from es_metric.training.gate import calibrate_near_duplicates
+    from es_metric.training.train import TrainConfig, train
     res = train(tiny_data, tmp_path / "refit.pt", TrainConfig(**MAHA))  # refit: the default
     metrics, training = res.card["metrics"], res.card["training"]
     assert training["refit_epochs"] >= 1
@@ -137,7 +137,7 @@ def test_full_training_resumes_from_its_checkpoint(tiny_data, tmp_path):
     checkpoint holds only tensors and plain values (it loads with weights_only=True)."""
     import torch
 
-    from es_metric.train import TrainConfig, train
+    from es_metric.training.train import TrainConfig, train
     out = tmp_path / "ft.pt"
     first = train(tiny_data, out, TrainConfig(epochs=1, **FULL))
     ckpt = torch.load(str(out) + ".ckpt", weights_only=True)
@@ -169,7 +169,7 @@ def test_resume_refuses_a_checkpoint_holding_a_pickled_object(tiny_data, tmp_pat
     from click.testing import CliRunner
 
     from es_metric.cli import main
-    from es_metric.train import TrainConfig, train
+    from es_metric.training.train import TrainConfig, train
     out = tmp_path / "ft.pt"
     train(tiny_data, out, TrainConfig(epochs=1, **FULL))
     ckpt = torch.load(str(out) + ".ckpt", weights_only=True)
@@ -188,13 +188,13 @@ def test_resume_refuses_a_checkpoint_holding_a_pickled_object(tiny_data, tmp_pat
 
 def test_resume_refuses_a_checkpoint_of_another_shape(tiny_data, tmp_path):
     from es_metric.errors import ModelError
-    from es_metric.train import TrainConfig, train
+    from es_metric.training.train import TrainConfig, train
     out = tmp_path / "ft.pt"
     train(tiny_data, out, TrainConfig(epochs=1, **FULL))
     with pytest.raises(ModelError, match=r"other settings: dim=8 \(now 12\)"):
         train(tiny_data, out, TrainConfig(epochs=2, **{**FULL, "dim": 12}), resume=True)
 def test_class_folds_hold_out_every_class_exactly_once(tiny_data):
-    from es_metric.data import class_folds
+    from es_metric.training.data import class_folds
     samples = scan_folder(tiny_data)
     folds = class_folds(samples, 3, seed=1)
     held_out = [{s.cls for s in test} for _, test in folds]
@@ -211,7 +211,7 @@ def test_class_folds_hold_out_every_class_exactly_once(tiny_data):
 def _feature_samples(n_classes=6, per_class=12, dim=128, seed=0):
     """Synthetic backbone features: class centres plus noise, as Samples with fake paths."""
     import torch
-    from es_metric.data import Sample
+    from es_metric.training.data import Sample
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(n_classes, dim, generator=g)
     feats = torch.cat([c + 0.8 * torch.randn(per_class, dim, generator=g) for c in centres]).abs()
@@ -222,10 +222,10 @@ def _feature_samples(n_classes=6, per_class=12, dim=128, seed=0):
 @pytest.mark.parametrize("reg", [0.0, 1e4])
 def test_head_reg_keeps_the_linear_head_near_its_pca_start(reg):
     import torch
-    from es_metric.data import relabel
-    from es_metric.encoder import create_encoder
-    from es_metric.losses import objective
-    from es_metric.train import TrainConfig, anchor_penalty, pca_init, train_head
+    from es_metric.training.data import relabel
+    from es_metric.model.encoder import create_encoder
+    from es_metric.training.losses import objective
+    from es_metric.training.train import TrainConfig, anchor_penalty, pca_init, train_head
     samples, feats = _feature_samples()
     train_idx = [i for i in range(len(samples)) if i % 4]
     val_idx = [i for i in range(len(samples)) if not i % 4]
@@ -248,18 +248,18 @@ def test_head_reg_keeps_the_linear_head_near_its_pca_start(reg):
 
 def test_anchor_penalty_by_hand():
     import torch
-    from es_metric.train import anchor_penalty
+    from es_metric.training.train import anchor_penalty
     w0 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     assert anchor_penalty(w0 + torch.tensor([[0.5, 0.0], [0.0, 0.0]]), w0).item() == pytest.approx(0.25 / 2)
 
 
 def _many_classes(n_classes=30, per_class=20):
-    from es_metric.data import Sample
+    from es_metric.training.data import Sample
     return [Sample(f"c{c}/{i}.jpg", c, f"c{c}") for c in range(n_classes) for i in range(per_class)]
 
 
 def test_validation_split_draws_a_report_only_set_of_the_other_protocol():
-    from es_metric.data import validation_split
+    from es_metric.training.data import validation_split
     samples = _many_classes()
     train, val, other = validation_split(samples, "class-disjoint", 0.2, seed=0)
     assert not {s.cls for s in val} & {s.cls for s in train}          # held-out classes
@@ -274,14 +274,14 @@ def test_validation_split_draws_a_report_only_set_of_the_other_protocol():
 
 
 def test_no_held_out_classes_are_taken_from_a_small_class_set(tiny_data):
-    from es_metric.data import split, validation_split
+    from es_metric.training.data import split, validation_split
     samples = scan_folder(tiny_data)  # 6 classes: holding out 2 of them would starve training
     assert validation_split(samples, "in-domain", 0.2, seed=0) == (*split(samples, "in-domain", 0.2, 0), [])
 
 
 def test_card_reports_both_protocols_where_measurable(tiny_model, tiny_data, tmp_path):
-    from es_metric.modelfile import read_card
-    from es_metric.train import TrainConfig, train
+    from es_metric.model.modelfile import read_card
+    from es_metric.training.train import TrainConfig, train
     m = read_card(tiny_model)["metrics"]  # in-domain on 6 classes: no held-out classes to report
     assert set(m["validation"]) == {"in-domain"} and m["transfers_to_new_products"] is None
     assert "not measured on new products" in m["intended_for"]
@@ -299,7 +299,7 @@ def test_card_reports_both_protocols_where_measurable(tiny_model, tiny_data, tmp
 def test_esm_split_writes_one_class_fold(tiny_data, tmp_path):
     from click.testing import CliRunner
     from es_metric.cli import main
-    from es_metric.data import class_folds
+    from es_metric.training.data import class_folds
     res = CliRunner().invoke(main, ["split", str(tiny_data), "--out", str(tmp_path / "f1"),
                                     "--protocol", "class-disjoint", "--folds", "3", "--fold", "1"])
     assert res.exit_code == 0, res.output

@@ -7,7 +7,7 @@ from elasticsearch import ApiError, BadRequestError, ConnectionError as EsConnec
 from elasticsearch import ConnectionTimeout
 
 from es_metric.errors import ClusterUnavailable, ImageError, MappingMismatch, ModelError, WorkerLost
-from es_metric.failures import failure_reason, is_transient
+from es_metric.ingest.outcomes import failure_reason, is_transient
 
 
 def _api_error(status: int, cls=ApiError) -> ApiError:

@@ -2,13 +2,13 @@
 import pytest
 import torch
 
-from es_metric.data import scan_folder
+from es_metric.training.data import scan_folder
 
 
 def test_pooled_cached_maps_equal_the_backbone_features(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setenv("ESM_CACHE_DIR", str(tmp_path))
-    from es_metric.evaluate import backbone_features
-    from es_metric.features import descriptors, feature_maps, pooled
+    from es_metric.training.features import backbone_features
+    from es_metric.training.features import descriptors, feature_maps, pooled
 
     samples = scan_folder(tiny_data)[:6]
     maps = feature_maps("efficientnet-lite0", samples)

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from es_metric.losses import objective
-from es_metric.metric import Metric
+from es_metric.similarity import Metric
+from es_metric.training.losses import objective
 
 A = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.8, 0.6], [0.0, 1.0]])
 

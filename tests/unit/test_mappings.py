@@ -2,10 +2,10 @@
 import pytest
 
 from es_metric.errors import ConfigError, MappingMismatch
-from es_metric.losses import OBJECTIVES
-from es_metric.mappings import (IndexOptions, check_compatible, existing_index_update, new_index_body,
-                                versioned_name)
-from es_metric.metric import Metric
+from es_metric.index.mappings import (IndexOptions, check_compatible, existing_index_update,
+                                      new_index_body, versioned_name)
+from es_metric.similarity import Metric
+from es_metric.training.losses import OBJECTIVES
 
 CARD = {"model_id": "small-cnn-triplet-abc", "dims": 128, "similarity": "cosine", "backbone": "small-cnn"}
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import yaml
 
-from es_metric import ES_VERSION
 from es_metric.config import ENV_NAMES, Settings
-from workers.celery_app import VISIBILITY_TIMEOUT, TASK_TIME_LIMIT, make_app
+from es_metric.ingest.celery_app import VISIBILITY_TIMEOUT, TASK_TIME_LIMIT, make_app
+from es_metric.version import ES_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ def test_docker_compose_agrees_with_code():
     assert set(env) <= set(ENV_NAMES), f"unknown ESM_* names: {set(env) - set(ENV_NAMES)}"
     s = Settings.from_env(env)
     assert s.es_external and s.redis_external and s.worker_queue in services["worker"]["command"]
-    assert "workers.celery_app" in services["worker"]["command"]
+    assert "es_metric.ingest.celery_app" in services["worker"]["command"]
 
 
 def _interpolate(value, env: dict):

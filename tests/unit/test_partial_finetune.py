@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from es_metric.encoder import create_encoder
+from es_metric.model.encoder import create_encoder
 
 
 def test_early_then_tail_equals_the_whole_backbone():
@@ -24,8 +24,8 @@ def cfg_kw(monkeypatch, tmp_path):
 
 
 def test_tail_fine_tune_trains_the_last_blocks_only_and_resumes(tiny_data, tmp_path, cfg_kw):
-    from es_metric.modelfile import load_model
-    from es_metric.train import TrainConfig, train
+    from es_metric.model.modelfile import load_model
+    from es_metric.training.train import TrainConfig, train
 
     out = tmp_path / "ft.pt"
     first = train(tiny_data, out, TrainConfig(epochs=1, **cfg_kw))
@@ -49,11 +49,11 @@ def test_tail_fine_tune_trains_the_last_blocks_only_and_resumes(tiny_data, tmp_p
 
 
 def test_tail_fine_tune_model_embeds_like_the_cached_path(tiny_data, tmp_path, cfg_kw):
-    from es_metric.data import scan_folder
-    from es_metric.evaluate import model_embeddings
-    from es_metric.modelfile import load_model
-    from es_metric.partial import early_activations, tail_vectors
-    from es_metric.train import TrainConfig, train
+    from es_metric.training.data import scan_folder
+    from es_metric.training.evaluate import model_embeddings
+    from es_metric.model.modelfile import load_model
+    from es_metric.training.partial import early_activations, tail_vectors
+    from es_metric.training.train import TrainConfig, train
 
     out = tmp_path / "ft2.pt"
     train(tiny_data, out, TrainConfig(epochs=1, **cfg_kw))

@@ -2,8 +2,8 @@
 import pytest
 
 from es_metric.errors import SearchError
-from es_metric.queries import (Filter, FieldInfo, field_info, filter_clauses, knn_clause, leaf_fields,
-                               parse_filter, rrf_fuse, search_body, text_query)
+from es_metric.search.queries import (Filter, FieldInfo, field_info, filter_clauses, knn_clause,
+                                      leaf_fields, parse_filter, rrf_fuse, search_body, text_query)
 
 PROPS = {"title": {"type": "text", "fields": {"keyword": {"type": "keyword"}}},
          "category": {"type": "keyword"}, "price": {"type": "float"}}
@@ -172,7 +172,7 @@ def test_rrf_by_hand():
 
 
 def test_expansion_body_fetches_only_the_neighbours_vectors():
-    from es_metric.queries import expansion_body
+    from es_metric.search.queries import expansion_body
     filt = {"bool": {"filter": [{"term": {"group": "Fruit"}}]}}
     body = expansion_body("image_vector", [0.6, 0.8], 5, filter_query=filt, exclude_ids=["d1"])
     assert body["size"] == 5 and body["_source"] == ["image_vector", "model_id"]

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from es_metric.evaluate import Embedded, neighbours, retrieval_metrics
-from es_metric.metric import Metric
-from es_metric.rerank import ReRank, ReRankedKNN, augment_database, expand_query
+from es_metric.search.rerank import ReRank, ReRankedKNN, augment_database, expand_query
+from es_metric.similarity import Metric
+from es_metric.training.evaluate import Embedded, neighbours, retrieval_metrics
 
 
 def unit(*xs):
@@ -82,7 +82,7 @@ def test_no_rerank_metrics_equal_plain_brute_force():
     sims = v @ v.T
     np.fill_diagonal(sims, -np.inf)
     np.testing.assert_array_equal(neighbours(v, Metric.COSINE, 5), np.argsort(-sims, 1)[:, :5])
-    from es_metric.evaluate import map_at_r
+    from es_metric.training.evaluate import map_at_r
     order = np.argsort(-sims, 1)
     by_hand = np.mean([map_at_r(labels[order[i]], labels[i], 4) for i in range(40)])
     assert retrieval_metrics(Embedded(v, labels, [], Metric.COSINE, "r"))["map_at_r"] == pytest.approx(by_hand)

@@ -7,9 +7,9 @@ from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
 from elasticsearch import ApiError, BadRequestError
 
 from es_metric.errors import ConfigError, SearchError
-from es_metric.es import es_reason
-from es_metric.index import check_index_name
-from es_metric.search import FUSIONS, MAX_RESULT_WINDOW, SearchRequest
+from es_metric.index.client import es_reason
+from es_metric.index.indices import check_index_name
+from es_metric.search.service import FUSIONS, MAX_RESULT_WINDOW, SearchRequest
 
 
 def test_valid_requests_pass():
@@ -43,7 +43,7 @@ def test_invalid_requests_are_refused_with_the_limit(kwargs, message):
 
 
 def test_the_cli_offers_the_fusions_the_library_accepts():
-    from es_metric.cli.search_cmd import search
+    from es_metric.cli.search import search
     fusion = next(p for p in search.params if p.name == "fusion")
     assert tuple(fusion.type.choices) == FUSIONS
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from es_metric.errors import ConfigError
-from es_metric.sources import MAX_LINE_CHARS, folder_items, local_source, manifest_source
+from es_metric.ingest.sources import MAX_LINE_CHARS, folder_items, local_source, manifest_source
 
 
 def test_folder_items_label_from_subfolder(tmp_path):

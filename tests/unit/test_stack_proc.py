@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from es_metric import stack
 from es_metric.config import Settings
-from es_metric.stack_proc import identity, mismatch, still_running, stop_pid
+from es_metric.stack import lifecycle as stack
+from es_metric.stack.procs import identity, mismatch, still_running, stop_pid
 
 
 def _sleeper() -> subprocess.Popen:

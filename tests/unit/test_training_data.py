@@ -9,12 +9,12 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from es_metric import imagecheck
 from es_metric.cli import main
-from es_metric.data import read_folder
 from es_metric.errors import ConfigError
-from es_metric.imagecheck import check_images
-from es_metric.modelfile import read_card
+from es_metric.model.modelfile import read_card
+from es_metric.training import imagecheck
+from es_metric.training.data import read_folder
+from es_metric.training.imagecheck import check_images
 from tests.imagegen import make_dataset
 
 BAD = {  # file -> the reason it must be skipped with

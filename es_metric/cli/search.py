@@ -1,0 +1,102 @@
+"""esm search | serve."""
+from __future__ import annotations
+
+import click
+
+from . import main
+from .common import Cluster, echo_json
+
+
+@main.command()
+@click.argument("index")
+@click.option("--image", type=click.Path(dir_okay=False), help="Query image file.")
+@click.option("--like", "like", help="An indexed document id: more like this one.")
+@click.option("--text", help="Text query on the index's text fields (hybrid with an image).")
+@click.option("--filter", "filters", multiple=True,
+              help="FIELD=VALUE, FIELD!=VALUE, FIELD>=N, FIELD=A|B, FIELD=LO..HI (repeatable).")
+@click.option("-k", "k", type=int, default=10, show_default=True)
+@click.option("--page", type=int, default=1, show_default=True)
+@click.option("--num-candidates", type=int, default=None)
+@click.option("--fusion", type=click.Choice(["weighted", "rrf"]), default="weighted", show_default=True)
+@click.option("--image-weight", type=float, default=1.0, show_default=True)
+@click.option("--text-weight", type=float, default=1.0, show_default=True)
+@click.option("--min-similarity", type=float, default=None,
+              help="Cosine similarity floor (or L2 distance ceiling for l2_norm models).")
+@click.option("--near-duplicates", is_flag=True, help="Only near-duplicates (calibrated threshold).")
+@click.option("--qe-k", type=click.IntRange(min=0), default=None,
+              help="Query expansion: blend the first round's top N vectors into the query "
+                   "(0: off). Default: the model card's setting.")
+@click.option("--json", "as_json", is_flag=True)
+def search(index, image, like, text, filters, k, page, num_candidates, fusion, image_weight,
+           text_weight, min_similarity, near_duplicates, qe_k, as_json) -> None:
+    """Search INDEX by image, by document, by text, with filters."""
+    from ..images import DecodeLimits, read_bytes
+    from ..redact import redact_url
+    from ..search.service import SearchRequest, run_search
+
+    with Cluster() as (s, es):
+        limits = DecodeLimits(s.max_image_pixels, s.max_image_bytes)
+        req = SearchRequest(image=read_bytes(image, limits) if image else None, like=like, text=text,
+                            filters=list(filters), k=k, page=page, num_candidates=num_candidates,
+                            fusion=fusion, image_weight=image_weight, text_weight=text_weight,
+                            min_similarity=min_similarity, near_duplicates=near_duplicates,
+                            qe_k=qe_k)
+        result = run_search(es, index, req, limits, where=redact_url(s.es_url))
+    if as_json:
+        echo_json(result)
+        return
+    _table(result)
+
+
+def _table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(result['hits'])} hits  (ES {result['took_ms']} ms, "
+                        f"client {result['client_ms']} ms, model {result['model_id']})")
+    for col in ("rank", "score", "id", "title / label", "image"):
+        table.add_column(col)
+    for rank, hit in enumerate(result["hits"], 1):
+        src = hit["source"]
+        title = src.get("title") or src.get("name") or src.get("label") or ""
+        table.add_row(str(rank), f"{hit['score']:.4f}", str(hit["id"])[:16], str(title)[:40],
+                      str(src.get("image_path", ""))[-50:])
+    console = Console()
+    console.print(table)
+    if result.get("note"):
+        console.print(f"[yellow]{result['note']}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+def serve(host: str, port: int) -> None:
+    """HTTP API (OpenAPI at /docs) and the search web page at /."""
+    import uvicorn
+
+    from ..web.app import create_app
+    from .common import settings
+
+    uvicorn.run(create_app(settings()), host=host, port=port, log_level="info")
+
+
+@main.command()
+@click.argument("index")
+@click.option("--k", "k", type=click.IntRange(min=1), default=None,
+              help="Neighbours blended into each vector. Default: the model card's setting.")
+@click.option("--alpha", type=float, default=None, help="Similarity exponent of the neighbour weights.")
+@click.option("--json", "as_json", is_flag=True)
+def dba(index, k, alpha, as_json) -> None:
+    """Database-side augmentation: blend every vector of INDEX with its nearest neighbours'
+    (run again after ingests; it recomputes from the model's own vectors)."""
+    from ..search.dba import augment_index, card_setting
+    from ..index.indices import index_info
+
+    with Cluster() as (_s, es):
+        k_default, alpha_default = card_setting(index_info(es, index))
+        result = augment_index(es, index, k or k_default, alpha if alpha is not None else alpha_default)
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"{result['documents']} vectors of {result['index']} augmented with their {result['k']} "
+               f"nearest neighbours in {result['total_s']} s ({result['failed']} failed)")

@@ -1,0 +1,166 @@
+"""esm train | evaluate | split | model show."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..model.encoder import BACKBONES
+from ..search.rerank import DEFAULT_RERANK
+from ..training.data import PROTOCOLS, class_folds, materialize, read_folder, split as split_samples
+from ..training.losses import OBJECTIVES
+from . import main
+from .common import echo_json
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Model file to write.")
+@click.option("--loss", type=click.Choice(sorted(OBJECTIVES)), default="multi-similarity", show_default=True)
+@click.option("--backbone", type=click.Choice(sorted(BACKBONES)), default="efficientnet-lite0", show_default=True)
+@click.option("--weights", type=click.Path(dir_okay=False), help="Local pretrained state dict.")
+@click.option("--pretrained/--no-pretrained", default=None, help="Default: pretrained when weights exist offline.")
+@click.option("--freeze-backbone/--train-backbone", default=None,
+              help="Train only the head on cached features (default for pretrained backbones).")
+@click.option("--head", type=click.Choice(["linear", "mlp", "none"]), default="linear", show_default=True)
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--dim", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--m-per-class", type=int, default=4, show_default=True)
+@click.option("--lr", type=float, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="in-domain", show_default=True,
+              help="How the validation split is drawn from DATA_DIR.")
+@click.option("--val-fraction", type=float, default=0.2, show_default=True)
+@click.option("--patience", type=int, default=5, show_default=True)
+@click.option("--miner", type=click.Choice(["batch-hard", "semi-hard"]), default="batch-hard", show_default=True)
+@click.option("--margin", type=float, default=None)
+@click.option("--time-budget", type=float, default=None, help="Stop head training after N seconds.")
+@click.option("--refit/--no-refit", default=True, show_default=True,
+              help="Frozen backbone: after early stopping, retrain the head on train + validation "
+                   "for the chosen epochs (the card's metrics then describe the head before the "
+                   "refit, and say so); --no-refit ships exactly the measured head.")
+@click.option("--pool", type=click.Choice(["avg", "gem"]), default="avg", show_default=True,
+              help="Pooling of the backbone's last feature maps (gem: EfficientNet-Lite only).")
+@click.option("--head-reg", type=float, default=0.0, show_default=True,
+              help="Linear head: penalty pulling it toward its PCA start (the pretrained geometry).")
+@click.option("--qe-k", type=click.IntRange(min=0), default=DEFAULT_RERANK.qe_k, show_default=True,
+              help="Query expansion neighbours that search and evaluate apply (recorded in the card).")
+@click.option("--dba-k", type=click.IntRange(min=0), default=DEFAULT_RERANK.dba_k, show_default=True,
+              help="Database-side augmentation neighbours: `esm ingest` (and `esm dba`) blend every "
+                   "indexed vector with them; evaluate applies it too (recorded in the card).")
+@click.option("--train-blocks", type=click.IntRange(min=0), default=0, show_default=True,
+              help="EfficientNet-Lite: fine-tune the last N blocks on cached early activations.")
+@click.option("--views", type=click.IntRange(min=1), default=4, show_default=True,
+              help="With --train-blocks: augmented views cached per training image.")
+@click.option("--backbone-lr", type=float, default=1e-4, show_default=True,
+              help="With --train-blocks: learning rate of the fine-tuned blocks.")
+@click.option("--resume", is_flag=True, help="Continue from MODEL.ckpt (fine-tuning).")
+@click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
+def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:
+    """Train an encoder on DATA_DIR (one sub-folder per class) and write MODEL with its card."""
+    from ..training.train import TrainConfig, train as run_train
+
+    cfg = TrainConfig(**opts, time_budget_s=time_budget)
+
+    def on_epoch(row: dict) -> None:
+        loss = f"{row['loss']:.4f}" if row["loss"] is not None else "-"
+        click.echo(f"epoch {row['epoch']:>3}  loss {loss}  val MAP@R {row['val_map_at_r']:.4f}  "
+                   f"{row['seconds']:.1f} s", err=True)
+
+    result = run_train(data_dir, out, cfg, on_epoch=on_epoch, resume=resume)
+    card = result.card
+    if as_json:
+        echo_json(card)
+        return
+    m, gate = card["metrics"], card["metrics"]["gate"]
+    click.echo(f"wrote {result.path}  model id {card['model_id']}  ({card['dims']}-d, {card['similarity']})")
+    click.echo(f"validation MAP@R {m['val']['map_at_r']:.4f}  R@1 {m['val']['recall_at_1']:.4f}  "
+               f"trained in {m['train_seconds']} s")
+    if m.get("measured_head", "shipped") != "shipped":
+        click.echo(f"note: these metrics are of the {m['measured_head']}")
+    verdict = "PASSED" if gate["passed"] else "FAILED: the model is NOT better than"
+    click.echo(f"gate {verdict} {gate['against']} (MAP@R {gate['baseline_map_at_r']:.4f})")
+    for protocol, fig in m.get("validation", {}).items():
+        click.echo(f"  {protocol:<15} MAP@R {fig['map_at_r']:.4f} vs {fig['baseline_map_at_r']:.4f} "
+                   f"pretrained cosine (x{fig['ratio']})")
+    if m.get("intended_for"):
+        click.echo(f"for: {m['intended_for']}")
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), help="Model file.")
+@click.option("--baseline", help="A backbone name (raw features, cosine) or color-histogram.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Weights for --baseline.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--qe-k", type=click.IntRange(min=0), default=None,
+              help="Query expansion neighbours, as `esm search --qe-k` (0: off). "
+                   "Default: the model card's setting (none for --baseline).")
+@click.option("--dba-k", type=click.IntRange(min=0), default=None,
+              help="Database-side augmentation neighbours, as `esm dba` (0: off). Default: the card's.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--report", type=click.Path(dir_okay=False), help="Write an HTML report here.")
+def evaluate(data_dir, model_path, baseline, weights, batch_size, qe_k, dba_k, as_json, report) -> None:
+    """Retrieval metrics on DATA_DIR: every image queries all the others, ranked as search ranks."""
+    from ..training.evaluate import evaluate_folder
+
+    metrics, emb = evaluate_folder(data_dir, model_path=model_path, baseline=baseline,
+                                   weights=weights, batch_size=batch_size, qe_k=qe_k,
+                                   dba_k=dba_k)
+    if report:
+        from ..training.report import write_report
+        write_report(report, metrics, emb)
+        metrics["report"] = str(report)
+    if as_json:
+        echo_json(metrics)
+        return
+    click.echo(f"{metrics['name']}: {metrics['n_queries']} queries, {metrics['n_classes']} classes")
+    for key in ("map_at_r", "map", "recall_at_1", "recall_at_10"):
+        click.echo(f"  {key:<13} {metrics[key]:.4f}")
+    if report:
+        click.echo(f"report: {report}")
+
+
+@main.command("split")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="in-domain", show_default=True)
+@click.option("--test-fraction", type=float, default=0.5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--exclude", multiple=True, help="Sub-folder to leave out (repeatable).")
+@click.option("--folds", type=click.IntRange(min=2), default=None,
+              help="class-disjoint: K class folds (each class held out once); with --fold.")
+@click.option("--fold", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Which fold's classes form the test part (0..K-1).")
+def split_cmd(data_dir, out, protocol, test_fraction, seed, exclude, folds, fold) -> None:
+    """Write OUT/train and OUT/test (symlinked image folders) under a protocol."""
+    folder = read_folder(data_dir, exclude=tuple(exclude))
+    if folds:
+        if protocol != "class-disjoint" or fold >= folds:
+            raise click.UsageError("--folds needs --protocol class-disjoint and --fold < --folds")
+        train_s, test_s = class_folds(folder.samples, folds, seed)[fold]
+    else:
+        train_s, test_s = split_samples(folder.samples, protocol, test_fraction, seed)
+    n_train = materialize(train_s, Path(out) / "train")
+    n_test = materialize(test_s, Path(out) / "test")
+    click.echo(f"{protocol}: {n_train} train images ({len({s.cls for s in train_s})} classes), "
+               f"{n_test} test images ({len({s.cls for s in test_s})} classes) in {out}"
+               + (f"; {len(folder.skipped)} unusable image(s) left out" if folder.skipped else ""))
+
+
+@main.group("model")
+def model_group() -> None:
+    """Inspect model files."""
+
+
+@model_group.command("show")
+@click.argument("model_path", type=click.Path(dir_okay=False))
+def model_show(model_path) -> None:
+    """Print a model's card (backbone, dims, similarity, metrics, provenance) as JSON."""
+    from ..model.modelfile import read_card
+
+    card = read_card(model_path)
+    card.get("training", {}).pop("history", None)
+    click.echo(json.dumps(card, indent=2, default=str))

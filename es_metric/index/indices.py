@@ -1,0 +1,149 @@
+"""Index management on a live cluster: create versioned indices behind an alias, add the vector
+field to an existing index, and read back which model an index serves."""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from elasticsearch import Elasticsearch, NotFoundError
+
+from ..errors import ConfigError, IndexStateError, MappingMismatch, shown
+from .mappings import (IndexOptions, check_compatible, existing_index_update, load_template,
+                       new_index_body, versioned_name)
+
+log = logging.getLogger(__name__)
+_NAME_FORBIDDEN = re.compile(r'[\\/*?"<>|,#:\s\x00-\x1f\x7f]')
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """Which concrete index an alias (or name) points at and which model it serves."""
+
+    name: str            # what the user typed (alias or index)
+    concrete: str        # the index behind it
+    model_id: str
+    model_path: str
+    vector_field: str
+    dims: int
+    similarity: str
+    image_roots: tuple[str, ...] = ()  # folders images were ingested from (what may be read)
+    rerank: dict | None = None          # the card's re-ranking, recorded at mapping creation
+    near_duplicate_threshold: float | None = None
+
+
+def resolve_concrete(client: Elasticsearch, name: str) -> list[str]:
+    """Concrete indices behind an alias or index name ([] when nothing has that name)."""
+    if client.indices.exists_alias(name=name):
+        return sorted(client.indices.get_alias(name=name).keys())
+    if client.indices.exists(index=name):
+        return [name]
+    return []
+
+
+def check_index_name(name: str) -> None:
+    """Elasticsearch's naming rules, plus no wildcards, lists or remote clusters: a name a user
+    typed addresses exactly one index or alias."""
+    if (not name or name in (".", "..") or name[0] in "-_+" or name != name.lower()
+            or _NAME_FORBIDDEN.search(name) or len(name.encode()) > 255):
+        raise ConfigError(f"{shown(name)} is not a valid index or alias name",
+                          hint='names are lowercase, at most 255 bytes, without spaces or '
+                               '\\ / * ? " < > | , # :, and do not start with - _ +')
+
+
+def index_info(client: Elasticsearch, name: str) -> IndexInfo:
+    check_index_name(name)
+    concrete = resolve_concrete(client, name)
+    if not concrete:
+        raise IndexStateError(f"no index or alias named {shown(name)}",
+                              hint=f"create it with `esm mapping create {name} --model MODEL`")
+    if len(concrete) > 1:
+        raise IndexStateError(f"alias {name!r} points at several indices {concrete}; "
+                              "es-metric refuses to mix models", hint="point it at one index")
+    mapping = client.indices.get_mapping(index=concrete[0])[concrete[0]]["mappings"]
+    meta = (mapping.get("_meta") or {}).get("es_metric")
+    if not meta:
+        raise IndexStateError(f"index {concrete[0]!r} has no es-metric vector field",
+                              hint=f"add one with `esm mapping create {name} --model MODEL --existing`")
+    return IndexInfo(name, concrete[0], meta["model_id"], meta["model_path"],
+                     meta["vector_field"], int(meta["dims"]), meta["similarity"],
+                     tuple(meta.get("image_roots") or ()), meta.get("rerank"),
+                     meta.get("near_duplicate_threshold"))
+
+
+def record_image_roots(client: Elasticsearch, index: str, roots: tuple[str, ...]) -> None:
+    """Add ``roots`` to the folders recorded in ``index``'s ``_meta`` (what the workers and the
+    image endpoint may read for this index); nothing else in ``_meta`` changes."""
+    meta = client.indices.get_mapping(index=index)[index]["mappings"].get("_meta") or {}
+    mine = meta.setdefault("es_metric", {})
+    known = list(mine.get("image_roots") or [])
+    new = [r for r in roots if r not in known]
+    if new:
+        mine["image_roots"] = known + new
+        client.indices.put_mapping(index=index, meta=meta)
+
+
+def create_versioned_index(client: Elasticsearch, alias: str, card: dict, model_path: str, *,
+                           options: IndexOptions = IndexOptions(), vector_field: str = "image_vector",
+                           text_fields: tuple[str, ...] = (), keyword_fields: tuple[str, ...] = (),
+                           point_alias: bool = True, replicas: int = 0) -> str:
+    """Create ``<alias>-<model id>`` (idempotent) and, if asked, point ``alias`` at it."""
+    if client.indices.exists(index=alias) and not client.indices.exists_alias(name=alias):
+        raise IndexStateError(f"{alias!r} is an existing index, not an es-metric alias",
+                              hint=f"add vectors to it with `esm mapping create {alias} --model "
+                                   f"MODEL --existing`, or choose another name")
+    name = versioned_name(alias, card["model_id"])
+    body = new_index_body(card, model_path, vector_field=vector_field, options=options,
+                          text_fields=text_fields, keyword_fields=keyword_fields, replicas=replicas)
+    if client.indices.exists(index=name):
+        current = client.indices.get_mapping(index=name)[name]["mappings"]["properties"]
+        check_compatible(card, current.get(vector_field, {}), vector_field)
+        log.info("index %s exists already", name)
+    else:
+        client.indices.create(index=name, settings=body["settings"], mappings=body["mappings"])
+    if point_alias and not client.indices.exists_alias(name=alias):
+        client.indices.put_alias(index=name, name=alias)
+    return name
+
+
+def add_vectors_to_existing(client: Elasticsearch, index: str, card: dict, model_path: str, *,
+                            options: IndexOptions = IndexOptions(),
+                            vector_field: str = "image_vector") -> str:
+    """Put-mapping the vector and bookkeeping fields onto an existing index; nothing else changes."""
+    concrete = resolve_concrete(client, index)
+    if len(concrete) != 1:
+        raise IndexStateError(f"{index!r} must name exactly one existing index (found {concrete})",
+                              hint="create the index first, or drop --existing")
+    current = client.indices.get_mapping(index=concrete[0])[concrete[0]]["mappings"]
+    meta = (current.get("_meta") or {}).get("es_metric")
+    if meta and meta.get("model_id") != card["model_id"] and meta.get("vector_field") == vector_field:
+        check_compatible(card, current["properties"].get(vector_field, {}), vector_field)
+    body = existing_index_update(card, model_path, current, vector_field=vector_field, options=options)
+    client.indices.put_mapping(index=concrete[0], properties=body["properties"], meta=body["_meta"])
+    return concrete[0]
+
+
+def ensure_failures_index(client: Elasticsearch, name: str) -> None:
+    if not client.indices.exists(index=name):
+        body = load_template("failures_index")
+        try:
+            client.indices.create(index=name, settings=body["settings"], mappings=body["mappings"])
+        except Exception as exc:  # created concurrently by another worker
+            if "resource_already_exists" not in str(exc):
+                raise
+
+
+def refuse_other_model(info: IndexInfo, card: dict) -> None:
+    """Search and ingest refuse a model other than the one the index serves."""
+    if card["model_id"] != info.model_id:
+        raise MappingMismatch(f"index {info.concrete!r} serves model {info.model_id}, not "
+                              f"{card['model_id']}; es-metric never mixes models",
+                              hint=f"use `esm reindex {info.name} --model ...` to switch models")
+
+
+def count(client: Elasticsearch, index: str) -> int:
+    try:
+        client.indices.refresh(index=index)
+        return int(client.count(index=index)["count"])
+    except NotFoundError:
+        return 0

@@ -1,0 +1,133 @@
+"""Request bodies for index creation and mapping updates, built from the model card (pure).
+
+Only dicts come out of here; index.py sends them. The vector field's dims and similarity come
+from the model card, so the mapping always agrees with how the model was trained.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from ..errors import ConfigError, MappingMismatch
+
+INDEX_TYPES = ("hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat")
+BOOKKEEPING = {
+    "image_path": {"type": "keyword"},
+    "image_sha256": {"type": "keyword"},
+    "model_id": {"type": "keyword"},
+    "indexed_at": {"type": "date"},
+}
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """HNSW graph and quantisation options of the vector field."""
+
+    type: str = "hnsw"
+    m: int = 16
+    ef_construction: int = 100
+
+    def as_dict(self, dims: int) -> dict:
+        if self.type not in INDEX_TYPES:
+            raise ConfigError(f"unknown index type {self.type!r}", hint="valid: " + ", ".join(INDEX_TYPES))
+        if self.type.startswith("bbq") and dims < 64:
+            raise ConfigError(f"{self.type} needs at least 64 dims, the model has {dims}",
+                              hint="use int8_hnsw or hnsw")
+        if self.type.startswith("int4") and dims % 2:
+            raise ConfigError("int4 quantisation needs an even number of dims", hint="use int8_hnsw")
+        body: dict = {"type": self.type}
+        if self.type.endswith("hnsw"):
+            body.update(m=self.m, ef_construction=self.ef_construction)
+        return body
+
+
+def _templates_dir() -> Path:
+    here = Path(__file__).resolve().parents[2] / "mappings"  # a checkout: <repo>/mappings
+    if here.is_dir():
+        return here
+    return Path(str(resources.files("es_metric") / "mappings"))
+
+
+@lru_cache(maxsize=None)
+def load_template(name: str) -> dict:
+    body = json.loads((_templates_dir() / f"{name}.json").read_text())
+    body.pop("_comment", None)
+    return body
+
+
+def vector_field_body(card: dict, options: IndexOptions) -> dict:
+    return {"type": "dense_vector", "dims": int(card["dims"]), "index": True,
+            "similarity": card["similarity"], "index_options": options.as_dict(int(card["dims"]))}
+
+
+def index_meta(card: dict, model_path: str, vector_field: str) -> dict:
+    """What an index records about its model (in the mapping's ``_meta``)."""
+    meta = {"model_id": card["model_id"], "model_path": str(model_path),
+            "dims": int(card["dims"]), "similarity": card["similarity"],
+            "vector_field": vector_field, "backbone": card["backbone"]}
+    # what search and the DBA pass apply, so that they never need the model file for it
+    if card.get("rerank") is not None:
+        meta["rerank"] = card["rerank"]
+    threshold = (card.get("metrics") or {}).get("near_duplicate_threshold")
+    if threshold is not None:
+        meta["near_duplicate_threshold"] = float(threshold)
+    return {"es_metric": meta}
+
+
+def new_index_body(card: dict, model_path: str, *, vector_field: str = "image_vector",
+                   options: IndexOptions = IndexOptions(), text_fields: tuple[str, ...] = (),
+                   keyword_fields: tuple[str, ...] = (), replicas: int = 0) -> dict:
+    """Settings + mappings for a fresh versioned index."""
+    body = copy.deepcopy(load_template("image_index"))
+    props = body["mappings"]["properties"]
+    props.pop("image_vector")
+    props[vector_field] = vector_field_body(card, options)
+    for name in text_fields:
+        props[name] = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
+    for name in keyword_fields:
+        props[name] = {"type": "keyword"}
+    body["mappings"]["_meta"] = index_meta(card, model_path, vector_field)
+    body["settings"]["number_of_replicas"] = replicas
+    return body
+
+
+def existing_index_update(card: dict, model_path: str, current: dict, *,
+                          vector_field: str = "image_vector",
+                          options: IndexOptions = IndexOptions()) -> dict:
+    """A put-mapping body adding the vector and bookkeeping fields; other fields untouched.
+
+    ``current`` is the index's present mapping (``{"properties": ..., "_meta": ...}``). A vector
+    field that exists already must agree with the model, else MappingMismatch.
+    """
+    props = current.get("properties", {})
+    if vector_field in props:
+        check_compatible(card, props[vector_field], vector_field)
+    add = {k: v for k, v in BOOKKEEPING.items() if k not in props}
+    if vector_field not in props:
+        add[vector_field] = vector_field_body(card, options)
+    meta = dict(current.get("_meta") or {})
+    meta.update(index_meta(card, model_path, vector_field))
+    return {"properties": add, "_meta": meta}
+
+
+def check_compatible(card: dict, field_mapping: dict, field: str = "image_vector") -> None:
+    """Refuse a model whose dims or similarity differ from an existing vector field."""
+    if field_mapping.get("type") != "dense_vector":
+        raise MappingMismatch(f"field {field!r} exists and is {field_mapping.get('type')!r}, "
+                              "not dense_vector", hint="choose another --vector-field")
+    dims, sim = field_mapping.get("dims"), field_mapping.get("similarity", "cosine")
+    if dims is not None and int(dims) != int(card["dims"]):
+        raise MappingMismatch(f"field {field!r} has {dims} dims but model {card['model_id']} makes "
+                              f"{card['dims']}", hint="use `esm reindex` to move to a new model")
+    if sim != card["similarity"]:
+        raise MappingMismatch(f"field {field!r} uses similarity {sim!r} but model "
+                              f"{card['model_id']} needs {card['similarity']!r}",
+                              hint="use `esm reindex` to move to a new model")
+
+
+def versioned_name(alias: str, model_id: str) -> str:
+    return f"{alias}-{model_id}"

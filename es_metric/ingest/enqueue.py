@@ -1,0 +1,162 @@
+"""Client side of ingest: turn a source into Celery tasks and follow their progress."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from elasticsearch import Elasticsearch
+from elasticsearch.helpers import scan
+
+from ..config import Settings
+from ..errors import ClusterUnavailable, IndexStateError, PathRefused
+from ..index.failures import item_key, record_failures, record_key
+from ..index.indices import IndexInfo, index_info, record_image_roots
+from ..paths import as_roots, confine
+from ..redact import redact_text, redact_url
+from .celery_app import TASK_NAME, make_app
+from .jobs import JobProgress
+from .sources import Source
+from .stall import activity, stall_error, task_id
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    total: int
+    target: str
+    tasks: int
+    refused: int = 0
+
+
+def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | None = None,
+             roots: tuple[str, ...] = ()) -> dict:
+    """The JSON-safe description every task of a job carries (``roots``: the folders the
+    worker may read for this index, besides ESM_IMAGE_ROOTS)."""
+    return {"job_id": job_id, "alias": alias, "index": target or info.concrete,
+            "model_id": info.model_id, "model_path": info.model_path,
+            "vector_field": info.vector_field, "mode": mode, "roots": list(roots)}
+
+
+def existing_index_items(settings: Settings, client: Elasticsearch, index: str, image_field: str,
+                         base_dir: str | None = None) -> Source:
+    """Documents of an existing index with an image path in ``image_field`` (updated by id).
+    The paths are data: each must lie under ESM_IMAGE_ROOTS, ``base_dir`` or the roots recorded
+    for the index, or it is refused with a reason."""
+    roots = settings.image_roots + as_roots([base_dir] if base_dir else []) + as_roots(
+        index_info(client, index).image_roots)
+    hint = "set ESM_IMAGE_ROOTS to the image folder, or pass --base-dir FOLDER"
+    source = Source(roots=as_roots(roots))
+    for hit in scan(client, index=index, query={"query": {"exists": {"field": image_field}}},
+                    _source=[image_field]):
+        ref = hit["_source"].get(image_field)
+        try:
+            path = confine(ref, Path(base_dir or "/"), source.roots, hint=hint)
+            source.items.append({"ref": str(path), "id": hit["_id"], "fields": {}})
+        except PathRefused as exc:
+            where = os.path.normpath(os.path.join(base_dir or "/", ref)) if isinstance(ref, str) \
+                and "\x00" not in ref and len(ref) < 4096 else f"{index}/{hit['_id']}"
+            source.refused.append({"ref": where, "reason": exc.reason, "doc_id": hit["_id"],
+                                   "message": f"document {hit['_id']!r}: {exc}"})
+    if not source.items and not source.refused:
+        raise IndexStateError(f"no document of {index!r} has the field {image_field!r}",
+                              hint="name the field holding image paths with --image-field")
+    return source
+
+
+def enqueue(settings: Settings, client: Elasticsearch, alias: str, source: Source | list[dict], *,
+            mode: str = "index", target: str | None = None) -> Job:
+    """Send the items as batches of ``settings.batch_size`` to the workers; record the
+    source's roots for the index and its refused lines as failures of the job."""
+    if not isinstance(source, Source):
+        source = Source(list(source))
+    info = index_info(client, target or alias)
+    roots = tuple(str(r) for r in as_roots([*info.image_roots, *map(str, source.roots)]))
+    job_id = uuid.uuid4().hex[:16]
+    spec = job_spec(info, alias, job_id, mode, target, roots)
+    if source.roots:
+        record_image_roots(client, spec["index"], roots)
+    total = len({item_key(i) for i in source.items} | {record_key(r) for r in source.refused})
+    progress = JobProgress(settings, job_id)
+    progress.start(total, index=spec["index"], alias=alias)
+    if source.refused:
+        record_failures(client, settings, spec, source.refused)
+        progress.record([], [record_key(r) for r in source.refused])
+    n = _send(settings, make_app(settings), spec, source.items)
+    log.info("job %s: %d images in %d tasks for %s", job_id, total, n, spec["index"])
+    return Job(job_id, total, spec["index"], n, len(source.refused))
+
+
+def batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    """``items`` in consecutive slices of at most ``size``."""
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _send(settings: Settings, app, spec: dict, items: list[dict]) -> int:
+    """Queue the batches (task ids ``<job id>.<n>``, so the stall detector can find them)."""
+    n = 0
+    try:
+        for chunk in batches(items, settings.batch_size):
+            app.send_task(TASK_NAME, args=[spec, list(chunk)], queue=settings.worker_queue,
+                          task_id=task_id(spec["job_id"], n))
+            n += 1
+    except Exception as exc:
+        raise ClusterUnavailable(f"could not queue tasks on {redact_url(settings.redis_url)}: "
+                                 f"{redact_text(str(exc), settings.secrets())}",
+                                 hint="is Redis up? `esm stack status`") from None
+    finally:
+        app.close()
+    return n
+
+
+def wait(settings: Settings, job: Job, on_progress: Callable[[int, int, int], None] | None = None,
+         timeout: float | None = None, poll: float = 0.5) -> tuple[int, int]:
+    """Block until every image is indexed or failed; returns (done, failed). JobStalled when
+    nothing moved for ``settings.stall_seconds`` and nothing of the job is queued or running
+    (or only queued, with no worker to run it)."""
+    progress = JobProgress(settings, job.job_id)
+    started = last_change = time.monotonic()
+    last = (-1, -1)
+    while True:
+        counts = progress.counts()
+        _total, done, failed = counts
+        if on_progress:
+            on_progress(job.total, done, failed)
+        if done + failed >= job.total:
+            return done, failed
+        now = time.monotonic()
+        if (done, failed) != last:
+            last, last_change = (done, failed), now
+        elif settings.stall_seconds and now - last_change > settings.stall_seconds:
+            _raise_if_stalled(settings, progress, counts, now - last_change)
+            last_change = now
+        if timeout is not None and now - started > timeout:
+            raise ClusterUnavailable(f"job {job.job_id} not finished after {timeout:.0f} s "
+                                     f"({done} done, {failed} failed of {job.total})",
+                                     hint="check `esm stack status` and the worker log")
+        time.sleep(poll)
+
+
+def _raise_if_stalled(settings: Settings, progress: JobProgress, counts: tuple[int, int, int],
+                      quiet_s: float, recheck_s: float = 2.0) -> None:
+    """JobStalled when two looks, ``recheck_s`` apart, find no progress and no live task
+    (a task moving from the queue to a worker could be missed by one look)."""
+    for look in range(2):
+        problem = stall_error(settings, progress.job_id, counts,
+                              quiet_s, activity(settings, progress.redis))
+        if problem is None or progress.counts() != counts:
+            return
+        if look == 0:
+            time.sleep(recheck_s)
+    raise problem
+
+
+def make_searchable(client: Elasticsearch, job: Job) -> None:
+    """Refresh the target so every written document is visible to search now."""
+    client.indices.refresh(index=job.target)

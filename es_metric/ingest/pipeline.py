@@ -1,0 +1,207 @@
+"""The worker's job: decode a batch of images, embed them together, bulk-write the vectors.
+
+A bad image becomes a failure record with a reason and never costs the rest of its batch.
+Document ids are the user's id or the image's content hash, so a redelivered batch rewrites
+the same documents. Progress is kept in Redis sets keyed by image reference (idempotent).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from elasticsearch import ApiError, Elasticsearch
+from elasticsearch.helpers import streaming_bulk
+
+from ..config import Settings
+from ..errors import ImageError, MappingMismatch, PathRefused
+from ..images import DecodeLimits, load_image
+from ..index.docfields import FieldRefused, check_fields, check_id, document_body
+from ..index.failures import (clear_failures, failure_for, item_key, item_ref, now,
+                              record_failures, record_key)
+from ..model.embed import embed_tensors, normalise, pixel_batch, to_pixels
+from ..model.encoder import Preprocess
+from ..model.modelfile import cached_model
+from ..paths import confine, job_roots
+from .jobs import JobProgress
+
+log = logging.getLogger(__name__)
+
+# Decode threads per worker process, and whether they run ahead of the model (see
+# decode_and_embed). None: overlap only when torch runs single-threaded (several worker
+# processes share the cores). With one process using every core, alternating wins: decode
+# threads would preempt torch's threads at their barriers (bench/embed.py, MobileNetV3 on 2
+# cores: 1.01 vs 0.90 of the bare forward pass).
+DECODE_THREADS = 2
+OVERLAP: bool | None = None
+
+@dataclass
+class BatchResult:
+    indexed: list[str] = field(default_factory=list)     # entry keys (image, or image + user id)
+    failures: list[dict] = field(default_factory=list)   # {ref, reason, message, doc_id}
+
+    def as_dict(self) -> dict:
+        return {"indexed": len(self.indexed), "failed": len(self.failures),
+                "failures": self.failures}
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_key: tuple[int, int] | None = None
+
+
+def decode_pool(threads: int) -> ThreadPoolExecutor:
+    """The process's decode threads, made on first use after fork (each Celery prefork child
+    gets its own) and kept: no pool start-up per batch."""
+    global _pool, _pool_key
+    if _pool is None or _pool_key != (os.getpid(), threads):
+        _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="esm-decode")
+        _pool_key = (os.getpid(), threads)
+    return _pool
+
+
+def prepare_item(item: dict, limits: DecodeLimits, pre: Preprocess, roots: tuple[Path, ...] = ()):
+    """(item, uint8 3 x S x S pixels, sha256, None) or (item, None, None, failure record).
+    Confine the path to the roots (symlinks resolved), read a regular file only, safe decode
+    (JPEG draft), centre-crop + resize: GIL-free work for the decode threads."""
+    try:
+        path = confine(item["ref"], Path("/"), roots)
+        img, sha = load_image(path, limits, draft=pre.size)
+        return item, to_pixels(img, pre.size), sha, None
+    except (ImageError, PathRefused) as exc:
+        return item, None, None, failure_for(item, exc.reason, exc.message)
+    except Exception as exc:  # an unknown decoder failure must not cost the batch
+        return item, None, None, failure_for(item, "decode_error", f"{type(exc).__name__}: {exc}")
+
+
+def decode_and_embed(items: list[dict], model, limits: DecodeLimits, roots: tuple[Path, ...] = (),
+                     sub_batch: int = 16, decode_threads: int = DECODE_THREADS,
+                     overlap: bool | None = OVERLAP):
+    """(good [(item, sha)], failures, vectors) for all items, in order.
+
+    ``overlap``: hand every item to the decode threads at once, so they decode ahead while the
+    model embeds earlier sub-batches. Otherwise decode one sub-batch (all decode threads), then
+    embed it (all torch threads), alternately: when the cores are fully used by both phases,
+    that avoids decode threads preempting torch's threads at their barriers."""
+    if overlap is None:
+        overlap = torch.get_num_threads() == 1
+    pool = decode_pool(decode_threads)
+
+    def submit(chunk: list[dict]):
+        return [pool.submit(prepare_item, item, limits, model.preprocess, roots) for item in chunk]
+
+    ahead = submit(items) if overlap else None
+    good, failures, vectors = [], [], [np.zeros((0, model.encoder.dim), np.float32)]
+    for i in range(0, len(items), sub_batch):
+        futures = ahead[i:i + sub_batch] if overlap else submit(items[i:i + sub_batch])
+        ready = [f.result() for f in futures]
+        failures += [err for *_, err in ready if err is not None]
+        ok = [(item, px, sha) for item, px, sha, err in ready if err is None]
+        if ok:
+            batch = normalise(pixel_batch([px for _, px, _ in ok]), model.preprocess)
+            vectors.append(embed_tensors(model.encoder, batch, sub_batch))
+            good += [(item, sha) for item, _, sha in ok]
+    return good, failures, np.concatenate(vectors)
+
+
+def check_items(items: list, vector_field: str) -> tuple[list[dict], list[dict]]:
+    """(usable items with their id and fields checked, failure records). Tasks may come from
+    any application that reaches the broker: user data is checked here again, never trusted."""
+    ok, failures = [], []
+    for item in items:
+        try:
+            if not isinstance(item, dict) or not isinstance(item.get("ref"), str) or not item["ref"]:
+                raise FieldRefused("bad_item", f"task item {item_ref(item)} has no image path ('ref')")
+            ok.append({**item, "id": check_id(item.get("id")),
+                       "fields": check_fields(item.get("fields") or {}, vector_field)})
+        except FieldRefused as exc:
+            failures.append(failure_for(item, exc.reason, exc.message))
+    return ok, failures
+
+
+def build_actions(job: dict, good: list[tuple[dict, str]], vectors: np.ndarray) -> list[dict]:
+    """Bulk actions: ``index`` a full document, or ``update`` an existing one (by id). User
+    fields go under the explicit body (``_source``), never beside the metadata; one action
+    per document id (identical images share one)."""
+    stamp = now()
+    actions: dict[str, dict] = {}
+    for (item, sha), vec in zip(good, vectors):
+        doc = {job["vector_field"]: vec.astype(float).round(7).tolist(), "image_path": item["ref"],
+               "image_sha256": sha, "model_id": job["model_id"], "indexed_at": stamp}
+        doc_id = item.get("id") or sha
+        if job.get("mode") == "update":
+            body = {"doc": doc}
+        else:
+            body = document_body(item.get("fields") or {}, doc)
+        actions[doc_id] = {"_op_type": "update" if job.get("mode") == "update" else "index",
+                           "_index": job["index"], "_id": doc_id, "_source": body}
+    return list(actions.values())
+
+
+def write_bulk(client: Elasticsearch, actions: list[dict], owners: dict[str, list[dict]]) -> BatchResult:
+    """streaming_bulk with per-item errors collected. When Elasticsearch refuses the whole
+    request (400, 413), the actions are split in halves and retried until the refused ones
+    stand alone: one bad document never costs its batch. Other errors propagate (the task
+    classifies them). ``owners``: the items behind each document id."""
+    result, reported = BatchResult(), set()
+    try:
+        for ok, info in streaming_bulk(client, actions, chunk_size=500, raise_on_error=False,
+                                       max_retries=5, initial_backoff=1, max_backoff=30):
+            op = next(iter(info.values()))
+            reported.add(op.get("_id"))
+            these = owners.get(op.get("_id"), [{"ref": op.get("_id")}])
+            if ok:
+                result.indexed.extend(item_key(item) for item in these)
+                continue
+            err = op.get("error") or {}
+            reason = "document_missing" if op.get("status") == 404 else "rejected_by_elasticsearch"
+            message = f"{err.get('type', op.get('status'))}: {err.get('reason', '')}"
+            result.failures.extend(failure_for(item, reason, message) for item in these)
+    except ApiError as exc:
+        if exc.status_code not in (400, 413):
+            raise
+        rest = [a for a in actions if a["_id"] not in reported]
+        if len(rest) <= 1:
+            result.failures.extend(failure_for(item, "rejected_by_elasticsearch", _error_text(exc))
+                                   for a in rest for item in owners.get(a["_id"], [{"ref": a["_id"]}]))
+            return result
+        for half in (rest[:len(rest) // 2], rest[len(rest) // 2:]):
+            part = write_bulk(client, half, owners)
+            result.indexed += part.indexed
+            result.failures += part.failures
+    return result
+
+
+def _error_text(exc: ApiError) -> str:
+    """The root cause Elasticsearch gave for refusing a whole request, on one line."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    err = body.get("error") if isinstance(body.get("error"), dict) else {}
+    return f"{err.get('type', exc.status_code)}: {err.get('reason', exc.message)}"[:2000]
+
+
+def process_batch(settings: Settings, client: Elasticsearch, job: dict, items: list) -> dict:
+    """Check, decode, embed and write one batch; record failures (dead letters, progress) and
+    clear the dead letters of images now indexed; returns counts and failures (JSON-safe)."""
+    model = cached_model(job["model_path"])
+    if model.model_id != job["model_id"]:
+        raise MappingMismatch(f"model file {job['model_path']} is now {model.model_id}, but the "
+                              f"index serves {job['model_id']}", hint="restore the model file")
+    limits = DecodeLimits(settings.max_image_pixels, settings.max_image_bytes)
+    usable, refused = check_items(items, job["vector_field"])
+    roots = settings.image_roots + job_roots(job)
+    good, failures, vectors = decode_and_embed(usable, model, limits, roots)
+    owners: dict[str, list[dict]] = {}
+    for item, sha in good:  # identical images share one document id
+        owners.setdefault(item.get("id") or sha, []).append(item)
+    result = write_bulk(client, build_actions(job, good, vectors), owners)
+    result.failures = refused + failures + result.failures
+    record_failures(client, settings, job, result.failures)
+    failed = [record_key(f) for f in result.failures]
+    clear_failures(client, settings, job, sorted(set(result.indexed) - set(failed)))
+    JobProgress(settings, job["job_id"]).record(result.indexed, failed)
+    log.info("job %s: batch of %d -> %d indexed, %d failed", job["job_id"], len(items),
+             len(result.indexed), len(result.failures))
+    return result.as_dict()

@@ -1,0 +1,160 @@
+"""Where images to ingest come from: an image folder or a JSONL manifest.
+
+A source is JSON-safe items ``{"ref": path, "id": doc id or None, "fields": {...}}`` for the
+workers, the lines refused with a reason (recorded as failures of the job, never sent), and the
+root folders the images were confined to (recorded for the index: the worker and the image
+endpoint read nothing outside them).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import ConfigError, PathRefused
+from ..index.docfields import FieldRefused, check_fields, check_id
+from ..paths import PATH_MAX, as_roots, confine
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
+ID_KEYS = ("id", "_id", "doc_id")
+IMAGE_KEYS = ("image", "image_path", "path", "file", "iconic_image")
+DEFAULT_VECTOR_FIELD = "image_vector"  # the worker checks again with the index's own vector field
+MAX_LINE_CHARS = 1 << 20  # a manifest line (one document's fields) of at most 1 M characters
+
+
+@dataclass
+class Source:
+    items: list[dict] = field(default_factory=list)
+    refused: list[dict] = field(default_factory=list)   # {ref, reason, message}
+    roots: tuple[Path, ...] = ()
+
+
+class LineRefused(Exception):
+    def __init__(self, ref: str, reason: str, message: str, doc_id: str | None = None) -> None:
+        super().__init__(message)
+        self.record = {"ref": ref, "reason": reason, "message": message}
+        if doc_id is not None:
+            self.record["doc_id"] = doc_id
+
+
+def folder_items(root: Path) -> Iterator[dict]:
+    """Every file below ``root`` (sorted). A sub-folder name becomes the ``label`` field.
+
+    Files with any name are offered (the worker sniffs the real format and records a reason
+    for non-images); hidden files are skipped.
+    """
+    root = Path(root).resolve()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        rel = path.relative_to(root)
+        fields = {"label": rel.parts[0]} if len(rel.parts) > 1 else {}
+        yield {"ref": str(path), "id": None, "fields": fields}
+
+
+def folder_source(root: Path) -> Source:
+    """A folder named by the operator: its files, and the folder itself as the root."""
+    return Source(list(folder_items(root)), [], as_roots([root]))
+
+
+def manifest_source(manifest: Path, roots: tuple[Path, ...] = (), image_key: str | None = None) -> Source:
+    """One item per JSONL line: ``id`` (optional), an image path, everything else as fields.
+
+    Paths are relative to the manifest's folder and must stay inside ``roots`` (default: the
+    manifest's folder), so a manifest cannot make a worker read ``/etc/passwd`` or ``../..``.
+    A line that cannot be used is refused with its reason; the other lines go on. When every
+    line is refused, the manifest is not one: ConfigError naming the first line.
+    """
+    manifest = Path(manifest).resolve()
+    source = Source(roots=as_roots(roots) or (manifest.parent,))
+    with manifest.open(encoding="utf-8-sig", errors="surrogateescape") as fh:
+        for lineno, line in _lines(fh):
+            if line is not None and not line.strip():
+                continue
+            try:
+                source.items.append(_manifest_item(line, f"{manifest}:{lineno}", manifest.parent,
+                                                   source.roots, image_key))
+            except LineRefused as refused:
+                source.refused.append(refused.record)
+    if source.refused and not source.items:
+        first = source.refused[0]
+        raise ConfigError(f"no line of {manifest.name} can be ingested; {first['message']}",
+                          hint="a manifest has one JSON object per line with an image path")
+    return source
+
+
+def _lines(fh) -> Iterator[tuple[int, str | None]]:
+    """(line number, text) with bounded memory; None for a line over MAX_LINE_CHARS."""
+    lineno = 0
+    while line := fh.readline(MAX_LINE_CHARS + 1):
+        lineno += 1
+        if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
+            while (rest := fh.readline(MAX_LINE_CHARS)) and not rest.endswith("\n"):
+                pass
+            line = None
+        yield lineno, line
+
+
+def _manifest_item(line: str | None, where: str, base: Path, roots: tuple[Path, ...],
+                   image_key: str | None) -> dict:
+    name = where.rsplit("/", 1)[-1].replace(":", " line ", 1)
+    if line is None:
+        raise LineRefused(where, "line_too_long", f"{name}: longer than {MAX_LINE_CHARS} characters")
+    row = _parse(line, where, name)
+    key = image_key or next((k for k in IMAGE_KEYS if k in row), None)
+    if key is None or not isinstance(row.get(key), str):
+        raise LineRefused(where, "no_image_path", f"{name}: no image path (give one of the keys "
+                          f"{', '.join(IMAGE_KEYS)}, or --image-key)")
+    try:
+        doc_id = next((check_id(row[k]) for k in ID_KEYS if row.get(k) not in (None, "")), None)
+    except FieldRefused as exc:
+        raise LineRefused(_ref_of(row[key], base, where), exc.reason, f"{name}: {exc.message}") from None
+    try:
+        path = confine(row[key], base, roots)
+    except PathRefused as exc:
+        raise LineRefused(_ref_of(row[key], base, where), exc.reason, f"{name}: {exc}", doc_id) from None
+    try:
+        fields = check_fields({k: v for k, v in row.items() if k not in ID_KEYS and k != key},
+                              DEFAULT_VECTOR_FIELD)
+    except FieldRefused as exc:
+        raise LineRefused(str(path), exc.reason, f"{name}: {exc.message}", doc_id) from None
+    return {"ref": str(path), "id": doc_id, "fields": fields}
+
+
+def _parse(line: str, where: str, name: str) -> dict:
+    """The line's JSON object; refused unless it is one, in UTF-8, without NaN/Infinity."""
+    try:
+        row = json.loads(line)
+        json.dumps(row, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except json.JSONDecodeError as exc:
+        raise LineRefused(where, "bad_line", f"{name}: not JSON ({exc.msg})") from None
+    except UnicodeError:
+        raise LineRefused(where, "bad_line", f"{name}: not valid UTF-8 text") from None
+    except RecursionError:
+        raise LineRefused(where, "bad_line", f"{name}: nested too deeply") from None
+    except ValueError:  # NaN, Infinity, 1e999
+        raise LineRefused(where, "bad_line", f"{name}: NaN and Infinity are not JSON values") from None
+    if not isinstance(row, dict):
+        raise LineRefused(where, "bad_line", f"{name}: expected a JSON object")
+    return row
+
+
+def _ref_of(path_text: str, base: Path, where: str) -> str:
+    """The image a refused path names (so a later success clears the record), else the line."""
+    if "\x00" in path_text or len(path_text) > PATH_MAX:
+        return where
+    return os.path.normpath(Path(base) / path_text)
+
+
+def is_manifest(source: Path) -> bool:
+    return source.is_file() and source.suffix.lower() in (".jsonl", ".ndjson", ".json")
+
+
+def local_source(source: Path, roots: tuple[Path, ...] = (), image_key: str | None = None) -> Source:
+    source = Path(source)
+    if source.is_dir():
+        return folder_source(source)
+    if is_manifest(source):
+        return manifest_source(source, roots, image_key)
+    raise ConfigError(f"{source} is neither an image folder nor a JSONL manifest",
+                      hint="pass a folder of images or a .jsonl file")

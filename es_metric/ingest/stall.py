@@ -1,0 +1,142 @@
+"""Is an ingest job still alive? A stall detector for ``wait`` and ``reindex``.
+
+Every task of a job has the id ``<job id>.<n>``, so its tasks can be found where they can be:
+waiting in the broker's queue, delivered but not yet acknowledged (a running task, or one a
+dead worker held, redelivered after the visibility timeout), or held by a worker (running,
+prefetched, or due for a retry). A job without progress for a while and none of its tasks
+anywhere is dead: nothing will ever finish it, so waiting for it must end.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import redis
+
+from ..config import Settings
+from ..errors import JobStalled
+from .celery_app import make_app, worker_ping
+from .jobs import JobProgress, redis_client, redis_errors
+
+log = logging.getLogger(__name__)
+
+PRIORITY_STEPS = (3, 6, 9)   # kombu's Redis transport keeps priorities in extra lists
+PRIORITY_SEP = "\x06\x16"
+UNACKED_KEY = "unacked"
+
+
+def task_id(job_id: str, n: int) -> str:
+    return f"{job_id}.{n}"
+
+
+def job_of(task: str | None) -> str | None:
+    return task.rsplit(".", 1)[0] if task and "." in task else None
+
+
+@dataclass(frozen=True)
+class Activity:
+    queued: frozenset[str]     # jobs with a task in the broker (queue, or delivered and unacked)
+    held: frozenset[str]       # jobs with a task a worker holds (active, reserved, scheduled)
+    workers: tuple[str, ...]   # the queue's workers that answered
+
+    def alive(self, job_id: str) -> bool:
+        return job_id in self.queued or job_id in self.held
+
+
+def _message_job(raw: bytes | str) -> str | None:
+    try:
+        message = json.loads(raw)
+        if isinstance(message, list):  # an unacked entry: [message, exchange, routing key]
+            message = message[0]
+        return job_of((message.get("headers") or {}).get("id"))
+    except (ValueError, TypeError, AttributeError, IndexError):
+        return None
+
+
+def broker_jobs(settings: Settings, client: redis.Redis) -> set[str]:
+    """Jobs with a task waiting in the queue or delivered but not acknowledged."""
+    found: set[str] = set()
+    queue = settings.worker_queue
+    for key in (queue, *(f"{queue}{PRIORITY_SEP}{p}" for p in PRIORITY_STEPS)):
+        for start in range(0, client.llen(key), 500):
+            found.update(_message_job(m) for m in client.lrange(key, start, start + 499))
+    for _tag, raw in client.hscan_iter(UNACKED_KEY, count=500):
+        found.add(_message_job(raw))
+    found.discard(None)
+    return found
+
+
+def worker_jobs(settings: Settings, workers: tuple[str, ...], timeout: float = 2.0) -> set[str]:
+    """Jobs with a task one of ``workers`` holds: running, prefetched, or scheduled for a retry
+    (asked of those workers only; the answer comes as soon as all of them replied)."""
+    if not workers:
+        return set()
+    app = make_app(settings)
+    found: set[str] = set()
+    try:
+        inspect = app.control.inspect(destination=list(workers), timeout=timeout, limit=len(workers))
+        for replies in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+            for tasks in (replies or {}).values():
+                for task in tasks:
+                    found.add(job_of((task.get("request") or task).get("id")))
+    except Exception as exc:  # noqa: BLE001 - an unreachable broker means "no worker answers"
+        log.debug("inspect failed: %s", exc)
+    finally:
+        app.close()
+    found.discard(None)
+    return found
+
+
+def activity(settings: Settings, client: redis.Redis) -> Activity:
+    """Where the tasks of every job are now (one look at the broker and the workers)."""
+    workers = tuple(worker_ping(settings, timeout=1.0))
+    return Activity(frozenset(broker_jobs(settings, client)),
+                    frozenset(worker_jobs(settings, workers)), workers)
+
+
+def stall_error(settings: Settings, job_id: str, counts: tuple[int, int, int], quiet_s: float,
+                act: Activity) -> JobStalled | None:
+    """Why waiting for a job without progress cannot end, or None when it still can."""
+    total, done, failed = counts
+    left = total - done - failed
+    if job_id in act.held or (job_id in act.queued and act.workers):
+        return None
+    if job_id in act.queued:
+        return JobStalled(f"job {job_id}: {left} of {total} images wait in the queue "
+                          f"{settings.worker_queue!r}, but no worker answers",
+                          hint="start one with `esm stack up` (or `celery -A workers.celery_app "
+                               f"worker -Q {settings.worker_queue}`); the tasks stay queued")
+    return JobStalled(f"job {job_id} stalled: {done} done, {failed} failed of {total}, no progress "
+                      f"for {quiet_s:.0f} s, and none of its tasks is queued or running (lost, "
+                      "e.g. the broker's data was lost)",
+                      hint="run the same ingest again: it is idempotent (same ids, same documents)")
+
+
+def open_jobs(settings: Settings, index: str, client: redis.Redis | None = None) -> dict[str, int]:
+    """{job id: total images} of the ingest jobs writing into the concrete ``index`` that have
+    not finished and are alive: progress within ``settings.stall_seconds``, or a task of theirs
+    queued or running. A dead job (its tasks lost) is logged and left out: it blocks nothing."""
+    r = client or redis_client(settings)
+    found, act = {}, None
+    with redis_errors(settings):
+        for key in r.scan_iter(match="esm:job:*", count=500):
+            key = key.decode() if isinstance(key, bytes) else key
+            if key.endswith((":done", ":failed")):
+                continue
+            target = r.hget(key, "index")
+            if (target.decode() if isinstance(target, bytes) else target) != index:
+                continue
+            job = JobProgress(settings, key.split(":", 2)[2], r)
+            total, done, failed = job.counts()
+            if done + failed >= total:
+                continue
+            if job.idle_seconds() > settings.stall_seconds:
+                act = act or activity(settings, r)
+                if not act.alive(job.job_id):
+                    log.warning("ingest job %s into %s is dead (%d of %d images never finished, "
+                                "none of its tasks queued or running): not waiting for it",
+                                job.job_id, index, total - done - failed, total)
+                    continue
+            found[job.job_id] = total
+    return found

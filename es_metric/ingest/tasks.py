@@ -1,0 +1,48 @@
+"""Celery tasks: thin shells over es_metric. Arguments are JSON-safe (ids, paths), never tensors."""
+from __future__ import annotations
+
+import logging
+import os
+
+from celery.signals import worker_process_init
+from celery.utils.time import get_exponential_backoff_interval
+
+from ..config import Settings
+from ..index.client import make_client
+from ..model.embed import set_threads
+from .celery_app import TASK_NAME, app
+from .outcomes import MAX_RETRIES, check_redelivery, fail_batch, is_transient
+from .pipeline import process_batch
+
+log = logging.getLogger(__name__)
+_STATE: dict = {}
+
+
+@worker_process_init.connect
+def _init_process(**_kw) -> None:
+    """Share the cores between worker processes instead of oversubscribing them."""
+    conc = int(os.environ.get("ESM_WORKER_CONCURRENCY", "1"))
+    set_threads(max(1, (os.cpu_count() or 1) // max(conc, 1)))
+
+
+def _client():
+    if "client" not in _STATE:
+        _STATE["settings"] = Settings.from_env()
+        _STATE["client"] = make_client(_STATE["settings"])
+    return _STATE["settings"], _STATE["client"]
+
+
+@app.task(name=TASK_NAME, bind=True, max_retries=MAX_RETRIES)
+def embed_batch(self, job: dict, items: list[dict]) -> dict:
+    """Decode, embed and bulk-write one batch of images. Transient errors (cluster or broker
+    away) retry with backoff; permanent ones, and exhausted retries, fail every image of the
+    batch with the reason (dead letters + job progress), so the job ends."""
+    settings, client = _client()
+    try:
+        check_redelivery(settings, job, self.request.id, self.request.retries)
+        return process_batch(settings, client, job, items)
+    except Exception as exc:  # noqa: BLE001 - every failure is classified, none is lost
+        if is_transient(exc) and self.request.retries < MAX_RETRIES:
+            delay = get_exponential_backoff_interval(2, self.request.retries, 120, full_jitter=True)
+            raise self.retry(exc=exc, countdown=delay)
+        return fail_batch(settings, client, job, items, exc)

@@ -1,0 +1,138 @@
+"""Model files: weights plus a model card (backbone, dims, similarity, preprocessing, provenance).
+
+The card's ``similarity`` is what the Elasticsearch mapping uses; its ``model_id`` is recorded
+on every indexed document and in the index's ``_meta``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+from ..similarity import Metric
+from ..version import __version__
+from .encoder import Encoder, Preprocess, backbone_spec, create_encoder
+
+FORMAT = "es-metric-model/1"
+
+
+@dataclass
+class LoadedModel:
+    encoder: Encoder
+    card: dict
+    path: Path
+
+    @property
+    def model_id(self) -> str:
+        return self.card["model_id"]
+
+    @property
+    def metric(self) -> Metric:
+        return Metric(self.card["similarity"])
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return Preprocess.from_dict(self.card["preprocess"])
+
+
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def make_model_id(backbone: str, loss: str, fingerprint: str) -> str:
+    """Stable, lowercase and safe inside an index name: ``<backbone>-<loss>-<hash10>``."""
+    raw = f"{backbone}-{loss}-{fingerprint[:10]}".lower()
+    return re.sub(r"[^a-z0-9-]+", "-", raw)
+
+
+def build_card(encoder: Encoder, *, backbone: str, loss: str, training: dict,
+               data_fingerprint: str | None, metrics: dict | None = None) -> dict:
+    fingerprint = state_fingerprint(encoder.state_dict())
+    return {
+        "format": FORMAT,
+        "model_id": make_model_id(backbone, loss, fingerprint),
+        "backbone": backbone,
+        "head": encoder.head_kind,
+        "feature_norm": bool(encoder.feature_norm),
+        "pool": getattr(encoder.backbone, "pool", "avg"),
+        "loss": loss,
+        "dims": encoder.dim,
+        "feat_dim": encoder.feat_dim,
+        "similarity": encoder.metric.es_similarity,
+        "preprocess": backbone_spec(backbone).preprocess.as_dict(),
+        "training": training,
+        "data_fingerprint": data_fingerprint,
+        "metrics": metrics or {},
+        "weights_sha256": fingerprint,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "es_metric_version": __version__,
+    }
+
+
+def save_model(path: str | Path, encoder: Encoder, card: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"format": FORMAT, "card": card, "state_dict": encoder.state_dict()}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_card(path: str | Path) -> dict:
+    return _read(Path(path))["card"]
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist", hint="train one with `esm train`")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"{path} is not a readable es-metric model: {exc}") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ModelError(f"{path} is not an es-metric model file (format {FORMAT})",
+                         hint="pass a file written by `esm train`")
+    return blob
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Rebuild the encoder described by the card and load its weights (no download, no hub)."""
+    path = Path(path)
+    blob = _read(path)
+    card = blob["card"]
+    encoder = create_encoder(card["backbone"], dim=card["dims"] if card["head"] != "none" else None,
+                             metric=card["similarity"], pretrained=False, head=card["head"],
+                             feature_norm=bool(card.get("feature_norm", False)),
+                             pool=card.get("pool", "avg"))
+    encoder.load_state_dict(blob["state_dict"])
+    encoder.eval()
+    return LoadedModel(encoder, card, path)
+
+
+_MODELS: dict[tuple[str, float], LoadedModel] = {}
+_LOCK = threading.Lock()
+
+
+def cached_model(path: str | Path) -> LoadedModel:
+    """A process loads each model file once (and again only if the file changes)."""
+    if not Path(path).is_file():
+        raise ModelError(f"model file {path} does not exist",
+                         hint="the index records this path; restore the file or reindex")
+    key = (str(Path(path).resolve()), os.path.getmtime(path))
+    with _LOCK:
+        if key not in _MODELS:
+            if len(_MODELS) >= 4:
+                _MODELS.pop(next(iter(_MODELS)))
+            _MODELS[key] = load_model(path)
+        return _MODELS[key]

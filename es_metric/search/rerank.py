@@ -1,0 +1,142 @@
+"""Neighbourhood re-ranking: query expansion (QE) and database-side augmentation (DBA).
+
+Both use the neighbourhood the index already has: an image's nearest neighbours are mostly
+other photos of the same product, so blending a vector with theirs moves it toward the
+product's centre. alpha-weighted (Radenović et al., "Fine-tuning CNN image retrieval with no
+human annotation", 2018): ``v' = normalise(v + sum_i max(s_i, 0)^alpha * x_i)`` over the top k
+neighbours ``x_i`` with similarities ``s_i``; a large alpha trusts only very close neighbours.
+
+The pure functions here take vectors and return vectors; search and evaluation call them.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from ..similarity import Metric
+
+
+@dataclass(frozen=True)
+class ReRank:
+    """Re-ranking settings: ``qe_k`` neighbours expand the query, ``dba_k`` neighbours augment
+    every indexed vector (0 turns either off)."""
+
+    qe_k: int = 0
+    qe_alpha: float = 3.0
+    dba_k: int = 0
+    dba_alpha: float = 3.0
+
+    @property
+    def active(self) -> bool:
+        return self.qe_k > 0 or self.dba_k > 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "ReRank":
+        d = d or {}
+        return cls(int(d.get("qe_k", 0)), float(d.get("qe_alpha", 3.0)), int(d.get("dba_k", 0)),
+                   float(d.get("dba_alpha", 3.0)))
+
+
+NO_RERANK = ReRank()
+# What a newly trained model records (chosen by the mean over class folds and image splits of the
+# Grocery Store set, scripts/experiments.py; README "Results").
+DEFAULT_RERANK = ReRank(qe_k=10, qe_alpha=3.0, dba_k=10, dba_alpha=3.0)
+
+
+def neighbour_weights(sims: torch.Tensor, alpha: float, metric: Metric) -> torch.Tensor:
+    """Weights of the neighbours: similarity^alpha for cosine (negative similarities count 0);
+    equal weights for L2 models, whose distances have no fixed scale."""
+    if metric is Metric.COSINE:
+        return sims.clamp(min=0).pow(alpha)
+    return torch.ones_like(sims)
+
+
+def blend(vectors: torch.Tensor, neighbours: torch.Tensor, sims: torch.Tensor, alpha: float,
+          metric: Metric) -> torch.Tensor:
+    """``vectors`` (N x d) blended with their ``neighbours`` (N x k x d) of similarities
+    ``sims`` (N x k): weight 1 for the vector itself. Normalised for cosine, a weighted mean
+    for L2."""
+    w = neighbour_weights(sims, alpha, metric)
+    out = vectors + (w.unsqueeze(-1) * neighbours).sum(1)
+    if metric is Metric.COSINE:
+        return torch.nn.functional.normalize(out, dim=-1)
+    return out / (1 + w.sum(1, keepdim=True))
+
+
+def expand_query(query: np.ndarray, neighbours: np.ndarray, sims: np.ndarray, alpha: float = 3.0,
+                 metric: Metric = Metric.COSINE) -> np.ndarray:
+    """One query vector expanded with its first-round neighbours' vectors (k x d) and their
+    similarities (k): the vector the second search round uses."""
+    q = torch.as_tensor(np.asarray(query, np.float32)).unsqueeze(0)
+    nb = torch.as_tensor(np.asarray(neighbours, np.float32).reshape(1, -1, q.shape[1]))
+    s = torch.as_tensor(np.asarray(sims, np.float32).reshape(1, -1))
+    return blend(q, nb, s, alpha, metric)[0].numpy()
+
+
+def similarities(queries: torch.Tensor, refs: torch.Tensor, metric: Metric) -> torch.Tensor:
+    """Higher is closer: dot product (cosine on normalised vectors) or negative L2 distance."""
+    return queries @ refs.T if metric is Metric.COSINE else -torch.cdist(queries, refs)
+
+
+def _top_others(queries: torch.Tensor, refs: torch.Tensor, k: int, metric: Metric,
+                self_index: bool, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k similarities and indices of every query among ``refs``, in row blocks (memory
+    stays chunk x N); with ``self_index`` query i is reference i and not its own neighbour."""
+    k = min(k, refs.shape[0] - int(self_index))
+    values, indices = [], []
+    for lo in range(0, len(queries), chunk):
+        sims = similarities(queries[lo:lo + chunk], refs, metric)
+        if self_index:
+            rows = torch.arange(sims.shape[0])
+            sims[rows, rows + lo] = float("-inf")
+        v, i = sims.topk(k, dim=1)
+        values.append(v)
+        indices.append(i)
+    return torch.cat(values), torch.cat(indices)
+
+
+def augment_database(vectors: np.ndarray, k: int, alpha: float = 3.0,
+                     metric: Metric = Metric.COSINE) -> np.ndarray:
+    """DBA: every vector blended with its k nearest other vectors of the same collection."""
+    v = torch.as_tensor(np.ascontiguousarray(vectors, np.float32))
+    if k <= 0 or len(v) < 2:
+        return v.numpy()
+    sims, idx = _top_others(v, v, k, metric, self_index=True)
+    return blend(v, v[idx], sims, alpha, metric).numpy()
+
+
+def expand_queries(queries: torch.Tensor, refs: torch.Tensor, k: int, alpha: float, metric: Metric,
+                   self_index: bool = False) -> torch.Tensor:
+    """QE for a batch of queries against ``refs`` (the vectors the index holds)."""
+    if k <= 0:
+        return queries
+    sims, idx = _top_others(queries, refs, k, metric, self_index)
+    return blend(queries, refs[idx], sims, alpha, metric)
+
+
+class ReRankedKNN:
+    """A k-NN function for pytorch-metric-learning's AccuracyCalculator that ranks as search does
+    with ``rerank``: the query expanded with its neighbours, then searched again. With
+    ``ref_includes_query`` (every item queries all the others) the item itself is excluded
+    from both rounds."""
+
+    def __init__(self, metric: Metric, rerank: ReRank) -> None:
+        self.metric = metric
+        self.rerank = rerank
+
+    def __call__(self, query: torch.Tensor, k: int, reference: torch.Tensor,
+                 ref_includes_query: bool = False):
+        q = expand_queries(query, reference, self.rerank.qe_k, self.rerank.qe_alpha, self.metric,
+                           self_index=ref_includes_query)
+        sims = similarities(q, reference, self.metric)
+        if ref_includes_query:  # self first, where pytorch-metric-learning drops it
+            sims.fill_diagonal_(float("inf"))
+        values, idx = sims.topk(k + int(ref_includes_query), dim=1)
+        if ref_includes_query:
+            values, idx = values[:, 1:], idx[:, 1:]
+        return (values if self.metric is Metric.COSINE else -values), idx

@@ -1,0 +1,222 @@
+"""Labelled image folders, the two evaluation protocols, and cached backbone features.
+
+Protocols: ``in-domain`` (every class in train and test, unseen images: a shop that trains on its
+catalogue and searches new photos) and ``class-disjoint`` (train on some classes, retrieve among
+unseen ones: the metric-learning literature's protocol).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import ConfigError, ImageError
+from ..images import load_image
+from ..ingest.sources import IMAGE_SUFFIXES
+from .imagecheck import Unusable, check_images, summary
+
+log = logging.getLogger(__name__)
+PROTOCOLS = ("in-domain", "class-disjoint")
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str
+    label: int
+    cls: str
+
+
+@dataclass
+class Folder:
+    """A labelled image folder: the usable samples, and the files left out with their reasons."""
+
+    root: Path
+    samples: list[Sample]
+    skipped: list[Unusable]
+
+    def skipped_records(self) -> list[dict]:
+        return [u.as_dict(self.root) for u in self.skipped]
+
+
+def cache_dir(kind: str = "features") -> Path:
+    """``$ESM_CACHE_DIR/<kind>`` (default ``~/.cache/es-metric/<kind>``), created."""
+    path = Path(os.environ.get("ESM_CACHE_DIR") or Path.home() / ".cache" / "es-metric") / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def read_folder(root: str | Path, min_per_class: int = 2, exclude: tuple[str, ...] = ()) -> Folder:
+    """One sample per usable image file in ``root/<class>/``.
+
+    Every file is checked first (``imagecheck``): unusable ones (empty, truncated, not an
+    image...) are skipped with one warning that lists them and why, instead of failing later
+    inside a DataLoader. Classes with < ``min_per_class`` usable images are dropped, folders
+    named in ``exclude`` skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a folder", hint="DATA_DIR holds one sub-folder per class")
+    classes = sorted(d.name for d in root.iterdir()
+                     if d.is_dir() and not d.name.startswith(".") and d.name not in exclude)
+    files = {cls: sorted(str(p) for p in (root / cls).rglob("*")
+                         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) for cls in classes}
+    everything = [p for cls in classes for p in files[cls]]
+    skipped = check_images(everything, cache_dir("checks") / "images.json")
+    if skipped:
+        log.warning(summary(skipped, len(everything), root))
+    bad = {u.path for u in skipped}
+    samples: list[Sample] = []
+    kept = 0
+    for cls in classes:
+        usable = [p for p in files[cls] if p not in bad]
+        if len(usable) < min_per_class:
+            continue
+        samples += [Sample(p, kept, cls) for p in usable]
+        kept += 1
+    if kept < 2:
+        raise ConfigError(f"{root} has {kept} class folder(s) with ≥{min_per_class} usable images",
+                          hint="retrieval needs at least two classes")
+    return Folder(root, samples, skipped)
+
+
+def scan_folder(root: str | Path, min_per_class: int = 2, exclude: tuple[str, ...] = ()) -> list[Sample]:
+    """The usable samples of ``read_folder``."""
+    return read_folder(root, min_per_class, exclude).samples
+
+
+def fingerprint(samples: Sequence[Sample]) -> str:
+    """Dataset identity: class, file name and size of every sample."""
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(f"{s.cls}/{os.path.basename(s.path)}:{os.path.getsize(s.path)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def relabel(samples: Sequence[Sample]) -> list[Sample]:
+    """Labels 0..C-1 in order of first appearance (after a split)."""
+    ids: dict[str, int] = {}
+    return [Sample(s.path, ids.setdefault(s.cls, len(ids)), s.cls) for s in samples]
+
+
+def split(samples: Sequence[Sample], protocol: str, test_fraction: float = 0.5,
+          seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """(train, test) under a protocol; deterministic for a seed."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}", hint="valid: " + ", ".join(PROTOCOLS))
+    rng = random.Random(seed)
+    by_class: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_class.setdefault(s.cls, []).append(s)
+    train, test = [], []
+    if protocol == "class-disjoint":
+        classes = sorted(by_class)
+        rng.shuffle(classes)
+        n_test = max(1, min(len(classes) - 1, round(len(classes) * test_fraction)))
+        test_classes = set(classes[:n_test])
+        for cls in sorted(by_class):
+            (test if cls in test_classes else train).extend(by_class[cls])
+    else:
+        for cls in sorted(by_class):
+            items = list(by_class[cls])
+            rng.shuffle(items)
+            n_test = min(len(items) - 1, max(1, math.ceil(len(items) * test_fraction)))
+            test += items[:n_test]
+            train += items[n_test:]
+    return relabel(train), relabel(test)
+
+
+def validation_split(samples: Sequence[Sample], protocol: str, fraction: float, seed: int,
+                     other: bool = True) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """(train, validation, other validation): the validation set for early stopping and the
+    gate is drawn with ``protocol``; with ``other``, a second, smaller one (half the fraction)
+    is drawn from the rest with the other protocol, only to report how the model does there
+    (empty when it would hold out fewer than two classes, or too few images remain)."""
+    train, val = split(samples, protocol, fraction, seed)
+    if not other:
+        return train, val, []
+    other_protocol = PROTOCOLS[1 - PROTOCOLS.index(protocol)]
+    if other_protocol == "class-disjoint" and round(len({s.cls for s in train}) * fraction / 2) < 2:
+        return train, val, []  # too few classes to hold two out without starving training
+    rest, other_val = split(train, other_protocol, fraction / 2, seed + 1)
+    kept = {s.cls for s in rest}
+    main_val = val
+    if other_protocol == "class-disjoint":  # validation photos of the held-out classes join them
+        other_val = relabel(other_val + [s for s in val if s.cls not in kept])
+        main_val = relabel([s for s in val if s.cls in kept])
+    if len([n for n in _class_sizes(other_val).values() if n >= 2]) < 2 or len(kept) < 2:
+        return train, val, []
+    return rest, main_val, other_val
+
+
+def _class_sizes(samples: Sequence[Sample]) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for s in samples:
+        sizes[s.cls] = sizes.get(s.cls, 0) + 1
+    return sizes
+
+
+def class_folds(samples: Sequence[Sample], k: int, seed: int = 0) -> list[tuple[list[Sample], list[Sample]]]:
+    """``k`` class-disjoint (train, test) splits whose test classes partition the classes: each
+    class is held out exactly once (k-fold cross-validation over classes)."""
+    classes = sorted({s.cls for s in samples})
+    if not 2 <= k <= len(classes):
+        raise ConfigError(f"cannot make {k} class folds of {len(classes)} classes",
+                          hint="use between 2 and the number of classes")
+    random.Random(seed).shuffle(classes)
+    folds = []
+    for i in range(k):
+        held_out = set(classes[i::k])
+        folds.append((relabel([s for s in samples if s.cls not in held_out]),
+                      relabel([s for s in samples if s.cls in held_out])))
+    return folds
+
+
+def materialize(samples: Sequence[Sample], out: Path) -> int:
+    """Write ``out/<class>/<file>`` symlinks (an image folder other commands accept)."""
+    n = 0
+    for s in samples:
+        dest = out / s.cls / os.path.basename(s.path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.exists():
+            dest.symlink_to(os.path.abspath(s.path))
+        n += 1
+    return n
+
+
+class ImageDataset(Dataset):
+    """Decoded images through ``transform``; undecodable files raise (training data must be clean)."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable, draft: int | None = None) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+        self.draft = draft
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        s = self.samples[i]
+        try:
+            img, _ = load_image(s.path, draft=self.draft)
+        except ImageError as exc:
+            raise ConfigError(f"training image {s.path} is unusable: {exc}",
+                              hint="remove it from DATA_DIR") from None
+        return self.transform(img), s.label
+
+
+def loader(dataset: Dataset, batch_size: int, *, sampler=None, shuffle: bool = False,
+           workers: int | None = None) -> DataLoader:
+    workers = min(2, os.cpu_count() or 1) if workers is None else workers
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle,
+                      num_workers=workers, persistent_workers=False, drop_last=sampler is not None)
+
+
+def labels_tensor(samples: Sequence[Sample]) -> torch.Tensor:
+    return torch.tensor([s.label for s in samples], dtype=torch.long)

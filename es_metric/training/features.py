@@ -1,0 +1,107 @@
+"""Backbone features cached on disk: pooled features (what a frozen-backbone head trains on and
+evaluation reuses), and feature maps with the descriptors pooled from them.
+
+A sweep of poolings (average, GeM), flip-averaging and heads then costs one backbone pass per
+image and view instead of one per configuration. Maps are kept in float16 (N x C x H x W).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..model.embed import PIXELS_VERSION, to_tensor
+from ..model.encoder import Preprocess, backbone_spec, create_encoder, pool_maps
+from ..progressbar import progress_iter
+from .data import ImageDataset, Sample, cache_dir, loader
+
+log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def run_module(module: torch.nn.Module, samples: Sequence[Sample], pre: Preprocess,
+               batch_size: int = 32, desc: str = "embedding") -> torch.Tensor:
+    """Outputs of ``module`` for every sample, in order, with a progress bar."""
+    module.eval()
+    ds = ImageDataset(samples, lambda im: to_tensor(im, pre), draft=pre.size)
+    out = [module(x.contiguous(memory_format=torch.channels_last))
+           for x, _ in progress_iter(loader(ds, batch_size), desc, total=-(-len(ds) // batch_size))]
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def backbone_features(name: str, samples: Sequence[Sample], weights: str | None = None,
+                      pretrained: bool | None = None, batch_size: int = 32,
+                      module: torch.nn.Module | None = None, pool: str = "avg") -> torch.Tensor:
+    """Pooled backbone features (of ``module`` if given), cached on disk when pretrained."""
+    spec = backbone_spec(name)
+    pool = getattr(module, "pool", pool)
+    tag = "" if pool == "avg" else f"{pool}|"  # average-pooled entries keep their old keys
+    key = hashlib.sha256(f"{name}|{weights}|{pretrained}|{spec.preprocess}|{PIXELS_VERSION}|{tag}".encode()
+                         + "\n".join(f"{s.path}:{os.path.getmtime(s.path)}" for s in samples).encode())
+    path = cache_dir() / f"{name}-{key.hexdigest()[:20]}.pt"
+    cacheable = bool(pretrained)  # random initialisations are not worth keeping
+    if cacheable and path.exists():
+        return torch.load(path, weights_only=True)
+    if module is None:
+        module = create_encoder(name, pretrained=pretrained, weights=weights, pool=pool).backbone
+    feats = run_module(module, samples, spec.preprocess, batch_size, f"{name} features")
+    if cacheable:
+        torch.save(feats, path)
+    return feats
+
+
+class _Maps(nn.Module):
+    """The backbone's last feature maps (float16), of the image or of its mirror image."""
+
+    def __init__(self, backbone: nn.Module, flip: bool) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.flip = flip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.flip:
+            x = torch.flip(x, dims=(-1,))
+        return self.backbone.maps(x).half()
+
+
+def _key(name: str, size: int, flip: bool, samples: Sequence[Sample]) -> str:
+    h = hashlib.sha256(f"maps|{name}|{size}|{flip}|{PIXELS_VERSION}|".encode())
+    h.update("\n".join(f"{s.path}:{os.path.getmtime(s.path)}" for s in samples).encode())
+    return h.hexdigest()[:20]
+
+
+def feature_maps(name: str, samples: Sequence[Sample], *, size: int | None = None,
+                 flip: bool = False, batch_size: int = 32) -> torch.Tensor:
+    """N x C x H x W float16 maps of the pretrained backbone ``name`` (an EfficientNet-Lite),
+    at ``size`` pixels (default: its native size), cached on disk."""
+    spec = backbone_spec(name)
+    size = size or spec.preprocess.size
+    path = cache_dir() / f"maps-{name}-{size}-{'flip' if flip else 'id'}-{_key(name, size, flip, samples)}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    backbone = create_encoder(name, pretrained=True).backbone
+    pre = Preprocess(size, spec.preprocess.mean, spec.preprocess.std)
+    maps = run_module(_Maps(backbone, flip), samples, pre, batch_size, f"{name}@{size} maps")
+    torch.save(maps, path)
+    return maps
+
+
+def pooled(maps: torch.Tensor, pool: str = "avg", chunk: int = 512) -> torch.Tensor:
+    """N x C float32 descriptors from cached float16 maps."""
+    return torch.cat([pool_maps(maps[i:i + chunk].float(), pool) for i in range(0, len(maps), chunk)])
+
+
+def descriptors(name: str, samples: Sequence[Sample], *, pool: str = "avg", flip: bool = False,
+                sizes: Sequence[int] | None = None) -> torch.Tensor:
+    """Pooled features; with several views (the image and its mirror image, several input
+    sizes) the mean of the views' L2-normalised descriptors. One view: as the encoder pools it."""
+    views = [pooled(feature_maps(name, samples, size=size, flip=mirrored), pool)
+             for size in (sizes or [None]) for mirrored in ([False, True] if flip else [False])]
+    if len(views) == 1:
+        return views[0]
+    return torch.stack([F.normalize(v, dim=-1) for v in views]).mean(0)

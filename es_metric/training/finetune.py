@@ -1,0 +1,129 @@
+"""Full fine-tuning: the whole encoder learns, with retrieval augmentations, M-per-class
+batches, a checkpoint every epoch (``--resume``), and early stopping on validation MAP@R."""
+from __future__ import annotations
+
+import copy
+import logging
+import pickle
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2 as T
+
+from ..errors import ModelError
+from ..model.encoder import Encoder, backbone_spec
+from ..progressbar import progress_iter
+from .data import ImageDataset, Sample, labels_tensor, loader
+from .evaluate import Embedded, retrieval_metrics
+from .features import run_module
+from .losses import Objective
+
+log = logging.getLogger(__name__)
+
+
+def train_transform(size: int, mean, std) -> T.Compose:
+    """Random resized crop, flip and colour jitter: what retrieval should be invariant to."""
+    return T.Compose([
+        T.PILToTensor(),
+        T.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
+        T.RandomHorizontalFlip(),
+        T.ColorJitter(0.3, 0.3, 0.2, 0.02),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(list(mean), list(std)),
+    ])
+
+
+def _val_score(encoder: Encoder, cfg, val_s: list[Sample]) -> dict:
+    pre = backbone_spec(cfg.backbone).preprocess
+    vecs = run_module(encoder, val_s, pre, desc="validation").float().numpy()
+    return retrieval_metrics(Embedded(vecs, labels_tensor(val_s).numpy(), val_s, encoder.metric, "val"))
+
+
+def _save_ckpt(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+# what must match between a checkpoint and the run that resumes it (the shapes of the weights)
+RESUME_KEYS = ("backbone", "loss", "head", "dim")
+
+
+def load_checkpoint(ckpt: Path, cfg) -> dict:
+    """A checkpoint's tensors and plain values, loaded with ``weights_only=True``: a file that
+    holds any pickled object is refused (unpickling it could run code), as is one written for
+    another model shape."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(f"checkpoint {ckpt} holds more than tensors and plain values "
+                         f"({str(exc).splitlines()[-1][:160]}): refused, it is not loaded",
+                         hint="delete it to start over, or run without --resume") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise ModelError(f"checkpoint {ckpt} is unreadable: {exc}",
+                         hint="delete it to start over, or run without --resume") from None
+    saved = state.get("config") if isinstance(state, dict) else None
+    if not isinstance(saved, dict) or not {"encoder", "optimizer", "epoch"} <= state.keys():
+        raise ModelError(f"{ckpt} is not an es-metric training checkpoint",
+                         hint="delete it to start over, or run without --resume")
+    differ = [k for k in RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
+    if differ:
+        raise ModelError(f"checkpoint {ckpt} was written with other settings: "
+                         + ", ".join(f"{k}={saved.get(k)!r} (now {getattr(cfg, k)!r})" for k in differ),
+                         hint="use the same options to resume, or run without --resume")
+    return state
+
+
+def fit_full(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s: list[Sample],
+             ckpt: Path, on_epoch=None, resume: bool = False) -> list[dict]:
+    from .train import _loss_params, m_per_class_sampler
+
+    pre = backbone_spec(cfg.backbone).preprocess
+    loss_fn, miner = obj.build(obj.metric, _loss_params(cfg))
+    sampler, batch = m_per_class_sampler(labels_tensor(train_s), cfg)
+    ds = ImageDataset(train_s, train_transform(pre.size, pre.mean, pre.std), draft=pre.size * 2)
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, history = 1, []
+    best = {"map_at_r": _val_score(encoder, cfg, val_s)["map_at_r"]}
+    best_state, bad = copy.deepcopy(encoder.state_dict()), 0
+    if resume and ckpt.exists():
+        state = load_checkpoint(ckpt, cfg)
+        encoder.load_state_dict(state["encoder"])
+        opt.load_state_dict(state["optimizer"])
+        start, history, best, best_state, bad = (state["epoch"] + 1, state["history"], state["best"],
+                                                 state["best_state"], state["bad"])
+        log.info("resumed from %s at epoch %d", ckpt, start)
+    history = history or [{"epoch": 0, "loss": None, "val_map_at_r": best["map_at_r"], "seconds": 0.0}]
+    for epoch in range(start, cfg.epochs + 1):
+        t0, losses = time.monotonic(), []
+        encoder.train()
+        for x, y in progress_iter(loader(ds, batch, sampler=sampler), f"epoch {epoch}/{cfg.epochs}",
+                                  total=len(sampler) // batch):
+            emb = encoder(x)
+            loss = loss_fn(emb, y, miner(emb, y)) if miner else loss_fn(emb, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        score = _val_score(encoder, cfg, val_s)
+        row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
+               "val_map_at_r": score["map_at_r"], "seconds": round(time.monotonic() - t0, 2)}
+        history.append(row)
+        if on_epoch:
+            on_epoch(row)
+        if score["map_at_r"] > best["map_at_r"]:
+            best, best_state, bad = {"map_at_r": score["map_at_r"]}, copy.deepcopy(encoder.state_dict()), 0
+        else:
+            bad += 1
+        _save_ckpt(ckpt, {"epoch": epoch, "encoder": encoder.state_dict(), "optimizer": opt.state_dict(),
+                          "history": history, "best": best, "best_state": best_state, "bad": bad,
+                          "config": asdict(cfg)})
+        if bad >= cfg.patience:
+            break
+    encoder.load_state_dict(best_state)
+    encoder.eval()
+    return history
