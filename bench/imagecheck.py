@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from es_metric.images import load_image
-from es_metric.ingest.sources import IMAGE_SUFFIXES
+from es_metric.images import IMAGE_SUFFIXES
 from es_metric.training.imagecheck import check_images
 
 

@@ -18,7 +18,7 @@ from es_metric.index.indices import count, create_versioned_index
 from es_metric.ingest.enqueue import enqueue, make_searchable, wait
 from es_metric.ingest.sources import Source, folder_items
 from es_metric.model.modelfile import read_card
-from es_metric.stack import lifecycle as stack
+from es_metric.stack import worker as stack
 
 
 def run(settings: Settings, es, model: Path, items: list[dict], workers: int, root: Path) -> dict:

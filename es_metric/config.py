@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlparse
 
 from .errors import ConfigError
 from .redact import redact_url, url_password
@@ -137,12 +138,10 @@ class Settings:
 
     @property
     def es_port(self) -> int:
-        from urllib.parse import urlparse
         return urlparse(self.es_url).port or DEFAULT_ES_PORT
 
     @property
     def redis_port(self) -> int:
-        from urllib.parse import urlparse
         return urlparse(self.redis_url).port or DEFAULT_REDIS_PORT
 
 # Names of every environment variable Settings reads; docker-compose must only use these.

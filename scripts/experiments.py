@@ -32,9 +32,11 @@ from es_metric.similarity import Metric
 from es_metric.training.data import Sample, class_folds, scan_folder, split, validation_split
 from es_metric.training.evaluate import Embedded, retrieval_metrics
 from es_metric.training.features import descriptors
+from es_metric.training.head import train_head
 from es_metric.training.losses import objective
 from es_metric.training.partial import early_activations, fit_tail, tail_start, tail_vectors
-from es_metric.training.train import TrainConfig, seed_everything, train_head
+from es_metric.training.sampling import seed_everything
+from es_metric.training.train import TrainConfig
 
 log = logging.getLogger("experiments")
 

@@ -61,7 +61,7 @@ def settings():
 @pytest.fixture(scope="session")
 def stack(settings):
     """The real stack. Fails with a clear message when any part is missing."""
-    from es_metric.stack.lifecycle import redis_ping
+    from es_metric.stack.redis_server import redis_ping
     from es_metric.ingest.celery_app import worker_ping
     from es_metric.stack.es_node import es_health
 

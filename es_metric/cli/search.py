@@ -1,10 +1,11 @@
-"""esm search | serve."""
+"""esm search | dba: searching an index, and the database-side augmentation pass."""
 from __future__ import annotations
 
 import click
 
-from . import main
+from ..redact import redact_url
 from .common import Cluster, echo_json
+from .root import main
 
 
 @main.command()
@@ -31,7 +32,6 @@ def search(index, image, like, text, filters, k, page, num_candidates, fusion, i
            text_weight, min_similarity, near_duplicates, qe_k, as_json) -> None:
     """Search INDEX by image, by document, by text, with filters."""
     from ..images import DecodeLimits, read_bytes
-    from ..redact import redact_url
     from ..search.service import SearchRequest, run_search
 
     with Cluster() as (s, es):
@@ -65,19 +65,6 @@ def _table(result: dict) -> None:
     console.print(table)
     if result.get("note"):
         console.print(f"[yellow]{result['note']}")
-
-
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
-def serve(host: str, port: int) -> None:
-    """HTTP API (OpenAPI at /docs) and the search web page at /."""
-    import uvicorn
-
-    from ..web.app import create_app
-    from .common import settings
-
-    uvicorn.run(create_app(settings()), host=host, port=port, log_level="info")
 
 
 @main.command()

@@ -6,9 +6,9 @@ import time
 
 import click
 
-from ..stack import lifecycle as stack
-from . import main
+from ..stack import lifecycle, worker
 from .common import settings
+from .root import main
 
 
 @main.group("stack")
@@ -34,7 +34,7 @@ def _print(components, as_json: bool) -> None:
 def up(no_worker: bool, concurrency: int | None, as_json: bool) -> None:
     """Start whatever is not running yet (idempotent)."""
     t0 = time.monotonic()
-    comps = stack.up(settings(), worker=not no_worker, concurrency=concurrency)
+    comps = lifecycle.up(settings(), worker=not no_worker, concurrency=concurrency)
     _print(comps, as_json)
     if not as_json:
         click.echo(f"stack ready in {time.monotonic() - t0:.1f} s")
@@ -43,7 +43,7 @@ def up(no_worker: bool, concurrency: int | None, as_json: bool) -> None:
 @stack_group.command("down")
 def down() -> None:
     """Stop exactly the processes `esm stack up` started (by pid)."""
-    stopped = stack.down(settings())
+    stopped = lifecycle.down(settings())
     click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
@@ -51,7 +51,7 @@ def down() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def status(as_json: bool) -> None:
     """What runs, where, which versions and health."""
-    comps = stack.status(settings())
+    comps = lifecycle.status(settings())
     _print(comps, as_json)
     if not all(c.running for c in comps):
         raise SystemExit(1)
@@ -62,5 +62,5 @@ def status(as_json: bool) -> None:
 def restart_worker(concurrency: int | None) -> None:
     """Restart the Celery worker (after a code change, or to change its process count)."""
     s = settings()
-    stack.stop_worker(s)
-    _print([stack.start_worker(s, concurrency)], False)
+    worker.stop_worker(s)
+    _print([worker.start_worker(s, concurrency)], False)

@@ -8,10 +8,11 @@ import click
 
 from ..model.encoder import BACKBONES
 from ..search.rerank import DEFAULT_RERANK
-from ..training.data import PROTOCOLS, class_folds, materialize, read_folder, split as split_samples
+from ..training.config import PROTOCOLS
+from ..training.data import class_folds, materialize, read_folder, split as split_samples
 from ..training.losses import OBJECTIVES
-from . import main
 from .common import echo_json
+from .root import main
 
 
 @main.command()

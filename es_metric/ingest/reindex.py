@@ -27,7 +27,7 @@ from elasticsearch.helpers import streaming_bulk
 from ..config import Settings
 from ..errors import EsmError, IndexStateError, JobStalled
 from ..index.indices import IndexInfo, count, index_info
-from ..index.mappings import BOOKKEEPING, IndexOptions, versioned_name
+from ..index.mappings import BOOKKEEPING, IndexOptions, index_meta, new_index_body, versioned_name
 from ..paths import as_roots
 from ..search.dba import derived_fields
 from .enqueue import Job, enqueue, wait
@@ -84,8 +84,6 @@ def _index_options(client: Elasticsearch, old: IndexInfo, card: dict) -> IndexOp
 
 def prepare_target(client: Elasticsearch, old: IndexInfo, card: dict, model_path: str) -> str:
     """Create (or find, when resuming) the new versioned index, marked as building."""
-    from ..index.mappings import index_meta, new_index_body
-
     name = versioned_name(old.name, card["model_id"])
     if client.indices.exists(index=name):
         log.info("resuming reindex into %s", name)

@@ -17,7 +17,6 @@ from ..errors import ConfigError, PathRefused
 from ..index.docfields import FieldRefused, check_fields, check_id
 from ..paths import PATH_MAX, as_roots, confine
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 ID_KEYS = ("id", "_id", "doc_id")
 IMAGE_KEYS = ("image", "image_path", "path", "file", "iconic_image")
 DEFAULT_VECTOR_FIELD = "image_vector"  # the worker checks again with the index's own vector field

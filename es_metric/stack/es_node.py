@@ -17,13 +17,13 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Callable
 
 from ..config import Settings
 from ..errors import StackError
 from ..redact import redact_url
 from ..version import ES_VERSION
 from .procs import pid_alive, read_pid, still_running
+from .state import Component, load_state, remember
 
 log = logging.getLogger(__name__)
 
@@ -186,12 +186,10 @@ def _log_tail(settings: Settings, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def start_es(settings: Settings, *, remember: Callable, state: dict):
+def start_es(settings: Settings) -> Component:
     """Start the node unless one answers already; wait for yellow health."""
-    from .lifecycle import Component
-
     if es_health(settings):
-        entry = state.get("es", {})
+        entry = load_state(settings).get("es", {})
         managed = still_running(entry.get("pid"), entry.get("identity"), settings.stack_dir / "run" / "es.pid")
         return Component("elasticsearch", True, managed, redact_url(settings.es_url), "already running")
     if settings.es_external:

@@ -19,12 +19,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError, ImageError
-from ..images import load_image
-from ..ingest.sources import IMAGE_SUFFIXES
+from ..images import IMAGE_SUFFIXES, load_image
+from .config import PROTOCOLS
 from .imagecheck import Unusable, check_images, summary
 
 log = logging.getLogger(__name__)
-PROTOCOLS = ("in-domain", "class-disjoint")
 
 
 @dataclass(frozen=True)

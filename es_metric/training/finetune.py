@@ -20,6 +20,7 @@ from .data import ImageDataset, Sample, labels_tensor, loader
 from .evaluate import Embedded, retrieval_metrics
 from .features import run_module
 from .losses import Objective
+from .sampling import m_per_class_sampler
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,8 @@ def load_checkpoint(ckpt: Path, cfg) -> dict:
 
 def fit_full(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s: list[Sample],
              ckpt: Path, on_epoch=None, resume: bool = False) -> list[dict]:
-    from .train import _loss_params, m_per_class_sampler
-
     pre = backbone_spec(cfg.backbone).preprocess
-    loss_fn, miner = obj.build(obj.metric, _loss_params(cfg))
+    loss_fn, miner = obj.build(obj.metric, cfg.loss_params())
     sampler, batch = m_per_class_sampler(labels_tensor(train_s), cfg)
     ds = ImageDataset(train_s, train_transform(pre.size, pre.mean, pre.std), draft=pre.size * 2)
     params = [p for p in encoder.parameters() if p.requires_grad]

@@ -11,9 +11,9 @@ import logging
 import numpy as np
 import torch
 
-from ..model.encoder import Encoder
-from ..model.encoder import backbone_spec
+from ..model.encoder import Encoder, backbone_spec
 from ..similarity import Metric
+from .config import PROTOCOLS
 from .data import Sample, labels_tensor
 from .evaluate import Embedded, baseline_embeddings, retrieval_metrics, similarity_matrix
 from .features import run_module
@@ -105,8 +105,6 @@ def other_protocol_figures(encoder: Encoder, cfg, other_s: list[Sample], vecs: n
     """Model and baseline MAP@R on the report-only validation set of the other protocol."""
     if not other_s:
         return None
-    from .data import PROTOCOLS
-
     model, base, _ = compare_with_baseline(encoder, cfg, other_s, vecs, raw_features)
     return {"protocol": PROTOCOLS[1 - PROTOCOLS.index(cfg.protocol)], "n_images": len(other_s),
             "map_at_r": model["map_at_r"], "baseline_map_at_r": base["map_at_r"]}

@@ -26,10 +26,12 @@ from ..errors import ConfigError
 from ..model.embed import PIXELS_VERSION, to_tensor
 from ..model.encoder import Encoder, backbone_spec
 from ..progressbar import progress_iter
-from .data import ImageDataset, Sample, labels_tensor, loader
-from .data import cache_dir
+from .data import ImageDataset, Sample, cache_dir, labels_tensor, loader
 from .evaluate import Embedded, retrieval_metrics
+from .finetune import train_transform
+from .head import head_optimizer
 from .losses import Objective
+from .sampling import epoch_batches, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,6 @@ def early_activations(encoder: Encoder, name: str, samples: Sequence[Sample], st
     """float16 activations of the frozen early blocks of the pretrained backbone ``name`` for
     ``samples``, one view each (a random augmentation when ``augment``, else the plain centre
     crop), cached on disk."""
-    from .finetune import train_transform
-
     h = hashlib.sha256(f"early|{name}|{start}|{augment}|{seed}|{PIXELS_VERSION}|".encode())
     h.update("\n".join(f"{s.path}:{os.path.getmtime(s.path)}" for s in samples).encode())
     path = cache_dir() / f"early-{name}-{h.hexdigest()[:20]}.pt"
@@ -104,11 +104,9 @@ def _train_mode(encoder: Encoder) -> None:
 
 def _epoch(encoder, loss_fn, miner, opt, views: torch.Tensor, labels: torch.Tensor, cfg, start: int,
            gen: torch.Generator) -> float | None:
-    from .train import _batches
-
     _train_mode(encoder)
     losses = []
-    for idx in _batches(labels, cfg):
+    for idx in epoch_batches(labels, cfg):
         idx = torch.as_tensor(idx)
         pick = torch.randint(len(views), (len(idx),), generator=gen)
         x = views[pick, idx].float()
@@ -136,8 +134,6 @@ def fit_tail(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s
              acts: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[dict]:
     """Fine-tune the last ``cfg.train_blocks`` blocks and the head; returns the history.
     ``acts``: (views x N_train, N_val) early activations when the caller has them cached."""
-    from .train import _head_optimizer, _loss_params, seed_everything
-
     start = tail_start(encoder, cfg.train_blocks)
     if acts is None:
         acts = (torch.stack([early_activations(encoder, cfg.backbone, train_s, start, augment=True, seed=v)
@@ -146,12 +142,12 @@ def fit_tail(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s
     views, val_acts = acts
     seed_everything(cfg.seed)
     params = _trainable(encoder, start)
-    _head_optimizer(encoder, tail_vectors_features(encoder, views[0], start), cfg)  # PCA start of the head
+    head_optimizer(encoder, tail_vectors_features(encoder, views[0], start), cfg)  # PCA start of the head
     opt = torch.optim.AdamW([{"params": [p for p in params if p not in set(encoder.head.parameters())],
                               "lr": cfg.backbone_lr},
                              {"params": list(encoder.head.parameters()), "lr": cfg.lr}],
                             weight_decay=cfg.weight_decay)
-    loss_fn, miner = obj.build(obj.metric, _loss_params(cfg))
+    loss_fn, miner = obj.build(obj.metric, cfg.loss_params())
     labels, gen = labels_tensor(train_s), torch.Generator().manual_seed(cfg.seed)
     best_score = _score(encoder, val_acts, val_s, start)
     history = [{"epoch": 0, "loss": None, "val_map_at_r": best_score, "seconds": 0.0}]

@@ -25,8 +25,10 @@ from es_metric.ingest.enqueue import Job, enqueue, wait
 from es_metric.ingest.jobs import JobProgress
 from es_metric.ingest.sources import Source, folder_items
 from es_metric.model.modelfile import read_card
-from es_metric.stack import lifecycle as stack
+from es_metric.stack import lifecycle, worker
 from es_metric.stack.procs import pid_alive, stop_pid
+from es_metric.stack.redis_server import start_redis
+from es_metric.stack.state import load_state
 from tests.imagegen import make_image
 from tests.integration.faults import start_es_again, worker_children
 
@@ -77,7 +79,7 @@ class Chaos:
         self.events.append(what)
 
     def _pid(self, name: str) -> int:
-        pid = stack.load_state(self.settings).get(name, {}).get("pid")
+        pid = load_state(self.settings).get(name, {}).get("pid")
         if not pid_alive(pid):
             raise RuntimeError(f"no live {name} recorded by `esm stack up`")
         return pid
@@ -88,14 +90,14 @@ class Chaos:
             os.kill(rng.choice(children), signal.SIGKILL)
             self._record("worker pool process SIGKILLed")
             return
-        stack.stop_worker(self.settings)     # the whole worker stops (warm) and comes back
-        stack.start_worker(self.settings)
+        worker.stop_worker(self.settings)     # the whole worker stops (warm) and comes back
+        worker.start_worker(self.settings)
         self._record("worker stopped and restarted")
 
     def _kill_redis(self, rng: random.Random) -> None:
         os.kill(self._pid("redis"), signal.SIGKILL)
         time.sleep(rng.uniform(0.2, 3.0))
-        stack.start_redis(self.settings)
+        start_redis(self.settings)
         self._record("redis SIGKILLed and restarted")
 
     def _kill_es(self, rng: random.Random) -> None:
@@ -158,7 +160,7 @@ def run_soak(settings: Settings, es, model: Path, root: Path, *, images: int, ch
     thread.join()
     if chaos.error is not None:
         raise RuntimeError(f"the chaos thread failed: {chaos.error!r}") from chaos.error
-    stack.up(settings)  # whatever chaos left down comes back before counting
+    lifecycle.up(settings)  # whatever chaos left down comes back before counting
     return verify(settings, es, alias, items, root) | {
         "chaos_events": len(chaos.events), "events": _tally(chaos.events), "requeued_after_stall": requeued,
         "seconds": round(time.monotonic() - t0, 1)}

@@ -12,7 +12,7 @@ def worker_log(settings) -> str:
     """Everything the worker of ``settings.worker_queue`` (started by the stack) has logged."""
     import re
 
-    from es_metric.stack.lifecycle import worker_pidfile
+    from es_metric.stack.worker import worker_pidfile
     mine = re.compile(rf"{re.escape(worker_pidfile(settings).stem)}-\d+\.log")  # <stem>-%i.log
     return "\n".join(p.read_text(errors="replace")
                      for p in sorted((settings.stack_dir / "logs").iterdir()) if mine.fullmatch(p.name))

@@ -18,7 +18,7 @@ from es_metric.ingest.jobs import JobProgress
 from es_metric.ingest.sources import folder_source
 from es_metric.model.modelfile import read_card
 from es_metric.search.service import SearchRequest, run_search
-from es_metric.stack import lifecycle as esm_stack
+from es_metric.stack import worker as esm_stack
 from es_metric.stack.procs import read_pid, stop_pid
 from tests.imagegen import make_dataset
 from tests.integration.faults import wait_until

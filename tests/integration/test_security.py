@@ -178,7 +178,7 @@ def test_secret_urls_stay_out_of_worker_log_and_cli(stack, es, index_name, tiny_
     password appears in the CLI's output, the logs, or the worker's log file."""
     from click.testing import CliRunner
 
-    from es_metric.stack import lifecycle as esm_stack
+    from es_metric.stack import worker as esm_stack
     from es_metric.cli import main
 
     caplog.set_level(logging.DEBUG)

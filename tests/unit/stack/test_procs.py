@@ -12,8 +12,9 @@ import time
 import pytest
 
 from es_metric.config import Settings
-from es_metric.stack import lifecycle as stack
+from es_metric.stack import lifecycle
 from es_metric.stack.procs import identity, mismatch, still_running, stop_pid
+from es_metric.stack.state import load_state, managed
 
 
 def _sleeper() -> subprocess.Popen:
@@ -97,8 +98,8 @@ def test_stack_down_and_status_skip_a_reused_pid(processes, tmp_path, caplog):
     (run / "stack.json").write_text(json.dumps({
         "worker": {"pid": strangers[0].pid, "identity": old_worker},
         "es": {"pid": strangers[1].pid, "identity": old_es}}))
-    assert not stack.managed(s, "worker") and not stack.managed(s, "es")
-    assert stack.down(s) == []
+    assert not managed(s, "worker") and not managed(s, "es")
+    assert lifecycle.down(s) == []
     assert [p.poll() for p in strangers] == [None, None]
     assert len([r for r in caplog.records if "not stopping pid" in r.getMessage()]) == 2
-    assert stack.load_state(s) == {}  # the stale records are gone
+    assert load_state(s) == {}  # the stale records are gone

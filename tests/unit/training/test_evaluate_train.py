@@ -225,7 +225,8 @@ def test_head_reg_keeps_the_linear_head_near_its_pca_start(reg):
     from es_metric.training.data import relabel
     from es_metric.model.encoder import create_encoder
     from es_metric.training.losses import objective
-    from es_metric.training.train import TrainConfig, anchor_penalty, pca_init, train_head
+    from es_metric.training.train import TrainConfig
+    from es_metric.training.head import anchor_penalty, pca_init, train_head
     samples, feats = _feature_samples()
     train_idx = [i for i in range(len(samples)) if i % 4]
     val_idx = [i for i in range(len(samples)) if not i % 4]
@@ -248,7 +249,7 @@ def test_head_reg_keeps_the_linear_head_near_its_pca_start(reg):
 
 def test_anchor_penalty_by_hand():
     import torch
-    from es_metric.training.train import anchor_penalty
+    from es_metric.training.head import anchor_penalty
     w0 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     assert anchor_penalty(w0 + torch.tensor([[0.5, 0.0], [0.0, 0.0]]), w0).item() == pytest.approx(0.25 / 2)
 

@@ -1,0 +1,4 @@
+"""``python -m es_metric.cli``: the ``esm`` command."""
+from . import main
+
+main(prog_name="esm")

@@ -1,0 +1,122 @@
+"""esm ingest | reindex: images to vectors through the workers, and moving an index to a new model."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from ..ingest.sources import local_source
+from ..progressbar import enabled
+from .common import Cluster, echo_json
+from .root import main
+
+
+@main.command()
+@click.argument("index")
+@click.argument("source", required=False)
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Follow progress to the end.")
+@click.option("--from-index", is_flag=True, help="SOURCE-less: embed the images of INDEX's own documents.")
+@click.option("--image-field", default="image_path", show_default=True,
+              help="With --from-index: the field holding image paths.")
+@click.option("--image-key", default=None, help="Manifest key holding the image path.")
+@click.option("--base-dir", type=click.Path(file_okay=False),
+              help="With --from-index: base for relative paths, and a folder images may be read from.")
+@click.option("--timeout", type=float, default=None, help="Give up waiting after N seconds.")
+@click.option("--stall-timeout", type=float, default=None,
+              help="Give up when nothing moved for N s and nothing of the job is queued or running "
+                   "[default: ESM_STALL_SECONDS or 120].")
+@click.option("--json", "as_json", is_flag=True)
+def ingest(index, source, wait, from_index, image_field, image_key, base_dir, timeout, stall_timeout,
+           as_json) -> None:
+    """Queue SOURCE (image folder or JSONL manifest) for the workers to embed into INDEX."""
+    from ..ingest.enqueue import enqueue, existing_index_items, make_searchable
+
+    with Cluster() as (s, es):
+        if stall_timeout is not None:
+            s = s.with_(stall_seconds=stall_timeout)
+        if from_index:
+            src, mode = existing_index_items(s, es, index, image_field, base_dir), "update"
+        elif source:
+            src, mode = local_source(Path(source), s.image_roots, image_key), "index"
+        else:
+            raise click.UsageError("give SOURCE, or --from-index")
+        job = enqueue(s, es, index, src, mode=mode)
+        if not as_json:
+            click.echo(f"job {job.job_id}: {job.total - job.refused} images queued in {job.tasks} tasks "
+                       f"-> {job.target}" + (f"; {job.refused} refused (see `esm failures {index}`)"
+                                              if job.refused else ""), err=True)
+        summary = {"job_id": job.job_id, "queued": job.total - job.refused, "refused": job.refused,
+                   "index": job.target}
+        if wait:
+            summary.update(_follow(s, job, timeout, quiet=as_json))
+            make_searchable(es, job)
+            summary["dba"] = _dba(es, index)
+    if as_json:
+        echo_json(summary)
+    elif wait:
+        click.echo(f"done: {summary['indexed']} indexed, {summary['failed']} failed "
+                   f"in {summary['seconds']} s ({summary['images_per_s']} images/s)"
+                   + (f"; see `esm failures {index}`" if summary["failed"] else ""))
+
+
+def _dba(es, index: str) -> dict | None:
+    """The DBA pass the model card asks for after an ingest (None: it asks for none)."""
+    from ..search.dba import augment_if_recorded
+
+    return augment_if_recorded(es, index)
+
+
+def _follow(s, job, timeout, quiet: bool) -> dict:
+    from ..ingest.enqueue import wait
+
+    t0 = time.monotonic()
+    if quiet or not enabled():
+        done, failed = wait(s, job, timeout=timeout)
+    else:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(),
+                      console=Console(stderr=True)) as bar:
+            task = bar.add_task("ingest", total=job.total, failed=0)
+            done, failed = wait(s, job, timeout=timeout,
+                                on_progress=lambda t, d, f: bar.update(task, completed=d + f, failed=f))
+    secs = time.monotonic() - t0
+    return {"indexed": done, "failed": failed, "seconds": round(secs, 1),
+            "images_per_s": round((done + failed) / secs, 1) if secs else None}
+
+
+@main.command()
+@click.argument("index")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False),
+              help="The new model file.")
+@click.option("--force", is_flag=True, help="Accept a model that failed its gate, or image failures.")
+@click.option("--delete-old", is_flag=True, help="Delete the old index after the swap.")
+@click.option("--abandon", is_flag=True, help="Delete a half-built index for --model instead.")
+@click.option("--timeout", type=float, default=None)
+@click.option("--json", "as_json", is_flag=True)
+def reindex(index, model_path, force, delete_old, abandon, timeout, as_json) -> None:
+    """Blue/green: re-embed INDEX with a new model, verify, swap the alias atomically."""
+    from ..model.modelfile import read_card
+    from ..ingest.reindex import abandon as abandon_target, reindex as run_reindex
+
+    if not model_path:
+        raise click.UsageError("--model is required")
+    card = read_card(model_path)
+    with Cluster() as (s, es):
+        if abandon:
+            click.echo(f"deleted half-built index {abandon_target(es, index, card['model_id'])}")
+            return
+        res = run_reindex(s, es, index, str(Path(model_path).resolve()), card, force=force,
+                          delete_old=delete_old, timeout=timeout)
+    if as_json:
+        echo_json(asdict(res))
+        return
+    click.echo(f"{index}: {res.old_index} -> {res.new_index}; {res.documents} documents, "
+               f"{res.vectors} vectors, {res.failed} failed; alias swapped"
+               + (f"; caught up with {res.caught_up} written and {res.removed} deleted during the run"
+                  if res.caught_up or res.removed else "")
+               + ("; old index deleted" if res.deleted_old else "; old index kept (--delete-old)"))

@@ -1,0 +1,51 @@
+"""The local stack's Celery worker: started detached on ``settings.worker_queue`` with the
+settings of this process, stopped by pid."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..config import Settings
+from ..errors import StackError
+from ..ingest.celery_app import worker_ping
+from .procs import read_pid
+from .state import Component, managed, record, remember, run_dir, stop_component
+
+
+def worker_pidfile(settings: Settings) -> Path:
+    suffix = "" if settings.worker_queue == "esm" else f"-{settings.worker_queue}"
+    return run_dir(settings) / f"worker{suffix}.pid"
+
+
+def start_worker(settings: Settings, concurrency: int | None = None) -> Component:
+    pidfile = worker_pidfile(settings)
+    if managed(settings, pidfile.stem):
+        return Component("worker", True, True, settings.worker_queue, "already running",
+                         record(settings, pidfile.stem)[0])
+    logs = settings.stack_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    conc = concurrency or settings.worker_concurrency
+    name = f"{settings.worker_queue}-{os.getpid()}"
+    cmd = [sys.executable, "-m", "celery", "-A", "es_metric.ingest.celery_app", "worker",
+           "-Q", settings.worker_queue, "--concurrency", str(conc), "--loglevel", "INFO",
+           "--pidfile", str(pidfile), "--logfile", str(logs / f"{pidfile.stem}-%i.log"),
+           "--hostname", f"{name}@%h", "--detach"]
+    env = {**os.environ, **settings.with_(worker_concurrency=conc).as_env()}
+    subprocess.run(cmd, check=True, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pid = read_pid(pidfile)
+        if pid and any(n.startswith(name + "@") for n in worker_ping(settings, timeout=1.0)):
+            remember(settings, pidfile.stem, pid, concurrency=conc)
+            return Component("worker", True, True, settings.worker_queue,
+                             f"started, {conc} process(es)", pid)
+        time.sleep(0.5)
+    raise StackError("the Celery worker did not answer within 60 s",
+                     hint=f"see {logs}/worker-0.log")
+
+
+def stop_worker(settings: Settings) -> bool:
+    return stop_component(settings, worker_pidfile(settings).stem, timeout=30)

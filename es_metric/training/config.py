@@ -1,0 +1,72 @@
+"""The options of a training run (saved in the model card: provenance, resume) and the
+protocols a validation split can be drawn with."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+from ..model.encoder import backbone_spec
+from ..search.rerank import DEFAULT_RERANK
+from .losses import objective
+
+#: ``in-domain``: every class in train and test, unseen images (a shop that trains on its
+#: catalogue and searches new photos). ``class-disjoint``: train on some classes, retrieve among
+#: unseen ones (the metric-learning literature's protocol).
+PROTOCOLS = ("in-domain", "class-disjoint")
+
+#: Called with each epoch's row of the training history.
+EpochCallback = Callable[[dict], None]
+
+
+@dataclass
+class TrainConfig:
+    loss: str = "multi-similarity"
+    backbone: str = "efficientnet-lite0"
+    weights: str | None = None
+    pretrained: bool | None = None
+    freeze_backbone: bool | None = None   # None: frozen when the backbone is pretrained
+    dim: int = 256
+    head: str = "linear"
+    epochs: int = 30
+    batch_size: int = 128
+    m_per_class: int = 4
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    seed: int = 0
+    protocol: str = "in-domain"           # how the validation split is drawn
+    val_fraction: float = 0.2
+    patience: int = 5
+    miner: str = "batch-hard"
+    margin: float | None = None
+    time_budget_s: float | None = None
+    refit: bool = True                    # frozen backbone: retrain the head on train + val at the end
+    head_reg: float = 0.0                 # linear head: pull toward its PCA start (pretrained geometry)
+    pool: str = "avg"                     # avg | gem pooling of the backbone's last feature maps
+    train_blocks: int = 0                 # EfficientNet-Lite: fine-tune the last N blocks (cached early ones)
+    views: int = 4                        # augmented views per image cached for --train-blocks
+    backbone_lr: float = 1e-4
+    qe_k: int = DEFAULT_RERANK.qe_k       # query expansion search applies (recorded in the card)
+    qe_alpha: float = DEFAULT_RERANK.qe_alpha
+    dba_k: int = DEFAULT_RERANK.dba_k     # DBA the index applies (recorded in the card)
+
+    def resolved(self) -> "TrainConfig":
+        spec = backbone_spec(self.backbone)
+        obj = objective(self.loss)
+        cfg = copy.copy(self)
+        if cfg.pretrained is None:
+            cfg.pretrained = spec.pretrained_default or bool(cfg.weights)
+        if cfg.freeze_backbone is None:
+            cfg.freeze_backbone = bool(cfg.pretrained) and not cfg.train_blocks
+        if obj.frozen_backbone:
+            cfg.freeze_backbone = True
+        if cfg.lr is None:
+            cfg.lr = 1e-3 if cfg.freeze_backbone or cfg.train_blocks else 3e-4
+        return cfg
+
+    def loss_params(self) -> dict:
+        """The parameters of the objective's loss and miner that this run sets."""
+        params: dict = {"miner": self.miner}
+        if self.margin is not None:
+            params["margin"] = self.margin
+        return params
