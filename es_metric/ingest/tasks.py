@@ -21,7 +21,7 @@ _STATE: dict = {}
 @worker_process_init.connect
 def _init_process(**_kw) -> None:
     """Share the cores between worker processes instead of oversubscribing them."""
-    conc = int(os.environ.get("ESM_WORKER_CONCURRENCY", "1"))
+    conc = Settings.from_env().worker_concurrency
     set_threads(max(1, (os.cpu_count() or 1) // max(conc, 1)))
 
 
