@@ -10,6 +10,9 @@ from urllib.parse import urlparse
 from .errors import ConfigError
 from .redact import redact_url, url_password
 
+__all__ = ["cache_dir_from_env", "DEFAULT_ES_PORT", "DEFAULT_REDIS_PORT", "ENV_NAMES", "FIELD_ENV",
+           "progress_from_env", "Settings"]
+
 DEFAULT_ES_PORT = 9200
 DEFAULT_REDIS_PORT = 6379
 

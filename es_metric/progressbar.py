@@ -6,6 +6,8 @@ from typing import Iterable, Iterator, TypeVar
 
 from .config import progress_from_env
 
+__all__ = ["enabled", "progress_iter"]
+
 T = TypeVar("T")
 
 

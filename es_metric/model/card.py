@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ModelError
+from ..types import ModelCard
 
 __all__ = ["CARD_ENTRY", "FORMAT", "FORMAT_V1", "WEIGHTS_ENTRY", "is_zip_model", "read_card",
            "read_v1"]
@@ -68,7 +69,7 @@ def read_v1(path: str | Path) -> dict:
     return _parsed(path, lambda: torch.load(path, map_location="cpu", weights_only=True), FORMAT_V1)
 
 
-def read_card(path: str | Path) -> dict:
+def read_card(path: str | Path) -> ModelCard:
     """The card of a model file of either format (format 2 without importing torch)."""
     path = Path(path)
     _exists(path)

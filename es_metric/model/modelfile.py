@@ -20,6 +20,7 @@ import torch
 
 from ..errors import ModelError
 from ..similarity import Metric
+from ..types import ModelCard
 from ..version import __version__
 from .card import CARD_ENTRY, FORMAT, WEIGHTS_ENTRY, is_zip_model, read_card, read_v1
 from .encoder import Encoder, Preprocess, backbone_spec, create_encoder
@@ -31,7 +32,7 @@ __all__ = ["LoadedModel", "build_card", "cached_model", "load_model", "make_mode
 @dataclass
 class LoadedModel:
     encoder: Encoder
-    card: dict
+    card: ModelCard
     path: Path
 
     @property
@@ -62,7 +63,7 @@ def make_model_id(backbone: str, loss: str, fingerprint: str) -> str:
 
 
 def build_card(encoder: Encoder, *, backbone: str, loss: str, training: dict,
-               data_fingerprint: str | None, metrics: dict | None = None) -> dict:
+               data_fingerprint: str | None, metrics: dict | None = None) -> ModelCard:
     fingerprint = state_fingerprint(encoder.state_dict())
     return {
         "format": FORMAT,
@@ -85,7 +86,7 @@ def build_card(encoder: Encoder, *, backbone: str, loss: str, training: dict,
     }
 
 
-def save_model(path: str | Path, encoder: Encoder, card: dict) -> Path:
+def save_model(path: str | Path, encoder: Encoder, card: ModelCard) -> Path:
     """Write a format-2 file: ``card.json`` (readable without torch) and ``weights.pt``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +101,7 @@ def save_model(path: str | Path, encoder: Encoder, card: dict) -> Path:
     return path
 
 
-def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+def _read(path: Path) -> tuple[ModelCard, dict[str, torch.Tensor]]:
     """(card, state dict) of a model file of either format."""
     if not is_zip_model(path):
         blob = read_v1(path)

@@ -9,6 +9,8 @@ from typing import Callable
 
 from ..types import ReRank
 
+__all__ = ["DEFAULT_RERANK", "EpochCallback", "PROTOCOLS", "TrainConfig"]
+
 #: ``in-domain``: every class in train and test, unseen images (a shop that trains on its
 #: catalogue and searches new photos). ``class-disjoint``: train on some classes, retrieve among
 #: unseen ones (the metric-learning literature's protocol).
