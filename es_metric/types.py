@@ -81,7 +81,7 @@ class _ResultCore(TypedDict):
 
 
 class SearchResult(_ResultCore, total=False):
-    """A search's answer (``esm search --json``, ``POST /api/search``)."""
+    """A search's answer (``esm search --json``, ``/api/indices/{index}/search``)."""
 
     index: str
     client_ms: float
