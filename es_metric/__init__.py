@@ -1,26 +1,27 @@
 """es-metric: learned visual similarity for an existing Elasticsearch stack.
 
-The public names load on first use (PEP 562): ``import es_metric`` imports neither torch nor
-the Elasticsearch client nor FastAPI; ``es_metric.load_model`` imports torch when it is touched.
+``import es_metric`` is light: it imports neither torch nor the Elasticsearch client nor
+FastAPI. The names that need torch load on first use (PEP 562): ``es_metric.load_model``
+imports torch when it is touched.
 """
 from __future__ import annotations
 
 import importlib
 
+from .config import Settings
+from .errors import EsmError
+from .model.card import read_card
+from .similarity import Metric
+from .types import ReRank
 from .version import ES_VERSION, __version__
 
-#: public name -> the module that defines it (imported on first access)
+#: public name -> the heavy module that defines it (imported on first access)
 _LAZY = {
-    "Settings": "es_metric.config",
-    "EsmError": "es_metric.errors",
-    "Metric": "es_metric.similarity",
-    "ReRank": "es_metric.types",
-    "read_card": "es_metric.model.card",
     "load_model": "es_metric.model.modelfile",
     "create_encoder": "es_metric.model.encoder",
 }
 
-__all__ = ["ES_VERSION", "__version__", *_LAZY]
+__all__ = ["ES_VERSION", "EsmError", "Metric", "ReRank", "Settings", "__version__", "read_card", *_LAZY]
 
 
 def __getattr__(name: str):
