@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlparse
 
+from .device import parse_device
 from .errors import ConfigError
 from .redact import redact_url, url_password
 
@@ -62,6 +63,8 @@ class Settings:
     search_concurrency: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     search_queue: int = 32
     stall_seconds: float = 120  # `ingest --wait` and reindex give up on a job idle this long
+    device: str = "auto"    # where the encoder runs: cpu, cuda, cuda:N, auto (see device.py)
+    runtime: str = "auto"   # torch, onnxruntime, auto (the card's measured choice; runtime.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -95,9 +98,14 @@ class Settings:
             search_concurrency=_int(env, "ESM_SEARCH_CONCURRENCY", min(4, os.cpu_count() or 1)),
             search_queue=_int(env, "ESM_SEARCH_QUEUE", 32),
             stall_seconds=_int(env, "ESM_STALL_SECONDS", 120),
+            device=parse_device(env.get("ESM_DEVICE")),
+            runtime=(env.get("ESM_RUNTIME") or "auto").strip().lower(),
         )
         if env.get("ESM_STACK_DIR"):
             kw["stack_dir"] = Path(env["ESM_STACK_DIR"])
+        if kw["runtime"] not in ("auto", "torch", "onnxruntime"):
+            raise ConfigError(f"ESM_RUNTIME={kw['runtime']!r} is not a runtime",
+                              hint="use auto, torch or onnxruntime")
         if kw["es_user"] and not kw["es_password"]:
             raise ConfigError("ESM_ES_USER is set but ESM_ES_PASSWORD is not",
                               hint="set both, or use ESM_ES_API_KEY")
@@ -129,6 +137,7 @@ class Settings:
                "ESM_MAX_IMAGE_PIXELS": str(self.max_image_pixels),
                "ESM_MAX_IMAGE_BYTES": str(self.max_image_bytes),
                "ESM_ES_TIMEOUT": str(self.es_request_timeout),
+               "ESM_DEVICE": self.device, "ESM_RUNTIME": self.runtime,
                "ESM_IMAGE_ROOTS": os.pathsep.join(str(r) for r in self.image_roots)}
         for name, value in (("ESM_ES_API_KEY", self.es_api_key), ("ESM_ES_USER", self.es_user),
                             ("ESM_ES_PASSWORD", self.es_password), ("ESM_ES_CA_FILE", self.es_ca_file)):
@@ -151,5 +160,5 @@ ENV_NAMES = (
     "ESM_ES_JAVA_HOME", "ESM_WORKER_CONCURRENCY", "ESM_QUEUE", "ESM_BATCH_SIZE",
     "ESM_IMAGE_ROOTS", "ESM_MAX_IMAGE_PIXELS", "ESM_MAX_IMAGE_BYTES", "ESM_FAILURES_INDEX",
     "ESM_API_KEY", "ESM_MAX_UPLOAD_BYTES", "ESM_SEARCH_CONCURRENCY", "ESM_SEARCH_QUEUE",
-    "ESM_API_KEY", "ESM_MAX_UPLOAD_BYTES", "ESM_STALL_SECONDS",
+    "ESM_API_KEY", "ESM_MAX_UPLOAD_BYTES", "ESM_STALL_SECONDS", "ESM_DEVICE", "ESM_RUNTIME",
 )
