@@ -72,6 +72,11 @@ def index_meta(card: dict, model_path: str, vector_field: str) -> dict:
     # what search and the DBA pass apply, so that they never need the model file for it
     if card.get("rerank") is not None:
         meta["rerank"] = card["rerank"]
+    # the runtime that makes its vectors, and that export's parity with torch (runtime.py)
+    runtime = card.get("runtime") or {}
+    meta["runtime"] = runtime.get("chosen") or "torch"
+    if runtime.get("parity_min_cosine") is not None:
+        meta["runtime_parity"] = float(runtime["parity_min_cosine"])
     threshold = (card.get("metrics") or {}).get("near_duplicate_threshold")
     if threshold is not None:
         meta["near_duplicate_threshold"] = float(threshold)
