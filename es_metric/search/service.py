@@ -18,8 +18,9 @@ from ..errors import SearchError, shown
 from ..images import DecodeLimits, decode
 from ..index.client import api_errors
 from ..index.indices import IndexInfo, index_info
-from ..model.embed import embed_images
+from ..model.embed import query_pixels
 from ..model.modelfile import cached_model
+from ..model.runtime import Inference, check_runtime, load_embedder
 from ..similarity import Metric
 from .queries import (expansion_body, filter_clauses, knn_clause, parse_filter, rrf_fuse,
                       search_body, text_query)
@@ -109,14 +110,16 @@ def text_fields_of(properties: dict) -> list[str]:
     return sorted(name for name, node in properties.items() if node.get("type") == "text")
 
 
-def image_vector(info: IndexInfo, data: bytes, limits: DecodeLimits = DecodeLimits()) -> list[float]:
-    """Embed query image bytes with the index's own model."""
-    model = cached_model(info.model_path)
-    if model.model_id != info.model_id:
-        raise SearchError(f"model file {info.model_path} is {model.model_id}, but the index serves "
-                          f"{info.model_id}; es-metric never mixes models", hint="restore the file")
-    img = decode(data, limits, draft=model.preprocess.size)
-    return embed_images(model.encoder, [img], model.preprocess)[0].tolist()
+def image_vector(info: IndexInfo, data: bytes, limits: DecodeLimits = DecodeLimits(),
+                 inference: Inference = Inference()) -> list[float]:
+    """Embed query image bytes with the index's own model (the node's runtime and device)."""
+    model = load_embedder(info.model_path, inference.runtime, inference.device)
+    if model.card["model_id"] != info.model_id:
+        raise SearchError(f"model file {info.model_path} is {model.card['model_id']}, but the index "
+                          f"serves {info.model_id}; es-metric never mixes models", hint="restore the file")
+    check_runtime(model, info.runtime, info.runtime_parity)
+    size = int(model.card["preprocess"]["size"])
+    return model.embed(query_pixels(decode(data, limits, draft=size), size))[0].tolist()
 
 
 def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[float]:
@@ -178,21 +181,25 @@ def expanded_vector(client: Elasticsearch, info: IndexInfo, vector: list[float],
 
 
 def run_search(client: Elasticsearch, index: str, req: SearchRequest,
-               limits: DecodeLimits = DecodeLimits(), where: str = "") -> dict:
+               limits: DecodeLimits = DecodeLimits(), where: str = "",
+               inference: Inference = Inference()) -> dict:
     """Answer ``req`` on ``index``; the result matches the CLI contract's JSON. ``where``: the
-    cluster's (redacted) address, named in errors for operators; the HTTP API leaves it out."""
+    cluster's (redacted) address, named in errors for operators; the HTTP API leaves it out.
+    ``inference``: the runtime and device that embed a query image."""
     started = time.perf_counter()
     with api_errors(f"the search on {shown(index)}", where):
         try:
-            return _run(client, index, req, limits, started, *resolve(client, index))
+            return _run(client, index, req, (limits, inference), started, *resolve(client, index))
         except NotFoundError:
-            return _run(client, index, req, limits, started, *resolve(client, index, fresh=True))
+            return _run(client, index, req, (limits, inference), started,
+                        *resolve(client, index, fresh=True))
 
 
-def _run(client: Elasticsearch, index: str, req: SearchRequest, limits: DecodeLimits,
-         started: float, info: IndexInfo, props: dict) -> dict:
+def _run(client: Elasticsearch, index: str, req: SearchRequest,
+         embedding: tuple[DecodeLimits, Inference], started: float, info: IndexInfo,
+         props: dict) -> dict:
     filt = filter_clauses([parse_filter(f) for f in req.filters], props)
-    vector = _query_vector(client, info, req, limits)
+    vector = _query_vector(client, info, req, *embedding)
     rr = query_expansion(info, req) if vector is not None else None
     if rr and rr.qe_k > 0:
         vector = expanded_vector(client, info, vector, rr, filt, [req.like] if req.like else None,
@@ -224,11 +231,11 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest, limits: DecodeLi
     return result
 
 
-def _query_vector(client, info, req: SearchRequest, limits) -> list[float] | None:
+def _query_vector(client, info, req: SearchRequest, limits, inference) -> list[float] | None:
     if req.image is not None and req.like:
         raise SearchError("give either an image or --like, not both")
     if req.image is not None:
-        return image_vector(info, req.image, limits)
+        return image_vector(info, req.image, limits, inference)
     if req.like:
         return doc_vector(client, info, req.like)
     return None
