@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ..config import Settings
+from ..device import resolve_device
 from ..model.encoder import BACKBONES
 from ..search.rerank import DEFAULT_RERANK
 from ..training.config import PROTOCOLS
@@ -66,7 +68,8 @@ def train(data_dir, out, as_json, resume, time_budget, do_export, **opts) -> Non
     from ..model.runtime import installed
     from ..training.train import TrainConfig, train as run_train
 
-    cfg = TrainConfig(**opts, time_budget_s=time_budget)
+    cfg = TrainConfig(**opts, time_budget_s=time_budget,
+                      device=resolve_device(Settings.from_env().device, "torch"))
 
     def on_epoch(row: dict) -> None:
         loss = f"{row['loss']:.4f}" if row["loss"] is not None else "-"
