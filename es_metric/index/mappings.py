@@ -15,6 +15,10 @@ from pathlib import Path
 from ..errors import ConfigError, MappingMismatch
 
 INDEX_TYPES = ("hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat")
+# Quantised HNSW types search the quantised graph for oversample x k candidates, then rescore
+# them with the full float vectors (kept on disk beside the quantised ones). 0 turns it off.
+RESCORED_TYPES = ("int8_hnsw", "int4_hnsw", "bbq_hnsw")
+DEFAULT_OVERSAMPLE = 3.0
 BOOKKEEPING = {
     "image_path": {"type": "keyword"},
     "image_sha256": {"type": "keyword"},
@@ -30,6 +34,7 @@ class IndexOptions:
     type: str = "hnsw"
     m: int = 16
     ef_construction: int = 100
+    oversample: float = DEFAULT_OVERSAMPLE  # quantised types: rescore oversample x k (0: off)
 
     def as_dict(self, dims: int) -> dict:
         if self.type not in INDEX_TYPES:
@@ -39,9 +44,14 @@ class IndexOptions:
                               hint="use int8_hnsw or hnsw")
         if self.type.startswith("int4") and dims % 2:
             raise ConfigError("int4 quantisation needs an even number of dims", hint="use int8_hnsw")
+        if self.oversample and not 1.0 <= self.oversample <= 10.0:
+            raise ConfigError(f"rescore oversample {self.oversample} is out of range",
+                              hint="use 0 (off) or a factor from 1 to 10")
         body: dict = {"type": self.type}
         if self.type.endswith("hnsw"):
             body.update(m=self.m, ef_construction=self.ef_construction)
+        if self.type in RESCORED_TYPES and self.oversample:
+            body["rescore_vector"] = {"oversample": float(self.oversample)}
         return body
 
 
