@@ -28,8 +28,11 @@ def mapping_group() -> None:
 @click.option("--text-field", "text_fields", multiple=True, help="Declare a text field (repeatable).")
 @click.option("--keyword-field", "keyword_fields", multiple=True, help="Declare a keyword field.")
 @click.option("--replicas", type=int, default=0, show_default=True)
+@click.option("--lean/--no-lean", default=True, show_default=True,
+              help="New index: leave the vector out of _source (about a third of the disk at "
+                   "128-d); partial updates by other applications must then carry the vector.")
 def mapping_create(index, model_path, existing, index_type, m, ef_construction, rescore_oversample,
-                   vector_field, text_fields, keyword_fields, replicas) -> None:
+                   vector_field, text_fields, keyword_fields, replicas, lean) -> None:
     """Create INDEX-<model id> behind the alias INDEX (or, with --existing, extend INDEX)."""
     from ..index.indices import add_vectors_to_existing, create_versioned_index, index_info
     from ..model.modelfile import read_card
@@ -44,7 +47,7 @@ def mapping_create(index, model_path, existing, index_type, m, ef_construction, 
             return
         name = create_versioned_index(es, index, card, path, options=options, vector_field=vector_field,
                                       text_fields=text_fields, keyword_fields=keyword_fields,
-                                      replicas=replicas)
+                                      replicas=replicas, lean=lean)
         live = index_info(es, index)
     if live.concrete != name:  # the alias already served another model: it was left alone
         click.echo(f"index {name} ({card['dims']}-d {card['similarity']}, {index_type}) created, but alias "

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError, MappingMismatch
+from .vectors import lean_source
 
 INDEX_TYPES = ("hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat")
 # Quantised HNSW types search the quantised graph for oversample x k candidates, then rescore
@@ -95,8 +96,9 @@ def index_meta(card: dict, model_path: str, vector_field: str) -> dict:
 
 def new_index_body(card: dict, model_path: str, *, vector_field: str = "image_vector",
                    options: IndexOptions = IndexOptions(), text_fields: tuple[str, ...] = (),
-                   keyword_fields: tuple[str, ...] = (), replicas: int = 0) -> dict:
-    """Settings + mappings for a fresh versioned index."""
+                   keyword_fields: tuple[str, ...] = (), replicas: int = 0, lean: bool = True) -> dict:
+    """Settings + mappings for a fresh versioned index; ``lean``: the vectors left out of
+    ``_source`` (read from doc values, see vectors.py)."""
     body = copy.deepcopy(load_template("image_index"))
     props = body["mappings"]["properties"]
     props.pop("image_vector")
@@ -106,6 +108,8 @@ def new_index_body(card: dict, model_path: str, *, vector_field: str = "image_ve
     for name in keyword_fields:
         props[name] = {"type": "keyword"}
     body["mappings"]["_meta"] = index_meta(card, model_path, vector_field)
+    if lean:
+        body["mappings"]["_source"] = lean_source(vector_field)
     body["settings"]["number_of_replicas"] = replicas
     return body
 
