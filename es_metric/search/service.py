@@ -18,6 +18,7 @@ from ..errors import SearchError, shown
 from ..images import DecodeLimits, decode
 from ..index.client import api_errors
 from ..index.indices import IndexInfo, index_info
+from ..index.vectors import hit_vector, read_vector
 from ..model.embed import query_pixels
 from ..model.modelfile import cached_model
 from ..model.runtime import Inference, check_runtime, load_embedder
@@ -123,17 +124,16 @@ def image_vector(info: IndexInfo, data: bytes, limits: DecodeLimits = DecodeLimi
 
 
 def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[float]:
-    try:
-        doc = client.get(index=info.concrete, id=doc_id, source_includes=[info.vector_field, "model_id"])
-    except NotFoundError:
-        raise SearchError(f"no document {shown(doc_id)} in {info.name!r}") from None
-    src = doc["_source"]
-    if info.vector_field not in src:
+    found = read_vector(client, info.concrete, doc_id, info.vector_field)
+    if found is None:
+        raise SearchError(f"no document {shown(doc_id)} in {info.name!r}")
+    vector, model_id = found
+    if vector is None:
         raise SearchError(f"document {shown(doc_id)} has no vector yet", hint="ingest its image first")
-    if src.get("model_id") not in (None, info.model_id):
-        raise SearchError(f"document {shown(doc_id)} was embedded by {src['model_id']}, the index serves "
+    if model_id not in (None, info.model_id):
+        raise SearchError(f"document {shown(doc_id)} was embedded by {model_id}, the index serves "
                           f"{info.model_id}", hint="reindex with `esm reindex`")
-    return src[info.vector_field]
+    return vector
 
 
 def recorded_card(info: IndexInfo) -> dict:
@@ -169,8 +169,8 @@ def expanded_vector(client: Elasticsearch, info: IndexInfo, vector: list[float],
     body = expansion_body(info.vector_field, vector, rr.qe_k, filter_query=filt,
                           exclude_ids=exclude_ids, num_candidates=num_candidates)
     hits = client.search(index=info.concrete, body=body)["hits"]["hits"]
-    nb = [h["_source"][info.vector_field] for h in hits
-          if info.vector_field in h["_source"] and h["_source"].get("model_id") in (None, info.model_id)]
+    nb = [v for h in hits if h.get("_source", {}).get("model_id") in (None, info.model_id)
+          for v in [hit_vector(h, info.vector_field)] if v is not None]
     if not nb:
         return vector
     import torch
