@@ -15,7 +15,7 @@ from es_metric.model.export import cosines
 from es_metric.model.modelfile import load_model, read_card
 from es_metric.model.runtime import PARITY_COSINE, Inference, TorchEmbedder
 from es_metric.search.service import SearchRequest, run_search
-from tests.integration.helpers import esm, esm_json, worker_log
+from tests.integration.helpers import esm, esm_json, stored_docs, worker_log
 
 pytestmark = pytest.mark.integration
 
@@ -35,12 +35,13 @@ def test_worker_embeds_with_the_export_within_parity(es, index_name, tiny_model,
     summary = esm_json("ingest", index_name, tiny_data / "class_2")
     assert (summary["indexed"], summary["failed"]) == (16, 0)
 
-    docs = es.search(index=info.concrete, size=16, query={"match_all": {}})["hits"]["hits"]
+    docs = list(stored_docs(es, info.concrete).values())
+    assert len(docs) == 16
     model = load_model(model_path)
     size = model.preprocess.size
-    pixels = np.concatenate([query_pixels(load_image(d["_source"]["image_path"], draft=size)[0], size)
+    pixels = np.concatenate([query_pixels(load_image(d["image_path"], draft=size)[0], size)
                              for d in docs])
-    stored = np.array([d["_source"][info.vector_field] for d in docs], np.float32)
+    stored = np.array([d[info.vector_field] for d in docs], np.float32)
     assert cosines(stored, TorchEmbedder(model).embed(pixels)).min() >= PARITY_COSINE
     if bench["chosen"] == "onnxruntime":
         assert "embedding with ONNX Runtime" in worker_log(stack)
