@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from elasticsearch import ApiError, Elasticsearch
 from elasticsearch.helpers import streaming_bulk
 
@@ -23,9 +22,8 @@ from ..images import DecodeLimits, load_image
 from ..index.docfields import FieldRefused, check_fields, check_id, document_body
 from ..index.failures import (clear_failures, failure_for, item_key, item_ref, now,
                               record_failures, record_key)
-from ..model.embed import pixel_batch, to_pixels
-from ..model.encoder import Preprocess
-from ..model.runtime import Embedder, check_runtime, load_embedder
+from ..model.pixels import pixel_stack, square_pixels
+from ..model.runtime import Embedder, check_runtime, load_embedder, model_threads
 from ..paths import confine, job_roots
 from .jobs import JobProgress
 
@@ -63,14 +61,14 @@ def decode_pool(threads: int) -> ThreadPoolExecutor:
     return _pool
 
 
-def prepare_item(item: dict, limits: DecodeLimits, pre: Preprocess, roots: tuple[Path, ...] = ()):
-    """(item, uint8 3 x S x S pixels, sha256, None) or (item, None, None, failure record).
+def prepare_item(item: dict, limits: DecodeLimits, size: int, roots: tuple[Path, ...] = ()):
+    """(item, uint8 S x S x 3 pixels, sha256, None) or (item, None, None, failure record).
     Confine the path to the roots (symlinks resolved), read a regular file only, safe decode
     (JPEG draft), centre-crop + resize: GIL-free work for the decode threads."""
     try:
         path = confine(item["ref"], Path("/"), roots)
-        img, sha = load_image(path, limits, draft=pre.size)
-        return item, to_pixels(img, pre.size), sha, None
+        img, sha = load_image(path, limits, draft=size)
+        return item, square_pixels(img, size), sha, None
     except (ImageError, PathRefused) as exc:
         return item, None, None, failure_for(item, exc.reason, exc.message)
     except Exception as exc:  # an unknown decoder failure must not cost the batch
@@ -88,12 +86,12 @@ def decode_and_embed(items: list[dict], model: Embedder, limits: DecodeLimits, r
     that avoids decode threads preempting torch's threads at their barriers. ``model``: the
     embedder (torch or ONNX Runtime, ``model.runtime``)."""
     if overlap is None:
-        overlap = torch.get_num_threads() == 1
+        overlap = model_threads() == 1
     pool = decode_pool(decode_threads)
-    pre = Preprocess.from_dict(model.card["preprocess"])
+    size = int(model.card["preprocess"]["size"])
 
     def submit(chunk: list[dict]):
-        return [pool.submit(prepare_item, item, limits, pre, roots) for item in chunk]
+        return [pool.submit(prepare_item, item, limits, size, roots) for item in chunk]
 
     ahead = submit(items) if overlap else None
     good, failures, vectors = [], [], [np.zeros((0, int(model.card["dims"])), np.float32)]
@@ -103,9 +101,7 @@ def decode_and_embed(items: list[dict], model: Embedder, limits: DecodeLimits, r
         failures += [err for *_, err in ready if err is not None]
         ok = [(item, px, sha) for item, px, sha, err in ready if err is None]
         if ok:
-            # channels-last N x 3 x S x S is N x S x S x 3 in memory: the runtimes' input, no copy
-            batch = pixel_batch([px for _, px, _ in ok]).permute(0, 2, 3, 1).numpy()
-            vectors.append(model.embed(batch))
+            vectors.append(model.embed(pixel_stack([px for _, px, _ in ok])))
             good += [(item, sha) for item, _, sha in ok]
     return good, failures, np.concatenate(vectors)
 

@@ -73,9 +73,3 @@ def embed_images(encoder: Encoder, images: Sequence[Image.Image], pre: Preproces
         return np.zeros((0, encoder.dim), np.float32)
     return embed_tensors(encoder, normalise(pixel_batch([to_pixels(im, pre.size) for im in images]), pre),
                          batch_size)
-
-
-def set_threads(n: int | None) -> None:
-    """Bound torch's intra-op threads (several worker processes share the cores)."""
-    if n and n > 0:
-        torch.set_num_threads(n)

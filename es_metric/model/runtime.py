@@ -48,7 +48,30 @@ def export_path(model_path: str | Path) -> Path:
 
 
 def installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    """Whether ``module`` can be imported here (a light node has no torch)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+_THREADS: dict[str, int] = {}
+
+
+def set_threads(n: int | None) -> None:
+    """Bound the model's intra-op threads in this process (several worker processes share the
+    cores): torch's when torch is here, and every ONNX Runtime session made afterwards."""
+    if n and n > 0:
+        _THREADS["n"] = n
+        if installed("torch"):
+            import torch
+
+            torch.set_num_threads(n)
+
+
+def model_threads() -> int:
+    """The model's intra-op threads in this process (0: the runtime's default, every core)."""
+    return _THREADS.get("n", 0)
 
 
 class Embedder(Protocol):
@@ -115,9 +138,8 @@ def open_session(path: Path, device: str):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    threads = int(os.environ.get("ESM_RUNTIME_THREADS", "0") or 0)
-    if threads > 0:
-        opts.intra_op_num_threads = threads
+    if model_threads():
+        opts.intra_op_num_threads = model_threads()
     try:
         return ort.InferenceSession(str(path), opts, providers=ort_providers(device))
     except Exception as exc:

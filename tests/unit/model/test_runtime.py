@@ -20,15 +20,6 @@ from es_metric.training.data import labels_tensor, read_folder
 from es_metric.training.evaluate import Embedded, retrieval_metrics
 
 
-@pytest.fixture(scope="module")
-def exported(tiny_model, tmp_path_factory):
-    """A copy of the session's small-cnn model, exported (the shared file stays torch-only)."""
-    path = tmp_path_factory.mktemp("exported") / "small.pt"
-    shutil.copy(tiny_model, path)
-    export_model(path)
-    return path
-
-
 def _pixels(samples, size):
     return np.concatenate([query_pixels(load_image(s.path, draft=size)[0], size) for s in samples])
 
