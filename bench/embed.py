@@ -1,15 +1,19 @@
-"""Images/s of the worker's embedding path vs the bare model forward, same backbone, batch, threads.
+"""Images/s of the worker's embedding path vs the bare forward, per runtime, in one run.
 
+runtimes: torch eager (the reference), ONNX Runtime on the model's export (written here when
+missing), and OpenVINO on the same export when the openvino package is installed (bare only:
+the worker does not run it).
 pipeline = es_metric.ingest.pipeline.decode_and_embed, the worker's own code: read file + safe decode
-(JPEG draft) + crop/resize on the decode thread(s), running ahead of the model; normalise,
-forward + L2 normalise in sub-batches; tasks of --task images like the worker (ESM_BATCH_SIZE).
-bare = the same forward on already-decoded, already-preprocessed channels_last tensors.
-Both use torch's default threads (one per core) and the same sub-batch.
+(JPEG draft) + crop/resize on the decode thread(s); the runtime embeds uint8 pixels in
+sub-batches; tasks of --task images like the worker (ESM_BATCH_SIZE).
+bare = the same runtime on already-decoded uint8 pixels. Default threads (one per core).
+ceiling: the fastest runtime's bare figure; the worker path's ratio is reported against it.
 
-Reported: medians over --rounds interleaved bare/pipeline pairs (the machine is shared).
+Reported: medians over --rounds interleaved bare/pipeline pairs (the machine is shared), with
+the 1-minute load average at the start and the end.
 
 Usage: python bench/embed.py [--data DIR] [--n 256] [--batch 16] [--task 32] [--decode-threads 2]
-                             [--backbones small-cnn,resnet18,...]
+                             [--backbones efficientnet-lite0,...] [--runtimes torch,onnxruntime,openvino]
 Prints a table and writes bench/results/embed.json.
 """
 from __future__ import annotations
@@ -22,13 +26,16 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from common import bench_model
 from es_metric.images import DecodeLimits, load_image
 from es_metric.ingest.pipeline import DECODE_THREADS, OVERLAP, decode_and_embed
-from es_metric.model.embed import embed_tensors, normalise, pixel_batch, to_pixels
+from es_metric.model.embed import query_pixels
+from es_metric.model.export import export_model
 from es_metric.model.modelfile import load_model
+from es_metric.model.runtime import TorchEmbedder, export_path, installed, onnx_embedder
 
 ROOT = Path(__file__).resolve().parent
 
@@ -39,13 +46,39 @@ def jpeg_files(data: Path, n: int) -> list[Path]:
     return files[::step][:n]
 
 
-def bare_forward(encoder, tensors: torch.Tensor, batch: int, seconds: float) -> float:
-    embed_tensors(encoder, tensors[:batch], batch)  # warm-up
+class OpenVino:
+    """OpenVINO on the ONNX export (bench only): same input and output as the embedders."""
+
+    runtime = "openvino"
+
+    def __init__(self, onnx: Path) -> None:
+        import openvino as ov
+
+        self.compiled = ov.Core().compile_model(str(onnx), "CPU")
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        return self.compiled(pixels)[0]
+
+
+def embedders(model_path: Path, wanted: list[str]) -> dict:
+    model = load_model(model_path)
+    if not export_path(model_path).is_file():
+        export_model(model_path)
+    found = {"torch": TorchEmbedder(model)}
+    if installed("onnxruntime"):
+        found["onnxruntime"] = onnx_embedder(export_path(model_path))
+    if installed("openvino"):
+        found["openvino"] = OpenVino(export_path(model_path))
+    return {name: found[name] for name in wanted if name in found}
+
+
+def bare_forward(embedder, pixels: np.ndarray, batch: int, seconds: float) -> float:
+    embedder.embed(pixels[:batch])  # warm-up
     t0, done = time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds:
-        for i in range(0, len(tensors), batch):
-            embed_tensors(encoder, tensors[i:i + batch], batch)
-            done += len(tensors[i:i + batch])
+        for i in range(0, len(pixels), batch):
+            embedder.embed(pixels[i:i + batch])
+            done += len(pixels[i:i + batch])
     return done / (time.perf_counter() - t0)
 
 
@@ -65,6 +98,28 @@ def pipeline(model, files: list[Path], batch: int, task: int, threads: int, over
     return done / (time.perf_counter() - t0)
 
 
+def measure(args, name: str, size: int, runtime: str, embedder, pixels, files) -> dict:
+    """Interleaved bare/pipeline rounds of one runtime (pipeline: the worker's runtimes only)."""
+    bares, pipes = [], []
+    for _ in range(args.rounds):  # interleaved, so drift of a shared machine hits both alike
+        bares.append(bare_forward(embedder, pixels, args.batch, args.seconds))
+        if runtime != "openvino":
+            pipes.append(pipeline(embedder, files, args.batch, args.task, args.decode_threads,
+                                  args.overlap, args.seconds))
+    bare = statistics.median(bares)
+    pipe = statistics.median(pipes) if pipes else None
+    ratios = [p / b for p, b in zip(pipes, bares)]
+    print(f"{name:<18} {size:>4}px {runtime:<12} bare {bare:8.1f} img/s  pipeline "
+          f"{(pipe or 0):8.1f} img/s  ratio {statistics.median(ratios) if ratios else 0:.2f}  "
+          f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    return {"backbone": name, "input": size, "runtime": runtime, "bare_img_s": round(bare, 1),
+            "pipeline_img_s": round(pipe, 1) if pipe else None,
+            "ratio": round(statistics.median(ratios), 3) if ratios else None,
+            "rounds": [{"bare": round(b, 1), "pipeline": round(p, 1) if p else None}
+                       for b, p in zip(bares, pipes or [None] * len(bares))],
+            "load_avg_1m": round(os.getloadavg()[0], 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", default=str(ROOT.parent.parent / "shared" / "data" / "grocery_store"))
@@ -77,30 +132,28 @@ def main() -> None:
                          "(default: the worker's choice, overlap only with 1 torch thread)")
     ap.add_argument("--seconds", type=float, default=5, help="per measurement")
     ap.add_argument("--rounds", type=int, default=5, help="bare/pipeline pairs; medians are reported")
-    ap.add_argument("--backbones", default="small-cnn,resnet18,mobilenet_v3_large")
+    ap.add_argument("--backbones", default="efficientnet-lite0")
+    ap.add_argument("--runtimes", default="torch,onnxruntime,openvino")
     args = ap.parse_args()
     files = jpeg_files(Path(args.data), args.n)
-    rows = []
+    rows, load_start = [], os.getloadavg()[0]
     for name in args.backbones.split(","):
-        model = load_model(bench_model(name, 128, ROOT / "results" / f"bench-{name}.pt"))
-        encoder, pre = model.encoder, model.preprocess
-        tensors = normalise(pixel_batch([to_pixels(load_image(f, draft=pre.size)[0], pre.size)
-                                         for f in files]), pre)
-        bares, pipes = [], []
-        for _ in range(args.rounds):  # interleaved, so drift of a shared machine hits both alike
-            bares.append(bare_forward(encoder, tensors, args.batch, args.seconds))
-            pipes.append(pipeline(model, files, args.batch, args.task, args.decode_threads,
-                                  args.overlap, args.seconds))
-        ratios = [p / b for p, b in zip(pipes, bares)]
-        bare, pipe, ratio = (statistics.median(v) for v in (bares, pipes, ratios))
-        rows.append({"backbone": name, "input": pre.size, "bare_img_s": round(bare, 1),
-                     "pipeline_img_s": round(pipe, 1), "ratio": round(ratio, 3),
-                     "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
-                     "rounds": [{"bare": round(b, 1), "pipeline": round(p, 1)} for b, p in zip(bares, pipes)]})
-        print(f"{name:<20} {pre.size:>4}px  bare {bare:8.1f} img/s  pipeline {pipe:8.1f} img/s  "
-              f"ratio {ratio:.2f} (rounds {min(ratios):.2f}-{max(ratios):.2f})", flush=True)
+        path = bench_model(name, 128, ROOT / "results" / f"bench-{name}.pt")
+        runners = embedders(path, args.runtimes.split(","))
+        size = load_model(path).preprocess.size
+        pixels = np.concatenate([query_pixels(load_image(f, draft=size)[0], size) for f in files])
+        for runtime, embedder in runners.items():
+            rows.append(measure(args, name, size, runtime, embedder, pixels, files))
+        ceiling = max(r["bare_img_s"] for r in rows if r["backbone"] == name)
+        for r in rows:
+            if r["backbone"] == name and r["pipeline_img_s"] is not None:
+                r["pipeline_vs_fastest_bare"] = round(r["pipeline_img_s"] / ceiling, 3)
+        print(f"{name}: fastest bare {ceiling:.1f} img/s; worker path / fastest bare: " + ", ".join(
+            f"{r['runtime']} {r['pipeline_vs_fastest_bare']}" for r in rows
+            if r["backbone"] == name and "pipeline_vs_fastest_bare" in r), flush=True)
     out = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                       "python": platform.python_version(), "torch": torch.__version__},
+                       "python": platform.python_version(), "torch": torch.__version__,
+                       "load_avg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)]},
            "images": len(files), "batch": args.batch, "task": args.task, "rounds": args.rounds,
            "decode_threads": args.decode_threads, "overlap": args.overlap, "rows": rows}
     (ROOT / "results").mkdir(exist_ok=True)

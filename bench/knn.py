@@ -6,14 +6,19 @@ disk bytes per vector, query latency p50/p95/p99 seen by the client and ES's own
 recall@10 against exact brute force; with and without the filter. FAISS flat and HNSW on the
 same vectors as the in-process peer.
 
+Quantised types are built without a mapping-level rescore and measured with each query-time
+``rescore_vector.oversample`` of --oversample (0: none; the mapping default of ``esm mapping
+create`` is 3, which queries get without asking).
+
 Usage: python bench/knn.py [--n 100000] [--dims 128,512] [--types hnsw,int8_hnsw,bbq_hnsw] [--queries 200]
-                           [--num-candidates 100,200,500]
+                           [--num-candidates 100,200,500] [--oversample 0,2,3,5]
 Needs the stack (`esm stack up`). Writes bench/results/knn-<n>.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -22,7 +27,7 @@ from elasticsearch.helpers import parallel_bulk
 
 from es_metric.config import Settings
 from es_metric.index.client import make_client
-from es_metric.index.mappings import IndexOptions
+from es_metric.index.mappings import RESCORED_TYPES, IndexOptions
 
 ROOT = Path(__file__).resolve().parent
 TAGS = 100
@@ -54,7 +59,7 @@ def build_es(es, name: str, x: np.ndarray, kind: str) -> dict:
                                             "refresh_interval": "-1"},
                       mappings={"properties": {"v": {"type": "dense_vector", "dims": x.shape[1],
                                                      "index": True, "similarity": "dot_product",
-                                                     "index_options": IndexOptions(kind).as_dict(x.shape[1])},
+                                                     "index_options": IndexOptions(kind, oversample=0).as_dict(x.shape[1])},
                                                "tag": {"type": "keyword"}}})
     actions = ({"_index": name, "_id": str(i), "_source": {"v": row.tolist(), "tag": f"t{i % TAGS}"}}
                for i, row in enumerate(x))
@@ -74,12 +79,14 @@ def build_es(es, name: str, x: np.ndarray, kind: str) -> dict:
 
 
 def query_es(es, name: str, q: np.ndarray, truth: np.ndarray, k: int, num_candidates: int,
-             filt: dict | None) -> dict:
+             filt: dict | None, oversample: float = 0) -> dict:
     lat, took, recalls = [], [], []
     for i, vec in enumerate(q):
         knn = {"field": "v", "query_vector": vec.tolist(), "k": k, "num_candidates": num_candidates}
         if filt:
             knn["filter"] = filt
+        if oversample:
+            knn["rescore_vector"] = {"oversample": oversample}
         t0 = time.perf_counter()
         resp = es.search(index=name, knn=knn, size=k, source=False, track_total_hits=False)
         lat.append((time.perf_counter() - t0) * 1000)
@@ -122,6 +129,9 @@ def main() -> None:
     ap.add_argument("--num-candidates", default="100",
                     help="comma list: the first is the headline figure, the others a recall sweep")
     ap.add_argument("--keep", action="store_true", help="keep the indices afterwards")
+    ap.add_argument("--oversample", default="0,3",
+                    help="quantised types: query-time rescore oversample factors (0: none)")
+    ap.add_argument("--no-faiss", action="store_true", help="leave out the FAISS peer")
     args = ap.parse_args()
     es = make_client(Settings.from_env(), request_timeout=600)
     candidates = [int(c) for c in args.num_candidates.split(",")]
@@ -132,7 +142,7 @@ def main() -> None:
         truth = exact_top(x, q, 10)
         tag_mask = (np.arange(len(x)) % TAGS) == 7
         truth_f = exact_top(x, q, 10, tag_mask)
-        peers = faiss_peer(x, q, truth, 10)
+        peers = [] if args.no_faiss else faiss_peer(x, q, truth, 10)
         for row in peers:
             row.update(dims=d, n=len(x))
             results.append(row)
@@ -149,8 +159,13 @@ def main() -> None:
             if more:  # recall / latency trade-off of the same index
                 row["sweep"] = [{"num_candidates": nc, **query_es(es, name, q, truth, 10, nc, None)}
                                 for nc in more]
-            hnsw = next(p for p in peers if p["engine"] == "faiss-hnsw")
-            row["build_vs_faiss_hnsw"] = round((row["index_s"] + row["forcemerge_s"]) / max(hnsw["build_s"], 1e-9), 1)
+            if kind in RESCORED_TYPES:  # the quantised graph alone, then rescored with full vectors
+                row["rescore"] = [{"oversample": f, **query_es(es, name, q, truth, 10, first, None, f)}
+                                  for f in map(float, args.oversample.split(","))]
+            row["load_avg_1m"] = round(os.getloadavg()[0], 2)
+            hnsw = next((p for p in peers if p["engine"] == "faiss-hnsw"), None)
+            if hnsw:
+                row["build_vs_faiss_hnsw"] = round((row["index_s"] + row["forcemerge_s"]) / max(hnsw["build_s"], 1e-9), 1)
             results.append(row)
             print(json.dumps(row), flush=True)
             if not args.keep:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlparse
 
+from .device import parse_device
 from .errors import ConfigError
 from .redact import redact_url, url_password
 
@@ -80,6 +81,8 @@ class Settings:
     stall_seconds: float = 120  # `ingest --wait` and reindex give up on a job idle this long
     cache_dir: Path = field(default_factory=cache_dir_from_env)
     progress: bool | None = None  # progress bars; None: when stderr is a terminal
+    device: str = "auto"    # where the encoder runs: cpu, cuda, cuda:N, auto (see device.py)
+    runtime: str = "auto"   # torch, onnxruntime, auto (the card's measured choice; runtime.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -115,9 +118,14 @@ class Settings:
             stall_seconds=_int(env, "ESM_STALL_SECONDS", 120),
             cache_dir=cache_dir_from_env(env),
             progress=progress_from_env(env),
+            device=parse_device(env.get("ESM_DEVICE")),
+            runtime=(env.get("ESM_RUNTIME") or "auto").strip().lower(),
         )
         if env.get("ESM_STACK_DIR"):
             kw["stack_dir"] = Path(env["ESM_STACK_DIR"])
+        if kw["runtime"] not in ("auto", "torch", "onnxruntime"):
+            raise ConfigError(f"ESM_RUNTIME={kw['runtime']!r} is not a runtime",
+                              hint="use auto, torch or onnxruntime")
         if kw["es_user"] and not kw["es_password"]:
             raise ConfigError("ESM_ES_USER is set but ESM_ES_PASSWORD is not",
                               hint="set both, or use ESM_ES_API_KEY")
@@ -149,6 +157,7 @@ class Settings:
                "ESM_MAX_IMAGE_PIXELS": str(self.max_image_pixels),
                "ESM_MAX_IMAGE_BYTES": str(self.max_image_bytes),
                "ESM_ES_TIMEOUT": str(self.es_request_timeout),
+               "ESM_DEVICE": self.device, "ESM_RUNTIME": self.runtime,
                "ESM_IMAGE_ROOTS": os.pathsep.join(str(r) for r in self.image_roots)}
         for name, value in (("ESM_ES_API_KEY", self.es_api_key), ("ESM_ES_USER", self.es_user),
                             ("ESM_ES_PASSWORD", self.es_password), ("ESM_ES_CA_FILE", self.es_ca_file)):
@@ -180,6 +189,7 @@ FIELD_ENV: dict[str, tuple[str, ...]] = {
     "max_upload_bytes": ("ESM_MAX_UPLOAD_BYTES",), "search_concurrency": ("ESM_SEARCH_CONCURRENCY",),
     "search_queue": ("ESM_SEARCH_QUEUE",), "stall_seconds": ("ESM_STALL_SECONDS",),
     "cache_dir": ("ESM_CACHE_DIR",), "progress": ("ESM_PROGRESS",),
+    "device": ("ESM_DEVICE",), "runtime": ("ESM_RUNTIME",),
 }
 #: Every environment variable Settings reads; docker-compose must only use these.
 ENV_NAMES = tuple(dict.fromkeys(name for names in FIELD_ENV.values() for name in names))

@@ -34,6 +34,8 @@ class JobSpec(TypedDict):
     vector_field: str
     mode: Literal["index", "update"]
     roots: list[str]
+    runtime: str | None          # the runtime the index's vectors were made with (None: torch)
+    runtime_parity: float | None  # that export's measured minimum cosine to torch
 
 
 class _CardCore(TypedDict):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ..index.mappings import INDEX_TYPES, IndexOptions
+from ..index.mappings import DEFAULT_OVERSAMPLE, INDEX_TYPES, IndexOptions
 from ..model.card import read_card
 from .common import Cluster, echo_json
 from .root import main
@@ -23,17 +23,22 @@ def mapping_group() -> None:
 @click.option("--index-type", type=click.Choice(INDEX_TYPES), default="hnsw", show_default=True)
 @click.option("--m", type=int, default=16, show_default=True, help="HNSW links per node.")
 @click.option("--ef-construction", type=int, default=100, show_default=True)
+@click.option("--rescore-oversample", type=float, default=DEFAULT_OVERSAMPLE, show_default=True,
+              help="Quantised types: rescore oversample x k candidates with the full vectors (0: off).")
 @click.option("--vector-field", default="image_vector", show_default=True)
 @click.option("--text-field", "text_fields", multiple=True, help="Declare a text field (repeatable).")
 @click.option("--keyword-field", "keyword_fields", multiple=True, help="Declare a keyword field.")
 @click.option("--replicas", type=int, default=0, show_default=True)
-def mapping_create(index, model_path, existing, index_type, m, ef_construction, vector_field,
-                   text_fields, keyword_fields, replicas) -> None:
+@click.option("--lean/--no-lean", default=True, show_default=True,
+              help="New index: leave the vector out of _source (about a third of the disk at "
+                   "128-d); partial updates by other applications must then carry the vector.")
+def mapping_create(index, model_path, existing, index_type, m, ef_construction, rescore_oversample,
+                   vector_field, text_fields, keyword_fields, replicas, lean) -> None:
     """Create INDEX-<model id> behind the alias INDEX (or, with --existing, extend INDEX)."""
     from ..index.indices import add_vectors_to_existing, create_versioned_index, index_info
 
     card = read_card(model_path)
-    options = IndexOptions(index_type, m, ef_construction)
+    options = IndexOptions(index_type, m, ef_construction, rescore_oversample)
     path = str(Path(model_path).resolve())
     with Cluster() as (_s, es):
         if existing:
@@ -42,7 +47,7 @@ def mapping_create(index, model_path, existing, index_type, m, ef_construction, 
             return
         name = create_versioned_index(es, index, card, path, options=options, vector_field=vector_field,
                                       text_fields=text_fields, keyword_fields=keyword_fields,
-                                      replicas=replicas)
+                                      replicas=replicas, lean=lean)
         live = index_info(es, index)
     if live.concrete != name:  # the alias already served another model: it was left alone
         click.echo(f"index {name} ({card['dims']}-d {card['similarity']}, {index_type}) created, but alias "

@@ -32,6 +32,7 @@ def search(index, image, like, text, filters, k, page, num_candidates, fusion, i
            text_weight, min_similarity, near_duplicates, qe_k, as_json) -> None:
     """Search INDEX by image, by document, by text, with filters."""
     from ..images import DecodeLimits, read_bytes
+    from ..model.runtime import Inference
     from ..search.service import SearchRequest, run_search
 
     with Cluster() as (s, es):
@@ -41,7 +42,8 @@ def search(index, image, like, text, filters, k, page, num_candidates, fusion, i
                             fusion=fusion, image_weight=image_weight, text_weight=text_weight,
                             min_similarity=min_similarity, near_duplicates=near_duplicates,
                             qe_k=qe_k)
-        result = run_search(es, index, req, limits, where=redact_url(s.es_url))
+        result = run_search(es, index, req, limits, where=redact_url(s.es_url),
+                            inference=Inference.of(s))
     if as_json:
         echo_json(result)
         return

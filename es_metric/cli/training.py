@@ -9,6 +9,8 @@ import click
 from ..training.config import DEFAULT_RERANK, PROTOCOLS
 from ..model.card import read_card
 from .common import RegistryChoice, echo_json
+from ..config import Settings
+from ..device import resolve_device
 from .root import main
 
 
@@ -67,12 +69,16 @@ def _objectives() -> list[str]:
 @click.option("--backbone-lr", type=float, default=1e-4, show_default=True,
               help="With --train-blocks: learning rate of the fine-tuned blocks.")
 @click.option("--resume", is_flag=True, help="Continue from MODEL.ckpt (fine-tuning).")
+@click.option("--export/--no-export", "do_export", default=None,
+              help="Write MODEL.onnx for ONNX Runtime (default: when onnx is installed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
-def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:
+def train(data_dir, out, as_json, resume, time_budget, do_export, **opts) -> None:
     """Train an encoder on DATA_DIR (one sub-folder per class) and write MODEL with its card."""
+    from ..model.runtime import installed
     from ..training.train import TrainConfig, train as run_train
 
-    cfg = TrainConfig(**opts, time_budget_s=time_budget)
+    cfg = TrainConfig(**opts, time_budget_s=time_budget,
+                      device=resolve_device(Settings.from_env().device, "torch"))
 
     def on_epoch(row: dict) -> None:
         loss = f"{row['loss']:.4f}" if row["loss"] is not None else "-"
@@ -81,11 +87,17 @@ def train(data_dir, out, as_json, resume, time_budget, **opts) -> None:
 
     result = run_train(data_dir, out, cfg, on_epoch=on_epoch, resume=resume)
     card = result.card
+    if do_export or (do_export is None and installed("onnx") and installed("onnxruntime")):
+        from ..model.export import export_model
+        card = {**card, "runtime": export_model(result.path)}
     if as_json:
         echo_json(card)
         return
     m, gate = card["metrics"], card["metrics"]["gate"]
     click.echo(f"wrote {result.path}  model id {card['model_id']}  ({card['dims']}-d, {card['similarity']})")
+    if card.get("runtime"):
+        click.echo(f"exported {card['runtime']['export']} (ONNX, min cosine to torch "
+                   f"{card['runtime']['parity_min_cosine']})")
     click.echo(f"validation MAP@R {m['val']['map_at_r']:.4f}  R@1 {m['val']['recall_at_1']:.4f}  "
                f"trained in {m['train_seconds']} s")
     if m.get("measured_head", "shipped") != "shipped":
@@ -164,7 +176,36 @@ def split_cmd(data_dir, out, protocol, test_fraction, seed, exclude, folds, fold
 
 @main.group("model")
 def model_group() -> None:
-    """Inspect model files."""
+    """Inspect, export and benchmark model files."""
+
+
+@model_group.command("export")
+@click.argument("model_path", type=click.Path(exists=True, dir_okay=False))
+def model_export(model_path) -> None:
+    """Write MODEL.onnx (ONNX Runtime needs no torch); refused unless it matches torch."""
+    from ..model.export import export_model
+
+    rec = export_model(model_path)
+    click.echo(f"wrote {rec['export']}  min cosine to torch {rec['parity_min_cosine']}  "
+               f"in {rec['export_s']} s")
+
+
+@model_group.command("bench")
+@click.argument("model_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--seconds", type=float, default=3.0, show_default=True, help="Per runtime.")
+@click.option("--json", "as_json", is_flag=True)
+def model_bench(model_path, seconds, as_json) -> None:
+    """Measure images/s of each runtime here; the card records the fastest (ESM_RUNTIME=auto)."""
+    from ..model.export import bench_runtimes
+
+    rec = bench_runtimes(model_path, seconds=seconds)
+    if as_json:
+        echo_json(rec)
+        return
+    for name, rate in rec["bench"]["images_per_s"].items():
+        click.echo(f"{name:<12} {rate:>8.1f} images/s")
+    click.echo(f"chosen: {rec['chosen']}  (batch {rec['bench']['batch']}, {rec['bench']['threads']} "
+               f"threads, load average {rec['bench']['load_avg_1m']})")
 
 
 @model_group.command("show")

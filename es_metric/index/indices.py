@@ -30,6 +30,8 @@ class IndexInfo:
     image_roots: tuple[str, ...] = ()  # folders images were ingested from (what may be read)
     rerank: dict | None = None          # the card's re-ranking, recorded at mapping creation
     near_duplicate_threshold: float | None = None
+    runtime: str | None = None          # runtime of the vectors (torch, onnxruntime); None: older
+    runtime_parity: float | None = None  # that runtime's measured min cosine to torch
 
 
 def resolve_concrete(client: Elasticsearch, name: str) -> list[str]:
@@ -68,7 +70,8 @@ def index_info(client: Elasticsearch, name: str) -> IndexInfo:
     return IndexInfo(name, concrete[0], meta["model_id"], meta["model_path"],
                      meta["vector_field"], int(meta["dims"]), meta["similarity"],
                      tuple(meta.get("image_roots") or ()), meta.get("rerank"),
-                     meta.get("near_duplicate_threshold"))
+                     meta.get("near_duplicate_threshold"), meta.get("runtime"),
+                     meta.get("runtime_parity"))
 
 
 def record_image_roots(client: Elasticsearch, index: str, roots: tuple[str, ...]) -> None:
@@ -86,7 +89,7 @@ def record_image_roots(client: Elasticsearch, index: str, roots: tuple[str, ...]
 def create_versioned_index(client: Elasticsearch, alias: str, card: dict, model_path: str, *,
                            options: IndexOptions = IndexOptions(), vector_field: str = "image_vector",
                            text_fields: tuple[str, ...] = (), keyword_fields: tuple[str, ...] = (),
-                           point_alias: bool = True, replicas: int = 0) -> str:
+                           point_alias: bool = True, replicas: int = 0, lean: bool = True) -> str:
     """Create ``<alias>-<model id>`` (idempotent) and, if asked, point ``alias`` at it."""
     if client.indices.exists(index=alias) and not client.indices.exists_alias(name=alias):
         raise IndexStateError(f"{alias!r} is an existing index, not an es-metric alias",
@@ -94,7 +97,8 @@ def create_versioned_index(client: Elasticsearch, alias: str, card: dict, model_
                                    f"MODEL --existing`, or choose another name")
     name = versioned_name(alias, card["model_id"])
     body = new_index_body(card, model_path, vector_field=vector_field, options=options,
-                          text_fields=text_fields, keyword_fields=keyword_fields, replicas=replicas)
+                          text_fields=text_fields, keyword_fields=keyword_fields, replicas=replicas,
+                          lean=lean)
     if client.indices.exists(index=name):
         current = client.indices.get_mapping(index=name)[name]["mappings"]["properties"]
         check_compatible(card, current.get(vector_field, {}), vector_field)

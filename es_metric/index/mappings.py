@@ -13,8 +13,13 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError, MappingMismatch
+from .vectors import lean_source
 
 INDEX_TYPES = ("hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat")
+# Quantised HNSW types search the quantised graph for oversample x k candidates, then rescore
+# them with the full float vectors (kept on disk beside the quantised ones). 0 turns it off.
+RESCORED_TYPES = ("int8_hnsw", "int4_hnsw", "bbq_hnsw")
+DEFAULT_OVERSAMPLE = 3.0
 BOOKKEEPING = {
     "image_path": {"type": "keyword"},
     "image_sha256": {"type": "keyword"},
@@ -30,6 +35,7 @@ class IndexOptions:
     type: str = "hnsw"
     m: int = 16
     ef_construction: int = 100
+    oversample: float = DEFAULT_OVERSAMPLE  # quantised types: rescore oversample x k (0: off)
 
     def as_dict(self, dims: int) -> dict:
         if self.type not in INDEX_TYPES:
@@ -39,9 +45,14 @@ class IndexOptions:
                               hint="use int8_hnsw or hnsw")
         if self.type.startswith("int4") and dims % 2:
             raise ConfigError("int4 quantisation needs an even number of dims", hint="use int8_hnsw")
+        if self.oversample and not 1.0 <= self.oversample <= 10.0:
+            raise ConfigError(f"rescore oversample {self.oversample} is out of range",
+                              hint="use 0 (off) or a factor from 1 to 10")
         body: dict = {"type": self.type}
         if self.type.endswith("hnsw"):
             body.update(m=self.m, ef_construction=self.ef_construction)
+        if self.type in RESCORED_TYPES and self.oversample:
+            body["rescore_vector"] = {"oversample": float(self.oversample)}
         return body
 
 
@@ -72,6 +83,11 @@ def index_meta(card: dict, model_path: str, vector_field: str) -> dict:
     # what search and the DBA pass apply, so that they never need the model file for it
     if card.get("rerank") is not None:
         meta["rerank"] = card["rerank"]
+    # the runtime that makes its vectors, and that export's parity with torch (runtime.py)
+    runtime = card.get("runtime") or {}
+    meta["runtime"] = runtime.get("chosen") or "torch"
+    if runtime.get("parity_min_cosine") is not None:
+        meta["runtime_parity"] = float(runtime["parity_min_cosine"])
     threshold = (card.get("metrics") or {}).get("near_duplicate_threshold")
     if threshold is not None:
         meta["near_duplicate_threshold"] = float(threshold)
@@ -80,8 +96,9 @@ def index_meta(card: dict, model_path: str, vector_field: str) -> dict:
 
 def new_index_body(card: dict, model_path: str, *, vector_field: str = "image_vector",
                    options: IndexOptions = IndexOptions(), text_fields: tuple[str, ...] = (),
-                   keyword_fields: tuple[str, ...] = (), replicas: int = 0) -> dict:
-    """Settings + mappings for a fresh versioned index."""
+                   keyword_fields: tuple[str, ...] = (), replicas: int = 0, lean: bool = True) -> dict:
+    """Settings + mappings for a fresh versioned index; ``lean``: the vectors left out of
+    ``_source`` (read from doc values, see vectors.py)."""
     body = copy.deepcopy(load_template("image_index"))
     props = body["mappings"]["properties"]
     props.pop("image_vector")
@@ -91,6 +108,8 @@ def new_index_body(card: dict, model_path: str, *, vector_field: str = "image_ve
     for name in keyword_fields:
         props[name] = {"type": "keyword"}
     body["mappings"]["_meta"] = index_meta(card, model_path, vector_field)
+    if lean:
+        body["mappings"]["_source"] = lean_source(vector_field)
     body["settings"]["number_of_replicas"] = replicas
     return body
 

@@ -41,7 +41,8 @@ def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | 
     worker may read for this index, besides ESM_IMAGE_ROOTS)."""
     return {"job_id": job_id, "alias": alias, "index": target or info.concrete,
             "model_id": info.model_id, "model_path": info.model_path,
-            "vector_field": info.vector_field, "mode": mode, "roots": list(roots)}
+            "vector_field": info.vector_field, "mode": mode, "roots": list(roots),
+            "runtime": info.runtime, "runtime_parity": info.runtime_parity}
 
 
 def existing_index_items(settings: Settings, client: Elasticsearch, index: str, image_field: str,

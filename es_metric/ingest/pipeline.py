@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from elasticsearch import ApiError, Elasticsearch
 from elasticsearch.helpers import streaming_bulk
 
@@ -23,9 +22,8 @@ from ..images import DecodeLimits, load_image
 from ..index.docfields import FieldRefused, check_fields, check_id, document_body
 from ..index.failures import (clear_failures, failure_for, item_key, item_ref, now,
                               record_failures, record_key)
-from ..model.embed import embed_tensors, normalise, pixel_batch, to_pixels
-from ..model.encoder import Preprocess
-from ..model.modelfile import cached_model
+from ..model.pixels import pixel_stack, square_pixels
+from ..model.runtime import Embedder, check_runtime, load_embedder, model_threads
 from ..paths import confine, job_roots
 from .jobs import JobProgress
 
@@ -63,21 +61,21 @@ def decode_pool(threads: int) -> ThreadPoolExecutor:
     return _pool
 
 
-def prepare_item(item: dict, limits: DecodeLimits, pre: Preprocess, roots: tuple[Path, ...] = ()):
-    """(item, uint8 3 x S x S pixels, sha256, None) or (item, None, None, failure record).
+def prepare_item(item: dict, limits: DecodeLimits, size: int, roots: tuple[Path, ...] = ()):
+    """(item, uint8 S x S x 3 pixels, sha256, None) or (item, None, None, failure record).
     Confine the path to the roots (symlinks resolved), read a regular file only, safe decode
     (JPEG draft), centre-crop + resize: GIL-free work for the decode threads."""
     try:
         path = confine(item["ref"], Path("/"), roots)
-        img, sha = load_image(path, limits, draft=pre.size)
-        return item, to_pixels(img, pre.size), sha, None
+        img, sha = load_image(path, limits, draft=size)
+        return item, square_pixels(img, size), sha, None
     except (ImageError, PathRefused) as exc:
         return item, None, None, failure_for(item, exc.reason, exc.message)
     except Exception as exc:  # an unknown decoder failure must not cost the batch
         return item, None, None, failure_for(item, "decode_error", f"{type(exc).__name__}: {exc}")
 
 
-def decode_and_embed(items: list[dict], model, limits: DecodeLimits, roots: tuple[Path, ...] = (),
+def decode_and_embed(items: list[dict], model: Embedder, limits: DecodeLimits, roots: tuple[Path, ...] = (),
                      sub_batch: int = 16, decode_threads: int = DECODE_THREADS,
                      overlap: bool | None = OVERLAP):
     """(good [(item, sha)], failures, vectors) for all items, in order.
@@ -85,24 +83,25 @@ def decode_and_embed(items: list[dict], model, limits: DecodeLimits, roots: tupl
     ``overlap``: hand every item to the decode threads at once, so they decode ahead while the
     model embeds earlier sub-batches. Otherwise decode one sub-batch (all decode threads), then
     embed it (all torch threads), alternately: when the cores are fully used by both phases,
-    that avoids decode threads preempting torch's threads at their barriers."""
+    that avoids decode threads preempting torch's threads at their barriers. ``model``: the
+    embedder (torch or ONNX Runtime, ``model.runtime``)."""
     if overlap is None:
-        overlap = torch.get_num_threads() == 1
+        overlap = model_threads() == 1
     pool = decode_pool(decode_threads)
+    size = int(model.card["preprocess"]["size"])
 
     def submit(chunk: list[dict]):
-        return [pool.submit(prepare_item, item, limits, model.preprocess, roots) for item in chunk]
+        return [pool.submit(prepare_item, item, limits, size, roots) for item in chunk]
 
     ahead = submit(items) if overlap else None
-    good, failures, vectors = [], [], [np.zeros((0, model.encoder.dim), np.float32)]
+    good, failures, vectors = [], [], [np.zeros((0, int(model.card["dims"])), np.float32)]
     for i in range(0, len(items), sub_batch):
         futures = ahead[i:i + sub_batch] if overlap else submit(items[i:i + sub_batch])
         ready = [f.result() for f in futures]
         failures += [err for *_, err in ready if err is not None]
         ok = [(item, px, sha) for item, px, sha, err in ready if err is None]
         if ok:
-            batch = normalise(pixel_batch([px for _, px, _ in ok]), model.preprocess)
-            vectors.append(embed_tensors(model.encoder, batch, sub_batch))
+            vectors.append(model.embed(pixel_stack([px for _, px, _ in ok])))
             good += [(item, sha) for item, _, sha in ok]
     return good, failures, np.concatenate(vectors)
 
@@ -185,10 +184,11 @@ def _error_text(exc: ApiError) -> str:
 def process_batch(settings: Settings, client: Elasticsearch, job: dict, items: list) -> dict:
     """Check, decode, embed and write one batch; record failures (dead letters, progress) and
     clear the dead letters of images now indexed; returns counts and failures (JSON-safe)."""
-    model = cached_model(job["model_path"])
-    if model.model_id != job["model_id"]:
-        raise MappingMismatch(f"model file {job['model_path']} is now {model.model_id}, but the "
-                              f"index serves {job['model_id']}", hint="restore the model file")
+    model = load_embedder(job["model_path"], settings.runtime, settings.device)
+    if model.card["model_id"] != job["model_id"]:
+        raise MappingMismatch(f"model file {job['model_path']} is now {model.card['model_id']}, but "
+                              f"the index serves {job['model_id']}", hint="restore the model file")
+    check_runtime(model, job.get("runtime"), job.get("runtime_parity"))
     limits = DecodeLimits(settings.max_image_pixels, settings.max_image_bytes)
     usable, refused = check_items(items, job["vector_field"])
     roots = settings.image_roots + job_roots(job)

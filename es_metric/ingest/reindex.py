@@ -79,7 +79,8 @@ def _index_options(client: Elasticsearch, old: IndexInfo, card: dict) -> IndexOp
     kind = opts.get("type", "hnsw")
     if kind.startswith("bbq") and int(card["dims"]) < 64:
         kind = "int8_hnsw"
-    return IndexOptions(kind, opts.get("m", 16), opts.get("ef_construction", 100))
+    oversample = (opts.get("rescore_vector") or {}).get("oversample", 0)  # as the old index had it
+    return IndexOptions(kind, opts.get("m", 16), opts.get("ef_construction", 100), oversample)
 
 
 def prepare_target(client: Elasticsearch, old: IndexInfo, card: dict, model_path: str) -> str:

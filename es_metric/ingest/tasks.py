@@ -9,7 +9,7 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from ..config import Settings
 from ..index.client import make_client
-from ..model.embed import set_threads
+from ..model.runtime import set_threads
 from ..types import ImageItem, JobSpec
 from .celery_app import TASK_NAME, app
 from .outcomes import MAX_RETRIES, check_redelivery, fail_batch, is_transient

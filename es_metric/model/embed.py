@@ -12,7 +12,7 @@ from PIL import Image
 from .encoder import Encoder, Preprocess
 
 __all__ = ["embed_images", "embed_tensors", "normalise", "pixel_batch", "PIXELS_VERSION",
-           "set_threads", "to_pixels", "to_tensor"]
+           "to_pixels", "to_tensor"]
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +49,24 @@ def pixel_batch(pixels: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack(list(pixels)).contiguous(memory_format=torch.channels_last)
 
 
+def query_pixels(img: Image.Image, size: int) -> np.ndarray:
+    """One image as the runtimes' input: uint8 1 x S x S x 3."""
+    return to_pixels(img, size).permute(1, 2, 0).unsqueeze(0).numpy()
+
+
 def to_tensor(img: Image.Image, pre: Preprocess) -> torch.Tensor:
     """Resize the short side to ``pre.size``, centre-crop, scale to [0,1], normalise (CHW)."""
     return normalise(to_pixels(img, pre.size), pre)
 
 
 @torch.inference_mode()
-def embed_tensors(encoder: Encoder, tensors: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """Embeddings (float32, one row per image) for a stack of preprocessed images."""
+def embed_tensors(encoder: Encoder, tensors: torch.Tensor, batch_size: int = 64,
+                  device: str | None = None) -> np.ndarray:
+    """Embeddings (float32, one row per image) for a stack of preprocessed images; ``device``:
+    where the encoder is (the chunks go there, the vectors come back)."""
     encoder.eval()
-    out = [encoder(chunk.contiguous(memory_format=torch.channels_last)) for chunk in
-           torch.split(tensors, batch_size)]
+    out = [encoder(chunk.to(device or "cpu").contiguous(memory_format=torch.channels_last)).cpu()
+           for chunk in torch.split(tensors, batch_size)]
     return torch.cat(out).float().numpy() if out else np.zeros((0, encoder.dim), np.float32)
 
 
@@ -69,9 +76,3 @@ def embed_images(encoder: Encoder, images: Sequence[Image.Image], pre: Preproces
         return np.zeros((0, encoder.dim), np.float32)
     return embed_tensors(encoder, normalise(pixel_batch([to_pixels(im, pre.size) for im in images]), pre),
                          batch_size)
-
-
-def set_threads(n: int | None) -> None:
-    """Bound torch's intra-op threads (several worker processes share the cores)."""
-    if n and n > 0:
-        torch.set_num_threads(n)

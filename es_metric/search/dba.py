@@ -22,7 +22,7 @@ from elasticsearch.helpers import scan, streaming_bulk
 from ..errors import IndexStateError
 from ..index.indices import IndexInfo, index_info
 from ..similarity import Metric
-from .queries import raw_vector_field as raw_field
+from ..index.vectors import hit_vector, raw_vector_field as raw_field
 from .rerank import ReRank, augment_database
 
 log = logging.getLogger(__name__)
@@ -42,14 +42,15 @@ def read_raw_vectors(client: Elasticsearch, info: IndexInfo) -> tuple[list[str],
     """Ids and model vectors of every document that has one (the raw copy when a pass ran)."""
     field, raw = info.vector_field, raw_field(info.vector_field)
     ids, vecs = [], []
-    for hit in scan(client, index=info.concrete, _source=[field, raw, "model_id"],
-                    query={"query": {"bool": {"filter": [{"exists": {"field": field}}]}}}):
-        src = hit["_source"]
+    for hit in scan(client, index=info.concrete, _source=["model_id"],
+                    query={"query": {"bool": {"filter": [{"exists": {"field": field}}]}},
+                           "docvalue_fields": [field, raw]}):  # a lean index: not in _source
+        src = hit.get("_source", {})
         if src.get("model_id") not in (None, info.model_id):
             raise IndexStateError(f"document {hit['_id']} was embedded by {src['model_id']}, the index "
                                   f"serves {info.model_id}", hint="finish or abandon the reindex first")
         ids.append(hit["_id"])
-        vecs.append(src.get(raw) or src[field])
+        vecs.append(hit_vector(hit, raw) or hit_vector(hit, field))
     return ids, np.asarray(vecs, np.float32).reshape(len(ids), info.dims)
 
 

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, replace
 
 from ..errors import SearchError, shown
+from ..index.vectors import raw_vector_field
 
 _FILTER_RE = re.compile(r"\s*([^\s=!<>]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*\Z", re.DOTALL)
 FILTER_SYNTAX = ('use FIELD=VALUE, FIELD!=VALUE, FIELD>=N (> < <= too), FIELD=A|B or FIELD=LO..HI; '
@@ -243,11 +244,6 @@ def text_query(text: str, fields: list[str], filter_query: dict | None = None,
     return {"bool": body}
 
 
-def raw_vector_field(vector_field: str) -> str:
-    """Where a DBA pass keeps the model's own vector (es_metric.dba)."""
-    return f"{vector_field}_raw"
-
-
 def search_body(*, knn: dict | None = None, query: dict | None = None, size: int = 10,
                 offset: int = 0, vector_field: str = "image_vector",
                 highlight_fields: list[str] | None = None) -> dict:
@@ -266,8 +262,9 @@ def search_body(*, knn: dict | None = None, query: dict | None = None, size: int
 
 def expansion_body(field: str, vector: list[float], k: int, *, filter_query: dict | None = None,
                    exclude_ids: list[str] | None = None, num_candidates: int | None = None) -> dict:
-    """Query expansion's first round: the top ``k`` documents' vectors (and model ids) only."""
-    return {"size": k, "_source": [field, "model_id"], "track_total_hits": False,
+    """Query expansion's first round: the top ``k`` documents' vectors (from doc values: a lean
+    index has none in ``_source``) and model ids only."""
+    return {"size": k, "_source": ["model_id"], "docvalue_fields": [field], "track_total_hits": False,
             "knn": knn_clause(field, vector, k, num_candidates=num_candidates,
                               filter_query=filter_query, exclude_ids=exclude_ids)}
 

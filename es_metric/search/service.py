@@ -18,8 +18,10 @@ from ..errors import SearchError, shown
 from ..images import DecodeLimits, decode
 from ..index.client import api_errors
 from ..index.indices import IndexInfo, index_info
-from ..model.embed import embed_images
+from ..index.vectors import hit_vector, read_vector
+from ..model.embed import query_pixels
 from ..model.modelfile import cached_model
+from ..model.runtime import Inference, check_runtime, load_embedder
 from ..similarity import Metric
 from .queries import (expansion_body, filter_clauses, knn_clause, parse_filter, rrf_fuse,
                       search_body, text_query)
@@ -109,28 +111,29 @@ def text_fields_of(properties: dict) -> list[str]:
     return sorted(name for name, node in properties.items() if node.get("type") == "text")
 
 
-def image_vector(info: IndexInfo, data: bytes, limits: DecodeLimits = DecodeLimits()) -> list[float]:
-    """Embed query image bytes with the index's own model."""
-    model = cached_model(info.model_path)
-    if model.model_id != info.model_id:
-        raise SearchError(f"model file {info.model_path} is {model.model_id}, but the index serves "
-                          f"{info.model_id}; es-metric never mixes models", hint="restore the file")
-    img = decode(data, limits, draft=model.preprocess.size)
-    return embed_images(model.encoder, [img], model.preprocess)[0].tolist()
+def image_vector(info: IndexInfo, data: bytes, limits: DecodeLimits = DecodeLimits(),
+                 inference: Inference = Inference()) -> list[float]:
+    """Embed query image bytes with the index's own model (the node's runtime and device)."""
+    model = load_embedder(info.model_path, inference.runtime, inference.device)
+    if model.card["model_id"] != info.model_id:
+        raise SearchError(f"model file {info.model_path} is {model.card['model_id']}, but the index "
+                          f"serves {info.model_id}; es-metric never mixes models", hint="restore the file")
+    check_runtime(model, info.runtime, info.runtime_parity)
+    size = int(model.card["preprocess"]["size"])
+    return model.embed(query_pixels(decode(data, limits, draft=size), size))[0].tolist()
 
 
 def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[float]:
-    try:
-        doc = client.get(index=info.concrete, id=doc_id, source_includes=[info.vector_field, "model_id"])
-    except NotFoundError:
-        raise SearchError(f"no document {shown(doc_id)} in {info.name!r}") from None
-    src = doc["_source"]
-    if info.vector_field not in src:
+    found = read_vector(client, info.concrete, doc_id, info.vector_field)
+    if found is None:
+        raise SearchError(f"no document {shown(doc_id)} in {info.name!r}")
+    vector, model_id = found
+    if vector is None:
         raise SearchError(f"document {shown(doc_id)} has no vector yet", hint="ingest its image first")
-    if src.get("model_id") not in (None, info.model_id):
-        raise SearchError(f"document {shown(doc_id)} was embedded by {src['model_id']}, the index serves "
+    if model_id not in (None, info.model_id):
+        raise SearchError(f"document {shown(doc_id)} was embedded by {model_id}, the index serves "
                           f"{info.model_id}", hint="reindex with `esm reindex`")
-    return src[info.vector_field]
+    return vector
 
 
 def recorded_card(info: IndexInfo) -> dict:
@@ -166,8 +169,8 @@ def expanded_vector(client: Elasticsearch, info: IndexInfo, vector: list[float],
     body = expansion_body(info.vector_field, vector, rr.qe_k, filter_query=filt,
                           exclude_ids=exclude_ids, num_candidates=num_candidates)
     hits = client.search(index=info.concrete, body=body)["hits"]["hits"]
-    nb = [h["_source"][info.vector_field] for h in hits
-          if info.vector_field in h["_source"] and h["_source"].get("model_id") in (None, info.model_id)]
+    nb = [v for h in hits if h.get("_source", {}).get("model_id") in (None, info.model_id)
+          for v in [hit_vector(h, info.vector_field)] if v is not None]
     if not nb:
         return vector
     import torch
@@ -178,21 +181,25 @@ def expanded_vector(client: Elasticsearch, info: IndexInfo, vector: list[float],
 
 
 def run_search(client: Elasticsearch, index: str, req: SearchRequest,
-               limits: DecodeLimits = DecodeLimits(), where: str = "") -> dict:
+               limits: DecodeLimits = DecodeLimits(), where: str = "",
+               inference: Inference = Inference()) -> dict:
     """Answer ``req`` on ``index``; the result matches the CLI contract's JSON. ``where``: the
-    cluster's (redacted) address, named in errors for operators; the HTTP API leaves it out."""
+    cluster's (redacted) address, named in errors for operators; the HTTP API leaves it out.
+    ``inference``: the runtime and device that embed a query image."""
     started = time.perf_counter()
     with api_errors(f"the search on {shown(index)}", where):
         try:
-            return _run(client, index, req, limits, started, *resolve(client, index))
+            return _run(client, index, req, (limits, inference), started, *resolve(client, index))
         except NotFoundError:
-            return _run(client, index, req, limits, started, *resolve(client, index, fresh=True))
+            return _run(client, index, req, (limits, inference), started,
+                        *resolve(client, index, fresh=True))
 
 
-def _run(client: Elasticsearch, index: str, req: SearchRequest, limits: DecodeLimits,
-         started: float, info: IndexInfo, props: dict) -> dict:
+def _run(client: Elasticsearch, index: str, req: SearchRequest,
+         embedding: tuple[DecodeLimits, Inference], started: float, info: IndexInfo,
+         props: dict) -> dict:
     filt = filter_clauses([parse_filter(f) for f in req.filters], props)
-    vector = _query_vector(client, info, req, limits)
+    vector = _query_vector(client, info, req, *embedding)
     rr = query_expansion(info, req) if vector is not None else None
     if rr and rr.qe_k > 0:
         vector = expanded_vector(client, info, vector, rr, filt, [req.like] if req.like else None,
@@ -224,11 +231,11 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest, limits: DecodeLi
     return result
 
 
-def _query_vector(client, info, req: SearchRequest, limits) -> list[float] | None:
+def _query_vector(client, info, req: SearchRequest, limits, inference) -> list[float] | None:
     if req.image is not None and req.like:
         raise SearchError("give either an image or --like, not both")
     if req.image is not None:
-        return image_vector(info, req.image, limits)
+        return image_vector(info, req.image, limits, inference)
     if req.like:
         return doc_vector(client, info, req.like)
     return None

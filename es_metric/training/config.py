@@ -54,6 +54,7 @@ class TrainConfig:
     qe_k: int = DEFAULT_RERANK.qe_k       # query expansion search applies (recorded in the card)
     qe_alpha: float = DEFAULT_RERANK.qe_alpha
     dba_k: int = DEFAULT_RERANK.dba_k     # DBA the index applies (recorded in the card)
+    device: str = "cpu"                   # where the backbone's features are computed (ESM_DEVICE)
 
     def resolved(self) -> "TrainConfig":
         from ..model.encoder import backbone_spec  # torch: only a run resolves its options

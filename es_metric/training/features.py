@@ -25,18 +25,23 @@ log = logging.getLogger(__name__)
 
 @torch.inference_mode()
 def run_module(module: torch.nn.Module, samples: Sequence[Sample], pre: Preprocess,
-               batch_size: int = 32, desc: str = "embedding") -> torch.Tensor:
-    """Outputs of ``module`` for every sample, in order, with a progress bar."""
-    module.eval()
+               batch_size: int = 32, desc: str = "embedding", device: str = "cpu") -> torch.Tensor:
+    """Outputs of ``module`` for every sample, in order, with a progress bar; computed on
+    ``device`` (the module goes back to the CPU afterwards), returned on the CPU."""
+    module.eval().to(device)
     ds = ImageDataset(samples, lambda im: to_tensor(im, pre), draft=pre.size)
-    out = [module(x.contiguous(memory_format=torch.channels_last))
-           for x, _ in progress_iter(loader(ds, batch_size), desc, total=-(-len(ds) // batch_size))]
+    try:
+        out = [module(x.to(device).contiguous(memory_format=torch.channels_last)).cpu()
+               for x, _ in progress_iter(loader(ds, batch_size), desc, total=-(-len(ds) // batch_size))]
+    finally:
+        module.to("cpu")
     return torch.cat(out) if out else torch.zeros(0)
 
 
 def backbone_features(name: str, samples: Sequence[Sample], weights: str | None = None,
                       pretrained: bool | None = None, batch_size: int = 32,
-                      module: torch.nn.Module | None = None, pool: str = "avg") -> torch.Tensor:
+                      module: torch.nn.Module | None = None, pool: str = "avg",
+                      device: str = "cpu") -> torch.Tensor:
     """Pooled backbone features (of ``module`` if given), cached on disk when pretrained."""
     spec = backbone_spec(name)
     pool = getattr(module, "pool", pool)
@@ -49,7 +54,7 @@ def backbone_features(name: str, samples: Sequence[Sample], weights: str | None 
         return torch.load(path, weights_only=True)
     if module is None:
         module = create_encoder(name, pretrained=pretrained, weights=weights, pool=pool).backbone
-    feats = run_module(module, samples, spec.preprocess, batch_size, f"{name} features")
+    feats = run_module(module, samples, spec.preprocess, batch_size, f"{name} features", device)
     if cacheable:
         torch.save(feats, path)
     return feats

@@ -68,7 +68,8 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
     if cfg.freeze_backbone:
         parts = {"train": train_s, "val": val_s, **({"other": other_s} if other_s else {})}
         feats = {name: backbone_features(cfg.backbone, part, cfg.weights, cfg.pretrained,
-                                         module=encoder.backbone).float() for name, part in parts.items()}
+                                         module=encoder.backbone, device=cfg.device).float()
+                 for name, part in parts.items()}
         history, metrics, refit_epochs = train_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch,
                                                     other_s)
     else:

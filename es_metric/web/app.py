@@ -21,6 +21,7 @@ from ..images import DecodeLimits, regular_file
 from ..index.client import make_client
 from ..index.indices import index_info
 from ..paths import as_roots, confine
+from ..model.runtime import Inference
 from ..search.service import FUSIONS, SearchRequest, run_search
 from . import errors
 from .guard import FORM_ALLOWANCE, RequestGuard, SearchSlots, key_matches
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     client = make_client(settings)
     limits = DecodeLimits(settings.max_image_pixels, settings.max_image_bytes)
     slots = SearchSlots(settings.search_concurrency, settings.search_queue)
+    inference = Inference.of(settings)
 
     def check_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
         """Also declared per route (OpenAPI shows the header); RequestGuard checks it first."""
@@ -58,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(401, "missing or wrong X-API-Key")
 
     async def run(index: str, req: SearchRequest) -> dict:
-        return await slots.run(run_search, client, index, req, limits)
+        return await slots.run(run_search, client, index, req, limits, "", inference)
 
     @app.post("/api/indices/{index}/search", dependencies=[Depends(check_key)])
     async def search_upload(index: str, image: UploadFile | None = File(None),

@@ -18,6 +18,23 @@ def worker_log(settings) -> str:
                      for p in sorted((settings.stack_dir / "logs").iterdir()) if mine.fullmatch(p.name))
 
 
+def stored_docs(es, index: str, query: dict | None = None) -> dict[str, dict]:
+    """Every document's _source with its vectors (image_vector, image_vector_raw) read back from
+    doc values, as es-metric reads them: a lean index keeps them out of _source."""
+    from elasticsearch.helpers import scan
+
+    from es_metric.index.vectors import hit_vector, vector_fields
+
+    es.indices.refresh(index=index)
+    fields = vector_fields("image_vector")
+    docs = {}
+    for h in scan(es, index=index, query={"query": query or {"match_all": {}},
+                                          "docvalue_fields": fields}):
+        vectors = {f: v for f in fields for v in [hit_vector(h, f)] if v is not None}
+        docs[h["_id"]] = {**h["_source"], **vectors}
+    return docs
+
+
 def esm(*args: str, ok: bool = True):
     """Run ``esm ARGS``; with ok=True assert exit 0 and return the result."""
     result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)

@@ -6,7 +6,7 @@ import pytest
 from es_metric.index.indices import count, index_info
 from tests.badimages import make_corpus
 from tests.imagegen import make_manifest
-from tests.integration.helpers import esm, esm_json
+from tests.integration.helpers import esm, esm_json, stored_docs
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +17,7 @@ def test_manifest_ingest_uses_ids_and_text_fields(es, index_name, tiny_model, ti
         "--keyword-field", "category")
     summary = esm_json("ingest", index_name, manifest)
     assert (summary["indexed"], summary["failed"]) == (96, 0)
-    doc = es.get(index=index_name, id="class_3-img_005")["_source"]
+    doc = stored_docs(es, index_name, {"ids": {"values": ["class_3-img_005"]}})["class_3-img_005"]
     assert doc["title"] == "circle number 3" and doc["category"] == "cat0" and doc["price"] == 25
     assert len(doc["image_vector"]) == 32 and doc["model_id"] == index_info(es, index_name).model_id
     result = esm_json("search", index_name, "--like", "class_3-img_005", "-k", "4",
@@ -44,7 +44,7 @@ def test_existing_index_gets_vectors_other_fields_untouched(es, index_name, tiny
     summary = esm_json("ingest", index_name, "--from-index", "--image-field", "photo",
                        "--base-dir", tiny_data / "class_0")
     assert (summary["indexed"], summary["failed"]) == (5, 0)
-    doc = es.get(index=index_name, id="sku-3")["_source"]
+    doc = stored_docs(es, index_name, {"ids": {"values": ["sku-3"]}})["sku-3"]
     assert doc["title"] == "item 3" and doc["stock"] == 3 and len(doc["image_vector"]) == 32
     assert "image_vector" not in es.get(index=index_name, id="no-photo")["_source"]
     assert count(es, index_name) == 6

@@ -19,6 +19,7 @@ from es_metric.index.indices import create_versioned_index, ensure_failures_inde
 from es_metric.ingest.enqueue import enqueue, make_searchable, wait
 from es_metric.ingest.sources import manifest_source
 from es_metric.model.modelfile import read_card
+from tests.integration.helpers import stored_docs
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 
@@ -108,7 +109,7 @@ def _check_outcomes(es, settings, alias: str, source) -> None:
     records = list_failures(es, settings.failures_index, alias, size=100)
     failed = {record_key(r) for r in records}
     assert all(r["reason"] and r["message"] for r in records)
-    docs = {h["_id"]: h["_source"] for h in es.search(index=alias, size=100)["hits"]["hits"]}
+    docs = stored_docs(es, alias)
 
     def written(entry: dict) -> bool:
         doc = docs.get(_doc_id(entry))

@@ -7,7 +7,7 @@ import pytest
 
 from es_metric.index.indices import count, index_info
 from es_metric.search.service import SearchRequest, run_search
-from tests.integration.helpers import esm, esm_json
+from tests.integration.helpers import esm, esm_json, stored_docs
 
 pytestmark = pytest.mark.integration
 
@@ -130,9 +130,9 @@ def test_writes_during_reindex_reach_the_new_index(es, stack, index_name, tiny_m
     assert res.caught_up >= 5 and res.removed == 1
     assert es.get(index=index_name, id=ids[0])["_source"]["label"] == "renamed"
     assert not es.exists(index=index_name, id=ids[1])
-    late_doc = es.get(index=index_name, id="late-doc")["_source"]
+    late_doc = stored_docs(es, index_name, {"ids": {"values": ["late-doc"]}})["late-doc"]
     assert late_doc["model_id"] == new.model_id and len(late_doc["image_vector"]) == 24
-    ingested = es.search(index=index_name, query={"match": {"label": "ingested"}})["hits"]["hits"]
+    ingested = stored_docs(es, index_name, {"match": {"label": "ingested"}})
     assert len(ingested) == 3
-    assert all(h["_source"]["model_id"] == new.model_id and len(h["_source"]["image_vector"]) == 24
-               for h in ingested)
+    assert all(d["model_id"] == new.model_id and len(d["image_vector"]) == 24
+               for d in ingested.values())

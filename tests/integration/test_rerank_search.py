@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from elasticsearch.helpers import scan
 
 from es_metric.search.rerank import augment_database, expand_query
 from es_metric.similarity import Metric
-from tests.integration.helpers import esm, esm_json
+from tests.integration.helpers import esm, esm_json, stored_docs
 
 pytestmark = pytest.mark.integration
 
 
 def _stored(es, index: str) -> dict[str, dict]:
-    es.indices.refresh(index=index)
-    return {h["_id"]: h["_source"] for h in scan(es, index=index)}
+    return stored_docs(es, index)
 
 
 @pytest.fixture

@@ -108,7 +108,9 @@ def test_extras_split_what_a_machine_needs():
     assert {"torch", "torchvision"} <= _names(extras["worker"])
     assert "es-metric[worker]" in extras["train"] and "pytorch-metric-learning" in _names(extras["train"])
     assert "fastapi" in _names(extras["web"]) and "torch" not in _names(extras["web"])
-    assert set(extras) == {"worker", "train", "web", "dev", "bench", "all"}
+    assert "onnxruntime" in _names(extras["runtime"]) and "torch" not in _names(extras["runtime"])
+    assert "es-metric[runtime]" in extras["worker"]
+    assert set(extras) == {"worker", "runtime", "train", "web", "dev", "bench", "all"}
     assert extras["all"] == ["es-metric[worker,train,web,dev,bench]"]
     setup = (ROOT / "scripts" / "setup.sh").read_text()
     assert '-e ".[all]"' in setup  # make setup / test / demo install everything

@@ -15,12 +15,38 @@ def test_new_index_body_takes_dims_and_similarity_from_card():
                           text_fields=("title",), keyword_fields=("category",))
     vec = body["mappings"]["properties"]["image_vector"]
     assert vec == {"type": "dense_vector", "dims": 128, "index": True, "similarity": "cosine",
-                   "index_options": {"type": "int8_hnsw", "m": 24, "ef_construction": 200}}
+                   "index_options": {"type": "int8_hnsw", "m": 24, "ef_construction": 200,
+                                     "rescore_vector": {"oversample": 3.0}}}
     props = body["mappings"]["properties"]
     assert props["title"]["fields"]["keyword"]["type"] == "keyword"
     assert props["category"] == {"type": "keyword"}
     assert props["model_id"] == {"type": "keyword"} and props["image_sha256"] == {"type": "keyword"}
     assert body["mappings"]["_meta"]["es_metric"]["model_id"] == CARD["model_id"]
+
+
+@pytest.mark.parametrize("kind,oversample,expected", [
+    ("int8_hnsw", 3.0, {"oversample": 3.0}), ("bbq_hnsw", 2, {"oversample": 2.0}),
+    ("int4_hnsw", 3.0, {"oversample": 3.0}), ("int8_hnsw", 0, None),
+    ("hnsw", 3.0, None), ("flat", 3.0, None),  # float vectors: nothing to rescore (ES refuses it)
+])
+def test_quantised_types_rescore_with_the_full_vectors_by_default(kind, oversample, expected):
+    assert IndexOptions(kind, oversample=oversample).as_dict(128).get("rescore_vector") == expected
+    assert IndexOptions(kind).as_dict(128).get("rescore_vector") == (
+        {"oversample": 3.0} if kind in ("int8_hnsw", "bbq_hnsw", "int4_hnsw") else None)
+
+
+@pytest.mark.parametrize("oversample", [0.5, 11, -1])
+def test_rescore_oversample_out_of_range_is_refused(oversample):
+    with pytest.raises(ConfigError, match="oversample"):
+        IndexOptions("int8_hnsw", oversample=oversample).as_dict(128)
+
+
+def test_index_records_the_runtime_of_its_vectors():
+    meta = new_index_body(CARD, "/m.pt")["mappings"]["_meta"]["es_metric"]
+    assert meta["runtime"] == "torch" and "runtime_parity" not in meta
+    card = {**CARD, "runtime": {"chosen": "onnxruntime", "parity_min_cosine": 0.999998}}
+    meta = new_index_body(card, "/m.pt")["mappings"]["_meta"]["es_metric"]
+    assert (meta["runtime"], meta["runtime_parity"]) == ("onnxruntime", 0.999998)
 
 
 def test_bbq_needs_64_dims():

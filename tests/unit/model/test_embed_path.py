@@ -12,6 +12,7 @@ from es_metric.ingest.pipeline import decode_and_embed
 from es_metric.model.embed import embed_images, to_pixels, to_tensor
 from es_metric.model.encoder import Preprocess, create_encoder
 from es_metric.model.modelfile import build_card, load_model, save_model
+from es_metric.model.runtime import TorchEmbedder
 from tests.imagegen import make_image
 
 
@@ -60,8 +61,8 @@ def test_worker_path_matches_search_path_in_order(small_model, tmp_path, sub_bat
     items.append({"ref": str(tmp_path / "empty.png"), "id": None, "fields": {}})
     items.append({"ref": str(tmp_path / "missing.jpg"), "id": None, "fields": {}})
 
-    good, failures, vectors = decode_and_embed(items, small_model, DecodeLimits(), (tmp_path,),
-                                               sub_batch=sub_batch)
+    good, failures, vectors = decode_and_embed(items, TorchEmbedder(small_model), DecodeLimits(),
+                                               (tmp_path,), sub_batch=sub_batch)
 
     assert [item["ref"] for item, _ in good] == [it["ref"] for it in items
                                                  if "bad" not in it["ref"] and "empty" not in it["ref"]
@@ -78,8 +79,8 @@ def test_worker_path_matches_search_path_in_order(small_model, tmp_path, sub_bat
 
 def test_worker_path_with_nothing_decodable(small_model, tmp_path):
     (tmp_path / "x.txt").write_text("hello")
-    good, failures, vectors = decode_and_embed([{"ref": str(tmp_path / "x.txt")}], small_model,
-                                               DecodeLimits(), (tmp_path,))
+    good, failures, vectors = decode_and_embed([{"ref": str(tmp_path / "x.txt")}],
+                                               TorchEmbedder(small_model), DecodeLimits(), (tmp_path,))
     assert good == [] and vectors.shape == (0, 12)
     assert failures[0]["reason"] == "not_an_image"
 

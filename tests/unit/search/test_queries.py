@@ -175,7 +175,8 @@ def test_expansion_body_fetches_only_the_neighbours_vectors():
     from es_metric.search.queries import expansion_body
     filt = {"bool": {"filter": [{"term": {"group": "Fruit"}}]}}
     body = expansion_body("image_vector", [0.6, 0.8], 5, filter_query=filt, exclude_ids=["d1"])
-    assert body["size"] == 5 and body["_source"] == ["image_vector", "model_id"]
+    assert body["size"] == 5 and body["_source"] == ["model_id"]
+    assert body["docvalue_fields"] == ["image_vector"]  # a lean index has no vector in _source
     knn = body["knn"]
     assert knn["k"] == 5 and knn["query_vector"] == [0.6, 0.8] and knn["num_candidates"] >= 100
     assert knn["filter"]["bool"]["filter"] == [{"term": {"group": "Fruit"}}]  # same filters as the search

@@ -1,0 +1,242 @@
+"""The inference runtime of an encoder: torch (the reference) or ONNX Runtime on its export.
+
+Both take what the decode step makes: uint8 pixels, N x S x S x 3 (channels last, as decoded),
+and return float32 embeddings. An export (``MODEL.onnx`` beside ``MODEL.pt``) carries the model
+card in its metadata, so a node without torch can run it. This module imports torch only when
+the torch runtime is used: it is the worker's and the query path's only way to embed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import ConfigError, MappingMismatch, ModelError
+from ..device import batch_size_for, ort_providers, resolve_device
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("torch", "onnxruntime")
+# Vectors of two runtimes may share an index when every image's cosine is at least this.
+PARITY_COSINE = 0.9999
+CARD_KEY = "es_metric_card"
+PARITY_KEY = "es_metric_parity"  # the export's measured min cosine to torch
+
+
+@dataclass(frozen=True)
+class Inference:
+    """Which runtime and device embed on this node (``ESM_RUNTIME``, ``ESM_DEVICE``)."""
+
+    runtime: str = "auto"
+    device: str = "auto"
+
+    @classmethod
+    def of(cls, settings) -> "Inference":
+        return cls(settings.runtime, settings.device)
+
+
+def export_path(model_path: str | Path) -> Path:
+    """Where the ONNX export of a model file lives: beside it, ``.onnx`` instead of ``.pt``."""
+    return Path(model_path).with_suffix(".onnx")
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported here (a light node has no torch)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+_THREADS: dict[str, int] = {}
+
+
+def set_threads(n: int | None) -> None:
+    """Bound the model's intra-op threads in this process (several worker processes share the
+    cores): torch's when torch is here, and every ONNX Runtime session made afterwards."""
+    if n and n > 0:
+        _THREADS["n"] = n
+        if installed("torch"):
+            import torch
+
+            torch.set_num_threads(n)
+
+
+def model_threads() -> int:
+    """The model's intra-op threads in this process (0: the runtime's default, every core)."""
+    return _THREADS.get("n", 0)
+
+
+class Embedder(Protocol):
+    runtime: str
+    card: dict
+    parity: float | None  # min cosine to torch (1.0 for torch itself; None: not measured)
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 N x S x S x 3 -> float32 N x dims."""
+
+
+@dataclass
+class OnnxEmbedder:
+    """ONNX Runtime on the export; needs neither torch nor the model file."""
+
+    session: object
+    card: dict
+    parity: float | None = None
+    runtime: str = "onnxruntime"
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        if len(pixels) == 0:
+            return np.zeros((0, int(self.card["dims"])), np.float32)
+        out = self.session.run(None, {"pixels": np.ascontiguousarray(pixels, dtype=np.uint8)})[0]
+        return out.astype(np.float32, copy=False)
+
+
+@dataclass
+class TorchEmbedder:
+    """torch eager on the model file's encoder (channels-last batches)."""
+
+    model: object  # LoadedModel
+    device: str = "cpu"
+    batch_size: int = 64
+    runtime: str = "torch"
+    parity: float | None = 1.0
+
+    @property
+    def card(self) -> dict:
+        return self.model.card
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        import torch
+
+        from .embed import embed_tensors, normalise
+
+        batch = torch.from_numpy(np.asarray(pixels, dtype=np.uint8)).permute(0, 3, 1, 2)
+        return embed_tensors(self.model.encoder, normalise(batch, self.model.preprocess),
+                             self.batch_size, device=self.device)
+
+
+def onnx_embedder(path: str | Path, device: str = "cpu") -> OnnxEmbedder:
+    """ONNX Runtime on an export, with the model card and parity the export carries."""
+    session = open_session(Path(path), device)
+    meta = session.get_modelmeta().custom_metadata_map
+    if not meta.get(CARD_KEY):
+        raise ModelError(f"{path} is not an es-metric export (no model card inside)",
+                         hint="export it with `esm model export MODEL`")
+    parity = float(meta[PARITY_KEY]) if meta.get(PARITY_KEY) else None
+    return OnnxEmbedder(session, json.loads(meta[CARD_KEY]), parity)
+
+
+def open_session(path: Path, device: str):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if model_threads():
+        opts.intra_op_num_threads = model_threads()
+    try:
+        return ort.InferenceSession(str(path), opts, providers=ort_providers(device))
+    except Exception as exc:
+        raise ModelError(f"{path} is not a readable ONNX export: {exc}",
+                         hint="export it again with `esm model export MODEL`") from None
+
+
+def choose_runtime(requested: str, preferred: str | None, has_export: bool,
+                   have_ort: bool, have_torch: bool) -> str:
+    """Which runtime embeds. ``requested``: ``ESM_RUNTIME`` (auto, torch, onnxruntime);
+    ``preferred``: what ``esm model bench`` measured fastest here (None: not measured, ONNX
+    Runtime when present)."""
+    if requested not in ("auto", *RUNTIMES):
+        raise ConfigError(f"ESM_RUNTIME={requested!r} is not a runtime",
+                          hint="valid: auto, " + ", ".join(RUNTIMES))
+    ort_ok = has_export and have_ort
+    if requested == "onnxruntime" and not ort_ok:
+        raise ConfigError("ESM_RUNTIME=onnxruntime but " + (
+            "onnxruntime is not installed" if has_export else "the model has no ONNX export"),
+            hint="pip install 'es-metric[runtime]', or `esm model export MODEL`")
+    if requested == "torch" and not have_torch:
+        raise ConfigError("ESM_RUNTIME=torch but torch is not installed", hint="pip install es-metric")
+    if requested != "auto":
+        return requested
+    if ort_ok and (preferred != "torch" or not have_torch):
+        return "onnxruntime"
+    if have_torch:
+        return "torch"
+    raise ConfigError("this node has no torch and the model has no usable ONNX export",
+                      hint="`esm model export MODEL` on a node with torch, and install onnxruntime")
+
+
+_CACHE: dict[tuple, Embedder] = {}
+_LOCK = threading.Lock()
+
+
+def load_embedder(model_path: str | Path, runtime: str = "auto", device: str = "auto") -> Embedder:
+    """The process's embedder for a model file (made once per file version, runtime, device)."""
+    model_path, onnx = Path(model_path), export_path(model_path)
+    have_torch = installed("torch")
+    if not model_path.is_file() and not (onnx.is_file() and not have_torch):
+        raise ModelError(f"model file {model_path} does not exist",
+                         hint="the index records this path; restore the file or reindex")
+    stamp = tuple(os.path.getmtime(p) if p.is_file() else 0 for p in (model_path, onnx))
+    key = (str(model_path.resolve()), stamp, runtime, device)
+    with _LOCK:
+        if key not in _CACHE:
+            if len(_CACHE) >= 4:
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = _make(model_path, onnx, runtime, device, have_torch)
+        return _CACHE[key]
+
+
+def _make(model_path: Path, onnx: Path, runtime: str, device: str, have_torch: bool) -> Embedder:
+    card = None
+    if have_torch:
+        from .modelfile import cached_model
+        card = cached_model(model_path).card
+    preferred = ((card or {}).get("runtime") or {}).get("chosen")
+    has_export = onnx.is_file()
+    chosen = choose_runtime(runtime, preferred, has_export, installed("onnxruntime"), have_torch)
+    dev = resolve_device(device, chosen)
+    if chosen == "onnxruntime":
+        ours = onnx_embedder(onnx, dev)
+        if card is None or ours.card["weights_sha256"] == card["weights_sha256"]:
+            log.info("embedding with ONNX Runtime (%s) on %s", onnx.name, dev)
+            return ours
+        if runtime == "onnxruntime":
+            raise ModelError(f"{onnx} was exported from other weights than {model_path}",
+                             hint=f"export again with `esm model export {model_path}`")
+        log.warning("%s is stale (other weights than %s): embedding with torch", onnx, model_path)
+        dev = resolve_device(device, "torch")
+    from .modelfile import cached_model
+    log.info("embedding with torch on %s", dev)
+    model = cached_model(model_path)
+    model.encoder.to(dev)
+    return TorchEmbedder(model, dev, batch_size_for(dev))
+
+
+def runtime_label(card: dict) -> str:
+    """What an index records about how its vectors were made: the runtime the card chose (or
+    torch) and the export's parity with torch."""
+    info = card.get("runtime") or {}
+    return info.get("chosen") or "torch"
+
+
+def check_runtime(embedder: Embedder, index_runtime: str | None, parity: float | None) -> None:
+    """An index never mixes runtimes whose vectors differ beyond the parity tolerance: a
+    different runtime is accepted (with a warning) only when the export's measured parity with
+    torch meets PARITY_COSINE."""
+    if index_runtime in (None, embedder.runtime):
+        return
+    measured = parity if parity is not None else embedder.parity
+    if measured is None or measured < PARITY_COSINE:
+        raise MappingMismatch(f"the index holds {index_runtime} vectors; this node embeds with "
+                              f"{embedder.runtime}, whose parity with torch is "
+                              f"{'unmeasured' if measured is None else f'{measured:.6f}'}",
+                              hint=f"set ESM_RUNTIME={index_runtime} on this node, or reindex")
+    log.warning("index holds %s vectors, embedding with %s (parity %.6f >= %s)",
+                index_runtime, embedder.runtime, measured, PARITY_COSINE)
