@@ -23,8 +23,9 @@ def facet_aggs(names: list[str], properties: dict) -> dict:
     aggs = {}
     for name in dict.fromkeys(names):
         info = field_info(name, properties)
-        if info.nested:
-            raise SearchError(f"cannot facet on {shown(name)}: it is inside a nested field")
+        if info.nested or info.path == "_id":
+            raise SearchError(f"cannot facet on {shown(name)}",
+                              hint="facet on a keyword, boolean or numeric field outside nested objects")
         field = info.exact if info.type in TEXT_TYPES else info.path
         if info.type in NUMERIC:
             aggs[name] = {"variable_width_histogram": {"field": field, "buckets": RANGE_BUCKETS}}

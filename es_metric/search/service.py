@@ -211,6 +211,7 @@ def run_search(client: Elasticsearch, index: str, req: SearchRequest,
 def _run(client: Elasticsearch, index: str, req: SearchRequest, limits: DecodeLimits,
          started: float, info: IndexInfo, props: dict) -> dict:
     filt = filter_clauses([parse_filter(f) for f in req.filters], props)
+    aggs = facet_aggs(req.facets, props) if req.facets else None
     pos, neg = _examples(client, info, req, limits)
     exclude = list(dict.fromkeys(req.like + req.unlike)) or None
     vector = rocchio(np.asarray(pos), np.asarray(neg), Metric(info.similarity)).tolist() \
@@ -223,7 +224,6 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest, limits: DecodeLi
     min_sim = near_duplicate_threshold(info) if req.near_duplicates else req.min_similarity
     if not pos and not req.text:
         raise SearchError("nothing to search with", hint="give an image, a document id or text")
-    aggs = facet_aggs(req.facets, props) if req.facets else None
     facets = None
     if vector is not None and not req.text and not aggs:   # one kNN search, paged by Elasticsearch
         knn = knn_clause(info.vector_field, vector, offset + size, num_candidates=req.num_candidates,

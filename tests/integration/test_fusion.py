@@ -172,3 +172,26 @@ def test_a_facet_filter_selects_its_bucket(shop):
     assert len(filtered["hits"]) == bucket["count"]
     price = res["facets"]["price"][0]
     assert len(search(shop, "--text", "circle", "--filter", price["filter"], "-k", "50")["hits"]) == price["count"]
+
+
+def test_the_http_api_mirrors_examples_and_facets(shop, stack, tiny_data):
+    from fastapi.testclient import TestClient
+
+    from es_metric.web.app import create_app
+
+    api = TestClient(create_app(stack))
+    with (tiny_data / "class_2" / "img_002.jpg").open("rb") as fh:
+        posted = api.post(f"/api/indices/{shop}/search", files=[("like_image", ("q.jpg", fh, "image/jpeg"))],
+                          data={"like": ["class_2-img_003"], "unlike": ["wordy"], "text": "triangle",
+                                "facets": ["category"], "k": "20"})
+    assert posted.status_code == 200, posted.text
+    body = posted.json()
+    assert not {"class_2-img_003", "wordy"} & set(ids(body)) and body["facets"]["category"]
+    got = api.get(f"/api/indices/{shop}/search", params=[("like", "class_2-img_000"), ("unlike", "class_5-img_000"),
+                                                          ("facet", "price"), ("k", "5")])
+    assert got.status_code == 200 and len(got.json()["hits"]) == 5 and got.json()["facets"]["price"]
+    for params, reason in [([("like", "x"), ("facet", "_id")], "cannot facet on '_id'"),
+                           ([("unlike", "class_5-img_000")], "negative examples alone"),
+                           ([("like", "x"), ("examples", "median")], "unknown example strategy")]:
+        bad = api.get(f"/api/indices/{shop}/search", params=params)
+        assert bad.status_code == 400 and reason in bad.json()["error"], bad.text

@@ -89,7 +89,8 @@ def test_facet_bodies_terms_on_keywords_and_ranges_on_numbers():
 
 
 @pytest.mark.parametrize("name,message", [("body", "cannot facet on 'body' \\(text\\)"),
-                                          ("photos.ref", "inside a nested field"),
+                                          ("photos.ref", "cannot facet on 'photos.ref'"),
+                                          ("_id", "cannot facet on '_id'"),
                                           ("nope", "unknown field 'nope'")])
 def test_facets_refused(name, message):
     with pytest.raises(SearchError, match=message):
