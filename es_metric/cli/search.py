@@ -68,11 +68,19 @@ def _ids_and_files(values, limits, read_bytes) -> tuple[list[str], list[bytes]]:
     """An existing file is an example image; anything else a document id."""
     ids, images = [], []
     for v in values:
-        if Path(v).is_file():
+        if _names_a_file(v):
             images.append(read_bytes(v, limits))
         else:
             ids.append(v)
     return ids, images
+
+
+def _names_a_file(value: str) -> bool:
+    """True for an existing regular file; a value no file could have (too long, NUL) is an id."""
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _table(result: dict) -> None:
