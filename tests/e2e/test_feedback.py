@@ -41,9 +41,12 @@ def hit_ids(page) -> list[str]:
     return page.locator(".hit").evaluate_all("els => els.map(e => e.dataset.id)")
 
 
-def wait_for_search(page, before: str) -> None:
-    page.wait_for_function("s => { const t = document.getElementById('status').textContent;"
-                           " return t !== s && !t.startsWith('searching'); }", arg=before, timeout=20_000)
+def searches(page) -> int:
+    return int(page.evaluate("() => document.body.dataset.searches || '0'"))
+
+
+def wait_for_search(page, before: int) -> None:
+    page.wait_for_function("n => Number(document.body.dataset.searches || 0) > n", arg=before, timeout=30_000)
 
 
 def open_page(browser, server, index):
@@ -65,7 +68,7 @@ def test_not_like_this_sends_a_result_and_its_look_alikes_down(browser, keyed_se
     before = hit_ids(page)
     other = next(d for d in before if not d.startswith("class_2-"))   # the first look-alike
     cls = other.rsplit("-", 1)[0]
-    status = page.text_content("#status")
+    status = searches(page)
     page.locator(f'.hit[data-id="{other}"] button.less').click()
     wait_for_search(page, status)
     after = hit_ids(page)
@@ -75,7 +78,7 @@ def test_not_like_this_sends_a_result_and_its_look_alikes_down(browser, keyed_se
     assert page.locator(".part.unlike").inner_text().startswith(f"not like: {other}")
     # the search is built from the upload and the negative; removing the negative undoes it
     assert page.locator(".part.image").count() == 1
-    status = page.text_content("#status")
+    status = searches(page)
     page.locator(".part.unlike button.remove").click()
     wait_for_search(page, status)
     assert hit_ids(page) == before
@@ -93,7 +96,7 @@ def test_clicking_a_facet_filters_the_results(browser, keyed_server, shop, tiny_
     value = buckets.nth(buckets.count() - 1)              # the smallest bucket
     wanted = value.get_attribute("data-filter")           # e.g. category=cat1
     count = int(value.inner_text().rsplit("(", 1)[1].rstrip(")"))
-    status = page.text_content("#status")
+    status = searches(page)
     value.click()
     wait_for_search(page, status)
     shot(page, tmp_path, "facet-clicked.png")
