@@ -91,6 +91,7 @@ class SearchResult(_ResultCore, total=False):
     note: str                    # why fewer than k hits came back
     query_expansion: dict[str, Any]  # {"k", "alpha"}: the QE round that ran
     facets: dict[str, list[dict[str, Any]]]
+    fusion: dict[str, Any]       # {"method", "image_weight", "text_weight", "where"}: image + text
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
 """esm search | dba: searching an index, and the database-side augmentation pass."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..redact import redact_url
+from ..search.fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS
 from .common import Cluster, echo_json
 from .root import main
 
@@ -11,16 +14,26 @@ from .root import main
 @main.command()
 @click.argument("index")
 @click.option("--image", type=click.Path(dir_okay=False), help="Query image file.")
-@click.option("--like", "like", help="An indexed document id: more like this one.")
+@click.option("--like", "like", multiple=True,
+              help="More like this: an indexed document id or an image file (repeatable).")
+@click.option("--unlike", "unlike", multiple=True,
+              help="Less like this: a document id or an image file (repeatable; with --image or --like).")
+@click.option("--examples", type=click.Choice(["mean", "max"]), default="mean", show_default=True,
+              help="Several examples: mean vector moved away from the negatives (Rocchio), or each "
+                   "result's best similarity to any positive minus its best to any negative.")
 @click.option("--text", help="Text query on the index's text fields (hybrid with an image).")
 @click.option("--filter", "filters", multiple=True,
               help="FIELD=VALUE, FIELD!=VALUE, FIELD>=N, FIELD=A|B, FIELD=LO..HI (repeatable).")
+@click.option("--facet", "facets", multiple=True,
+              help="Count the results' values of FIELD (terms, or ranges for numbers; repeatable).")
 @click.option("-k", "k", type=int, default=10, show_default=True)
 @click.option("--page", type=int, default=1, show_default=True)
 @click.option("--num-candidates", type=int, default=None)
-@click.option("--fusion", type=click.Choice(["weighted", "rrf"]), default="weighted", show_default=True)
-@click.option("--image-weight", type=float, default=1.0, show_default=True)
-@click.option("--text-weight", type=float, default=1.0, show_default=True)
+@click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True,
+              help="Image + text: minmax or zscore (each leg normalised over its window, weighted "
+                   "sum), rrf (weighted reciprocal rank fusion), weighted (raw scores summed).")
+@click.option("--image-weight", type=float, default=DEFAULT_IMAGE_WEIGHT, show_default=True)
+@click.option("--text-weight", type=float, default=DEFAULT_TEXT_WEIGHT, show_default=True)
 @click.option("--min-similarity", type=float, default=None,
               help="Cosine similarity floor (or L2 distance ceiling for l2_norm models).")
 @click.option("--near-duplicates", is_flag=True, help="Only near-duplicates (calibrated threshold).")
@@ -28,26 +41,48 @@ from .root import main
               help="Query expansion: blend the first round's top N vectors into the query "
                    "(0: off). Default: the model card's setting.")
 @click.option("--json", "as_json", is_flag=True)
-def search(index, image, like, text, filters, k, page, num_candidates, fusion, image_weight,
-           text_weight, min_similarity, near_duplicates, qe_k, as_json) -> None:
-    """Search INDEX by image, by document, by text, with filters."""
+def search(index, image, like, unlike, examples, text, filters, facets, k, page, num_candidates,
+           fusion, image_weight, text_weight, min_similarity, near_duplicates, qe_k, as_json) -> None:
+    """Search INDEX by image(s), by document(s), by text, with filters and facets."""
     from ..images import DecodeLimits, read_bytes
     from ..model.runtime import Inference
     from ..search.service import SearchRequest, run_search
 
     with Cluster() as (s, es):
         limits = DecodeLimits(s.max_image_pixels, s.max_image_bytes)
-        req = SearchRequest(image=read_bytes(image, limits) if image else None, like=like, text=text,
-                            filters=list(filters), k=k, page=page, num_candidates=num_candidates,
-                            fusion=fusion, image_weight=image_weight, text_weight=text_weight,
-                            min_similarity=min_similarity, near_duplicates=near_duplicates,
-                            qe_k=qe_k)
+        like_ids, like_images = _ids_and_files(like, limits, read_bytes)
+        unlike_ids, unlike_images = _ids_and_files(unlike, limits, read_bytes)
+        req = SearchRequest(image=read_bytes(image, limits) if image else None, like=like_ids,
+                            unlike=unlike_ids, like_images=like_images, unlike_images=unlike_images,
+                            examples=examples, text=text, filters=list(filters), facets=list(facets),
+                            k=k, page=page, num_candidates=num_candidates, fusion=fusion,
+                            image_weight=image_weight, text_weight=text_weight,
+                            min_similarity=min_similarity, near_duplicates=near_duplicates, qe_k=qe_k)
         result = run_search(es, index, req, limits, where=redact_url(s.es_url),
                             inference=Inference.of(s))
     if as_json:
         echo_json(result)
         return
     _table(result)
+
+
+def _ids_and_files(values, limits, read_bytes) -> tuple[list[str], list[bytes]]:
+    """An existing file is an example image; anything else a document id."""
+    ids, images = [], []
+    for v in values:
+        if _names_a_file(v):
+            images.append(read_bytes(v, limits))
+        else:
+            ids.append(v)
+    return ids, images
+
+
+def _names_a_file(value: str) -> bool:
+    """True for an existing regular file; a value no file could have (too long, NUL) is an id."""
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _table(result: dict) -> None:
@@ -65,6 +100,8 @@ def _table(result: dict) -> None:
                       str(src.get("image_path", ""))[-50:])
     console = Console()
     console.print(table)
+    for name, rows in (result.get("facets") or {}).items():
+        console.print(f"[bold]{name}[/]: " + ", ".join(f"{r['value']} ({r['count']})" for r in rows))
     if result.get("note"):
         console.print(f"[yellow]{result['note']}")
 

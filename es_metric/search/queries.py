@@ -1,8 +1,8 @@
-"""Search request bodies as pure functions (unit-tested as dicts): kNN, filters, hybrid, RRF.
+"""Search request bodies as pure functions (unit-tested as dicts): kNN, filters, text.
 
 Filters go *inside* the kNN clause (pre-filtering), so k results come back even when the filter
-is selective. Reciprocal rank fusion is computed here in Python because not every cluster has
-the RRF retriever.
+is selective. Fusing the image and text rankings is fusion.py's (not every cluster has the RRF
+or linear retrievers).
 """
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ def knn_clause(field: str, vector: list[float], k: int, *, num_candidates: int |
                boost: float | None = None, exclude_ids: list[str] | None = None) -> dict:
     clause: dict = {"field": field, "query_vector": [float(x) for x in vector], "k": k,
                     "num_candidates": max(num_candidates or 0, k, min(10 * k, 10_000), 100)}
-    filt = _with_excluded(filter_query or {}, exclude_ids)
+    filt = with_excluded(filter_query or {}, exclude_ids)
     if filt:
         clause["filter"] = filt
     if min_similarity is not None:
@@ -225,7 +225,7 @@ def knn_clause(field: str, vector: list[float], k: int, *, num_candidates: int |
     return clause
 
 
-def _with_excluded(filter_query: dict, exclude_ids: list[str] | None) -> dict:
+def with_excluded(filter_query: dict, exclude_ids: list[str] | None) -> dict:
     if not exclude_ids:
         return filter_query
     body = {k: list(v) for k, v in (filter_query.get("bool") or {}).items()}
@@ -268,12 +268,3 @@ def expansion_body(field: str, vector: list[float], k: int, *, filter_query: dic
             "knn": knn_clause(field, vector, k, num_candidates=num_candidates,
                               filter_query=filter_query, exclude_ids=exclude_ids)}
 
-
-def rrf_fuse(rankings: list[list[str]], k: int = 60, size: int | None = None) -> list[tuple[str, float]]:
-    """Reciprocal rank fusion: score(d) = sum over rankings of 1 / (k + rank), ranks from 1."""
-    scores: dict[str, float] = {}
-    for ranking in rankings:
-        for rank, doc_id in enumerate(ranking, 1):
-            scores[doc_id] = scores.get(doc_id, 0.0) + 1.0 / (k + rank)
-    fused = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-    return fused[:size] if size else fused

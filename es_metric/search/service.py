@@ -23,12 +23,15 @@ from ..model.embed import query_pixels
 from ..model.modelfile import cached_model
 from ..model.runtime import Inference, check_runtime, load_embedder
 from ..similarity import Metric
-from .queries import (expansion_body, filter_clauses, knn_clause, parse_filter, rrf_fuse,
-                      search_body, text_query)
+from .examples import STRATEGIES, rocchio
+from .facets import facet_aggs, facets_of
+from .fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS, window
+from .hybrid import Window, windowed_search
+from .queries import expansion_body, filter_clauses, knn_clause, parse_filter, search_body
 from .rerank import NO_RERANK, ReRank, expand_query, similarities
 
 log = logging.getLogger(__name__)
-FUSIONS = ("weighted", "rrf")
+MAX_EXAMPLES = 20
 MAX_RESULT_WINDOW = 10_000   # Elasticsearch's default index.max_result_window: from + size
 MAX_NUM_CANDIDATES = 10_000  # Elasticsearch's ceiling for a kNN search's num_candidates
 
@@ -36,21 +39,30 @@ MAX_NUM_CANDIDATES = 10_000  # Elasticsearch's ceiling for a kNN search's num_ca
 @dataclass
 class SearchRequest:
     image: bytes | None = None
-    like: str | None = None
+    like: list[str] = field(default_factory=list)            # example document ids
     text: str | None = None
     filters: list[str] = field(default_factory=list)
     k: int = 10
     page: int = 1
     num_candidates: int | None = None
-    fusion: str = "weighted"          # weighted | rrf
-    image_weight: float = 1.0
-    text_weight: float = 1.0
+    fusion: str = DEFAULT_FUSION      # fusion.FUSIONS
+    image_weight: float = DEFAULT_IMAGE_WEIGHT
+    text_weight: float = DEFAULT_TEXT_WEIGHT
     min_similarity: float | None = None
     near_duplicates: bool = False
     text_fields: list[str] | None = None
     qe_k: int | None = None           # query expansion neighbours; None: the model card's default
+    unlike: list[str] = field(default_factory=list)          # negative example document ids
+    like_images: list[bytes] = field(default_factory=list)   # more positive examples (uploads)
+    unlike_images: list[bytes] = field(default_factory=list)
+    examples: str = "mean"            # examples.STRATEGIES
+    facets: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if isinstance(self.like, str):   # one id, as before several were allowed
+            self.like = [self.like]
+        if isinstance(self.unlike, str):
+            self.unlike = [self.unlike]
         check_request(self)
 
 
@@ -58,6 +70,9 @@ def check_request(req: SearchRequest) -> None:
     """Refuse up front what Elasticsearch would refuse (or silently misread) later."""
     if req.fusion not in FUSIONS:
         raise SearchError(f"unknown fusion {shown(req.fusion)}", hint=f"use one of: {', '.join(FUSIONS)}")
+    if req.examples not in STRATEGIES:
+        raise SearchError(f"unknown example strategy {shown(req.examples)}",
+                          hint=f"use one of: {', '.join(STRATEGIES)}")
     for name in ("k", "page"):
         value = getattr(req, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -75,12 +90,16 @@ def check_request(req: SearchRequest) -> None:
                                       and (value >= 0 or name == "min_similarity")):
             raise SearchError(f"{name} must be a finite number"
                               f"{'' if name == 'min_similarity' else ' of at least 0'}, not {shown(value)}")
-    for name in ("text", "like"):
-        value = getattr(req, name)
-        if value is not None and not (isinstance(value, str) and value.strip()):
-            raise SearchError(f"empty {name}", hint=f"leave {name} out, or give one")
-    if not all(isinstance(f, str) for f in req.filters):
-        raise SearchError("filters must be strings like FIELD=VALUE")
+    if req.text is not None and not (isinstance(req.text, str) and req.text.strip()):
+        raise SearchError("empty text", hint="leave text out, or give one")
+    for name in ("like", "unlike", "filters", "facets"):
+        values = getattr(req, name)
+        if not all(isinstance(v, str) for v in values):
+            raise SearchError(f"{name} must be strings", hint="filters look like FIELD=VALUE" * (name == "filters"))
+        if not all(v.strip() for v in values):
+            raise SearchError(f"empty {name}", hint=f"leave {name} out, or give a value")
+    if len(req.like) + len(req.unlike) + len(req.like_images) + len(req.unlike_images) > MAX_EXAMPLES:
+        raise SearchError("too many examples", hint=f"give at most {MAX_EXAMPLES} in all")
 
 
 def mapping_properties(client: Elasticsearch, concrete: str) -> dict:
@@ -199,64 +218,59 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest,
          embedding: tuple[DecodeLimits, Inference], started: float, info: IndexInfo,
          props: dict) -> dict:
     filt = filter_clauses([parse_filter(f) for f in req.filters], props)
-    vector = _query_vector(client, info, req, *embedding)
-    rr = query_expansion(info, req) if vector is not None else None
-    if rr and rr.qe_k > 0:
-        vector = expanded_vector(client, info, vector, rr, filt, [req.like] if req.like else None,
-                                 req.num_candidates)
+    limits, inference = embedding
+    aggs = facet_aggs(req.facets, props) if req.facets else None
+    pos, neg = _examples(client, info, req, limits, inference)
+    exclude = list(dict.fromkeys(req.like + req.unlike)) or None
+    vector = rocchio(np.asarray(pos), np.asarray(neg), Metric(info.similarity)).tolist() \
+        if pos and (req.examples == "mean" or len(pos) == 1) else None
+    rr = query_expansion(info, req) if pos else None
+    if vector is not None and rr and rr.qe_k > 0:
+        vector = expanded_vector(client, info, vector, rr, filt, exclude, req.num_candidates)
     size, offset = req.k, (req.page - 1) * req.k
     fields = req.text_fields or text_fields_of(props)
     min_sim = near_duplicate_threshold(info) if req.near_duplicates else req.min_similarity
-    if vector is None and not req.text:
+    if not pos and not req.text:
         raise SearchError("nothing to search with", hint="give an image, a document id or text")
-    if vector is not None and req.text and req.fusion == "rrf":
-        hits, took = _rrf(client, info, req, vector, filt, fields, min_sim)
-    else:
-        knn = None
-        if vector is not None:
-            # with text, a wider kNN window lets text matches also carry their image similarity
-            knn_k = max(offset + size, 50) if req.text else offset + size
-            knn = knn_clause(info.vector_field, vector, knn_k, num_candidates=req.num_candidates,
-                             filter_query=filt, min_similarity=min_sim,
-                             boost=req.image_weight if req.text else None,
-                             exclude_ids=[req.like] if req.like else None)
-        query = text_query(req.text, fields, filt, boost=req.text_weight) if req.text else None
-        body = search_body(knn=knn, query=query, size=size, offset=offset,
-                           vector_field=info.vector_field, highlight_fields=fields if req.text else None)
-        resp = client.search(index=info.concrete, body=body)
+    facets = None
+    if vector is not None and not req.text and not aggs:   # one kNN search, paged by Elasticsearch
+        knn = knn_clause(info.vector_field, vector, offset + size, num_candidates=req.num_candidates,
+                         filter_query=filt, min_similarity=min_sim, exclude_ids=exclude)
+        resp = client.search(index=info.concrete, body=search_body(
+            knn=knn, size=size, offset=offset, vector_field=info.vector_field))
         hits, took = resp["hits"]["hits"], resp["took"]
+    else:
+        w = Window(size=window(req.k, req.page), vector=vector, positives=[] if vector else pos,
+                   negatives=[] if vector else neg, text=req.text, fields=fields, filt=filt,
+                   exclude=exclude or [], min_similarity=min_sim, num_candidates=req.num_candidates,
+                   image_weight=req.image_weight, text_weight=req.text_weight, fusion=req.fusion)
+        t0 = time.perf_counter()
+        hits, raw_aggs = windowed_search(client, info, w, offset, size, aggs)
+        took = round((time.perf_counter() - t0) * 1000)
+        facets = facets_of(raw_aggs, req.facets) if aggs else None
     result = _result(info, hits, took, started, req, filtered=bool(filt))
-    if rr is not None:
+    if facets is not None:
+        result["facets"] = facets
+    if req.text and pos:
+        result["fusion"] = {"method": req.fusion, "image_weight": req.image_weight,
+                            "text_weight": req.text_weight, "where": "client"}
+    if rr is not None and vector is not None:
         result["query_expansion"] = {"k": rr.qe_k, "alpha": rr.qe_alpha}
     return result
 
 
-def _query_vector(client, info, req: SearchRequest, limits, inference) -> list[float] | None:
-    if req.image is not None and req.like:
-        raise SearchError("give either an image or --like, not both")
-    if req.image is not None:
-        return image_vector(info, req.image, limits, inference)
-    if req.like:
-        return doc_vector(client, info, req.like)
-    return None
-
-
-def _rrf(client, info: IndexInfo, req: SearchRequest, vector, filt, fields, min_sim):
-    window = max(req.k * req.page, 50)
-    knn = knn_clause(info.vector_field, vector, window, num_candidates=req.num_candidates,
-                     filter_query=filt, min_similarity=min_sim,
-                     exclude_ids=[req.like] if req.like else None)
-    by_image = client.search(index=info.concrete, body=search_body(
-        knn=knn, size=window, vector_field=info.vector_field))
-    by_text = client.search(index=info.concrete, body=search_body(
-        query=text_query(req.text, fields, filt), size=window, vector_field=info.vector_field,
-        highlight_fields=fields))
-    docs = {h["_id"]: h for h in by_text["hits"]["hits"] + by_image["hits"]["hits"]}
-    ranked = rrf_fuse([[h["_id"] for h in by_image["hits"]["hits"]],
-                       [h["_id"] for h in by_text["hits"]["hits"]]])
-    page = ranked[(req.page - 1) * req.k: req.page * req.k]
-    hits = [dict(docs[i], _score=score) for i, score in page]
-    return hits, by_image["took"] + by_text["took"]
+def _examples(client, info, req: SearchRequest, limits, inference) -> tuple[list, list]:
+    """Positive and negative example vectors: the image, uploads, indexed documents."""
+    pos = [image_vector(info, data, limits, inference)
+           for data in ([req.image] if req.image is not None else [])
+           + req.like_images]
+    pos += [doc_vector(client, info, d) for d in req.like]
+    neg = [image_vector(info, data, limits, inference) for data in req.unlike_images]
+    neg += [doc_vector(client, info, d) for d in req.unlike]
+    if neg and not pos:
+        raise SearchError("negative examples alone say nothing to search for",
+                          hint="add an image or --like, or drop --unlike")
+    return pos, neg
 
 
 def _result(info: IndexInfo, hits: list[dict], took: int, started: float, req: SearchRequest,

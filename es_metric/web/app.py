@@ -22,7 +22,8 @@ from ..index.client import make_client
 from ..index.indices import index_info
 from ..paths import as_roots, confine
 from ..model.runtime import Inference
-from ..search.service import FUSIONS, SearchRequest, run_search
+from ..search.fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS
+from ..search.service import SearchRequest, run_search
 from . import errors
 from .guard import FORM_ALLOWANCE, RequestGuard, SearchSlots, key_matches
 
@@ -64,28 +65,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/api/indices/{index}/search", dependencies=[Depends(check_key)])
     async def search_upload(index: str, image: UploadFile | None = File(None),
-                            text: str | None = Form(None), like: str | None = Form(None),
-                            filters: list[str] = Form(default_factory=list), k: int = Form(10, ge=1, le=200),
+                            like_image: list[UploadFile] = File(default_factory=list),
+                            unlike_image: list[UploadFile] = File(default_factory=list),
+                            text: str | None = Form(None), like: list[str] = Form(default_factory=list),
+                            unlike: list[str] = Form(default_factory=list),
+                            examples: str = Form("mean", description="mean or max"),
+                            filters: list[str] = Form(default_factory=list),
+                            facets: list[str] = Form(default_factory=list), k: int = Form(10, ge=1, le=200),
                             page: int = Form(1, ge=1, le=100),
-                            fusion: str = Form("weighted", description=FUSION_HELP),
-                            image_weight: float = Form(1.0, ge=0), text_weight: float = Form(1.0, ge=0),
+                            fusion: str = Form(DEFAULT_FUSION, description=FUSION_HELP),
+                            image_weight: float = Form(DEFAULT_IMAGE_WEIGHT, ge=0),
+                            text_weight: float = Form(DEFAULT_TEXT_WEIGHT, ge=0),
                             min_similarity: float | None = Form(None)) -> dict:
-        """Search by an uploaded image (multipart), optionally with text, --like and filters."""
+        """Search by uploaded images (multipart: ``image``, more ``like_image``/``unlike_image``)
+        and/or indexed documents (``like``, ``unlike``, repeatable), text, filters, facets."""
         data = await read_limited(image, settings.max_upload_bytes) if image is not None else None
+        likes = [await read_limited(f, settings.max_upload_bytes) for f in like_image]
+        unlikes = [await read_limited(f, settings.max_upload_bytes) for f in unlike_image]
         return await run(index, SearchRequest(
-            image=data, like=like or None, text=text or None, filters=[f for f in filters if f],
-            k=k, page=page, fusion=fusion, image_weight=image_weight, text_weight=text_weight,
+            image=data, like=[v for v in like if v], unlike=[v for v in unlike if v],
+            like_images=likes, unlike_images=unlikes, examples=examples, text=text or None,
+            filters=[f for f in filters if f], facets=[f for f in facets if f], k=k, page=page,
+            fusion=fusion, image_weight=image_weight, text_weight=text_weight,
             min_similarity=min_similarity))
 
     @app.get("/api/indices/{index}/search", dependencies=[Depends(check_key)])
-    async def search_get(index: str, like: str | None = None, text: str | None = None,
-                         filter: list[str] = Query(default_factory=list), k: int = Query(10, ge=1, le=200),
+    async def search_get(index: str, like: list[str] = Query(default_factory=list),
+                         unlike: list[str] = Query(default_factory=list), examples: str = "mean",
+                         text: str | None = None, filter: list[str] = Query(default_factory=list),
+                         facet: list[str] = Query(default_factory=list), k: int = Query(10, ge=1, le=200),
                          page: int = Query(1, ge=1, le=100),
-                         fusion: str = Query("weighted", description=FUSION_HELP)) -> dict:
-        """Search by an indexed document (more like this) and/or text, with filters."""
-        return await run(index, SearchRequest(like=like or None, text=text or None,
-                                              filters=[f for f in filter if f], k=k, page=page,
-                                              fusion=fusion))
+                         fusion: str = Query(DEFAULT_FUSION, description=FUSION_HELP),
+                         image_weight: float = Query(DEFAULT_IMAGE_WEIGHT, ge=0),
+                         text_weight: float = Query(DEFAULT_TEXT_WEIGHT, ge=0)) -> dict:
+        """Search by indexed documents (more / less like these) and/or text, with filters, facets."""
+        return await run(index, SearchRequest(
+            like=[v for v in like if v], unlike=[v for v in unlike if v], examples=examples,
+            text=text or None, filters=[f for f in filter if f], facets=[f for f in facet if f],
+            k=k, page=page, fusion=fusion, image_weight=image_weight, text_weight=text_weight))
 
     @app.get("/api/indices/{index}/image/{doc_id:path}", dependencies=[Depends(check_key)])
     def image(index: str, doc_id: str) -> Response:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 from pathlib import Path
@@ -12,9 +11,6 @@ from tests.integration.helpers import esm, esm_json
 from tests.integration.server import running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
@@ -23,19 +19,6 @@ def server(stack):
 
     with running(create_app(stack)) as base:
         yield base
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not shutil.which("chromium"):
-        pytest.fail("Chromium is missing: apt-get install chromium chromium-driver (scripts/setup.sh does)",
-                    pytrace=False)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield b
-        b.close()
 
 
 def test_upload_an_image_see_results_and_click_for_more(browser, server, index_name, tiny_model,

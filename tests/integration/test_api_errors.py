@@ -36,7 +36,7 @@ def refused(r, status: int, *words: str) -> dict:
 @pytest.mark.parametrize("params,words", [
     ({"page": 51, "k": 200}, ["page 51 of k=200 reaches result 10200", "10,000-result window"]),
     ({"page": 100, "k": 101}, ["reaches result 10100", "10,000-result window"]),
-    ({"fusion": "bogus"}, ["unknown fusion 'bogus'", "weighted, rrf"]),
+    ({"fusion": "bogus"}, ["unknown fusion 'bogus'", "minmax, zscore, rrf, weighted"]),
     ({"text": "   "}, ["empty text"]),
     ({"like": "no-such-doc"}, ["no document 'no-such-doc'"]),
     ({"like": "x" * 600}, ["no document 'xxxxxxx"]),

@@ -3,7 +3,7 @@ import pytest
 
 from es_metric.errors import SearchError
 from es_metric.search.queries import (Filter, FieldInfo, field_info, filter_clauses, knn_clause,
-                                      leaf_fields, parse_filter, rrf_fuse, search_body, text_query)
+                                      leaf_fields, parse_filter, search_body, text_query)
 
 PROPS = {"title": {"type": "text", "fields": {"keyword": {"type": "keyword"}}},
          "category": {"type": "keyword"}, "price": {"type": "float"}}
@@ -160,15 +160,6 @@ def test_text_query_and_search_body():
     assert body["size"] == 3 and body["from"] == 6
     assert body["_source"] == {"excludes": ["v", "v_raw"]}  # nor the raw vector a DBA pass keeps
     assert body["highlight"]["fields"] == {"title": {}}
-
-
-def test_rrf_by_hand():
-    # a: 1/61 + 1/62 ; b: 1/62 + 1/61 ; c: 1/63 ; d: 1/63
-    fused = rrf_fuse([["a", "b", "c"], ["b", "a", "d"]], k=60)
-    assert [d for d, _ in fused] == ["a", "b", "c", "d"]
-    assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
-    assert fused[2][1] == pytest.approx(1 / 63)
-    assert rrf_fuse([["x"], []], k=1, size=1) == [("x", 0.5)]
 
 
 def test_expansion_body_fetches_only_the_neighbours_vectors():

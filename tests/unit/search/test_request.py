@@ -9,6 +9,7 @@ from elasticsearch import ApiError, BadRequestError
 from es_metric.errors import ConfigError, SearchError
 from es_metric.index.client import es_reason
 from es_metric.index.indices import check_index_name
+from es_metric.search.fusion import DEFAULT_FUSION
 from es_metric.search.service import FUSIONS, MAX_RESULT_WINDOW, SearchRequest
 
 
@@ -18,7 +19,11 @@ def test_valid_requests_pass():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"fusion": "bogus"}, r"unknown fusion 'bogus' \(use one of: weighted, rrf\)"),
+    ({"fusion": "bogus"}, r"unknown fusion 'bogus' \(use one of: minmax, zscore, rrf, weighted\)"),
+    ({"examples": "median"}, r"unknown example strategy 'median' \(use one of: mean, max\)"),
+    ({"unlike": ["d1", " "]}, "empty unlike"),
+    ({"facets": [None]}, "facets must be strings"),
+    ({"like": [f"d{i}" for i in range(21)]}, "too many examples"),
     ({"k": 200, "page": 51}, "page 51 of k=200 reaches result 10200, past Elasticsearch's "
                              "10,000-result window"),
     ({"k": 10_001}, "reaches result 10001"),
@@ -46,6 +51,7 @@ def test_the_cli_offers_the_fusions_the_library_accepts():
     from es_metric.cli.search import search
     fusion = next(p for p in search.params if p.name == "fusion")
     assert tuple(fusion.type.choices) == FUSIONS
+    assert fusion.default == DEFAULT_FUSION == SearchRequest(text="x").fusion
 
 
 @pytest.mark.parametrize("name", ["shop", "t-1a2b", "a.b", "x" * 255, "été"])

@@ -1,0 +1,65 @@
+"""Facets over a search's result set: aggregation bodies and their answers, as pure functions.
+
+Keyword-like fields (keyword, a text field's keyword sub-field, boolean, ip) get a ``terms``
+aggregation; numeric ones a ``variable_width_histogram`` (ranges that follow the values).
+Every bucket carries the ``--filter`` string that selects it, so a page can make it clickable.
+The aggregation runs over the documents the search ranked (its window), not the whole index.
+"""
+from __future__ import annotations
+
+from ..errors import SearchError, shown
+from .queries import FLOAT_MAX, INTEGER_BOUNDS, STRING_TYPES, TEXT_TYPES, field_info
+
+TERMS_SIZE = 10
+RANGE_BUCKETS = 5
+MAX_FACETS = 10
+NUMERIC = frozenset(INTEGER_BOUNDS) | frozenset(FLOAT_MAX)
+
+
+def facet_aggs(names: list[str], properties: dict) -> dict:
+    """``aggs`` for the requested facet fields, keyed by the names as given."""
+    if len(names) > MAX_FACETS:
+        raise SearchError(f"{len(names)} facets asked for", hint=f"ask for at most {MAX_FACETS}")
+    aggs = {}
+    for name in dict.fromkeys(names):
+        info = field_info(name, properties)
+        if info.nested or info.path == "_id":
+            raise SearchError(f"cannot facet on {shown(name)}",
+                              hint="facet on a keyword, boolean or numeric field outside nested objects")
+        field = info.exact if info.type in TEXT_TYPES else info.path
+        if info.type in NUMERIC:
+            aggs[name] = {"variable_width_histogram": {"field": field, "buckets": RANGE_BUCKETS}}
+        elif field and (info.type in STRING_TYPES or info.type in TEXT_TYPES or info.type == "boolean"):
+            aggs[name] = {"terms": {"field": field, "size": TERMS_SIZE}}
+        else:
+            raise SearchError(f"cannot facet on {shown(name)} ({info.type})",
+                              hint="facet on keyword, boolean or numeric fields, or text fields "
+                                   "with a keyword sub-field")
+    return aggs
+
+
+def _literal(value: str) -> str:
+    """A filter value read as itself (| and .. would otherwise mean a list or a range)."""
+    return f'"{value}"' if "|" in value or ".." in value or value[:1] == '"' else value
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def facets_of(aggregations: dict, names: list[str]) -> dict:
+    """The answer's buckets as ``{FIELD: [{"value", "count", "filter"}, ...]}``."""
+    out = {}
+    for name in dict.fromkeys(names):
+        agg = aggregations.get(name) or {}
+        rows = []
+        for b in agg.get("buckets", []):
+            if "min" in b:   # a numeric range: the values it holds, inclusive
+                value = {"from": b["min"], "to": b["max"]}
+                filt = f"{name}={_number(b['min'])}..{_number(b['max'])}"
+            else:
+                value = b.get("key_as_string", b["key"])  # booleans: "true", not 1
+                filt = f"{name}={_literal(str(value))}"
+            rows.append({"value": value, "count": b["doc_count"], "filter": filt})
+        out[name] = rows
+    return out
