@@ -129,8 +129,12 @@ def build_actions(job: dict, good: list[tuple[dict, str]], vectors: np.ndarray) 
     stamp = now()
     actions: dict[str, dict] = {}
     for (item, sha), vec in zip(good, vectors):
-        doc = {job["vector_field"]: vec.astype(float).round(7).tolist(), "image_path": item["ref"],
-               "image_sha256": sha, "model_id": job["model_id"], "indexed_at": stamp}
+        doc = {job["vector_field"]: vec.astype(float).round(7).tolist()}
+        if not job.get("vector_only"):  # a second model's field during a model change: vector only
+            doc.update(image_path=item["ref"], image_sha256=sha, model_id=job["model_id"],
+                       indexed_at=stamp)
+            if isinstance(item.get("source_ref"), str):  # what --from-index read: follow compares it
+                doc["image_ref"] = item["source_ref"]
         doc_id = item.get("id") or sha
         if job.get("mode") == "update":
             body = {"doc": doc}
