@@ -281,6 +281,12 @@ def _mark(client: Elasticsearch, index: str, state: str) -> None:
     client.indices.put_mapping(index=index, meta=meta)
 
 
+def in_place(client: Elasticsearch, name: str) -> bool:
+    """Is ``name`` an index es-metric does not own (no alias): its model changes in place."""
+    info = index_info(client, name)
+    return info.name == info.concrete
+
+
 def reindex(settings: Settings, client: Elasticsearch, alias: str, model_path: str, card: dict, *,
             force: bool = False, delete_old: bool = False, timeout: float | None = None,
             on_progress: Callable[[int, int, int], None] | None = None) -> ReindexResult:
