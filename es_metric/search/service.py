@@ -127,7 +127,7 @@ def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[floa
     src = doc["_source"]
     if info.vector_field not in src:
         raise SearchError(f"document {shown(doc_id)} has no vector yet", hint="ingest its image first")
-    if src.get("model_id") not in (None, info.model_id):
+    if not info.serves(src.get("model_id")):
         raise SearchError(f"document {shown(doc_id)} was embedded by {src['model_id']}, the index serves "
                           f"{info.model_id}", hint="reindex with `esm reindex`")
     return src[info.vector_field]
@@ -167,7 +167,7 @@ def expanded_vector(client: Elasticsearch, info: IndexInfo, vector: list[float],
                           exclude_ids=exclude_ids, num_candidates=num_candidates)
     hits = client.search(index=info.concrete, body=body)["hits"]["hits"]
     nb = [h["_source"][info.vector_field] for h in hits
-          if info.vector_field in h["_source"] and h["_source"].get("model_id") in (None, info.model_id)]
+          if info.vector_field in h["_source"] and info.serves(h["_source"].get("model_id"))]
     if not nb:
         return vector
     import torch
@@ -257,7 +257,7 @@ def _result(info: IndexInfo, hits: list[dict], took: int, started: float, req: S
     out = []
     for h in hits:
         src = h.get("_source", {})
-        if src.get("model_id") not in (None, info.model_id):
+        if not info.serves(src.get("model_id")):
             raise SearchError(f"hit {h['_id']} was embedded by {src['model_id']}, not "
                               f"{info.model_id}; es-metric never mixes models",
                               hint="finish or abandon the reindex")
