@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from ..model.encoder import Preprocess
 from ..model.modelfile import cached_model
 from ..paths import confine, job_roots
 from .jobs import JobProgress
+from .metrics import observe_fetch
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,9 @@ def prepare_item(item: dict, limits: DecodeLimits, pre: Preprocess, roots: tuple
     (JPEG draft), centre-crop + resize: GIL-free work for the decode threads."""
     try:
         path = confine(item["ref"], Path("/"), roots)
+        began = time.perf_counter()
         img, sha = load_image(path, limits, draft=pre.size)
+        observe_fetch(time.perf_counter() - began)
         return item, to_pixels(img, pre.size), sha, None
     except (ImageError, PathRefused) as exc:
         return item, None, None, failure_for(item, exc.reason, exc.message)

@@ -26,7 +26,8 @@ LAYERS: list[tuple[str, ...]] = [
      "es_metric.paths", "es_metric.pids"),                                                  # core
     ("es_metric.index",),                                                 # Elasticsearch
     ("es_metric.ingest.jobs", "es_metric.ingest.celery_app", "es_metric.ingest.stall",
-     "es_metric.ingest.sources", "es_metric.ingest.enqueue", "es_metric.ingest.outcomes"),  # Redis, Celery
+     "es_metric.ingest.sources", "es_metric.ingest.enqueue", "es_metric.ingest.outcomes",
+     "es_metric.ingest.metrics"),  # Redis, Celery
     ("es_metric.model",),                                                 # the encoder
     ("es_metric.training", "es_metric.search", "es_metric.ingest.pipeline",
      "es_metric.ingest.tasks"),                                           # what uses the encoder
