@@ -137,8 +137,9 @@ def build_actions(job: dict, good: list[tuple[dict, str]], vectors: np.ndarray) 
         if not job.get("vector_only"):  # a second model's field during a model change: vector only
             doc.update(image_path=item["ref"], image_sha256=sha, model_id=job["model_id"],
                        indexed_at=stamp)
-            if isinstance(item.get("source_ref"), str):  # what --from-index read: follow compares it
-                doc["image_ref"] = item["source_ref"]
+            ref = item.get("source_ref")  # what --from-index read: a follower compares it
+            if isinstance(ref, str) and len(ref) <= 8192:
+                doc["image_ref"] = ref
         doc_id = item.get("id") or sha
         if job.get("mode") == "update":
             body = {"doc": doc}
