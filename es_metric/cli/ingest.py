@@ -116,6 +116,12 @@ def reindex(index, model_path, force, delete_old, abandon, timeout, as_json) -> 
         raise click.UsageError("--model is required")
     card = read_card(model_path)
     with Cluster() as (s, es):
+        if abandon and in_place(es, index):
+            from ..ingest.migrate import abandon as abandon_change
+
+            click.echo(f"abandoned the change to {card['model_id']}: cleared "
+                       f"{abandon_change(es, index, card['model_id'])}; search stays on the old model")
+            return
         if abandon:
             click.echo(f"deleted half-built index {abandon_target(es, index, card['model_id'])}")
             return

@@ -179,6 +179,29 @@ def clear_old(settings: Settings, client: Elasticsearch, info: IndexInfo,
     return n
 
 
+def abandon(client: Elasticsearch, index: str, model_id: str) -> str:
+    """Give up a change to ``model_id`` that has not switched yet: clear the new field's
+    values and drop the record (the empty field stays in the mapping); returns the field."""
+    info = index_info(client, index)
+    moving = info.migration or {}
+    if moving.get("model_id") != model_id:
+        raise IndexStateError(f"no change to model {model_id} is under way on {index}")
+    if moving.get("state") != "filling":
+        raise IndexStateError(f"{index} already searches with {model_id}; finish the change",
+                              hint=f"run `esm reindex {index} --model {moving['model_path']}`")
+    meta = _meta(client, info.concrete)
+    meta["es_metric"].pop("migration", None)
+    client.indices.put_mapping(index=info.concrete, meta=meta)  # the follower stops filling it
+    field = moving["vector_field"]
+    actions = ({"_op_type": "update", "_index": info.concrete, "_id": h["_id"], "doc": {field: None}}
+               for h in scan(client, index=info.concrete, _source=False,
+                             query={"query": {"exists": {"field": field}}}))
+    for _ in streaming_bulk(client, actions, raise_on_error=False, max_retries=5):
+        pass
+    client.indices.refresh(index=info.concrete)
+    return field
+
+
 def change_model(settings: Settings, client: Elasticsearch, index: str, model_path: str,
                  card: dict, *, force: bool = False, timeout: float | None = None) -> MigrationResult:
     """Steps 1-5 of the module doc on an existing (non-alias) index."""

@@ -107,3 +107,29 @@ def test_follower_embeds_new_and_changed_skips_unchanged_and_resumes_after_kill(
 def test_follow_needs_from_index(stack, index_name):
     result = esm("ingest", index_name, "--follow", ok=False)
     assert result.exit_code == 2 and "--follow needs --from-index" in result.output
+
+
+def test_follower_refuses_hostile_references_once_and_reads_nothing_outside_the_roots(
+        es, index_name, tiny_model, tiny_data, redis_cleanup):
+    good = sorted((tiny_data / "class_1").iterdir())[0]
+    es.indices.create(index=index_name, mappings={"properties": {"photo": {"type": "keyword"}}})
+    shop = {"good": f"class_1/{good.name}", "up": "../../../../etc/passwd", "abs": "/etc/passwd",
+            "list": ["class_1/a.jpg", "class_1/b.jpg"], "nul": "class_1/x\x00.jpg"}
+    for doc_id, photo in shop.items():
+        es.index(index=index_name, id=doc_id, document={"photo": photo})
+    esm("mapping", "create", index_name, "--model", tiny_model, "--existing")
+    redis_cleanup(index_name)
+    follower = start_follower(index_name, str(tiny_data))
+    try:
+        wait_until(lambda: embedded(es, index_name, "good", shop["good"]), "the good document")
+        time.sleep(1.5)  # more passes: the refused documents did not change, so they stay refused once
+        st = esm_json("status", index_name)
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        follower.wait(20)
+    assert st["follower"]["queued"] == 1 and st["follower"]["refused"] == 4
+    rows = esm_json("failures", index_name)["failures"]
+    assert sorted(r["doc_id"] for r in rows) == ["abs", "list", "nul", "up"]
+    assert {r["reason"] for r in rows} == {"path_refused"}
+    src = docs(es, index_name)
+    assert all("image_vector" not in src[d] for d in ("up", "abs", "list", "nul"))

@@ -98,3 +98,26 @@ def test_mapping_create_existing_with_another_model_points_to_reindex(es, index_
     line = esm_error("mapping", "create", index_name, "--model", other, "--existing")
     assert "never mixes models" in line and f"esm reindex {index_name} --model" in line
     assert index_info(es, index_name).model_id == read_card(tiny_model)["model_id"]
+
+
+def test_an_interrupted_change_in_place_can_be_abandoned(es, stack, index_name, tiny_model,
+                                                         tiny_model_l2, tiny_data):
+    from es_metric.ingest.migrate import fill, start
+    from es_metric.model.modelfile import read_card
+
+    files = shop_index(es, index_name, tiny_data, n=4)
+    esm("mapping", "create", index_name, "--model", tiny_model, "--existing")
+    esm_json("ingest", index_name, "--from-index", "--image-field", "photo", "--base-dir", tiny_data)
+    old = index_info(es, index_name)
+    start(es, old, read_card(tiny_model_l2), str(tiny_model_l2))  # as if it died before the switch
+    assert fill(stack, es, index_info(es, index_name), timeout=60) == 0
+    field = index_info(es, index_name).migration["vector_field"]
+    es.indices.refresh(index=index_name)
+    assert es.count(index=index_name, query={"exists": {"field": field}})["count"] == 4
+    out = esm("reindex", index_name, "--model", tiny_model_l2, "--abandon").output
+    assert "abandoned the change" in out and "deleted" not in out
+    info = index_info(es, index_name)
+    assert info.migration is None and info.model_id == old.model_id and info.vector_field == old.vector_field
+    assert es.count(index=index_name, query={"exists": {"field": field}})["count"] == 0
+    res = esm_json("search", index_name, "--image", files[0], "-k", "1")
+    assert res["model_id"] == old.model_id and res["hits"][0]["id"] == "p0"
