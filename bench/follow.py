@@ -26,7 +26,7 @@ from es_metric.index.client import make_client
 from es_metric.index.indices import add_vectors_to_existing, index_info
 from es_metric.ingest.enqueue import enqueue, existing_roots, hit_item
 from es_metric.ingest.sources import Source
-from es_metric.model.modelfile import read_card
+from es_metric.model.card import read_card
 
 
 def searchable(es, index: str, doc_id: str, field: str) -> bool:

@@ -26,6 +26,8 @@ from .losses import Objective, objective
 from .partial import fit_tail
 from .sampling import seed_everything
 
+__all__ = ["train", "TrainResult"]
+
 log = logging.getLogger(__name__)
 
 

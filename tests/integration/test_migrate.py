@@ -87,12 +87,11 @@ def test_model_change_in_place_never_fails_a_search_nor_mixes_models(
 
 def test_mapping_create_existing_with_another_model_points_to_reindex(es, index_name, tiny_model,
                                                                      tiny_data, tmp_path):
-    import torch
-    from es_metric.model.modelfile import read_card
-    blob = torch.load(tiny_model, weights_only=True)
-    blob["card"] = {**read_card(tiny_model), "model_id": "same-dims-other-model"}
-    other = tmp_path / "other.pt"
-    torch.save(blob, other)
+    from es_metric.model.card import read_card
+    from es_metric.model.modelfile import load_model, save_model
+    model = load_model(tiny_model)
+    other = save_model(tmp_path / "other.pt", model.encoder,
+                       {**model.card, "model_id": "same-dims-other-model"})
     shop_index(es, index_name, tiny_data, n=2)
     esm("mapping", "create", index_name, "--model", tiny_model, "--existing")
     line = esm_error("mapping", "create", index_name, "--model", other, "--existing")
@@ -103,7 +102,7 @@ def test_mapping_create_existing_with_another_model_points_to_reindex(es, index_
 def test_an_interrupted_change_in_place_can_be_abandoned(es, stack, index_name, tiny_model,
                                                          tiny_model_l2, tiny_data):
     from es_metric.ingest.migrate import fill, start
-    from es_metric.model.modelfile import read_card
+    from es_metric.model.card import read_card
 
     files = shop_index(es, index_name, tiny_data, n=4)
     esm("mapping", "create", index_name, "--model", tiny_model, "--existing")
