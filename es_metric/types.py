@@ -20,6 +20,7 @@ class ImageItem(_ImageRef, total=False):
 
     id: str | None               # the document id; None: the image's SHA-256
     fields: dict[str, Any]       # user fields written beside the vector (data, never metadata)
+    source_ref: str              # --from-index: the image field's value, stored as image_ref
 
 
 class JobSpec(TypedDict):
@@ -36,6 +37,12 @@ class JobSpec(TypedDict):
     roots: list[str]
     runtime: str | None          # the runtime the index's vectors were made with (None: torch)
     runtime_parity: float | None  # that export's measured minimum cosine to torch
+
+
+class SecondModelSpec(JobSpec, total=False):
+    """A job that fills another model's field during a model change in place."""
+
+    vector_only: bool            # write the vector field only, no bookkeeping
 
 
 class _CardCore(TypedDict):

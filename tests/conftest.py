@@ -104,3 +104,16 @@ def report(request):
         with capture.global_and_fixture_disabled():
             reporter.write_line("\n" + text)
     return write
+
+
+@pytest.fixture
+def redis_cleanup(stack):
+    """``redis_cleanup(index)``: the follower state of that index is deleted afterwards."""
+    from es_metric.ingest.jobs import redis_client
+
+    names: list[str] = []
+    yield names.append
+    r = redis_client(stack)
+    for name in names:
+        for key in r.scan_iter(match=f"esm:follow:{name}*"):
+            r.delete(key)

@@ -11,6 +11,7 @@ from ..ingest.sources import local_source
 from ..progressbar import enabled
 from ..model.card import read_card
 from .common import Cluster, echo_json
+from .follow import follow
 from .root import main
 
 
@@ -28,12 +29,20 @@ from .root import main
 @click.option("--stall-timeout", type=float, default=None,
               help="Give up when nothing moved for N s and nothing of the job is queued or running "
                    "[default: ESM_STALL_SECONDS or 120].")
+@click.option("--follow", "follow_mode", is_flag=True,
+              help="With --from-index: keep embedding new and changed documents until stopped.")
+@click.option("--poll", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="With --follow: seconds between passes.")
 @click.option("--json", "as_json", is_flag=True)
 def ingest(index, source, wait, from_index, image_field, image_key, base_dir, timeout, stall_timeout,
-           as_json) -> None:
+           follow_mode, poll, as_json) -> None:
     """Queue SOURCE (image folder or JSONL manifest) for the workers to embed into INDEX."""
     from ..ingest.enqueue import enqueue, existing_index_items, make_searchable
 
+    if follow_mode:
+        if not from_index:
+            raise click.UsageError("--follow needs --from-index")
+        return follow(index, image_field, base_dir, poll, as_json)
     with Cluster() as (s, es):
         if stall_timeout is not None:
             s = s.with_(stall_seconds=stall_timeout)
@@ -101,15 +110,23 @@ def _follow(s, job, timeout, quiet: bool) -> dict:
 @click.option("--json", "as_json", is_flag=True)
 def reindex(index, model_path, force, delete_old, abandon, timeout, as_json) -> None:
     """Blue/green: re-embed INDEX with a new model, verify, swap the alias atomically."""
-    from ..ingest.reindex import abandon as abandon_target, reindex as run_reindex
+    from ..ingest.reindex import abandon as abandon_target, in_place, reindex as run_reindex
 
     if not model_path:
         raise click.UsageError("--model is required")
     card = read_card(model_path)
     with Cluster() as (s, es):
+        if abandon and in_place(es, index):
+            from ..ingest.migrate import abandon as abandon_change
+
+            click.echo(f"abandoned the change to {card['model_id']}: cleared "
+                       f"{abandon_change(es, index, card['model_id'])}; search stays on the old model")
+            return
         if abandon:
             click.echo(f"deleted half-built index {abandon_target(es, index, card['model_id'])}")
             return
+        if in_place(es, index):
+            return _change_in_place(s, es, index, model_path, card, force, timeout, as_json)
         res = run_reindex(s, es, index, str(Path(model_path).resolve()), card, force=force,
                           delete_old=delete_old, timeout=timeout)
     if as_json:
@@ -120,3 +137,17 @@ def reindex(index, model_path, force, delete_old, abandon, timeout, as_json) -> 
                + (f"; caught up with {res.caught_up} written and {res.removed} deleted during the run"
                   if res.caught_up or res.removed else "")
                + ("; old index deleted" if res.deleted_old else "; old index kept (--delete-old)"))
+
+
+def _change_in_place(s, es, index, model_path, card, force, timeout, as_json) -> None:
+    """An index es-metric does not own (no alias): a new vector field beside the old one."""
+    from ..ingest.migrate import change_model
+
+    res = change_model(s, es, index, str(Path(model_path).resolve()), card, force=force,
+                       timeout=timeout)
+    if as_json:
+        echo_json(asdict(res))
+        return
+    click.echo(f"{index}: {res.old_model} ({res.old_field}) -> {res.new_model} ({res.new_field}) "
+               f"in place; {res.vectors} of {res.documents} documents embedded, {res.failed} failed; "
+               f"search switched; old vectors cleared from {res.cleared} documents")

@@ -32,6 +32,15 @@ class IndexInfo:
     near_duplicate_threshold: float | None = None
     runtime: str | None = None          # runtime of the vectors (torch, onnxruntime); None: older
     runtime_parity: float | None = None  # that runtime's measured min cosine to torch
+    migration: dict | None = None       # a model change in place under way (ingest/migrate.py)
+
+    def serves(self, model_id: str | None) -> bool:
+        """May a hit stamped ``model_id`` be returned? The index's model; during the moments
+        after a model change in place switched fields and before the stamps are rewritten, also
+        the previous one (each model writes only its own field, so vectors never mix)."""
+        moving = self.migration or {}
+        return model_id in (None, self.model_id) or (
+            moving.get("state") == "switched" and model_id == moving.get("from_model_id"))
 
 
 def resolve_concrete(client: Elasticsearch, name: str) -> list[str]:
@@ -71,7 +80,7 @@ def index_info(client: Elasticsearch, name: str) -> IndexInfo:
                      meta["vector_field"], int(meta["dims"]), meta["similarity"],
                      tuple(meta.get("image_roots") or ()), meta.get("rerank"),
                      meta.get("near_duplicate_threshold"), meta.get("runtime"),
-                     meta.get("runtime_parity"))
+                     meta.get("runtime_parity"), meta.get("migration"))
 
 
 def record_image_roots(client: Elasticsearch, index: str, roots: tuple[str, ...]) -> None:
@@ -120,8 +129,12 @@ def add_vectors_to_existing(client: Elasticsearch, index: str, card: dict, model
                               hint="create the index first, or drop --existing")
     current = client.indices.get_mapping(index=concrete[0])[concrete[0]]["mappings"]
     meta = (current.get("_meta") or {}).get("es_metric")
-    if meta and meta.get("model_id") != card["model_id"] and meta.get("vector_field") == vector_field:
-        check_compatible(card, current["properties"].get(vector_field, {}), vector_field)
+    if meta and meta.get("model_id") != card["model_id"]:
+        if meta.get("vector_field") == vector_field:
+            check_compatible(card, current["properties"].get(vector_field, {}), vector_field)
+        raise MappingMismatch(f"index {concrete[0]!r} serves model {meta.get('model_id')}, not "
+                              f"{card['model_id']}; es-metric never mixes models",
+                              hint=f"change the model in place with `esm reindex {index} --model ...`")
     body = existing_index_update(card, model_path, current, vector_field=vector_field, options=options)
     client.indices.put_mapping(index=concrete[0], properties=body["properties"], meta=body["_meta"])
     return concrete[0]

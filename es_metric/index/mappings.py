@@ -25,6 +25,7 @@ BOOKKEEPING = {
     "image_sha256": {"type": "keyword"},
     "model_id": {"type": "keyword"},
     "indexed_at": {"type": "date"},
+    "image_ref": {"type": "keyword"},  # the image field's value the vector was made from (--from-index)
 }
 
 

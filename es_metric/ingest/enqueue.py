@@ -45,26 +45,41 @@ def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | 
             "runtime": info.runtime, "runtime_parity": info.runtime_parity}
 
 
+def existing_roots(settings: Settings, client: Elasticsearch, index: str,
+                   base_dir: str | None = None) -> tuple[Path, ...]:
+    """Where the images of an existing index's documents may be read from: ESM_IMAGE_ROOTS,
+    ``base_dir`` and the roots recorded for the index."""
+    return as_roots(settings.image_roots + as_roots([base_dir] if base_dir else [])
+                    + as_roots(index_info(client, index).image_roots))
+
+
+def hit_item(hit: dict, image_field: str, index: str, roots: tuple[Path, ...],
+             base_dir: str | None = None) -> tuple[dict | None, dict | None]:
+    """(re-embed item, None) for a document whose ``image_field`` is a path inside ``roots``,
+    else (None, refused record). The item carries the field's value (``source_ref``): the
+    worker stores it beside the vector, so a follower can tell a changed image."""
+    ref = hit["_source"].get(image_field)
+    hint = "set ESM_IMAGE_ROOTS to the image folder, or pass --base-dir FOLDER"
+    try:
+        path = confine(ref, Path(base_dir or "/"), roots, hint=hint)
+        return {"ref": str(path), "id": hit["_id"], "fields": {}, "source_ref": ref}, None
+    except PathRefused as exc:
+        where = os.path.normpath(os.path.join(base_dir or "/", ref)) if isinstance(ref, str) \
+            and "\x00" not in ref and len(ref) < 4096 else f"{index}/{hit['_id']}"
+        return None, {"ref": where, "reason": exc.reason, "doc_id": hit["_id"],
+                      "message": f"document {hit['_id']!r}: {exc}"}
+
+
 def existing_index_items(settings: Settings, client: Elasticsearch, index: str, image_field: str,
                          base_dir: str | None = None) -> Source:
     """Documents of an existing index with an image path in ``image_field`` (updated by id).
     The paths are data: each must lie under ESM_IMAGE_ROOTS, ``base_dir`` or the roots recorded
     for the index, or it is refused with a reason."""
-    roots = settings.image_roots + as_roots([base_dir] if base_dir else []) + as_roots(
-        index_info(client, index).image_roots)
-    hint = "set ESM_IMAGE_ROOTS to the image folder, or pass --base-dir FOLDER"
-    source = Source(roots=as_roots(roots))
+    source = Source(roots=existing_roots(settings, client, index, base_dir))
     for hit in scan(client, index=index, query={"query": {"exists": {"field": image_field}}},
                     _source=[image_field]):
-        ref = hit["_source"].get(image_field)
-        try:
-            path = confine(ref, Path(base_dir or "/"), source.roots, hint=hint)
-            source.items.append({"ref": str(path), "id": hit["_id"], "fields": {}})
-        except PathRefused as exc:
-            where = os.path.normpath(os.path.join(base_dir or "/", ref)) if isinstance(ref, str) \
-                and "\x00" not in ref and len(ref) < 4096 else f"{index}/{hit['_id']}"
-            source.refused.append({"ref": where, "reason": exc.reason, "doc_id": hit["_id"],
-                                   "message": f"document {hit['_id']!r}: {exc}"})
+        item, refused = hit_item(hit, image_field, index, source.roots, base_dir)
+        (source.items if item else source.refused).append(item or refused)
     if not source.items and not source.refused:
         raise IndexStateError(f"no document of {index!r} has the field {image_field!r}",
                               hint="name the field holding image paths with --image-field")
@@ -72,15 +87,17 @@ def existing_index_items(settings: Settings, client: Elasticsearch, index: str, 
 
 
 def enqueue(settings: Settings, client: Elasticsearch, alias: str, source: Source | list[dict], *,
-            mode: str = "index", target: str | None = None) -> Job:
+            mode: str = "index", target: str | None = None, model: dict | None = None) -> Job:
     """Send the items as batches of ``settings.batch_size`` to the workers; record the
-    source's roots for the index and its refused lines as failures of the job."""
+    source's roots for the index and its refused lines as failures of the job. ``model``:
+    another model's ``model_id``, ``model_path``, ``vector_field`` (and ``vector_only``) than
+    the one the index serves (a model change in place fills its field with it)."""
     if not isinstance(source, Source):
         source = Source(list(source))
     info = index_info(client, target or alias)
     roots = tuple(str(r) for r in as_roots([*info.image_roots, *map(str, source.roots)]))
     job_id = uuid.uuid4().hex[:16]
-    spec = job_spec(info, alias, job_id, mode, target, roots)
+    spec = {**job_spec(info, alias, job_id, mode, target, roots), **(model or {})}
     if source.roots:
         record_image_roots(client, spec["index"], roots)
     total = len({item_key(i) for i in source.items} | {record_key(r) for r in source.refused})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from ..model.pixels import pixel_stack, square_pixels
 from ..model.runtime import Embedder, check_runtime, load_embedder, model_threads
 from ..paths import confine, job_roots
 from .jobs import JobProgress
+from .metrics import observe_fetch
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,9 @@ def prepare_item(item: dict, limits: DecodeLimits, size: int, roots: tuple[Path,
     (JPEG draft), centre-crop + resize: GIL-free work for the decode threads."""
     try:
         path = confine(item["ref"], Path("/"), roots)
+        began = time.perf_counter()
         img, sha = load_image(path, limits, draft=size)
+        observe_fetch(time.perf_counter() - began)
         return item, square_pixels(img, size), sha, None
     except (ImageError, PathRefused) as exc:
         return item, None, None, failure_for(item, exc.reason, exc.message)
@@ -128,8 +132,13 @@ def build_actions(job: dict, good: list[tuple[dict, str]], vectors: np.ndarray) 
     stamp = now()
     actions: dict[str, dict] = {}
     for (item, sha), vec in zip(good, vectors):
-        doc = {job["vector_field"]: vec.astype(float).round(7).tolist(), "image_path": item["ref"],
-               "image_sha256": sha, "model_id": job["model_id"], "indexed_at": stamp}
+        doc = {job["vector_field"]: vec.astype(float).round(7).tolist()}
+        if not job.get("vector_only"):  # a second model's field during a model change: vector only
+            doc.update(image_path=item["ref"], image_sha256=sha, model_id=job["model_id"],
+                       indexed_at=stamp)
+            ref = item.get("source_ref")  # what --from-index read: a follower compares it
+            if isinstance(ref, str) and len(ref) <= 8192:
+                doc["image_ref"] = ref
         doc_id = item.get("id") or sha
         if job.get("mode") == "update":
             body = {"doc": doc}

@@ -158,17 +158,18 @@ def primary_checkpoints(client: Elasticsearch, index: str) -> dict[str, int]:
 
 
 def changed_since(client: Elasticsearch, index: str, since: dict[str, int], excludes: list[str],
-                  page: int = 500) -> Iterator[dict]:
+                  page: int = 500, includes: list[str] | None = None) -> Iterator[dict]:
     """Documents written (created or updated) after ``since``, shard by shard, in ``_seq_no``
     order. Sequence numbers are per shard, so each shard is asked with its own bound."""
     client.indices.refresh(index=index)
+    fields = {"source_includes": includes} if includes is not None else {"source_excludes": excludes}
     for shard, seq in since.items():
         after = None
         while True:
             kw = {"search_after": after} if after else {}
             resp = client.search(index=index, preference=f"_shards:{shard}", size=page,
                                  query={"range": {"_seq_no": {"gt": seq}}}, sort=[{"_seq_no": "asc"}],
-                                 source_excludes=excludes, track_total_hits=False, **kw)
+                                 track_total_hits=False, **fields, **kw)
             hits = resp["hits"]["hits"]
             if not hits:
                 break
@@ -279,6 +280,12 @@ def _mark(client: Elasticsearch, index: str, state: str) -> None:
     meta = client.indices.get_mapping(index=index)[index]["mappings"].get("_meta") or {}
     meta.setdefault("es_metric", {}).setdefault("reindex_state", {})["state"] = state
     client.indices.put_mapping(index=index, meta=meta)
+
+
+def in_place(client: Elasticsearch, name: str) -> bool:
+    """Is ``name`` an index es-metric does not own (no alias): its model changes in place."""
+    info = index_info(client, name)
+    return info.name == info.concrete
 
 
 def reindex(settings: Settings, client: Elasticsearch, alias: str, model_path: str, card: dict, *,

@@ -11,6 +11,7 @@ from ..config import Settings
 from ..index.client import make_client
 from ..model.runtime import set_threads
 from ..types import ImageItem, JobSpec
+from . import metrics  # noqa: F401  (times batches and counts images through Celery signals)
 from .celery_app import TASK_NAME, app
 from .outcomes import MAX_RETRIES, check_redelivery, fail_batch, is_transient
 from .pipeline import process_batch

@@ -149,7 +149,7 @@ def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[floa
     vector, model_id = found
     if vector is None:
         raise SearchError(f"document {shown(doc_id)} has no vector yet", hint="ingest its image first")
-    if model_id not in (None, info.model_id):
+    if not info.serves(model_id):
         raise SearchError(f"document {shown(doc_id)} was embedded by {model_id}, the index serves "
                           f"{info.model_id}", hint="reindex with `esm reindex`")
     return vector
@@ -188,7 +188,7 @@ def expanded_vector(client: Elasticsearch, info: IndexInfo, vector: list[float],
     body = expansion_body(info.vector_field, vector, rr.qe_k, filter_query=filt,
                           exclude_ids=exclude_ids, num_candidates=num_candidates)
     hits = client.search(index=info.concrete, body=body)["hits"]["hits"]
-    nb = [v for h in hits if h.get("_source", {}).get("model_id") in (None, info.model_id)
+    nb = [v for h in hits if info.serves(h.get("_source", {}).get("model_id"))
           for v in [hit_vector(h, info.vector_field)] if v is not None]
     if not nb:
         return vector
@@ -278,7 +278,7 @@ def _result(info: IndexInfo, hits: list[dict], took: int, started: float, req: S
     out = []
     for h in hits:
         src = h.get("_source", {})
-        if src.get("model_id") not in (None, info.model_id):
+        if not info.serves(src.get("model_id")):
             raise SearchError(f"hit {h['_id']} was embedded by {src['model_id']}, not "
                               f"{info.model_id}; es-metric never mixes models",
                               hint="finish or abandon the reindex")

@@ -17,6 +17,8 @@ import signal
 import time
 from pathlib import Path
 
+from ..pids import pid_alive, stat_fields
+
 log = logging.getLogger(__name__)
 
 
@@ -25,31 +27,6 @@ def read_pid(pidfile: Path) -> int | None:
         return int(Path(pidfile).read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _is_zombie(pid)
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (index 0 is field 3, the state)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
-    except OSError:
-        return None
-
-
-def _is_zombie(pid: int) -> bool:
-    fields = _stat_fields(pid)
-    return bool(fields) and fields[0] == "Z"
 
 
 def _boot_id() -> str:
@@ -65,7 +42,7 @@ def _boot_time() -> float:
 
 def identity(pid: int | None) -> dict | None:
     """What tells process ``pid`` apart from a later one with the same number, or None."""
-    fields = _stat_fields(pid) if pid else None
+    fields = stat_fields(pid) if pid else None
     if not fields:
         return None
     try:

@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..config import Settings
 from ..errors import PathRefused
@@ -26,6 +27,7 @@ from ..search.fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_W
 from ..search.service import SearchRequest, run_search
 from . import errors
 from .guard import FORM_ALLOWANCE, RequestGuard, SearchSlots, key_matches
+from .metrics import metrics_registry
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "by text, with filters.")
     app.add_middleware(RequestGuard, api_key=settings.api_key,
                        max_body=settings.max_upload_bytes + FORM_ALLOWANCE)
+    registry = metrics_registry(app, settings)
     errors.install(app)
     client = make_client(settings)
     limits = DecodeLimits(settings.max_image_pixels, settings.max_image_bytes)
@@ -123,6 +126,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not regular_file(real):
             return JSONResponse({"error": "no image for this document", "reason": "no_image"}, 404)
         return FileResponse(real)
+
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(check_key)])
+    def metrics() -> Response:
+        """Prometheus text format (README: "Metrics")."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/health")
     def health() -> dict:

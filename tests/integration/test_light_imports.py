@@ -17,6 +17,8 @@ def test_mapping_ingest_failures_and_status_import_no_torch(es, index_name, tiny
     assert failures.code == 0 and failures.json()["index"] == index_name
     status = run_esm("stack", "status")
     assert status.code == 0 and "running" in status.output
-    for run in (created, queued, failures, status):
+    index_status = run_esm("status", index_name, "--json")
+    assert index_status.code == 0 and "without_vector" in index_status.json(), index_status.output
+    for run in (created, queued, failures, status, index_status):
         assert "torch" not in run.modules
     assert {"elasticsearch", "celery"} <= queued.modules  # it did talk to the cluster and the broker

@@ -23,14 +23,16 @@ MAX_LINES = 400
 LAYERS: list[tuple[str, ...]] = [
     ("es_metric.version", "es_metric.errors", "es_metric.redact", "es_metric.types",
      "es_metric.similarity", "es_metric.device", "es_metric.config", "es_metric.progressbar", "es_metric.images",
-     "es_metric.paths"),                                                  # core
+     "es_metric.paths", "es_metric.pids"),                                                  # core
     ("es_metric.index",),                                                 # Elasticsearch
     ("es_metric.ingest.jobs", "es_metric.ingest.celery_app", "es_metric.ingest.stall",
-     "es_metric.ingest.sources", "es_metric.ingest.enqueue", "es_metric.ingest.outcomes"),  # Redis, Celery
+     "es_metric.ingest.sources", "es_metric.ingest.enqueue", "es_metric.ingest.outcomes",
+     "es_metric.ingest.metrics"),  # Redis, Celery
     ("es_metric.model",),                                                 # the encoder
     ("es_metric.training", "es_metric.search", "es_metric.ingest.pipeline",
      "es_metric.ingest.tasks"),                                           # what uses the encoder
-    ("es_metric.ingest.reindex",),                                        # orchestration
+    ("es_metric.ingest.reindex", "es_metric.ingest.migrate", "es_metric.ingest.follow",
+     "es_metric.ingest.status"),                                          # orchestration
     ("es_metric.stack",),                                                 # the local stack
     ("es_metric.cli", "es_metric.web", "es_metric"),                      # shells, the public face
 ]

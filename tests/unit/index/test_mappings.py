@@ -59,7 +59,8 @@ def test_existing_update_adds_only_missing_fields_and_keeps_meta():
     current = {"properties": {"title": {"type": "text"}, "image_path": {"type": "keyword"}},
                "_meta": {"owner": "shop"}}
     body = existing_index_update(CARD, "/m.pt", current)
-    assert set(body["properties"]) == {"image_vector", "image_sha256", "model_id", "indexed_at"}
+    assert set(body["properties"]) == {"image_vector", "image_sha256", "model_id", "indexed_at",
+                                       "image_ref"}
     assert body["_meta"]["owner"] == "shop" and body["_meta"]["es_metric"]["dims"] == 128
 
 

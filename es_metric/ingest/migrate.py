@@ -1,0 +1,233 @@
+"""Change the model of an index the shop owns, in place (copying it is not an option).
+
+1. add the new model's vector field beside the old one (``<field>__<new model id>``) and record
+   the change in ``_meta.es_metric.migration`` (state ``filling``); search keeps the old field;
+2. fill it through the workers (``vector_only`` jobs: the new field and nothing else), while a
+   follower embeds every new or changed document with both models; repeat for what is still
+   missing after the writers finished, until nothing is;
+3. verify: every document with an image has the new vector, and a kNN probe on the new field
+   finds its own document first;
+4. switch: ``_meta.es_metric`` names the new model and field (state ``switched``); search now
+   uses only the new field, and accepts the old model's stamp ``model_id`` on a hit (its vector
+   in the new field can only come from the new model, which alone writes that field);
+5. after searches' cached index info has expired, stamp every document with the new model and
+   clear the old field (and its DBA raw copy), then drop the migration record.
+
+Searches never fail and never mix models: each reads one field, written by one model. An
+interrupted change resumes when run again.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+from elasticsearch import Elasticsearch
+from elasticsearch.helpers import scan, streaming_bulk
+
+from ..config import Settings
+from ..errors import IndexStateError
+from ..index.indices import IndexInfo, index_info
+from ..index.mappings import IndexOptions, index_meta, vector_field_body
+from ..index.vectors import hit_vector
+from ..search.dba import derived_fields
+from ..search.service import INFO_TTL_S
+from .enqueue import enqueue, wait
+from .reindex import gate_allows, wait_for_writers
+from .sources import Source
+
+log = logging.getLogger(__name__)
+MAX_FILL_PASSES = 5
+
+
+@dataclass
+class MigrationResult:
+    index: str
+    old_model: str
+    new_model: str
+    old_field: str
+    new_field: str
+    documents: int        # documents with an image
+    vectors: int          # of them with the new model's vector
+    failed: int
+    switched: bool
+    cleared: int = 0      # documents whose old vector was cleared
+
+
+def model_field(vector_field: str, model_id: str) -> str:
+    """The new model's field: the base name and the model id (a field per model, so two models'
+    vectors can never share one)."""
+    return f"{vector_field.split('__')[0]}__{re.sub(r'[^a-z0-9_-]', '_', model_id.lower())}"
+
+
+def second_model(info: IndexInfo) -> dict | None:
+    """The job overrides that embed with the model filling its field, while one does."""
+    moving = info.migration or {}
+    if moving.get("state") != "filling":
+        return None
+    return {"model_id": moving["model_id"], "model_path": moving["model_path"],
+            "vector_field": moving["vector_field"], "vector_only": True}
+
+
+def _meta(client: Elasticsearch, concrete: str) -> dict:
+    return client.indices.get_mapping(index=concrete)[concrete]["mappings"].get("_meta") or {}
+
+
+def start(client: Elasticsearch, info: IndexInfo, card: dict, model_path: str) -> dict:
+    """Add the new field and record the migration (idempotent: a run for the same model
+    resumes). Another model's migration under way is refused."""
+    moving = info.migration
+    if moving and moving.get("model_id") == card["model_id"]:
+        return moving
+    if moving:
+        raise IndexStateError(f"{info.name}: a change to model {moving['model_id']} is under way",
+                              hint=f"finish it with `esm reindex {info.name} --model "
+                                   f"{moving['model_path']}`")
+    new_field = model_field(info.vector_field, card["model_id"])
+    props = client.indices.get_mapping(index=info.concrete)[info.concrete]["mappings"]["properties"]
+    opts = props.get(info.vector_field, {}).get("index_options") or {}
+    kind = opts.get("type", "hnsw")
+    options = IndexOptions("int8_hnsw" if kind.startswith("bbq") and int(card["dims"]) < 64 else kind,
+                           opts.get("m", 16), opts.get("ef_construction", 100))
+    meta = _meta(client, info.concrete)
+    moving = {"state": "filling", "model_id": card["model_id"], "model_path": model_path,
+              "vector_field": new_field, "from_model_id": info.model_id,
+              "from_vector_field": info.vector_field, "started_at": time.time()}
+    meta.setdefault("es_metric", {})["migration"] = moving
+    client.indices.put_mapping(index=info.concrete,
+                               properties={new_field: vector_field_body(card, options)}, meta=meta)
+    return moving
+
+
+def missing_query(vector_field: str) -> dict:
+    """Documents with an embedded image but no vector in ``vector_field``."""
+    return {"bool": {"filter": [{"exists": {"field": "image_path"}}],
+                     "must_not": [{"exists": {"field": vector_field}}]}}
+
+
+def fill(settings: Settings, client: Elasticsearch, info: IndexInfo, timeout: float | None) -> int:
+    """Embed, with the new model, every document that has an image and no new vector yet;
+    again for what writers added meanwhile. Returns the images that failed."""
+    failed = 0
+    for _ in range(MAX_FILL_PASSES):
+        wait_for_writers(settings, info.concrete, timeout)
+        client.indices.refresh(index=info.concrete)
+        items = [{"ref": h["_source"]["image_path"], "id": h["_id"], "fields": {}}
+                 for h in scan(client, index=info.concrete, _source=["image_path"],
+                               query={"query": missing_query(info.migration["vector_field"])})]
+        if not items:
+            break
+        job = enqueue(settings, client, info.name, Source(items), mode="update",
+                      model=second_model(info))
+        failed += wait(settings, job, timeout=timeout)[1]
+        if failed:
+            break
+    return failed
+
+
+def verify(client: Elasticsearch, info: IndexInfo) -> tuple[int, int]:
+    """(documents with an image, of them with the new vector); IndexStateError unless every
+    one has it and a kNN probe on the new field finds its own document first."""
+    field = info.migration["vector_field"]
+    client.indices.refresh(index=info.concrete)
+    images = int(client.count(index=info.concrete, query={"exists": {"field": "image_path"}})["count"])
+    missing = int(client.count(index=info.concrete, query=missing_query(field))["count"])
+    if missing:
+        raise IndexStateError(f"{missing} of {images} documents have no vector of the new model",
+                              hint="see `esm failures`; run the command again to retry")
+    probe = client.search(index=info.concrete, size=1, query={"exists": {"field": field}},
+                          source=False, docvalue_fields=[field])["hits"]["hits"]
+    if probe:
+        top = client.search(index=info.concrete, knn={"field": field, "k": 1, "num_candidates": 10,
+                                                      "query_vector": hit_vector(probe[0], field)},
+                            source=False)["hits"]["hits"]
+        if not top or top[0]["_id"] != probe[0]["_id"]:
+            raise IndexStateError(f"kNN on {field} does not find document {probe[0]['_id']} first",
+                                  hint="check the mapping of the new field")
+    return images, images - missing
+
+
+def switch(client: Elasticsearch, info: IndexInfo, card: dict) -> None:
+    """Search moves to the new field in one mapping update."""
+    moving, meta = info.migration, _meta(client, info.concrete)
+    mine = index_meta(card, moving["model_path"], moving["vector_field"])["es_metric"]
+    mine["image_roots"] = meta["es_metric"].get("image_roots", [])
+    mine["migration"] = {**moving, "state": "switched", "switched_at": time.time()}
+    meta["es_metric"] = mine
+    client.indices.put_mapping(index=info.concrete, meta=meta)
+
+
+def clear_old(settings: Settings, client: Elasticsearch, info: IndexInfo,
+              timeout: float | None) -> int:
+    """Stamp every document with the new model and clear the old vector; drop the record."""
+    time.sleep(INFO_TTL_S + 1)  # searches that read the index info before the switch are done
+    wait_for_writers(settings, info.concrete, timeout)
+    old = info.migration["from_vector_field"]
+    cleared = {f: None for f in [old, *derived_fields(old)] if f != "dba"}
+    query = {"bool": {"filter": [{"exists": {"field": "image_path"}}], "minimum_should_match": 1,
+                      "should": [{"exists": {"field": old}},
+                                 {"bool": {"must_not": {"term": {"model_id": info.model_id}}}}]}}
+    actions = ({"_op_type": "update", "_index": info.concrete, "_id": h["_id"],
+                "doc": {**cleared, "model_id": info.model_id}}
+               for h in scan(client, index=info.concrete, query={"query": query}, _source=False))
+    n = sum(ok for ok, _ in streaming_bulk(client, actions, raise_on_error=False, max_retries=5))
+    meta = _meta(client, info.concrete)
+    done = meta["es_metric"].pop("migration", None) or {}
+    meta["es_metric"]["previous_model"] = {"model_id": done.get("from_model_id"), "vector_field": old}
+    client.indices.put_mapping(index=info.concrete, meta=meta)
+    client.indices.refresh(index=info.concrete)
+    return n
+
+
+def abandon(client: Elasticsearch, index: str, model_id: str) -> str:
+    """Give up a change to ``model_id`` that has not switched yet: clear the new field's
+    values and drop the record (the empty field stays in the mapping); returns the field."""
+    info = index_info(client, index)
+    moving = info.migration or {}
+    if moving.get("model_id") != model_id:
+        raise IndexStateError(f"no change to model {model_id} is under way on {index}")
+    if moving.get("state") != "filling":
+        raise IndexStateError(f"{index} already searches with {model_id}; finish the change",
+                              hint=f"run `esm reindex {index} --model {moving['model_path']}`")
+    meta = _meta(client, info.concrete)
+    meta["es_metric"].pop("migration", None)
+    client.indices.put_mapping(index=info.concrete, meta=meta)  # the follower stops filling it
+    field = moving["vector_field"]
+    actions = ({"_op_type": "update", "_index": info.concrete, "_id": h["_id"], "doc": {field: None}}
+               for h in scan(client, index=info.concrete, _source=False,
+                             query={"query": {"exists": {"field": field}}}))
+    for _ in streaming_bulk(client, actions, raise_on_error=False, max_retries=5):
+        pass
+    client.indices.refresh(index=info.concrete)
+    return field
+
+
+def change_model(settings: Settings, client: Elasticsearch, index: str, model_path: str,
+                 card: dict, *, force: bool = False, timeout: float | None = None) -> MigrationResult:
+    """Steps 1-5 of the module doc on an existing (non-alias) index."""
+    info = index_info(client, index)
+    if card["model_id"] == info.model_id and not info.migration:
+        raise IndexStateError(f"{index} already serves {info.model_id}")
+    gate_allows(card, force)
+    old_model, old_field = (info.migration or {}).get("from_model_id", info.model_id), \
+        (info.migration or {}).get("from_vector_field", info.vector_field)
+    if (info.migration or {}).get("state") != "switched":
+        start(client, info, card, model_path)
+        info = index_info(client, index)
+        failed = fill(settings, client, info, timeout)
+        if failed and not force:
+            raise IndexStateError(f"{failed} images could not be embedded with the new model; "
+                                  "search stays on the old one",
+                                  hint="see `esm failures`, then run again (or --force)")
+        if not failed:
+            verify(client, info)
+        switch(client, info, card)
+        info = index_info(client, index)
+    else:
+        failed = 0
+    cleared = clear_old(settings, client, info, timeout)
+    images = int(client.count(index=info.concrete, query={"exists": {"field": "image_path"}})["count"])
+    vectors = int(client.count(index=info.concrete, query={"exists": {"field": info.vector_field}})["count"])
+    return MigrationResult(index, old_model, card["model_id"], old_field, info.vector_field,
+                           images, vectors, failed, True, cleared)

@@ -1,0 +1,128 @@
+"""Prometheus metrics at ``/metrics``: the HTTP API's own requests, and, read from Redis at
+each scrape, the workers' figures, the queue depth and each follower's lag.
+
+Labels stay bounded: the route is the template (``/api/indices/{index}/search``), never the
+path a client typed; a path no route matches is ``unmatched``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..config import Settings
+from ..ingest.follow import load_state
+from ..ingest.jobs import redis_client
+from ..ingest.metrics import read_counters, read_histogram
+from ..ingest.status import follower_view, lag_seconds
+
+log = logging.getLogger(__name__)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class HttpMetrics:
+    """Requests, latency and errors of the API, in the app's own registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("esm_http_requests", "HTTP requests answered",
+                                ["method", "route", "status"], registry=registry)
+        self.errors = Counter("esm_http_errors", "HTTP answers with status 400 or more",
+                              ["route", "status"], registry=registry)
+        self.latency = Histogram("esm_http_request_duration_seconds", "Time to answer a request",
+                                 ["method", "route"], buckets=LATENCY_BUCKETS, registry=registry)
+
+
+class MetricsMiddleware:
+    """Outermost ASGI layer: times every request, refusals of the guard included."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        began, status = time.perf_counter(), 500
+
+        async def seen(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, seen)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - began)
+            if status >= 400:
+                self.metrics.errors.labels(route, str(status)).inc()
+
+
+class RedisCollector(Collector):
+    """Worker figures, queue depth and follower lag, read from Redis when scraped."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterator:
+        try:
+            r = redis_client(self.settings)
+            yield from self._workers(r)
+            yield from self._queue_and_followers(r)
+        except Exception as exc:  # noqa: BLE001 - a scrape without Redis still shows the API
+            log.warning("metrics from Redis unavailable: %s", exc)
+            up = GaugeMetricFamily("esm_redis_up", "Redis answered the metrics scrape")
+            up.add_metric([], 0)
+            yield up
+
+    def _workers(self, r) -> Iterator:
+        embedded = CounterMetricFamily("esm_images_embedded", "Images embedded and written")
+        embedded.add_metric([], read_counters(r, "images").get("indexed", 0.0))
+        yield embedded
+        failed = CounterMetricFamily("esm_images_failed", "Images that failed", labels=["reason"])
+        for reason, n in sorted(read_counters(r, "failed").items()):
+            failed.add_metric([reason], n)
+        yield failed
+        for name, metric, text in (("batch_seconds", "esm_batch_duration_seconds", "Time a worker "
+                                    "took for one batch (decode, embed, write)"),
+                                   ("fetch_seconds", "esm_image_fetch_seconds",
+                                    "Time to fetch (read or download) and decode one image")):
+            buckets, total = read_histogram(r, name)
+            family = HistogramMetricFamily(metric, text)
+            family.add_metric([], buckets, total)
+            yield family
+
+    def _queue_and_followers(self, r) -> Iterator:
+        up = GaugeMetricFamily("esm_redis_up", "Redis answered the metrics scrape")
+        up.add_metric([], 1)
+        yield up
+        depth = GaugeMetricFamily("esm_queue_depth", "Tasks waiting in the broker queue", labels=["queue"])
+        depth.add_metric([self.settings.worker_queue], float(r.llen(self.settings.worker_queue)))
+        yield depth
+        lag = GaugeMetricFamily("esm_follower_lag_seconds", "Age of the oldest document the "
+                                "follower queued that is not indexed yet", labels=["index"])
+        running = GaugeMetricFamily("esm_follower_running", "1 while the follower runs", labels=["index"])
+        now = time.time()
+        for key in r.scan_iter(match="esm:follow:*", count=500):
+            key = key.decode()
+            if key.endswith(":lock"):
+                continue
+            state = load_state(r, key.split(":", 2)[2])
+            lag.add_metric([state.index], lag_seconds(self.settings, state, now))
+            running.add_metric([state.index], float(follower_view(state, now)["state"] == "running"))
+        yield lag
+        yield running
+
+
+def metrics_registry(app, settings: Settings) -> CollectorRegistry:
+    """The app's registry: its HTTP metrics (outermost middleware) and the Redis figures."""
+    registry = CollectorRegistry()
+    app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
+    registry.register(RedisCollector(settings))
+    return registry
