@@ -36,11 +36,15 @@ def job_of(task: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class Activity:
-    queued: frozenset[str]     # jobs with a task in the broker (queue, or delivered and unacked)
+    queued: frozenset[str]     # jobs with a task waiting in the broker's queue
     held: frozenset[str]       # jobs with a task a worker holds (active, reserved, scheduled)
     workers: tuple[str, ...]   # the queue's workers that answered
+    unacked: frozenset[str] = frozenset()  # delivered, not acknowledged (held, or a dead worker's)
 
     def alive(self, job_id: str) -> bool:
+        """A task waiting or held by a live worker. A task delivered to a worker that died
+        (unacked, held by no one answering) comes back only after the broker's visibility
+        timeout (30 min): the job is called stalled, and the user queues it again."""
         return job_id in self.queued or job_id in self.held
 
 
@@ -54,17 +58,17 @@ def _message_job(raw: bytes | str) -> str | None:
         return None
 
 
-def broker_jobs(settings: Settings, client: redis.Redis) -> set[str]:
-    """Jobs with a task waiting in the queue or delivered but not acknowledged."""
+def broker_jobs(settings: Settings, client: redis.Redis) -> tuple[set[str], set[str]]:
+    """Jobs with a task waiting in the queue, and jobs with one delivered but not acknowledged."""
     found: set[str] = set()
     queue = settings.worker_queue
     for key in (queue, *(f"{queue}{PRIORITY_SEP}{p}" for p in PRIORITY_STEPS)):
         for start in range(0, client.llen(key), 500):
             found.update(_message_job(m) for m in client.lrange(key, start, start + 499))
-    for _tag, raw in client.hscan_iter(UNACKED_KEY, count=500):
-        found.add(_message_job(raw))
+    unacked = {_message_job(raw) for _tag, raw in client.hscan_iter(UNACKED_KEY, count=500)}
     found.discard(None)
-    return found
+    unacked.discard(None)
+    return found, unacked
 
 
 def worker_jobs(settings: Settings, workers: tuple[str, ...], timeout: float = 2.0) -> set[str]:
@@ -91,8 +95,9 @@ def worker_jobs(settings: Settings, workers: tuple[str, ...], timeout: float = 2
 def activity(settings: Settings, client: redis.Redis) -> Activity:
     """Where the tasks of every job are now (one look at the broker and the workers)."""
     workers = tuple(worker_ping(settings, timeout=1.0))
-    return Activity(frozenset(broker_jobs(settings, client)),
-                    frozenset(worker_jobs(settings, workers)), workers)
+    queued, unacked = broker_jobs(settings, client)
+    return Activity(frozenset(queued), frozenset(worker_jobs(settings, workers)), workers,
+                    frozenset(unacked))
 
 
 def stall_error(settings: Settings, job_id: str, counts: tuple[int, int, int], quiet_s: float,
@@ -107,6 +112,11 @@ def stall_error(settings: Settings, job_id: str, counts: tuple[int, int, int], q
                           f"{settings.worker_queue!r}, but no worker answers",
                           hint="start one with `esm stack up` (or `celery -A workers.celery_app "
                                f"worker -Q {settings.worker_queue}`); the tasks stay queued")
+    if job_id in act.unacked:
+        return JobStalled(f"job {job_id} stalled: {done} done, {failed} failed of {total}, no progress "
+                          f"for {quiet_s:.0f} s; {left} images are held by a worker that is gone "
+                          "(the broker gives them back only after its visibility timeout, 30 min)",
+                          hint="run the same ingest again: it is idempotent (same ids, same documents)")
     return JobStalled(f"job {job_id} stalled: {done} done, {failed} failed of {total}, no progress "
                       f"for {quiet_s:.0f} s, and none of its tasks is queued or running (lost, "
                       "e.g. the broker's data was lost)",

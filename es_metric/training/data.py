@@ -211,9 +211,16 @@ class ImageDataset(Dataset):
         return self.transform(img), s.label
 
 
+SMALL_DATASET = 512  # images: below this a loader decodes in-process
+
+
 def loader(dataset: Dataset, batch_size: int, *, sampler=None, shuffle: bool = False,
            workers: int | None = None) -> DataLoader:
-    workers = min(2, os.cpu_count() or 1) if workers is None else workers
+    """Decode in worker processes for real datasets; in-process for small ones, where forking
+    buys nothing and a fork taken while another thread of the parent holds a lock (a library's
+    pool, a server in the same process) can leave the child waiting forever."""
+    if workers is None:
+        workers = 0 if len(dataset) < SMALL_DATASET else min(2, os.cpu_count() or 1)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle,
                       num_workers=workers, persistent_workers=False, drop_last=sampler is not None)
 
