@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 
 from .errors import ConfigError
 from .redact import redact_url, url_password
+from .urlguard import AllowList
 
 DEFAULT_ES_PORT = 9200
 DEFAULT_REDIS_PORT = 6379
@@ -62,6 +63,9 @@ class Settings:
     search_concurrency: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     search_queue: int = 32
     stall_seconds: float = 120  # `ingest --wait` and reindex give up on a job idle this long
+    url_allow: tuple[str, ...] = ()  # hosts, host:port, CIDRs image URLs may reach though private
+    url_timeout: int = 10            # seconds: read timeout of an image URL (x3: whole fetch)
+    url_per_host: int = 4            # image URL fetches at a time per host and worker process
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -95,7 +99,11 @@ class Settings:
             search_concurrency=_int(env, "ESM_SEARCH_CONCURRENCY", min(4, os.cpu_count() or 1)),
             search_queue=_int(env, "ESM_SEARCH_QUEUE", 32),
             stall_seconds=_int(env, "ESM_STALL_SECONDS", 120),
+            url_allow=tuple(e.strip() for e in (env.get("ESM_URL_ALLOW") or "").split(",") if e.strip()),
+            url_timeout=_int(env, "ESM_URL_TIMEOUT", 10),
+            url_per_host=_int(env, "ESM_URL_PER_HOST", 4),
         )
+        AllowList.parse(kw["url_allow"])  # ConfigError now, not in a worker later
         if env.get("ESM_STACK_DIR"):
             kw["stack_dir"] = Path(env["ESM_STACK_DIR"])
         if kw["es_user"] and not kw["es_password"]:
@@ -129,7 +137,9 @@ class Settings:
                "ESM_MAX_IMAGE_PIXELS": str(self.max_image_pixels),
                "ESM_MAX_IMAGE_BYTES": str(self.max_image_bytes),
                "ESM_ES_TIMEOUT": str(self.es_request_timeout),
-               "ESM_IMAGE_ROOTS": os.pathsep.join(str(r) for r in self.image_roots)}
+               "ESM_IMAGE_ROOTS": os.pathsep.join(str(r) for r in self.image_roots),
+               "ESM_URL_ALLOW": ",".join(self.url_allow), "ESM_URL_TIMEOUT": str(self.url_timeout),
+               "ESM_URL_PER_HOST": str(self.url_per_host)}
         for name, value in (("ESM_ES_API_KEY", self.es_api_key), ("ESM_ES_USER", self.es_user),
                             ("ESM_ES_PASSWORD", self.es_password), ("ESM_ES_CA_FILE", self.es_ca_file)):
             if value:
@@ -152,4 +162,5 @@ ENV_NAMES = (
     "ESM_IMAGE_ROOTS", "ESM_MAX_IMAGE_PIXELS", "ESM_MAX_IMAGE_BYTES", "ESM_FAILURES_INDEX",
     "ESM_API_KEY", "ESM_MAX_UPLOAD_BYTES", "ESM_SEARCH_CONCURRENCY", "ESM_SEARCH_QUEUE",
     "ESM_API_KEY", "ESM_MAX_UPLOAD_BYTES", "ESM_STALL_SECONDS",
+    "ESM_URL_ALLOW", "ESM_URL_TIMEOUT", "ESM_URL_PER_HOST",
 )
