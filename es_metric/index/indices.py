@@ -30,6 +30,7 @@ class IndexInfo:
     image_roots: tuple[str, ...] = ()  # folders images were ingested from (what may be read)
     rerank: dict | None = None          # the card's re-ranking, recorded at mapping creation
     near_duplicate_threshold: float | None = None
+    photos_field: str | None = None     # a multi-photo index: the nested field of the photos
 
 
 def resolve_concrete(client: Elasticsearch, name: str) -> list[str]:
@@ -68,7 +69,7 @@ def index_info(client: Elasticsearch, name: str) -> IndexInfo:
     return IndexInfo(name, concrete[0], meta["model_id"], meta["model_path"],
                      meta["vector_field"], int(meta["dims"]), meta["similarity"],
                      tuple(meta.get("image_roots") or ()), meta.get("rerank"),
-                     meta.get("near_duplicate_threshold"))
+                     meta.get("near_duplicate_threshold"), meta.get("photos_field"))
 
 
 def record_image_roots(client: Elasticsearch, index: str, roots: tuple[str, ...]) -> None:

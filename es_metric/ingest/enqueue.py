@@ -13,14 +13,15 @@ from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
 
 from ..config import Settings
-from ..errors import ClusterUnavailable, IndexStateError, PathRefused
+from ..errors import ClusterUnavailable, ImageError, IndexStateError, PathRefused
 from ..index.failures import item_key, record_failures, record_key
 from ..index.indices import IndexInfo, index_info, record_image_roots
-from ..paths import as_roots, confine
+from ..paths import as_roots
 from ..redact import redact_text, redact_url
 from .celery_app import TASK_NAME, make_app
 from .jobs import JobProgress
-from .sources import Source
+from ..urlguard import is_url
+from .sources import Source, image_refs, source_item
 from .stall import activity, stall_error, task_id
 
 log = logging.getLogger(__name__)
@@ -40,27 +41,29 @@ def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | 
     worker may read for this index, besides ESM_IMAGE_ROOTS)."""
     return {"job_id": job_id, "alias": alias, "index": target or info.concrete,
             "model_id": info.model_id, "model_path": info.model_path,
-            "vector_field": info.vector_field, "mode": mode, "roots": list(roots)}
+            "vector_field": info.vector_field, "mode": mode, "roots": list(roots),
+            **({"photos_field": info.photos_field} if info.photos_field else {})}
 
 
 def existing_index_items(settings: Settings, client: Elasticsearch, index: str, image_field: str,
                          base_dir: str | None = None) -> Source:
-    """Documents of an existing index with an image path in ``image_field`` (updated by id).
-    The paths are data: each must lie under ESM_IMAGE_ROOTS, ``base_dir`` or the roots recorded
-    for the index, or it is refused with a reason."""
+    """Documents of an existing index with an image path, URL or list of them in
+    ``image_field`` (updated by id). The paths are data: each must lie under ESM_IMAGE_ROOTS,
+    ``base_dir`` or the roots recorded for the index, or it is refused with a reason."""
     roots = settings.image_roots + as_roots([base_dir] if base_dir else []) + as_roots(
         index_info(client, index).image_roots)
     hint = "set ESM_IMAGE_ROOTS to the image folder, or pass --base-dir FOLDER"
     source = Source(roots=as_roots(roots))
     for hit in scan(client, index=index, query={"query": {"exists": {"field": image_field}}},
                     _source=[image_field]):
-        ref = hit["_source"].get(image_field)
+        value = hit["_source"].get(image_field)
         try:
-            path = confine(ref, Path(base_dir or "/"), source.roots, hint=hint)
-            source.items.append({"ref": str(path), "id": hit["_id"], "fields": {}})
-        except PathRefused as exc:
-            where = os.path.normpath(os.path.join(base_dir or "/", ref)) if isinstance(ref, str) \
-                and "\x00" not in ref and len(ref) < 4096 else f"{index}/{hit['_id']}"
+            refs = image_refs(value, Path(base_dir or "/"), source.roots, hint=hint)
+            source.items.append(source_item(refs, hit["_id"], {}, isinstance(value, list)))
+        except (PathRefused, ImageError) as exc:
+            ref = value[0] if isinstance(value, list) and value else value
+            where = ref if is_url(ref) else os.path.normpath(os.path.join(base_dir or "/", ref)) \
+                if isinstance(ref, str) and "\x00" not in ref and len(ref) < 4096 else f"{index}/{hit['_id']}"
             source.refused.append({"ref": where, "reason": exc.reason, "doc_id": hit["_id"],
                                    "message": f"document {hit['_id']!r}: {exc}"})
     if not source.items and not source.refused:
