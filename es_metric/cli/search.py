@@ -10,7 +10,7 @@ from .root import main
 
 @main.command()
 @click.argument("index")
-@click.option("--image", type=click.Path(dir_okay=False), help="Query image file.")
+@click.option("--image", help="Query image: a file, or an http(s) URL (fetched under ESM_URL_ALLOW).")
 @click.option("--like", "like", help="An indexed document id: more like this one.")
 @click.option("--text", help="Text query on the index's text fields (hybrid with an image).")
 @click.option("--filter", "filters", multiple=True,
@@ -31,12 +31,13 @@ from .root import main
 def search(index, image, like, text, filters, k, page, num_candidates, fusion, image_weight,
            text_weight, min_similarity, near_duplicates, qe_k, as_json) -> None:
     """Search INDEX by image, by document, by text, with filters."""
-    from ..images import DecodeLimits, read_bytes
+    from ..images import DecodeLimits
+    from ..ingest.fetch import read_ref
     from ..search.service import SearchRequest, run_search
 
     with Cluster() as (s, es):
         limits = DecodeLimits(s.max_image_pixels, s.max_image_bytes)
-        req = SearchRequest(image=read_bytes(image, limits) if image else None, like=like, text=text,
+        req = SearchRequest(image=read_ref(image, s, limits) if image else None, like=like, text=text,
                             filters=list(filters), k=k, page=page, num_candidates=num_candidates,
                             fusion=fusion, image_weight=image_weight, text_weight=text_weight,
                             min_similarity=min_similarity, near_duplicates=near_duplicates,
