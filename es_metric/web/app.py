@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -20,6 +21,7 @@ from ..errors import PathRefused
 from ..images import DecodeLimits, regular_file
 from ..index.client import make_client
 from ..index.indices import index_info
+from ..ingest.fetch import fetch_query_url
 from ..paths import as_roots, confine
 from ..search.service import FUSIONS, SearchRequest, run_search
 from . import errors
@@ -67,9 +69,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             page: int = Form(1, ge=1, le=100),
                             fusion: str = Form("weighted", description=FUSION_HELP),
                             image_weight: float = Form(1.0, ge=0), text_weight: float = Form(1.0, ge=0),
-                            min_similarity: float | None = Form(None)) -> dict:
-        """Search by an uploaded image (multipart), optionally with text, --like and filters."""
+                            min_similarity: float | None = Form(None),
+                            image_url: str | None = Form(None)) -> dict:
+        """Search by an uploaded image (multipart) or an image URL, optionally with text,
+        --like and filters."""
         data = await read_limited(image, settings.max_upload_bytes) if image is not None else None
+        if image_url and data is None:
+            data = await run_in_threadpool(fetch_query_url, image_url, settings, limits)
         return await run(index, SearchRequest(
             image=data, like=like or None, text=text or None, filters=[f for f in filters if f],
             k=k, page=page, fusion=fusion, image_weight=image_weight, text_weight=text_weight,
@@ -79,9 +85,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def search_get(index: str, like: str | None = None, text: str | None = None,
                          filter: list[str] = Query(default_factory=list), k: int = Query(10, ge=1, le=200),
                          page: int = Query(1, ge=1, le=100),
-                         fusion: str = Query("weighted", description=FUSION_HELP)) -> dict:
-        """Search by an indexed document (more like this) and/or text, with filters."""
-        return await run(index, SearchRequest(like=like or None, text=text or None,
+                         fusion: str = Query("weighted", description=FUSION_HELP),
+                         image_url: str | None = None) -> dict:
+        """Search by an indexed document (more like this), an image URL and/or text, with filters."""
+        data = await run_in_threadpool(fetch_query_url, image_url, settings, limits) if image_url else None
+        return await run(index, SearchRequest(image=data, like=like or None, text=text or None,
                                               filters=[f for f in filter if f], k=k, page=page,
                                               fusion=fusion))
 
