@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from ..index.gallery import multi_photo_vector_field
 from ..index.mappings import INDEX_TYPES, IndexOptions
 from .common import Cluster, echo_json
 from .root import main
@@ -23,11 +24,15 @@ def mapping_group() -> None:
 @click.option("--m", type=int, default=16, show_default=True, help="HNSW links per node.")
 @click.option("--ef-construction", type=int, default=100, show_default=True)
 @click.option("--vector-field", default="image_vector", show_default=True)
+@click.option("--multi-photo", is_flag=True,
+              help="Several photos per document: one vector per photo in a nested field.")
+@click.option("--photos-field", default="photos", show_default=True,
+              help="With --multi-photo: the nested field of the photos.")
 @click.option("--text-field", "text_fields", multiple=True, help="Declare a text field (repeatable).")
 @click.option("--keyword-field", "keyword_fields", multiple=True, help="Declare a keyword field.")
 @click.option("--replicas", type=int, default=0, show_default=True)
 def mapping_create(index, model_path, existing, index_type, m, ef_construction, vector_field,
-                   text_fields, keyword_fields, replicas) -> None:
+                   multi_photo, photos_field, text_fields, keyword_fields, replicas) -> None:
     """Create INDEX-<model id> behind the alias INDEX (or, with --existing, extend INDEX)."""
     from ..index.indices import add_vectors_to_existing, create_versioned_index, index_info
     from ..model.modelfile import read_card
@@ -35,6 +40,8 @@ def mapping_create(index, model_path, existing, index_type, m, ef_construction, 
     card = read_card(model_path)
     options = IndexOptions(index_type, m, ef_construction)
     path = str(Path(model_path).resolve())
+    if multi_photo:
+        vector_field = multi_photo_vector_field(photos_field)
     with Cluster() as (_s, es):
         if existing:
             name = add_vectors_to_existing(es, index, card, path, options=options, vector_field=vector_field)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from elasticsearch import Elasticsearch, NotFoundError
 
 from ..errors import ConfigError, IndexStateError, MappingMismatch, shown
+from .gallery import find_vector
 from .mappings import (IndexOptions, check_compatible, existing_index_update, load_template,
                        new_index_body, versioned_name)
 
@@ -98,7 +99,7 @@ def create_versioned_index(client: Elasticsearch, alias: str, card: dict, model_
                           text_fields=text_fields, keyword_fields=keyword_fields, replicas=replicas)
     if client.indices.exists(index=name):
         current = client.indices.get_mapping(index=name)[name]["mappings"]["properties"]
-        check_compatible(card, current.get(vector_field, {}), vector_field)
+        check_compatible(card, find_vector(current, vector_field), vector_field)
         log.info("index %s exists already", name)
     else:
         client.indices.create(index=name, settings=body["settings"], mappings=body["mappings"])
@@ -118,7 +119,7 @@ def add_vectors_to_existing(client: Elasticsearch, index: str, card: dict, model
     current = client.indices.get_mapping(index=concrete[0])[concrete[0]]["mappings"]
     meta = (current.get("_meta") or {}).get("es_metric")
     if meta and meta.get("model_id") != card["model_id"] and meta.get("vector_field") == vector_field:
-        check_compatible(card, current["properties"].get(vector_field, {}), vector_field)
+        check_compatible(card, find_vector(current["properties"], vector_field), vector_field)
     body = existing_index_update(card, model_path, current, vector_field=vector_field, options=options)
     client.indices.put_mapping(index=concrete[0], properties=body["properties"], meta=body["_meta"])
     return concrete[0]
