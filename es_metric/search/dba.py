@@ -73,7 +73,10 @@ def card_setting(info: IndexInfo) -> tuple[int, float]:
 
 def augment_if_recorded(client: Elasticsearch, index: str) -> dict | None:
     """After an ingest: the DBA pass the model card asks for (None when it asks for none)."""
-    rr = recorded(index_info(client, index))
+    info = index_info(client, index)
+    rr = recorded(info)
+    if info.photos_field:  # one vector per photo: DBA blends documents' vectors, not photos'
+        return None
     return augment_index(client, index, rr.dba_k, rr.dba_alpha) if rr.dba_k else None
 
 
@@ -91,6 +94,9 @@ def augmentation_actions(index: str, info: IndexInfo, ids: list[str], raw: np.nd
 def augment_index(client: Elasticsearch, index: str, k: int, alpha: float = 3.0) -> dict:
     """One DBA pass over ``index`` (alias or name); returns counts and timings."""
     info = index_info(client, index)
+    if info.photos_field:
+        raise IndexStateError(f"{info.name} keeps several photos per document; the DBA pass works on "
+                          "one vector per document", hint="search it without DBA")
     started = time.monotonic()
     client.indices.put_mapping(index=info.concrete, properties={
         **raw_field_mapping(info), "dba": {"type": "object", "enabled": False}})
