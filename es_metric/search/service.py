@@ -21,6 +21,7 @@ from ..index.indices import IndexInfo, index_info
 from ..model.embed import embed_images
 from ..model.modelfile import cached_model
 from ..similarity import Metric
+from .gallery import matched_image, product_vector, with_photos
 from .queries import (expansion_body, filter_clauses, knn_clause, parse_filter, rrf_fuse,
                       search_body, text_query)
 from .rerank import NO_RERANK, ReRank, expand_query, similarities
@@ -120,6 +121,8 @@ def image_vector(info: IndexInfo, data: bytes, limits: DecodeLimits = DecodeLimi
 
 
 def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[float]:
+    if info.photos_field:
+        return product_vector(client, info, doc_id)
     try:
         doc = client.get(index=info.concrete, id=doc_id, source_includes=[info.vector_field, "model_id"])
     except NotFoundError:
@@ -153,7 +156,7 @@ def near_duplicate_threshold(info: IndexInfo) -> float:
 def query_expansion(info: IndexInfo, req: SearchRequest) -> ReRank:
     """The re-ranking this search applies: the index's recorded default, or ``req.qe_k``
     (0: off, and nothing needs reading)."""
-    if req.qe_k == 0:
+    if req.qe_k == 0 or info.photos_field:  # QE blends documents' vectors, not photos'
         return NO_RERANK
     rr = ReRank.from_dict(recorded_card(info).get("rerank"))
     return rr if req.qe_k is None else replace(rr, qe_k=req.qe_k)
@@ -209,10 +212,10 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest, limits: DecodeLi
         if vector is not None:
             # with text, a wider kNN window lets text matches also carry their image similarity
             knn_k = max(offset + size, 50) if req.text else offset + size
-            knn = knn_clause(info.vector_field, vector, knn_k, num_candidates=req.num_candidates,
-                             filter_query=filt, min_similarity=min_sim,
-                             boost=req.image_weight if req.text else None,
-                             exclude_ids=[req.like] if req.like else None)
+            knn = with_photos(info, knn_clause(
+                info.vector_field, vector, knn_k, num_candidates=req.num_candidates,
+                filter_query=filt, min_similarity=min_sim, boost=req.image_weight if req.text else None,
+                exclude_ids=[req.like] if req.like else None))
         query = text_query(req.text, fields, filt, boost=req.text_weight) if req.text else None
         body = search_body(knn=knn, query=query, size=size, offset=offset,
                            vector_field=info.vector_field, highlight_fields=fields if req.text else None)
@@ -236,9 +239,10 @@ def _query_vector(client, info, req: SearchRequest, limits) -> list[float] | Non
 
 def _rrf(client, info: IndexInfo, req: SearchRequest, vector, filt, fields, min_sim):
     window = max(req.k * req.page, 50)
-    knn = knn_clause(info.vector_field, vector, window, num_candidates=req.num_candidates,
-                     filter_query=filt, min_similarity=min_sim,
-                     exclude_ids=[req.like] if req.like else None)
+    knn = with_photos(info, knn_clause(info.vector_field, vector, window,
+                                       num_candidates=req.num_candidates, filter_query=filt,
+                                       min_similarity=min_sim,
+                                       exclude_ids=[req.like] if req.like else None))
     by_image = client.search(index=info.concrete, body=search_body(
         knn=knn, size=window, vector_field=info.vector_field))
     by_text = client.search(index=info.concrete, body=search_body(
@@ -264,6 +268,8 @@ def _result(info: IndexInfo, hits: list[dict], took: int, started: float, req: S
         item = {"id": h["_id"], "score": h.get("_score"), "source": src}
         if h.get("highlight"):
             item["highlight"] = h["highlight"]
+        if info.photos_field:
+            item["matched_image"] = matched_image(h, info.photos_field)
         out.append(item)
     result = {"hits": out, "took_ms": took, "model_id": info.model_id, "index": info.concrete,
               "client_ms": round((time.perf_counter() - started) * 1000, 2), "page": req.page}
