@@ -52,3 +52,17 @@ def product_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[
         raise SearchError(f"document {shown(doc_id)} was embedded by {src['model_id']}, the index serves "
                           f"{info.model_id}", hint="reindex with `esm reindex`")
     return combine(vectors, info.similarity)
+
+
+def document_image(client: Elasticsearch, info: IndexInfo, doc_id: str, photo: int | None = None) -> str | None:
+    """The image a document shows: its ``image_path``, or on a multi-photo index its
+    ``photo``-th photo's ref (None when the document or photo does not exist)."""
+    field = info.photos_field if photo is not None and info.photos_field else "image_path"
+    doc = client.options(ignore_status=404).get(index=info.concrete, id=doc_id,
+                                                source_includes=[f"{field}.ref" if field != "image_path" else field])
+    src = (doc.get("_source") or {}) if doc.get("found") else {}
+    if field == "image_path":
+        return src.get("image_path") if isinstance(src.get("image_path"), str) else None
+    photos = src.get(field) or []
+    ref = photos[photo].get("ref") if photo < len(photos) and isinstance(photos[photo], dict) else None
+    return ref if isinstance(ref, str) else None

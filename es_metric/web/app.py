@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ..config import Settings
@@ -23,7 +23,9 @@ from ..index.client import make_client
 from ..index.indices import index_info
 from ..ingest.fetch import fetch_query_url
 from ..paths import as_roots, confine
+from ..search.gallery import document_image
 from ..search.service import FUSIONS, SearchRequest, run_search
+from ..urlguard import is_url
 from . import errors
 from .guard import FORM_ALLOWANCE, RequestGuard, SearchSlots, key_matches
 
@@ -94,15 +96,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                               fusion=fusion))
 
     @app.get("/api/indices/{index}/image/{doc_id:path}", dependencies=[Depends(check_key)])
-    def image(index: str, doc_id: str) -> Response:
-        """The image file of an indexed document (for the result grid): only a regular file
-        under ESM_IMAGE_ROOTS or the folders recorded for the index at ingest."""
+    def image(index: str, doc_id: str, photo: int | None = Query(None, ge=0, le=63)) -> Response:
+        """The image file of an indexed document (for the result grid), or its ``photo``-th
+        photo on a multi-photo index: only a regular file under ESM_IMAGE_ROOTS or the folders
+        recorded for the index at ingest; an image URL is a redirect to it."""
         info = index_info(client, index)
-        doc = client.options(ignore_status=404).get(index=info.concrete, id=doc_id,
-                                                    source_includes=["image_path"])
-        path = (doc.get("_source") or {}).get("image_path") if doc.get("found") else None
+        path = document_image(client, info, doc_id, photo)
         if not path:
             return JSONResponse({"error": "no image for this document", "reason": "no_image"}, 404)
+        if is_url(path):
+            return RedirectResponse(path, 307)
         try:
             real = confine(path, Path("/"), settings.image_roots + as_roots(info.image_roots))
         except PathRefused as exc:

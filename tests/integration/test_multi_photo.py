@@ -96,3 +96,33 @@ def test_existing_index_gets_nested_photos_and_reindex_keeps_them(es, index_name
     doc = es.get(index=index_name, id="p2-0")["_source"]
     assert len(doc["photos"]) == 3 and len(doc["photos"][0]["vector"]) == 24 and doc["stock"] == 2
     assert count(es, index_name) == 4
+
+
+def test_http_api_searches_by_url_and_serves_the_photo_that_matched(stack, es, index_name, tiny_model,
+                                                                    tiny_data):
+    from fastapi.testclient import TestClient
+
+    from es_metric.web.app import create_app
+    from tests.urlserver import serving
+
+    prods = products(tiny_data)
+    esm("mapping", "create", index_name, "--model", tiny_model, "--multi-photo")
+    esm_json("ingest", index_name, write_manifest(tiny_data.parent / f"{index_name}.jsonl", prods))
+    query = prods["p0-1"][2]
+    with open(query, "rb") as fh:
+        photo_bytes = fh.read()
+    with serving({"/q.jpg": photo_bytes}) as hp:
+        client = TestClient(create_app(stack.with_(url_allow=(hp,), image_roots=(tiny_data,))))
+        found = client.post(f"/api/indices/{index_name}/search", data={"image_url": f"http://{hp}/q.jpg", "k": "3"})
+        got = client.get(f"/api/indices/{index_name}/search", params={"image_url": f"http://{hp}/q.jpg"})
+        private = client.get(f"/api/indices/{index_name}/search",
+                             params={"image_url": f"http://127.0.0.1:{stack.es_port}/"})
+        path = client.get(f"/api/indices/{index_name}/search", params={"image_url": query})
+    assert found.status_code == 200 and got.status_code == 200, found.text
+    top = found.json()["hits"][0]
+    assert top["id"] == "p0-1" and top["matched_image"]["ref"] == query and got.json()["hits"][0]["id"] == "p0-1"
+    assert private.status_code == 422 and "ESM_URL_ALLOW" in private.text
+    assert path.status_code == 422 and "not an http(s) URL" in path.text   # no server files by name
+    shown = client.get(f"/api/indices/{index_name}/image/p0-1", params={"photo": top["matched_image"]["offset"]})
+    assert shown.status_code == 200 and shown.content == photo_bytes
+    assert client.get(f"/api/indices/{index_name}/image/p0-1", params={"photo": 9}).status_code == 404
