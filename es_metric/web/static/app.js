@@ -61,7 +61,8 @@ function render(index, body, like) {
     card.className = "hit";
     card.dataset.id = hit.id;
     const img = document.createElement("img");
-    img.src = `/api/indices/${index}/image/${encodeURIComponent(hit.id)}`;
+    const photo = hit.matched_image ? `?photo=${hit.matched_image.offset}` : "";  // the photo that matched
+    img.src = `/api/indices/${index}/image/${encodeURIComponent(hit.id)}${photo}`;
     img.alt = hit.id;
     const title = hit.source.title || hit.source.product || hit.source.label || hit.id;
     const meta = document.createElement("div");
