@@ -4,7 +4,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY es_metric ./es_metric
 COPY mappings ./mappings
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ".[worker]"
 RUN useradd --system --uid 1000 esm
 USER esm
 WORKDIR /work

@@ -11,6 +11,9 @@ from .errors import ConfigError
 from .redact import redact_url, url_password
 from .urlguard import AllowList
 
+__all__ = ["cache_dir_from_env", "DEFAULT_ES_PORT", "DEFAULT_REDIS_PORT", "ENV_NAMES", "FIELD_ENV",
+           "progress_from_env", "Settings"]
+
 DEFAULT_ES_PORT = 9200
 DEFAULT_REDIS_PORT = 6379
 
@@ -21,6 +24,19 @@ def _default_stack_dir() -> Path:
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         return Path("/var/lib/es-metric")
     return Path.home() / ".local" / "state" / "es-metric"
+
+
+def cache_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
+    """``ESM_CACHE_DIR`` (default ``~/.cache/es-metric``): feature and image-check caches. Read
+    alone, so training does not fail on an unrelated bad setting."""
+    env = os.environ if env is None else env
+    return Path(env.get("ESM_CACHE_DIR") or Path.home() / ".cache" / "es-metric")
+
+
+def progress_from_env(env: Mapping[str, str] | None = None) -> bool | None:
+    """``ESM_PROGRESS``: 0/false/no off, anything else on; unset (None): when stderr is a terminal."""
+    flag = (os.environ if env is None else env).get("ESM_PROGRESS")
+    return None if flag is None else flag not in ("0", "false", "no")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -63,6 +79,8 @@ class Settings:
     search_concurrency: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     search_queue: int = 32
     stall_seconds: float = 120  # `ingest --wait` and reindex give up on a job idle this long
+    cache_dir: Path = field(default_factory=cache_dir_from_env)
+    progress: bool | None = None  # progress bars; None: when stderr is a terminal
     url_allow: tuple[str, ...] = ()  # hosts, host:port, CIDRs image URLs may reach though private
     url_timeout: int = 10            # seconds: read timeout of an image URL (x3: whole fetch)
     url_per_host: int = 4            # image URL fetches at a time per host and worker process
@@ -99,6 +117,8 @@ class Settings:
             search_concurrency=_int(env, "ESM_SEARCH_CONCURRENCY", min(4, os.cpu_count() or 1)),
             search_queue=_int(env, "ESM_SEARCH_QUEUE", 32),
             stall_seconds=_int(env, "ESM_STALL_SECONDS", 120),
+            cache_dir=cache_dir_from_env(env),
+            progress=progress_from_env(env),
             url_allow=tuple(e.strip() for e in (env.get("ESM_URL_ALLOW") or "").split(",") if e.strip()),
             url_timeout=_int(env, "ESM_URL_TIMEOUT", 10),
             url_per_host=_int(env, "ESM_URL_PER_HOST", 4),
@@ -154,13 +174,24 @@ class Settings:
     def redis_port(self) -> int:
         return urlparse(self.redis_url).port or DEFAULT_REDIS_PORT
 
-# Names of every environment variable Settings reads; docker-compose must only use these.
-ENV_NAMES = (
-    "ESM_ES_URL", "ESM_ES_PORT", "ESM_ES_API_KEY", "ESM_ES_USER", "ESM_ES_PASSWORD",
-    "ESM_ES_CA_FILE", "ESM_ES_TIMEOUT", "ESM_REDIS_URL", "ESM_REDIS_PORT", "ESM_STACK_DIR", "ESM_ES_HEAP",
-    "ESM_ES_JAVA_HOME", "ESM_WORKER_CONCURRENCY", "ESM_QUEUE", "ESM_BATCH_SIZE",
-    "ESM_IMAGE_ROOTS", "ESM_MAX_IMAGE_PIXELS", "ESM_MAX_IMAGE_BYTES", "ESM_FAILURES_INDEX",
-    "ESM_API_KEY", "ESM_MAX_UPLOAD_BYTES", "ESM_SEARCH_CONCURRENCY", "ESM_SEARCH_QUEUE",
-    "ESM_API_KEY", "ESM_MAX_UPLOAD_BYTES", "ESM_STALL_SECONDS",
-    "ESM_URL_ALLOW", "ESM_URL_TIMEOUT", "ESM_URL_PER_HOST",
-)
+
+#: The ``ESM_*`` variables behind each Settings field (the README's settings table lists them all).
+FIELD_ENV: dict[str, tuple[str, ...]] = {
+    "es_url": ("ESM_ES_URL", "ESM_ES_PORT"), "es_external": ("ESM_ES_URL",),
+    "es_api_key": ("ESM_ES_API_KEY",), "es_user": ("ESM_ES_USER",),
+    "es_password": ("ESM_ES_PASSWORD",), "es_ca_file": ("ESM_ES_CA_FILE",),
+    "es_request_timeout": ("ESM_ES_TIMEOUT",),
+    "redis_url": ("ESM_REDIS_URL", "ESM_REDIS_PORT"), "redis_external": ("ESM_REDIS_URL",),
+    "stack_dir": ("ESM_STACK_DIR",), "es_heap": ("ESM_ES_HEAP",), "es_java_home": ("ESM_ES_JAVA_HOME",),
+    "worker_concurrency": ("ESM_WORKER_CONCURRENCY",), "worker_queue": ("ESM_QUEUE",),
+    "batch_size": ("ESM_BATCH_SIZE",), "image_roots": ("ESM_IMAGE_ROOTS",),
+    "max_image_pixels": ("ESM_MAX_IMAGE_PIXELS",), "max_image_bytes": ("ESM_MAX_IMAGE_BYTES",),
+    "failures_index": ("ESM_FAILURES_INDEX",), "api_key": ("ESM_API_KEY",),
+    "max_upload_bytes": ("ESM_MAX_UPLOAD_BYTES",), "search_concurrency": ("ESM_SEARCH_CONCURRENCY",),
+    "search_queue": ("ESM_SEARCH_QUEUE",), "stall_seconds": ("ESM_STALL_SECONDS",),
+    "cache_dir": ("ESM_CACHE_DIR",), "progress": ("ESM_PROGRESS",),
+    "url_allow": ("ESM_URL_ALLOW",), "url_timeout": ("ESM_URL_TIMEOUT",),
+    "url_per_host": ("ESM_URL_PER_HOST",),
+}
+#: Every environment variable Settings reads; docker-compose must only use these.
+ENV_NAMES = tuple(dict.fromkeys(name for names in FIELD_ENV.values() for name in names))

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = ["ClusterError", "ClusterUnavailable", "ConfigError", "EsmError", "ImageError",
+           "IndexStateError", "JobStalled", "MappingMismatch", "ModelError", "PathRefused",
+           "SearchError", "shown", "StackError", "WorkerLost"]
+
 
 def shown(value: object, width: int = 60) -> str:
     """User data as it appears in a message: repr'd and cut to ``width`` characters."""

@@ -19,6 +19,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
+__all__ = ["ALLOWED_FORMATS", "content_hash", "decode", "DecodeLimits", "DEFAULT_MAX_BYTES",
+           "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "load_image", "read_bytes", "regular_file",
+           "to_rgb"]
+
 try:  # libjpeg-turbo in one call for plain JPEGs (a dependency; Pillow remains the fallback)
     import simplejpeg
 except ImportError:  # pragma: no cover

@@ -13,6 +13,8 @@ from typing import Iterable
 
 from .errors import PathRefused
 
+__all__ = ["as_roots", "confine", "HINT", "job_roots", "PATH_MAX", "within"]
+
 PATH_MAX = 4096
 HINT = "set ESM_IMAGE_ROOTS (folders separated by ':') to allow another folder"
 

@@ -1,18 +1,19 @@
 """Progress bars (rich) for long work; silent when ESM_PROGRESS=0 or output is not a terminal."""
 from __future__ import annotations
 
-import os
 import sys
 from typing import Iterable, Iterator, TypeVar
+
+from .config import progress_from_env
+
+__all__ = ["enabled", "progress_iter"]
 
 T = TypeVar("T")
 
 
 def enabled() -> bool:
-    flag = os.environ.get("ESM_PROGRESS")
-    if flag is not None:
-        return flag not in ("0", "false", "no")
-    return sys.stderr.isatty()
+    flag = progress_from_env()
+    return sys.stderr.isatty() if flag is None else flag
 
 
 def progress_iter(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:

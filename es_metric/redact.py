@@ -12,6 +12,9 @@ import re
 from typing import Iterable
 from urllib.parse import unquote, urlsplit
 
+__all__ = ["install_log_filter", "MASK", "redact_text", "redact_url", "RedactingFilter",
+           "url_password"]
+
 MASK = "***"
 # query parameters that carry credentials (redis-py reads ?password=, some proxies ?api_key=)
 _SECRET_PARAMS = r"password|passwd|pass|pwd|api_key|apikey|api-key|token|access_token|secret"

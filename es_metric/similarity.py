@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+__all__ = ["Metric"]
+
 
 class Metric(str, Enum):
     COSINE = "cosine"

@@ -1,5 +1,7 @@
 """The package version and the Elasticsearch server version it is pinned to."""
 
+__all__ = ["ES_VERSION", "__version__"]
+
 __version__ = "0.1.0"
 
 #: The Elasticsearch server version the local stack and docker-compose run. Pinned here only;

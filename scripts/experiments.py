@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from es_metric.model.encoder import create_encoder
-from es_metric.search.rerank import DEFAULT_RERANK, NO_RERANK, ReRank
+from es_metric.training.config import DEFAULT_RERANK
 from es_metric.similarity import Metric
 from es_metric.training.data import Sample, class_folds, scan_folder, split, validation_split
 from es_metric.training.evaluate import Embedded, retrieval_metrics
@@ -37,6 +37,7 @@ from es_metric.training.losses import objective
 from es_metric.training.partial import early_activations, fit_tail, tail_start, tail_vectors
 from es_metric.training.sampling import seed_everything
 from es_metric.training.train import TrainConfig
+from es_metric.types import NO_RERANK, ReRank
 
 log = logging.getLogger("experiments")
 

@@ -33,5 +33,5 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # pip skips what is already there; torch + torchvision (the large part) only on the first run
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-"$VENV/bin/pip" install -q -e ".[dev,bench]"
+"$VENV/bin/pip" install -q -e ".[all]"   # every extra: make test and make demo use them all
 echo "setup: done in $(( $(date +%s) - t0 )) s (venv $VENV)"

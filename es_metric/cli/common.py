@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
+from functools import cached_property
+from typing import Callable, Iterable
 
 import click
 
 from ..config import Settings
-from ..index.client import cluster_errors, make_client
 
 
 def settings() -> Settings:
@@ -17,6 +18,8 @@ class Cluster:
     """``with Cluster() as (s, es):`` settings and a client, transport errors made clear."""
 
     def __enter__(self):
+        from ..index.client import cluster_errors, make_client
+
         self.settings = settings()
         self._errors = cluster_errors(self.settings)
         self._errors.__enter__()
@@ -28,3 +31,16 @@ class Cluster:
 
 def echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=None, default=str))
+
+
+class RegistryChoice(click.Choice):
+    """A choice among the names of a registry that lives in a heavy module (torch): the names are
+    loaded when a value is checked or the command's own help is shown, not when ``esm`` starts."""
+
+    def __init__(self, load: Callable[[], Iterable[str]]) -> None:
+        self._load = load
+        self.case_sensitive = True
+
+    @cached_property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(sorted(self._load()))

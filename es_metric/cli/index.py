@@ -7,6 +7,7 @@ import click
 
 from ..index.gallery import multi_photo_vector_field
 from ..index.mappings import INDEX_TYPES, IndexOptions
+from ..model.card import read_card
 from .common import Cluster, echo_json
 from .root import main
 
@@ -35,7 +36,6 @@ def mapping_create(index, model_path, existing, index_type, m, ef_construction, 
                    multi_photo, photos_field, text_fields, keyword_fields, replicas) -> None:
     """Create INDEX-<model id> behind the alias INDEX (or, with --existing, extend INDEX)."""
     from ..index.indices import add_vectors_to_existing, create_versioned_index, index_info
-    from ..model.modelfile import read_card
 
     card = read_card(model_path)
     options = IndexOptions(index_type, m, ef_construction)

@@ -9,6 +9,7 @@ import click
 
 from ..ingest.sources import local_source
 from ..progressbar import enabled
+from ..model.card import read_card
 from .common import Cluster, echo_json
 from .root import main
 
@@ -100,7 +101,6 @@ def _follow(s, job, timeout, quiet: bool) -> dict:
 @click.option("--json", "as_json", is_flag=True)
 def reindex(index, model_path, force, delete_old, abandon, timeout, as_json) -> None:
     """Blue/green: re-embed INDEX with a new model, verify, swap the alias atomically."""
-    from ..model.modelfile import read_card
     from ..ingest.reindex import abandon as abandon_target, reindex as run_reindex
 
     if not model_path:

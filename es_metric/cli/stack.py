@@ -6,7 +6,6 @@ import time
 
 import click
 
-from ..stack import lifecycle, worker
 from .common import settings
 from .root import main
 
@@ -33,6 +32,8 @@ def _print(components, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def up(no_worker: bool, concurrency: int | None, as_json: bool) -> None:
     """Start whatever is not running yet (idempotent)."""
+    from ..stack import lifecycle
+
     t0 = time.monotonic()
     comps = lifecycle.up(settings(), worker=not no_worker, concurrency=concurrency)
     _print(comps, as_json)
@@ -43,6 +44,8 @@ def up(no_worker: bool, concurrency: int | None, as_json: bool) -> None:
 @stack_group.command("down")
 def down() -> None:
     """Stop exactly the processes `esm stack up` started (by pid)."""
+    from ..stack import lifecycle
+
     stopped = lifecycle.down(settings())
     click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
@@ -51,6 +54,8 @@ def down() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def status(as_json: bool) -> None:
     """What runs, where, which versions and health."""
+    from ..stack import lifecycle
+
     comps = lifecycle.status(settings())
     _print(comps, as_json)
     if not all(c.running for c in comps):
@@ -61,6 +66,8 @@ def status(as_json: bool) -> None:
 @click.option("--concurrency", type=int, default=None)
 def restart_worker(concurrency: int | None) -> None:
     """Restart the Celery worker (after a code change, or to change its process count)."""
+    from ..stack import worker
+
     s = settings()
     worker.stop_worker(s)
     _print([worker.start_worker(s, concurrency)], False)

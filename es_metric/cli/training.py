@@ -6,20 +6,29 @@ from pathlib import Path
 
 import click
 
-from ..model.encoder import BACKBONES
-from ..search.rerank import DEFAULT_RERANK
-from ..training.config import PROTOCOLS
-from ..training.data import class_folds, materialize, read_folder, split as split_samples
-from ..training.losses import OBJECTIVES
-from .common import echo_json
+from ..training.config import DEFAULT_RERANK, PROTOCOLS
+from ..model.card import read_card
+from .common import RegistryChoice, echo_json
 from .root import main
+
+
+def _backbones() -> list[str]:
+    from ..model.encoder import BACKBONES
+
+    return list(BACKBONES)
+
+
+def _objectives() -> list[str]:
+    from ..training.losses import OBJECTIVES
+
+    return list(OBJECTIVES)
 
 
 @main.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Model file to write.")
-@click.option("--loss", type=click.Choice(sorted(OBJECTIVES)), default="multi-similarity", show_default=True)
-@click.option("--backbone", type=click.Choice(sorted(BACKBONES)), default="efficientnet-lite0", show_default=True)
+@click.option("--loss", type=RegistryChoice(_objectives), default="multi-similarity", show_default=True)
+@click.option("--backbone", type=RegistryChoice(_backbones), default="efficientnet-lite0", show_default=True)
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local pretrained state dict.")
 @click.option("--pretrained/--no-pretrained", default=None, help="Default: pretrained when weights exist offline.")
 @click.option("--freeze-backbone/--train-backbone", default=None,
@@ -137,6 +146,8 @@ def evaluate(data_dir, model_path, baseline, weights, batch_size, qe_k, dba_k, a
               help="Which fold's classes form the test part (0..K-1).")
 def split_cmd(data_dir, out, protocol, test_fraction, seed, exclude, folds, fold) -> None:
     """Write OUT/train and OUT/test (symlinked image folders) under a protocol."""
+    from ..training.data import class_folds, materialize, read_folder, split as split_samples
+
     folder = read_folder(data_dir, exclude=tuple(exclude))
     if folds:
         if protocol != "class-disjoint" or fold >= folds:
@@ -160,7 +171,6 @@ def model_group() -> None:
 @click.argument("model_path", type=click.Path(dir_okay=False))
 def model_show(model_path) -> None:
     """Print a model's card (backbone, dims, similarity, metrics, provenance) as JSON."""
-    from ..model.modelfile import read_card
 
     card = read_card(model_path)
     card.get("training", {}).pop("history", None)

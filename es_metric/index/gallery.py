@@ -13,6 +13,7 @@ import re
 from ..errors import ConfigError, shown
 
 DEFAULT_PHOTOS_FIELD = "photos"
+MAX_PHOTOS = 64  # photos of one document: a gallery, not a catalogue
 PHOTO_PROPERTIES = {"ref": {"type": "keyword"}, "sha256": {"type": "keyword"}}
 
 

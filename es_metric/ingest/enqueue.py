@@ -18,6 +18,7 @@ from ..index.failures import item_key, record_failures, record_key
 from ..index.indices import IndexInfo, index_info, record_image_roots
 from ..paths import as_roots
 from ..redact import redact_text, redact_url
+from ..types import JobSpec
 from .celery_app import TASK_NAME, make_app
 from .jobs import JobProgress
 from ..urlguard import is_url
@@ -36,7 +37,7 @@ class Job:
 
 
 def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | None = None,
-             roots: tuple[str, ...] = ()) -> dict:
+             roots: tuple[str, ...] = ()) -> JobSpec:
     """The JSON-safe description every task of a job carries (``roots``: the folders the
     worker may read for this index, besides ESM_IMAGE_ROOTS)."""
     return {"job_id": job_id, "alias": alias, "index": target or info.concrete,

@@ -12,8 +12,7 @@ import numpy as np
 
 from ..index.docfields import FieldRefused, document_body
 from ..index.failures import failure_for, now
-
-MAX_PHOTOS = 64  # photos of one document: a gallery, not a catalogue
+from ..index.gallery import MAX_PHOTOS
 
 
 def item_refs(item: dict) -> list[str]:

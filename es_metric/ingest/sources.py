@@ -15,9 +15,9 @@ from typing import Iterator
 
 from ..errors import ConfigError, ImageError, PathRefused
 from ..index.docfields import FieldRefused, check_fields, check_id
+from ..index.gallery import MAX_PHOTOS
 from ..paths import HINT, PATH_MAX, as_roots, confine
 from ..urlguard import is_url, parse_url
-from .photos import MAX_PHOTOS
 
 ID_KEYS = ("id", "_id", "doc_id")
 IMAGE_KEYS = ("image", "image_path", "path", "file", "iconic_image")

@@ -10,6 +10,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from ..config import Settings
 from ..index.client import make_client
 from ..model.embed import set_threads
+from ..types import ImageItem, JobSpec
 from .celery_app import TASK_NAME, app
 from .outcomes import MAX_RETRIES, check_redelivery, fail_batch, is_transient
 from .pipeline import process_batch
@@ -21,7 +22,7 @@ _STATE: dict = {}
 @worker_process_init.connect
 def _init_process(**_kw) -> None:
     """Share the cores between worker processes instead of oversubscribing them."""
-    conc = int(os.environ.get("ESM_WORKER_CONCURRENCY", "1"))
+    conc = Settings.from_env().worker_concurrency
     set_threads(max(1, (os.cpu_count() or 1) // max(conc, 1)))
 
 
@@ -33,7 +34,7 @@ def _client():
 
 
 @app.task(name=TASK_NAME, bind=True, max_retries=MAX_RETRIES)
-def embed_batch(self, job: dict, items: list[dict]) -> dict:
+def embed_batch(self, job: JobSpec, items: list[ImageItem]) -> dict:
     """Decode, embed and bulk-write one batch of images. Transient errors (cluster or broker
     away) retry with backoff; permanent ones, and exhausted retries, fail every image of the
     batch with the reason (dead letters + job progress), so the job ends."""

@@ -11,6 +11,9 @@ from PIL import Image
 
 from .encoder import Encoder, Preprocess
 
+__all__ = ["embed_images", "embed_tensors", "normalise", "pixel_batch", "PIXELS_VERSION",
+           "set_threads", "to_pixels", "to_tensor"]
+
 log = logging.getLogger(__name__)
 
 # Bumped when the pixels fed to the model change (cached features are keyed by it).

@@ -20,6 +20,11 @@ from torch import nn
 from ..errors import ConfigError, ModelError
 from ..similarity import Metric
 
+__all__ = ["backbone_spec", "BACKBONES", "BackboneSpec", "create_encoder", "Encoder", "gem",
+           "GEM_P", "hub_checkpoint_dir", "IMAGENET_MEAN", "IMAGENET_STD", "LITE_PREPROCESS",
+           "LITE_SIZES", "load_backbone_weights", "pool_maps", "POOLS", "Preprocess",
+           "resolve_weights", "SmallCNN"]
+
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

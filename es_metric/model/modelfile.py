@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
+import json
 import os
 import re
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,16 +20,19 @@ import torch
 
 from ..errors import ModelError
 from ..similarity import Metric
+from ..types import ModelCard
 from ..version import __version__
+from .card import CARD_ENTRY, FORMAT, WEIGHTS_ENTRY, is_zip_model, read_card, read_v1
 from .encoder import Encoder, Preprocess, backbone_spec, create_encoder
 
-FORMAT = "es-metric-model/1"
+__all__ = ["LoadedModel", "build_card", "cached_model", "load_model", "make_model_id", "read_card",
+           "save_model", "state_fingerprint"]
 
 
 @dataclass
 class LoadedModel:
     encoder: Encoder
-    card: dict
+    card: ModelCard
     path: Path
 
     @property
@@ -57,7 +63,7 @@ def make_model_id(backbone: str, loss: str, fingerprint: str) -> str:
 
 
 def build_card(encoder: Encoder, *, backbone: str, loss: str, training: dict,
-               data_fingerprint: str | None, metrics: dict | None = None) -> dict:
+               data_fingerprint: str | None, metrics: dict | None = None) -> ModelCard:
     fingerprint = state_fingerprint(encoder.state_dict())
     return {
         "format": FORMAT,
@@ -80,42 +86,44 @@ def build_card(encoder: Encoder, *, backbone: str, loss: str, training: dict,
     }
 
 
-def save_model(path: str | Path, encoder: Encoder, card: dict) -> Path:
+def save_model(path: str | Path, encoder: Encoder, card: ModelCard) -> Path:
+    """Write a format-2 file: ``card.json`` (readable without torch) and ``weights.pt``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    weights = io.BytesIO()
+    torch.save(encoder.state_dict(), weights)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": FORMAT, "card": card, "state_dict": encoder.state_dict()}, tmp)
+    with zipfile.ZipFile(tmp, "w") as zf:
+        zf.writestr(CARD_ENTRY, json.dumps({**card, "format": FORMAT}, indent=1),
+                    compress_type=zipfile.ZIP_DEFLATED)
+        zf.writestr(WEIGHTS_ENTRY, weights.getvalue())  # stored: weights do not compress
     tmp.replace(path)
     return path
 
 
-def read_card(path: str | Path) -> dict:
-    return _read(Path(path))["card"]
-
-
-def _read(path: Path) -> dict:
-    if not path.is_file():
-        raise ModelError(f"model file {path} does not exist", hint="train one with `esm train`")
+def _read(path: Path) -> tuple[ModelCard, dict[str, torch.Tensor]]:
+    """(card, state dict) of a model file of either format."""
+    if not is_zip_model(path):
+        blob = read_v1(path)
+        return blob["card"], blob["state_dict"]
+    card = read_card(path)
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        with zipfile.ZipFile(path) as zf:
+            state = torch.load(io.BytesIO(zf.read(WEIGHTS_ENTRY)), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelError(f"{path} is not a readable es-metric model: {exc}") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ModelError(f"{path} is not an es-metric model file (format {FORMAT})",
-                         hint="pass a file written by `esm train`")
-    return blob
+    return card, state
 
 
 def load_model(path: str | Path) -> LoadedModel:
     """Rebuild the encoder described by the card and load its weights (no download, no hub)."""
     path = Path(path)
-    blob = _read(path)
-    card = blob["card"]
+    card, state = _read(path)
     encoder = create_encoder(card["backbone"], dim=card["dims"] if card["head"] != "none" else None,
                              metric=card["similarity"], pretrained=False, head=card["head"],
                              feature_norm=bool(card.get("feature_norm", False)),
                              pool=card.get("pool", "avg"))
-    encoder.load_state_dict(blob["state_dict"])
+    encoder.load_state_dict(state)
     encoder.eval()
     return LoadedModel(encoder, card, path)
 

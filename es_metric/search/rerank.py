@@ -10,42 +10,11 @@ The pure functions here take vectors and return vectors; search and evaluation c
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import torch
 
 from ..similarity import Metric
-
-
-@dataclass(frozen=True)
-class ReRank:
-    """Re-ranking settings: ``qe_k`` neighbours expand the query, ``dba_k`` neighbours augment
-    every indexed vector (0 turns either off)."""
-
-    qe_k: int = 0
-    qe_alpha: float = 3.0
-    dba_k: int = 0
-    dba_alpha: float = 3.0
-
-    @property
-    def active(self) -> bool:
-        return self.qe_k > 0 or self.dba_k > 0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "ReRank":
-        d = d or {}
-        return cls(int(d.get("qe_k", 0)), float(d.get("qe_alpha", 3.0)), int(d.get("dba_k", 0)),
-                   float(d.get("dba_alpha", 3.0)))
-
-
-NO_RERANK = ReRank()
-# What a newly trained model records (chosen by the mean over class folds and image splits of the
-# Grocery Store set, scripts/experiments.py; README "Results").
-DEFAULT_RERANK = ReRank(qe_k=10, qe_alpha=3.0, dba_k=10, dba_alpha=3.0)
+from ..types import NO_RERANK, ReRank  # noqa: F401  (the settings live with the contracts)
 
 
 def neighbour_weights(sims: torch.Tensor, alpha: float, metric: Metric) -> torch.Tensor:

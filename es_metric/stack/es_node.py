@@ -155,9 +155,10 @@ def install_es(settings: Settings) -> Path:
     heap.parent.mkdir(exist_ok=True)
     heap.write_text(f"-Xms{settings.es_heap}\n-Xmx{settings.es_heap}\n")
     user = _service_user()
-    for path in (home, data, logs):
+    run = settings.stack_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)  # a fresh stack dir: the pid file goes here
+    for path in (home, data, logs, run):
         _chown_tree(path, user)
-    _chown_tree(settings.stack_dir / "run", user)
     return home
 
 

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..config import cache_dir_from_env
 from ..errors import ConfigError, ImageError
 from ..images import IMAGE_SUFFIXES, load_image
 from .config import PROTOCOLS
@@ -47,7 +48,7 @@ class Folder:
 
 def cache_dir(kind: str = "features") -> Path:
     """``$ESM_CACHE_DIR/<kind>`` (default ``~/.cache/es-metric/<kind>``), created."""
-    path = Path(os.environ.get("ESM_CACHE_DIR") or Path.home() / ".cache" / "es-metric") / kind
+    path = cache_dir_from_env() / kind
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -22,6 +22,10 @@ from ..similarity import Metric
 from .data import Sample, labels_tensor, read_folder
 from .features import backbone_features, run_module
 
+__all__ = ["baseline_embeddings", "BASELINES", "color_histogram", "Embedded", "evaluate_folder",
+           "map_at_r", "model_embeddings", "neighbours", "recall_at_k", "RECALL_KS",
+           "retrieval_metrics", "similarity_matrix"]
+
 log = logging.getLogger(__name__)
 RECALL_KS = (1, 2, 4, 8, 10, 16, 32)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..model.encoder import Encoder, create_encoder
 from ..model.modelfile import build_card, save_model
 from ..search.rerank import ReRank
-from .config import EpochCallback, TrainConfig
+from .config import DEFAULT_RERANK, EpochCallback, TrainConfig
 from .data import Sample, fingerprint, read_folder, validation_split
 from .features import backbone_features
 from .finetune import fit_full
@@ -25,6 +25,8 @@ from .head import train_head
 from .losses import Objective, objective
 from .partial import fit_tail
 from .sampling import seed_everything
+
+__all__ = ["train", "TrainResult"]
 
 log = logging.getLogger(__name__)
 
@@ -79,5 +81,5 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig,
                 "skipped_images": folder.skipped_records()}
     card = build_card(encoder, backbone=cfg.backbone, loss=cfg.loss, training=training,
                       data_fingerprint=fingerprint(samples), metrics=metrics)
-    card["rerank"] = ReRank(cfg.qe_k, cfg.qe_alpha, cfg.dba_k, cfg.qe_alpha).as_dict()  # search applies it
+    card["rerank"] = ReRank(cfg.qe_k, cfg.qe_alpha, cfg.dba_k, DEFAULT_RERANK.dba_alpha).as_dict()  # search applies it
     return TrainResult(save_model(out, encoder, card), card, history)

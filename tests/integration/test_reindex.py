@@ -54,14 +54,11 @@ def test_reindex_swaps_alias_while_searches_never_fail(es, index_name, tiny_mode
 
 
 def test_reindex_refuses_a_model_that_failed_its_gate(es, index_name, tiny_model, tmp_path):
-    import torch
-    from es_metric.model.modelfile import read_card
-    blob = torch.load(tiny_model, weights_only=True)
-    blob["card"] = {**read_card(tiny_model), "model_id": "failed-gate-model"}
-    blob["card"]["metrics"] = {**blob["card"]["metrics"],
-                               "gate": {**blob["card"]["metrics"]["gate"], "passed": False}}
-    bad = tmp_path / "bad.pt"
-    torch.save(blob, bad)
+    from es_metric.model.modelfile import load_model, save_model
+    model = load_model(tiny_model)
+    card = {**model.card, "model_id": "failed-gate-model"}
+    card["metrics"] = {**card["metrics"], "gate": {**card["metrics"]["gate"], "passed": False}}
+    bad = save_model(tmp_path / "bad.pt", model.encoder, card)
     esm("mapping", "create", index_name, "--model", tiny_model)
     result = esm("reindex", index_name, "--model", bad, ok=False)
     assert result.exit_code == 1 and "failed its evaluation gate" in result.output

@@ -76,15 +76,39 @@ def test_compose_worker_sees_host_paths_where_the_cli_records_them():
         raise AssertionError("compose starts without ESM_DATA_DIR / ESM_MODEL_DIR")
 
 
-def test_every_env_name_is_read_by_settings():
-    source = (ROOT / "es_metric" / "config.py").read_text()
-    for name in ENV_NAMES:
-        assert f'"{name}"' in source.split("ENV_NAMES")[0], name
-
-
 def test_celery_reliability_settings():
     conf = make_app(Settings.from_env({})).conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
     assert conf.accept_content == ["json"] and conf.task_serializer == "json"
     assert conf.broker_transport_options["visibility_timeout"] == VISIBILITY_TIMEOUT > TASK_TIME_LIMIT
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_the_wheel_holds_es_metric_only():
+    """workers/ is the deployment entry of a checkout, not a top-level module name of the wheel."""
+    wheel = _pyproject()["tool"]["hatch"]["build"]["targets"]["wheel"]
+    assert wheel["packages"] == ["es_metric"]
+    assert all(target.startswith("es_metric/") for target in wheel.get("force-include", {}).values())
+    shim = (ROOT / "workers" / "celery_app.py").read_text()
+    assert "from es_metric.ingest.celery_app import app" in shim
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in requirements}
+
+
+def test_extras_split_what_a_machine_needs():
+    project = _pyproject()["project"]
+    core, extras = _names(project["dependencies"]), project["optional-dependencies"]
+    assert not core & {"torch", "torchvision", "fastapi", "matplotlib", "pytorch-metric-learning"}
+    assert {"torch", "torchvision"} <= _names(extras["worker"])
+    assert "es-metric[worker]" in extras["train"] and "pytorch-metric-learning" in _names(extras["train"])
+    assert "fastapi" in _names(extras["web"]) and "torch" not in _names(extras["web"])
+    assert set(extras) == {"worker", "train", "web", "dev", "bench", "all"}
+    assert extras["all"] == ["es-metric[worker,train,web,dev,bench]"]
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    assert '-e ".[all]"' in setup  # make setup / test / demo install everything

@@ -1,0 +1,118 @@
+"""The contracts between the parts: plain, JSON-safe values that cross Celery, the model file,
+the index's ``_meta`` and the HTTP API. No behaviour beyond (de)serialising.
+
+May import: the standard library only.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, TypedDict
+
+__all__ = ["ImageItem", "JobSpec", "ModelCard", "NO_RERANK", "ReRank", "SearchHit", "SearchResult"]
+
+
+class _ImageRef(TypedDict):
+    ref: str  # an image file path (resolved and confined to the image roots by the worker)
+
+
+class ImageItem(_ImageRef, total=False):
+    """One image of an ingest batch (Celery task argument)."""
+
+    id: str | None               # the document id; None: the image's SHA-256
+    fields: dict[str, Any]       # user fields written beside the vector (data, never metadata)
+
+
+class JobSpec(TypedDict):
+    """What every task of an ingest job carries (Celery task argument): where to write, with
+    which model, and which folders the worker may read for this index."""
+
+    job_id: str
+    alias: str
+    index: str                   # the concrete index written to
+    model_id: str
+    model_path: str
+    vector_field: str
+    mode: Literal["index", "update"]
+    roots: list[str]
+
+
+class _CardCore(TypedDict):
+    format: str
+    model_id: str
+    backbone: str
+    dims: int
+    similarity: str              # the dense_vector similarity: cosine | dot_product | l2_norm
+    preprocess: dict[str, Any]   # {"size", "mean", "std"}
+
+
+class ModelCard(_CardCore, total=False):
+    """A model file's card (``card.json``); the index records its id, dims and similarity."""
+
+    head: str
+    feature_norm: bool
+    pool: str
+    loss: str
+    feat_dim: int
+    training: dict[str, Any]
+    data_fingerprint: str | None
+    metrics: dict[str, Any]      # validation figures, the gate, near_duplicate_threshold
+    rerank: dict[str, Any]       # ReRank.as_dict(): what search and ingest apply
+    weights_sha256: str
+    created_at: str
+    es_metric_version: str
+
+
+class _HitCore(TypedDict):
+    id: str
+    score: float | None
+    source: dict[str, Any]
+
+
+class SearchHit(_HitCore, total=False):
+    """One ranked document of a search (``esm search --json``, the HTTP API)."""
+
+    matched_image: dict[str, Any]  # multi-photo indices: {"ref", "score"}
+
+
+class _ResultCore(TypedDict):
+    hits: list[SearchHit]
+    took_ms: int
+    model_id: str
+
+
+class SearchResult(_ResultCore, total=False):
+    """A search's answer (``esm search --json``, ``/api/indices/{index}/search``)."""
+
+    index: str
+    client_ms: float
+    page: int
+    note: str                    # why fewer than k hits came back
+    query_expansion: dict[str, Any]  # {"k", "alpha"}: the QE round that ran
+    facets: dict[str, list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ReRank:
+    """Re-ranking settings: ``qe_k`` neighbours expand the query, ``dba_k`` neighbours augment
+    every indexed vector (0 turns either off). A model card records them under ``rerank``."""
+
+    qe_k: int = 0
+    qe_alpha: float = 3.0
+    dba_k: int = 0
+    dba_alpha: float = 3.0
+
+    @property
+    def active(self) -> bool:
+        return self.qe_k > 0 or self.dba_k > 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "ReRank":
+        d = d or {}
+        return cls(int(d.get("qe_k", 0)), float(d.get("qe_alpha", 3.0)), int(d.get("dba_k", 0)),
+                   float(d.get("dba_alpha", 3.0)))
+
+
+NO_RERANK = ReRank()

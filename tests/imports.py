@@ -1,0 +1,47 @@
+"""Run ``esm ARGS`` in a fresh interpreter and report which top-level packages it imported."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+
+HEAVY = ("torch", "torchvision", "elasticsearch", "fastapi", "matplotlib", "pytorch_metric_learning")
+
+_SCRIPT = """
+import json, sys
+from es_metric.cli import main
+try:
+    main(sys.argv[1:], prog_name="esm")
+    code = 0
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+sys.stderr.write("\\nIMPORTED " + json.dumps({"code": code, "modules": sorted(sys.modules)}) + "\\n")
+"""
+
+
+@dataclass
+class Run:
+    code: int
+    modules: set[str]
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def json(self) -> dict:
+        return json.loads(self.stdout.strip().splitlines()[-1])
+
+    def heavy(self) -> set[str]:
+        return {m for m in HEAVY if m in self.modules}
+
+
+def run_esm(*args: str, timeout: float = 120) -> Run:
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT, *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+    head, _, tail = proc.stderr.rpartition("\nIMPORTED ")
+    assert tail, f"esm {' '.join(map(str, args))} died before reporting:\n{proc.stderr}"
+    found = json.loads(tail)
+    return Run(found["code"], set(found["modules"]), proc.stdout, head)
