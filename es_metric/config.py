@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 from .device import parse_device
 from .errors import ConfigError
 from .redact import redact_url, url_password
+from .urlguard import AllowList
 
 __all__ = ["cache_dir_from_env", "DEFAULT_ES_PORT", "DEFAULT_REDIS_PORT", "ENV_NAMES", "FIELD_ENV",
            "progress_from_env", "Settings"]
@@ -83,6 +84,9 @@ class Settings:
     progress: bool | None = None  # progress bars; None: when stderr is a terminal
     device: str = "auto"    # where the encoder runs: cpu, cuda, cuda:N, auto (see device.py)
     runtime: str = "auto"   # torch, onnxruntime, auto (the card's measured choice; runtime.py)
+    url_allow: tuple[str, ...] = ()  # hosts, host:port, CIDRs image URLs may reach though private
+    url_timeout: int = 10            # seconds: read timeout of an image URL (x3: whole fetch)
+    url_per_host: int = 4            # image URL fetches at a time per host and worker process
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -120,7 +124,11 @@ class Settings:
             progress=progress_from_env(env),
             device=parse_device(env.get("ESM_DEVICE")),
             runtime=(env.get("ESM_RUNTIME") or "auto").strip().lower(),
+            url_allow=tuple(e.strip() for e in (env.get("ESM_URL_ALLOW") or "").split(",") if e.strip()),
+            url_timeout=_int(env, "ESM_URL_TIMEOUT", 10),
+            url_per_host=_int(env, "ESM_URL_PER_HOST", 4),
         )
+        AllowList.parse(kw["url_allow"])  # ConfigError now, not in a worker later
         if env.get("ESM_STACK_DIR"):
             kw["stack_dir"] = Path(env["ESM_STACK_DIR"])
         if kw["runtime"] not in ("auto", "torch", "onnxruntime"):
@@ -158,7 +166,9 @@ class Settings:
                "ESM_MAX_IMAGE_BYTES": str(self.max_image_bytes),
                "ESM_ES_TIMEOUT": str(self.es_request_timeout),
                "ESM_DEVICE": self.device, "ESM_RUNTIME": self.runtime,
-               "ESM_IMAGE_ROOTS": os.pathsep.join(str(r) for r in self.image_roots)}
+               "ESM_IMAGE_ROOTS": os.pathsep.join(str(r) for r in self.image_roots),
+               "ESM_URL_ALLOW": ",".join(self.url_allow), "ESM_URL_TIMEOUT": str(self.url_timeout),
+               "ESM_URL_PER_HOST": str(self.url_per_host)}
         for name, value in (("ESM_ES_API_KEY", self.es_api_key), ("ESM_ES_USER", self.es_user),
                             ("ESM_ES_PASSWORD", self.es_password), ("ESM_ES_CA_FILE", self.es_ca_file)):
             if value:
@@ -190,6 +200,8 @@ FIELD_ENV: dict[str, tuple[str, ...]] = {
     "search_queue": ("ESM_SEARCH_QUEUE",), "stall_seconds": ("ESM_STALL_SECONDS",),
     "cache_dir": ("ESM_CACHE_DIR",), "progress": ("ESM_PROGRESS",),
     "device": ("ESM_DEVICE",), "runtime": ("ESM_RUNTIME",),
+    "url_allow": ("ESM_URL_ALLOW",), "url_timeout": ("ESM_URL_TIMEOUT",),
+    "url_per_host": ("ESM_URL_PER_HOST",),
 }
 #: Every environment variable Settings reads; docker-compose must only use these.
 ENV_NAMES = tuple(dict.fromkeys(name for names in FIELD_ENV.values() for name in names))

@@ -12,7 +12,7 @@ __all__ = ["ImageItem", "JobSpec", "ModelCard", "NO_RERANK", "ReRank", "SearchHi
 
 
 class _ImageRef(TypedDict):
-    ref: str  # an image file path (resolved and confined to the image roots by the worker)
+    ref: str  # an image file path (confined to the image roots by the worker) or http(s) URL
 
 
 class ImageItem(_ImageRef, total=False):
@@ -21,9 +21,14 @@ class ImageItem(_ImageRef, total=False):
     id: str | None               # the document id; None: the image's SHA-256
     fields: dict[str, Any]       # user fields written beside the vector (data, never metadata)
     source_ref: str              # --from-index: the image field's value, stored as image_ref
+    refs: list[str]              # several photos of one document (a multi-photo index); ref: the first
 
 
-class JobSpec(TypedDict):
+class _JobOptions(TypedDict, total=False):
+    photos_field: str            # a multi-photo index: the nested field of the photos
+
+
+class JobSpec(_JobOptions):
     """What every task of an ingest job carries (Celery task argument): where to write, with
     which model, and which folders the worker may read for this index."""
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from ..index.gallery import multi_photo_vector_field
 from ..index.mappings import DEFAULT_OVERSAMPLE, INDEX_TYPES, IndexOptions
 from ..model.card import read_card
 from .common import Cluster, echo_json
@@ -26,6 +27,10 @@ def mapping_group() -> None:
 @click.option("--rescore-oversample", type=float, default=DEFAULT_OVERSAMPLE, show_default=True,
               help="Quantised types: rescore oversample x k candidates with the full vectors (0: off).")
 @click.option("--vector-field", default="image_vector", show_default=True)
+@click.option("--multi-photo", is_flag=True,
+              help="Several photos per document: one vector per photo in a nested field.")
+@click.option("--photos-field", default="photos", show_default=True,
+              help="With --multi-photo: the nested field of the photos.")
 @click.option("--text-field", "text_fields", multiple=True, help="Declare a text field (repeatable).")
 @click.option("--keyword-field", "keyword_fields", multiple=True, help="Declare a keyword field.")
 @click.option("--replicas", type=int, default=0, show_default=True)
@@ -33,13 +38,16 @@ def mapping_group() -> None:
               help="New index: leave the vector out of _source (about a third of the disk at "
                    "128-d); partial updates by other applications must then carry the vector.")
 def mapping_create(index, model_path, existing, index_type, m, ef_construction, rescore_oversample,
-                   vector_field, text_fields, keyword_fields, replicas, lean) -> None:
+                   vector_field, multi_photo, photos_field, text_fields, keyword_fields, replicas,
+                   lean) -> None:
     """Create INDEX-<model id> behind the alias INDEX (or, with --existing, extend INDEX)."""
     from ..index.indices import add_vectors_to_existing, create_versioned_index, index_info
 
     card = read_card(model_path)
     options = IndexOptions(index_type, m, ef_construction, rescore_oversample)
     path = str(Path(model_path).resolve())
+    if multi_photo:
+        vector_field = multi_photo_vector_field(photos_field)
     with Cluster() as (_s, es):
         if existing:
             name = add_vectors_to_existing(es, index, card, path, options=options, vector_field=vector_field)

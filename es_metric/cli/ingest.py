@@ -21,7 +21,7 @@ from .root import main
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Follow progress to the end.")
 @click.option("--from-index", is_flag=True, help="SOURCE-less: embed the images of INDEX's own documents.")
 @click.option("--image-field", default="image_path", show_default=True,
-              help="With --from-index: the field holding image paths.")
+              help="With --from-index: the field holding image paths or URLs (or lists of them).")
 @click.option("--image-key", default=None, help="Manifest key holding the image path.")
 @click.option("--base-dir", type=click.Path(file_okay=False),
               help="With --from-index: base for relative paths, and a folder images may be read from.")

@@ -13,7 +13,7 @@ from .root import main
 
 @main.command()
 @click.argument("index")
-@click.option("--image", type=click.Path(dir_okay=False), help="Query image file.")
+@click.option("--image", help="Query image: a file, or an http(s) URL (fetched under ESM_URL_ALLOW).")
 @click.option("--like", "like", multiple=True,
               help="More like this: an indexed document id or an image file (repeatable).")
 @click.option("--unlike", "unlike", multiple=True,
@@ -45,6 +45,7 @@ def search(index, image, like, unlike, examples, text, filters, facets, k, page,
            fusion, image_weight, text_weight, min_similarity, near_duplicates, qe_k, as_json) -> None:
     """Search INDEX by image(s), by document(s), by text, with filters and facets."""
     from ..images import DecodeLimits, read_bytes
+    from ..ingest.fetch import read_ref
     from ..model.runtime import Inference
     from ..search.service import SearchRequest, run_search
 
@@ -52,7 +53,7 @@ def search(index, image, like, unlike, examples, text, filters, facets, k, page,
         limits = DecodeLimits(s.max_image_pixels, s.max_image_bytes)
         like_ids, like_images = _ids_and_files(like, limits, read_bytes)
         unlike_ids, unlike_images = _ids_and_files(unlike, limits, read_bytes)
-        req = SearchRequest(image=read_bytes(image, limits) if image else None, like=like_ids,
+        req = SearchRequest(image=read_ref(image, s, limits) if image else None, like=like_ids,
                             unlike=unlike_ids, like_images=like_images, unlike_images=unlike_images,
                             examples=examples, text=text, filters=list(filters), facets=list(facets),
                             k=k, page=page, num_candidates=num_candidates, fusion=fusion,

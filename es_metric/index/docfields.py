@@ -26,7 +26,7 @@ class FieldRefused(ValueError):
 
 def reserved_names(vector_field: str | None = None) -> frozenset[str]:
     """Top-level names a user field may not take: the bookkeeping fields and the vector."""
-    return frozenset(BOOKKEEPING) | ({vector_field} if vector_field else frozenset())
+    return frozenset(BOOKKEEPING) | ({vector_field.partition(".")[0]} if vector_field else frozenset())
 
 
 def check_fields(fields: object, vector_field: str | None = None) -> dict:

@@ -9,12 +9,17 @@ from dataclasses import dataclass
 from elasticsearch import Elasticsearch, NotFoundError
 
 from ..errors import ConfigError, IndexStateError, MappingMismatch, shown
+from .gallery import find_vector
 from .mappings import (IndexOptions, check_compatible, existing_index_update, load_template,
                        new_index_body, versioned_name)
 
 log = logging.getLogger(__name__)
 _NAME_FORBIDDEN = re.compile(r'[\\/*?"<>|,#:\s\x00-\x1f\x7f]')
 
+
+#: How long search may use an index's info (model, field) it read: a switch of field or model
+#: waits this long before old vectors go (ingest/migrate.py).
+INFO_TTL_S = 2.0
 
 @dataclass(frozen=True)
 class IndexInfo:
@@ -41,6 +46,7 @@ class IndexInfo:
         moving = self.migration or {}
         return model_id in (None, self.model_id) or (
             moving.get("state") == "switched" and model_id == moving.get("from_model_id"))
+    photos_field: str | None = None     # a multi-photo index: the nested field of the photos
 
 
 def resolve_concrete(client: Elasticsearch, name: str) -> list[str]:
@@ -80,7 +86,7 @@ def index_info(client: Elasticsearch, name: str) -> IndexInfo:
                      meta["vector_field"], int(meta["dims"]), meta["similarity"],
                      tuple(meta.get("image_roots") or ()), meta.get("rerank"),
                      meta.get("near_duplicate_threshold"), meta.get("runtime"),
-                     meta.get("runtime_parity"), meta.get("migration"))
+                     meta.get("runtime_parity"), meta.get("migration"), meta.get("photos_field"))
 
 
 def record_image_roots(client: Elasticsearch, index: str, roots: tuple[str, ...]) -> None:
@@ -110,7 +116,7 @@ def create_versioned_index(client: Elasticsearch, alias: str, card: dict, model_
                           lean=lean)
     if client.indices.exists(index=name):
         current = client.indices.get_mapping(index=name)[name]["mappings"]["properties"]
-        check_compatible(card, current.get(vector_field, {}), vector_field)
+        check_compatible(card, find_vector(current, vector_field), vector_field)
         log.info("index %s exists already", name)
     else:
         client.indices.create(index=name, settings=body["settings"], mappings=body["mappings"])
@@ -131,7 +137,7 @@ def add_vectors_to_existing(client: Elasticsearch, index: str, card: dict, model
     meta = (current.get("_meta") or {}).get("es_metric")
     if meta and meta.get("model_id") != card["model_id"]:
         if meta.get("vector_field") == vector_field:
-            check_compatible(card, current["properties"].get(vector_field, {}), vector_field)
+            check_compatible(card, find_vector(current["properties"], vector_field), vector_field)
         raise MappingMismatch(f"index {concrete[0]!r} serves model {meta.get('model_id')}, not "
                               f"{card['model_id']}; es-metric never mixes models",
                               hint=f"change the model in place with `esm reindex {index} --model ...`")

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError, MappingMismatch
+from .gallery import find_vector, nest, photos_field_of
 from .vectors import lean_source
 
 INDEX_TYPES = ("hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat")
@@ -81,6 +82,8 @@ def index_meta(card: dict, model_path: str, vector_field: str) -> dict:
     meta = {"model_id": card["model_id"], "model_path": str(model_path),
             "dims": int(card["dims"]), "similarity": card["similarity"],
             "vector_field": vector_field, "backbone": card["backbone"]}
+    if photos_field_of(vector_field):  # several photos per document, nested
+        meta["photos_field"] = photos_field_of(vector_field)
     # what search and the DBA pass apply, so that they never need the model file for it
     if card.get("rerank") is not None:
         meta["rerank"] = card["rerank"]
@@ -103,13 +106,13 @@ def new_index_body(card: dict, model_path: str, *, vector_field: str = "image_ve
     body = copy.deepcopy(load_template("image_index"))
     props = body["mappings"]["properties"]
     props.pop("image_vector")
-    props[vector_field] = vector_field_body(card, options)
+    props.update(nest(vector_field, vector_field_body(card, options)))
     for name in text_fields:
         props[name] = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
     for name in keyword_fields:
         props[name] = {"type": "keyword"}
     body["mappings"]["_meta"] = index_meta(card, model_path, vector_field)
-    if lean:
+    if lean and not photos_field_of(vector_field):  # photo vectors are read back from _source
         body["mappings"]["_source"] = lean_source(vector_field)
     body["settings"]["number_of_replicas"] = replicas
     return body
@@ -124,11 +127,15 @@ def existing_index_update(card: dict, model_path: str, current: dict, *,
     field that exists already must agree with the model, else MappingMismatch.
     """
     props = current.get("properties", {})
-    if vector_field in props:
-        check_compatible(card, props[vector_field], vector_field)
+    top = vector_field.partition(".")[0]
+    if top != vector_field and top in props and not find_vector(props, vector_field):
+        raise MappingMismatch(f"field {top!r} exists and is {props[top].get('type', 'object')!r}, not "
+                              "the nested field of photos", hint="choose another --photos-field")
+    if find_vector(props, vector_field):
+        check_compatible(card, find_vector(props, vector_field), vector_field)
     add = {k: v for k, v in BOOKKEEPING.items() if k not in props}
-    if vector_field not in props:
-        add[vector_field] = vector_field_body(card, options)
+    if not find_vector(props, vector_field):
+        add.update(nest(vector_field, vector_field_body(card, options)))
     meta = dict(current.get("_meta") or {})
     meta.update(index_meta(card, model_path, vector_field))
     return {"properties": add, "_meta": meta}

@@ -13,15 +13,16 @@ from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
 
 from ..config import Settings
-from ..errors import ClusterUnavailable, IndexStateError, PathRefused
+from ..errors import ClusterUnavailable, ImageError, IndexStateError, PathRefused
 from ..index.failures import item_key, record_failures, record_key
 from ..index.indices import IndexInfo, index_info, record_image_roots
-from ..paths import as_roots, confine
+from ..paths import as_roots
 from ..redact import redact_text, redact_url
 from ..types import JobSpec
+from ..urlguard import is_url
 from .celery_app import TASK_NAME, make_app
 from .jobs import JobProgress
-from .sources import Source
+from .sources import Source, image_refs, source_item
 from .stall import activity, stall_error, task_id
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | 
     return {"job_id": job_id, "alias": alias, "index": target or info.concrete,
             "model_id": info.model_id, "model_path": info.model_path,
             "vector_field": info.vector_field, "mode": mode, "roots": list(roots),
-            "runtime": info.runtime, "runtime_parity": info.runtime_parity}
+            "runtime": info.runtime, "runtime_parity": info.runtime_parity,
+            **({"photos_field": info.photos_field} if info.photos_field else {})}
 
 
 def existing_roots(settings: Settings, client: Elasticsearch, index: str,
@@ -58,21 +60,22 @@ def hit_item(hit: dict, image_field: str, index: str, roots: tuple[Path, ...],
     """(re-embed item, None) for a document whose ``image_field`` is a path inside ``roots``,
     else (None, refused record). The item carries the field's value (``source_ref``): the
     worker stores it beside the vector, so a follower can tell a changed image."""
-    ref = hit["_source"].get(image_field)
+    value = hit["_source"].get(image_field)
     hint = "set ESM_IMAGE_ROOTS to the image folder, or pass --base-dir FOLDER"
     try:
-        path = confine(ref, Path(base_dir or "/"), roots, hint=hint)
-        return {"ref": str(path), "id": hit["_id"], "fields": {}, "source_ref": ref}, None
-    except PathRefused as exc:
-        where = os.path.normpath(os.path.join(base_dir or "/", ref)) if isinstance(ref, str) \
-            and "\x00" not in ref and len(ref) < 4096 else f"{index}/{hit['_id']}"
+        refs = image_refs(value, Path(base_dir or "/"), roots, hint=hint)
+        return dict(source_item(refs, hit["_id"], {}, isinstance(value, list)), source_ref=value), None
+    except (PathRefused, ImageError) as exc:
+        ref = value[0] if isinstance(value, list) and value else value
+        where = ref if is_url(ref) else os.path.normpath(os.path.join(base_dir or "/", ref)) \
+            if isinstance(ref, str) and "\x00" not in ref and len(ref) < 4096 else f"{index}/{hit['_id']}"
         return None, {"ref": where, "reason": exc.reason, "doc_id": hit["_id"],
                       "message": f"document {hit['_id']!r}: {exc}"}
 
 
 def existing_index_items(settings: Settings, client: Elasticsearch, index: str, image_field: str,
                          base_dir: str | None = None) -> Source:
-    """Documents of an existing index with an image path in ``image_field`` (updated by id).
+    """Documents of an existing index with an image path, URL or list of them in ``image_field`` (updated by id).
     The paths are data: each must lie under ESM_IMAGE_ROOTS, ``base_dir`` or the roots recorded
     for the index, or it is refused with a reason."""
     source = Source(roots=existing_roots(settings, client, index, base_dir))

@@ -28,11 +28,10 @@ from elasticsearch.helpers import scan, streaming_bulk
 
 from ..config import Settings
 from ..errors import IndexStateError
-from ..index.indices import IndexInfo, index_info
+from ..index.indices import INFO_TTL_S, IndexInfo, index_info
 from ..index.mappings import IndexOptions, index_meta, vector_field_body
 from ..index.vectors import hit_vector
 from ..search.dba import derived_fields
-from ..search.service import INFO_TTL_S
 from .enqueue import enqueue, wait
 from .reindex import gate_allows, wait_for_writers
 from .sources import Source

@@ -19,15 +19,17 @@ from elasticsearch.helpers import streaming_bulk
 
 from ..config import Settings
 from ..errors import ImageError, MappingMismatch, PathRefused
-from ..images import DecodeLimits, load_image
+from ..images import DecodeLimits
 from ..index.docfields import FieldRefused, check_fields, check_id, document_body
 from ..index.failures import (clear_failures, failure_for, item_key, item_ref, now,
                               record_failures, record_key)
 from ..model.pixels import pixel_stack, square_pixels
 from ..model.runtime import Embedder, check_runtime, load_embedder, model_threads
-from ..paths import confine, job_roots
+from ..paths import job_roots
 from .jobs import JobProgress
 from .metrics import observe_fetch
+from .fetch import FetchPolicy, open_image
+from .photos import expand, gallery_actions, stored_ref
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +65,15 @@ def decode_pool(threads: int) -> ThreadPoolExecutor:
     return _pool
 
 
-def prepare_item(item: dict, limits: DecodeLimits, size: int, roots: tuple[Path, ...] = ()):
+def prepare_item(item: dict, limits: DecodeLimits, size: int, roots: tuple[Path, ...] = (),
+                 policy: FetchPolicy | None = None):
     """(item, uint8 S x S x 3 pixels, sha256, None) or (item, None, None, failure record).
-    Confine the path to the roots (symlinks resolved), read a regular file only, safe decode
-    (JPEG draft), centre-crop + resize: GIL-free work for the decode threads."""
+    Fetch a URL under the policy, or confine the path to the roots (symlinks resolved) and read
+    a regular file only; safe decode (JPEG draft), centre-crop + resize: GIL-free work for the
+    decode threads."""
     try:
-        path = confine(item["ref"], Path("/"), roots)
         began = time.perf_counter()
-        img, sha = load_image(path, limits, draft=size)
+        img, sha = open_image(item["ref"], limits, roots, policy, draft=size)
         observe_fetch(time.perf_counter() - began)
         return item, square_pixels(img, size), sha, None
     except (ImageError, PathRefused) as exc:
@@ -81,7 +84,7 @@ def prepare_item(item: dict, limits: DecodeLimits, size: int, roots: tuple[Path,
 
 def decode_and_embed(items: list[dict], model: Embedder, limits: DecodeLimits, roots: tuple[Path, ...] = (),
                      sub_batch: int = 16, decode_threads: int = DECODE_THREADS,
-                     overlap: bool | None = OVERLAP):
+                     overlap: bool | None = OVERLAP, policy: FetchPolicy | None = None):
     """(good [(item, sha)], failures, vectors) for all items, in order.
 
     ``overlap``: hand every item to the decode threads at once, so they decode ahead while the
@@ -95,7 +98,7 @@ def decode_and_embed(items: list[dict], model: Embedder, limits: DecodeLimits, r
     size = int(model.card["preprocess"]["size"])
 
     def submit(chunk: list[dict]):
-        return [pool.submit(prepare_item, item, limits, size, roots) for item in chunk]
+        return [pool.submit(prepare_item, item, limits, size, roots, policy) for item in chunk]
 
     ahead = submit(items) if overlap else None
     good, failures, vectors = [], [], [np.zeros((0, int(model.card["dims"])), np.float32)]
@@ -136,9 +139,8 @@ def build_actions(job: dict, good: list[tuple[dict, str]], vectors: np.ndarray) 
         if not job.get("vector_only"):  # a second model's field during a model change: vector only
             doc.update(image_path=item["ref"], image_sha256=sha, model_id=job["model_id"],
                        indexed_at=stamp)
-            ref = item.get("source_ref")  # what --from-index read: a follower compares it
-            if isinstance(ref, str) and len(ref) <= 8192:
-                doc["image_ref"] = ref
+            if stored_ref(item) is not None:  # what --from-index read: a follower compares it
+                doc["image_ref"] = stored_ref(item)
         doc_id = item.get("id") or sha
         if job.get("mode") == "update":
             body = {"doc": doc}
@@ -190,6 +192,20 @@ def _error_text(exc: ApiError) -> str:
     return f"{err.get('type', exc.status_code)}: {err.get('reason', exc.message)}"[:2000]
 
 
+def _actions(job: dict, items: list[dict], good: list[tuple[dict, str]], vectors: np.ndarray,
+             failures: list[dict]) -> tuple[list[dict], dict[str, list[dict]], list[dict], list[dict]]:
+    """(bulk actions, items behind each document id, item failures, failures of photos of
+    documents that were still indexed). A multi-photo index: one document per item, its
+    photos nested; otherwise one document per image (identical images share one id)."""
+    if job.get("photos_field"):
+        actions, owners, item_failures = gallery_actions(job, items, good, vectors, failures)
+        return actions, owners, item_failures, failures
+    owners: dict[str, list[dict]] = {}
+    for item, sha in good:
+        owners.setdefault(item.get("id") or sha, []).append(item)
+    return build_actions(job, good, vectors), owners, failures, []
+
+
 def process_batch(settings: Settings, client: Elasticsearch, job: dict, items: list) -> dict:
     """Check, decode, embed and write one batch; record failures (dead letters, progress) and
     clear the dead letters of images now indexed; returns counts and failures (JSON-safe)."""
@@ -200,16 +216,18 @@ def process_batch(settings: Settings, client: Elasticsearch, job: dict, items: l
     check_runtime(model, job.get("runtime"), job.get("runtime_parity"))
     limits = DecodeLimits(settings.max_image_pixels, settings.max_image_bytes)
     usable, refused = check_items(items, job["vector_field"])
+    kept, photos, refused_more = expand(usable, bool(job.get("photos_field")))
     roots = settings.image_roots + job_roots(job)
-    good, failures, vectors = decode_and_embed(usable, model, limits, roots)
-    owners: dict[str, list[dict]] = {}
-    for item, sha in good:  # identical images share one document id
-        owners.setdefault(item.get("id") or sha, []).append(item)
-    result = write_bulk(client, build_actions(job, good, vectors), owners)
-    result.failures = refused + failures + result.failures
-    record_failures(client, settings, job, result.failures)
+    good, failures, vectors = decode_and_embed(photos, model, limits, roots,
+                                               policy=FetchPolicy.from_settings(settings))
+    actions, owners, failures, photo_failures = _actions(job, kept, good, vectors, failures)
+    result = write_bulk(client, actions, owners)
+    result.failures = refused + refused_more + failures + result.failures
+    record_failures(client, settings, job, result.failures + photo_failures)
     failed = [record_key(f) for f in result.failures]
-    clear_failures(client, settings, job, sorted(set(result.indexed) - set(failed)))
+    indexed = set(result.indexed)
+    cleared = indexed | {item_key(p) for p, _ in good if item_key(kept[p["doc"]]) in indexed}
+    clear_failures(client, settings, job, sorted(cleared - set(failed)))
     JobProgress(settings, job["job_id"]).record(result.indexed, failed)
     log.info("job %s: batch of %d -> %d indexed, %d failed", job["job_id"], len(items),
              len(result.indexed), len(result.failures))

@@ -26,6 +26,7 @@ from elasticsearch.helpers import streaming_bulk
 
 from ..config import Settings
 from ..errors import EsmError, IndexStateError, JobStalled
+from ..index.gallery import find_vector, top_level, vector_exists
 from ..index.indices import IndexInfo, count, index_info
 from ..index.mappings import BOOKKEEPING, IndexOptions, index_meta, new_index_body, versioned_name
 from ..paths import as_roots
@@ -69,13 +70,13 @@ def model_fields(old: IndexInfo) -> list[str]:
 
 def _user_properties(client: Elasticsearch, old: IndexInfo) -> dict:
     props = client.indices.get_mapping(index=old.concrete)[old.concrete]["mappings"].get("properties", {})
-    skip = {old.vector_field, *derived_fields(old.vector_field)}
+    skip = {top_level(old.vector_field), *derived_fields(old.vector_field)}
     return {k: v for k, v in props.items() if k not in skip and k not in BOOKKEEPING}
 
 
 def _index_options(client: Elasticsearch, old: IndexInfo, card: dict) -> IndexOptions:
     props = client.indices.get_mapping(index=old.concrete)[old.concrete]["mappings"]["properties"]
-    opts = props.get(old.vector_field, {}).get("index_options") or {}
+    opts = find_vector(props, old.vector_field).get("index_options") or {}
     kind = opts.get("type", "hnsw")
     if kind.startswith("bbq") and int(card["dims"]) < 64:
         kind = "int8_hnsw"
@@ -125,15 +126,20 @@ def scroll_documents(client: Elasticsearch, index: str, excludes: list[str], *, 
         client.close_point_in_time(id=pit)
 
 
-def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str) -> list[dict]:
+def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str,
+              photos_field: str | None = None) -> list[dict]:
     """Copy documents (their vector already left out) into ``target``; returns the re-embed
-    items (id + image path) seen on the way."""
+    items (id + image path, or every photo of a multi-photo document) seen on the way."""
     items: list[dict] = []
 
     def actions():
         for hit in hits:
             src = hit["_source"]
-            if src.get("image_path"):
+            refs = [p.get("ref") for p in src.pop(photos_field, None) or [] if isinstance(p, dict)] \
+                if photos_field else []
+            if refs and all(isinstance(r, str) and r for r in refs):
+                items.append({"ref": refs[0], "refs": refs, "id": hit["_id"], "fields": {}})
+            elif src.get("image_path"):
                 items.append({"ref": src["image_path"], "id": hit["_id"], "fields": {}})
             src.pop("model_id", None)
             yield {"_op_type": "index", "_index": target, "_id": hit["_id"], "_source": src}
@@ -147,7 +153,8 @@ def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str) -> list[
 
 def copy_documents(client: Elasticsearch, old: IndexInfo, target: str) -> list[dict]:
     """Copy every document's non-vector fields; returns the re-embed items."""
-    return copy_hits(client, scroll_documents(client, old.concrete, model_fields(old)), target)
+    return copy_hits(client, scroll_documents(client, old.concrete, model_fields(old)), target,
+                     old.photos_field)
 
 
 def primary_checkpoints(client: Elasticsearch, index: str) -> dict[str, int]:
@@ -254,7 +261,7 @@ def catch_up(settings: Settings, client: Elasticsearch, old: IndexInfo, target: 
     if hits and live_since is not None:
         newer = written_after(client, target, [h["_id"] for h in hits], live_since)
         hits = [h for h in hits if h["_id"] not in newer]
-    items = copy_hits(client, hits, target) if hits else []
+    items = copy_hits(client, hits, target, old.photos_field) if hits else []
     result = CatchUp(now, copied=len(hits))
     quiet = not changed and old_count is not None and count(client, old.concrete) == old_count
     result.deleted = 0 if quiet else remove_deleted(client, old.concrete, target, live_since)
@@ -267,7 +274,7 @@ def catch_up(settings: Settings, client: Elasticsearch, old: IndexInfo, target: 
 
 def vectors_in(client: Elasticsearch, index: str, field: str) -> int:
     client.indices.refresh(index=index)
-    return int(client.count(index=index, query={"exists": {"field": field}})["count"])
+    return int(client.count(index=index, query=vector_exists(field))["count"])
 
 
 def swap_alias(client: Elasticsearch, alias: str, old: str, new: str) -> None:
@@ -340,7 +347,7 @@ def without_vector(client: Elasticsearch, index: str, field: str) -> int:
     """Documents that have an image but (still) no vector."""
     return int(client.count(index=index, query={"bool": {
         "filter": [{"exists": {"field": "image_path"}}],
-        "must_not": [{"exists": {"field": field}}]}})["count"])
+        "must_not": [vector_exists(field)]}})["count"])
 
 
 def abandon(client: Elasticsearch, alias: str, model_id: str) -> str:

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import ConfigError, PathRefused
+from ..errors import ConfigError, ImageError, PathRefused
 from ..index.docfields import FieldRefused, check_fields, check_id
-from ..paths import PATH_MAX, as_roots, confine
+from ..index.gallery import MAX_PHOTOS
+from ..paths import HINT, PATH_MAX, as_roots, confine
+from ..urlguard import is_url, parse_url
 
 ID_KEYS = ("id", "_id", "doc_id")
 IMAGE_KEYS = ("image", "image_path", "path", "file", "iconic_image")
@@ -101,7 +103,7 @@ def _manifest_item(line: str | None, where: str, base: Path, roots: tuple[Path, 
         raise LineRefused(where, "line_too_long", f"{name}: longer than {MAX_LINE_CHARS} characters")
     row = _parse(line, where, name)
     key = image_key or next((k for k in IMAGE_KEYS if k in row), None)
-    if key is None or not isinstance(row.get(key), str):
+    if key is None or not isinstance(row.get(key), (str, list)):
         raise LineRefused(where, "no_image_path", f"{name}: no image path (give one of the keys "
                           f"{', '.join(IMAGE_KEYS)}, or --image-key)")
     try:
@@ -109,15 +111,41 @@ def _manifest_item(line: str | None, where: str, base: Path, roots: tuple[Path, 
     except FieldRefused as exc:
         raise LineRefused(_ref_of(row[key], base, where), exc.reason, f"{name}: {exc.message}") from None
     try:
-        path = confine(row[key], base, roots)
-    except PathRefused as exc:
+        refs = image_refs(row[key], base, roots)
+    except (PathRefused, ImageError) as exc:
         raise LineRefused(_ref_of(row[key], base, where), exc.reason, f"{name}: {exc}", doc_id) from None
     try:
         fields = check_fields({k: v for k, v in row.items() if k not in ID_KEYS and k != key},
                               DEFAULT_VECTOR_FIELD)
     except FieldRefused as exc:
-        raise LineRefused(str(path), exc.reason, f"{name}: {exc.message}", doc_id) from None
-    return {"ref": str(path), "id": doc_id, "fields": fields}
+        raise LineRefused(refs[0], exc.reason, f"{name}: {exc.message}", doc_id) from None
+    return source_item(refs, doc_id, fields, several=isinstance(row[key], list))
+
+
+def image_refs(value: object, base: Path, roots: tuple[Path, ...], hint: str = HINT) -> list[str]:
+    """The photos an image field names: a path or http(s) URL, or a list of them. Paths are
+    confined to ``roots``; URLs are checked for scheme and user info here, and for the address
+    they reach by the worker that fetches them."""
+    values = value if isinstance(value, list) else [value]
+    if not values or len(values) > MAX_PHOTOS:
+        raise PathRefused(f"an image list needs 1 to {MAX_PHOTOS} paths or URLs, not {len(values)}",
+                          hint="give a path, a URL, or a list of them")
+    refs = []
+    for ref in values:
+        if is_url(ref):
+            refs.append(parse_url(ref).url)
+        else:
+            refs.append(str(confine(ref, base, roots, hint=hint)))
+    return list(dict.fromkeys(refs))
+
+
+def source_item(refs: list[str], doc_id: str | None, fields: dict, several: bool) -> dict:
+    """A task item: its first photo as ``ref`` (what progress and dead letters key on) and,
+    for a list, every photo in ``refs``."""
+    item = {"ref": refs[0], "id": doc_id, "fields": fields}
+    if several:
+        item["refs"] = refs
+    return item
 
 
 def _parse(line: str, where: str, name: str) -> dict:
@@ -138,10 +166,14 @@ def _parse(line: str, where: str, name: str) -> dict:
     return row
 
 
-def _ref_of(path_text: str, base: Path, where: str) -> str:
+def _ref_of(path_text: object, base: Path, where: str) -> str:
     """The image a refused path names (so a later success clears the record), else the line."""
-    if "\x00" in path_text or len(path_text) > PATH_MAX:
+    if isinstance(path_text, list) and path_text:
+        path_text = path_text[0]
+    if not isinstance(path_text, str) or "\x00" in path_text or len(path_text) > PATH_MAX:
         return where
+    if is_url(path_text):
+        return path_text
     return os.path.normpath(Path(base) / path_text)
 
 

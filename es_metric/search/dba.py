@@ -21,9 +21,9 @@ from elasticsearch.helpers import scan, streaming_bulk
 
 from ..errors import IndexStateError
 from ..index.indices import IndexInfo, index_info
-from ..similarity import Metric
 from ..index.vectors import hit_vector, raw_vector_field as raw_field
-from .rerank import ReRank, augment_database
+from ..similarity import Metric
+from ..types import ReRank
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,10 @@ def card_setting(info: IndexInfo) -> tuple[int, float]:
 
 def augment_if_recorded(client: Elasticsearch, index: str) -> dict | None:
     """After an ingest: the DBA pass the model card asks for (None when it asks for none)."""
-    rr = recorded(index_info(client, index))
+    info = index_info(client, index)
+    rr = recorded(info)
+    if info.photos_field:  # one vector per photo: DBA blends documents' vectors, not photos'
+        return None
     return augment_index(client, index, rr.dba_k, rr.dba_alpha) if rr.dba_k else None
 
 
@@ -92,11 +95,16 @@ def augmentation_actions(index: str, info: IndexInfo, ids: list[str], raw: np.nd
 def augment_index(client: Elasticsearch, index: str, k: int, alpha: float = 3.0) -> dict:
     """One DBA pass over ``index`` (alias or name); returns counts and timings."""
     info = index_info(client, index)
+    if info.photos_field:
+        raise IndexStateError(f"{info.name} keeps several photos per document; the DBA pass works on "
+                          "one vector per document", hint="search it without DBA")
     started = time.monotonic()
     client.indices.put_mapping(index=info.concrete, properties={
         **raw_field_mapping(info), "dba": {"type": "object", "enabled": False}})
     ids, raw = read_raw_vectors(client, info)
     read_s = time.monotonic() - started
+    from .rerank import augment_database  # torch: only the pass itself needs it
+
     augmented = augment_database(raw, k, alpha, Metric(info.similarity))
     errors = 0
     actions = augmentation_actions(info.concrete, info, ids, raw, augmented, {"k": k, "alpha": alpha})

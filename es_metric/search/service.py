@@ -17,7 +17,7 @@ from elasticsearch import Elasticsearch, NotFoundError
 from ..errors import SearchError, shown
 from ..images import DecodeLimits, decode
 from ..index.client import api_errors
-from ..index.indices import IndexInfo, index_info
+from ..index.indices import INFO_TTL_S, IndexInfo, index_info
 from ..index.vectors import hit_vector, read_vector
 from ..model.embed import query_pixels
 from ..model.modelfile import cached_model
@@ -25,6 +25,7 @@ from ..model.runtime import Inference, check_runtime, load_embedder
 from ..similarity import Metric
 from .examples import STRATEGIES, rocchio
 from .facets import facet_aggs, facets_of
+from .gallery import matched_image, product_vector, with_photos
 from .fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS, window
 from .hybrid import Window, windowed_search
 from .queries import expansion_body, filter_clauses, knn_clause, parse_filter, search_body
@@ -106,7 +107,6 @@ def mapping_properties(client: Elasticsearch, concrete: str) -> dict:
     return client.indices.get_mapping(index=concrete)[concrete]["mappings"].get("properties", {})
 
 
-INFO_TTL_S = 2.0
 _INFO_CACHE: "weakref.WeakKeyDictionary[Elasticsearch, dict]" = weakref.WeakKeyDictionary()
 
 
@@ -143,6 +143,8 @@ def image_vector(info: IndexInfo, data: bytes, limits: DecodeLimits = DecodeLimi
 
 
 def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[float]:
+    if info.photos_field:
+        return product_vector(client, info, doc_id)
     found = read_vector(client, info.concrete, doc_id, info.vector_field)
     if found is None:
         raise SearchError(f"no document {shown(doc_id)} in {info.name!r}")
@@ -175,7 +177,7 @@ def near_duplicate_threshold(info: IndexInfo) -> float:
 def query_expansion(info: IndexInfo, req: SearchRequest) -> ReRank:
     """The re-ranking this search applies: the index's recorded default, or ``req.qe_k``
     (0: off, and nothing needs reading)."""
-    if req.qe_k == 0:
+    if req.qe_k == 0 or info.photos_field:  # QE blends documents' vectors, not photos'
         return NO_RERANK
     rr = ReRank.from_dict(recorded_card(info).get("rerank"))
     return rr if req.qe_k is None else replace(rr, qe_k=req.qe_k)
@@ -221,6 +223,9 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest,
     limits, inference = embedding
     aggs = facet_aggs(req.facets, props) if req.facets else None
     pos, neg = _examples(client, info, req, limits, inference)
+    if info.photos_field and req.examples == "max" and len(pos) > 1:
+        raise SearchError("--examples max needs one vector per document; a multi-photo index has several",
+                          hint="use --examples mean (the default)")
     exclude = list(dict.fromkeys(req.like + req.unlike)) or None
     vector = rocchio(np.asarray(pos), np.asarray(neg), Metric(info.similarity)).tolist() \
         if pos and (req.examples == "mean" or len(pos) == 1) else None
@@ -234,8 +239,9 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest,
         raise SearchError("nothing to search with", hint="give an image, a document id or text")
     facets = None
     if vector is not None and not req.text and not aggs:   # one kNN search, paged by Elasticsearch
-        knn = knn_clause(info.vector_field, vector, offset + size, num_candidates=req.num_candidates,
-                         filter_query=filt, min_similarity=min_sim, exclude_ids=exclude)
+        knn = with_photos(info, knn_clause(info.vector_field, vector, offset + size,
+                                           num_candidates=req.num_candidates, filter_query=filt,
+                                           min_similarity=min_sim, exclude_ids=exclude))
         resp = client.search(index=info.concrete, body=search_body(
             knn=knn, size=size, offset=offset, vector_field=info.vector_field))
         hits, took = resp["hits"]["hits"], resp["took"]
@@ -285,6 +291,8 @@ def _result(info: IndexInfo, hits: list[dict], took: int, started: float, req: S
         item = {"id": h["_id"], "score": h.get("_score"), "source": src}
         if h.get("highlight"):
             item["highlight"] = h["highlight"]
+        if info.photos_field:
+            item["matched_image"] = matched_image(h, info.photos_field)
         out.append(item)
     result = {"hits": out, "took_ms": took, "model_id": info.model_id, "index": info.concrete,
               "client_ms": round((time.perf_counter() - started) * 1000, 2), "page": req.page}

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -21,10 +22,13 @@ from ..errors import PathRefused
 from ..images import DecodeLimits, regular_file
 from ..index.client import make_client
 from ..index.indices import index_info
+from ..ingest.fetch import fetch_query_url
 from ..paths import as_roots, confine
 from ..model.runtime import Inference
 from ..search.fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS
+from ..search.gallery import document_image
 from ..search.service import SearchRequest, run_search
+from ..urlguard import is_url
 from . import errors
 from .guard import FORM_ALLOWANCE, RequestGuard, SearchSlots, key_matches
 from .metrics import metrics_registry
@@ -79,10 +83,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             fusion: str = Form(DEFAULT_FUSION, description=FUSION_HELP),
                             image_weight: float = Form(DEFAULT_IMAGE_WEIGHT, ge=0),
                             text_weight: float = Form(DEFAULT_TEXT_WEIGHT, ge=0),
-                            min_similarity: float | None = Form(None)) -> dict:
+                            min_similarity: float | None = Form(None),
+                            image_url: str | None = Form(None)) -> dict:
         """Search by uploaded images (multipart: ``image``, more ``like_image``/``unlike_image``)
-        and/or indexed documents (``like``, ``unlike``, repeatable), text, filters, facets."""
+        or an image URL (``image_url``), and/or indexed documents (``like``, ``unlike``,
+        repeatable), text, filters, facets."""
         data = await read_limited(image, settings.max_upload_bytes) if image is not None else None
+        if image_url and data is None:
+            data = await run_in_threadpool(fetch_query_url, image_url, settings, limits)
         likes = [await read_limited(f, settings.max_upload_bytes) for f in like_image]
         unlikes = [await read_limited(f, settings.max_upload_bytes) for f in unlike_image]
         return await run(index, SearchRequest(
@@ -100,23 +108,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          page: int = Query(1, ge=1, le=100),
                          fusion: str = Query(DEFAULT_FUSION, description=FUSION_HELP),
                          image_weight: float = Query(DEFAULT_IMAGE_WEIGHT, ge=0),
-                         text_weight: float = Query(DEFAULT_TEXT_WEIGHT, ge=0)) -> dict:
-        """Search by indexed documents (more / less like these) and/or text, with filters, facets."""
+                         text_weight: float = Query(DEFAULT_TEXT_WEIGHT, ge=0),
+                         image_url: str | None = None) -> dict:
+        """Search by indexed documents (more / less like these), an image URL and/or text,
+        with filters, facets."""
+        data = await run_in_threadpool(fetch_query_url, image_url, settings, limits) if image_url else None
         return await run(index, SearchRequest(
-            like=[v for v in like if v], unlike=[v for v in unlike if v], examples=examples,
+            image=data, like=[v for v in like if v], unlike=[v for v in unlike if v], examples=examples,
             text=text or None, filters=[f for f in filter if f], facets=[f for f in facet if f],
             k=k, page=page, fusion=fusion, image_weight=image_weight, text_weight=text_weight))
 
     @app.get("/api/indices/{index}/image/{doc_id:path}", dependencies=[Depends(check_key)])
-    def image(index: str, doc_id: str) -> Response:
-        """The image file of an indexed document (for the result grid): only a regular file
-        under ESM_IMAGE_ROOTS or the folders recorded for the index at ingest."""
+    def image(index: str, doc_id: str, photo: int | None = Query(None, ge=0, le=63)) -> Response:
+        """The image file of an indexed document (for the result grid), or its ``photo``-th
+        photo on a multi-photo index: only a regular file under ESM_IMAGE_ROOTS or the folders
+        recorded for the index at ingest; an image URL is a redirect to it."""
         info = index_info(client, index)
-        doc = client.options(ignore_status=404).get(index=info.concrete, id=doc_id,
-                                                    source_includes=["image_path"])
-        path = (doc.get("_source") or {}).get("image_path") if doc.get("found") else None
+        path = document_image(client, info, doc_id, photo)
         if not path:
             return JSONResponse({"error": "no image for this document", "reason": "no_image"}, 404)
+        if is_url(path):
+            return RedirectResponse(path, 307)
         try:
             real = confine(path, Path("/"), settings.image_roots + as_roots(info.image_roots))
         except PathRefused as exc:

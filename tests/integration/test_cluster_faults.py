@@ -83,9 +83,15 @@ def _bulk_requests(log: str) -> list[int]:
 def _ingest_into_a_flood(s, client, model, images, alias: str):
     """One job ingested while six plain writers hammer the tiny write queue until it ends."""
     create_versioned_index(client, alias, read_card(model), str(model))
+    # both indices on one node: its one write thread and queue of 2 serve the flood and the
+    # worker alike (with the shards on different nodes the worker might never meet a full queue)
+    pin = {"index.routing.allocation.require._name": "esm-a"}
+    client.indices.put_settings(index=resolve_concrete(client, alias), settings=pin)
     log_before = len(worker_log(s))
     flood_ok, flood_errors, sent, stop = [], [], [], threading.Event()
-    client.indices.create(index="t-flood", settings={"number_of_replicas": 0})
+    client.indices.create(index="t-flood", settings={"number_of_replicas": 0, **pin})
+    client.cluster.health(index=[alias, "t-flood"], wait_for_no_relocating_shards=True,
+                          wait_for_status="green", timeout="60s")
     loader = make_client(s, request_timeout=120, max_retries=10)
 
     def flood(t: int) -> None:

@@ -23,11 +23,12 @@ MAX_LINES = 400
 LAYERS: list[tuple[str, ...]] = [
     ("es_metric.version", "es_metric.errors", "es_metric.redact", "es_metric.types",
      "es_metric.similarity", "es_metric.device", "es_metric.config", "es_metric.progressbar", "es_metric.images",
-     "es_metric.paths", "es_metric.pids"),                                                  # core
+     "es_metric.paths", "es_metric.pids",
+     "es_metric.urlguard"),                                                  # core
     ("es_metric.index",),                                                 # Elasticsearch
     ("es_metric.ingest.jobs", "es_metric.ingest.celery_app", "es_metric.ingest.stall",
      "es_metric.ingest.sources", "es_metric.ingest.enqueue", "es_metric.ingest.outcomes",
-     "es_metric.ingest.metrics"),  # Redis, Celery
+     "es_metric.ingest.metrics", "es_metric.ingest.fetch", "es_metric.ingest.photos"),  # Redis, Celery
     ("es_metric.model",),                                                 # the encoder
     ("es_metric.training", "es_metric.search", "es_metric.ingest.pipeline",
      "es_metric.ingest.tasks"),                                           # what uses the encoder

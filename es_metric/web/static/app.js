@@ -105,8 +105,9 @@ function render(body) {
     card.className = "hit";
     card.dataset.id = hit.id;
     const img = document.createElement("img");
+    const photo = hit.matched_image ? `?photo=${hit.matched_image.offset}` : "";  // the photo that matched
     img.alt = hit.id;
-    loadImage(img, `/api/indices/${lastIndex}/image/${encodeURIComponent(hit.id)}`);
+    loadImage(img, `/api/indices/${lastIndex}/image/${encodeURIComponent(hit.id)}${photo}`);
     const title = hit.source.title || hit.source.product || hit.source.label || hit.id;
     const meta = document.createElement("div");
     meta.innerHTML = `<span class="score"></span> <span class="title"></span>`;

@@ -1,0 +1,97 @@
+"""Several photos per document (pure): a task item's photos, and the bulk actions of an index
+whose photos live in a ``nested`` field, one vector each.
+
+An item is ``{"ref": first photo, "refs": [photos...], "id", "fields"}`` (``refs`` optional: one
+photo). On a multi-photo index every photo of a document becomes one nested object
+``{"ref", "sha256", "vector"}``; the document is indexed when at least one photo could be
+embedded (the others are dead letters with the document's id), and fails only when none could.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..index.docfields import FieldRefused, document_body
+from ..index.failures import failure_for, now
+from ..index.gallery import MAX_PHOTOS
+
+
+def item_refs(item: dict) -> list[str]:
+    """The photos of a task item (``refs``, else ``[ref]``); FieldRefused when unusable."""
+    refs = item.get("refs")
+    if refs is None:
+        return [item["ref"]]
+    if not isinstance(refs, list) or not refs or not all(isinstance(r, str) and r for r in refs):
+        raise FieldRefused("bad_item", "task item 'refs' must be a non-empty list of image paths/URLs")
+    if len(refs) > MAX_PHOTOS:
+        raise FieldRefused("too_many_photos", f"{len(refs)} photos in one document; at most {MAX_PHOTOS}")
+    return list(dict.fromkeys(refs))
+
+
+def expand(items: list[dict], multi: bool) -> tuple[list[dict], list[dict], list[dict]]:
+    """(the items kept, one photo item per photo tagged with its item's position in the kept
+    list, failure records of the items refused). A list of photos needs a multi-photo index."""
+    kept, photos, failures = [], [], []
+    for item in items:
+        try:
+            refs = item_refs(item)
+            if len(refs) > 1 and not multi:
+                raise FieldRefused("several_photos", f"{len(refs)} photos for one document, but the "
+                                   "index holds one vector per document (create it with --multi-photo)")
+        except FieldRefused as exc:
+            failures.append(failure_for(item, exc.reason, exc.message))
+            continue
+        photos += [{"ref": r, "id": item.get("id"), "fields": item.get("fields") or {},
+                    "doc": len(kept), **({"source_ref": item["source_ref"]} if "source_ref" in item else {})}
+                   for r in refs]
+        kept.append(item)
+    return kept, photos, failures
+
+
+def stored_ref(item: dict) -> str | list[str] | None:
+    """What --from-index read from the image field (a path/URL or a list of them), stored as
+    ``image_ref`` beside the vectors so a follower can tell a changed image; None when absent
+    or too long for a keyword (8 KiB per value)."""
+    ref = item.get("source_ref")
+    values = ref if isinstance(ref, list) else [ref]
+    if values and all(isinstance(v, str) and len(v) <= 8192 for v in values):
+        return ref
+    return None
+
+
+def gallery_actions(job: dict, items: list[dict], good: list[tuple[dict, str]], vectors: np.ndarray,
+                    photo_failures: list[dict]) -> tuple[list[dict], dict[str, list[dict]], list[dict]]:
+    """(bulk actions, the items behind each document id, failure records of items none of
+    whose photos could be embedded). Photos are kept in the item's order."""
+    field = job["photos_field"]
+    by_doc: dict[int, list[tuple[dict, str, np.ndarray]]] = {}
+    for (photo, sha), vec in zip(good, vectors):
+        by_doc.setdefault(photo["doc"], []).append((photo, sha, vec))
+    failed_refs = {f["ref"]: f for f in photo_failures}
+    actions, owners, item_failures, stamp = {}, {}, [], now()
+    for n, item in enumerate(items):
+        done = by_doc.get(n)
+        if not done:
+            first = next((failed_refs[r] for r in _refs(item) if r in failed_refs), None)
+            item_failures.append(failure_for(item, first["reason"] if first else "no_photo",
+                                             first["message"] if first else "no photo was embedded"))
+            continue
+        doc = {field: [{"ref": p["ref"], "sha256": sha, "vector": v.astype(float).round(7).tolist()}
+                       for p, sha, v in done],
+               "image_path": done[0][0]["ref"], "image_sha256": done[0][1],
+               "model_id": job["model_id"], "indexed_at": stamp}
+        if stored_ref(item) is not None:
+            doc["image_ref"] = stored_ref(item)
+        doc_id = item.get("id") or done[0][1]
+        update = job.get("mode") == "update"
+        body = {"doc": doc} if update else document_body(item.get("fields") or {}, doc)
+        actions[doc_id] = {"_op_type": "update" if update else "index", "_index": job["index"],
+                           "_id": doc_id, "_source": body}
+        owners.setdefault(doc_id, []).append(item)
+    return list(actions.values()), owners, item_failures
+
+
+def _refs(item: dict) -> list[str]:
+    try:
+        return item_refs(item)
+    except FieldRefused:
+        return [item.get("ref")]

@@ -1,0 +1,68 @@
+"""Search on a multi-photo index: nested kNN scores each document by its best photo, inner hits
+name that photo (``matched_image``), and a document as a query is its photos' vectors combined.
+"""
+from __future__ import annotations
+
+import numpy as np
+from elasticsearch import Elasticsearch, NotFoundError
+
+from ..errors import SearchError, shown
+from ..index.indices import IndexInfo
+
+
+def with_photos(info: IndexInfo, knn: dict) -> dict:
+    """The kNN clause, asking for the best photo of each hit on a multi-photo index."""
+    if info.photos_field:
+        knn["inner_hits"] = {"size": 1, "_source": False, "fields": [f"{info.photos_field}.ref"]}
+    return knn
+
+
+def matched_image(hit: dict, photos_field: str) -> dict | None:
+    """``{"ref", "score", "offset"}`` of the photo that matched (None for a text-only hit)."""
+    inner = (((hit.get("inner_hits") or {}).get(photos_field) or {}).get("hits") or {}).get("hits")
+    if not inner:
+        return None
+    top = inner[0]
+    refs = ((top.get("fields") or {}).get(photos_field) or [{}])[0].get("ref") or [None]
+    return {"ref": refs[0], "score": top.get("_score"), "offset": (top.get("_nested") or {}).get("offset")}
+
+
+def combine(vectors: list[list[float]], similarity: str) -> list[float]:
+    """A product's photos as one query: their mean, normalised again for cosine/dot_product
+    (the space the vectors live in); l2_norm vectors are averaged as they are."""
+    mean = np.asarray(vectors, np.float64).mean(axis=0)
+    if similarity != "l2_norm":
+        mean /= max(float(np.linalg.norm(mean)), 1e-12)
+    return mean.astype(np.float32).astype(float).tolist()
+
+
+def product_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[float]:
+    """The query vector of an indexed multi-photo document: its photos' vectors combined."""
+    field = info.vector_field
+    try:
+        doc = client.get(index=info.concrete, id=doc_id, source_includes=[field, "model_id"])
+    except NotFoundError:
+        raise SearchError(f"no document {shown(doc_id)} in {info.name!r}") from None
+    src = doc["_source"]
+    leaf = field.rpartition(".")[2]
+    vectors = [p[leaf] for p in src.get(info.photos_field) or [] if isinstance(p, dict) and p.get(leaf)]
+    if not vectors:
+        raise SearchError(f"document {shown(doc_id)} has no photo vector yet", hint="ingest its images first")
+    if src.get("model_id") not in (None, info.model_id):
+        raise SearchError(f"document {shown(doc_id)} was embedded by {src['model_id']}, the index serves "
+                          f"{info.model_id}", hint="reindex with `esm reindex`")
+    return combine(vectors, info.similarity)
+
+
+def document_image(client: Elasticsearch, info: IndexInfo, doc_id: str, photo: int | None = None) -> str | None:
+    """The image a document shows: its ``image_path``, or on a multi-photo index its
+    ``photo``-th photo's ref (None when the document or photo does not exist)."""
+    field = info.photos_field if photo is not None and info.photos_field else "image_path"
+    doc = client.options(ignore_status=404).get(index=info.concrete, id=doc_id,
+                                                source_includes=[f"{field}.ref" if field != "image_path" else field])
+    src = (doc.get("_source") or {}) if doc.get("found") else {}
+    if field == "image_path":
+        return src.get("image_path") if isinstance(src.get("image_path"), str) else None
+    photos = src.get(field) or []
+    ref = photos[photo].get("ref") if photo < len(photos) and isinstance(photos[photo], dict) else None
+    return ref if isinstance(ref, str) else None

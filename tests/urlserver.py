@@ -1,0 +1,84 @@
+"""A real local HTTP server for URL tests: good, slow, huge, redirecting, broken answers."""
+from __future__ import annotations
+
+import io
+import threading
+import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+from PIL import Image
+
+
+def png_bytes(colour=(200, 30, 30), size=(48, 40)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "test"
+    images: dict[str, bytes] = {}
+    hits: dict[str, int] = {}
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        path = self.path.split("?")[0]
+        self.hits[path] = self.hits.get(path, 0) + 1
+        if path in self.images:
+            return self._send(200, self.images[path])
+        if path.startswith("/redirect-to/"):  # /redirect-to/<host:port>/<path>
+            return self._send(302, b"", location="http://" + path[len("/redirect-to/"):])
+        if path == "/slow.png":
+            time.sleep(30)
+            return self._send(200, png_bytes())
+        if path == "/huge.png":
+            return self._stream(200, png_bytes() + b"\0" * (8 << 20))
+        if path == "/flaky.png" and self.hits[path] < 3:
+            return self._send(503, b"busy")
+        if path == "/flaky.png":
+            return self._send(200, png_bytes((1, 2, 3)))
+        if path == "/loop":
+            return self._send(302, b"", location="/loop")
+        if path == "/gone":
+            return self._send(410, b"gone")
+        if path == "/page.png":
+            return self._send(200, b"<html>not an image</html>")
+        return self._send(404, b"no")
+
+    def _send(self, status: int, body: bytes, location: str | None = None) -> None:
+        self.send_response(status)
+        if location:
+            self.send_header("Location", location)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _stream(self, status: int, body: bytes) -> None:
+        """No Content-Length: the limit must hold while streaming."""
+        self.send_response(status)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            for i in range(0, len(body), 65536):
+                self.wfile.write(body[i:i + 65536])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+@contextmanager
+def serving(images: dict[str, bytes] | None = None) -> Iterator[str]:
+    """Serve on 127.0.0.1 at a free port; yields ``host:port``."""
+    handler = type("H", (Handler,), {"images": dict(images or {}), "hits": {}})
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
