@@ -57,8 +57,8 @@ def existing_roots(settings: Settings, client: Elasticsearch, index: str,
 
 def hit_item(hit: dict, image_field: str, index: str, roots: tuple[Path, ...],
              base_dir: str | None = None) -> tuple[dict | None, dict | None]:
-    """(re-embed item, None) for a document whose ``image_field`` is a path inside ``roots``,
-    else (None, refused record). The item carries the field's value (``source_ref``): the
+    """(re-embed item, None) for a document whose ``image_field`` is a path inside ``roots``, a
+    URL or a list of them, else (None, refused record). The item carries the field's value (``source_ref``): the
     worker stores it beside the vector, so a follower can tell a changed image."""
     value = hit["_source"].get(image_field)
     hint = "set ESM_IMAGE_ROOTS to the image folder, or pass --base-dir FOLDER"
@@ -75,9 +75,9 @@ def hit_item(hit: dict, image_field: str, index: str, roots: tuple[Path, ...],
 
 def existing_index_items(settings: Settings, client: Elasticsearch, index: str, image_field: str,
                          base_dir: str | None = None) -> Source:
-    """Documents of an existing index with an image path, URL or list of them in ``image_field`` (updated by id).
-    The paths are data: each must lie under ESM_IMAGE_ROOTS, ``base_dir`` or the roots recorded
-    for the index, or it is refused with a reason."""
+    """Documents of an existing index with an image path, URL or list of them in
+    ``image_field`` (updated by id). The paths are data: each must lie under ESM_IMAGE_ROOTS,
+    ``base_dir`` or the roots recorded for the index, or it is refused with a reason."""
     source = Source(roots=existing_roots(settings, client, index, base_dir))
     for hit in scan(client, index=index, query={"query": {"exists": {"field": image_field}}},
                     _source=[image_field]):

@@ -79,8 +79,9 @@ def gallery_actions(job: dict, items: list[dict], good: list[tuple[dict, str]], 
                        for p, sha, v in done],
                "image_path": done[0][0]["ref"], "image_sha256": done[0][1],
                "model_id": job["model_id"], "indexed_at": stamp}
-        if stored_ref(item) is not None:
-            doc["image_ref"] = stored_ref(item)
+        ref = stored_ref(item)
+        if ref is not None:
+            doc["image_ref"] = ref
         doc_id = item.get("id") or done[0][1]
         update = job.get("mode") == "update"
         body = {"doc": doc} if update else document_body(item.get("fields") or {}, doc)

@@ -139,8 +139,9 @@ def build_actions(job: dict, good: list[tuple[dict, str]], vectors: np.ndarray) 
         if not job.get("vector_only"):  # a second model's field during a model change: vector only
             doc.update(image_path=item["ref"], image_sha256=sha, model_id=job["model_id"],
                        indexed_at=stamp)
-            if stored_ref(item) is not None:  # what --from-index read: a follower compares it
-                doc["image_ref"] = stored_ref(item)
+            ref = stored_ref(item)  # what --from-index read: a follower compares it
+            if ref is not None:
+                doc["image_ref"] = ref
         doc_id = item.get("id") or sha
         if job.get("mode") == "update":
             body = {"doc": doc}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 from elasticsearch import Elasticsearch, NotFoundError
 
-from ..errors import SearchError, shown
 from ..index.indices import IndexInfo
 
 
@@ -36,22 +35,19 @@ def combine(vectors: list[list[float]], similarity: str) -> list[float]:
     return mean.astype(np.float32).astype(float).tolist()
 
 
-def product_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[float]:
-    """The query vector of an indexed multi-photo document: its photos' vectors combined."""
+def product_vector(client: Elasticsearch, info: IndexInfo,
+                   doc_id: str) -> tuple[list[float] | None, str | None] | None:
+    """(query vector or None, model id) of an indexed multi-photo document, its photos'
+    vectors combined; None: no such document (the contract of ``index.vectors.read_vector``)."""
     field = info.vector_field
     try:
         doc = client.get(index=info.concrete, id=doc_id, source_includes=[field, "model_id"])
     except NotFoundError:
-        raise SearchError(f"no document {shown(doc_id)} in {info.name!r}") from None
+        return None
     src = doc["_source"]
     leaf = field.rpartition(".")[2]
     vectors = [p[leaf] for p in src.get(info.photos_field) or [] if isinstance(p, dict) and p.get(leaf)]
-    if not vectors:
-        raise SearchError(f"document {shown(doc_id)} has no photo vector yet", hint="ingest its images first")
-    if src.get("model_id") not in (None, info.model_id):
-        raise SearchError(f"document {shown(doc_id)} was embedded by {src['model_id']}, the index serves "
-                          f"{info.model_id}", hint="reindex with `esm reindex`")
-    return combine(vectors, info.similarity)
+    return (combine(vectors, info.similarity) if vectors else None), src.get("model_id")
 
 
 def document_image(client: Elasticsearch, info: IndexInfo, doc_id: str, photo: int | None = None) -> str | None:

@@ -143,9 +143,8 @@ def image_vector(info: IndexInfo, data: bytes, limits: DecodeLimits = DecodeLimi
 
 
 def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[float]:
-    if info.photos_field:
-        return product_vector(client, info, doc_id)
-    found = read_vector(client, info.concrete, doc_id, info.vector_field)
+    found = (product_vector(client, info, doc_id) if info.photos_field  # its photos combined
+             else read_vector(client, info.concrete, doc_id, info.vector_field))
     if found is None:
         raise SearchError(f"no document {shown(doc_id)} in {info.name!r}")
     vector, model_id = found
