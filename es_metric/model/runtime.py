@@ -140,6 +140,9 @@ def open_session(path: Path, device: str):
     opts = ort.SessionOptions()
     if model_threads():
         opts.intra_op_num_threads = model_threads()
+    # No busy-waiting between runs: spinning intra-op threads would take the cores from the
+    # decode threads that run between two batches (bench/embed.py: the worker path 3x faster).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), opts, providers=ort_providers(device))
     except Exception as exc:

@@ -48,6 +48,13 @@ def test_export_records_itself_in_the_card_and_the_graph(exported):
     assert ours.parity == pytest.approx(card["runtime"]["parity_min_cosine"], abs=1e-6)
 
 
+def test_sessions_do_not_busy_wait_between_runs(exported):
+    """Spinning intra-op threads would take the cores from the decode threads that run between
+    two batches of the worker (bench/embed.py measured the worker path 3x slower with them)."""
+    opts = onnx_embedder(export_path(exported)).session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_an_export_beyond_the_tolerance_is_refused(tiny_model, tmp_path, monkeypatch):
     path = tmp_path / "m.pt"
     shutil.copy(tiny_model, path)
