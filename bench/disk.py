@@ -31,14 +31,14 @@ from knn import clustered
 ROOT = Path(__file__).resolve().parent
 
 
-def docs(x: np.ndarray, name: str):
+def docs(x: np.ndarray, name: str, model_id: str = "efficientnet-lite0-multi-similarity-0123456789"):
     stamp = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc).isoformat(timespec="seconds")
     for i, row in enumerate(x):
         sha = hashlib.sha256(str(i).encode()).hexdigest()
         yield {"_index": name, "_id": sha, "_source": {
             "image_vector": row.astype(float).round(7).tolist(),
             "image_path": f"/srv/catalogue/products/class_{i % 1000:04d}/img_{i:07d}.jpg",
-            "image_sha256": sha, "model_id": "efficientnet-lite0-multi-similarity-0123456789",
+            "image_sha256": sha, "model_id": model_id,
             "indexed_at": stamp, "label": f"class_{i % 1000:04d}"}}
 
 
@@ -48,13 +48,25 @@ def build(es, name: str, x: np.ndarray, kind: str, lean: bool) -> dict:
     es.options(ignore_status=404).indices.delete(index=name)
     es.indices.create(index=name, mappings=body["mappings"],
                       settings={**body["settings"], "refresh_interval": "-1"})
+    built_s = fill(es, name, docs(x, name))
+    return {"type": kind, "lean": lean, "n": len(x), "dims": x.shape[1], "build_s": round(built_s, 1),
+            **steady_disk(es, name, len(x))}
+
+
+def fill(es, name: str, actions) -> float:
+    """Bulk, refresh, force-merge to one segment; seconds taken."""
     t0 = time.perf_counter()
-    for ok, info in parallel_bulk(es, docs(x, name), chunk_size=1000, thread_count=2, queue_size=4):
+    for ok, info in parallel_bulk(es, actions, chunk_size=1000, thread_count=2, queue_size=4):
         if not ok:
             raise RuntimeError(info)
     es.indices.refresh(index=name)
     es.options(request_timeout=3600).indices.forcemerge(index=name, max_num_segments=1)
-    built_s = time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def steady_disk(es, name: str, n: int) -> dict:
+    """Store bytes per document and per field (`_disk_usage`) in the steady state: after the
+    retention lease has advanced and one more merge pruned `_recovery_source`."""
     es.indices.put_settings(index=name, settings={"refresh_interval": "1s"})
     time.sleep(40)  # the retention lease advances (~30 s); the next merge prunes _recovery_source
     es.index(index=name, id="extra", document={"label": "extra"}, refresh=True)
@@ -62,11 +74,11 @@ def build(es, name: str, x: np.ndarray, kind: str, lean: bool) -> dict:
     store = es.indices.stats(index=name, metric="store")["indices"][name]["total"]["store"]["size_in_bytes"]
     du = es.options(request_timeout=3600).indices.disk_usage(index=name, run_expensive_tasks=True)[name]
     fields = {f: v["total_in_bytes"] for f, v in du["fields"].items()}
-    n = len(x) + 1
+    n += 1
     per = {f: round(b / n, 1) for f, b in fields.items()
            if f in ("image_vector", "_source", "_recovery_source", "_id", "image_sha256")}
-    return {"type": kind, "lean": lean, "n": len(x), "dims": x.shape[1], "build_s": round(built_s, 1),
-            "store_bytes_per_doc": round(store / n, 1), "fields_bytes_per_doc": per,
+    es.delete(index=name, id="extra", refresh=True)
+    return {"store_bytes_per_doc": round(store / n, 1), "fields_bytes_per_doc": per,
             "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 

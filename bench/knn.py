@@ -132,6 +132,9 @@ def main() -> None:
     ap.add_argument("--oversample", default="0,3",
                     help="quantised types: query-time rescore oversample factors (0: none)")
     ap.add_argument("--no-faiss", action="store_true", help="leave out the FAISS peer")
+    ap.add_argument("--reuse", action="store_true",
+                    help="query an index kept by an earlier --keep run of the same --n and type "
+                         "instead of building it again (build figures then left out)")
     args = ap.parse_args()
     es = make_client(Settings.from_env(), request_timeout=600)
     candidates = [int(c) for c in args.num_candidates.split(",")]
@@ -149,7 +152,10 @@ def main() -> None:
             print(json.dumps(row), flush=True)
         for kind in args.types.split(","):
             name = f"bench-knn-{d}-{kind.replace('_', '-')}"
-            row = {"engine": f"es-{kind}", "dims": d, "n": len(x), **build_es(es, name, x, kind)}
+            reused = args.reuse and es.indices.exists(index=name) and \
+                es.count(index=name)["count"] == len(x)
+            built = {"reused_index": True} if reused else build_es(es, name, x, kind)
+            row = {"engine": f"es-{kind}", "dims": d, "n": len(x), **built}
             # warm-up, result discarded: a freshly merged segment is not in the page cache yet
             query_es(es, name, q[:50], truth[:50], 10, candidates[0], None)
             first, *more = candidates
@@ -160,11 +166,12 @@ def main() -> None:
                 row["sweep"] = [{"num_candidates": nc, **query_es(es, name, q, truth, 10, nc, None)}
                                 for nc in more]
             if kind in RESCORED_TYPES:  # the quantised graph alone, then rescored with full vectors
-                row["rescore"] = [{"oversample": f, **query_es(es, name, q, truth, 10, first, None, f)}
-                                  for f in map(float, args.oversample.split(","))]
+                row["rescore"] = [{"num_candidates": nc, "oversample": f,
+                                   **query_es(es, name, q, truth, 10, nc, None, f)}
+                                  for nc in candidates for f in map(float, args.oversample.split(","))]
             row["load_avg_1m"] = round(os.getloadavg()[0], 2)
             hnsw = next((p for p in peers if p["engine"] == "faiss-hnsw"), None)
-            if hnsw:
+            if hnsw and not reused:
                 row["build_vs_faiss_hnsw"] = round((row["index_s"] + row["forcemerge_s"]) / max(hnsw["build_s"], 1e-9), 1)
             results.append(row)
             print(json.dumps(row), flush=True)
