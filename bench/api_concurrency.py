@@ -50,7 +50,7 @@ from es_metric.training.config import DEFAULT_RERANK
 from knn import clustered, pct
 
 sys.path.insert(0, str(ROOT.parent))
-from tests.integration.server import free_port  # noqa: E402  (the tests' helper, not a copy)
+from tests.integration.server import free_port  # noqa: E402  (the tests' server code, not a copy)
 
 BACKBONE, DIMS, ALIAS = "efficientnet-lite0", 256, "bench-api-concurrency"
 Call = Callable[[int], str]  # request number -> "ok", "shed" (429/503 + Retry-After) or "failed:<why>"
