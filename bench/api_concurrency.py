@@ -209,6 +209,24 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+def measure(base: str, esm: EsMetric, clients: list[int], args, jpegs: list[bytes], ids: list[str]) -> list[dict]:
+    """Each workload at each number of clients: through HTTP (with the loop probe), then the
+    in-process ceiling."""
+    rows = []
+    for kind in ("upload", "by_id"):
+        for call in (http_caller(base, kind, jpegs, ids), api_caller(esm, kind, jpegs, ids)):
+            call()[0](0)  # load the model / warm the caches (not timed)
+        for n in clients:
+            with loop_probe(base) as probe:
+                http = drive(http_caller(base, kind, jpegs, ids), n, args.seconds, args.warmup)
+            api = drive(api_caller(esm, kind, jpegs, ids), n, args.seconds, args.warmup)
+            rows.append({"workload": kind, "clients": n, "http": http, "python_api": api,
+                         "http_share_of_ceiling": round(http["searches_per_s"] / api["searches_per_s"], 2),
+                         "loop_probe_ms": pct(probe) if probe else None, "load_avg": os.getloadavg()})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--clients", default="1,4,16")
@@ -224,22 +242,10 @@ def main() -> None:
     ids = fill(es, read_card(model), model, args.docs)
     jpegs, images = query_jpegs(args.data)
     runtime = load_embedder(model, settings.runtime, settings.device).runtime
-    rows, log = [], Path(tempfile.gettempdir()) / "esm-api-concurrency-server.log"
-    load_before = uptime()
+    log, load_before = Path(tempfile.gettempdir()) / "esm-api-concurrency-server.log", uptime()
     try:
         with served(log) as base, EsMetric(settings) as esm:
-            for kind in ("upload", "by_id"):
-                for call in (http_caller(base, kind, jpegs, ids), api_caller(esm, kind, jpegs, ids)):
-                    call()[0](0)  # load the model / warm the caches (not timed)
-                for clients in [int(c) for c in args.clients.split(",")]:
-                    with loop_probe(base) as probe:
-                        http = drive(http_caller(base, kind, jpegs, ids), clients, args.seconds, args.warmup)
-                    api = drive(api_caller(esm, kind, jpegs, ids), clients, args.seconds, args.warmup)
-                    row = {"workload": kind, "clients": clients, "http": http, "python_api": api,
-                           "http_share_of_ceiling": round(http["searches_per_s"] / api["searches_per_s"], 2),
-                           "loop_probe_ms": pct(probe) if probe else None, "load_avg": os.getloadavg()}
-                    print(row, flush=True)
-                    rows.append(row)
+            rows = measure(base, esm, [int(c) for c in args.clients.split(",")], args, jpegs, ids)
     finally:
         es.options(ignore_status=404).indices.delete(index=f"{ALIAS}*", expand_wildcards="all")
     errors = [line for line in log.read_text().splitlines() if "Traceback" in line or '" 500' in line]
