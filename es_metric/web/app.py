@@ -4,6 +4,8 @@
 limited while they stream in (guard.py). Uploads are sniffed (the bytes decide the format,
 never the name or the Content-Type). Searches run in worker threads, a bounded number at a
 time, so the event loop keeps answering. Every error is JSON with an ``error`` field (errors.py).
+List parameters default to ``[]``, not ``default_factory=list``: pydantic would introspect
+``list`` (~0.13 ms) on the event loop for each one a request leaves out.
 """
 from __future__ import annotations
 
@@ -72,13 +74,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/api/indices/{index}/search", dependencies=[Depends(check_key)])
     async def search_upload(index: str, image: UploadFile | None = File(None),
-                            like_image: list[UploadFile] = File(default_factory=list),
-                            unlike_image: list[UploadFile] = File(default_factory=list),
-                            text: str | None = Form(None), like: list[str] = Form(default_factory=list),
-                            unlike: list[str] = Form(default_factory=list),
+                            like_image: list[UploadFile] = File([]),
+                            unlike_image: list[UploadFile] = File([]),
+                            text: str | None = Form(None), like: list[str] = Form([]),
+                            unlike: list[str] = Form([]),
                             examples: str = Form("mean", description="mean or max"),
-                            filters: list[str] = Form(default_factory=list),
-                            facets: list[str] = Form(default_factory=list), k: int = Form(10, ge=1, le=200),
+                            filters: list[str] = Form([]),
+                            facets: list[str] = Form([]), k: int = Form(10, ge=1, le=200),
                             page: int = Form(1, ge=1, le=100),
                             fusion: str = Form(DEFAULT_FUSION, description=FUSION_HELP),
                             image_weight: float = Form(DEFAULT_IMAGE_WEIGHT, ge=0),
@@ -101,10 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             min_similarity=min_similarity))
 
     @app.get("/api/indices/{index}/search", dependencies=[Depends(check_key)])
-    async def search_get(index: str, like: list[str] = Query(default_factory=list),
-                         unlike: list[str] = Query(default_factory=list), examples: str = "mean",
-                         text: str | None = None, filter: list[str] = Query(default_factory=list),
-                         facet: list[str] = Query(default_factory=list), k: int = Query(10, ge=1, le=200),
+    async def search_get(index: str, like: list[str] = Query([]),
+                         unlike: list[str] = Query([]), examples: str = "mean",
+                         text: str | None = None, filter: list[str] = Query([]),
+                         facet: list[str] = Query([]), k: int = Query(10, ge=1, le=200),
                          page: int = Query(1, ge=1, le=100),
                          fusion: str = Query(DEFAULT_FUSION, description=FUSION_HELP),
                          image_weight: float = Query(DEFAULT_IMAGE_WEIGHT, ge=0),
