@@ -7,19 +7,27 @@ human annotation", 2018): ``v' = normalise(v + sum_i max(s_i, 0)^alpha * x_i)`` 
 neighbours ``x_i`` with similarities ``s_i``; a large alpha trusts only very close neighbours.
 
 The pure functions here take vectors and return vectors; search and evaluation call them.
+The query path (``expand_query``, ``query_similarities``) is numpy only, so a query node without
+torch can search; the batch functions of evaluation and DBA import torch when called.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from ..similarity import Metric
 from ..types import NO_RERANK, ReRank  # noqa: F401  (the settings live with the contracts)
+
+if TYPE_CHECKING:
+    import torch
 
 
 def neighbour_weights(sims: torch.Tensor, alpha: float, metric: Metric) -> torch.Tensor:
     """Weights of the neighbours: similarity^alpha for cosine (negative similarities count 0);
     equal weights for L2 models, whose distances have no fixed scale."""
+    import torch
+
     if metric is Metric.COSINE:
         return sims.clamp(min=0).pow(alpha)
     return torch.ones_like(sims)
@@ -30,6 +38,8 @@ def blend(vectors: torch.Tensor, neighbours: torch.Tensor, sims: torch.Tensor, a
     """``vectors`` (N x d) blended with their ``neighbours`` (N x k x d) of similarities
     ``sims`` (N x k): weight 1 for the vector itself. Normalised for cosine, a weighted mean
     for L2."""
+    import torch
+
     w = neighbour_weights(sims, alpha, metric)
     out = vectors + (w.unsqueeze(-1) * neighbours).sum(1)
     if metric is Metric.COSINE:
@@ -40,15 +50,28 @@ def blend(vectors: torch.Tensor, neighbours: torch.Tensor, sims: torch.Tensor, a
 def expand_query(query: np.ndarray, neighbours: np.ndarray, sims: np.ndarray, alpha: float = 3.0,
                  metric: Metric = Metric.COSINE) -> np.ndarray:
     """One query vector expanded with its first-round neighbours' vectors (k x d) and their
-    similarities (k): the vector the second search round uses."""
-    q = torch.as_tensor(np.asarray(query, np.float32)).unsqueeze(0)
-    nb = torch.as_tensor(np.asarray(neighbours, np.float32).reshape(1, -1, q.shape[1]))
-    s = torch.as_tensor(np.asarray(sims, np.float32).reshape(1, -1))
-    return blend(q, nb, s, alpha, metric)[0].numpy()
+    similarities (k): the vector the second search round uses (``blend`` of one row, numpy)."""
+    q = np.asarray(query, np.float32)
+    nb = np.asarray(neighbours, np.float32).reshape(-1, q.shape[0])
+    s = np.asarray(sims, np.float32).reshape(-1)
+    w = np.clip(s, 0, None) ** alpha if metric is Metric.COSINE else np.ones_like(s)
+    out = q + (w[:, None] * nb).sum(0)
+    if metric is Metric.COSINE:
+        return (out / max(float(np.linalg.norm(out)), 1e-12)).astype(np.float32)
+    return (out / (1 + w.sum())).astype(np.float32)
+
+
+def query_similarities(query: np.ndarray, refs: np.ndarray, metric: Metric) -> np.ndarray:
+    """``similarities`` of one query (d) to ``refs`` (k x d), numpy."""
+    if metric is Metric.COSINE:
+        return refs @ query
+    return -np.linalg.norm(refs - query[None], axis=1)
 
 
 def similarities(queries: torch.Tensor, refs: torch.Tensor, metric: Metric) -> torch.Tensor:
     """Higher is closer: dot product (cosine on normalised vectors) or negative L2 distance."""
+    import torch
+
     return queries @ refs.T if metric is Metric.COSINE else -torch.cdist(queries, refs)
 
 
@@ -56,6 +79,8 @@ def _top_others(queries: torch.Tensor, refs: torch.Tensor, k: int, metric: Metri
                 self_index: bool, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k similarities and indices of every query among ``refs``, in row blocks (memory
     stays chunk x N); with ``self_index`` query i is reference i and not its own neighbour."""
+    import torch
+
     k = min(k, refs.shape[0] - int(self_index))
     values, indices = [], []
     for lo in range(0, len(queries), chunk):
@@ -72,6 +97,8 @@ def _top_others(queries: torch.Tensor, refs: torch.Tensor, k: int, metric: Metri
 def augment_database(vectors: np.ndarray, k: int, alpha: float = 3.0,
                      metric: Metric = Metric.COSINE) -> np.ndarray:
     """DBA: every vector blended with its k nearest other vectors of the same collection."""
+    import torch
+
     v = torch.as_tensor(np.ascontiguousarray(vectors, np.float32))
     if k <= 0 or len(v) < 2:
         return v.numpy()

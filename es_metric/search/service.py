@@ -19,8 +19,8 @@ from ..images import DecodeLimits, decode
 from ..index.client import api_errors
 from ..index.indices import INFO_TTL_S, IndexInfo, index_info
 from ..index.vectors import hit_vector, read_vector
-from ..model.embed import query_pixels
-from ..model.modelfile import cached_model
+from ..model.card import read_card
+from ..model.pixels import square_pixels
 from ..model.runtime import Inference, check_runtime, load_embedder
 from ..similarity import Metric
 from .examples import STRATEGIES, rocchio
@@ -29,7 +29,7 @@ from .gallery import matched_image, product_vector, with_photos
 from .fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS, window
 from .hybrid import Window, windowed_search
 from .queries import expansion_body, filter_clauses, knn_clause, parse_filter, search_body
-from .rerank import NO_RERANK, ReRank, expand_query, similarities
+from .rerank import NO_RERANK, ReRank, expand_query, query_similarities
 
 log = logging.getLogger(__name__)
 MAX_EXAMPLES = 20
@@ -139,7 +139,7 @@ def image_vector(info: IndexInfo, data: bytes, limits: DecodeLimits = DecodeLimi
                           f"serves {info.model_id}; es-metric never mixes models", hint="restore the file")
     check_runtime(model, info.runtime, info.runtime_parity)
     size = int(model.card["preprocess"]["size"])
-    return model.embed(query_pixels(decode(data, limits, draft=size), size))[0].tolist()
+    return model.embed(square_pixels(decode(data, limits, draft=size), size)[None])[0].tolist()
 
 
 def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[float]:
@@ -158,11 +158,11 @@ def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[floa
 
 def recorded_card(info: IndexInfo) -> dict:
     """What the index recorded from its model card at mapping creation; indices made before
-    the index recorded it fall back to the model file (loaded once per process)."""
+    the index recorded it fall back to the model file's card (read without torch)."""
     if info.rerank is not None or info.near_duplicate_threshold is not None:
         return {"rerank": info.rerank,
                 "metrics": {"near_duplicate_threshold": info.near_duplicate_threshold}}
-    return cached_model(info.model_path).card
+    return read_card(info.model_path)
 
 
 def near_duplicate_threshold(info: IndexInfo) -> float:
@@ -193,10 +193,8 @@ def expanded_vector(client: Elasticsearch, info: IndexInfo, vector: list[float],
           for v in [hit_vector(h, info.vector_field)] if v is not None]
     if not nb:
         return vector
-    import torch
-
     metric, q, nb_arr = Metric(info.similarity), np.asarray(vector, np.float32), np.asarray(nb, np.float32)
-    sims = similarities(torch.from_numpy(q[None]), torch.from_numpy(nb_arr), metric)[0].numpy()
+    sims = query_similarities(q, nb_arr, metric)
     return expand_query(q, nb_arr, sims, rr.qe_alpha, metric).tolist()
 
 

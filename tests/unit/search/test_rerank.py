@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from es_metric.search.rerank import ReRank, ReRankedKNN, augment_database, expand_query
+from es_metric.search.rerank import (ReRank, ReRankedKNN, augment_database, blend, expand_query,
+                                     query_similarities, similarities)
 from es_metric.similarity import Metric
 from es_metric.training.evaluate import Embedded, neighbours, retrieval_metrics
 
@@ -29,6 +30,22 @@ def test_expand_query_ignores_negative_similarities_and_averages_for_l2():
     nb = np.array([[2.0, 0.0], [0.0, 4.0]], np.float32)
     out = expand_query(q2, nb, np.array([-2.0, -4.0]), metric=Metric.L2)
     np.testing.assert_allclose(out, [2 / 3, 4 / 3], atol=1e-6)  # the plain mean of the three
+
+
+@pytest.mark.parametrize("metric", [Metric.COSINE, Metric.L2])
+def test_the_query_paths_numpy_expansion_is_the_batch_blend_of_one_row(metric):
+    """Search expands one query with numpy (a query node may have no torch); evaluation blends
+    batches with torch: the two must rank alike."""
+    rng = np.random.default_rng(3)
+    q, nb = rng.standard_normal(16).astype(np.float32), rng.standard_normal((5, 16)).astype(np.float32)
+    if metric is Metric.COSINE:
+        q, nb = q / np.linalg.norm(q), nb / np.linalg.norm(nb, axis=1, keepdims=True)
+    sims = query_similarities(q, nb, metric)
+    np.testing.assert_allclose(sims, similarities(torch.from_numpy(q[None]), torch.from_numpy(nb),
+                                                  metric)[0].numpy(), atol=1e-5)
+    batch = blend(torch.from_numpy(q[None]), torch.from_numpy(nb[None]),
+                  torch.from_numpy(sims[None]), 2.0, metric)[0].numpy()
+    np.testing.assert_allclose(expand_query(q, nb, sims, 2.0, metric), batch, atol=1e-5)
 
 
 def test_database_augmentation_blends_each_vector_with_its_nearest_other():
