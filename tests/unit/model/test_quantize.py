@@ -69,7 +69,9 @@ def test_a_passing_gate_writes_the_int8_model_with_card_and_figures(quantized):
     path, rec = quantized
     assert rec["passed"] and rec["loss"] < 0.01 and rec["written"] == "m.int8.onnx"
     assert rec["float_map_at_r"] > 0.3 and rec["calib_images"] == 48 and rec["val_images"] == 96
-    assert rec["per_channel"] and rec["reduce_range"] and rec["activations"] == "int8"
+    assert rec["per_channel"] and rec["activations"] == rec["weights"] == "uint8"
+    assert rec["attempts"][0]["kept_float"] == []                     # the whole graph first
+    assert rec["attempts"][-1]["kept_float"] == rec["kept_float"]     # what was written
     assert rec["images_per_s"]["float"] > 0 and rec["images_per_s"]["int8"] > 0
     int8 = onnx_embedder(int8_path(path), runtime=INT8)
     assert int8.card["model_id"] == read_card(path)["model_id"] and int8.runtime == INT8
