@@ -20,8 +20,8 @@ from torch import nn
 
 from ..errors import ModelError
 from .modelfile import LoadedModel, load_model, save_model
-from .runtime import (CARD_KEY, PARITY_COSINE, PARITY_KEY, TorchEmbedder, export_path, installed,
-                      onnx_embedder)
+from .runtime import (CARD_KEY, INT8, PARITY_COSINE, PARITY_KEY, TorchEmbedder, export_path,
+                      installed, int8_path, onnx_embedder)
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -120,14 +120,18 @@ def _save_runtime(model: LoadedModel, record: dict) -> None:
 
 def bench_runtimes(model_path: str | Path, batch: int = 16, seconds: float = 3.0) -> dict:
     """Images/s of each runtime available here on the same pixels; the card records the
-    fastest as ``runtime.chosen`` (what workers and search use on ``ESM_RUNTIME=auto``)."""
+    fastest float one as ``runtime.chosen`` (what workers and search use on
+    ``ESM_RUNTIME=auto``; the int8 model, when there is one, is measured but opt-in only)."""
     model = load_model(model_path)
     pixels = check_pixels(model.preprocess.size, batch, seed=1)
     runners = {"torch": TorchEmbedder(model, batch_size=batch)}
     if export_path(model_path).is_file() and installed("onnxruntime"):
-            runners["onnxruntime"] = onnx_embedder(export_path(model_path))
+        runners["onnxruntime"] = onnx_embedder(export_path(model_path))
+    if int8_path(model_path).is_file() and installed("onnxruntime"):  # measured, never chosen
+        runners[INT8] = onnx_embedder(int8_path(model_path), runtime=INT8)
     rates = {name: images_per_second(r, pixels, seconds) for name, r in runners.items()}
-    record = {**(model.card.get("runtime") or {}), "chosen": max(rates, key=rates.get),
+    floats = {name: rate for name, rate in rates.items() if name != INT8}
+    record = {**(model.card.get("runtime") or {}), "chosen": max(floats, key=floats.get),
               "bench": {"images_per_s": rates, "batch": batch, "threads": torch.get_num_threads(),
                         "load_avg_1m": round(os.getloadavg()[0], 2)}}
     _save_runtime(model, record)

@@ -17,7 +17,7 @@ from es_metric.errors import ConfigError, MappingMismatch, ModelError
 from es_metric.index.mappings import index_meta
 from es_metric.model.export import check_pixels, cosines
 from es_metric.model.modelfile import read_card
-from es_metric.model.quantize import QuantConfig, calibration_pixels, gate, gate_line, quantize_model
+from es_metric.training.quantize import QuantConfig, calibration_pixels, gate, gate_line, quantize_model
 from es_metric.model.runtime import (GATE_KEY, INT8, PARITY_COSINE, TorchEmbedder, card_for_runtime,
                                      check_runtime, choose_runtime, export_path, int8_path,
                                      load_embedder, onnx_embedder)
@@ -80,6 +80,17 @@ def test_a_passing_gate_writes_the_int8_model_with_card_and_figures(quantized):
     assert read_card(path)["runtime"]["int8"]["loss"] == rec["loss"]  # the card records it too
     assert load_embedder(path).runtime == "onnxruntime"               # int8 is opt-in only
     assert load_embedder(path, runtime=INT8).runtime == INT8
+
+
+def test_bench_measures_the_int8_model_but_never_chooses_it(quantized, tmp_path):
+    from es_metric.model.export import bench_runtimes
+
+    path = _copy(quantized[0], tmp_path)
+    shutil.copy(int8_path(quantized[0]), int8_path(path))
+    rec = bench_runtimes(path, seconds=0.1)
+    assert set(rec["bench"]["images_per_s"]) == {"torch", "onnxruntime", INT8}
+    assert rec["chosen"] in ("torch", "onnxruntime")
+    assert read_card(path)["runtime"]["int8"]["passed"]  # the gate record survives the bench
 
 
 def test_int8_vectors_are_close_to_float_but_not_within_parity(quantized):

@@ -25,9 +25,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError
 from ..images import IMAGE_SUFFIXES, DecodeLimits
-from .runtime import CARD_KEY, GATE_KEY, INT8, PARITY_KEY, export_path, int8_path, onnx_embedder
+from ..model.runtime import (CARD_KEY, GATE_KEY, INT8, PARITY_KEY, export_path, int8_path,
+                             onnx_embedder)
+from ..similarity import Metric
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +154,7 @@ class Validation:
 
     @classmethod
     def read(cls, val_dir: str | Path, size: int) -> "Validation":
-        from ..training.data import read_folder
+        from .data import read_folder
 
         folder = read_folder(val_dir)  # ConfigError unless two classes with two usable images
         pixels, kept, skipped = decode_images([s.path for s in folder.samples], size)
@@ -162,8 +164,7 @@ class Validation:
     def map_at_r(self, embedder, card: dict) -> tuple[float, np.ndarray]:
         """(MAP@R, vectors) of ``embedder`` on these images, ranked as search ranks."""
         from ..search.rerank import ReRank
-        from ..similarity import Metric
-        from ..training.evaluate import Embedded, retrieval_metrics
+        from .evaluate import Embedded, retrieval_metrics
 
         vectors = np.concatenate([embedder.embed(self.pixels[i:i + CALIB_BATCH])
                                   for i in range(0, len(self.pixels), CALIB_BATCH)])
@@ -178,7 +179,7 @@ def quantize_model(model_path: str | Path, calib_dir: str | Path, val_dir: str |
     """Quantise MODEL's export (made first when missing), gate it on ``val_dir`` and write
     ``MODEL.int8.onnx`` only when it passes. Returns the record (``passed``, both MAP@R figures,
     loss, images/s of both, what stayed float, skipped images); the card records a passed one."""
-    from .export import export_model
+    from ..model.export import export_model
 
     model_path = Path(model_path)
     if not export_path(model_path).is_file():
@@ -205,7 +206,7 @@ def _gated(float_file: Path, tmp: Path, calib: np.ndarray, val: Validation, cfg:
     """Quantise the whole graph into ``tmp`` and gate it; when refused, again with the first
     convolution and the head in float. (The passing record, or the least bad refused one;
     the last int8 embedder tried.)"""
-    from .export import cosines
+    from ..model.export import cosines
 
     floaty = onnx_embedder(float_file)
     float_map, float_vecs = val.map_at_r(floaty, card)
@@ -226,7 +227,7 @@ def _gated(float_file: Path, tmp: Path, calib: np.ndarray, val: Validation, cfg:
 
 def onnx_embedder_of(path: Path, card: dict):
     """The int8 graph as an embedder (its metadata gets the card only when published)."""
-    from .runtime import OnnxEmbedder, open_session
+    from ..model.runtime import OnnxEmbedder, open_session
 
     return OnnxEmbedder(open_session(path, "cpu"), card, None, INT8)
 
@@ -238,7 +239,7 @@ def _settings(cfg: QuantConfig, n_calib: int, n_val: int) -> dict:
 
 
 def _speeds(floaty, int8, size: int, seconds: float) -> dict:
-    from .export import check_pixels, images_per_second
+    from ..model.export import check_pixels, images_per_second
 
     pixels = check_pixels(size, 16, seed=1)
     return {"float": images_per_second(floaty, pixels, seconds),
@@ -247,7 +248,7 @@ def _speeds(floaty, int8, size: int, seconds: float) -> dict:
 
 def _publish(model_path: Path, tmp: Path, card: dict, record: dict) -> None:
     """Card + gate into the int8 graph's metadata, the file in place, the gate in the card."""
-    from .export import record_runtime, set_props
+    from ..model.export import record_runtime, set_props
 
     out = int8_path(model_path)
     record["written"] = out.name
