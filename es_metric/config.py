@@ -131,9 +131,9 @@ class Settings:
         AllowList.parse(kw["url_allow"])  # ConfigError now, not in a worker later
         if env.get("ESM_STACK_DIR"):
             kw["stack_dir"] = Path(env["ESM_STACK_DIR"])
-        if kw["runtime"] not in ("auto", "torch", "onnxruntime"):
+        if kw["runtime"] not in ("auto", "torch", "onnxruntime", "onnxruntime-int8"):
             raise ConfigError(f"ESM_RUNTIME={kw['runtime']!r} is not a runtime",
-                              hint="use auto, torch or onnxruntime")
+                              hint="use auto, torch, onnxruntime or onnxruntime-int8")
         if kw["es_user"] and not kw["es_password"]:
             raise ConfigError("ESM_ES_USER is set but ESM_ES_PASSWORD is not",
                               hint="set both, or use ESM_ES_API_KEY")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from ..config import Settings
 from ..index.gallery import multi_photo_vector_field
 from ..index.mappings import DEFAULT_OVERSAMPLE, INDEX_TYPES, IndexOptions
 from ..model.card import read_card
@@ -43,7 +44,9 @@ def mapping_create(index, model_path, existing, index_type, m, ef_construction, 
     """Create INDEX-<model id> behind the alias INDEX (or, with --existing, extend INDEX)."""
     from ..index.indices import add_vectors_to_existing, create_versioned_index, index_info
 
-    card = read_card(model_path)
+    from ..model.runtime import card_for_runtime
+
+    card = card_for_runtime(read_card(model_path), Settings.from_env().runtime)
     options = IndexOptions(index_type, m, ef_construction, rescore_oversample)
     path = str(Path(model_path).resolve())
     if multi_photo:

@@ -11,6 +11,7 @@ from ..model.card import read_card
 from .common import RegistryChoice, echo_json
 from ..config import Settings
 from ..device import resolve_device
+from ..errors import ModelError
 from .root import main
 
 
@@ -206,6 +207,45 @@ def model_bench(model_path, seconds, as_json) -> None:
         click.echo(f"{name:<12} {rate:>8.1f} images/s")
     click.echo(f"chosen: {rec['chosen']}  (batch {rec['bench']['batch']}, {rec['bench']['threads']} "
                f"threads, load average {rec['bench']['load_avg_1m']})")
+
+
+@model_group.command("quantize")
+@click.argument("model_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--calib", "calib_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Your own images (any depth) to calibrate the int8 ranges on.")
+@click.option("--val", "val_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Labelled validation folder (one sub-folder per class) for the gate.")
+@click.option("--max-loss", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Largest relative MAP@R loss of int8 vs the float export the gate accepts.")
+@click.option("--calib-images", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--bench-seconds", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
+              help="Per model: images/s of float vs int8.")
+@click.option("--json", "as_json", is_flag=True)
+def model_quantize(model_path, calib_dir, val_dir, max_loss, calib_images, bench_seconds,
+                   as_json) -> None:
+    """Write MODEL.int8.onnx (static int8, calibrated on --calib) only when its MAP@R on --val
+    loses less than --max-loss to the float export; opt in with ESM_RUNTIME=onnxruntime-int8."""
+    from ..training.quantize import QuantConfig, gate_line, quantize_model
+
+    rec = quantize_model(model_path, calib_dir, val_dir,
+                         QuantConfig(max_loss, calib_images, bench_seconds=bench_seconds))
+    if as_json:
+        echo_json(rec)
+    else:
+        click.echo(gate_line(rec))
+        rates = rec["images_per_s"]
+        click.echo(f"images/s: float {rates['float']}, int8 {rates['int8']}  "
+                   f"(calibrated on {rec['calib_images']} images, {len(rec['calib_skipped'])} skipped; "
+                   f"validated on {rec['val_images']}; kept in float: {rec['kept_float'] or 'nothing'})")
+    if not rec["passed"]:
+        raise ModelError(gate_line(rec) + "; nothing written, the float export stays in use",
+                         hint="more or more typical --calib images, or keep the float export")
+    if not as_json:
+        click.echo(f"wrote {rec['written']}; use it with ESM_RUNTIME=onnxruntime-int8 on every node "
+                   f"(an index made under it holds int8 vectors only)")
+        if rec["images_per_s"]["int8"] < rec["images_per_s"]["float"]:
+            click.echo("note: int8 is slower than the float export on this machine (int8 kernels "
+                       "gain on CPUs with VNNI); the float export stays the faster choice here")
 
 
 @model_group.command("show")

@@ -20,8 +20,8 @@ from torch import nn
 
 from ..errors import ModelError
 from .modelfile import LoadedModel, load_model, save_model
-from .runtime import (CARD_KEY, PARITY_COSINE, PARITY_KEY, TorchEmbedder, export_path, installed,
-                      onnx_embedder)
+from .runtime import (CARD_KEY, INT8, PARITY_COSINE, PARITY_KEY, TorchEmbedder, export_path,
+                      installed, int8_path, onnx_embedder)
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -56,7 +56,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
 
 
-def _set_props(path: Path, props: dict[str, str]) -> None:
+def set_props(path: Path, props: dict[str, str]) -> None:
     import onnx
 
     graph = onnx.load(str(path))
@@ -74,7 +74,7 @@ def _write_graph(model: LoadedModel, out: Path, opset: int) -> None:
                           output_names=["embedding"], opset_version=opset, dynamo=False,
                           dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}})
     card = {k: v for k, v in model.card.items() if k != "runtime"}
-    _set_props(out, {CARD_KEY: json.dumps(card)})
+    set_props(out, {CARD_KEY: json.dumps(card)})
 
 
 def export_model(model_path: str | Path, out: str | Path | None = None, opset: int = OPSET) -> dict:
@@ -97,7 +97,7 @@ def export_model(model_path: str | Path, out: str | Path | None = None, opset: i
         tmp.unlink(missing_ok=True)
         raise ModelError(f"the ONNX export of {model_path} differs from torch (min cosine "
                          f"{parity:.6f} < {PARITY_COSINE})", hint="keep using torch (no export)")
-    _set_props(tmp, {PARITY_KEY: f"{parity:.7f}"})
+    set_props(tmp, {PARITY_KEY: f"{parity:.7f}"})
     tmp.replace(out)
     record = {**(model.card.get("runtime") or {}), "export": out.name, "opset": opset,
               "parity_min_cosine": round(parity, 7), "export_s": round(time.perf_counter() - t0, 2)}
@@ -107,6 +107,12 @@ def export_model(model_path: str | Path, out: str | Path | None = None, opset: i
     return record
 
 
+def record_runtime(model_path: str | Path, updates: dict) -> None:
+    """Merge ``updates`` into the card's ``runtime`` record (e.g. the int8 gate)."""
+    model = load_model(model_path)
+    _save_runtime(model, {**(model.card.get("runtime") or {}), **updates})
+
+
 def _save_runtime(model: LoadedModel, record: dict) -> None:
     card = {**model.card, "runtime": record}
     save_model(model.path, model.encoder.cpu(), card)
@@ -114,21 +120,26 @@ def _save_runtime(model: LoadedModel, record: dict) -> None:
 
 def bench_runtimes(model_path: str | Path, batch: int = 16, seconds: float = 3.0) -> dict:
     """Images/s of each runtime available here on the same pixels; the card records the
-    fastest as ``runtime.chosen`` (what workers and search use on ``ESM_RUNTIME=auto``)."""
+    fastest float one as ``runtime.chosen`` (what workers and search use on
+    ``ESM_RUNTIME=auto``; the int8 model, when there is one, is measured but opt-in only)."""
     model = load_model(model_path)
     pixels = check_pixels(model.preprocess.size, batch, seed=1)
     runners = {"torch": TorchEmbedder(model, batch_size=batch)}
     if export_path(model_path).is_file() and installed("onnxruntime"):
-            runners["onnxruntime"] = onnx_embedder(export_path(model_path))
-    rates = {name: _rate(r, pixels, seconds) for name, r in runners.items()}
-    record = {**(model.card.get("runtime") or {}), "chosen": max(rates, key=rates.get),
+        runners["onnxruntime"] = onnx_embedder(export_path(model_path))
+    if int8_path(model_path).is_file() and installed("onnxruntime"):  # measured, never chosen
+        runners[INT8] = onnx_embedder(int8_path(model_path), runtime=INT8)
+    rates = {name: images_per_second(r, pixels, seconds) for name, r in runners.items()}
+    floats = {name: rate for name, rate in rates.items() if name != INT8}
+    record = {**(model.card.get("runtime") or {}), "chosen": max(floats, key=floats.get),
               "bench": {"images_per_s": rates, "batch": batch, "threads": torch.get_num_threads(),
                         "load_avg_1m": round(os.getloadavg()[0], 2)}}
     _save_runtime(model, record)
     return record
 
 
-def _rate(embedder, pixels: np.ndarray, seconds: float) -> float:
+def images_per_second(embedder, pixels: np.ndarray, seconds: float) -> float:
+    """Images/s of ``embedder`` on ``pixels`` over about ``seconds`` (after one warm-up)."""
     embedder.embed(pixels)  # warm-up
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:

@@ -23,11 +23,13 @@ from ..device import batch_size_for, ort_providers, resolve_device
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("torch", "onnxruntime")
+INT8 = "onnxruntime-int8"  # opt-in only: ``esm model quantize`` wrote MODEL.int8.onnx
+RUNTIMES = ("torch", "onnxruntime", INT8)
 # Vectors of two runtimes may share an index when every image's cosine is at least this.
 PARITY_COSINE = 0.9999
 CARD_KEY = "es_metric_card"
 PARITY_KEY = "es_metric_parity"  # the export's measured min cosine to torch
+GATE_KEY = "es_metric_int8_gate"  # the int8 model's gate figures (quantize.py)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,11 @@ class Inference:
 def export_path(model_path: str | Path) -> Path:
     """Where the ONNX export of a model file lives: beside it, ``.onnx`` instead of ``.pt``."""
     return Path(model_path).with_suffix(".onnx")
+
+
+def int8_path(model_path: str | Path) -> Path:
+    """Where the gated int8 model of a model file lives: ``MODEL.int8.onnx``."""
+    return Path(model_path).with_suffix(".int8.onnx")
 
 
 def installed(module: str) -> bool:
@@ -123,15 +130,16 @@ class TorchEmbedder:
                              self.batch_size, device=self.device)
 
 
-def onnx_embedder(path: str | Path, device: str = "cpu") -> OnnxEmbedder:
-    """ONNX Runtime on an export, with the model card and parity the export carries."""
+def onnx_embedder(path: str | Path, device: str = "cpu", runtime: str = "onnxruntime") -> OnnxEmbedder:
+    """ONNX Runtime on an export (or the int8 model: ``runtime=INT8``), with the model card and
+    parity the file carries."""
     session = open_session(Path(path), device)
     meta = session.get_modelmeta().custom_metadata_map
     if not meta.get(CARD_KEY):
         raise ModelError(f"{path} is not an es-metric export (no model card inside)",
                          hint="export it with `esm model export MODEL`")
     parity = float(meta[PARITY_KEY]) if meta.get(PARITY_KEY) else None
-    return OnnxEmbedder(session, json.loads(meta[CARD_KEY]), parity)
+    return OnnxEmbedder(session, json.loads(meta[CARD_KEY]), parity, runtime)
 
 
 def open_session(path: Path, device: str):
@@ -151,13 +159,19 @@ def open_session(path: Path, device: str):
 
 
 def choose_runtime(requested: str, preferred: str | None, has_export: bool,
-                   have_ort: bool, have_torch: bool) -> str:
-    """Which runtime embeds. ``requested``: ``ESM_RUNTIME`` (auto, torch, onnxruntime);
-    ``preferred``: what ``esm model bench`` measured fastest here (None: not measured, ONNX
-    Runtime when present)."""
+                   have_ort: bool, have_torch: bool, has_int8: bool = False) -> str:
+    """Which runtime embeds. ``requested``: ``ESM_RUNTIME`` (auto, torch, onnxruntime,
+    onnxruntime-int8); ``preferred``: what ``esm model bench`` measured fastest here (None: not
+    measured, ONNX Runtime when present). int8 is never chosen unless requested."""
     if requested not in ("auto", *RUNTIMES):
         raise ConfigError(f"ESM_RUNTIME={requested!r} is not a runtime",
                           hint="valid: auto, " + ", ".join(RUNTIMES))
+    if requested == INT8:
+        if not (has_int8 and have_ort):
+            raise ConfigError(f"ESM_RUNTIME={INT8} but " + (
+                "onnxruntime is not installed" if has_int8 else "the model has no int8 file"),
+                hint="`esm model quantize MODEL --calib DIR --val DIR` (the gate must pass)")
+        return INT8
     ort_ok = has_export and have_ort
     if requested == "onnxruntime" and not ort_ok:
         raise ConfigError("ESM_RUNTIME=onnxruntime but " + (
@@ -183,10 +197,12 @@ def load_embedder(model_path: str | Path, runtime: str = "auto", device: str = "
     """The process's embedder for a model file (made once per file version, runtime, device)."""
     model_path, onnx = Path(model_path), export_path(model_path)
     have_torch = installed("torch")
-    if not model_path.is_file() and not (onnx.is_file() and not have_torch):
+    exported = onnx.is_file() or (runtime == INT8 and int8_path(model_path).is_file())
+    if not model_path.is_file() and not (exported and not have_torch):
         raise ModelError(f"model file {model_path} does not exist",
                          hint="the index records this path; restore the file or reindex")
-    stamp = tuple(os.path.getmtime(p) if p.is_file() else 0 for p in (model_path, onnx))
+    stamp = tuple(os.path.getmtime(p) if p.is_file() else 0
+                  for p in (model_path, onnx, int8_path(model_path)))
     key = (str(model_path.resolve()), stamp, runtime, device)
     with _LOCK:
         if key not in _CACHE:
@@ -203,8 +219,11 @@ def _make(model_path: Path, onnx: Path, runtime: str, device: str, have_torch: b
         card = cached_model(model_path).card
     preferred = ((card or {}).get("runtime") or {}).get("chosen")
     has_export = onnx.is_file()
-    chosen = choose_runtime(runtime, preferred, has_export, installed("onnxruntime"), have_torch)
-    dev = resolve_device(device, chosen)
+    chosen = choose_runtime(runtime, preferred, has_export, installed("onnxruntime"), have_torch,
+                            int8_path(model_path).is_file())
+    dev = resolve_device(device, "onnxruntime" if chosen == INT8 else chosen)
+    if chosen == INT8:
+        return _int8_embedder(model_path, card, dev)
     if chosen == "onnxruntime":
         ours = onnx_embedder(onnx, dev)
         if card is None or ours.card["weights_sha256"] == card["weights_sha256"]:
@@ -222,6 +241,16 @@ def _make(model_path: Path, onnx: Path, runtime: str, device: str, have_torch: b
     return TorchEmbedder(model, dev, batch_size_for(dev))
 
 
+def _int8_embedder(model_path: Path, card: dict | None, dev: str) -> OnnxEmbedder:
+    """The gated int8 model; refused when it was quantised from other weights."""
+    ours = onnx_embedder(int8_path(model_path), dev, INT8)
+    if card is not None and ours.card["weights_sha256"] != card["weights_sha256"]:
+        raise ModelError(f"{int8_path(model_path)} was quantised from other weights than {model_path}",
+                         hint=f"quantise again with `esm model quantize {model_path}`")
+    log.info("embedding with the int8 model (%s) on %s", int8_path(model_path).name, dev)
+    return ours
+
+
 def runtime_label(card: dict) -> str:
     """What an index records about how its vectors were made: the runtime the card chose (or
     torch) and the export's parity with torch."""
@@ -229,11 +258,31 @@ def runtime_label(card: dict) -> str:
     return info.get("chosen") or "torch"
 
 
+def card_for_runtime(card: dict, requested: str) -> dict:
+    """The card as an index made on this node records it: under ``ESM_RUNTIME=onnxruntime-int8``
+    the index is made for int8 vectors (the card must record a passed int8 gate)."""
+    if requested != INT8:
+        return card
+    gate = (card.get("runtime") or {}).get("int8")
+    if not gate:
+        raise ConfigError(f"ESM_RUNTIME={INT8} but the model card records no passed int8 gate",
+                          hint="`esm model quantize MODEL --calib DIR --val DIR` first")
+    return {**card, "runtime": {"chosen": INT8, "parity_min_cosine": gate.get("min_cosine_to_float")}}
+
+
 def check_runtime(embedder: Embedder, index_runtime: str | None, parity: float | None) -> None:
     """An index never mixes runtimes whose vectors differ beyond the parity tolerance: a
     different runtime is accepted (with a warning) only when the export's measured parity with
-    torch meets PARITY_COSINE."""
-    if index_runtime in (None, embedder.runtime):
+    torch meets PARITY_COSINE. int8 vectors never share an index with float ones (an index made
+    before runtimes were recorded holds torch vectors)."""
+    if index_runtime == embedder.runtime:
+        return
+    if INT8 in (index_runtime, embedder.runtime):
+        held = index_runtime or "torch"
+        raise MappingMismatch(f"the index holds {held} vectors; this node embeds with "
+                              f"{embedder.runtime}: int8 and float vectors never share an index",
+                              hint=f"set ESM_RUNTIME={held} on this node, or reindex")
+    if index_runtime is None:
         return
     measured = parity if parity is not None else embedder.parity
     if measured is None or measured < PARITY_COSINE:
