@@ -98,6 +98,50 @@ def pipeline(model, files: list[Path], batch: int, task: int, threads: int, over
     return done / (time.perf_counter() - t0)
 
 
+def _worker_process(path: str, runtime: str, files: list[Path], args, threads: int, barrier, out) -> None:
+    """One worker process of P (spawned, as Celery's prefork children each load their own
+    model): the model's threads bounded to cores / P as the worker sets them, then the
+    worker's path for --seconds, started together with the others."""
+    from es_metric.model.runtime import set_threads
+
+    set_threads(threads)
+    embedder = (onnx_embedder(export_path(path)) if runtime == "onnxruntime"
+                else TorchEmbedder(load_model(path)))
+    pipeline(embedder, files[: args.task], args.batch, args.task, args.decode_threads, None, 0.2)
+    barrier.wait()
+    out.put(pipeline(embedder, files, args.batch, args.task, args.decode_threads, None, args.seconds))
+
+
+def processes_pipeline(path: Path, runtime: str, files: list[Path], args, procs: int) -> float:
+    """Images/s of the worker's path with ``procs`` worker processes (ESM_WORKER_CONCURRENCY)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(procs), ctx.Queue()
+    threads = max(1, (os.cpu_count() or 1) // procs)
+    children = [ctx.Process(target=_worker_process,
+                            args=(str(path), runtime, files, args, threads, barrier, out))
+                for _ in range(procs)]
+    for c in children:
+        c.start()
+    rates = [out.get(timeout=600) for _ in children]
+    for c in children:
+        c.join()
+    return sum(rates)
+
+
+def decode_rate(files: list[Path], size: int, threads: int, seconds: float) -> float:
+    """Images/s of the decode step alone (read, safe decode, crop + resize) on ``threads``."""
+    from es_metric.ingest.pipeline import decode_pool, prepare_item
+
+    items = [{"ref": str(f), "id": None, "fields": {}} for f in files]
+    roots, pool = tuple({f.resolve().parent for f in files}), decode_pool(threads)
+    limits, t0, done = DecodeLimits(), time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        done += len(list(pool.map(lambda it: prepare_item(it, limits, size, roots), items)))
+    return done / (time.perf_counter() - t0)
+
+
 def measure(args, name: str, size: int, runtime: str, embedder, pixels, files) -> dict:
     """Interleaved bare/pipeline rounds of one runtime (pipeline: the worker's runtimes only)."""
     bares, pipes = [], []
@@ -134,6 +178,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="bare/pipeline pairs; medians are reported")
     ap.add_argument("--backbones", default="efficientnet-lite0")
     ap.add_argument("--runtimes", default="torch,onnxruntime,openvino")
+    ap.add_argument("--processes", default="2",
+                    help="also the worker path with these numbers of worker processes "
+                         "(ESM_WORKER_CONCURRENCY), each with cores / P model threads; '' for none")
     args = ap.parse_args()
     files = jpeg_files(Path(args.data), args.n)
     rows, load_start = [], os.getloadavg()[0]
@@ -142,12 +189,23 @@ def main() -> None:
         runners = embedders(path, args.runtimes.split(","))
         size = load_model(path).preprocess.size
         pixels = np.concatenate([query_pixels(load_image(f, draft=size)[0], size) for f in files])
+        decode = decode_rate(files, size, args.decode_threads, args.seconds)
+        print(f"decode alone ({args.decode_threads} threads): {decode:.1f} img/s", flush=True)
         for runtime, embedder in runners.items():
             rows.append(measure(args, name, size, runtime, embedder, pixels, files))
+            rows[-1]["decode_img_s"] = round(decode, 1)
+            for procs in (int(p) for p in args.processes.split(",") if p):
+                if runtime != "openvino":
+                    rate = processes_pipeline(path, runtime, files, args, procs)
+                    rows[-1][f"pipeline_{procs}proc_img_s"] = round(rate, 1)
+                    print(f"{name:<18} {runtime:<12} worker path, {procs} processes: {rate:8.1f} img/s",
+                          flush=True)
         ceiling = max(r["bare_img_s"] for r in rows if r["backbone"] == name)
         for r in rows:
             if r["backbone"] == name and r["pipeline_img_s"] is not None:
                 r["pipeline_vs_fastest_bare"] = round(r["pipeline_img_s"] / ceiling, 3)
+                for key in [k for k in r if k.startswith("pipeline_") and k.endswith("proc_img_s")]:
+                    r[key.replace("_img_s", "_vs_fastest_bare")] = round(r[key] / ceiling, 3)
         print(f"{name}: fastest bare {ceiling:.1f} img/s; worker path / fastest bare: " + ", ".join(
             f"{r['runtime']} {r['pipeline_vs_fastest_bare']}" for r in rows
             if r["backbone"] == name and "pipeline_vs_fastest_bare" in r), flush=True)
