@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -39,6 +40,18 @@ def tiny_model(tiny_data, tmp_path_factory) -> Path:
     train(tiny_data, out, TrainConfig(loss="triplet", backbone="small-cnn", dim=32, epochs=4,
                                       batch_size=48, seed=1, qe_k=0, dba_k=0))  # plain kNN ranking
     return out
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model, tmp_path_factory):
+    """A copy of the session's small-cnn model, exported to ONNX (the shared file stays
+    torch-only, as the other tests expect)."""
+    from es_metric.model.export import export_model
+
+    path = tmp_path_factory.mktemp("exported") / "small.pt"
+    shutil.copy(tiny_model, path)
+    export_model(path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 CLASSES = [("circle", (220, 40, 40)), ("square", (40, 180, 60)), ("triangle", (40, 80, 220)),
@@ -46,6 +47,21 @@ def make_dataset(root: Path, n_classes: int = 6, per_class: int = 16, seed: int 
         d.mkdir(parents=True, exist_ok=True)
         for j in range(per_class):
             make_image(c, rng, size).save(d / f"img_{j:03d}.{ext}", fmt, quality=90)
+    return root
+
+
+def make_grainy(root: Path, n: int = 16, size: int = 150, seed: int = 0) -> Path:
+    """``root/img_<i>.jpg``: shapes with per-pixel grain, larger than a small-cnn's 64 px input
+    and every second one oblong, so that resizing and cropping them matters: embedders fed
+    pixels resized with different filters (nearest, box, bicubic vs bilinear) differ beyond the
+    parity tolerance on these, but not on the flat tiny images."""
+    rng, grain = random.Random(seed), np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        pixels = np.asarray(make_image(i % len(CLASSES), rng, size)).astype(np.int16)
+        img = Image.fromarray(np.clip(pixels + grain.integers(-40, 41, pixels.shape), 0, 255).astype(np.uint8))
+        (img.crop((0, size // 8, size, size * 7 // 8)) if i % 2 else img).save(root / f"img_{i:03d}.jpg",
+                                                                              quality=90)
     return root
 
 

@@ -6,6 +6,21 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+# Python source that makes this interpreter a light node: its import system refuses torch (a meta
+# path finder first on sys.meta_path), so nothing can reach torch even indirectly. Run it first in
+# a script, or put it in a ``sitecustomize.py`` first on PYTHONPATH for a whole process tree.
+NO_TORCH = """
+import sys
+
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "functorch"):
+            raise ModuleNotFoundError(f"No module named {name!r} (light node)", name=name)
+        return None
+
+sys.meta_path.insert(0, NoTorch())
+"""
+
 HEAVY = ("torch", "torchvision", "elasticsearch", "fastapi", "matplotlib", "pytorch_metric_learning")
 
 _SCRIPT = """

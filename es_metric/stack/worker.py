@@ -20,21 +20,30 @@ def worker_pidfile(settings: Settings) -> Path:
     return run_dir(settings) / f"worker{suffix}.pid"
 
 
+def worker_command(settings: Settings, name: str, concurrency: int,
+                   python: str = sys.executable) -> list[str]:
+    """The command line of a detached worker of ``settings.worker_queue`` named ``name``@host,
+    run by ``python`` (another interpreter: say, a light install's), logging to
+    ``logs/<pid file stem>-<process index>.log``."""
+    pidfile = worker_pidfile(settings)
+    logs = settings.stack_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return [python, "-m", "celery", "-A", "es_metric.ingest.celery_app", "worker",
+            "-Q", settings.worker_queue, "--concurrency", str(concurrency), "--loglevel", "INFO",
+            "--pidfile", str(pidfile), "--logfile", str(logs / f"{pidfile.stem}-%i.log"),
+            "--hostname", f"{name}@%h", "--detach"]
+
+
 def start_worker(settings: Settings, concurrency: int | None = None) -> Component:
     pidfile = worker_pidfile(settings)
     if managed(settings, pidfile.stem):
         return Component("worker", True, True, settings.worker_queue, "already running",
                          record(settings, pidfile.stem)[0])
     logs = settings.stack_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     conc = concurrency or settings.worker_concurrency
     name = f"{settings.worker_queue}-{os.getpid()}"
-    cmd = [sys.executable, "-m", "celery", "-A", "es_metric.ingest.celery_app", "worker",
-           "-Q", settings.worker_queue, "--concurrency", str(conc), "--loglevel", "INFO",
-           "--pidfile", str(pidfile), "--logfile", str(logs / f"{pidfile.stem}-%i.log"),
-           "--hostname", f"{name}@%h", "--detach"]
     env = {**os.environ, **settings.with_(worker_concurrency=conc).as_env()}
-    subprocess.run(cmd, check=True, env=env)
+    subprocess.run(worker_command(settings, name, conc), check=True, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         pid = read_pid(pidfile)

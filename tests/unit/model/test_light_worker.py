@@ -9,25 +9,19 @@ import sys
 import textwrap
 
 import numpy as np
-import pytest
 
 from es_metric.images import DecodeLimits
 from es_metric.ingest.pipeline import decode_and_embed
 from es_metric.model.export import cosines
 from es_metric.model.modelfile import load_model
 from es_metric.model.runtime import PARITY_COSINE, TorchEmbedder
+from tests.imagegen import make_grainy
+from tests.imports import NO_TORCH
 
-LIGHT_NODE = textwrap.dedent("""
-    import json, sys
+LIGHT_NODE = NO_TORCH + textwrap.dedent("""
+    import json
     from pathlib import Path
 
-    class NoTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "torchvision"):
-                raise ModuleNotFoundError(f"No module named {name!r} (light node)")
-            return None
-
-    sys.meta_path.insert(0, NoTorch())
     import es_metric.ingest.tasks  # the Celery worker's task module
     from es_metric.images import DecodeLimits
     from es_metric.ingest.pipeline import decode_and_embed
@@ -43,9 +37,10 @@ LIGHT_NODE = textwrap.dedent("""
 """)
 
 
-def test_light_node_embeds_without_torch_within_parity(exported, tiny_data):
-    refs = [str(p) for c in ("class_0", "class_4") for p in sorted((tiny_data / c).iterdir())[:5]]
-    out = subprocess.run([sys.executable, "-c", LIGHT_NODE, str(exported), str(tiny_data), *refs],
+def test_light_node_embeds_without_torch_within_parity(exported, tmp_path):
+    images = make_grainy(tmp_path / "grainy", n=10)  # resized and cropped: Pillow vs torch
+    refs = [str(p) for p in sorted(images.iterdir())]
+    out = subprocess.run([sys.executable, "-c", LIGHT_NODE, str(exported), str(images), *refs],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     light = json.loads(out.stdout.strip().splitlines()[-1])
@@ -54,7 +49,7 @@ def test_light_node_embeds_without_torch_within_parity(exported, tiny_data):
     model = load_model(exported)
     assert light["model_id"] == model.model_id
     _, _, reference = decode_and_embed([{"ref": r} for r in refs], TorchEmbedder(model), DecodeLimits(),
-                                       (tiny_data,))
+                                       (images,))
     got = np.asarray(light["vectors"], np.float32)
     assert got.shape == reference.shape == (10, model.card["dims"])
     assert cosines(got, reference).min() >= PARITY_COSINE
