@@ -24,7 +24,7 @@ from es_metric.model.modelfile import load_model
 from es_metric.model.runtime import PARITY_COSINE, TorchEmbedder
 from es_metric.stack.worker import start_worker, stop_worker
 from tests.imagegen import make_grainy
-from tests.imports import NO_TORCH
+from tests.imports import NO_TORCH, run_esm
 from tests.integration.helpers import esm, esm_json, stored_docs, worker_log
 
 pytestmark = pytest.mark.integration
@@ -99,3 +99,30 @@ def test_light_worker_ingests_without_torch_within_parity(es, index_name, export
     light = np.array([by_path[item["ref"]] for item, _ in good], np.float32)
     assert light.shape == reference.shape == (16, model.card["dims"])
     assert cosines(light, reference).min() >= PARITY_COSINE
+
+
+def test_a_light_query_node_searches_by_image_and_by_document(es, index_name, exported, tmp_path,
+                                                              monkeypatch):
+    """`esm search` in an interpreter that refuses torch: by image (decode + ONNX Runtime) and by
+    an indexed document, both with query expansion (numpy), ranking as a node with torch does."""
+    images = make_grainy(tmp_path / "images")
+    esm("mapping", "create", index_name, "--model", exported)
+    assert esm_json("ingest", index_name, images)["failed"] == 0
+    shim = tmp_path / "light-node"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(NO_TORCH)
+    query = images / "img_003.jpg"
+    full = esm_json("search", index_name, "--image", query, "--qe-k", "3")
+    doc = full["hits"][0]["id"]
+    full_doc = esm_json("search", index_name, "--like", doc, "--qe-k", "3")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(shim), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    for args, reference in ((("--image", query), full), (("--like", doc), full_doc)):
+        light = run_esm("search", index_name, *args, "--qe-k", "3", "--json")
+        assert light.code == 0, light.output
+        assert "torch" not in light.modules and "torchvision" not in light.modules
+        got = light.json()
+        assert [h["id"] for h in got["hits"]] == [h["id"] for h in reference["hits"]]
+        assert len(got["hits"]) >= 5
+        np.testing.assert_allclose([h["score"] for h in got["hits"]],
+                                   [h["score"] for h in reference["hits"]], atol=1e-3)
