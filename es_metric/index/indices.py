@@ -10,8 +10,8 @@ from elasticsearch import Elasticsearch, NotFoundError
 
 from ..errors import ConfigError, IndexStateError, MappingMismatch, shown
 from .gallery import find_vector
-from .mappings import (IndexOptions, check_compatible, existing_index_update, load_template,
-                       new_index_body, versioned_name)
+from .mappings import (RESCORED_TYPES, IndexOptions, check_compatible, existing_index_update,
+                       load_template, new_index_body, versioned_name)
 
 log = logging.getLogger(__name__)
 _NAME_FORBIDDEN = re.compile(r'[\\/*?"<>|,#:\s\x00-\x1f\x7f]')
@@ -47,6 +47,7 @@ class IndexInfo:
         return model_id in (None, self.model_id) or (
             moving.get("state") == "switched" and model_id == moving.get("from_model_id"))
     photos_field: str | None = None     # a multi-photo index: the nested field of the photos
+    candidates_factor: float = 1.0      # quantised + rescored field: its oversample (kNN candidates x it)
 
 
 def resolve_concrete(client: Elasticsearch, name: str) -> list[str]:
@@ -86,7 +87,19 @@ def index_info(client: Elasticsearch, name: str) -> IndexInfo:
                      meta["vector_field"], int(meta["dims"]), meta["similarity"],
                      tuple(meta.get("image_roots") or ()), meta.get("rerank"),
                      meta.get("near_duplicate_threshold"), meta.get("runtime"),
-                     meta.get("runtime_parity"), meta.get("migration"), meta.get("photos_field"))
+                     meta.get("runtime_parity"), meta.get("migration"), meta.get("photos_field"),
+                     rescore_factor(find_vector(mapping.get("properties") or {}, meta["vector_field"])))
+
+
+def rescore_factor(field_mapping: dict) -> float:
+    """A quantised vector field that rescores (``index_options.rescore_vector.oversample``)
+    gets that many times the kNN candidates by default: its graph is searched in quantised
+    space, so it needs a wider beam to hold the true neighbours (bench/knn.py at 1M x 128-d:
+    bbq_hnsw recall@10 0.69 at 100 candidates, 0.96 at 300)."""
+    opts = field_mapping.get("index_options") or {}
+    if opts.get("type") not in RESCORED_TYPES:
+        return 1.0
+    return max(1.0, float((opts.get("rescore_vector") or {}).get("oversample") or 1.0))
 
 
 def record_image_roots(client: Elasticsearch, index: str, roots: tuple[str, ...]) -> None:

@@ -22,9 +22,10 @@ _STATE: dict = {}
 
 @worker_process_init.connect
 def _init_process(**_kw) -> None:
-    """Share the cores between worker processes instead of oversubscribing them."""
+    """Share the cores between worker processes instead of oversubscribing them, and between
+    the model and the decode threads (no busy-waiting model threads)."""
     conc = Settings.from_env().worker_concurrency
-    set_threads(max(1, (os.cpu_count() or 1) // max(conc, 1)))
+    set_threads(max(1, (os.cpu_count() or 1) // max(conc, 1)), spin=False)
 
 
 def _client():

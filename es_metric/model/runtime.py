@@ -65,9 +65,14 @@ def installed(module: str) -> bool:
 _THREADS: dict[str, int] = {}
 
 
-def set_threads(n: int | None) -> None:
+def set_threads(n: int | None, spin: bool | None = None) -> None:
     """Bound the model's intra-op threads in this process (several worker processes share the
-    cores): torch's when torch is here, and every ONNX Runtime session made afterwards."""
+    cores): torch's when torch is here, and every ONNX Runtime session made afterwards.
+    ``spin=False``: ONNX Runtime's threads do not busy-wait between runs (workers: spinning
+    threads take the cores from the decode threads that run between two batches; bench/embed.py
+    measured the worker path 3x slower with them). Queries keep spinning (0.8 ms less per image)."""
+    if spin is not None:
+        _THREADS["spin"] = int(spin)
     if n and n > 0:
         _THREADS["n"] = n
         if installed("torch"):
@@ -79,6 +84,11 @@ def set_threads(n: int | None) -> None:
 def model_threads() -> int:
     """The model's intra-op threads in this process (0: the runtime's default, every core)."""
     return _THREADS.get("n", 0)
+
+
+def model_spins() -> bool:
+    """Whether ONNX Runtime sessions made in this process may busy-wait between runs."""
+    return bool(_THREADS.get("spin", 1))
 
 
 class Embedder(Protocol):
@@ -148,9 +158,8 @@ def open_session(path: Path, device: str):
     opts = ort.SessionOptions()
     if model_threads():
         opts.intra_op_num_threads = model_threads()
-    # No busy-waiting between runs: spinning intra-op threads would take the cores from the
-    # decode threads that run between two batches (bench/embed.py: the worker path 3x faster).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not model_spins():
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), opts, providers=ort_providers(device))
     except Exception as exc:

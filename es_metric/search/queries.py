@@ -210,11 +210,17 @@ def filter_clauses(filters: list[Filter], properties: dict) -> dict:
     return {"bool": body} if body else {}
 
 
+def default_candidates(k: int, factor: float = 1.0) -> int:
+    """kNN candidates per shard when the request names none: 10 x k, at least 100, times the
+    field's rescore ``factor`` (a quantised field), at most Elasticsearch's 10,000."""
+    return min(10_000, max(k, int(max(min(10 * k, 10_000), 100) * factor)))
+
+
 def knn_clause(field: str, vector: list[float], k: int, *, num_candidates: int | None = None,
                filter_query: dict | None = None, min_similarity: float | None = None,
                boost: float | None = None, exclude_ids: list[str] | None = None) -> dict:
     clause: dict = {"field": field, "query_vector": [float(x) for x in vector], "k": k,
-                    "num_candidates": max(num_candidates or 0, k, min(10 * k, 10_000), 100)}
+                    "num_candidates": max(num_candidates or 0, default_candidates(k))}
     filt = with_excluded(filter_query or {}, exclude_ids)
     if filt:
         clause["filter"] = filt

@@ -28,7 +28,8 @@ from .facets import facet_aggs, facets_of
 from .gallery import matched_image, product_vector, with_photos
 from .fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS, window
 from .hybrid import Window, windowed_search
-from .queries import expansion_body, filter_clauses, knn_clause, parse_filter, search_body
+from .queries import (default_candidates, expansion_body, filter_clauses, knn_clause, parse_filter,
+                      search_body)
 from .rerank import NO_RERANK, ReRank, expand_query, query_similarities
 
 log = logging.getLogger(__name__)
@@ -227,9 +228,11 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest,
     vector = rocchio(np.asarray(pos), np.asarray(neg), Metric(info.similarity)).tolist() \
         if pos and (req.examples == "mean" or len(pos) == 1) else None
     rr = query_expansion(info, req) if pos else None
-    if vector is not None and rr and rr.qe_k > 0:
-        vector = expanded_vector(client, info, vector, rr, filt, exclude, req.num_candidates)
     size, offset = req.k, (req.page - 1) * req.k
+    nc = req.num_candidates or default_candidates(offset + size, info.candidates_factor)
+    if vector is not None and rr and rr.qe_k > 0:
+        vector = expanded_vector(client, info, vector, rr, filt, exclude,
+                                 req.num_candidates or default_candidates(rr.qe_k, info.candidates_factor))
     fields = req.text_fields or text_fields_of(props)
     min_sim = near_duplicate_threshold(info) if req.near_duplicates else req.min_similarity
     if not pos and not req.text:
@@ -237,7 +240,7 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest,
     facets = None
     if vector is not None and not req.text and not aggs:   # one kNN search, paged by Elasticsearch
         knn = with_photos(info, knn_clause(info.vector_field, vector, offset + size,
-                                           num_candidates=req.num_candidates, filter_query=filt,
+                                           num_candidates=nc, filter_query=filt,
                                            min_similarity=min_sim, exclude_ids=exclude))
         resp = client.search(index=info.concrete, body=search_body(
             knn=knn, size=size, offset=offset, vector_field=info.vector_field))
@@ -245,7 +248,7 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest,
     else:
         w = Window(size=window(req.k, req.page), vector=vector, positives=[] if vector else pos,
                    negatives=[] if vector else neg, text=req.text, fields=fields, filt=filt,
-                   exclude=exclude or [], min_similarity=min_sim, num_candidates=req.num_candidates,
+                   exclude=exclude or [], min_similarity=min_sim, num_candidates=nc,
                    image_weight=req.image_weight, text_weight=req.text_weight, fusion=req.fusion)
         t0 = time.perf_counter()
         hits, raw_aggs = windowed_search(client, info, w, offset, size, aggs)

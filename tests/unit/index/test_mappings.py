@@ -2,6 +2,7 @@
 import pytest
 
 from es_metric.errors import ConfigError, MappingMismatch
+from es_metric.index.indices import rescore_factor
 from es_metric.index.mappings import (IndexOptions, check_compatible, existing_index_update,
                                       new_index_body, versioned_name)
 from es_metric.similarity import Metric
@@ -33,6 +34,14 @@ def test_quantised_types_rescore_with_the_full_vectors_by_default(kind, oversamp
     assert IndexOptions(kind, oversample=oversample).as_dict(128).get("rescore_vector") == expected
     assert IndexOptions(kind).as_dict(128).get("rescore_vector") == (
         {"oversample": 3.0} if kind in ("int8_hnsw", "bbq_hnsw", "int4_hnsw") else None)
+
+
+@pytest.mark.parametrize("kind,oversample,factor", [
+    ("int8_hnsw", 3.0, 3.0), ("bbq_hnsw", 2, 2.0), ("int8_hnsw", 0, 1.0), ("hnsw", 3.0, 1.0)])
+def test_a_rescored_field_widens_the_knn_candidates_by_its_oversample(kind, oversample, factor):
+    field = new_index_body(CARD, "/m.pt", options=IndexOptions(kind, oversample=oversample))
+    assert rescore_factor(field["mappings"]["properties"]["image_vector"]) == factor
+    assert rescore_factor({}) == 1.0  # an index's field of another mapping shape: unchanged
 
 
 @pytest.mark.parametrize("oversample", [0.5, 11, -1])

@@ -2,8 +2,9 @@
 import pytest
 
 from es_metric.errors import SearchError
-from es_metric.search.queries import (Filter, FieldInfo, field_info, filter_clauses, knn_clause,
-                                      leaf_fields, parse_filter, search_body, text_query)
+from es_metric.search.queries import (Filter, FieldInfo, default_candidates, field_info,
+                                      filter_clauses, knn_clause, leaf_fields, parse_filter,
+                                      search_body, text_query)
 
 PROPS = {"title": {"type": "text", "fields": {"keyword": {"type": "keyword"}}},
          "category": {"type": "keyword"}, "price": {"type": "float"}}
@@ -148,6 +149,12 @@ def test_knn_clause_puts_filter_inside_and_sizes_candidates():
     assert filt == {"bool": {"filter": [{"term": {"category": "x"}}]}}  # input not mutated
     assert knn_clause("v", [0.0], 50)["num_candidates"] == 500
     assert knn_clause("v", [0.0], 5, num_candidates=1000)["num_candidates"] == 1000
+
+
+@pytest.mark.parametrize("k,factor,expected", [
+    (10, 1.0, 100), (50, 1.0, 500), (10, 3.0, 300), (2000, 3.0, 10_000), (10_000, 1.0, 10_000)])
+def test_default_candidates_scale_with_the_rescore_factor_within_the_limit(k, factor, expected):
+    assert default_candidates(k, factor) == expected
 
 
 def test_text_query_and_search_body():
