@@ -35,7 +35,7 @@ from es_metric.ingest.pipeline import DECODE_THREADS, OVERLAP, decode_and_embed
 from es_metric.model.embed import query_pixels
 from es_metric.model.export import export_model
 from es_metric.model.modelfile import load_model
-from es_metric.model.runtime import TorchEmbedder, export_path, installed, onnx_embedder
+from es_metric.model.runtime import TorchEmbedder, export_path, installed, onnx_embedder, set_threads
 
 ROOT = Path(__file__).resolve().parent
 
@@ -61,6 +61,7 @@ class OpenVino:
 
 
 def embedders(model_path: Path, wanted: list[str]) -> dict:
+    set_threads(None, spin=False)  # the worker's setting: no busy-waiting between runs
     model = load_model(model_path)
     if not export_path(model_path).is_file():
         export_model(model_path)
@@ -104,7 +105,7 @@ def _worker_process(path: str, runtime: str, files: list[Path], args, threads: i
     worker's path for --seconds, started together with the others."""
     from es_metric.model.runtime import set_threads
 
-    set_threads(threads)
+    set_threads(threads, spin=False)  # as the worker process sets them
     embedder = (onnx_embedder(export_path(path)) if runtime == "onnxruntime"
                 else TorchEmbedder(load_model(path)))
     pipeline(embedder, files[: args.task], args.batch, args.task, args.decode_threads, None, 0.2)
