@@ -68,7 +68,7 @@ class Settings:
     stack_dir: Path = field(default_factory=_default_stack_dir)
     es_heap: str = "1g"
     es_java_home: str | None = None
-    worker_concurrency: int = 1
+    worker_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
     worker_queue: str = "esm"
     batch_size: int = 32
     image_roots: tuple[Path, ...] = ()
@@ -108,7 +108,7 @@ class Settings:
             redis_external=bool(redis_url),
             es_heap=env.get("ESM_ES_HEAP") or "1g",
             es_java_home=env.get("ESM_ES_JAVA_HOME") or None,
-            worker_concurrency=_int(env, "ESM_WORKER_CONCURRENCY", 1),
+            worker_concurrency=_int(env, "ESM_WORKER_CONCURRENCY", os.cpu_count() or 1),
             worker_queue=env.get("ESM_QUEUE") or "esm",
             batch_size=_int(env, "ESM_BATCH_SIZE", 32),
             image_roots=roots,
