@@ -110,11 +110,13 @@ def _follow(s, job, timeout, quiet: bool) -> dict:
 @click.option("--json", "as_json", is_flag=True)
 def reindex(index, model_path, force, delete_old, abandon, timeout, as_json) -> None:
     """Blue/green: re-embed INDEX with a new model, verify, swap the alias atomically."""
+    from ..config import Settings
     from ..ingest.reindex import abandon as abandon_target, in_place, reindex as run_reindex
+    from ..model.runtime import card_for_runtime
 
     if not model_path:
         raise click.UsageError("--model is required")
-    card = read_card(model_path)
+    card = card_for_runtime(read_card(model_path), Settings.from_env().runtime)  # as mapping create
     with Cluster() as (s, es):
         if abandon and in_place(es, index):
             from ..ingest.migrate import abandon as abandon_change

@@ -184,6 +184,19 @@ def test_an_index_made_under_the_int8_runtime_records_it(quantized, exported):
         card_for_runtime(read_card(exported), INT8)               # never quantised
 
 
+def test_reindex_under_the_int8_runtime_needs_a_passed_gate(exported, monkeypatch):
+    """`esm reindex` builds its target as `esm mapping create` does: under the int8 runtime the
+    model must have passed the gate (checked before the cluster is asked anything)."""
+    from click.testing import CliRunner
+
+    from es_metric.cli import main
+
+    monkeypatch.setenv("ESM_RUNTIME", INT8)
+    monkeypatch.setenv("ESM_ES_URL", "http://127.0.0.1:9")  # nothing listens: never reached
+    result = CliRunner().invoke(main, ["reindex", "shop", "--model", str(exported)])
+    assert result.exit_code != 0 and "no passed int8 gate" in result.output
+
+
 @pytest.mark.parametrize("args,expected", [
     (("auto", None, True, True, True, True), "onnxruntime"),      # int8 never chosen by auto
     ((INT8, None, True, True, True, True), INT8),
