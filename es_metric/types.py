@@ -6,7 +6,7 @@ May import: the standard library only.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = ["ImageItem", "JobSpec", "ModelCard", "NO_RERANK", "ReRank", "SearchHit", "SearchResult"]
 
@@ -42,6 +42,7 @@ class JobSpec(_JobOptions):
     roots: list[str]
     runtime: str | None          # the runtime the index's vectors were made with (None: torch)
     runtime_parity: float | None  # that export's measured minimum cosine to torch
+    runtime_variant: NotRequired[str | None]  # int8: the quantisation that made the vectors
 
 
 class SecondModelSpec(JobSpec, total=False):

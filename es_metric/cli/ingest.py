@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..config import Settings
 from ..ingest.sources import local_source
 from ..progressbar import enabled
 from ..model.card import read_card
@@ -110,7 +111,6 @@ def _follow(s, job, timeout, quiet: bool) -> dict:
 @click.option("--json", "as_json", is_flag=True)
 def reindex(index, model_path, force, delete_old, abandon, timeout, as_json) -> None:
     """Blue/green: re-embed INDEX with a new model, verify, swap the alias atomically."""
-    from ..config import Settings
     from ..ingest.reindex import abandon as abandon_target, in_place, reindex as run_reindex
     from ..model.runtime import card_for_runtime
 

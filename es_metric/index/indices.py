@@ -48,6 +48,7 @@ class IndexInfo:
             moving.get("state") == "switched" and model_id == moving.get("from_model_id"))
     photos_field: str | None = None     # a multi-photo index: the nested field of the photos
     candidates_factor: float = 1.0      # quantised + rescored field: its oversample (kNN candidates x it)
+    runtime_variant: str | None = None  # int8: the quantisation that made the vectors
 
 
 def resolve_concrete(client: Elasticsearch, name: str) -> list[str]:
@@ -88,7 +89,8 @@ def index_info(client: Elasticsearch, name: str) -> IndexInfo:
                      tuple(meta.get("image_roots") or ()), meta.get("rerank"),
                      meta.get("near_duplicate_threshold"), meta.get("runtime"),
                      meta.get("runtime_parity"), meta.get("migration"), meta.get("photos_field"),
-                     rescore_factor(find_vector(mapping.get("properties") or {}, meta["vector_field"])))
+                     rescore_factor(find_vector(mapping.get("properties") or {}, meta["vector_field"])),
+                     meta.get("runtime_variant"))
 
 
 def rescore_factor(field_mapping: dict) -> float:

@@ -92,6 +92,8 @@ def index_meta(card: dict, model_path: str, vector_field: str) -> dict:
     meta["runtime"] = runtime.get("chosen") or "torch"
     if runtime.get("parity_min_cosine") is not None:
         meta["runtime_parity"] = float(runtime["parity_min_cosine"])
+    if runtime.get("variant"):  # int8: which quantisation
+        meta["runtime_variant"] = runtime["variant"]
     threshold = (card.get("metrics") or {}).get("near_duplicate_threshold")
     if threshold is not None:
         meta["near_duplicate_threshold"] = float(threshold)

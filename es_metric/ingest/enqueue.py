@@ -44,6 +44,7 @@ def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | 
             "model_id": info.model_id, "model_path": info.model_path,
             "vector_field": info.vector_field, "mode": mode, "roots": list(roots),
             "runtime": info.runtime, "runtime_parity": info.runtime_parity,
+            "runtime_variant": info.runtime_variant,
             **({"photos_field": info.photos_field} if info.photos_field else {})}
 
 

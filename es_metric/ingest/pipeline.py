@@ -214,7 +214,7 @@ def process_batch(settings: Settings, client: Elasticsearch, job: dict, items: l
     if model.card["model_id"] != job["model_id"]:
         raise MappingMismatch(f"model file {job['model_path']} is now {model.card['model_id']}, but "
                               f"the index serves {job['model_id']}", hint="restore the model file")
-    check_runtime(model, job.get("runtime"), job.get("runtime_parity"))
+    check_runtime(model, job.get("runtime"), job.get("runtime_parity"), job.get("runtime_variant"))
     limits = DecodeLimits(settings.max_image_pixels, settings.max_image_bytes)
     usable, refused = check_items(items, job["vector_field"])
     kept, photos, refused_more = expand(usable, bool(job.get("photos_field")))

@@ -108,6 +108,7 @@ class OnnxEmbedder:
     card: dict
     parity: float | None = None
     runtime: str = "onnxruntime"
+    variant: str | None = None  # int8: the id of this quantisation (each `esm model quantize` run)
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         if len(pixels) == 0:
@@ -149,7 +150,8 @@ def onnx_embedder(path: str | Path, device: str = "cpu", runtime: str = "onnxrun
         raise ModelError(f"{path} is not an es-metric export (no model card inside)",
                          hint="export it with `esm model export MODEL`")
     parity = float(meta[PARITY_KEY]) if meta.get(PARITY_KEY) else None
-    return OnnxEmbedder(session, json.loads(meta[CARD_KEY]), parity, runtime)
+    variant = json.loads(meta[GATE_KEY]).get("id") if meta.get(GATE_KEY) else None
+    return OnnxEmbedder(session, json.loads(meta[CARD_KEY]), parity, runtime, variant)
 
 
 def open_session(path: Path, device: str):
@@ -276,14 +278,22 @@ def card_for_runtime(card: dict, requested: str) -> dict:
     if not gate:
         raise ConfigError(f"ESM_RUNTIME={INT8} but the model card records no passed int8 gate",
                           hint="`esm model quantize MODEL --calib DIR --val DIR` first")
-    return {**card, "runtime": {"chosen": INT8, "parity_min_cosine": gate.get("min_cosine_to_float")}}
+    return {**card, "runtime": {"chosen": INT8, "parity_min_cosine": gate.get("min_cosine_to_float"),
+                                "variant": gate.get("id")}}
 
 
-def check_runtime(embedder: Embedder, index_runtime: str | None, parity: float | None) -> None:
+def check_runtime(embedder: Embedder, index_runtime: str | None, parity: float | None,
+                  variant: str | None = None) -> None:
     """An index never mixes runtimes whose vectors differ beyond the parity tolerance: a
     different runtime is accepted (with a warning) only when the export's measured parity with
     torch meets PARITY_COSINE. int8 vectors never share an index with float ones (an index made
-    before runtimes were recorded holds torch vectors)."""
+    before runtimes were recorded holds torch vectors), nor int8 vectors of two quantisations
+    (``variant``: the one the index was made with; the model quantised again since differs)."""
+    mine = getattr(embedder, "variant", None)
+    if index_runtime == embedder.runtime == INT8 and variant and mine != variant:
+        raise MappingMismatch(f"the index holds int8 vectors of quantisation {variant}; this node's "
+                              f"int8 model is quantisation {mine} (quantised again since)",
+                              hint="reindex with the new int8 model, or restore the one the index was made with")
     if index_runtime == embedder.runtime:
         return
     if INT8 in (index_runtime, embedder.runtime):

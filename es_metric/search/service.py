@@ -138,7 +138,7 @@ def image_vector(info: IndexInfo, data: bytes, limits: DecodeLimits = DecodeLimi
     if model.card["model_id"] != info.model_id:
         raise SearchError(f"model file {info.model_path} is {model.card['model_id']}, but the index "
                           f"serves {info.model_id}; es-metric never mixes models", hint="restore the file")
-    check_runtime(model, info.runtime, info.runtime_parity)
+    check_runtime(model, info.runtime, info.runtime_parity, info.runtime_variant)
     size = int(model.card["preprocess"]["size"])
     return model.embed(square_pixels(decode(data, limits, draft=size), size)[None])[0].tolist()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -252,6 +253,7 @@ def _publish(model_path: Path, tmp: Path, card: dict, record: dict) -> None:
 
     out = int8_path(model_path)
     record["written"] = out.name
+    record["id"] = uuid.uuid4().hex[:12]  # an index records which quantisation made its vectors
     set_props(tmp, {CARD_KEY: json.dumps(card), GATE_KEY: json.dumps(record),
                     PARITY_KEY: f"{record['min_cosine_to_float']:.7f}"})
     tmp.replace(out)

@@ -175,9 +175,24 @@ def test_an_index_never_mixes_int8_and_float_vectors(quantized):
             check_runtime(embedder, index_runtime, 1.0)           # whatever parity is claimed
 
 
+def test_an_index_never_mixes_int8_vectors_of_two_quantisations(quantized):
+    """Quantising again (other calibration images) gives other int8 vectors of the same weights:
+    an index made with one quantisation refuses a node running another."""
+    path, _ = quantized
+    int8 = load_embedder(path, runtime=INT8)
+    made_with = read_card(path)["runtime"]["int8"]["id"]
+    assert int8.variant == made_with and len(made_with) == 12
+    check_runtime(int8, INT8, None, made_with)
+    check_runtime(int8, INT8, None, None)  # an int8 index made before quantisations had ids
+    with pytest.raises(MappingMismatch, match="quantised again since"):
+        check_runtime(int8, INT8, None, "0123456789ab")
+
+
 def test_an_index_made_under_the_int8_runtime_records_it(quantized, exported):
     path, _ = quantized
     card = read_card(path)
+    meta = index_meta(card_for_runtime(card, INT8), str(path), "v")["es_metric"]
+    assert meta["runtime_variant"] == card["runtime"]["int8"]["id"]
     assert index_meta(card_for_runtime(card, INT8), str(path), "v")["es_metric"]["runtime"] == INT8
     assert card_for_runtime(card, "auto") is card
     with pytest.raises(ConfigError, match="no passed int8 gate"):
