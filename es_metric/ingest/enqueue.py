@@ -23,9 +23,12 @@ from ..urlguard import is_url
 from .celery_app import TASK_NAME, make_app
 from .jobs import JobProgress
 from .sources import Source, image_refs, source_item
-from .stall import activity, stall_error, task_id
+from .stall import activity, requeue_orphans, stall_error, task_id
 
 log = logging.getLogger(__name__)
+# Times one wait gives a job's orphaned tasks (delivered, held by no live worker) back to the
+# queue before calling the job stalled.
+REQUEUES = 3
 
 @dataclass(frozen=True)
 class Job:
@@ -145,7 +148,7 @@ def wait(settings: Settings, job: Job, on_progress: Callable[[int, int, int], No
     (or only queued, with no worker to run it)."""
     progress = JobProgress(settings, job.job_id)
     started = last_change = time.monotonic()
-    last = (-1, -1)
+    last, requeues = (-1, -1), REQUEUES
     while True:
         counts = progress.counts()
         _total, done, failed = counts
@@ -157,7 +160,7 @@ def wait(settings: Settings, job: Job, on_progress: Callable[[int, int, int], No
         if (done, failed) != last:
             last, last_change = (done, failed), now
         elif settings.stall_seconds and now - last_change > settings.stall_seconds:
-            _raise_if_stalled(settings, progress, counts, now - last_change)
+            requeues -= _raise_if_stalled(settings, progress, counts, now - last_change, requeues > 0)
             last_change = now
         if timeout is not None and now - started > timeout:
             raise ClusterUnavailable(f"job {job.job_id} not finished after {timeout:.0f} s "
@@ -167,16 +170,21 @@ def wait(settings: Settings, job: Job, on_progress: Callable[[int, int, int], No
 
 
 def _raise_if_stalled(settings: Settings, progress: JobProgress, counts: tuple[int, int, int],
-                      quiet_s: float, recheck_s: float = 2.0) -> None:
+                      quiet_s: float, requeue: bool = True, recheck_s: float = 2.0) -> int:
     """JobStalled when two looks, ``recheck_s`` apart, find no progress and no live task
-    (a task moving from the queue to a worker could be missed by one look)."""
+    (a task moving from the queue to a worker could be missed by one look). Tasks delivered to
+    a worker that no longer holds them go back to the queue first, when a worker is there to
+    take them (``requeue``); returns 1 then (the wait goes on), else 0."""
     for look in range(2):
-        problem = stall_error(settings, progress.job_id, counts,
-                              quiet_s, activity(settings, progress.redis))
+        act = activity(settings, progress.redis)
+        problem = stall_error(settings, progress.job_id, counts, quiet_s, act)
         if problem is None or progress.counts() != counts:
-            return
+            return 0
         if look == 0:
             time.sleep(recheck_s)
+    if requeue and act.workers and progress.job_id in act.unacked and \
+            requeue_orphans(settings, progress.job_id, progress.redis):
+        return 1
     raise problem
 
 

@@ -100,6 +100,28 @@ def activity(settings: Settings, client: redis.Redis) -> Activity:
                     frozenset(unacked))
 
 
+def requeue_orphans(settings: Settings, job_id: str, client: redis.Redis) -> int:
+    """Give a job's tasks that were delivered but never acknowledged, and that no live worker
+    holds, back to the queue now (kombu's own ``restore_by_tag``) instead of after the broker's
+    30-min visibility timeout: e.g. a task a worker had taken when Redis restarted and dropped
+    on reconnecting, or one a killed worker held. Safe even if a worker did hold it unseen:
+    tasks are idempotent (same ids, same documents). Returns how many went back."""
+    tags = [tag for tag, raw in client.hscan_iter(UNACKED_KEY, count=500) if _message_job(raw) == job_id]
+    if not tags:
+        return 0
+    app = make_app(settings)
+    try:
+        with app.connection_for_write() as conn:
+            qos = conn.default_channel.qos
+            for tag in tags:
+                qos.restore_by_tag(tag, leftmost=True)
+    finally:
+        app.close()
+    log.warning("job %s: %d task(s) delivered to a worker that no longer holds them went back "
+                "to the queue", job_id, len(tags))
+    return len(tags)
+
+
 def stall_error(settings: Settings, job_id: str, counts: tuple[int, int, int], quiet_s: float,
                 act: Activity) -> JobStalled | None:
     """Why waiting for a job without progress cannot end, or None when it still can."""

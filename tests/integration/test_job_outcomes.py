@@ -138,3 +138,42 @@ def test_a_batch_whose_worker_keeps_dying_fails_instead_of_looping(stack, es, in
     app.close()
     assert wait(stack, Job(spec["job_id"], 4, spec["index"], 1), timeout=120) == (0, 4)
     assert _reasons(index_name) == {"worker_lost"} and count(es, index_name) == 0
+
+
+TAKE_AND_VANISH = """
+import os, sys
+from es_metric.config import Settings
+from es_metric.ingest.celery_app import make_app
+app = make_app(Settings.from_env())
+conn = app.connection_for_read()
+message = conn.default_channel.basic_get(sys.argv[1], no_ack=False)  # delivered, never acknowledged
+print("took" if message is not None else "nothing", flush=True)
+os._exit(0)  # gone without closing: kombu cannot give it back
+"""
+
+
+def test_a_task_taken_by_a_worker_that_vanished_goes_back_to_the_queue(orphan_queue, es, index_name,
+                                                                       tiny_model, tiny_data, monkeypatch):
+    """A task delivered to a consumer that vanished without acknowledging it (a worker killed,
+    or one that dropped its prefetched task when Redis restarted) would come back only after the
+    30-min visibility timeout; the wait gives it back to the queue and the job finishes."""
+    import subprocess
+    import sys
+
+    from es_metric.ingest.sources import Source
+    from es_metric.stack.worker import start_worker, stop_worker
+
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    s = orphan_queue.with_(batch_size=4)
+    job = enqueue(s, es, index_name, Source(list(folder_items(tiny_data / "class_5")), [], (tiny_data,)))
+    monkeypatch.setenv("ESM_QUEUE", s.worker_queue)
+    took = subprocess.run([sys.executable, "-c", TAKE_AND_VANISH, s.worker_queue], capture_output=True,
+                          text=True, timeout=60)
+    assert took.stdout.strip() == "took", took.stderr
+    assert redis.Redis.from_url(s.redis_url).hlen("unacked") >= 1
+    try:
+        start_worker(s.with_(worker_concurrency=1))
+        done, failed = wait(s, job, timeout=120)
+    finally:
+        stop_worker(s)
+    assert (done, failed) == (job.total, 0) and count(es, index_name) == job.total
