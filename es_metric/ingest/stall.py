@@ -43,8 +43,8 @@ class Activity:
 
     def alive(self, job_id: str) -> bool:
         """A task waiting or held by a live worker. A task delivered to a worker that died
-        (unacked, held by no one answering) comes back only after the broker's visibility
-        timeout (30 min): the job is called stalled, and the user queues it again."""
+        (unacked, held by no one answering) is not alive: it comes back after the broker's
+        visibility timeout (30 min), or sooner when a wait gives it back (requeue_orphans)."""
         return job_id in self.queued or job_id in self.held
 
 
@@ -58,6 +58,12 @@ def _message_job(raw: bytes | str) -> str | None:
         return None
 
 
+def unacked_tasks(client: redis.Redis):
+    """(delivery tag, job id) of every task delivered but not acknowledged (kombu's hash)."""
+    for tag, raw in client.hscan_iter(UNACKED_KEY, count=500):
+        yield tag, _message_job(raw)
+
+
 def broker_jobs(settings: Settings, client: redis.Redis) -> tuple[set[str], set[str]]:
     """Jobs with a task waiting in the queue, and jobs with one delivered but not acknowledged."""
     found: set[str] = set()
@@ -65,7 +71,7 @@ def broker_jobs(settings: Settings, client: redis.Redis) -> tuple[set[str], set[
     for key in (queue, *(f"{queue}{PRIORITY_SEP}{p}" for p in PRIORITY_STEPS)):
         for start in range(0, client.llen(key), 500):
             found.update(_message_job(m) for m in client.lrange(key, start, start + 499))
-    unacked = {_message_job(raw) for _tag, raw in client.hscan_iter(UNACKED_KEY, count=500)}
+    unacked = {job for _tag, job in unacked_tasks(client)}
     found.discard(None)
     unacked.discard(None)
     return found, unacked
@@ -106,7 +112,7 @@ def requeue_orphans(settings: Settings, job_id: str, client: redis.Redis) -> int
     30-min visibility timeout: e.g. a task a worker had taken when Redis restarted and dropped
     on reconnecting, or one a killed worker held. Safe even if a worker did hold it unseen:
     tasks are idempotent (same ids, same documents). Returns how many went back."""
-    tags = [tag for tag, raw in client.hscan_iter(UNACKED_KEY, count=500) if _message_job(raw) == job_id]
+    tags = [tag for tag, job in unacked_tasks(client) if job == job_id]
     if not tags:
         return 0
     app = make_app(settings)

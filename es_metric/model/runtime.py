@@ -95,6 +95,7 @@ class Embedder(Protocol):
     runtime: str
     card: dict
     parity: float | None  # min cosine to torch (1.0 for torch itself; None: not measured)
+    variant: str | None   # int8: the id of the quantisation (None for float runtimes)
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 N x S x S x 3 -> float32 N x dims."""
@@ -126,6 +127,7 @@ class TorchEmbedder:
     batch_size: int = 64
     runtime: str = "torch"
     parity: float | None = 1.0
+    variant: str | None = None
 
     @property
     def card(self) -> dict:
@@ -289,7 +291,7 @@ def check_runtime(embedder: Embedder, index_runtime: str | None, parity: float |
     torch meets PARITY_COSINE. int8 vectors never share an index with float ones (an index made
     before runtimes were recorded holds torch vectors), nor int8 vectors of two quantisations
     (``variant``: the one the index was made with; the model quantised again since differs)."""
-    mine = getattr(embedder, "variant", None)
+    mine = embedder.variant
     if index_runtime == embedder.runtime == INT8 and variant and mine != variant:
         raise MappingMismatch(f"the index holds int8 vectors of quantisation {variant}; this node's "
                               f"int8 model is quantisation {mine} (quantised again since)",

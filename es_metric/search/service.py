@@ -5,8 +5,10 @@ and every hit's ``model_id`` must be that model.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import os
 import time
 import weakref
 from dataclasses import dataclass, field, replace
@@ -163,7 +165,14 @@ def recorded_card(info: IndexInfo) -> dict:
     if info.rerank is not None or info.near_duplicate_threshold is not None:
         return {"rerank": info.rerank,
                 "metrics": {"near_duplicate_threshold": info.near_duplicate_threshold}}
-    return read_card(info.model_path)
+    path = info.model_path
+    return _file_card(path, os.stat(path).st_mtime_ns if os.path.isfile(path) else 0)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_card(path: str, _stamp: int) -> dict:
+    """A model file's card, read once per file version (``_stamp``: its mtime), not per search."""
+    return read_card(path)
 
 
 def near_duplicate_threshold(info: IndexInfo) -> float:

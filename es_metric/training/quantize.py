@@ -191,7 +191,7 @@ def quantize_model(model_path: str | Path, calib_dir: str | Path, val_dir: str |
     calib, calib_skipped = calibration_pixels(calib_dir, size, cfg.calib_images)
     tmp = int8_path(model_path).with_suffix(".tmp.onnx")
     try:
-        record, int8 = _gated(export_path(model_path), tmp, calib, val, cfg, card)
+        record, int8 = _gated(export_path(model_path), floaty, tmp, calib, val, cfg)
         record.update(_settings(cfg, len(calib), len(val.samples)), calib_skipped=calib_skipped,
                       val_skipped=val.skipped, written=None,
                       images_per_s=_speeds(floaty, int8, size, cfg.bench_seconds))
@@ -202,14 +202,15 @@ def quantize_model(model_path: str | Path, calib_dir: str | Path, val_dir: str |
     return record
 
 
-def _gated(float_file: Path, tmp: Path, calib: np.ndarray, val: Validation, cfg: QuantConfig,
-           card: dict) -> tuple[dict, object]:
+def _gated(float_file: Path, floaty, tmp: Path, calib: np.ndarray, val: Validation,
+           cfg: QuantConfig) -> tuple[dict, object]:
     """Quantise the whole graph into ``tmp`` and gate it; when refused, again with the first
-    convolution and the head in float. (The passing record, or the least bad refused one;
-    the last int8 embedder tried.)"""
+    convolution and the head in float. ``floaty``: the float export's embedder (its card is
+    the model's). (The passing record, or the least bad refused one; the last int8 embedder
+    tried.)"""
     from ..model.export import cosines
 
-    floaty = onnx_embedder(float_file)
+    card = floaty.card
     float_map, float_vecs = val.map_at_r(floaty, card)
     attempts: list[dict] = []
     for keep in ([], edge_nodes(float_file)):
