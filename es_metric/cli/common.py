@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from functools import cached_property
 from typing import Callable, Iterable
 
@@ -44,3 +45,14 @@ class RegistryChoice(click.Choice):
     @cached_property
     def choices(self) -> tuple[str, ...]:  # type: ignore[override]
         return tuple(sorted(self._load()))
+
+
+class FiniteRange(click.FloatRange):
+    """A FloatRange that also refuses nan and inf (FloatRange lets nan through: every
+    comparison with it is false), e.g. ``--bench-seconds inf`` would never end."""
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv

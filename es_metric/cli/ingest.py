@@ -11,7 +11,7 @@ from ..config import Settings
 from ..ingest.sources import local_source
 from ..progressbar import enabled
 from ..model.card import read_card
-from .common import Cluster, echo_json
+from .common import Cluster, FiniteRange, echo_json
 from .follow import follow
 from .root import main
 
@@ -32,7 +32,7 @@ from .root import main
                    "[default: ESM_STALL_SECONDS or 120].")
 @click.option("--follow", "follow_mode", is_flag=True,
               help="With --from-index: keep embedding new and changed documents until stopped.")
-@click.option("--poll", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+@click.option("--poll", type=FiniteRange(min=0.1), default=5.0, show_default=True,
               help="With --follow: seconds between passes.")
 @click.option("--json", "as_json", is_flag=True)
 def ingest(index, source, wait, from_index, image_field, image_key, base_dir, timeout, stall_timeout,

@@ -8,7 +8,7 @@ import click
 
 from ..training.config import DEFAULT_RERANK, PROTOCOLS
 from ..model.card import read_card
-from .common import RegistryChoice, echo_json
+from .common import FiniteRange, RegistryChoice, echo_json
 from ..config import Settings
 from ..device import resolve_device
 from ..errors import ModelError
@@ -215,10 +215,10 @@ def model_bench(model_path, seconds, as_json) -> None:
               help="Your own images (any depth) to calibrate the int8 ranges on.")
 @click.option("--val", "val_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Labelled validation folder (one sub-folder per class) for the gate.")
-@click.option("--max-loss", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+@click.option("--max-loss", type=FiniteRange(0, 1), default=0.01, show_default=True,
               help="Largest relative MAP@R loss of int8 vs the float export the gate accepts.")
 @click.option("--calib-images", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--bench-seconds", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
+@click.option("--bench-seconds", type=FiniteRange(min=0.1), default=3.0, show_default=True,
               help="Per model: images/s of float vs int8.")
 @click.option("--json", "as_json", is_flag=True)
 def model_quantize(model_path, calib_dir, val_dir, max_loss, calib_images, bench_seconds,

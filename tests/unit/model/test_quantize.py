@@ -199,6 +199,21 @@ def test_an_index_made_under_the_int8_runtime_records_it(quantized, exported):
         card_for_runtime(read_card(exported), INT8)               # never quantised
 
 
+@pytest.mark.parametrize("option,value", [
+    ("--bench-seconds", "inf"), ("--bench-seconds", "nan"), ("--max-loss", "nan"), ("--max-loss", "-0.1")])
+def test_quantize_refuses_numbers_that_would_hang_or_mean_nothing(exported, tiny_data, option, value):
+    """inf seconds of benchmark would never end; a nan threshold refuses every model with a
+    message of nan: both are usage errors before anything is read or written."""
+    from click.testing import CliRunner
+
+    from es_metric.cli import main
+
+    res = CliRunner().invoke(main, ["model", "quantize", str(exported), "--calib", str(tiny_data),
+                                    "--val", str(tiny_data), option, value])
+    assert res.exit_code == 2 and option in res.output and "Traceback" not in res.output
+    assert not int8_path(exported).exists()
+
+
 def test_reindex_under_the_int8_runtime_needs_a_passed_gate(exported, monkeypatch):
     """`esm reindex` builds its target as `esm mapping create` does: under the int8 runtime the
     model must have passed the gate (checked before the cluster is asked anything)."""
