@@ -34,8 +34,9 @@ from .root import main
                    "sum), rrf (weighted reciprocal rank fusion), weighted (raw scores summed).")
 @click.option("--image-weight", type=float, default=DEFAULT_IMAGE_WEIGHT, show_default=True)
 @click.option("--text-weight", type=float, default=DEFAULT_TEXT_WEIGHT, show_default=True)
-@click.option("--min-similarity", type=float, default=None,
-              help="Cosine similarity floor (or L2 distance ceiling for l2_norm models).")
+@click.option("--min-similarity", metavar="S|auto", default=None,
+              help="Cosine similarity floor (or L2 distance ceiling for l2_norm models); auto: "
+                   "the cut-off the model card calibrated for its precision target.")
 @click.option("--near-duplicates", is_flag=True, help="Only near-duplicates (calibrated threshold).")
 @click.option("--qe-k", type=click.IntRange(min=0), default=None,
               help="Query expansion: blend the first round's top N vectors into the query "

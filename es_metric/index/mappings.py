@@ -97,6 +97,8 @@ def index_meta(card: dict, model_path: str, vector_field: str) -> dict:
     threshold = (card.get("metrics") or {}).get("near_duplicate_threshold")
     if threshold is not None:
         meta["near_duplicate_threshold"] = float(threshold)
+    if isinstance((card.get("metrics") or {}).get("cutoff"), dict):  # --min-similarity auto
+        meta["cutoff"] = card["metrics"]["cutoff"]
     return {"es_metric": meta}
 
 

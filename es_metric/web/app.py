@@ -38,6 +38,7 @@ from .metrics import metrics_registry
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 FUSION_HELP = f"one of: {', '.join(FUSIONS)}"
+MIN_SIM_HELP = "similarity floor (cosine; L2 distance for l2_norm models), or auto: the model card's cut-off"
 
 
 async def read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -85,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             fusion: str = Form(DEFAULT_FUSION, description=FUSION_HELP),
                             image_weight: float = Form(DEFAULT_IMAGE_WEIGHT, ge=0),
                             text_weight: float = Form(DEFAULT_TEXT_WEIGHT, ge=0),
-                            min_similarity: float | None = Form(None),
+                            min_similarity: str | None = Form(None, description=MIN_SIM_HELP),
                             image_url: str | None = Form(None)) -> dict:
         """Search by uploaded images (multipart: ``image``, more ``like_image``/``unlike_image``)
         or an image URL (``image_url``), and/or indexed documents (``like``, ``unlike``,
@@ -100,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             like_images=likes, unlike_images=unlikes, examples=examples, text=text or None,
             filters=[f for f in filters if f], facets=[f for f in facets if f], k=k, page=page,
             fusion=fusion, image_weight=image_weight, text_weight=text_weight,
-            min_similarity=min_similarity))
+            min_similarity=min_similarity or None))
 
     @app.get("/api/indices/{index}/search", dependencies=[Depends(check_key)])
     async def search_get(index: str, like: list[str] = Query([]),
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          fusion: str = Query(DEFAULT_FUSION, description=FUSION_HELP),
                          image_weight: float = Query(DEFAULT_IMAGE_WEIGHT, ge=0),
                          text_weight: float = Query(DEFAULT_TEXT_WEIGHT, ge=0),
+                         min_similarity: str | None = Query(None, description=MIN_SIM_HELP),
                          image_url: str | None = None) -> dict:
         """Search by indexed documents (more / less like these), an image URL and/or text,
         with filters, facets."""
@@ -118,7 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await run(index, SearchRequest(
             image=data, like=[v for v in like if v], unlike=[v for v in unlike if v], examples=examples,
             text=text or None, filters=[f for f in filter if f], facets=[f for f in facet if f],
-            k=k, page=page, fusion=fusion, image_weight=image_weight, text_weight=text_weight))
+            k=k, page=page, fusion=fusion, image_weight=image_weight, text_weight=text_weight,
+            min_similarity=min_similarity or None))
 
     @app.get("/api/indices/{index}/image/{doc_id:path}", dependencies=[Depends(check_key)])
     def image(index: str, doc_id: str, photo: int | None = Query(None, ge=0, le=63)) -> Response:
