@@ -24,6 +24,7 @@ from ..index.indices import IndexInfo, index_info
 from ..index.scan import pit_hits
 from ..index.vectors import hit_vector, raw_vector_field
 from ..progressbar import progress_iter
+from ..types import DuplicateCluster
 from .cutoff import AUTO, below, parse_min_similarity, score_similarity
 from .queries import knn_clause
 
@@ -66,13 +67,13 @@ class Links:
             self.weakest.pop(rb, None)
         self.weakest[ra] = weakest
 
-    def clusters(self) -> list[dict]:
+    def clusters(self) -> list[DuplicateCluster]:
         """``[{"ids": [...], "similarity": weakest link}]``, largest first, then most similar."""
         groups: dict[str, list[str]] = {}
         for x in list(self.parent):
             groups.setdefault(self.find(x), []).append(x)
-        out = [{"ids": sorted(ids), "similarity": round(self.weakest[root], 6)}
-               for root, ids in groups.items()]
+        out: list[DuplicateCluster] = [{"ids": sorted(ids), "similarity": round(self.weakest[root], 6)}
+                                       for root, ids in groups.items()]
         sign = 1 if self.distance else -1
         return sorted(out, key=lambda c: (-len(c["ids"]), sign * c["similarity"], c["ids"][0]))
 

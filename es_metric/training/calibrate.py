@@ -14,6 +14,7 @@ import numpy as np
 
 from ..search.rerank import NO_RERANK, ReRank, augment_database, expand_queries, similarities
 from ..similarity import Metric
+from ..types import Cutoff
 from .config import DEFAULT_RERANK
 
 __all__ = ["DEFAULT_PRECISION", "calibrate_cutoff", "cutoff_for", "precision_threshold",
@@ -64,7 +65,7 @@ def searched_similarities(vectors: np.ndarray, metric: Metric, rerank: ReRank = 
 
 def calibrate_cutoff(vectors: np.ndarray, labels: np.ndarray, metric: Metric,
                      rerank: ReRank = NO_RERANK, precision: float = DEFAULT_PRECISION,
-                     origin: str = VALIDATION) -> dict | None:
+                     origin: str = VALIDATION) -> Cutoff | None:
     """The card's ``cutoff``: the similarity that keeps hits of the query's own class with
     ``precision`` on these vectors (None: too few images, or no threshold reaches it)."""
     labels = np.asarray(labels)
@@ -87,7 +88,7 @@ def calibrate_cutoff(vectors: np.ndarray, labels: np.ndarray, metric: Metric,
 
 
 def cutoff_for(vectors: np.ndarray, labels: np.ndarray, metric: Metric, cfg,
-               origin: str = VALIDATION) -> dict | None:
+               origin: str = VALIDATION) -> Cutoff | None:
     """``calibrate_cutoff`` with the re-ranking a training run records on its card (``cfg``:
     its TrainConfig)."""
     rerank = ReRank(cfg.qe_k, cfg.qe_alpha, cfg.dba_k, DEFAULT_RERANK.dba_alpha)
