@@ -50,6 +50,7 @@ class IndexInfo:
     candidates_factor: float = 1.0      # quantised + rescored field: its oversample (kNN candidates x it)
     runtime_variant: str | None = None  # int8: the quantisation that made the vectors
     cutoff: dict | None = None          # the card's calibrated search cut-off (--min-similarity auto)
+    duplicate_threshold: dict | None = None  # the card's copy-calibrated threshold (esm duplicates)
 
 
 def resolve_concrete(client: Elasticsearch, name: str) -> list[str]:
@@ -91,7 +92,8 @@ def index_info(client: Elasticsearch, name: str) -> IndexInfo:
                      meta.get("near_duplicate_threshold"), meta.get("runtime"),
                      meta.get("runtime_parity"), meta.get("migration"), meta.get("photos_field"),
                      rescore_factor(find_vector(mapping.get("properties") or {}, meta["vector_field"])),
-                     meta.get("runtime_variant"), meta.get("cutoff"))
+                     meta.get("runtime_variant"), meta.get("cutoff"),
+                     meta.get("duplicate_threshold"))
 
 
 def rescore_factor(field_mapping: dict) -> float:

@@ -97,8 +97,9 @@ def index_meta(card: dict, model_path: str, vector_field: str) -> dict:
     threshold = (card.get("metrics") or {}).get("near_duplicate_threshold")
     if threshold is not None:
         meta["near_duplicate_threshold"] = float(threshold)
-    if isinstance((card.get("metrics") or {}).get("cutoff"), dict):  # --min-similarity auto
-        meta["cutoff"] = card["metrics"]["cutoff"]
+    for name in ("cutoff", "duplicate_threshold"):  # --min-similarity auto, esm duplicates auto
+        if isinstance((card.get("metrics") or {}).get(name), dict):
+            meta[name] = card["metrics"][name]
     return {"es_metric": meta}
 
 

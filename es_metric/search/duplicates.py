@@ -89,14 +89,20 @@ class Scan:
 
 
 def resolve_threshold(info: IndexInfo, threshold: float | str) -> float:
-    """A number as given, or ``auto``: the card's calibrated near-duplicate threshold."""
+    """A number as given, or ``auto``: the card's copy-calibrated duplicate threshold (a card
+    from before it: its near-duplicate threshold, a same-product one that links more)."""
     value = parse_min_similarity(threshold, "threshold")
     if value is None:
         raise SearchError("no threshold", hint="give a number or auto")
     if value != AUTO:
         return float(value)
-    from .service import near_duplicate_threshold
+    from .service import near_duplicate_threshold, recorded_card
 
+    calibrated = (recorded_card(info).get("metrics") or {}).get("duplicate_threshold") or {}
+    if isinstance(calibrated.get("similarity"), (int, float)):
+        return float(calibrated["similarity"])
+    log.warning("model %s has no copy-calibrated duplicate threshold: using its near-duplicate "
+                "threshold (same-product pairs; retrain for the copy one)", info.model_id)
     return near_duplicate_threshold(info)
 
 

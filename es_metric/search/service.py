@@ -166,7 +166,8 @@ def recorded_card(info: IndexInfo) -> dict:
     the index recorded it fall back to the model file's card (read without torch)."""
     if info.rerank is not None or info.near_duplicate_threshold is not None:
         return {"rerank": info.rerank, "metrics": {
-            "near_duplicate_threshold": info.near_duplicate_threshold, "cutoff": info.cutoff}}
+            "near_duplicate_threshold": info.near_duplicate_threshold, "cutoff": info.cutoff,
+            "duplicate_threshold": info.duplicate_threshold}}
     path = info.model_path
     return _file_card(path, os.stat(path).st_mtime_ns if os.path.isfile(path) else 0)
 

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from ..model.encoder import Encoder, create_encoder
-from .calibrate import REFIT_ORIGIN, cutoff_for
 from .config import EpochCallback, TrainConfig
 from .data import Sample, labels_tensor, relabel
 from .evaluate import Embedded, retrieval_metrics
@@ -154,6 +153,5 @@ def train_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list
         near_duplicate_threshold=calibrate_near_duplicates(shipped, labels_tensor(val_s).numpy(),
                                                            encoder.metric),
         near_duplicate_threshold_from="the shipped (refit) head on validation images it was trained on: "
-                                      "optimistic",
-        cutoff=cutoff_for(shipped, labels_tensor(val_s).numpy(), encoder.metric, cfg, REFIT_ORIGIN))
+                                      "optimistic")
     return history, metrics, best_epoch

@@ -121,12 +121,15 @@ def test_auto_without_a_calibrated_cutoff_is_one_clear_line(stack, es, index_nam
     assert r.status_code == 400 and "retrain" in r.json()["error"] + r.json().get("hint", "")
 
 
-def test_the_trained_card_records_a_cutoff(tiny_model):
-    cutoff = read_card(tiny_model)["metrics"].get("cutoff")
-    if cutoff is not None:  # a tiny model may reach no threshold at 0.9 precision: then None
-        assert cutoff["precision"] == 0.9 and cutoff["keep"] == "at least" and 0 < cutoff["recall"] <= 1
+def test_the_trained_card_records_its_calibrations(tiny_model):
+    metrics = read_card(tiny_model)["metrics"]
+    cutoff = metrics["cutoff"]
+    if cutoff is not None:  # a tiny model may reach no threshold at the target: then None
+        assert cutoff["precision"] == 0.95 and cutoff["keep"] == "at least" and 0 < cutoff["recall"] <= 1
         assert -1 <= cutoff["similarity"] <= 1 and cutoff["rerank"] == {"qe_k": 0, "dba_k": 0}
-    assert "cutoff" in read_card(tiny_model)["metrics"]
+    dup = metrics["duplicate_threshold"]
+    assert min(dup["weakest_copy"].values()) <= dup["similarity"] <= 1 and dup["n_copied"] >= 10
+    assert set(dup["weakest_copy"]) == {"jpeg70", "resize90", "crop4", "all"}
 
 
 # ---- esm duplicates ----
@@ -184,9 +187,12 @@ def test_duplicates_finds_the_planted_copies(dup_shop, tmp_path):
     assert all(i in page for g in groups for i in g)
 
 
-def test_duplicates_auto_uses_the_cards_threshold(dup_shop, tiny_model):
+def test_duplicates_auto_uses_the_cards_copy_threshold(dup_shop, tiny_model, tmp_path, es):
+    """auto: the card's copy-calibrated threshold; a card from before it: its near-duplicate one."""
     index, groups, _, _ = dup_shop
-    threshold = read_card(tiny_model)["metrics"]["near_duplicate_threshold"]
+    card = read_card(tiny_model)["metrics"]
+    threshold = card["duplicate_threshold"]["similarity"]
+    assert card["duplicate_threshold"]["copies_kept"] == 0.99
     result = esm("duplicates", index, "--json")
     assert f"at threshold {threshold:.4f}" in result.stderr
     clusters = json.loads(result.stdout)["clusters"]
@@ -214,9 +220,14 @@ def test_duplicates_on_a_multi_photo_index(es, index_name, tiny_model, tiny_data
     assert clusters[0]["similarity"] >= float(v[0] @ v[1]) - 1e-3
 
 
-def test_duplicates_user_mistakes_are_one_line(stack, index_name, tiny_model, tmp_path):
+def test_duplicates_user_mistakes_are_one_line(stack, es, index_name, tiny_model, tmp_path):
     assert "no index or alias named" in esm_error("duplicates", "no-such-index")
-    esm("mapping", "create", index_name, "--model", with_card(tiny_model, tmp_path / "o.pt",
-                                                             near_duplicate_threshold=None))
+    older = with_card(tiny_model, tmp_path / "o.pt", duplicate_threshold=None)
+    esm("mapping", "create", index_name, "--model", older)
+    near = read_card(tiny_model)["metrics"]["near_duplicate_threshold"]
+    assert f"at threshold {near:.4f}" in esm("duplicates", index_name).stdout  # the older card's
+    es.options(ignore_status=404).indices.delete(index=f"{index_name}*")
+    esm("mapping", "create", index_name, "--model", with_card(
+        tiny_model, tmp_path / "n.pt", duplicate_threshold=None, near_duplicate_threshold=None))
     assert "no calibrated near-duplicate threshold" in esm_error("duplicates", index_name)
     assert "threshold must be a finite number" in esm_error("duplicates", index_name, "--threshold", "nan")
