@@ -1,0 +1,89 @@
+"""Follow mode, trusting nothing: the follower lock is never held twice (a follower that
+stalled past its TTL cannot take the lock back from its successor).
+
+Passes run explicitly (``follow_pass``) and waits poll with deadlines: nothing sleeps and then
+asserts that nothing happened."""
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+
+from es_metric.index.indices import index_info
+from es_metric.ingest.follow import FollowerState, follow_pass, open_jobs, run_follower, save_state
+from es_metric.ingest.jobs import redis_client
+from tests.integration.helpers import esm, esm_json
+from tests.integration.test_follow import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def drain(settings, state: FollowerState) -> None:
+    """Wait until every job the follower queued has each image indexed or failed."""
+    wait_until(lambda: not open_jobs(settings, state.jobs), "the follower's jobs")
+
+
+def with_vector(es, index: str) -> set[str]:
+    """Ids of the documents that have a vector in the index's vector field."""
+    info = index_info(es, index)
+    query = {"exists": {"field": info.vector_field}}
+    if info.photos_field:
+        query = {"nested": {"path": info.photos_field, "query": query}}
+    es.indices.refresh(index=index)
+    hits = es.search(index=index, query=query, size=100, source=False)["hits"]["hits"]
+    return {h["_id"] for h in hits}
+
+
+def seq_nos(es, index: str) -> dict[str, int]:
+    es.indices.refresh(index=index)
+    hits = es.search(index=index, size=100, seq_no_primary_term=True, source=False)["hits"]["hits"]
+    return {h["_id"]: h["_seq_no"] for h in hits}
+
+
+def test_a_follower_that_stalled_past_its_ttl_cannot_take_the_lock_back(es, index_name, tiny_model,
+                                                                         tiny_data, stack, redis_cleanup):
+    es.indices.create(index=index_name, mappings={"properties": {"photo": {"type": "keyword"}}})
+    es.index(index=index_name, id="p0", document={"photo": f"class_0/{sorted((tiny_data / 'class_0').iterdir())[0].name}"})
+    esm("mapping", "create", index_name, "--model", tiny_model, "--existing")
+    redis_cleanup(index_name)
+    r = redis_client(stack)
+    lock_key = f"esm:follow:{index_name}:lock"
+    stalled, resume, stop_a, stop_b = (threading.Event() for _ in range(4))
+    outcome: dict[str, object] = {}
+
+    def stall_after_first_pass(state, queued) -> None:
+        if state.passes == 1 and not stalled.is_set():
+            stalled.set()
+            resume.wait(120)   # a long GC pause, a frozen VM: the lock's TTL runs out meanwhile
+
+    def run(name: str, stop: threading.Event, on_pass=None) -> None:
+        try:
+            outcome[name] = run_follower(stack, es, index_name, "photo", base_dir=str(tiny_data),
+                                         poll_s=0.2, stop=stop, on_pass=on_pass, lock_ttl=2.0)
+        except Exception as exc:  # noqa: BLE001 - the test inspects what ended the follower
+            outcome[name] = exc
+
+    first = threading.Thread(target=run, args=("a", stop_a, stall_after_first_pass), daemon=True)
+    first.start()
+    wait_until(stalled.is_set, "the first follower's first pass")
+    holder_a = r.get(lock_key)
+    wait_until(lambda: not r.exists(lock_key), "the stalled follower's lock to expire", timeout=30)
+    b_passed = threading.Event()
+    second = threading.Thread(target=run, args=("b", stop_b, lambda st, q: b_passed.set()), daemon=True)
+    second.start()
+    wait_until(b_passed.is_set, "the successor's first pass")
+    holder_b = r.get(lock_key)
+    resume.set()               # the first follower wakes up: it must notice and stop
+    try:
+        first.join(30)
+        assert not first.is_alive(), "the stalled follower kept running beside its successor"
+        assert "lock" in str(outcome["a"]).lower()
+        assert holder_b != holder_a and r.get(lock_key) == holder_b   # the successor still holds it
+        assert second.is_alive()
+    finally:
+        stop_a.set()
+        stop_b.set()
+        first.join(30)
+        second.join(30)
+    assert isinstance(outcome["b"], FollowerState)
