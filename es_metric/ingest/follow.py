@@ -2,11 +2,13 @@
 
 Each pass takes the per-shard ``_seq_no`` checkpoints, then reads every document written since
 the stored checkpoints and queues those whose image field differs from ``image_ref``: the value
-the worker stored beside the vector when it embedded the document. New documents have no
-``image_ref``; a changed photo differs from it; a price change, or our own vector write, leaves
-it equal, so an unchanged document is never embedded again. Then the checkpoints are stored in
-Redis (``esm:follow:<index>``): a follower restarted after a crash resumes from there, and
-whatever it reads twice is compared again rather than re-embedded.
+the worker stored beside the vector when it embedded the document (index/imageref.py: a value
+over 8 KiB by its digest). New documents have no ``image_ref``; a changed photo differs from
+it; a price change, or our own vector write, leaves it equal, so an unchanged document is never
+embedded again. A document whose new image is refused loses the vector of its earlier one and
+records the refused value, so it is refused once, not on every pass. Then the checkpoints are
+stored in Redis (``esm:follow:<index>``): a follower restarted after a crash resumes from there,
+and whatever it reads twice is compared again rather than re-embedded.
 
 One follower per index: a redis-py ``Lock`` (a token of the holder's, checked and renewed by
 Lua), so a follower that stalled past the lock's TTL cannot renew a lock its successor took,
@@ -31,16 +33,17 @@ from redis.exceptions import LockError
 
 from ..config import Settings
 from ..errors import EsmError, IndexStateError, LockLost
+from ..index.fields import DocFields
+from ..index.imageref import is_stale as stale_in, retire
 from ..index.indices import IndexInfo, index_info
 from ..pids import pid_alive
-from .enqueue import enqueue, existing_roots, hit_item
+from .enqueue import check_image_field, enqueue, existing_roots, hit_item
 from .jobs import JobProgress, redis_client, redis_errors
 from .migrate import second_model
 from .reindex import changed_since, primary_checkpoints
 from .sources import Source
 
 log = logging.getLogger(__name__)
-REF_FIELD = "image_ref"
 STATE_TTL = 30 * 24 * 3600
 
 
@@ -82,10 +85,10 @@ def save_state(r: redis.Redis, state: FollowerState) -> None:
     r.set(state_key(state.index), json.dumps(asdict(state)), ex=STATE_TTL)
 
 
-def is_stale(source: dict, image_field: str) -> bool:
-    """Has the document an image reference its vector was not made from (new or changed)?"""
-    ref = source.get(image_field)
-    return ref not in (None, "") and source.get(REF_FIELD) != ref
+def is_stale(source: dict, image_field: str, fields: DocFields | None = None) -> bool:
+    """Has the document an image value its vector was not made from (new or changed)?
+    ``fields``: the index's layout (fields.py; default: top level)."""
+    return stale_in(source, image_field, fields or DocFields.top_level())
 
 
 def index_uuid(client: Elasticsearch, concrete: str) -> str:
@@ -115,11 +118,15 @@ def follow_pass(settings: Settings, client: Elasticsearch, state: FollowerState,
     taken_at, now = time.time(), primary_checkpoints(client, info.concrete)
     since = {shard: state.checkpoint.get(shard, -1) for shard in now}
     roots = existing_roots(settings, client, info.concrete, base_dir)
-    source = Source(roots=roots)
-    for hit in changed_since(client, info.concrete, since, [], includes=[state.image_field, REF_FIELD]):
-        if is_stale(hit["_source"], state.image_field):
-            item, refused = hit_item(hit, state.image_field, info.concrete, roots, base_dir)
-            (source.items if item else source.refused).append(item or refused)
+    source, fields, refused = Source(roots=roots), info.fields, {}
+    for hit in changed_since(client, info.concrete, since, [], includes=[state.image_field, fields.image_ref]):
+        if is_stale(hit["_source"], state.image_field, fields):
+            item, records = hit_item(hit, state.image_field, info.concrete, roots, base_dir,
+                                     bool(info.photos_field))
+            source.add(item, records)
+            if item is None:
+                refused[hit["_id"]] = fields.read(hit["_source"], state.image_field)
+    retire(client, info.concrete, fields, refused)
     if source.items or source.refused:
         written_after = state.last_pass_at or taken_at  # documents read now were written since
         for job_id in queue_documents(settings, client, info, source):
@@ -196,10 +203,11 @@ def run_follower(settings: Settings, client: Elasticsearch, index: str, image_fi
     stop = stop or threading.Event()
     r = redis_client(settings)
     with redis_errors(settings):
-        concrete = index_info(client, index).concrete
-        lock = FollowerLock(r, concrete, lock_ttl or 3 * poll_s + 30)
+        info = index_info(client, index)
+        check_image_field(info, image_field)
+        lock = FollowerLock(r, info.concrete, lock_ttl or 3 * poll_s + 30)
         lock.acquire()
-        state = load_state(r, concrete)
+        state = load_state(r, info.concrete)
     if state.image_field != image_field:  # another field: nothing read so far counts
         state.checkpoint = {}
     state.image_field, state.poll_s, state.state = image_field, poll_s, "running"

@@ -1,5 +1,7 @@
-"""Follow mode, trusting nothing: the follower lock is never held twice (a follower that
-stalled past its TTL cannot take the lock back from its successor).
+"""Follow mode, trusting nothing the shop writes: an image value too long to store is still
+embedded once (never again on every pass), a photo changed to a value that is refused loses
+its stale vector (and `esm status` counts the document), and the follower lock is never held
+twice (a follower that stalled past its TTL cannot take the lock back from its successor).
 
 Passes run explicitly (``follow_pass``) and waits poll with deadlines: nothing sleeps and then
 asserts that nothing happened."""
@@ -15,6 +17,7 @@ from es_metric.ingest.follow import FollowerState, follow_pass, open_jobs, run_f
 from es_metric.ingest.jobs import redis_client
 from tests.integration.helpers import esm, esm_json
 from tests.integration.test_follow import wait_until
+from tests.integration.test_url_ingest import url_stack  # noqa: F401 - a fixture: its own worker
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +42,71 @@ def seq_nos(es, index: str) -> dict[str, int]:
     es.indices.refresh(index=index)
     hits = es.search(index=index, size=100, seq_no_primary_term=True, source=False)["hits"]["hits"]
     return {h["_id"]: h["_seq_no"] for h in hits}
+
+
+def test_follower_embeds_an_image_value_over_8k_characters_once(es, index_name, tiny_model, url_stack):
+    s, hp = url_stack
+    long_url = f"http://{hp}/red.png?pad=" + "x" * 9000   # a real photo behind a 9 KB reference
+    es.indices.create(index=index_name, mappings={"properties": {"photo": {"type": "keyword"}}})
+    es.index(index=index_name, id="long", document={"photo": long_url})
+    es.index(index=index_name, id="short", document={"photo": f"http://{hp}/blue.png"})
+    esm("mapping", "create", index_name, "--model", tiny_model, "--existing")
+    state = FollowerState(index_name, image_field="photo")
+
+    assert follow_pass(s, es, state) == 2
+    drain(s, state)
+    assert with_vector(es, index_name) == {"long", "short"}
+    before = seq_nos(es, index_name)
+    for _ in range(3):  # each pass reads the vector writes back, and must find nothing stale
+        assert follow_pass(s, es, state) == 0
+        drain(s, state)
+    assert seq_nos(es, index_name) == before   # nothing was written again
+    assert state.queued == 2
+
+
+def test_a_photo_changed_to_a_refused_value_loses_its_stale_vector(es, index_name, tiny_model, tiny_data,
+                                                                  tmp_path, stack, redis_cleanup):
+    base = tmp_path / "photos"
+    base.mkdir()
+    names = []
+    for c in (0, 1, 2):
+        src = sorted((tiny_data / f"class_{c}").iterdir())[0]
+        shutil.copy(src, base / f"c{c}{src.suffix}")
+        names.append(f"c{c}{src.suffix}")
+    (base / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    es.indices.create(index=index_name, mappings={"properties": {"photo": {"type": "keyword"}}})
+    for i, name in enumerate(names):
+        es.index(index=index_name, id=f"p{i}", document={"photo": name})
+    esm("mapping", "create", index_name, "--model", tiny_model, "--existing")
+    redis_cleanup(index_name)
+    state = FollowerState(index_name, image_field="photo")
+    assert follow_pass(stack, es, state, str(base)) == 3
+    drain(stack, state)
+    assert with_vector(es, index_name) == {"p0", "p1", "p2"}
+
+    # the shop changes two photos: one to a path outside the roots (refused by the follower),
+    # one to a file that is no image (refused by the worker)
+    es.update(index=index_name, id="p0", doc={"photo": "../../../../etc/passwd"})
+    es.update(index=index_name, id="p1", doc={"photo": "broken.jpg"})
+    follow_pass(stack, es, state, str(base))
+    drain(stack, state)
+    assert with_vector(es, index_name) == {"p2"}   # the old photos' vectors are gone
+    save_state(redis_client(stack), state)
+    assert esm_json("status", index_name)["without_vector"] == 2
+    hits = esm_json("search", index_name, "--image", base / names[0], "-k", "3")["hits"]
+    assert [h["id"] for h in hits] == ["p2"]       # p0 is no longer found as its old photo
+    reasons = {r["doc_id"]: r["reason"] for r in esm_json("failures", index_name)["failures"]}
+    assert (reasons["p0"], reasons["p1"]) == ("path_refused", "corrupt_image")
+    before = seq_nos(es, index_name)
+    for _ in range(2):  # refused once: not queued, not rewritten, on every later pass
+        assert follow_pass(stack, es, state, str(base)) == 0
+        drain(stack, state)
+    assert seq_nos(es, index_name) == before
+
+    es.update(index=index_name, id="p1", doc={"photo": names[1]})   # fixed: embedded again
+    assert follow_pass(stack, es, state, str(base)) == 1
+    drain(stack, state)
+    assert with_vector(es, index_name) == {"p1", "p2"}
 
 
 def test_a_follower_that_stalled_past_its_ttl_cannot_take_the_lock_back(es, index_name, tiny_model,
