@@ -25,7 +25,7 @@ API::
     f.image_ref  f.dba                 # full dotted paths
     f.record()                         # what ``_meta.es_metric.fields`` stores
     f.reserved                         # top-level names a user field may not take
-    f.properties(vector_body)          # mapping properties of all of them
+    f.properties(vector_body)          # mapping properties of all of them (f.bodies: by path)
     DocFields.properties_at({path: mapping}) / DocFields.mapping_of(properties, path)
     f.read(source, path)               # a value at a dotted path of a ``_source`` (f.pop: removed)
     f.doc({path: value, ...})          # a document fragment: bulk bodies, partial updates
@@ -113,17 +113,20 @@ class DocFields:
         paths = (self.vector, self.raw_vector, self.dba, *(getattr(self, n) for n in BOOKKEEPING))
         return frozenset(p.partition(".")[0] for p in paths)
 
-    def properties(self, vector_body: dict) -> dict:
-        """Mapping properties of the bookkeeping fields and the vector (in its nested photos)."""
-        props: dict = {}
-        for name, body in BOOKKEEPING.items():
-            _put(props, getattr(self, name), dict(body))
+    def bodies(self, vector_body: dict) -> dict[str, dict]:
+        """``{dotted path: mapping}`` of the bookkeeping fields and the vector (for several
+        photos: the nested field holding it)."""
+        out = {getattr(self, name): dict(body) for name, body in BOOKKEEPING.items()}
         if self.photos:
             leaf = self.vector[len(self.photos) + 1:]
-            _put(props, self.photos, {"type": "nested", "properties": {**PHOTO_PROPERTIES, leaf: vector_body}})
+            out[self.photos] = {"type": "nested", "properties": {**PHOTO_PROPERTIES, leaf: vector_body}}
         else:
-            _put(props, self.vector, vector_body)
-        return props
+            out[self.vector] = vector_body
+        return out
+
+    def properties(self, vector_body: dict) -> dict:
+        """Mapping properties of the bookkeeping fields and the vector (in its nested photos)."""
+        return self.properties_at(self.bodies(vector_body))
 
     @staticmethod
     def properties_at(bodies: dict[str, dict]) -> dict:

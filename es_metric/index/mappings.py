@@ -145,7 +145,9 @@ def existing_index_update(card: dict, model_path: str, current: dict, *,
     existing = DocFields.mapping_of(props, fields.vector)
     if existing:
         check_compatible(card, existing, fields.vector)
-    body = fields.properties(existing or vector_field_body(card, options))  # re-run: as it is
+    body = DocFields.properties_at({path: mapping for path, mapping in  # a re-run: only what is missing
+                                    fields.bodies(vector_field_body(card, options)).items()
+                                    if not DocFields.mapping_of(props, path)})
     meta = dict(current.get("_meta") or {})
     meta.update(index_meta(card, model_path, fields))
     return {"properties": body, "_meta": meta}
