@@ -119,7 +119,8 @@ def follow_pass(settings: Settings, client: Elasticsearch, state: FollowerState,
     since = {shard: state.checkpoint.get(shard, -1) for shard in now}
     roots = existing_roots(settings, client, info.concrete, base_dir)
     source, fields, refused = Source(roots=roots), info.fields, {}
-    for hit in changed_since(client, info.concrete, since, [], includes=[state.image_field, fields.image_ref]):
+    reads = [state.image_field, fields.image_ref]
+    for hit in changed_since(client, info.concrete, since, [], includes=reads):
         if is_stale(hit["_source"], state.image_field, fields):
             item, records = hit_item(hit, state.image_field, info.concrete, roots, base_dir,
                                      bool(info.photos_field))

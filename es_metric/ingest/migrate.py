@@ -113,9 +113,10 @@ def fill(settings: Settings, client: Elasticsearch, info: IndexInfo, timeout: fl
         wait_for_writers(settings, info.concrete, timeout)
         client.indices.refresh(index=info.concrete)
         fields = info.fields
+        missing = missing_query(fields.with_vector(info.migration["vector_field"]))
         items = [{"ref": fields.read(h["_source"], fields.image_path), "id": h["_id"], "fields": {}}
                  for h in scan(client, index=info.concrete, _source=[fields.image_path],
-                               query={"query": missing_query(fields.with_vector(info.migration["vector_field"]))})]
+                               query={"query": missing})]
         if not items:
             break
         job = enqueue(settings, client, info.name, Source(items), mode="update",
@@ -151,7 +152,8 @@ def verify(client: Elasticsearch, info: IndexInfo) -> tuple[int, int]:
 def switch(client: Elasticsearch, info: IndexInfo, card: dict) -> None:
     """Search moves to the new field in one mapping update."""
     moving, meta = info.migration, _meta(client, info.concrete)
-    mine = index_meta(card, moving["model_path"], info.fields.with_vector(moving["vector_field"]))["es_metric"]
+    new_fields = info.fields.with_vector(moving["vector_field"])
+    mine = index_meta(card, moving["model_path"], new_fields)["es_metric"]
     mine["image_roots"] = meta["es_metric"].get("image_roots", [])
     mine["migration"] = {**moving, "state": "switched", "switched_at": time.time()}
     meta["es_metric"] = mine
@@ -164,7 +166,8 @@ def clear_old(settings: Settings, client: Elasticsearch, info: IndexInfo,
     time.sleep(INFO_TTL_S + 1)  # searches that read the index info before the switch are done
     wait_for_writers(settings, info.concrete, timeout)
     old, fields = info.migration["from_vector_field"], info.fields
-    cleared = fields.doc({old: None, fields.with_vector(old).raw_vector: None, fields.model_id: info.model_id})
+    cleared = fields.doc({old: None, fields.with_vector(old).raw_vector: None,
+                          fields.model_id: info.model_id})
     query = {"bool": {"filter": [{"exists": {"field": fields.image_path}}], "minimum_should_match": 1,
                       "should": [{"exists": {"field": old}},
                                  {"bool": {"must_not": {"term": {fields.model_id: info.model_id}}}}]}}
@@ -227,7 +230,8 @@ def change_model(settings: Settings, client: Elasticsearch, index: str, model_pa
     else:
         failed = 0
     cleared = clear_old(settings, client, info, timeout)
-    images = int(client.count(index=info.concrete, query={"exists": {"field": info.fields.image_path}})["count"])
+    images = int(client.count(index=info.concrete,
+                              query={"exists": {"field": info.fields.image_path}})["count"])
     vectors = int(client.count(index=info.concrete, query=info.fields.has_vector())["count"])
     return MigrationResult(index, old_model, card["model_id"], old_field, info.vector_field,
                            images, vectors, failed, True, cleared)

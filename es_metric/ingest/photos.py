@@ -83,7 +83,8 @@ def gallery_actions(job: dict, items: list[dict], good: list[tuple[dict, str]], 
             doc[fields.image_ref] = ref
         doc_id = item.get("id") or done[0][1]
         update = job.get("mode") == "update"
-        body = {"doc": fields.doc(doc)} if update else document_body(item.get("fields") or {}, fields.doc(doc))
+        body = {"doc": fields.doc(doc)} if update else \
+            document_body(item.get("fields") or {}, fields.doc(doc))
         actions[doc_id] = {"_op_type": "update" if update else "index", "_index": job["index"],
                            "_id": doc_id, "_source": body}
         owners.setdefault(doc_id, []).append(item)

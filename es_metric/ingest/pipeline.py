@@ -242,7 +242,8 @@ def process_batch(settings: Settings, client: Elasticsearch, job: dict, items: l
     indexed = set(result.indexed)
     cleared = indexed | {item_key(p) for p, _ in good if item_key(kept[p["doc"]]) in indexed}
     # a document indexed without its first photo: that photo's dead letter stays
-    clear_failures(client, settings, job, sorted(cleared - set(failed) - {record_key(f) for f in photo_failures}))
+    photo_keys = {record_key(f) for f in photo_failures}
+    clear_failures(client, settings, job, sorted(cleared - set(failed) - photo_keys))
     retire_refused(client, job, usable, set(failed))
     JobProgress(settings, job["job_id"]).record(result.indexed, failed)
     log.info("job %s: batch of %d -> %d indexed, %d failed", job["job_id"], len(items),

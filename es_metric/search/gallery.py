@@ -46,7 +46,8 @@ def product_vector(client: Elasticsearch, info: IndexInfo,
         return None
     src = doc["_source"]
     leaf = fields.vector[len(str(fields.photos)) + 1:]
-    vectors = [p[leaf] for p in fields.read(src, str(fields.photos)) or [] if isinstance(p, dict) and p.get(leaf)]
+    photos = fields.read(src, str(fields.photos)) or []
+    vectors = [p[leaf] for p in photos if isinstance(p, dict) and p.get(leaf)]
     return (combine(vectors, info.similarity) if vectors else None), fields.read(src, fields.model_id)
 
 

@@ -112,7 +112,8 @@ def test_a_photo_changed_to_a_refused_value_loses_its_stale_vector(es, index_nam
 def test_a_follower_that_stalled_past_its_ttl_cannot_take_the_lock_back(es, index_name, tiny_model,
                                                                          tiny_data, stack, redis_cleanup):
     es.indices.create(index=index_name, mappings={"properties": {"photo": {"type": "keyword"}}})
-    es.index(index=index_name, id="p0", document={"photo": f"class_0/{sorted((tiny_data / 'class_0').iterdir())[0].name}"})
+    first = sorted((tiny_data / "class_0").iterdir())[0]
+    es.index(index=index_name, id="p0", document={"photo": f"class_0/{first.name}"})
     esm("mapping", "create", index_name, "--model", tiny_model, "--existing")
     redis_cleanup(index_name)
     r = redis_client(stack)

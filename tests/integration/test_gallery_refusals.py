@@ -39,7 +39,7 @@ def dead_letters(index: str) -> dict[tuple[str, str], str]:
 def test_a_refused_photo_costs_its_product_only_that_photo(es, index_name, tiny_model, shop):
     manifest = shop / "m.jsonl"
     manifest.write_text("".join(json.dumps(line) + "\n" for line in [
-        {"id": "mixed", "image": ["g0.png", "../outside.png", "g1.png"], "title": "a"},   # refused by the reader
+        {"id": "mixed", "image": ["g0.png", "../outside.png", "g1.png"], "title": "a"},  # refused: reader
         {"id": "broken-first", "image": ["broken.jpg", "g2.png"], "title": "b"},       # refused by the worker
         {"id": "all-bad", "image": ["/etc/passwd", "broken.jpg"], "title": "c"},
         {"id": "good", "image": ["g3.png"], "title": "d"}]))
@@ -51,13 +51,14 @@ def test_a_refused_photo_costs_its_product_only_that_photo(es, index_name, tiny_
     assert photo_refs(es, index_name, "good") == [str(shop / "g3.png")]
     assert photo_refs(es, index_name, "all-bad") is None
     letters = dead_letters(index_name)
-    assert set(letters) == {("mixed", str(shop.parent / "outside.png")), ("broken-first", str(shop / "broken.jpg")),
-                            ("all-bad", "/etc/passwd"), ("all-bad", str(shop / "broken.jpg"))}, letters
-    assert letters[("mixed", str(shop.parent / "outside.png"))] == "path_refused"
+    outside, broken = str(shop.parent / "outside.png"), str(shop / "broken.jpg")
+    assert set(letters) == {("mixed", outside), ("broken-first", broken),
+                            ("all-bad", "/etc/passwd"), ("all-bad", broken)}, letters
+    assert letters[("mixed", outside)] == "path_refused"
     assert letters[("all-bad", "/etc/passwd")] == "path_refused"
-    assert letters[("broken-first", str(shop / "broken.jpg"))] == letters[("all-bad", str(shop / "broken.jpg"))] != "path_refused"
+    assert letters[("broken-first", broken)] == letters[("all-bad", broken)] == "corrupt_image"
     messages = {(r["doc_id"], r["ref"]): r["message"] for r in esm_json("failures", index_name)["failures"]}
-    assert "outside.png" in messages[("mixed", str(shop.parent / "outside.png"))]
+    assert "outside.png" in messages[("mixed", outside)]
     assert (summary["indexed"], summary["failed"]) == (3, 1)   # documents: only all-bad failed
 
 
