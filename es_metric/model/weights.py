@@ -127,11 +127,16 @@ class _Tensor(NamedTuple):
     extent: int  # elements of the storage the tensor reaches
 
 
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _rebuild(storage: object, offset: object, size: object, stride: object, *_rest: object) -> _Tensor:
-    ints = (isinstance(v, int) and not isinstance(v, bool) and v >= 0
-            for v in (offset, *size, *stride)) if isinstance(size, tuple) and isinstance(stride, tuple) else ()
-    if not isinstance(storage, _Storage) or not all(ints) or len(size) != len(stride):
+    """torch._utils._rebuild_tensor_v2, as far as a shape check needs it."""
+    if not (isinstance(storage, _Storage) and isinstance(size, tuple) and isinstance(stride, tuple)
+            and len(size) == len(stride) and all(_count(v) for v in (offset, *size, *stride))):
         raise pickle.UnpicklingError("a tensor with an unreadable size, stride or storage")
+    assert isinstance(offset, int)
     empty = any(n == 0 for n in size)
     extent = 0 if empty else offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1
     return _Tensor(tuple(size), storage, extent)
@@ -172,9 +177,11 @@ def state_shapes(weights: IO[bytes], where: str) -> dict[str, tuple[int, ...]]:
             with zf.open(pickles[0]) as fh:
                 state = _ShapeReader(fh).load()
             sizes = {info.filename: info.file_size for info in zf.infolist()}
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, TypeError,
-            AttributeError, IndexError, KeyError, RecursionError, OSError) as exc:
-        raise ModelError(f"{where} is not a readable state dict: {exc}") from None
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a hostile pickle or zip raises: not weights
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelError(f"{where} is not a readable state dict: {why}") from None
     return _checked_shapes(state, sizes, prefix, where)
 
 
