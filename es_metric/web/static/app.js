@@ -75,9 +75,10 @@ async function search() {
 }
 
 async function loadImage(img, url) {
-  // fetched with the key (an <img src> cannot send X-API-Key)
+  // fetched with the key (an <img src> cannot send X-API-Key); the API answers every photo
+  // from this origin, and a redirect is refused, so the key never follows one to another host
   try {
-    const resp = await fetch(url, { headers: headers() });
+    const resp = await fetch(url, { headers: headers(), redirect: "error" });
     if (resp.ok) img.src = URL.createObjectURL(await resp.blob());
   } catch (err) { /* the card keeps its grey box */ }
 }
