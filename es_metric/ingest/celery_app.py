@@ -64,6 +64,21 @@ def worker_ping(settings: Settings, timeout: float = 2.0) -> list[str]:
     return sorted(name for reply in replies for name in reply if mine.match(name))
 
 
+def active_queues(settings: Settings, timeout: float = 2.0) -> dict[str, tuple[str, ...]]:
+    """{worker hostname: the queues it consumes now} of every live worker on this broker, any
+    name (Celery's inspect ``active_queues``: a worker whose consumer stopped, or that was told
+    to cancel a queue, no longer lists it). Empty when the broker cannot be reached."""
+    app = make_app(settings)
+    try:
+        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    except Exception as exc:  # noqa: BLE001 - the broker may be down: that means "no worker answers"
+        log.debug("inspect active_queues failed: %s", exc)
+        return {}
+    finally:
+        app.close()
+    return {name: tuple(q.get("name", "") for q in queues or ()) for name, queues in replies.items()}
+
+
 @after_setup_logger.connect
 @after_setup_task_logger.connect
 def _redact_logs(logger, **_kw) -> None:
