@@ -97,13 +97,16 @@ def consumer_cancelled(stack):
         replies = app.control.inspect(destination=workers, timeout=5).active_queues() or {}
         return {w for w, queues in replies.items() if any(q["name"] == stack.worker_queue for q in queues)}
 
+    def resume() -> None:
+        app.control.add_consumer(stack.worker_queue, destination=workers, reply=True, timeout=10)
+
     try:
         app.control.cancel_consumer(stack.worker_queue, destination=workers, reply=True, timeout=10)
         assert not consuming()
-        yield workers
+        yield workers, resume
     finally:
         redis.Redis.from_url(stack.redis_url).delete(stack.worker_queue)  # this test's tasks only
-        app.control.add_consumer(stack.worker_queue, destination=workers, reply=True, timeout=10)
+        resume()
         assert consuming() == set(workers)
         app.close()
 
@@ -124,7 +127,7 @@ def test_ingest_wait_ends_when_no_live_worker_consumes_the_queue(case, request, 
         queue = request.getfixturevalue("orphan_queue").worker_queue
         monkeypatch.setenv("ESM_QUEUE", queue)
     else:
-        queue, workers = stack.worker_queue, request.getfixturevalue("consumer_cancelled")
+        queue, (workers, _resume) = stack.worker_queue, request.getfixturevalue("consumer_cancelled")
     result = esm("ingest", index_name, tiny_data / "class_5", "--stall-timeout", "3", "--timeout", "120",
                  ok=False)
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
@@ -143,6 +146,25 @@ def test_lost_tasks_end_the_wait_with_the_stall_error(orphan_queue, es, index_na
     with pytest.raises(EsmError, match="none of its tasks is queued or running") as info:
         wait(orphan_queue, job, timeout=60)
     assert "run the same ingest again" in str(info.value)
+
+
+def test_tasks_the_broker_lost_are_sent_again_by_the_wait(stack, es, index_name, tiny_model, tiny_data,
+                                                          consumer_cancelled):
+    """A task lost by the broker (kombu's Redis transport pops a task before it records it as
+    delivered: a Redis restart in between loses it; here the queue is deleted while no one
+    consumes it): the waiting client still has the batches and sends the unfinished ones again
+    under the same task ids, so the job finishes instead of ending with the stall error."""
+    _workers, resume = consumer_cancelled
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    s = stack.with_(batch_size=4, stall_seconds=2)
+    from es_metric.ingest.sources import Source
+
+    job = enqueue(s, es, index_name, Source(list(folder_items(tiny_data / "class_5")), [], (tiny_data,)))
+    redis.Redis.from_url(s.redis_url).delete(s.worker_queue)  # the broker lost all 4 tasks
+    resume()
+    assert wait(s, job, timeout=120) == (16, 0)
+    es.indices.refresh(index=index_name)
+    assert count(es, index_name) == 16
 
 
 def test_a_running_job_is_not_called_stalled(stack, es, index_name, tiny_model, tiny_data):
