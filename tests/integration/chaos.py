@@ -30,7 +30,7 @@ from es_metric.stack.procs import pid_alive, stop_pid
 from es_metric.stack.redis_server import start_redis
 from es_metric.stack.state import load_state
 from tests.imagegen import make_image
-from tests.integration.faults import start_es_again, worker_children
+from tests.integration.faults import start_es_again, worker_children, worker_main
 
 log = logging.getLogger("esm.chaos")
 
@@ -85,10 +85,14 @@ class Chaos:
         return pid
 
     def _kill_worker(self, rng: random.Random) -> None:
-        children = worker_children(self.settings)
-        if children and rng.random() < 0.6:  # a pool process dies mid-task: the task is redelivered
+        children, main, roll = worker_children(self.settings), worker_main(self.settings), rng.random()
+        if children and roll < 0.4:  # a pool process dies mid-task: the task is redelivered
             os.kill(rng.choice(children), signal.SIGKILL)
             self._record("worker pool process SIGKILLed")
+            return
+        if main and roll < 0.7:  # the main process dies (as on kombu's reconnect crash): its
+            os.kill(main, signal.SIGKILL)  # supervisor starts it again; its tasks are orphaned
+            self._record("worker main process SIGKILLed")
             return
         worker.stop_worker(self.settings)     # the whole worker stops (warm) and comes back
         worker.start_worker(self.settings)
@@ -144,7 +148,9 @@ def run_soak(settings: Settings, es, model: Path, root: Path, *, images: int, ch
     make_images(root, images, seed)
     es.options(ignore_status=404).indices.delete(index=f"{alias}*")
     create_versioned_index(es, alias, read_card(model), str(model))
-    s = settings.with_(batch_size=batch)
+    # A stall is looked into after 30 s without progress (not 120): the tasks a killed main
+    # process held go back to the queue, lost ones are sent again, sooner.
+    s = settings.with_(batch_size=batch, stall_seconds=30)
     items = list(folder_items(root))
     chaos = Chaos(settings, seed, gap)
     thread = threading.Thread(target=chaos.run, args=(chaos_seconds,), daemon=True)
