@@ -28,7 +28,7 @@ from es_metric.model.modelfile import read_card
 from es_metric.stack import lifecycle, worker
 from es_metric.stack.procs import pid_alive, stop_pid
 from es_metric.stack.redis_server import start_redis
-from es_metric.stack.state import load_state
+from es_metric.stack.state import load_state, record
 from tests.imagegen import make_image
 from tests.integration.faults import start_es_again, worker_children, worker_main
 
@@ -62,7 +62,8 @@ class Chaos:
         rng, deadline = random.Random(self.seed), time.monotonic() + seconds
         victims: list[str] = []
         try:
-            while not self._stop.wait(rng.uniform(*self.gap)) and time.monotonic() < deadline:
+            # after the deadline, only the round under way is finished (each of the three once)
+            while not self._stop.wait(rng.uniform(*self.gap)) and (time.monotonic() < deadline or victims):
                 if not victims:  # each of the three in every round, in a random order
                     victims = rng.sample(["worker", "redis", "es"], 3)
                 victim = victims.pop()
@@ -106,7 +107,9 @@ class Chaos:
 
     def _kill_es(self, rng: random.Random) -> None:
         sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
-        stop_pid(self._pid("es"), sig, timeout=60)
+        _, ident, pidfile = record(self.settings, "es")
+        if not stop_pid(self._pid("es"), sig, timeout=60, recorded=ident, pidfile=pidfile, name="es"):
+            raise RuntimeError("elasticsearch was not stopped (see the warning above)")
         start_es_again(self.settings)
         self._record(f"elasticsearch {signal.Signals(sig).name} and restarted")
 
