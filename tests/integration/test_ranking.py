@@ -218,3 +218,53 @@ def test_the_http_api_and_python_api_take_the_same_options(shop, stack):
                       params={"text_query": json.dumps({"match": {"title": {"query": "x", "nope": 1}}})})
     assert refused.status_code == 400 and "Elasticsearch refused the text query" in refused.json()["error"]
     assert api.get(f"/api/indices/{shop}/search", params={"like": "q", "diversify": "2"}).status_code == 422
+
+
+def _node_fuses(es, index: str, fusion: str) -> tuple[bool, str]:
+    """Whether this node accepts the retriever, and its own words when it does not."""
+    from elasticsearch import ApiError
+
+    from es_metric.search.retrievers import RETRIEVER, probe_body
+
+    try:
+        es.search(index=index, body=probe_body(RETRIEVER[fusion]))
+        return True, ""
+    except ApiError as exc:
+        return False, str(exc)
+
+
+@pytest.mark.parametrize("fusion", ["minmax", "rrf"])
+def test_the_cluster_fuses_where_it_can_and_the_client_where_it_cannot(shop, es, fusion):
+    from es_metric.search.retrievers import cluster_fuses
+
+    concrete = index_info(es, shop).concrete
+    accepted, said = _node_fuses(es, concrete, fusion)
+    assert cluster_fuses(es, concrete, fusion) is accepted
+    res = search(shop, "--text", "cotton shirt", "--fusion", fusion, "-k", "5")
+    assert res["fusion"]["where"] == ("cluster" if accepted else "client")
+    assert ids(res) and "q" not in ids(res)
+    if not accepted:   # the integ-test node: no rank-rrf module (or, on a basic licence, 403)
+        assert "unknown retriever" in said or "license" in said, said
+    for other in ("zscore", "weighted"):   # no retriever does these: always here
+        assert search(shop, "--text", "cotton", "--fusion", other)["fusion"]["where"] == "client"
+    explained = search(shop, "--text", "cotton", "--fusion", fusion, "--explain")
+    assert explained["fusion"]["where"] == "client"   # the legs are needed to explain them
+
+
+@pytest.mark.parametrize("fusion", ["minmax", "rrf"])
+def test_cluster_and_client_fusion_give_the_same_ranking(shop, es, fusion):
+    """Runs where the node has the linear / rrf retriever (rank-rrf module, enterprise or trial
+    licence); the local integ-test node has neither, and says so in the skip reason."""
+    from es_metric.search.hybrid import Window, ranked
+    from es_metric.search.service import doc_vector, resolve, text_fields_of
+
+    info, props = resolve(es, shop)
+    accepted, said = _node_fuses(es, info.concrete, fusion)
+    if not accepted:
+        pytest.skip(f"this node cannot fuse by {fusion} on the cluster: {said[:120]}")
+    w = Window(size=100, vector=doc_vector(es, info, "q"), exclude=["q"], text="cotton shirt trousers",
+               fields=text_fields_of(props), fusion=fusion, image_weight=0.8, text_weight=0.2)
+    on_cluster, here = ranked(es, info, w), ranked(es, info, Window(**{**w.__dict__, "cluster": False}))
+    assert (on_cluster.where, here.where) == ("cluster", "client")
+    assert [d for d, _ in on_cluster.fused] == [d for d, _ in here.fused]
+    assert [s for _, s in on_cluster.fused] == pytest.approx([s for _, s in here.fused], rel=1e-4)
