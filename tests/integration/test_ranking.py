@@ -268,3 +268,23 @@ def test_cluster_and_client_fusion_give_the_same_ranking(shop, es, fusion):
     assert (on_cluster.where, here.where) == ("cluster", "client")
     assert [d for d, _ in on_cluster.fused] == [d for d, _ in here.fused]
     assert [s for _, s in on_cluster.fused] == pytest.approx([s for _, s in here.fused], rel=1e-4)
+
+
+def test_a_cluster_that_refuses_the_fusion_request_is_fused_here_and_not_asked_again(shop, es, monkeypatch):
+    """As if the probe had passed: the local node answers the real linear/rrf request with
+    "unknown retriever"; the search fuses the same legs client-side and remembers it."""
+    from es_metric.search import hybrid, retrievers
+    from es_metric.search.hybrid import Window, ranked
+    from es_metric.search.service import doc_vector, resolve, text_fields_of
+
+    info, props = resolve(es, shop)
+    w = Window(size=100, vector=doc_vector(es, info, "q"), exclude=["q"], text="cotton shirt",
+               fields=text_fields_of(props), fusion="minmax", image_weight=0.8, text_weight=0.2)
+    expected = ranked(es, info, Window(**{**w.__dict__, "cluster": False})).fused
+    asked = []
+    monkeypatch.setattr(hybrid, "cluster_fuses", lambda *args: asked.append(args) or True)
+    got = ranked(es, info, w)
+    assert asked and got.where == "client" and got.fused == expected
+    monkeypatch.undo()
+    assert retrievers.cluster_fuses(es, info.concrete, "minmax") is False   # remembered as refusing
+    assert retrievers._PROBES[es][(info.concrete, "linear")][1] is False
