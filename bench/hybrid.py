@@ -23,7 +23,7 @@ bench/hybrid_eval.py with es_metric.search.fusion and es_metric.search.diversity
 with those settings ranks.
 
 Usage: python bench/hybrid.py INDEX --data GROCERY_DIR --out DIR --manifest PHOTOS
-       python bench/hybrid.py INDEX --data GROCERY_DIR --out DIR [--limit N] [--iconic]   (needs the stack)
+       python bench/hybrid.py INDEX --data GROCERY_DIR --out DIR [--every N] [--iconic]   (needs the stack)
        python bench/hybrid_eval.py DIR [DIR ...]                                 (offline)
 """
 from __future__ import annotations
@@ -98,7 +98,8 @@ def read_docs(es, info) -> tuple[list[str], list[dict], np.ndarray, np.ndarray]:
     return [h["_id"] for h in hits], [h["_source"] for h in hits], raws, stored
 
 
-def collect(index: str, data: Path, out: Path, limit: int | None, iconic: bool, seed: int = 0) -> None:
+def collect(index: str, data: Path, out: Path, limit: int | None, iconic: bool, every: int = 1,
+            seed: int = 0) -> None:
     """Both legs of every query through Elasticsearch: OUT/legs.npz and OUT/texts.json.gz.
     Queries: every indexed photo (itself excluded), or with ``iconic`` the catalogue's iconic
     image of every product in the index (a clean packshot against shoppers' photos: a domain gap)."""
@@ -121,7 +122,7 @@ def collect(index: str, data: Path, out: Path, limit: int | None, iconic: bool, 
                     "vector": image_vector(info, (data / p["iconic_image"]).read_bytes())} for p in in_index]
     else:
         queries = [{"label": sources[i]["label"], "coarse": sources[i]["coarse_class"], "doc": i,
-                    "vector": raws[i].tolist()} for i in range(len(ids))][:limit]
+                    "vector": raws[i].tolist()} for i in range(0, len(ids), every)][:limit]
     rr = query_expansion(info, SearchRequest(like=["x"]))
     rng = random.Random(seed)
     img_ids = np.full((len(queries), COLLECT_WINDOW), -1, np.int32)
@@ -170,6 +171,7 @@ def main() -> None:
     ap.add_argument("--manifest", type=Path, metavar="PHOTOS",
                     help="only write OUT/manifest.jsonl for PHOTOS/<class>/* (then mapping create + ingest)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N photos as queries")
+    ap.add_argument("--every", type=int, default=1, help="every N-th indexed photo as a query")
     ap.add_argument("--iconic", action="store_true",
                     help="query with each product's iconic (catalogue) image instead of the indexed photos")
     args = ap.parse_args()
@@ -178,7 +180,7 @@ def main() -> None:
         print(write_manifest(args.manifest, args.data, args.out))
         return
     t0 = time.perf_counter()
-    collect(args.index, args.data, args.out, args.limit, args.iconic)
+    collect(args.index, args.data, args.out, args.limit, args.iconic, args.every)
     print(f"legs of {args.index} in {time.perf_counter() - t0:.0f} s -> {args.out}")
 
 

@@ -67,7 +67,7 @@ class Fold:
         self.labels, self.coarse, self.queries = blob["labels"], blob["coarse"], blob["queries"]
         self.per_label, self.per_coarse = Counter(self.labels), Counter(self.coarse)
         self.coarse_products = Counter(co for _, co in {(lab, co) for lab, co in zip(self.labels, self.coarse)})
-        self.rows = [r for r in blob["rows"] if blob["iconic"] or r["q"] % every == 0]
+        self.rows = [r for r in blob["rows"] if blob["iconic"] or self.queries[r["q"]]["doc"] % every == 0]
 
     def image(self, q: int, n: int) -> tuple[list[int], list[float]]:
         ids = self.img_ids[q, :n]

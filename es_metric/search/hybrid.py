@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from elasticsearch import BadRequestError, Elasticsearch
 
-from ..index.client import api_errors
+from ..errors import SearchError
+from ..index.client import es_reason
 from ..index.indices import IndexInfo
 from ..index.vectors import hit_vector
 from ..similarity import Metric
@@ -117,8 +118,13 @@ def text_leg(client: Elasticsearch, info: IndexInfo, w: Window) -> Leg:
     """The text leg over the same filters and exclusions as the kNN leg."""
     body = {"size": w.size, "_source": False, "track_total_hits": False,
             "query": leg_query(w.text_scoring(), with_excluded(w.filt, w.exclude) or None)}
-    with api_errors("the text query" if w.text_query is not None else "the text search"):
+    try:
         hits = client.search(index=info.concrete, body=body)["hits"]["hits"]
+    except BadRequestError as exc:   # the shop's query is the likely culprit: say so
+        if w.text_query is None:
+            raise
+        raise SearchError(f"Elasticsearch refused the text query: {es_reason(exc)}",
+                          hint="check the query against this index's mapping") from None
     return Leg([h["_id"] for h in hits], [h["_score"] for h in hits], w.text_weight, "text")
 
 
