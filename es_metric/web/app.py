@@ -27,6 +27,7 @@ from ..index.indices import IndexInfo, index_info
 from ..ingest.fetch import fetch_query_url
 from ..paths import as_roots, confine
 from ..model.runtime import Inference
+from ..search.facets import MAX_FACET_SIZE, TERMS_SIZE
 from ..search.fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS
 from ..search.gallery import document_image
 from ..search.service import SearchRequest, run_search
@@ -39,6 +40,8 @@ from .photos import HEADERS as PHOTO_HEADERS, PhotoCache, fetch_photo
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 FUSION_HELP = f"one of: {', '.join(FUSIONS)}"
+TEXT_QUERY_HELP = 'the shop\'s own query as JSON, e.g. {"match": {"name": "{{text}}"}}; filters still apply'
+DIVERSIFY_HELP = "MMR lambda: 1 ranks by relevance alone, lower values add variety"
 
 
 async def read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -94,7 +97,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             image_weight: float = Form(DEFAULT_IMAGE_WEIGHT, ge=0),
                             text_weight: float = Form(DEFAULT_TEXT_WEIGHT, ge=0),
                             min_similarity: float | None = Form(None),
-                            image_url: str | None = Form(None)) -> dict:
+                            image_url: str | None = Form(None),
+                            text_query: str | None = Form(None, description=TEXT_QUERY_HELP),
+                            facet_size: int = Form(TERMS_SIZE, ge=1, le=MAX_FACET_SIZE),
+                            collapse: str | None = Form(None, description="one hit per value of this field"),
+                            diversify: float | None = Form(None, ge=0, le=1, description=DIVERSIFY_HELP),
+                            explain: bool = Form(False)) -> dict:
         """Search by uploaded images (multipart: ``image``, more ``like_image``/``unlike_image``)
         or an image URL (``image_url``), and/or indexed documents (``like``, ``unlike``,
         repeatable), text, filters, facets."""
@@ -106,7 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             like_images=likes, unlike_images=unlikes, examples=examples, text=text or None,
             filters=[f for f in filters if f], facets=[f for f in facets if f], k=k, page=page,
             fusion=fusion, image_weight=image_weight, text_weight=text_weight,
-            min_similarity=min_similarity), image_url if data is None else None)
+            min_similarity=min_similarity, text_query=text_query or None, facet_size=facet_size,
+            collapse=collapse or None, diversify=diversify, explain=explain),
+            image_url if data is None else None)
 
     @app.get("/api/indices/{index}/search", dependencies=[Depends(check_key)])
     async def search_get(index: str, like: list[str] = Query([]),
@@ -117,14 +127,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          fusion: str = Query(DEFAULT_FUSION, description=FUSION_HELP),
                          image_weight: float = Query(DEFAULT_IMAGE_WEIGHT, ge=0),
                          text_weight: float = Query(DEFAULT_TEXT_WEIGHT, ge=0),
-                         image_url: str | None = None) -> dict:
+                         image_url: str | None = None,
+                         text_query: str | None = Query(None, description=TEXT_QUERY_HELP),
+                         facet_size: int = Query(TERMS_SIZE, ge=1, le=MAX_FACET_SIZE),
+                         collapse: str | None = Query(None, description="one hit per value of this field"),
+                         diversify: float | None = Query(None, ge=0, le=1, description=DIVERSIFY_HELP),
+                         explain: bool = False) -> dict:
         """Search by indexed documents (more / less like these), an image URL and/or text,
         with filters, facets."""
         return await run(index, SearchRequest(
             like=[v for v in like if v], unlike=[v for v in unlike if v], examples=examples,
             text=text or None, filters=[f for f in filter if f], facets=[f for f in facet if f],
-            k=k, page=page, fusion=fusion, image_weight=image_weight, text_weight=text_weight),
-            image_url)
+            k=k, page=page, fusion=fusion, image_weight=image_weight, text_weight=text_weight,
+            text_query=text_query or None, facet_size=facet_size, collapse=collapse or None,
+            diversify=diversify, explain=explain), image_url)
 
     @app.get("/api/indices/{index}/image/{doc_id:path}", dependencies=[Depends(check_key)])
     async def image(index: str, doc_id: str, photo: int | None = Query(None, ge=0, le=63)) -> Response:
