@@ -22,7 +22,7 @@ from elasticsearch import Elasticsearch
 from ..errors import SearchError, shown
 from ..index.indices import IndexInfo, index_info
 from ..index.scan import pit_hits
-from ..index.vectors import hit_vector, raw_vector_field
+from ..index.vectors import hit_vector
 from ..progressbar import progress_iter
 from ..types import DuplicateCluster
 from .cutoff import AUTO, below, parse_min_similarity, score_similarity
@@ -109,9 +109,10 @@ def resolve_threshold(info: IndexInfo, threshold: float | str) -> float:
 def documents(client: Elasticsearch, info: IndexInfo, page: int) -> Iterator[dict]:
     """Every document with its vectors (doc values; a multi-photo index's photos from
     ``_source``), via point-in-time + search_after: a consistent snapshot, bounded pages."""
-    nested = info.photos_field is not None
-    fields = [] if nested else [info.vector_field, raw_vector_field(info.vector_field)]
-    source = ["model_id", f"{info.photos_field}"] if nested else ["model_id"]
+    f = info.fields  # where the index keeps es-metric's fields (top level or under one object)
+    nested = f.photos is not None
+    fields = [] if nested else [f.vector, f.raw_vector]
+    source = [f.model_id, f.photos] if nested else [f.model_id]
     return pit_hits(client, info.concrete, page=page, source=source, docvalue_fields=fields or None,
                     track_total_hits=False)
 
@@ -119,24 +120,25 @@ def documents(client: Elasticsearch, info: IndexInfo, page: int) -> Iterator[dic
 def own_vectors(info: IndexInfo, hit: dict) -> tuple[list[list[float]], list[float] | None]:
     """(the vectors to search with, the model's own vector to judge links with): the searched
     vector and its raw copy; on a multi-photo index every photo's vector (no DBA there)."""
-    if info.photos_field:
-        leaf = info.vector_field.rpartition(".")[2]
-        photos = (hit.get("_source") or {}).get(info.photos_field) or []
+    f = info.fields
+    if f.photos:
+        leaf = f.vector[len(f.photos) + 1:]
+        photos = f.read(hit.get("_source"), f.photos) or []
         return [p[leaf] for p in photos if isinstance(p, dict) and p.get(leaf)], None
-    searched = hit_vector(hit, info.vector_field)
+    searched = hit_vector(hit, f.vector)
     if searched is None:
         return [], None
-    return [searched], hit_vector(hit, raw_vector_field(info.vector_field)) or searched
+    return [searched], hit_vector(hit, f.raw_vector) or searched
 
 
 def knn_search(info: IndexInfo, vector: list[float], doc_id: str, scan: Scan, floor: float | None) -> dict:
     """One document's neighbours (itself excluded); with their raw vectors when links are
     judged on them, else their kNN score is the link (``floor`` then applied by Elasticsearch)."""
-    body: dict = {"size": scan.k, "_source": ["model_id"], "track_total_hits": False,
+    body: dict = {"size": scan.k, "_source": [info.fields.model_id], "track_total_hits": False,
                   "knn": knn_clause(info.vector_field, vector, scan.k, num_candidates=scan.num_candidates,
                                     exclude_ids=[doc_id], min_similarity=floor)}
     if floor is None:
-        body["docvalue_fields"] = [info.vector_field, raw_vector_field(info.vector_field)]
+        body["docvalue_fields"] = [info.fields.vector, info.fields.raw_vector]
     return body
 
 
@@ -154,7 +156,7 @@ def _page_links(client: Elasticsearch, info: IndexInfo, page: list[dict], scan: 
     judged = not info.photos_field  # raw vectors read back; a multi-photo index uses the score
     queries, owners = [], []
     for hit in page:
-        if not info.serves((hit.get("_source") or {}).get("model_id")):
+        if not info.serves(info.fields.read(hit.get("_source"), info.fields.model_id)):
             continue
         vectors, raw = own_vectors(info, hit)
         for v in vectors:
@@ -167,9 +169,9 @@ def _page_links(client: Elasticsearch, info: IndexInfo, page: list[dict], scan: 
         if "error" in resp:
             raise SearchError(f"the kNN search of document {shown(doc_id)} failed: {resp['error']}")
         for h in resp["hits"]["hits"]:
-            if not info.serves((h.get("_source") or {}).get("model_id")):
+            if not info.serves(info.fields.read(h.get("_source"), info.fields.model_id)):
                 continue
-            other = hit_vector(h, raw_vector_field(info.vector_field)) or hit_vector(h, info.vector_field)
+            other = hit_vector(h, info.fields.raw_vector) or hit_vector(h, info.fields.vector)
             value = (link_value(raw, other, info.similarity) if raw is not None and other
                      else score_similarity(h["_score"], info.similarity))
             if not below(value, threshold, info.similarity):

@@ -34,12 +34,14 @@ STYLE = ("body{font-family:sans-serif;margin:1.5em}section{border-top:1px solid 
 
 
 def image_ref(info: IndexInfo, source: dict) -> str | None:
-    """The image a document shows: ``image_path``, or its first photo's ref."""
-    if info.photos_field:
-        photos = source.get(info.photos_field) or []
-        ref = photos[0].get("ref") if photos and isinstance(photos[0], dict) else None
+    """The image a document shows: its image path, or its first photo's ref."""
+    f = info.fields
+    if f.photos:
+        photos = f.read(source, f.photos) or []
+        first = photos[0] if isinstance(photos, list) and photos else None
+        ref = first.get("ref") if isinstance(first, dict) else None
     else:
-        ref = source.get("image_path")
+        ref = f.read(source, f.image_path)
     return ref if isinstance(ref, str) else None
 
 
@@ -75,7 +77,7 @@ def review_page(client: Elasticsearch, info: IndexInfo, result: dict, settings: 
     at most ``per_cluster`` thumbnails each."""
     roots = as_roots([*settings.image_roots, *info.image_roots])
     limits = DecodeLimits(settings.max_image_pixels, settings.max_image_bytes)
-    fields = [f"{info.photos_field}.ref"] if info.photos_field else ["image_path"]
+    fields = [f"{info.fields.photos}.ref"] if info.fields.photos else [info.fields.image_path]
     clusters = result["clusters"][:max_clusters]
     unit = "distance at most" if info.similarity == "l2_norm" else "similarity at least"
     parts = [f"<!doctype html><meta charset='utf-8'><title>Near-duplicates of {html.escape(info.name)}</title>"

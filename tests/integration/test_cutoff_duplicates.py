@@ -231,3 +231,31 @@ def test_duplicates_user_mistakes_are_one_line(stack, es, index_name, tiny_model
         tiny_model, tmp_path / "n.pt", duplicate_threshold=None, near_duplicate_threshold=None))
     assert "no calibrated near-duplicate threshold" in esm_error("duplicates", index_name)
     assert "threshold must be a finite number" in esm_error("duplicates", index_name, "--threshold", "nan")
+
+
+def test_duplicates_on_a_shops_index_with_its_fields_under_one_object(es, index_name, tiny_model, tiny_data,
+                                                                      tmp_path):
+    """An index the shop owns (`mapping create --existing`: es-metric's fields under one object,
+    the shop's own top-level ``model_id`` and ``image_path`` left alone): the pass reads the
+    photos and stamps where the index record says, and the review page shows the photos."""
+    base = tiny_data.parent
+    copy = plant_copies([tiny_data / "class_1" / "img_001.jpg"], base / f"{index_name}-copies")[0][1]
+    galleries = {f"p{c}": [str((tiny_data / f"class_{c}" / f"img_{j:03d}.jpg").relative_to(base))
+                           for j in range(3)] for c in range(6)}
+    galleries["dup"] = [str(copy.relative_to(base))]
+    es.indices.create(index=index_name, mappings={"properties": {
+        "gallery": {"type": "keyword"}, "model_id": {"type": "keyword"}, "image_path": {"type": "keyword"}}})
+    for pid, refs in galleries.items():
+        es.index(index=index_name, id=pid, document={"gallery": refs, "model_id": "shop-7",
+                                                     "image_path": "/mnt/shop/elsewhere.jpg"})
+    es.indices.refresh(index=index_name)
+    esm("mapping", "create", index_name, "--model", tiny_model, "--existing", "--multi-photo")
+    assert esm_json("ingest", index_name, "--from-index", "--image-field", "gallery",
+                    "--base-dir", base)["failed"] == 0
+    assert index_info(es, index_name).fields.photos == "es_metric.photos"
+    v = vectors(tiny_model, [copy, tiny_data / "class_1" / "img_001.jpg"])
+    result = esm("duplicates", index_name, "--threshold", float(v[0] @ v[1]) - 1e-3, "--json",
+                 "--report", tmp_path / "review.html")
+    assert [c["ids"] for c in json.loads(result.stdout)["clusters"]] == [["dup", "p1"]]
+    page = (tmp_path / "review.html").read_text()
+    assert page.count('src="data:image/jpeg;base64,') == 2 and "no image recorded" not in page
