@@ -26,6 +26,7 @@ class ImageItem(_ImageRef, total=False):
 
 class _JobOptions(TypedDict, total=False):
     photos_field: str            # a multi-photo index: the nested field of the photos
+    raw_field: str               # the DBA raw copy an update clears (the new image is not augmented)
 
 
 class JobSpec(_JobOptions):

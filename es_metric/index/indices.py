@@ -10,6 +10,7 @@ from elasticsearch import Elasticsearch, NotFoundError
 
 from ..errors import ConfigError, IndexStateError, MappingMismatch, shown
 from .gallery import find_vector
+from .vectors import raw_vector_field
 from .mappings import (RESCORED_TYPES, IndexOptions, check_compatible, existing_index_update,
                        load_template, new_index_body, versioned_name)
 
@@ -49,6 +50,8 @@ class IndexInfo:
     photos_field: str | None = None     # a multi-photo index: the nested field of the photos
     candidates_factor: float = 1.0      # quantised + rescored field: its oversample (kNN candidates x it)
     runtime_variant: str | None = None  # int8: the quantisation that made the vectors
+    dba: bool | None = None             # DBA may write into the documents; None: not recorded (older)
+    dba_raw: bool = False               # the DBA raw copy of the vector is mapped
 
 
 def resolve_concrete(client: Elasticsearch, name: str) -> list[str]:
@@ -90,7 +93,9 @@ def index_info(client: Elasticsearch, name: str) -> IndexInfo:
                      meta.get("near_duplicate_threshold"), meta.get("runtime"),
                      meta.get("runtime_parity"), meta.get("migration"), meta.get("photos_field"),
                      rescore_factor(find_vector(mapping.get("properties") or {}, meta["vector_field"])),
-                     meta.get("runtime_variant"))
+                     meta.get("runtime_variant"), meta.get("dba"),
+                     "dense_vector" == (mapping.get("properties") or {}).get(
+                         raw_vector_field(meta["vector_field"]), {}).get("type"))
 
 
 def rescore_factor(field_mapping: dict) -> float:
@@ -142,8 +147,9 @@ def create_versioned_index(client: Elasticsearch, alias: str, card: dict, model_
 
 def add_vectors_to_existing(client: Elasticsearch, index: str, card: dict, model_path: str, *,
                             options: IndexOptions = IndexOptions(),
-                            vector_field: str = "image_vector") -> str:
-    """Put-mapping the vector and bookkeeping fields onto an existing index; nothing else changes."""
+                            vector_field: str = "image_vector", dba: bool = False) -> str:
+    """Put-mapping the vector and bookkeeping fields onto an existing index; nothing else changes
+    (``dba``: the DBA passes may write into its documents too)."""
     concrete = resolve_concrete(client, index)
     if len(concrete) != 1:
         raise IndexStateError(f"{index!r} must name exactly one existing index (found {concrete})",
@@ -156,7 +162,8 @@ def add_vectors_to_existing(client: Elasticsearch, index: str, card: dict, model
         raise MappingMismatch(f"index {concrete[0]!r} serves model {meta.get('model_id')}, not "
                               f"{card['model_id']}; es-metric never mixes models",
                               hint=f"change the model in place with `esm reindex {index} --model ...`")
-    body = existing_index_update(card, model_path, current, vector_field=vector_field, options=options)
+    body = existing_index_update(card, model_path, current, vector_field=vector_field, options=options,
+                                 dba=dba)
     client.indices.put_mapping(index=concrete[0], properties=body["properties"], meta=body["_meta"])
     return concrete[0]
 

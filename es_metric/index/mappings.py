@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError, MappingMismatch
+from .dbafields import DbaFields, dba_properties
 from .gallery import find_vector, nest, photos_field_of
 from .vectors import lean_source
 
@@ -77,13 +78,20 @@ def vector_field_body(card: dict, options: IndexOptions) -> dict:
             "similarity": card["similarity"], "index_options": options.as_dict(int(card["dims"]))}
 
 
-def index_meta(card: dict, model_path: str, vector_field: str) -> dict:
-    """What an index records about its model (in the mapping's ``_meta``)."""
+def card_asks_dba(card: dict) -> bool:
+    """Whether the card records database-side augmentation (``rerank.dba_k`` > 0)."""
+    return int((card.get("rerank") or {}).get("dba_k") or 0) > 0
+
+
+def index_meta(card: dict, model_path: str, vector_field: str, dba: bool | None = None) -> dict:
+    """What an index records about its model (in the mapping's ``_meta``); ``dba``: whether
+    the DBA passes may write into its documents (default: what the card asks)."""
     meta = {"model_id": card["model_id"], "model_path": str(model_path),
             "dims": int(card["dims"]), "similarity": card["similarity"],
             "vector_field": vector_field, "backbone": card["backbone"]}
     if photos_field_of(vector_field):  # several photos per document, nested
         meta["photos_field"] = photos_field_of(vector_field)
+    meta["dba"] = bool(card_asks_dba(card) if dba is None else dba) and not photos_field_of(vector_field)
     # what search and the DBA pass apply, so that they never need the model file for it
     if card.get("rerank") is not None:
         meta["rerank"] = card["rerank"]
@@ -114,6 +122,8 @@ def new_index_body(card: dict, model_path: str, *, vector_field: str = "image_ve
     for name in keyword_fields:
         props[name] = {"type": "keyword"}
     body["mappings"]["_meta"] = index_meta(card, model_path, vector_field)
+    if body["mappings"]["_meta"]["es_metric"]["dba"]:
+        props.update(dba_properties(DbaFields.of(vector_field), props[vector_field]))
     if lean and not photos_field_of(vector_field):  # photo vectors are read back from _source
         body["mappings"]["_source"] = lean_source(vector_field)
     body["settings"]["number_of_replicas"] = replicas
@@ -122,11 +132,12 @@ def new_index_body(card: dict, model_path: str, *, vector_field: str = "image_ve
 
 def existing_index_update(card: dict, model_path: str, current: dict, *,
                           vector_field: str = "image_vector",
-                          options: IndexOptions = IndexOptions()) -> dict:
+                          options: IndexOptions = IndexOptions(), dba: bool = False) -> dict:
     """A put-mapping body adding the vector and bookkeeping fields; other fields untouched.
 
     ``current`` is the index's present mapping (``{"properties": ..., "_meta": ...}``). A vector
-    field that exists already must agree with the model, else MappingMismatch.
+    field that exists already must agree with the model, else MappingMismatch. The shop's
+    documents get DBA's fields (and its writes) only when asked (``dba``).
     """
     props = current.get("properties", {})
     top = vector_field.partition(".")[0]
@@ -139,7 +150,11 @@ def existing_index_update(card: dict, model_path: str, current: dict, *,
     if not find_vector(props, vector_field):
         add.update(nest(vector_field, vector_field_body(card, options)))
     meta = dict(current.get("_meta") or {})
-    meta.update(index_meta(card, model_path, vector_field))
+    meta.update(index_meta(card, model_path, vector_field, dba=dba))
+    if meta["es_metric"]["dba"]:
+        fields = DbaFields.of(vector_field)
+        vector = find_vector(props, vector_field) or add[vector_field]
+        add.update({k: v for k, v in dba_properties(fields, vector).items() if k not in props})
     return {"properties": add, "_meta": meta}
 
 

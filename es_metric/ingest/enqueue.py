@@ -16,6 +16,7 @@ from ..config import Settings
 from ..errors import ClusterUnavailable, ImageError, IndexStateError, PathRefused
 from ..index.failures import item_key, record_failures, record_key
 from ..index.indices import IndexInfo, index_info, record_image_roots
+from ..index.vectors import raw_vector_field
 from ..paths import as_roots
 from ..redact import redact_text, redact_url
 from ..types import JobSpec
@@ -37,6 +38,7 @@ class Job:
     target: str
     tasks: int
     refused: int = 0
+    started_at: float = 0.0  # epoch seconds: what the job wrote is stamped after this (DBA's window)
 
 
 def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | None = None,
@@ -48,7 +50,8 @@ def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | 
             "vector_field": info.vector_field, "mode": mode, "roots": list(roots),
             "runtime": info.runtime, "runtime_parity": info.runtime_parity,
             "runtime_variant": info.runtime_variant,
-            **({"photos_field": info.photos_field} if info.photos_field else {})}
+            **({"photos_field": info.photos_field} if info.photos_field else {}),
+            **({"raw_field": raw_vector_field(info.vector_field)} if info.dba_raw else {})}
 
 
 def existing_roots(settings: Settings, client: Elasticsearch, index: str,
@@ -101,6 +104,7 @@ def enqueue(settings: Settings, client: Elasticsearch, alias: str, source: Sourc
     the one the index serves (a model change in place fills its field with it)."""
     if not isinstance(source, Source):
         source = Source(list(source))
+    started_at = time.time()
     info = index_info(client, target or alias)
     roots = tuple(str(r) for r in as_roots([*info.image_roots, *map(str, source.roots)]))
     job_id = uuid.uuid4().hex[:16]
@@ -115,7 +119,7 @@ def enqueue(settings: Settings, client: Elasticsearch, alias: str, source: Sourc
         progress.record([], [record_key(r) for r in source.refused])
     n = _send(settings, make_app(settings), spec, source.items)
     log.info("job %s: %d images in %d tasks for %s", job_id, total, n, spec["index"])
-    return Job(job_id, total, spec["index"], n, len(source.refused))
+    return Job(job_id, total, spec["index"], n, len(source.refused), started_at)
 
 
 def batches(items: Sequence, size: int) -> Iterator[Sequence]:

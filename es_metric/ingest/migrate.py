@@ -150,7 +150,8 @@ def verify(client: Elasticsearch, info: IndexInfo) -> tuple[int, int]:
 def switch(client: Elasticsearch, info: IndexInfo, card: dict) -> None:
     """Search moves to the new field in one mapping update."""
     moving, meta = info.migration, _meta(client, info.concrete)
-    mine = index_meta(card, moving["model_path"], moving["vector_field"])["es_metric"]
+    mine = index_meta(card, moving["model_path"], moving["vector_field"],
+                      dba=bool(meta["es_metric"].get("dba")))["es_metric"]  # the shop's choice stays
     mine["image_roots"] = meta["es_metric"].get("image_roots", [])
     mine["migration"] = {**moving, "state": "switched", "switched_at": time.time()}
     meta["es_metric"] = mine
@@ -163,7 +164,8 @@ def clear_old(settings: Settings, client: Elasticsearch, info: IndexInfo,
     time.sleep(INFO_TTL_S + 1)  # searches that read the index info before the switch are done
     wait_for_writers(settings, info.concrete, timeout)
     old = info.migration["from_vector_field"]
-    cleared = {f: None for f in [old, *derived_fields(old)] if f != "dba"}
+    mapped = client.indices.get_mapping(index=info.concrete)[info.concrete]["mappings"].get("properties", {})
+    cleared = {f: None for f in [old, *derived_fields(old)] if f == old or f in mapped and f != "dba"}
     query = {"bool": {"filter": [{"exists": {"field": "image_path"}}], "minimum_should_match": 1,
                       "should": [{"exists": {"field": old}},
                                  {"bool": {"must_not": {"term": {"model_id": info.model_id}}}}]}}

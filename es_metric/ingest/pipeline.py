@@ -144,6 +144,8 @@ def build_actions(job: dict, good: list[tuple[dict, str]], vectors: np.ndarray) 
                 doc["image_ref"] = ref
         doc_id = item.get("id") or sha
         if job.get("mode") == "update":
+            if job.get("raw_field") and not job.get("vector_only"):
+                doc[job["raw_field"]] = None  # a DBA raw copy of the old image goes (not augmented now)
             body = {"doc": doc}
         else:
             body = document_body(item.get("fields") or {}, doc)

@@ -63,9 +63,11 @@ def test_dba_pass_writes_blended_vectors_keeps_raw_ones_and_does_not_compound(es
     got = np.stack([after[i]["image_vector"] for i in ids])
     np.testing.assert_allclose(got, expected, atol=1e-5)
     np.testing.assert_allclose(np.stack([after[i]["image_vector_raw"] for i in ids]), raw, atol=1e-6)
-    assert after[ids[0]]["dba"]["k"] == 3
+    assert after[ids[0]]["image_vector_dba"]["k"] == 3
+    assert esm_json("dba", indexed)["documents"] == 0  # nothing new: the next pass has no work
 
-    esm_json("dba", indexed, "--k", "3")  # again: recomputed from the raw vectors, not compounded
+    full = esm_json("dba", indexed, "--full")  # every vector again: from the raw ones, not compounded
+    assert full["documents"] == len(ids) and full["k"] == 3  # the k the index was augmented with
     again = _stored(es, indexed)
     np.testing.assert_allclose(np.stack([again[i]["image_vector"] for i in ids]), expected, atol=1e-5)
     hit = esm_json("search", indexed, "--like", ids[0], "-k", "3")["hits"][0]
