@@ -12,7 +12,7 @@ synthetic vector nor the reverse (the counts are in the result).
 Runs: P held-out photos (never the same twice) through the real ingest, `esm ingest INDEX
 MANIFEST --json` as its own process: with incremental DBA, and with `--no-dba` (then `esm dba
 INDEX`, untimed, brings the index back to the steady state), alternating which goes first.
-Measured per run: the command's wall time, its peak RSS (wait4), the documents written during
+Measured per run: the command's wall time, its peak RSS, the documents written during
 the command (the index's primary indexing counter; the photos themselves are P of them).
 
 Usage: python bench/dba.py --n 1000000 [--photos 5,100] [--rounds 2] [--keep] [--build-only]
@@ -179,27 +179,29 @@ def indexing_total(es, index: str) -> int:
 
 
 def run(es, alias: str, concrete: str, args: list[str], tmp: Path) -> dict:
-    """One `esm` command in its own process: wall time, peak RSS, documents written, its JSON."""
+    """One `esm` command in its own process: wall time, peak RSS (GNU time's, of that process
+    alone: a child forked from this one would count this process's pages), documents written,
+    its JSON summary."""
     env = {**os.environ, "ESM_IMAGE_ROOTS": str(DATA), "ESM_PROGRESS": "0"}
-    out, err = tmp / "out.txt", tmp / "err.txt"
+    out, err, rss = tmp / "out.txt", tmp / "err.txt", tmp / "rss.txt"
     before = indexing_total(es, concrete)
     t0 = time.perf_counter()
     with out.open("w") as fo, err.open("w") as fe:
-        proc = subprocess.Popen([shutil.which("esm") or "esm", *args, "--json"], stdout=fo, stderr=fe, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        code = subprocess.call(["/usr/bin/time", "-f", "%M", "-o", str(rss), shutil.which("esm") or "esm",
+                                *args, "--json"], stdout=fo, stderr=fe, env=env)
     wall = time.perf_counter() - t0
-    if proc.returncode:
+    if code:
         raise RuntimeError(f"esm {' '.join(args)} failed: {err.read_text()[-2000:]}")
     es.indices.refresh(index=concrete)
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    return {"wall_s": round(wall, 2), "peak_rss_mb": round(int(rss.read_text().split()[-1]) / 1024, 1),
             "documents_written": indexing_total(es, concrete) - before,
             "summary": json.loads(out.read_text().strip().splitlines()[-1])}
 
 
-def rounds(es, alias: str, held: list[Path], sizes: list[int], n_rounds: int, tmp: Path) -> list[dict]:
+def rounds(es, alias: str, held: list[Path], sizes: list[int], n_rounds: int, tmp: Path,
+           first: int = 0) -> list[dict]:
     concrete = index_info(es, alias).concrete
-    rows, used = [], 0
+    rows, used = [], first
     for r in range(n_rounds):
         for size in sizes:
             for dba in ((True, False) if r % 2 == 0 else (False, True)):
@@ -223,6 +225,7 @@ def main() -> None:
     ap.add_argument("--photos", default="5,100")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--held-every", type=int, default=12, help="every Nth photo is held out for the runs")
+    ap.add_argument("--first", type=int, default=0, help="skip the first N held-out photos (used by a run before)")
     ap.add_argument("--keep", action="store_true", help="keep the index for the next run")
     ap.add_argument("--build-only", action="store_true")
     args = ap.parse_args()
@@ -236,7 +239,7 @@ def main() -> None:
         print(result["build"], flush=True)
     if not args.build_only:
         result["runs"] = rounds(es, alias, photos(args.held_every)[1], [int(s) for s in args.photos.split(",")],
-                                args.rounds, tmp)
+                                args.rounds, tmp, args.first)
     result["documents"] = int(es.count(index=alias)["count"])
     write_result(f"dba-{args.n}" + ("-build" if args.build_only else ""), result)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -9,6 +9,8 @@ Redis (``esm:follow:<index>``): a follower restarted after a crash resumes from 
 whatever it reads twice is compared again rather than re-embedded.
 
 During a model change in place (migrate.py) every queued document is embedded by both models.
+When the jobs of a pass have finished, the documents they wrote are augmented (search/dba.py)
+if the index runs DBA after ingests.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from ..config import Settings
 from ..errors import EsmError, IndexStateError
 from ..index.indices import IndexInfo, index_info
 from ..pids import pid_alive
+from ..search.dba import augment_if_recorded
 from .enqueue import enqueue, existing_roots, hit_item
 from .jobs import JobProgress, redis_client, redis_errors
 from .migrate import second_model
@@ -122,7 +125,10 @@ def follow_pass(settings: Settings, client: Elasticsearch, state: FollowerState,
     state.checkpoint, state.last_pass_at = now, taken_at
     state.queued += len(source.items)
     state.refused += len(source.refused)
-    state.jobs = open_jobs(settings, state.jobs)
+    before, state.jobs = state.jobs, open_jobs(settings, state.jobs)
+    finished = [since for job_id, since in before.items() if job_id not in state.jobs]
+    if finished:  # what they wrote, augmented (and the neighbourhoods it entered), as an ingest does
+        augment_if_recorded(client, state.index, started_at=min(finished))
     return len(source.items)
 
 

@@ -181,3 +181,29 @@ def test_dba_writes_into_a_shops_index_only_when_asked_at_mapping_create(es, ind
     changed = stored_docs(es, index_name)
     assert np.allclose(changed["p0"]["image_vector_raw"], changed["p20"]["image_vector_raw"], atol=1e-5)
     np.testing.assert_allclose(searched, augment_database(raw, K, 3.0, Metric.COSINE), atol=1e-4)
+
+
+def test_the_follower_augments_what_its_jobs_wrote(es, index_name, dba_model, tiny_data, redis_cleanup):
+    from tests.integration.test_follow import start_follower, wait_until
+
+    files = sorted((tiny_data / "class_1").iterdir())
+    es.indices.create(index=index_name, mappings={"properties": {"photo": {"type": "keyword"}}})
+    for i in range(6):
+        es.index(index=index_name, id=f"p{i}", document={"photo": f"class_1/{files[i].name}"})
+    esm("mapping", "create", index_name, "--model", dba_model, "--existing", "--dba")
+    redis_cleanup(index_name)
+    follower = start_follower(index_name, str(tiny_data))
+    try:
+        def augmented() -> dict:
+            docs = stored_docs(es, index_name)
+            done = len(docs) == 7 and all(d.get("image_vector_raw") is not None for d in docs.values())
+            return docs if done else {}
+        es.index(index=index_name, id="p6", document={"photo": f"class_1/{files[6].name}"})
+        docs = wait_until(augmented, "every document embedded and augmented", timeout=120)
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        follower.wait(30)
+    ids = sorted(docs)
+    raw = np.stack([docs[i]["image_vector_raw"] for i in ids]).astype(np.float32)
+    searched = np.stack([docs[i]["image_vector"] for i in ids])
+    np.testing.assert_allclose(searched, augment_database(raw, K, 3.0, Metric.COSINE), atol=1e-4)
