@@ -207,3 +207,21 @@ def test_the_follower_augments_what_its_jobs_wrote(es, index_name, dba_model, ti
     raw = np.stack([docs[i]["image_vector_raw"] for i in ids]).astype(np.float32)
     searched = np.stack([docs[i]["image_vector"] for i in ids])
     np.testing.assert_allclose(searched, augment_database(raw, K, 3.0, Metric.COSINE), atol=1e-4)
+
+
+def test_the_python_api_wait_augments_what_the_job_wrote(es, index_name, dba_model, tiny_data, stack):
+    from es_metric.api import EsMetric
+
+    esm("mapping", "create", index_name, "--model", dba_model)
+    docs = [{"id": f"d{i}", "image": str(p), "fields": {"n": i}}
+            for i, p in enumerate(sorted((tiny_data / "class_2").iterdir()))]
+    with EsMetric(stack.with_(image_roots=(tiny_data,))) as api:
+        first = api.enqueue(index_name, docs[:8], mode="index")
+        assert api.wait(first, timeout=300, dba=False) == (8, 0)
+        assert not any(d.get("image_vector_raw") for d in stored_docs(es, index_name).values())
+        assert api.wait(api.enqueue(index_name, docs[8:], mode="index"), timeout=300) == (8, 0)
+    # the second wait augments its job's documents, and the first job's: written within its
+    # window's slack (a minute before the job), never augmented yet
+    ids, raw, searched = raw_and_searched(es, index_name)
+    assert len(ids) == 16 and all(d.get("image_vector_raw") for d in stored_docs(es, index_name).values())
+    np.testing.assert_allclose(searched, augment_database(raw, K, 3.0, Metric.COSINE), atol=1e-4)
