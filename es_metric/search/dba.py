@@ -6,9 +6,10 @@ A pass augments the documents not augmented yet (an ingest: the ones it wrote), 
 
 1. each new document's k nearest neighbours by raw vector (dbaknn: the index's own kNN, then
    exact similarities), and its augmented vector from them;
-2. the existing documents it entered: a neighbour ``e`` of a new document ``n`` whose k-th
-   neighbour is less similar than ``n`` (the marker keeps that similarity, ``kth``). Only their
-   neighbour lists changed, so only they are recomputed (kNN again, from raw vectors);
+2. the existing documents it entered: among the new document's REACH x k nearest (ids and kNN
+   scores only, no vectors), each ``e`` whose k-th neighbour is less similar to ``e`` than the
+   new document is (the marker keeps that similarity, ``kth``). Only their neighbour lists
+   changed, so only they are recomputed (kNN again, from raw vectors);
 3. both written, with the raw vector and the marker. A document's augmented vector depends only
    on raw vectors, so nothing compounds, in any order.
 
