@@ -220,9 +220,11 @@ def test_the_python_api_wait_augments_what_the_job_wrote(es, index_name, dba_mod
         first = api.enqueue(index_name, docs[:8], mode="index")
         assert api.wait(first, timeout=300, dba=False) == (8, 0)
         assert not any(d.get("image_vector_raw") for d in stored_docs(es, index_name).values())
+        assert esm_json("status", index_name)["not_augmented"] == 8
         assert api.wait(api.enqueue(index_name, docs[8:], mode="index"), timeout=300) == (8, 0)
     # the second wait augments its job's documents, and the first job's: written within its
     # window's slack (a minute before the job), never augmented yet
     ids, raw, searched = raw_and_searched(es, index_name)
     assert len(ids) == 16 and all(d.get("image_vector_raw") for d in stored_docs(es, index_name).values())
+    assert esm_json("status", index_name)["not_augmented"] == 0
     np.testing.assert_allclose(searched, augment_database(raw, K, 3.0, Metric.COSINE), atol=1e-4)
