@@ -267,16 +267,19 @@ def window_start(started_at: float) -> str:
 
 
 def start(client: Elasticsearch, index: str, k: int | None = None, alpha: float | None = None,
-          candidates: int | None = None) -> Pass:
-    """A pass over ``index``: (k, alpha) as given, else as the last full pass recorded, else
-    the card's; ``candidates``: kNN num_candidates (default 10 x what a search fetches)."""
+          candidates: int | None = None, full: bool = False) -> Pass:
+    """A pass over ``index``: (k, alpha) as given, else as recorded by the last pass a user ran,
+    else the card's; ``candidates``: kNN num_candidates (default: ``Pass.wide``). Another k or
+    alpha than the recorded one only for a ``full`` pass (the others would mix two settings)."""
     info = index_info(client, index)
     fields, meta = check_allowed(client, info)
     k0, a0 = card_setting(info)
     rec = meta.get("dba_setting") or {}
-    k = int(k or rec.get("k") or k0)
-    alpha = float(alpha if alpha is not None else rec.get("alpha", a0))
-    return Pass(client, info, fields, k, alpha, candidates)
+    chosen = int(k or rec.get("k") or k0), float(alpha if alpha is not None else rec.get("alpha", a0))
+    if rec and not full and chosen != (int(rec["k"]), float(rec["alpha"])):
+        raise IndexStateError(f"{info.name} is augmented with k={rec['k']}, alpha={rec['alpha']}",
+                              hint="another setting needs every document again: add --full")
+    return Pass(client, info, fields, *chosen, candidates)
 
 
 def summary(p: Pass) -> dict:

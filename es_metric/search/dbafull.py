@@ -51,7 +51,7 @@ def rebuild(client: Elasticsearch, index: str, *, k: int | None = None, alpha: f
             candidates: int | None = None, block: int = BLOCK, on_progress: Progress | None = None) -> dict:
     """Augment every document of ``index`` again; resumes an interrupted run. Returns the counts,
     ``resumed`` and ``already_done`` (documents the interrupted run had written)."""
-    p = start(client, index, k, alpha, candidates)
+    p = start(client, index, k, alpha, candidates, full=True)
     resumed = resume_or_begin(p)
     client.indices.refresh(index=p.info.concrete)
     total = int(client.count(index=p.info.concrete, query={"exists": {"field": p.fields.vector}})["count"])

@@ -7,7 +7,7 @@ import pytest
 
 from es_metric.search.rerank import augment_database, expand_query
 from es_metric.similarity import Metric
-from tests.integration.helpers import esm, esm_json, stored_docs
+from tests.integration.helpers import esm, esm_error, esm_json, stored_docs
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +65,7 @@ def test_dba_pass_writes_blended_vectors_keeps_raw_ones_and_does_not_compound(es
     np.testing.assert_allclose(np.stack([after[i]["image_vector_raw"] for i in ids]), raw, atol=1e-6)
     assert after[ids[0]]["image_vector_dba"]["k"] == 3
     assert esm_json("dba", indexed)["documents"] == 0  # nothing new: the next pass has no work
+    assert "--full" in esm_error("dba", indexed, "--k", "5")  # two settings never mix
 
     full = esm_json("dba", indexed, "--full")  # every vector again: from the raw ones, not compounded
     assert full["documents"] == len(ids) and full["k"] == 3  # the k the index was augmented with
