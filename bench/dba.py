@@ -141,7 +141,7 @@ def build(es, settings, alias: str, n: int, held_every: int, model: Path, tmp: P
     t0 = time.perf_counter()
     create_versioned_index(es, alias, card_for_runtime(read_card(model), settings.runtime), str(model))
     info = index_info(es, alias)
-    fields = DbaFields.of(info.vector_field)
+    fields = DbaFields.of(info.fields)
     mine, _ = photos(held_every)
     job = enqueue(settings, es, alias, manifest_source(manifest(mine, tmp), roots=(Path(DATA),)))
     wait(settings, job)

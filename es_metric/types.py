@@ -20,13 +20,13 @@ class ImageItem(_ImageRef, total=False):
 
     id: str | None               # the document id; None: the image's SHA-256
     fields: dict[str, Any]       # user fields written beside the vector (data, never metadata)
-    source_ref: str              # --from-index: the image field's value, stored as image_ref
+    source_ref: Any              # --from-index: the image field's value (image_ref: index/imageref.py)
     refs: list[str]              # several photos of one document (a multi-photo index); ref: the first
 
 
 class _JobOptions(TypedDict, total=False):
     photos_field: str            # a multi-photo index: the nested field of the photos
-    raw_field: str               # the DBA raw copy an update clears (the new image is not augmented)
+    dba_raw: bool                # the index has a DBA raw copy: an update clears it (not augmented now)
 
 
 class JobSpec(_JobOptions):
@@ -44,6 +44,8 @@ class JobSpec(_JobOptions):
     runtime: str | None          # the runtime the index's vectors were made with (None: torch)
     runtime_parity: float | None  # that export's measured minimum cosine to torch
     runtime_variant: NotRequired[str | None]  # int8: the quantisation that made the vectors
+    fields: dict[str, str | None]  # where es-metric's fields are (index/fields.py; a sender
+    #                                without it: the top-level layout)
 
 
 class SecondModelSpec(JobSpec, total=False):

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from ..config import Settings
+from ..index.fields import DEFAULT_OBJECT
 from ..index.gallery import multi_photo_vector_field
 from ..index.mappings import DEFAULT_OVERSAMPLE, INDEX_TYPES, IndexOptions
 from ..model.card import read_card
@@ -35,6 +36,9 @@ def mapping_group() -> None:
               help="Several photos per document: one vector per photo in a nested field.")
 @click.option("--photos-field", default="photos", show_default=True,
               help="With --multi-photo: the nested field of the photos.")
+@click.option("--fields-object", default=DEFAULT_OBJECT, show_default=True,
+              help="With --existing: the object es-metric keeps all its fields under (must be "
+                   "free in the index: the shop's own fields are never written).")
 @click.option("--text-field", "text_fields", multiple=True, help="Declare a text field (repeatable).")
 @click.option("--keyword-field", "keyword_fields", multiple=True, help="Declare a keyword field.")
 @click.option("--replicas", type=int, default=0, show_default=True)
@@ -42,8 +46,8 @@ def mapping_group() -> None:
               help="New index: leave the vector out of _source (about a third of the disk at "
                    "128-d); partial updates by other applications must then carry the vector.")
 def mapping_create(index, model_path, existing, dba, index_type, m, ef_construction, rescore_oversample,
-                   vector_field, multi_photo, photos_field, text_fields, keyword_fields, replicas,
-                   lean) -> None:
+                   vector_field, multi_photo, photos_field, fields_object, text_fields,
+                   keyword_fields, replicas, lean) -> None:
     """Create INDEX-<model id> behind the alias INDEX (or, with --existing, extend INDEX)."""
     from ..index.indices import add_vectors_to_existing, create_versioned_index, index_info
 
@@ -60,9 +64,10 @@ def mapping_create(index, model_path, existing, dba, index_type, m, ef_construct
     with Cluster() as (_s, es):
         if existing:
             name = add_vectors_to_existing(es, index, card, path, options=options, vector_field=vector_field,
-                                           dba=dba)
-            click.echo(f"added {vector_field} ({card['dims']}-d, {card['similarity']}) to existing index "
-                       f"{name}" + ("; DBA may write into its documents" if dba else ""))
+                                           fields_object=fields_object, dba=dba)
+            click.echo(f"added {index_info(es, name).vector_field} ({card['dims']}-d, "
+                       f"{card['similarity']}) to existing index {name}"
+                       + ("; DBA may write into its documents" if dba else ""))
             return
         name = create_versioned_index(es, index, card, path, options=options, vector_field=vector_field,
                                       text_fields=text_fields, keyword_fields=keyword_fields,

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from elasticsearch import Elasticsearch, NotFoundError
 
 from ..errors import ConfigError, IndexStateError, MappingMismatch, shown
-from .gallery import find_vector
-from .vectors import raw_vector_field
+from .fields import DEFAULT_OBJECT, DocFields
 from .mappings import (RESCORED_TYPES, IndexOptions, check_compatible, existing_index_update,
                        load_template, new_index_body, versioned_name)
 
@@ -52,6 +51,13 @@ class IndexInfo:
     runtime_variant: str | None = None  # int8: the quantisation that made the vectors
     dba: bool | None = None             # DBA may write into the documents; None: not recorded (older)
     dba_raw: bool = False               # the DBA raw copy of the vector is mapped
+    recorded_fields: DocFields | None = None  # where es-metric's fields are (None: top level)
+
+    @property
+    def fields(self) -> DocFields:
+        """Where es-metric's fields are in this index's documents (fields.py): ask this, never
+        a hard-coded name."""
+        return self.recorded_fields or DocFields(self.vector_field, self.photos_field)
 
 
 def resolve_concrete(client: Elasticsearch, name: str) -> list[str]:
@@ -87,15 +93,15 @@ def index_info(client: Elasticsearch, name: str) -> IndexInfo:
     if not meta:
         raise IndexStateError(f"index {concrete[0]!r} has no es-metric vector field",
                               hint=f"add one with `esm mapping create {name} --model MODEL --existing`")
+    props, fields = mapping.get("properties") or {}, DocFields.of_record(meta)
     return IndexInfo(name, concrete[0], meta["model_id"], meta["model_path"],
                      meta["vector_field"], int(meta["dims"]), meta["similarity"],
                      tuple(meta.get("image_roots") or ()), meta.get("rerank"),
                      meta.get("near_duplicate_threshold"), meta.get("runtime"),
                      meta.get("runtime_parity"), meta.get("migration"), meta.get("photos_field"),
-                     rescore_factor(find_vector(mapping.get("properties") or {}, meta["vector_field"])),
+                     rescore_factor(DocFields.mapping_of(props, meta["vector_field"])),
                      meta.get("runtime_variant"), meta.get("dba"),
-                     "dense_vector" == (mapping.get("properties") or {}).get(
-                         raw_vector_field(meta["vector_field"]), {}).get("type"))
+                     DocFields.mapping_of(props, fields.raw_vector).get("type") == "dense_vector", fields)
 
 
 def rescore_factor(field_mapping: dict) -> float:
@@ -136,7 +142,7 @@ def create_versioned_index(client: Elasticsearch, alias: str, card: dict, model_
                           lean=lean)
     if client.indices.exists(index=name):
         current = client.indices.get_mapping(index=name)[name]["mappings"]["properties"]
-        check_compatible(card, find_vector(current, vector_field), vector_field)
+        check_compatible(card, DocFields.mapping_of(current, vector_field), vector_field)
         log.info("index %s exists already", name)
     else:
         client.indices.create(index=name, settings=body["settings"], mappings=body["mappings"])
@@ -146,10 +152,11 @@ def create_versioned_index(client: Elasticsearch, alias: str, card: dict, model_
 
 
 def add_vectors_to_existing(client: Elasticsearch, index: str, card: dict, model_path: str, *,
-                            options: IndexOptions = IndexOptions(),
-                            vector_field: str = "image_vector", dba: bool = False) -> str:
-    """Put-mapping the vector and bookkeeping fields onto an existing index; nothing else changes
-    (``dba``: the DBA passes may write into its documents too)."""
+                            options: IndexOptions = IndexOptions(), vector_field: str = "image_vector",
+                            fields_object: str = DEFAULT_OBJECT, dba: bool = False) -> str:
+    """Put-mapping es-metric's fields onto an existing index, under ``fields_object`` (which
+    must be free: mappings.existing_index_update); nothing of the shop's changes (``dba``: the
+    DBA passes may write into its documents too, under the same object)."""
     concrete = resolve_concrete(client, index)
     if len(concrete) != 1:
         raise IndexStateError(f"{index!r} must name exactly one existing index (found {concrete})",
@@ -157,13 +164,14 @@ def add_vectors_to_existing(client: Elasticsearch, index: str, card: dict, model
     current = client.indices.get_mapping(index=concrete[0])[concrete[0]]["mappings"]
     meta = (current.get("_meta") or {}).get("es_metric")
     if meta and meta.get("model_id") != card["model_id"]:
-        if meta.get("vector_field") == vector_field:
-            check_compatible(card, find_vector(current["properties"], vector_field), vector_field)
+        recorded = DocFields.mapping_of(current.get("properties") or {}, str(meta.get("vector_field")))
+        if recorded:  # a model of other dims or similarity: say so first
+            check_compatible(card, recorded, str(meta.get("vector_field")))
         raise MappingMismatch(f"index {concrete[0]!r} serves model {meta.get('model_id')}, not "
                               f"{card['model_id']}; es-metric never mixes models",
                               hint=f"change the model in place with `esm reindex {index} --model ...`")
     body = existing_index_update(card, model_path, current, vector_field=vector_field, options=options,
-                                 dba=dba)
+                                 fields_object=fields_object, dba=dba)
     client.indices.put_mapping(index=concrete[0], properties=body["properties"], meta=body["_meta"])
     return concrete[0]
 

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -13,17 +12,17 @@ from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
 
 from ..config import Settings
-from ..errors import ClusterUnavailable, ImageError, IndexStateError, PathRefused
+from ..errors import ClusterUnavailable, ConfigError, IndexStateError, shown
 from ..index.failures import item_key, record_failures, record_key
+from ..index.fields import DocFields
+from ..index.imageref import retire
 from ..index.indices import IndexInfo, index_info, record_image_roots
-from ..index.vectors import raw_vector_field
 from ..paths import as_roots
 from ..redact import redact_text, redact_url
 from ..types import JobSpec
-from ..urlguard import is_url
 from .celery_app import TASK_NAME, make_app
 from .jobs import JobProgress
-from .sources import Source, image_refs, source_item
+from .sources import Source, checked_item
 from .stall import activity, requeue_orphans, stall_error, task_id
 
 log = logging.getLogger(__name__)
@@ -38,20 +37,25 @@ class Job:
     target: str
     tasks: int
     refused: int = 0
+    # What was sent (the spec and each task's items), so that a wait can send a task the broker
+    # lost again; empty for a job this process did not send.
+    spec: dict | None = field(default=None, compare=False, repr=False)
+    batches: tuple[tuple[dict, ...], ...] = field(default=(), compare=False, repr=False)
     started_at: float = 0.0  # epoch seconds: what the job wrote is stamped after this (DBA's window)
 
 
 def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | None = None,
              roots: tuple[str, ...] = ()) -> JobSpec:
     """The JSON-safe description every task of a job carries (``roots``: the folders the
-    worker may read for this index, besides ESM_IMAGE_ROOTS)."""
+    worker may read for this index, besides ESM_IMAGE_ROOTS; ``fields``: where es-metric's
+    fields are in the documents, fields.py)."""
     return {"job_id": job_id, "alias": alias, "index": target or info.concrete,
             "model_id": info.model_id, "model_path": info.model_path,
             "vector_field": info.vector_field, "mode": mode, "roots": list(roots),
             "runtime": info.runtime, "runtime_parity": info.runtime_parity,
-            "runtime_variant": info.runtime_variant,
+            "runtime_variant": info.runtime_variant, "fields": info.fields.record(),
             **({"photos_field": info.photos_field} if info.photos_field else {}),
-            **({"raw_field": raw_vector_field(info.vector_field)} if info.dba_raw else {})}
+            **({"dba_raw": True} if info.dba_raw else {})}
 
 
 def existing_roots(settings: Settings, client: Elasticsearch, index: str,
@@ -63,37 +67,51 @@ def existing_roots(settings: Settings, client: Elasticsearch, index: str,
 
 
 def hit_item(hit: dict, image_field: str, index: str, roots: tuple[Path, ...],
-             base_dir: str | None = None) -> tuple[dict | None, dict | None]:
-    """(re-embed item, None) for a document whose ``image_field`` is a path inside ``roots``, a
-    URL or a list of them, else (None, refused record). The item carries the field's value (``source_ref``): the
-    worker stores it beside the vector, so a follower can tell a changed image."""
-    value = hit["_source"].get(image_field)
-    hint = "set ESM_IMAGE_ROOTS to the image folder, or pass --base-dir FOLDER"
-    try:
-        refs = image_refs(value, Path(base_dir or "/"), roots, hint=hint)
-        return dict(source_item(refs, hit["_id"], {}, isinstance(value, list)), source_ref=value), None
-    except (PathRefused, ImageError) as exc:
-        ref = value[0] if isinstance(value, list) and value else value
-        where = ref if is_url(ref) else os.path.normpath(os.path.join(base_dir or "/", ref)) \
-            if isinstance(ref, str) and "\x00" not in ref and len(ref) < 4096 else f"{index}/{hit['_id']}"
-        return None, {"ref": where, "reason": exc.reason, "doc_id": hit["_id"],
-                      "message": f"document {hit['_id']!r}: {exc}"}
+             base_dir: str | None = None, multi: bool = False) -> tuple[dict | None, list[dict]]:
+    """(re-embed item or None, failure records) for a document whose ``image_field`` is a path
+    inside ``roots``, a URL or a list of them (sources.checked_item: on a multi-photo index a
+    refused photo costs the document only that photo). The item carries the field's value
+    (``source_ref``): the worker stores it beside the vector, so a follower can tell a changed
+    image."""
+    value = DocFields.read(hit["_source"], image_field)
+    item, records = checked_item(value, hit["_id"], {}, Path(base_dir or "/"), roots, multi=multi,
+                                 where=f"{index}/{hit['_id']}", label=f"document {hit['_id']!r}",
+                                 hint="set ESM_IMAGE_ROOTS to the image folder, or pass --base-dir FOLDER")
+    return (dict(item, source_ref=value) if item else None), records
 
 
 def existing_index_items(settings: Settings, client: Elasticsearch, index: str, image_field: str,
                          base_dir: str | None = None) -> Source:
     """Documents of an existing index with an image path, URL or list of them in
     ``image_field`` (updated by id). The paths are data: each must lie under ESM_IMAGE_ROOTS,
-    ``base_dir`` or the roots recorded for the index, or it is refused with a reason."""
+    ``base_dir`` or the roots recorded for the index, or it is refused with a reason (and a
+    vector the document still has of an earlier image is removed: index/imageref.py)."""
+    info = index_info(client, index)
+    check_image_field(info, image_field)
     source = Source(roots=existing_roots(settings, client, index, base_dir))
+    refused: dict[str, object] = {}
     for hit in scan(client, index=index, query={"query": {"exists": {"field": image_field}}},
                     _source=[image_field]):
-        item, refused = hit_item(hit, image_field, index, source.roots, base_dir)
-        (source.items if item else source.refused).append(item or refused)
+        item, records = hit_item(hit, image_field, index, source.roots, base_dir, bool(info.photos_field))
+        source.add(item, records)
+        if item is None:
+            refused[hit["_id"]] = DocFields.read(hit["_source"], image_field)
     if not source.items and not source.refused:
         raise IndexStateError(f"no document of {index!r} has the field {image_field!r}",
                               hint="name the field holding image paths with --image-field")
+    retire(client, info.concrete, info.fields, refused)
     return source
+
+
+def check_image_field(info: IndexInfo, image_field: str) -> None:
+    """An image field to read may not be one es-metric writes itself (it would feed on its own
+    writes), except ``image_path`` of an index es-metric made (re-embedding its own images)."""
+    mine = info.fields
+    own = {mine.vector, *mine.dba_derived, mine.image_ref, mine.model_id, mine.indexed_at,
+           mine.image_sha256, *([mine.photos] if mine.photos else [])}
+    if image_field in own or (mine.object and image_field.partition(".")[0] == mine.object):
+        raise ConfigError(f"{shown(image_field)} is a field es-metric writes itself, not the shop's "
+                          "image field", hint="name the field holding the shop's image paths or URLs")
 
 
 def enqueue(settings: Settings, client: Elasticsearch, alias: str, source: Source | list[dict], *,
@@ -114,12 +132,14 @@ def enqueue(settings: Settings, client: Elasticsearch, alias: str, source: Sourc
     total = len({item_key(i) for i in source.items} | {record_key(r) for r in source.refused})
     progress = JobProgress(settings, job_id)
     progress.start(total, index=spec["index"], alias=alias)
-    if source.refused:
-        record_failures(client, settings, spec, source.refused)
+    if source.refused or source.photos_refused:
+        record_failures(client, settings, spec, source.refused + source.photos_refused)
         progress.record([], [record_key(r) for r in source.refused])
-    n = _send(settings, make_app(settings), spec, source.items)
-    log.info("job %s: %d images in %d tasks for %s", job_id, total, n, spec["index"])
-    return Job(job_id, total, spec["index"], n, len(source.refused), started_at)
+    chunks = [tuple(chunk) for chunk in batches(source.items, settings.batch_size)]
+    _send(settings, make_app(settings), spec, list(enumerate(chunks)))
+    log.info("job %s: %d images in %d tasks for %s", job_id, total, len(chunks), spec["index"])
+    return Job(job_id, total, spec["index"], len(chunks), len(source.refused), spec, tuple(chunks),
+               started_at)
 
 
 def batches(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -128,21 +148,34 @@ def batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[i:i + size]
 
 
-def _send(settings: Settings, app, spec: dict, items: list[dict]) -> int:
+def _send(settings: Settings, app, spec: dict, chunks: list[tuple[int, Sequence[dict]]]) -> None:
     """Queue the batches (task ids ``<job id>.<n>``, so the stall detector can find them)."""
-    n = 0
     try:
-        for chunk in batches(items, settings.batch_size):
+        for n, chunk in chunks:
             app.send_task(TASK_NAME, args=[spec, list(chunk)], queue=settings.worker_queue,
                           task_id=task_id(spec["job_id"], n))
-            n += 1
     except Exception as exc:
         raise ClusterUnavailable(f"could not queue tasks on {redact_url(settings.redis_url)}: "
                                  f"{redact_text(str(exc), settings.secrets())}",
                                  hint="is Redis up? `esm stack status`") from None
     finally:
         app.close()
-    return n
+
+
+def resend_lost(settings: Settings, job: Job, progress: JobProgress) -> int:
+    """Send again, under their own task ids, the batches of ``job`` with an image neither done
+    nor failed, when none of the job's tasks is anywhere: kombu's Redis transport pops a task
+    from the queue before it records it as delivered, so a broker restart in between loses it.
+    A batch that did run after all is rewritten harmlessly (same ids). Returns how many went."""
+    if not job.spec or not job.batches:
+        return 0
+    finished = progress.finished()
+    lost = [(n, chunk) for n, chunk in enumerate(job.batches)
+            if any(item_key(item) not in finished for item in chunk)]
+    if lost:
+        _send(settings, make_app(settings), job.spec, lost)
+        log.warning("job %s: %d task(s) the broker lost were sent again", job.job_id, len(lost))
+    return len(lost)
 
 
 def wait(settings: Settings, job: Job, on_progress: Callable[[int, int, int], None] | None = None,
@@ -164,7 +197,7 @@ def wait(settings: Settings, job: Job, on_progress: Callable[[int, int, int], No
         if (done, failed) != last:
             last, last_change = (done, failed), now
         elif settings.stall_seconds and now - last_change > settings.stall_seconds:
-            requeues -= _raise_if_stalled(settings, progress, counts, now - last_change, requeues > 0)
+            requeues -= _raise_if_stalled(settings, job, progress, counts, now - last_change, requeues > 0)
             last_change = now
         if timeout is not None and now - started > timeout:
             raise ClusterUnavailable(f"job {job.job_id} not finished after {timeout:.0f} s "
@@ -173,12 +206,13 @@ def wait(settings: Settings, job: Job, on_progress: Callable[[int, int, int], No
         time.sleep(poll)
 
 
-def _raise_if_stalled(settings: Settings, progress: JobProgress, counts: tuple[int, int, int],
+def _raise_if_stalled(settings: Settings, job: Job, progress: JobProgress, counts: tuple[int, int, int],
                       quiet_s: float, requeue: bool = True, recheck_s: float = 2.0) -> int:
     """JobStalled when two looks, ``recheck_s`` apart, find no progress and no live task
-    (a task moving from the queue to a worker could be missed by one look). Tasks delivered to
-    a worker that no longer holds them go back to the queue first, when a worker is there to
-    take them (``requeue``); returns 1 then (the wait goes on), else 0."""
+    (a task moving from the queue to a worker could be missed by one look). When a worker is
+    there to take them (``requeue``), tasks delivered to a worker that no longer holds them go
+    back to the queue first, and tasks found nowhere are sent again; returns 1 then (the wait
+    goes on), else 0."""
     for look in range(2):
         act = activity(settings, progress.redis)
         problem = stall_error(settings, progress.job_id, counts, quiet_s, act)
@@ -186,9 +220,12 @@ def _raise_if_stalled(settings: Settings, progress: JobProgress, counts: tuple[i
             return 0
         if look == 0:
             time.sleep(recheck_s)
-    if requeue and act.workers and progress.job_id in act.unacked and \
-            requeue_orphans(settings, progress.job_id, progress.redis):
-        return 1
+    if requeue and act.workers:
+        if job.job_id in act.unacked and requeue_orphans(settings, job.job_id, progress.redis):
+            return 1
+        if job.job_id not in act.unacked and job.job_id not in act.queued and \
+                resend_lost(settings, job, progress):
+            return 1
     raise problem
 
 

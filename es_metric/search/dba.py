@@ -34,8 +34,8 @@ from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan, streaming_bulk
 
 from ..errors import IndexStateError
-from ..index.dbafields import DbaFields, augmented_doc, dba_properties, marker, raw_state
-from ..index.gallery import find_vector
+from ..index.dbafields import DbaFields, augmented_doc, dba_bodies, marker, raw_state
+from ..index.fields import DocFields
 from ..index.indices import IndexInfo, index_info
 from ..index.vectors import hit_vector
 from ..similarity import Metric
@@ -50,11 +50,6 @@ BLOCK = 200          # documents augmented per block (memory: their neighbours' 
 REACH = 10           # a new document looks for the existing ones it entered among its REACH x k nearest
 SINCE_SLACK_S = 60   # an ingest's window opens this long before its job (worker clocks may differ)
 Progress = Callable[[int], None]
-
-
-def derived_fields(vector_field: str) -> list[str]:
-    """Fields a DBA pass writes: never copied to another model's index (reindex skips them)."""
-    return DbaFields.of(vector_field).derived()
 
 
 def recorded(info: IndexInfo) -> ReRank:
@@ -95,18 +90,17 @@ def check_allowed(client: Elasticsearch, info: IndexInfo) -> tuple[DbaFields, di
         raise IndexStateError(f"{info.name} is an existing index whose documents DBA may not write to",
                               hint=f"allow it with `esm mapping create {info.name} --model MODEL "
                                    "--existing --dba`")
-    fields = DbaFields.of(info.vector_field)
+    fields = DbaFields.of(info.fields)  # beside the vector: under a shop index's es-metric object
     mapping = client.indices.get_mapping(index=info.concrete)[info.concrete]["mappings"]
     props = mapping.get("properties", {})
-    state = raw_state(props, fields)
-    if state == "unindexed":
+    if raw_state(props, fields) == "unindexed":
         raise IndexStateError(f"{info.name} keeps raw vectors from before incremental DBA, not "
                               f"indexed for kNN ({fields.raw})", hint="rebuild it: `esm mapping create` "
                               "a new index and `esm ingest` the images again")
-    if state == "absent" or fields.marker not in props:
-        client.indices.put_mapping(index=info.concrete, properties={
-            k: v for k, v in dba_properties(fields, find_vector(props, info.vector_field)).items()
-            if k not in props})
+    bodies = dba_bodies(fields, DocFields.mapping_of(props, fields.vector))
+    missing = {path: body for path, body in bodies.items() if not DocFields.mapping_of(props, path)}
+    if missing:
+        client.indices.put_mapping(index=info.concrete, properties=DocFields.properties_at(missing))
     return fields, (mapping.get("_meta") or {}).get("es_metric") or {}
 
 

@@ -1,11 +1,12 @@
 """Neighbours by the raw vectors, found with the index's own kNN (what the DBA passes build on).
 
-A document's raw vector is in ``<field>_raw`` once a pass augmented it, else in the searched
-field itself. One search with two kNN clauses covers both (the second filtered to documents
-without a raw copy), so every document is found by its raw vector exactly once, whatever the
-passes have done so far, and while they write. The candidates come from HNSW (approximate,
-``num_candidates`` wide); their similarities are then recomputed exactly from the raw vectors,
-so the only approximation is a true neighbour the graph search did not return.
+A document's raw vector is in ``<vector>_raw`` (beside the vector, index/fields.py) once a pass
+augmented it, else in the searched field itself. One search with two kNN clauses covers both
+(the second filtered to documents without a raw copy), so every document is found by its raw
+vector exactly once, whatever the passes have done so far, and while they write. The
+candidates come from HNSW (approximate, ``num_candidates`` wide); their similarities are then
+recomputed exactly from the raw vectors, so the only approximation is a true neighbour the
+graph search did not return.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from elasticsearch import Elasticsearch
 
 from ..errors import ClusterError
 from ..index.dbafields import DbaFields
+from ..index.fields import DocFields
 from ..index.vectors import hit_vector
 from ..similarity import Metric
 
@@ -86,7 +88,7 @@ def find_neighbours(client: Elasticsearch, index: str, fields: DbaFields, vector
     similarities and markers only (no vectors: cheap for a wide ``k``)."""
     bodies = [neighbour_search(fields, v.astype(float).tolist(), k, candidates) for v in vectors]
     return [[Neighbour(h["_id"], score_similarity(h["_score"], metric),
-                       (h.get("_source") or {}).get(fields.marker)) for h in r["hits"]["hits"]]
+                       DocFields.read(h.get("_source"), fields.marker)) for h in r["hits"]["hits"]]
             for r in _msearch(client, index, bodies)]
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from typing import Iterator
 
 from click.testing import CliRunner
 
@@ -35,6 +37,19 @@ def stored_docs(es, index: str, query: dict | None = None) -> dict[str, dict]:
     return docs
 
 
+def own_fields(es, index: str, source: dict) -> dict:
+    """es-metric's own fields of a document by their plain names (``image_ref``, ``model_id``,
+    ``indexed_at``, ``image_sha256``, ``image_path``; ``vector``: the vector or the photos),
+    read where the index's record keeps them (top level, or under an --existing index's object)."""
+    from es_metric.index.indices import index_info
+
+    f = index_info(es, index).fields
+    paths = {"image_path": f.image_path, "image_sha256": f.image_sha256, "model_id": f.model_id,
+             "indexed_at": f.indexed_at, "image_ref": f.image_ref, "vector": f.photos or f.vector}
+    return {name: value for name, path in paths.items() for value in [f.read(source, path)]
+            if value is not None}
+
+
 def esm(*args: str, ok: bool = True):
     """Run ``esm ARGS``; with ok=True assert exit 0 and return the result."""
     result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
@@ -59,3 +74,22 @@ def esm_error(*args: str) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output
     return lines[0]
+
+
+@contextmanager
+def url_worker(stack, images: dict[str, bytes], **changes) -> Iterator[tuple]:
+    """A local image host (tests.urlserver: no CORS headers; it records every request's headers)
+    and a worker on a queue of its own whose settings allow-list it: (settings, host:port,
+    handler). ``changes``: more settings for that worker (and the tests' API)."""
+    import uuid
+
+    from es_metric.stack import worker as esm_worker
+    from tests.urlserver import serving_handler
+
+    with serving_handler(images) as (hp, handler):
+        s = stack.with_(worker_queue=f"esm-url-{uuid.uuid4().hex[:6]}", url_allow=(hp,), **changes)
+        esm_worker.start_worker(s)
+        try:
+            yield s, hp, handler
+        finally:
+            esm_worker.stop_worker(s)

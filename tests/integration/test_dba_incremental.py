@@ -12,15 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from elasticsearch.helpers import bulk
+from elasticsearch.helpers import bulk, scan
 
 from es_metric.index.dbafields import DbaFields, augmented_doc, marker
+from es_metric.index.fields import DocFields
 from es_metric.index.indices import index_info
+from es_metric.index.vectors import hit_vector
 from es_metric.search.rerank import augment_database
 from es_metric.similarity import Metric
 from tests.imagegen import make_dataset
 from tests.imports import run_esm
-from tests.integration.helpers import esm, esm_error, esm_json, stored_docs
+from tests.integration.helpers import esm, esm_error, esm_json
 from tests.integration.test_migrate import shop_index
 
 pytestmark = pytest.mark.integration
@@ -45,7 +47,7 @@ def fill(es, name: str, vectors: np.ndarray, augmented: bool = False) -> None:
     """Documents as the worker writes them, written directly; ``augmented``: as an exact full
     pass leaves them (vector blended with its k nearest, raw copy, marker with the k-th)."""
     info = index_info(es, name)
-    f = DbaFields.of(info.vector_field)
+    f = DbaFields.of(info.fields)
     if augmented:
         sims = vectors @ vectors.T
         np.fill_diagonal(sims, -np.inf)
@@ -70,11 +72,22 @@ def around(centres: np.ndarray, per: int, spread: float, rng) -> np.ndarray:
     return unit(np.repeat(hub, per, axis=0) + spread * rng.standard_normal((len(hub) * per, dims)))
 
 
+def dba_docs(es, name: str) -> dict[str, dict]:
+    """Each document's DBA state where the index's record puts it (top level, or under the
+    object of an --existing index): ``vector``, ``raw`` (None: not augmented), ``marker``, and
+    its whole ``source``."""
+    f = DbaFields.of(index_info(es, name).fields)
+    es.indices.refresh(index=name)
+    return {h["_id"]: {"vector": hit_vector(h, f.vector), "raw": hit_vector(h, f.raw), "source": h["_source"],
+                       "marker": DocFields.read(h["_source"], f.marker)}
+            for h in scan(es, index=name, query={"docvalue_fields": [f.vector, f.raw]})}
+
+
 def raw_and_searched(es, name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    docs = stored_docs(es, name)
+    docs = dba_docs(es, name)
     ids = sorted(docs)
-    raw = np.stack([docs[i].get("image_vector_raw") or docs[i]["image_vector"] for i in ids])
-    return ids, raw.astype(np.float32), np.stack([docs[i]["image_vector"] for i in ids]).astype(np.float32)
+    raw = np.stack([docs[i]["raw"] or docs[i]["vector"] for i in ids])
+    return ids, raw.astype(np.float32), np.stack([docs[i]["vector"] for i in ids]).astype(np.float32)
 
 
 def primaries_written(es, name: str) -> int:
@@ -158,10 +171,12 @@ def test_dba_writes_into_a_shops_index_only_when_asked_at_mapping_create(es, ind
     summary = esm_json("ingest", index_name, "--from-index", "--image-field", "photo", "--base-dir", tiny_data)
     assert summary["indexed"] == 24 and summary["dba"] is None
     props = es.indices.get_mapping(index=index_name)[index_name]["mappings"]["properties"]
-    assert not {"image_vector_raw", "image_vector_dba", "dba"} & set(props)
-    docs = stored_docs(es, index_name)
-    assert all(set(d) == {"title", "photo", "image_vector", "image_path", "image_sha256", "model_id",
-                          "indexed_at", "image_ref"} for d in docs.values())
+    assert set(props) == {"title", "photo", "es_metric"}
+    assert not {"image_vector_raw", "image_vector_dba", "dba"} & set(props["es_metric"]["properties"])
+    docs = {i: d["source"] for i, d in dba_docs(es, index_name).items()}
+    assert all(set(d) == {"title", "photo", "es_metric"} for d in docs.values())
+    assert all(set(d["es_metric"]) == {"image_vector", "image_path", "image_sha256", "model_id",
+                                       "indexed_at", "image_ref"} for d in docs.values())
     assert "may not write" in esm_error("dba", index_name)
 
     esm("mapping", "create", index_name, "--model", dba_model, "--existing", "--dba")
@@ -171,16 +186,44 @@ def test_dba_writes_into_a_shops_index_only_when_asked_at_mapping_create(es, ind
     assert run.code == 0 and "torch" not in run.modules
     result = run.json()
     assert result["documents"] == 24 and result["failed"] == 0
-    after = stored_docs(es, index_name)
-    assert all(after[i]["title"] == docs[i]["title"] and after[i]["image_vector_dba"]["k"] == K for i in docs)
+    after = dba_docs(es, index_name)
+    assert all(after[i]["source"]["title"] == docs[i]["title"] and after[i]["marker"]["k"] == K for i in docs)
 
     # the shop changes a photo; the re-ingest embeds it again and DBA starts from the new photo
     es.update(index=index_name, id="p0", doc={"photo": str(files[20].relative_to(tiny_data))}, refresh=True)
     summary = esm_json("ingest", index_name, "--from-index", "--image-field", "photo", "--base-dir", tiny_data)
     assert summary["dba"]["documents"] == 24  # every re-embedded document, augmented again
     ids, raw, searched = raw_and_searched(es, index_name)
-    changed = stored_docs(es, index_name)
-    assert np.allclose(changed["p0"]["image_vector_raw"], changed["p20"]["image_vector_raw"], atol=1e-5)
+    changed = dba_docs(es, index_name)
+    assert np.allclose(changed["p0"]["raw"], changed["p20"]["raw"], atol=1e-5)
+    np.testing.assert_allclose(searched, augment_database(raw, K, 3.0, Metric.COSINE), atol=1e-4)
+
+
+def test_dba_on_a_shops_index_leaves_the_shops_fields_of_the_same_names_alone(es, index_name, dba_model,
+                                                                              tiny_data):
+    shop_index(es, index_name, tiny_data, n=12)
+    mine = {"image_vector_raw": {"type": "keyword"}, "image_vector_dba": {"type": "keyword"},
+            "dba": {"type": "keyword"}}  # the shop's own fields, named as DBA names its own
+    es.indices.put_mapping(index=index_name, properties=mine, dynamic="strict")
+    own = {f"p{i}": {name: f"shop-{name}-{i}" for name in mine} for i in range(12)}
+    for doc_id, doc in own.items():
+        es.update(index=index_name, id=doc_id, doc=doc)
+    es.indices.refresh(index=index_name)
+    before = es.indices.get_mapping(index=index_name)[index_name]["mappings"]["properties"]
+
+    esm("mapping", "create", index_name, "--model", dba_model, "--existing", "--dba")
+    summary = esm_json("ingest", index_name, "--from-index", "--image-field", "photo", "--base-dir", tiny_data)
+    assert summary["indexed"] == 12 and summary["dba"]["documents"] == 12 and summary["dba"]["failed"] == 0
+    full = esm_json("dba", index_name, "--full")
+    assert full["documents"] == 12 and full["failed"] == 0
+    docs = dba_docs(es, index_name)
+    for doc_id, doc in own.items():   # every value the shop wrote survives the ingest and both passes
+        assert {k: docs[doc_id]["source"].get(k) for k in doc} == doc, doc_id
+        assert docs[doc_id]["raw"] is not None and docs[doc_id]["marker"]["run"] == full["run"]
+    props = es.indices.get_mapping(index=index_name)[index_name]["mappings"]["properties"]
+    assert {k: props[k] for k in before} == before                        # and its mapping
+    assert {"image_vector_raw", "image_vector_dba"} <= set(props["es_metric"]["properties"])
+    _, raw, searched = raw_and_searched(es, index_name)
     np.testing.assert_allclose(searched, augment_database(raw, K, 3.0, Metric.COSINE), atol=1e-4)
 
 
@@ -196,8 +239,8 @@ def test_the_follower_augments_what_its_jobs_wrote(es, index_name, dba_model, ti
     follower = start_follower(index_name, str(tiny_data))
     try:
         def augmented() -> dict:
-            docs = stored_docs(es, index_name)
-            done = len(docs) == 7 and all(d.get("image_vector_raw") is not None for d in docs.values())
+            docs = dba_docs(es, index_name)
+            done = len(docs) == 7 and all(d["raw"] is not None for d in docs.values())
             return docs if done else {}
         es.index(index=index_name, id="p6", document={"photo": f"class_1/{files[6].name}"})
         docs = wait_until(augmented, "every document embedded and augmented", timeout=120)
@@ -205,8 +248,8 @@ def test_the_follower_augments_what_its_jobs_wrote(es, index_name, dba_model, ti
         follower.send_signal(signal.SIGTERM)
         follower.wait(30)
     ids = sorted(docs)
-    raw = np.stack([docs[i]["image_vector_raw"] for i in ids]).astype(np.float32)
-    searched = np.stack([docs[i]["image_vector"] for i in ids])
+    raw = np.stack([docs[i]["raw"] for i in ids]).astype(np.float32)
+    searched = np.stack([docs[i]["vector"] for i in ids])
     np.testing.assert_allclose(searched, augment_database(raw, K, 3.0, Metric.COSINE), atol=1e-4)
 
 
@@ -219,12 +262,12 @@ def test_the_python_api_wait_augments_what_the_job_wrote(es, index_name, dba_mod
     with EsMetric(stack.with_(image_roots=(tiny_data,))) as api:
         first = api.enqueue(index_name, docs[:8], mode="index")
         assert api.wait(first, timeout=300, dba=False) == (8, 0)
-        assert not any(d.get("image_vector_raw") for d in stored_docs(es, index_name).values())
+        assert not any(d["raw"] for d in dba_docs(es, index_name).values())
         assert esm_json("status", index_name)["not_augmented"] == 8
         assert api.wait(api.enqueue(index_name, docs[8:], mode="index"), timeout=300) == (8, 0)
     # the second wait augments its job's documents, and the first job's: written within its
     # window's slack (a minute before the job), never augmented yet
     ids, raw, searched = raw_and_searched(es, index_name)
-    assert len(ids) == 16 and all(d.get("image_vector_raw") for d in stored_docs(es, index_name).values())
+    assert len(ids) == 16 and all(d["raw"] for d in dba_docs(es, index_name).values())
     assert esm_json("status", index_name)["not_augmented"] == 0
     np.testing.assert_allclose(searched, augment_database(raw, K, 3.0, Metric.COSINE), atol=1e-4)

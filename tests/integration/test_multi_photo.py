@@ -89,12 +89,13 @@ def test_existing_index_gets_nested_photos_and_reindex_keeps_them(es, index_name
                        "--base-dir", tiny_data)
     assert (summary["indexed"], summary["failed"]) == (4, 0)
     doc = es.get(index=index_name, id="p2-0")["_source"]
-    assert doc["stock"] == 2 and doc["gallery"] == prods["p2-0"] and len(doc["photos"]) == 3
+    assert doc["stock"] == 2 and doc["gallery"] == prods["p2-0"] and len(doc["es_metric"]["photos"]) == 3
 
     moved = esm_json("reindex", index_name, "--model", tiny_model_l2, "--force")  # tiny model: gate
     assert (moved["documents"], moved["vectors"], moved["failed"]) == (4, 4, 0)
-    doc = es.get(index=index_name, id="p2-0")["_source"]
-    assert len(doc["photos"]) == 3 and len(doc["photos"][0]["vector"]) == 24 and doc["stock"] == 2
+    doc = es.get(index=index_name, id="p2-0")["_source"]   # the same layout in the new index
+    photos = doc["es_metric"]["photos"]
+    assert len(photos) == 3 and len(photos[0]["vector"]) == 24 and doc["stock"] == 2
     assert count(es, index_name) == 4
 
 
@@ -126,3 +127,21 @@ def test_http_api_searches_by_url_and_serves_the_photo_that_matched(stack, es, i
     shown = client.get(f"/api/indices/{index_name}/image/p0-1", params={"photo": top["matched_image"]["offset"]})
     assert shown.status_code == 200 and shown.content == photo_bytes
     assert client.get(f"/api/indices/{index_name}/image/p0-1", params={"photo": 9}).status_code == 404
+
+
+def test_the_photo_that_matched_is_named_with_text_facets_and_collapse_too(es, index_name, tiny_model, tiny_data):
+    """Text, facets or diversify send the search through the fused window: each hit the kNN leg
+    returned still names its best photo, as the image-only search does (it used to be lost)."""
+    prods = products(tiny_data)
+    esm("mapping", "create", index_name, "--model", tiny_model, "--multi-photo", "--text-field", "title")
+    esm_json("ingest", index_name, write_manifest(tiny_data.parent / f"{index_name}.jsonl", prods))
+    query = prods["p2-1"][1]
+    alone = esm_json("search", index_name, "--image", query, "-k", "4")
+    for extra in (["--text", "product"], ["--facet", "title.keyword"], ["--diversify", "1"]):
+        res = esm_json("search", index_name, "--image", query, "-k", "4", *extra)
+        top = res["hits"][0]
+        assert top["id"] == "p2-1" and top["matched_image"]["ref"] == query, extra
+        named = [h for h in res["hits"] if h["matched_image"]]
+        assert len(named) == 4, extra
+        by_id = {h["id"]: h["matched_image"]["ref"] for h in alone["hits"]}
+        assert all(by_id.get(h["id"], h["matched_image"]["ref"]) == h["matched_image"]["ref"] for h in named)
