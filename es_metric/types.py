@@ -27,6 +27,7 @@ class ImageItem(_ImageRef, total=False):
 
 class _JobOptions(TypedDict, total=False):
     photos_field: str            # a multi-photo index: the nested field of the photos
+    dba_raw: bool                # the index has a DBA raw copy: an update clears it (not augmented now)
 
 
 class JobSpec(_JobOptions):

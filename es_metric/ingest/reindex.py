@@ -65,7 +65,7 @@ def gate_allows(card: dict, force: bool) -> None:
 
 def model_fields(old: IndexInfo) -> list[str]:
     """The old model's vector and what a DBA pass derived from it: not copied."""
-    return [old.fields.vector, old.fields.raw_vector, old.fields.dba]
+    return [old.fields.vector, *old.fields.dba_derived]
 
 
 def _user_properties(client: Elasticsearch, old: IndexInfo) -> dict:
