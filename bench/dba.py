@@ -15,8 +15,15 @@ INDEX`, untimed, brings the index back to the steady state), alternating which g
 Measured per run: the command's wall time, its peak RSS, the documents written during
 the command (the index's primary indexing counter; the photos themselves are P of them).
 
+After the runs, ``agreement``: the index's photos against one exact full pass over them (vector
+agreement, leave-one-out MAP@R), exact for the whole index when no synthetic vector is nearer
+to a photo than its k-th photo neighbour (counted).
+
 Usage: python bench/dba.py --n 1000000 [--photos 5,100] [--rounds 2] [--keep] [--build-only]
-Needs the stack. Writes bench/results/dba-<n>.json.
+       [--reset] [--agreement-only]
+``--reset`` puts a kept index back to its built state (the runs' photos deleted, the photos'
+exact vectors rewritten), so the held-out photos serve again without a rebuild.
+Needs the stack. Writes bench/results/dba-<n>.json (``--agreement-only``: dba-<n>-agreement.json).
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from elasticsearch.helpers import parallel_bulk, scan
+from elasticsearch.helpers import bulk, parallel_bulk, scan
 
 from common import DATA as DEFAULT_DATA, ROOT, bench_model, write_result
 from disk import fill
@@ -46,8 +53,10 @@ from es_metric.ingest.enqueue import enqueue, make_searchable, wait
 from es_metric.ingest.sources import manifest_source
 from es_metric.search.rerank import blend_rows
 from es_metric.similarity import Metric
+from es_metric.training.evaluate import map_at_r
 
 K, ALPHA, DIMS, PER_CLUSTER = 10, 3.0, 128, 1000
+SYNTHETIC = "/srv/catalogue/synthetic/"
 # the photos (a worktree sits one level deeper than the checkout common.DATA assumes)
 DATA = Path(os.environ.get("ESM_BENCH_DATA") or (DEFAULT_DATA if DEFAULT_DATA.is_dir()
                                                  else "/work/shared/data/grocery_store"))
@@ -114,7 +123,7 @@ def synthetic_docs(index: str, fields: DbaFields, model_id: str, x: np.ndarray, 
         yield {"_index": index, "_id": sha, "_source": {
             **augmented_doc(fields, a.astype(float).round(7).tolist(), r.astype(float).round(7).tolist(),
                             marker(K, ALPHA, t, "bench-build", STAMP)),
-            "image_path": f"/srv/catalogue/synthetic/{i:07d}.jpg", "image_sha256": sha,
+            "image_path": f"{SYNTHETIC}{i:07d}.jpg", "image_sha256": sha,
             "model_id": model_id, "indexed_at": STAMP, "label": f"synthetic-{i // PER_CLUSTER}"}}
 
 
@@ -219,6 +228,85 @@ def rounds(es, alias: str, held: list[Path], sizes: list[int], n_rounds: int, tm
     return rows
 
 
+def photo_state(es, alias: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(raw vectors, stored searched vectors, labels, paths) of every photo document of the index."""
+    info = index_info(es, alias)
+    fields = DbaFields.of(info.fields)
+    raw, stored, labels, paths = [], [], [], []
+    query = {"bool": {"must_not": {"prefix": {"image_path": SYNTHETIC}}}}
+    for hit in scan(es, index=info.concrete, query={"query": query, "docvalue_fields": [fields.raw, fields.vector]},
+                    _source=["label", "image_path"]):
+        raw.append(hit_vector(hit, fields.raw))
+        stored.append(hit_vector(hit, fields.vector))
+        labels.append(hit["_source"]["label"])
+        paths.append(hit["_source"]["image_path"])
+    return np.asarray(raw, np.float32), np.asarray(stored, np.float32), np.asarray(labels), paths
+
+
+def loo_map_at_r(queries: np.ndarray, db: np.ndarray, labels: np.ndarray) -> float:
+    """Leave-one-out MAP@R: every photo's raw vector queries the others' ``db`` vectors."""
+    sims = queries @ db.T
+    np.fill_diagonal(sims, -np.inf)
+    order = np.argsort(-sims, axis=1)
+    same = labels[order] == labels[:, None]
+    r = (labels[:, None] == labels[None, :]).sum(1) - 1
+    scores = [map_at_r(row, True, int(ri)) for row, ri in zip(same, r) if ri > 0]
+    return float(np.mean(scores))
+
+
+def agreement(es, alias: str, held: list[Path]) -> dict:
+    """The photos after the runs (built by an exact pass, then ingested with incremental DBA or
+    `--no-dba` + `esm dba`) against one exact full pass over the same photos: vector agreement
+    and leave-one-out MAP@R (raw query, no QE). Exact only if no synthetic vector is nearer to a
+    photo than its k-th photo neighbour: counted by regenerating the synthetic clusters."""
+    raw, stored, labels, paths = photo_state(es, alias)
+    full, kth = augment_block(raw)
+    diff = np.abs(stored - full).max(1)
+    added = np.isin(paths, [str(f) for f in held])  # ingested by the runs (the rest: by the build)
+    left = es.count(index=alias, query={"prefix": {"image_path": SYNTHETIC}})["count"]
+    syn_best, c = np.full(len(raw), -np.inf, np.float32), 0
+    while left > 0:
+        x = cluster(c, min(PER_CLUSTER, left))
+        np.maximum(syn_best, (raw @ x.T).max(1), out=syn_best)
+        left, c = left - len(x), c + 1
+    return {"photos": len(raw), "max_abs_diff": float(diff.max()),
+            "within_1e-4": int((diff <= 1e-4).sum()), "over_1e-3": int((diff > 1e-3).sum()),
+            "added_by_the_runs": int(added.sum()), "added_over_1e-3": int((diff[added] > 1e-3).sum()),
+            "built_over_1e-3": int((diff[~added] > 1e-3).sum()),
+            "min_cosine_to_full": float(np.min((stored * full).sum(1))),
+            "photos_with_a_synthetic_in_their_top_k": int((syn_best > kth).sum()),
+            "map_at_r_incremental": round(loo_map_at_r(raw, stored, labels), 5),
+            "map_at_r_full_pass": round(loo_map_at_r(raw, full, labels), 5),
+            "map_at_r_no_dba": round(loo_map_at_r(raw, raw, labels), 5)}
+
+
+def reset(es, alias: str, held: list[Path]) -> dict:
+    """A kept index back to its built state: the photos the runs added deleted, every photo's
+    exact augmented vector written again. Refused when a run touched a synthetic document."""
+    info = index_info(es, alias)
+    fields = DbaFields.of(info.fields)
+    touched = {"bool": {"filter": {"prefix": {"image_path": SYNTHETIC}},
+                        "must_not": {"term": {f"{fields.marker}.run": "bench-build"}}}}
+    if es.count(index=alias, query=touched)["count"]:
+        raise SystemExit("a run augmented synthetic documents: rebuild instead of --reset")
+    added = scan(es, index=info.concrete, query={"query": {"terms": {"image_path": [str(f) for f in held]}}},
+                 _source=False)  # (no _delete_by_query: the local stack runs without the reindex module)
+    gone = bulk(es, ({"_op_type": "delete", "_index": info.concrete, "_id": h["_id"]} for h in added),
+                refresh=True)[0]
+    ids, raw = [], []
+    query = {"bool": {"must_not": {"prefix": {"image_path": SYNTHETIC}}}}
+    for hit in scan(es, index=info.concrete, query={"query": query, "docvalue_fields": [fields.raw]}, _source=False):
+        ids.append(hit["_id"])
+        raw.append(hit_vector(hit, fields.raw))
+    raw_a = np.asarray(raw, np.float32)
+    aug, kth = augment_block(raw_a)
+    for ok, err in parallel_bulk(es, update_actions(info.concrete, fields, ids, raw_a, aug, kth), chunk_size=500):
+        if not ok:
+            raise RuntimeError(err)
+    es.indices.refresh(index=info.concrete)
+    return {"deleted": int(gone), "photos_rewritten": len(ids)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -228,6 +316,10 @@ def main() -> None:
     ap.add_argument("--first", type=int, default=0, help="skip the first N held-out photos (used by a run before)")
     ap.add_argument("--keep", action="store_true", help="keep the index for the next run")
     ap.add_argument("--build-only", action="store_true")
+    ap.add_argument("--reset", action="store_true",
+                    help="first put a kept index back to its built state (the runs' photos deleted)")
+    ap.add_argument("--agreement-only", action="store_true",
+                    help="only compare the kept index's photos with a full pass (after a --keep run)")
     args = ap.parse_args()
     settings = Settings.from_env()
     es = make_client(settings, request_timeout=3600)
@@ -237,9 +329,16 @@ def main() -> None:
     if not es.indices.exists_alias(name=alias):
         result["build"] = build(es, settings, alias, args.n, args.held_every, dba_model(), tmp)
         print(result["build"], flush=True)
+    held = photos(args.held_every)[1]
+    if args.agreement_only:
+        write_result(f"dba-{args.n}-agreement", {"n": args.n, "agreement": agreement(es, alias, held)})
+        return
+    if args.reset and "build" not in result:
+        result["reset"] = reset(es, alias, held)
+        print(result["reset"], flush=True)
     if not args.build_only:
-        result["runs"] = rounds(es, alias, photos(args.held_every)[1], [int(s) for s in args.photos.split(",")],
-                                args.rounds, tmp, args.first)
+        result["runs"] = rounds(es, alias, held, [int(s) for s in args.photos.split(",")], args.rounds, tmp, args.first)
+        result["agreement"] = agreement(es, alias, held)
     result["documents"] = int(es.count(index=alias)["count"])
     write_result(f"dba-{args.n}" + ("-build" if args.build_only else ""), result)
     shutil.rmtree(tmp, ignore_errors=True)
