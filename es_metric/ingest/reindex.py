@@ -29,6 +29,8 @@ from ..errors import EsmError, IndexStateError, JobStalled
 from ..index.gallery import find_vector, top_level, vector_exists
 from ..index.indices import IndexInfo, count, index_info
 from ..index.mappings import BOOKKEEPING, IndexOptions, index_meta, new_index_body, versioned_name
+from ..index.scan import scroll_documents
+from ..model.card import gate_allows
 from ..paths import as_roots
 from ..search.dba import derived_fields
 from .enqueue import Job, enqueue, wait
@@ -52,15 +54,6 @@ class ReindexResult:
 
 
 MAX_CATCH_UP_PASSES = 5
-
-
-def gate_allows(card: dict, force: bool) -> None:
-    gate = (card.get("metrics") or {}).get("gate") or {}
-    if gate.get("passed") is False and not force:
-        raise IndexStateError(
-            f"model {card['model_id']} failed its evaluation gate (MAP@R "
-            f"{gate.get('model_map_at_r', 0):.4f} vs {gate.get('against')} "
-            f"{gate.get('baseline_map_at_r', 0):.4f})", hint="train a better model, or pass --force")
 
 
 def model_fields(old: IndexInfo) -> list[str]:
@@ -100,30 +93,6 @@ def prepare_target(client: Elasticsearch, old: IndexInfo, card: dict, model_path
     body["settings"]["number_of_replicas"] = int(settings.get("number_of_replicas", 0))
     client.indices.create(index=name, settings=body["settings"], mappings=body["mappings"])
     return name
-
-
-def scroll_documents(client: Elasticsearch, index: str, excludes: list[str], *, source: bool = True,
-                     page: int = 500) -> Iterator[dict]:
-    """Every document of ``index`` via point-in-time + search_after (a consistent snapshot)."""
-    pit = client.open_point_in_time(index=index, keep_alive="5m")["id"]
-    try:
-        after = None
-        while True:
-            kw = {"search_after": after} if after else {}
-            if source:
-                kw["source_excludes"] = excludes
-            else:
-                kw["source"] = False
-            resp = client.search(pit={"id": pit, "keep_alive": "5m"}, size=page,
-                                 sort=[{"_shard_doc": "asc"}], query={"match_all": {}}, **kw)
-            hits = resp["hits"]["hits"]
-            if not hits:
-                return
-            pit = resp.get("pit_id", pit)
-            yield from hits
-            after = hits[-1]["sort"]
-    finally:
-        client.close_point_in_time(id=pit)
 
 
 def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str,

@@ -1,0 +1,96 @@
+"""The photos of an index es-metric ingested, as a catalogue to train on (``--from-index``).
+
+A multi-photo index holds a product per document (its photos' references in the nested photos
+field); a one-vector index holds a photo per document, and ``product_field`` groups documents
+into products (default: each document is a product, trained from augmented views). What a
+document names is data: paths are confined to the roots recorded for the index (plus
+``ESM_IMAGE_ROOTS``), URLs are fetched under the workers' guard later, the group is read as a
+plain value, and a document that names nothing usable is refused with its id.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from ..config import Settings
+from ..errors import ImageError, PathRefused
+from ..index.client import cluster_errors, make_client
+from ..index.indices import IndexInfo, index_info
+from ..index.scan import scroll_documents
+from ..paths import as_roots, confine
+from ..urlguard import is_url, parse_url
+from .products import Product, group_value
+
+__all__ = ["index_products", "photo_refs", "dotted"]
+
+SINGLE_REF_FIELDS = ("image_path", "image_ref")  # what the workers record beside a vector
+
+
+def dotted(source: dict, name: str | None) -> object:
+    """``source``'s value at a dotted field name (``category.path``), or None."""
+    value: object = source
+    for part in (name or "").split("."):
+        if not isinstance(value, dict) or not part:
+            return None
+        value = value.get(part)
+    return value
+
+
+def photo_refs(source: dict, info: IndexInfo) -> list[str]:
+    """The photos a document names (strings only): its nested photos' ``ref``, or the path/URL
+    recorded beside its vector."""
+    if info.photos_field:
+        photos = source.get(info.photos_field)
+        values = [p.get("ref") for p in photos if isinstance(p, dict)] if isinstance(photos, list) else []
+    else:
+        value = next((source[k] for k in SINGLE_REF_FIELDS if source.get(k)), None)
+        values = value if isinstance(value, list) else [value]
+    return [v for v in values if isinstance(v, str) and v]
+
+
+def _checked(refs: list[str], roots: tuple[Path, ...]) -> list[str]:
+    out = []
+    for ref in refs:
+        out.append(parse_url(ref).url if is_url(ref) else str(confine(ref, Path("/"), roots)))
+    return out
+
+
+def index_products(name: str, settings: Settings, group_field: str | None,
+                   product_field: str | None) -> tuple[list[Product], list[dict]]:
+    """(products, refused documents) of index ``name``."""
+    with cluster_errors(settings):
+        client = make_client(settings)
+        info = index_info(client, name)
+        roots = as_roots([*settings.image_roots, *info.image_roots])
+        return _read(client, info, roots, group_field, product_field)
+
+
+def _read(client, info: IndexInfo, roots: tuple[Path, ...], group_field: str | None,
+          product_field: str | None) -> tuple[list[Product], list[dict]]:
+    products: dict[str, Product] = {}
+    refused: list[dict] = []
+    for doc_id, source in _documents(client, info):
+        try:
+            refs = _checked(photo_refs(source, info), roots)
+        except (PathRefused, ImageError) as exc:
+            refused.append({"path": f"{info.name}/{doc_id}", "reason": getattr(exc, "reason", "path_refused"),
+                            "message": str(exc)})
+            continue
+        if not refs:
+            refused.append({"path": f"{info.name}/{doc_id}", "reason": "no_image_path",
+                            "message": f"document {doc_id!r} names no photo"})
+            continue
+        key = group_value(dotted(source, product_field)) if product_field else None
+        pid = key or str(doc_id)
+        group = group_value(dotted(source, group_field)) if group_field else None
+        old = products.get(pid)
+        products[pid] = Product(pid, (old.photos if old else ()) + tuple(refs),
+                                (old.group if old else None) or group)
+    return list(products.values()), refused
+
+
+def _documents(client, info: IndexInfo) -> Iterator[tuple[str, dict]]:
+    vector = info.vector_field.partition(".")[0] if not info.photos_field else None
+    excludes = [f"{info.photos_field}.vector"] if info.photos_field else [vector or "", f"{vector}_raw"]
+    for hit in scroll_documents(client, info.concrete, [e for e in excludes if e]):
+        yield hit["_id"], hit.get("_source") or {}
