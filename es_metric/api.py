@@ -15,13 +15,14 @@ from typing import Iterable, Mapping
 from elasticsearch import Elasticsearch
 
 from .config import Settings
-from .errors import ConfigError, ImageError, PathRefused
+from .errors import ConfigError
 from .index.client import cluster_errors, make_client
 from .index.docfields import FieldRefused, check_fields, check_id
+from .index.fields import DocFields
 from .index.indices import index_info
 from .ingest.celery_app import TASK_NAME
 from .ingest.enqueue import Job, enqueue, make_searchable, wait
-from .ingest.sources import Source, image_refs, source_item
+from .ingest.sources import Source, checked_item
 from .paths import as_roots
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,11 @@ __all__ = ["EsMetric", "Job", "TASK_NAME", "documents_source"]
 
 
 def documents_source(documents: Iterable[Mapping], roots: tuple[Path, ...], mode: str,
-                     vector_field: str) -> Source:
+                     layout: DocFields) -> Source:
     """Task items of ``{"id", "image": path | URL | [...], "fields": {...}}`` documents; a
-    document that cannot be used is refused with its reason (a dead letter of the job)."""
+    document that cannot be used is refused with its reason (a dead letter of the job), and
+    on a multi-photo index a refused photo costs its document only that photo. ``layout``:
+    the index's own fields (index/fields.py), which no user field may overwrite."""
     source = Source(roots=roots)
     for n, doc in enumerate(documents):
         where = f"document {n}"
@@ -43,14 +46,11 @@ def documents_source(documents: Iterable[Mapping], roots: tuple[Path, ...], mode
             doc_id = check_id(doc.get("id"))
             if mode == "update" and doc_id is None:
                 raise FieldRefused("bad_id", f"{where}: mode 'update' needs the document's id")
-            value = doc.get("image")
-            refs = image_refs(value, Path("/"), roots)
-            fields = check_fields(dict(doc.get("fields") or {}), vector_field)
-            source.items.append(source_item(refs, doc_id, fields, isinstance(value, list)))
+            fields = check_fields(dict(doc.get("fields") or {}), layout)
+            source.add(*checked_item(doc.get("image"), doc_id, fields, Path("/"), roots,
+                                     multi=bool(layout.photos), where=where, label=where))
         except FieldRefused as exc:
             source.refused.append({"ref": where, "reason": exc.reason, "message": exc.message})
-        except (PathRefused, ImageError) as exc:
-            source.refused.append({"ref": where, "reason": exc.reason, "message": f"{where}: {exc}"})
     return source
 
 
@@ -87,7 +87,7 @@ class EsMetric:
         with cluster_errors(self.settings):
             info = index_info(self.client, index)
             roots = as_roots([*self.settings.image_roots, *info.image_roots])
-            source = documents_source(docs, roots, mode, info.vector_field)
+            source = documents_source(docs, roots, mode, info.fields)
             return enqueue(self.settings, self.client, index, source, mode=mode)
 
     def wait(self, job: Job, timeout: float | None = None) -> tuple[int, int]:

@@ -88,6 +88,10 @@ class IndexStateError(EsmError):
     """An index or alias is not in the state an operation needs."""
 
 
+class LockLost(IndexStateError):
+    """A follower's lock on its index was taken by another follower (it stalled past the TTL)."""
+
+
 class WorkerLost(EsmError):
     """The worker process running a batch died again and again (the batch is not retried)."""
 

@@ -20,7 +20,7 @@ class ImageItem(_ImageRef, total=False):
 
     id: str | None               # the document id; None: the image's SHA-256
     fields: dict[str, Any]       # user fields written beside the vector (data, never metadata)
-    source_ref: str              # --from-index: the image field's value, stored as image_ref
+    source_ref: Any              # --from-index: the image field's value (image_ref: index/imageref.py)
     refs: list[str]              # several photos of one document (a multi-photo index); ref: the first
 
 
@@ -43,6 +43,8 @@ class JobSpec(_JobOptions):
     runtime: str | None          # the runtime the index's vectors were made with (None: torch)
     runtime_parity: float | None  # that export's measured minimum cosine to torch
     runtime_variant: NotRequired[str | None]  # int8: the quantisation that made the vectors
+    fields: dict[str, str | None]  # where es-metric's fields are (index/fields.py; a sender
+    #                                without it: the top-level layout)
 
 
 class SecondModelSpec(JobSpec, total=False):

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from es_metric.config import Settings
 from es_metric.index.client import make_client
+from es_metric.index.indices import index_info
 
 CATALOGUE = Path(__file__).resolve().parents[1] / "examples" / "grocery-mini"
 SHOP_MAPPING = {"properties": {"sku": {"type": "keyword"}, "title": {"type": "text"},
@@ -72,9 +73,11 @@ def wait_for(pred, timeout: float = 120.0, step: float = 0.2) -> float:
 
 
 def searchable(es, index: str, doc_id: str, photo_ref: str) -> bool:
+    """Is the document embedded from ``photo_ref`` (es-metric's fields: where the index says)?"""
+    fields = index_info(es, index).fields
     es.indices.refresh(index=index)
-    doc = es.options(ignore_status=404).get(index=index, id=doc_id, source_includes=["image_ref"])
-    return doc.get("found", False) and doc["_source"].get("image_ref") == photo_ref
+    doc = es.options(ignore_status=404).get(index=index, id=doc_id, source_includes=[fields.image_ref])
+    return doc.get("found", False) and fields.read(doc["_source"], fields.image_ref) == photo_ref
 
 
 def run(model: str, index: str, n_start: int, n_new: int, photos: str = "path",

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from ..config import Settings
+from ..index.fields import DEFAULT_OBJECT
 from ..index.gallery import multi_photo_vector_field
 from ..index.mappings import DEFAULT_OVERSAMPLE, INDEX_TYPES, IndexOptions
 from ..model.card import gate_allows, read_card
@@ -32,6 +33,9 @@ def mapping_group() -> None:
               help="Several photos per document: one vector per photo in a nested field.")
 @click.option("--photos-field", default="photos", show_default=True,
               help="With --multi-photo: the nested field of the photos.")
+@click.option("--fields-object", default=DEFAULT_OBJECT, show_default=True,
+              help="With --existing: the object es-metric keeps all its fields under (must be "
+                   "free in the index: the shop's own fields are never written).")
 @click.option("--text-field", "text_fields", multiple=True, help="Declare a text field (repeatable).")
 @click.option("--keyword-field", "keyword_fields", multiple=True, help="Declare a keyword field.")
 @click.option("--replicas", type=int, default=0, show_default=True)
@@ -40,8 +44,8 @@ def mapping_group() -> None:
                    "128-d); partial updates by other applications must then carry the vector.")
 @click.option("--force", is_flag=True, help="Use a model whose gate did not pass (not better than pretrained).")
 def mapping_create(index, model_path, existing, index_type, m, ef_construction, rescore_oversample,
-                   vector_field, multi_photo, photos_field, text_fields, keyword_fields, replicas,
-                   lean, force) -> None:
+                   vector_field, multi_photo, photos_field, fields_object, text_fields,
+                   keyword_fields, replicas, lean, force) -> None:
     """Create INDEX-<model id> behind the alias INDEX (or, with --existing, extend INDEX)."""
     from ..index.indices import add_vectors_to_existing, create_versioned_index, index_info
 
@@ -55,8 +59,10 @@ def mapping_create(index, model_path, existing, index_type, m, ef_construction, 
         vector_field = multi_photo_vector_field(photos_field)
     with Cluster() as (_s, es):
         if existing:
-            name = add_vectors_to_existing(es, index, card, path, options=options, vector_field=vector_field)
-            click.echo(f"added {vector_field} ({card['dims']}-d, {card['similarity']}) to existing index {name}")
+            name = add_vectors_to_existing(es, index, card, path, options=options,
+                                           vector_field=vector_field, fields_object=fields_object)
+            click.echo(f"added {index_info(es, name).vector_field} ({card['dims']}-d, "
+                       f"{card['similarity']}) to existing index {name}")
             return
         name = create_versioned_index(es, index, card, path, options=options, vector_field=vector_field,
                                       text_fields=text_fields, keyword_fields=keyword_fields,

@@ -38,6 +38,7 @@ from .root import main
 def ingest(index, source, wait, from_index, image_field, image_key, base_dir, timeout, stall_timeout,
            follow_mode, poll, as_json) -> None:
     """Queue SOURCE (image folder or JSONL manifest) for the workers to embed into INDEX."""
+    from ..index.indices import index_info
     from ..ingest.enqueue import enqueue, existing_index_items, make_searchable
 
     if follow_mode:
@@ -49,8 +50,9 @@ def ingest(index, source, wait, from_index, image_field, image_key, base_dir, ti
             s = s.with_(stall_seconds=stall_timeout)
         if from_index:
             src, mode = existing_index_items(s, es, index, image_field, base_dir), "update"
-        elif source:
-            src, mode = local_source(Path(source), s.image_roots, image_key), "index"
+        elif source:  # columns may not take es-metric's own field names (the index's record)
+            layout = index_info(es, index).fields
+            src, mode = local_source(Path(source), s.image_roots, image_key, layout), "index"
         else:
             raise click.UsageError("give SOURCE, or --from-index")
         job = enqueue(s, es, index, src, mode=mode)

@@ -4,12 +4,14 @@ Manifest columns and task fields from other applications are checked here twice:
 manifest is read (a clear reason per line) and again in the worker (tasks may come from any
 application that can reach the broker). A top-level name starting with ``_`` is refused
 (Elasticsearch reserves those: ``_index``, ``_source``, ``_routing``, ``_version``...), and so
-is a name that would overwrite es-metric's own bookkeeping fields. ``routing``, ``version``,
-``version_type``, ``parent``... without the underscore are ordinary fields once under the body.
+is a name that would overwrite es-metric's own fields: which names those are, the index's
+record says (fields.py: the top-level bookkeeping fields and the vector, or the one object an
+``--existing`` index keeps them under). ``routing``, ``version``, ``version_type``,
+``parent``... without the underscore are ordinary fields once under the body.
 """
 from __future__ import annotations
 
-from .mappings import BOOKKEEPING
+from .fields import DocFields
 
 # Elasticsearch refuses a longer document id for the whole bulk request, not just the item.
 MAX_ID_BYTES = 512
@@ -24,16 +26,12 @@ class FieldRefused(ValueError):
         self.message = message
 
 
-def reserved_names(vector_field: str | None = None) -> frozenset[str]:
-    """Top-level names a user field may not take: the bookkeeping fields and the vector."""
-    return frozenset(BOOKKEEPING) | ({vector_field.partition(".")[0]} if vector_field else frozenset())
-
-
-def check_fields(fields: object, vector_field: str | None = None) -> dict:
-    """``fields`` if they can go under a document body; FieldRefused otherwise."""
+def check_fields(fields: object, layout: DocFields) -> dict:
+    """``fields`` if they can go under a document body of an index with that ``layout`` of
+    es-metric's own fields; FieldRefused otherwise."""
     if not isinstance(fields, dict):
         raise FieldRefused("bad_fields", f"fields must be a JSON object, not {type(fields).__name__}")
-    reserved = reserved_names(vector_field)
+    reserved = layout.reserved
     for name in fields:
         if not isinstance(name, str):
             raise FieldRefused("bad_fields", f"field name {name!r} is not a string")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from elasticsearch import Elasticsearch, NotFoundError
 
 from ..errors import ConfigError, IndexStateError, MappingMismatch, shown
-from .gallery import find_vector
+from .fields import DEFAULT_OBJECT, DocFields
 from .mappings import (RESCORED_TYPES, IndexOptions, check_compatible, existing_index_update,
                        load_template, new_index_body, versioned_name)
 
@@ -49,6 +49,13 @@ class IndexInfo:
     photos_field: str | None = None     # a multi-photo index: the nested field of the photos
     candidates_factor: float = 1.0      # quantised + rescored field: its oversample (kNN candidates x it)
     runtime_variant: str | None = None  # int8: the quantisation that made the vectors
+    recorded_fields: DocFields | None = None  # where es-metric's fields are (None: top level)
+
+    @property
+    def fields(self) -> DocFields:
+        """Where es-metric's fields are in this index's documents (fields.py): ask this, never
+        a hard-coded name."""
+        return self.recorded_fields or DocFields(self.vector_field, self.photos_field)
 
 
 def resolve_concrete(client: Elasticsearch, name: str) -> list[str]:
@@ -89,8 +96,9 @@ def index_info(client: Elasticsearch, name: str) -> IndexInfo:
                      tuple(meta.get("image_roots") or ()), meta.get("rerank"),
                      meta.get("near_duplicate_threshold"), meta.get("runtime"),
                      meta.get("runtime_parity"), meta.get("migration"), meta.get("photos_field"),
-                     rescore_factor(find_vector(mapping.get("properties") or {}, meta["vector_field"])),
-                     meta.get("runtime_variant"))
+                     rescore_factor(DocFields.mapping_of(mapping.get("properties") or {},
+                                                         meta["vector_field"])),
+                     meta.get("runtime_variant"), DocFields.of_record(meta))
 
 
 def rescore_factor(field_mapping: dict) -> float:
@@ -131,7 +139,7 @@ def create_versioned_index(client: Elasticsearch, alias: str, card: dict, model_
                           lean=lean)
     if client.indices.exists(index=name):
         current = client.indices.get_mapping(index=name)[name]["mappings"]["properties"]
-        check_compatible(card, find_vector(current, vector_field), vector_field)
+        check_compatible(card, DocFields.mapping_of(current, vector_field), vector_field)
         log.info("index %s exists already", name)
     else:
         client.indices.create(index=name, settings=body["settings"], mappings=body["mappings"])
@@ -141,9 +149,10 @@ def create_versioned_index(client: Elasticsearch, alias: str, card: dict, model_
 
 
 def add_vectors_to_existing(client: Elasticsearch, index: str, card: dict, model_path: str, *,
-                            options: IndexOptions = IndexOptions(),
-                            vector_field: str = "image_vector") -> str:
-    """Put-mapping the vector and bookkeeping fields onto an existing index; nothing else changes."""
+                            options: IndexOptions = IndexOptions(), vector_field: str = "image_vector",
+                            fields_object: str = DEFAULT_OBJECT) -> str:
+    """Put-mapping es-metric's fields onto an existing index, under ``fields_object`` (which
+    must be free: mappings.existing_index_update); nothing of the shop's changes."""
     concrete = resolve_concrete(client, index)
     if len(concrete) != 1:
         raise IndexStateError(f"{index!r} must name exactly one existing index (found {concrete})",
@@ -151,12 +160,14 @@ def add_vectors_to_existing(client: Elasticsearch, index: str, card: dict, model
     current = client.indices.get_mapping(index=concrete[0])[concrete[0]]["mappings"]
     meta = (current.get("_meta") or {}).get("es_metric")
     if meta and meta.get("model_id") != card["model_id"]:
-        if meta.get("vector_field") == vector_field:
-            check_compatible(card, find_vector(current["properties"], vector_field), vector_field)
+        recorded = DocFields.mapping_of(current.get("properties") or {}, str(meta.get("vector_field")))
+        if recorded:  # a model of other dims or similarity: say so first
+            check_compatible(card, recorded, str(meta.get("vector_field")))
         raise MappingMismatch(f"index {concrete[0]!r} serves model {meta.get('model_id')}, not "
                               f"{card['model_id']}; es-metric never mixes models",
                               hint=f"change the model in place with `esm reindex {index} --model ...`")
-    body = existing_index_update(card, model_path, current, vector_field=vector_field, options=options)
+    body = existing_index_update(card, model_path, current, vector_field=vector_field, options=options,
+                                 fields_object=fields_object)
     client.indices.put_mapping(index=concrete[0], properties=body["properties"], meta=body["_meta"])
     return concrete[0]
 

@@ -13,7 +13,8 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError, MappingMismatch
-from .gallery import find_vector, nest, photos_field_of
+from .fields import DEFAULT_OBJECT, DocFields
+from .gallery import layout
 from .vectors import lean_source
 
 INDEX_TYPES = ("hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat")
@@ -21,13 +22,6 @@ INDEX_TYPES = ("hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat"
 # them with the full float vectors (kept on disk beside the quantised ones). 0 turns it off.
 RESCORED_TYPES = ("int8_hnsw", "int4_hnsw", "bbq_hnsw")
 DEFAULT_OVERSAMPLE = 3.0
-BOOKKEEPING = {
-    "image_path": {"type": "keyword"},
-    "image_sha256": {"type": "keyword"},
-    "model_id": {"type": "keyword"},
-    "indexed_at": {"type": "date"},
-    "image_ref": {"type": "keyword"},  # the image field's value the vector was made from (--from-index)
-}
 
 
 @dataclass(frozen=True)
@@ -77,13 +71,15 @@ def vector_field_body(card: dict, options: IndexOptions) -> dict:
             "similarity": card["similarity"], "index_options": options.as_dict(int(card["dims"]))}
 
 
-def index_meta(card: dict, model_path: str, vector_field: str) -> dict:
-    """What an index records about its model (in the mapping's ``_meta``)."""
+def index_meta(card: dict, model_path: str, fields: DocFields | str) -> dict:
+    """What an index records about its model and its fields (in the mapping's ``_meta``);
+    ``fields``: the layout (a bare vector field name: the top-level layout, see fields.py)."""
+    fields = layout(fields) if isinstance(fields, str) else fields
     meta = {"model_id": card["model_id"], "model_path": str(model_path),
             "dims": int(card["dims"]), "similarity": card["similarity"],
-            "vector_field": vector_field, "backbone": card["backbone"]}
-    if photos_field_of(vector_field):  # several photos per document, nested
-        meta["photos_field"] = photos_field_of(vector_field)
+            "vector_field": fields.vector, "backbone": card["backbone"], "fields": fields.record()}
+    if fields.photos:  # several photos per document, nested
+        meta["photos_field"] = fields.photos
     # what search and the DBA pass apply, so that they never need the model file for it
     if card.get("rerank") is not None:
         meta["rerank"] = card["rerank"]
@@ -100,47 +96,61 @@ def index_meta(card: dict, model_path: str, vector_field: str) -> dict:
     return {"es_metric": meta}
 
 
-def new_index_body(card: dict, model_path: str, *, vector_field: str = "image_vector",
+def new_index_body(card: dict, model_path: str, *, vector_field: DocFields | str = "image_vector",
                    options: IndexOptions = IndexOptions(), text_fields: tuple[str, ...] = (),
                    keyword_fields: tuple[str, ...] = (), replicas: int = 0, lean: bool = True) -> dict:
-    """Settings + mappings for a fresh versioned index; ``lean``: the vectors left out of
-    ``_source`` (read from doc values, see vectors.py)."""
+    """Settings + mappings for a fresh versioned index; ``vector_field``: the vector's name
+    (top-level layout) or a whole layout; ``lean``: the vectors left out of ``_source`` (read
+    from doc values, see vectors.py)."""
+    fields = layout(vector_field) if isinstance(vector_field, str) else vector_field
     body = copy.deepcopy(load_template("image_index"))
     props = body["mappings"]["properties"]
     props.pop("image_vector")
-    props.update(nest(vector_field, vector_field_body(card, options)))
+    for name in DocFields.top_level().record():
+        props.pop(name, None)
+    props.update(fields.properties(vector_field_body(card, options)))
     for name in text_fields:
         props[name] = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
     for name in keyword_fields:
         props[name] = {"type": "keyword"}
-    body["mappings"]["_meta"] = index_meta(card, model_path, vector_field)
-    if lean and not photos_field_of(vector_field):  # photo vectors are read back from _source
-        body["mappings"]["_source"] = lean_source(vector_field)
+    body["mappings"]["_meta"] = index_meta(card, model_path, fields)
+    if lean and not fields.photos:  # photo vectors are read back from _source
+        body["mappings"]["_source"] = lean_source(fields)
     body["settings"]["number_of_replicas"] = replicas
     return body
 
 
 def existing_index_update(card: dict, model_path: str, current: dict, *,
-                          vector_field: str = "image_vector",
-                          options: IndexOptions = IndexOptions()) -> dict:
-    """A put-mapping body adding the vector and bookkeeping fields; other fields untouched.
+                          vector_field: str = "image_vector", options: IndexOptions = IndexOptions(),
+                          fields_object: str = DEFAULT_OBJECT) -> dict:
+    """A put-mapping body adding es-metric's fields to an index the shop owns; its own fields
+    untouched. ``current`` is the index's present mapping (``{"properties": ..., "_meta": ...}``).
 
-    ``current`` is the index's present mapping (``{"properties": ..., "_meta": ...}``). A vector
-    field that exists already must agree with the model, else MappingMismatch.
-    """
+    A first time, everything es-metric writes goes under one object, ``fields_object``, which
+    must be free (MappingMismatch naming the clash otherwise): no value of the shop's is ever
+    overwritten. An index that already records its fields keeps them (older versions: top
+    level); its vector field must then agree with the model."""
     props = current.get("properties", {})
-    top = vector_field.partition(".")[0]
-    if top != vector_field and top in props and not find_vector(props, vector_field):
-        raise MappingMismatch(f"field {top!r} exists and is {props[top].get('type', 'object')!r}, not "
-                              "the nested field of photos", hint="choose another --photos-field")
-    if find_vector(props, vector_field):
-        check_compatible(card, find_vector(props, vector_field), vector_field)
-    add = {k: v for k, v in BOOKKEEPING.items() if k not in props}
-    if not find_vector(props, vector_field):
-        add.update(nest(vector_field, vector_field_body(card, options)))
+    mine = (current.get("_meta") or {}).get("es_metric")
+    if mine:
+        fields = DocFields.of_record(mine)
+    else:
+        if fields_object in props:
+            raise MappingMismatch(
+                f"the index has its own field {fields_object!r}; es-metric keeps its fields (vector, "
+                "model_id, image_path, ...) under one object of that name and never writes into "
+                "the shop's fields", hint="name a free object with --fields-object NAME")
+        photos = layout(vector_field).photos
+        fields = DocFields.under(fields_object, vector_field, photos)
+    existing = DocFields.mapping_of(props, fields.vector)
+    if existing:
+        check_compatible(card, existing, fields.vector)
+    body = DocFields.properties_at({path: mapping for path, mapping in  # a re-run: only what is missing
+                                    fields.bodies(vector_field_body(card, options)).items()
+                                    if not DocFields.mapping_of(props, path)})
     meta = dict(current.get("_meta") or {})
-    meta.update(index_meta(card, model_path, vector_field))
-    return {"properties": add, "_meta": meta}
+    meta.update(index_meta(card, model_path, fields))
+    return {"properties": body, "_meta": meta}
 
 
 def check_compatible(card: dict, field_mapping: dict, field: str = "image_vector") -> None:

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .fields import DocFields
+
 if TYPE_CHECKING:  # the pure mapping helpers stay importable without the client
     from elasticsearch import Elasticsearch
 
 
 def raw_vector_field(vector_field: str) -> str:
     """Where the DBA pass keeps the model's own vector when it augments ``vector_field``."""
-    return f"{vector_field}_raw"
+    return DocFields(vector_field).raw_vector
 
 
 def vector_fields(vector_field: str) -> list[str]:
@@ -29,9 +31,9 @@ def vector_fields(vector_field: str) -> list[str]:
     return [vector_field, raw_vector_field(vector_field)]
 
 
-def lean_source(vector_field: str) -> dict:
+def lean_source(fields: DocFields | str) -> dict:
     """The mapping's ``_source`` of a lean index (the vectors left out)."""
-    return {"excludes": vector_fields(vector_field)}
+    return {"excludes": vector_fields(fields.vector if isinstance(fields, DocFields) else fields)}
 
 
 def is_lean(mappings: dict, vector_field: str) -> bool:
@@ -46,15 +48,16 @@ def hit_vector(hit: dict, field: str) -> list[float] | None:
     if values:  # a dense_vector's doc values come as one list per value: [[x, y, ...]]
         first = values[0]
         return [float(v) for v in (first if isinstance(first, list) else values)]
-    return (hit.get("_source") or {}).get(field)
+    return DocFields.read(hit.get("_source"), field)
 
 
 def read_vector(client: Elasticsearch, index: str, doc_id: str,
-                field: str) -> tuple[list[float] | None, str | None] | None:
+                fields: DocFields) -> tuple[list[float] | None, str | None] | None:
     """(vector or None, model id) of one document, read from doc values; None: no such document."""
     resp = client.search(index=index, size=1, query={"ids": {"values": [doc_id]}},
-                         docvalue_fields=[field], source=["model_id"], track_total_hits=False)
+                         docvalue_fields=[fields.vector], source=[fields.model_id],
+                         track_total_hits=False)
     hits = resp["hits"]["hits"]
     if not hits:
         return None
-    return hit_vector(hits[0], field), hits[0].get("_source", {}).get("model_id")
+    return hit_vector(hits[0], fields.vector), fields.read(hits[0].get("_source"), fields.model_id)

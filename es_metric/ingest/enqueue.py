@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -13,16 +12,17 @@ from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
 
 from ..config import Settings
-from ..errors import ClusterUnavailable, ImageError, IndexStateError, PathRefused
+from ..errors import ClusterUnavailable, ConfigError, IndexStateError, shown
 from ..index.failures import item_key, record_failures, record_key
+from ..index.fields import DocFields
+from ..index.imageref import retire
 from ..index.indices import IndexInfo, index_info, record_image_roots
 from ..paths import as_roots
 from ..redact import redact_text, redact_url
 from ..types import JobSpec
-from ..urlguard import is_url
 from .celery_app import TASK_NAME, make_app
 from .jobs import JobProgress
-from .sources import Source, image_refs, source_item
+from .sources import Source, checked_item
 from .stall import activity, requeue_orphans, stall_error, task_id
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,13 @@ class Job:
 def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | None = None,
              roots: tuple[str, ...] = ()) -> JobSpec:
     """The JSON-safe description every task of a job carries (``roots``: the folders the
-    worker may read for this index, besides ESM_IMAGE_ROOTS)."""
+    worker may read for this index, besides ESM_IMAGE_ROOTS; ``fields``: where es-metric's
+    fields are in the documents, fields.py)."""
     return {"job_id": job_id, "alias": alias, "index": target or info.concrete,
             "model_id": info.model_id, "model_path": info.model_path,
             "vector_field": info.vector_field, "mode": mode, "roots": list(roots),
             "runtime": info.runtime, "runtime_parity": info.runtime_parity,
-            "runtime_variant": info.runtime_variant,
+            "runtime_variant": info.runtime_variant, "fields": info.fields.record(),
             **({"photos_field": info.photos_field} if info.photos_field else {})}
 
 
@@ -60,37 +61,51 @@ def existing_roots(settings: Settings, client: Elasticsearch, index: str,
 
 
 def hit_item(hit: dict, image_field: str, index: str, roots: tuple[Path, ...],
-             base_dir: str | None = None) -> tuple[dict | None, dict | None]:
-    """(re-embed item, None) for a document whose ``image_field`` is a path inside ``roots``, a
-    URL or a list of them, else (None, refused record). The item carries the field's value (``source_ref``): the
-    worker stores it beside the vector, so a follower can tell a changed image."""
-    value = hit["_source"].get(image_field)
-    hint = "set ESM_IMAGE_ROOTS to the image folder, or pass --base-dir FOLDER"
-    try:
-        refs = image_refs(value, Path(base_dir or "/"), roots, hint=hint)
-        return dict(source_item(refs, hit["_id"], {}, isinstance(value, list)), source_ref=value), None
-    except (PathRefused, ImageError) as exc:
-        ref = value[0] if isinstance(value, list) and value else value
-        where = ref if is_url(ref) else os.path.normpath(os.path.join(base_dir or "/", ref)) \
-            if isinstance(ref, str) and "\x00" not in ref and len(ref) < 4096 else f"{index}/{hit['_id']}"
-        return None, {"ref": where, "reason": exc.reason, "doc_id": hit["_id"],
-                      "message": f"document {hit['_id']!r}: {exc}"}
+             base_dir: str | None = None, multi: bool = False) -> tuple[dict | None, list[dict]]:
+    """(re-embed item or None, failure records) for a document whose ``image_field`` is a path
+    inside ``roots``, a URL or a list of them (sources.checked_item: on a multi-photo index a
+    refused photo costs the document only that photo). The item carries the field's value
+    (``source_ref``): the worker stores it beside the vector, so a follower can tell a changed
+    image."""
+    value = DocFields.read(hit["_source"], image_field)
+    item, records = checked_item(value, hit["_id"], {}, Path(base_dir or "/"), roots, multi=multi,
+                                 where=f"{index}/{hit['_id']}", label=f"document {hit['_id']!r}",
+                                 hint="set ESM_IMAGE_ROOTS to the image folder, or pass --base-dir FOLDER")
+    return (dict(item, source_ref=value) if item else None), records
 
 
 def existing_index_items(settings: Settings, client: Elasticsearch, index: str, image_field: str,
                          base_dir: str | None = None) -> Source:
     """Documents of an existing index with an image path, URL or list of them in
     ``image_field`` (updated by id). The paths are data: each must lie under ESM_IMAGE_ROOTS,
-    ``base_dir`` or the roots recorded for the index, or it is refused with a reason."""
+    ``base_dir`` or the roots recorded for the index, or it is refused with a reason (and a
+    vector the document still has of an earlier image is removed: index/imageref.py)."""
+    info = index_info(client, index)
+    check_image_field(info, image_field)
     source = Source(roots=existing_roots(settings, client, index, base_dir))
+    refused: dict[str, object] = {}
     for hit in scan(client, index=index, query={"query": {"exists": {"field": image_field}}},
                     _source=[image_field]):
-        item, refused = hit_item(hit, image_field, index, source.roots, base_dir)
-        (source.items if item else source.refused).append(item or refused)
+        item, records = hit_item(hit, image_field, index, source.roots, base_dir, bool(info.photos_field))
+        source.add(item, records)
+        if item is None:
+            refused[hit["_id"]] = DocFields.read(hit["_source"], image_field)
     if not source.items and not source.refused:
         raise IndexStateError(f"no document of {index!r} has the field {image_field!r}",
                               hint="name the field holding image paths with --image-field")
+    retire(client, info.concrete, info.fields, refused)
     return source
+
+
+def check_image_field(info: IndexInfo, image_field: str) -> None:
+    """An image field to read may not be one es-metric writes itself (it would feed on its own
+    writes), except ``image_path`` of an index es-metric made (re-embedding its own images)."""
+    mine = info.fields
+    own = {mine.vector, mine.raw_vector, mine.image_ref, mine.model_id, mine.indexed_at,
+           mine.image_sha256, mine.dba, *([mine.photos] if mine.photos else [])}
+    if image_field in own or (mine.object and image_field.partition(".")[0] == mine.object):
+        raise ConfigError(f"{shown(image_field)} is a field es-metric writes itself, not the shop's "
+                          "image field", hint="name the field holding the shop's image paths or URLs")
 
 
 def enqueue(settings: Settings, client: Elasticsearch, alias: str, source: Source | list[dict], *,
@@ -110,8 +125,8 @@ def enqueue(settings: Settings, client: Elasticsearch, alias: str, source: Sourc
     total = len({item_key(i) for i in source.items} | {record_key(r) for r in source.refused})
     progress = JobProgress(settings, job_id)
     progress.start(total, index=spec["index"], alias=alias)
-    if source.refused:
-        record_failures(client, settings, spec, source.refused)
+    if source.refused or source.photos_refused:
+        record_failures(client, settings, spec, source.refused + source.photos_refused)
         progress.record([], [record_key(r) for r in source.refused])
     n = _send(settings, make_app(settings), spec, source.items)
     log.info("job %s: %d images in %d tasks for %s", job_id, total, n, spec["index"])

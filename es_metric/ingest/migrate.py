@@ -28,10 +28,10 @@ from elasticsearch.helpers import scan, streaming_bulk
 
 from ..config import Settings
 from ..errors import IndexStateError
+from ..index.fields import DocFields
 from ..index.indices import INFO_TTL_S, IndexInfo, index_info
 from ..index.mappings import IndexOptions, index_meta, vector_field_body
 from ..index.vectors import hit_vector
-from ..search.dba import derived_fields
 from .enqueue import enqueue, wait
 from ..model.card import gate_allows
 from .reindex import wait_for_writers
@@ -86,7 +86,7 @@ def start(client: Elasticsearch, info: IndexInfo, card: dict, model_path: str) -
                                    f"{moving['model_path']}`")
     new_field = model_field(info.vector_field, card["model_id"])
     props = client.indices.get_mapping(index=info.concrete)[info.concrete]["mappings"]["properties"]
-    opts = props.get(info.vector_field, {}).get("index_options") or {}
+    opts = DocFields.mapping_of(props, info.vector_field).get("index_options") or {}
     kind = opts.get("type", "hnsw")
     options = IndexOptions("int8_hnsw" if kind.startswith("bbq") and int(card["dims"]) < 64 else kind,
                            opts.get("m", 16), opts.get("ef_construction", 100))
@@ -95,15 +95,15 @@ def start(client: Elasticsearch, info: IndexInfo, card: dict, model_path: str) -
               "vector_field": new_field, "from_model_id": info.model_id,
               "from_vector_field": info.vector_field, "started_at": time.time()}
     meta.setdefault("es_metric", {})["migration"] = moving
-    client.indices.put_mapping(index=info.concrete,
-                               properties={new_field: vector_field_body(card, options)}, meta=meta)
+    new = info.fields.with_vector(new_field).properties(vector_field_body(card, options))
+    client.indices.put_mapping(index=info.concrete, properties=new, meta=meta)
     return moving
 
 
-def missing_query(vector_field: str) -> dict:
-    """Documents with an embedded image but no vector in ``vector_field``."""
-    return {"bool": {"filter": [{"exists": {"field": "image_path"}}],
-                     "must_not": [{"exists": {"field": vector_field}}]}}
+def missing_query(fields: DocFields) -> dict:
+    """Documents with an embedded image but no vector in ``fields.vector``."""
+    return {"bool": {"filter": [{"exists": {"field": fields.image_path}}],
+                     "must_not": [fields.has_vector()]}}
 
 
 def fill(settings: Settings, client: Elasticsearch, info: IndexInfo, timeout: float | None) -> int:
@@ -113,9 +113,11 @@ def fill(settings: Settings, client: Elasticsearch, info: IndexInfo, timeout: fl
     for _ in range(MAX_FILL_PASSES):
         wait_for_writers(settings, info.concrete, timeout)
         client.indices.refresh(index=info.concrete)
-        items = [{"ref": h["_source"]["image_path"], "id": h["_id"], "fields": {}}
-                 for h in scan(client, index=info.concrete, _source=["image_path"],
-                               query={"query": missing_query(info.migration["vector_field"])})]
+        fields = info.fields
+        missing = missing_query(fields.with_vector(info.migration["vector_field"]))
+        items = [{"ref": fields.read(h["_source"], fields.image_path), "id": h["_id"], "fields": {}}
+                 for h in scan(client, index=info.concrete, _source=[fields.image_path],
+                               query={"query": missing})]
         if not items:
             break
         job = enqueue(settings, client, info.name, Source(items), mode="update",
@@ -129,10 +131,10 @@ def fill(settings: Settings, client: Elasticsearch, info: IndexInfo, timeout: fl
 def verify(client: Elasticsearch, info: IndexInfo) -> tuple[int, int]:
     """(documents with an image, of them with the new vector); IndexStateError unless every
     one has it and a kNN probe on the new field finds its own document first."""
-    field = info.migration["vector_field"]
+    field, fields = info.migration["vector_field"], info.fields
     client.indices.refresh(index=info.concrete)
-    images = int(client.count(index=info.concrete, query={"exists": {"field": "image_path"}})["count"])
-    missing = int(client.count(index=info.concrete, query=missing_query(field))["count"])
+    images = int(client.count(index=info.concrete, query={"exists": {"field": fields.image_path}})["count"])
+    missing = int(client.count(index=info.concrete, query=missing_query(fields.with_vector(field)))["count"])
     if missing:
         raise IndexStateError(f"{missing} of {images} documents have no vector of the new model",
                               hint="see `esm failures`; run the command again to retry")
@@ -151,7 +153,8 @@ def verify(client: Elasticsearch, info: IndexInfo) -> tuple[int, int]:
 def switch(client: Elasticsearch, info: IndexInfo, card: dict) -> None:
     """Search moves to the new field in one mapping update."""
     moving, meta = info.migration, _meta(client, info.concrete)
-    mine = index_meta(card, moving["model_path"], moving["vector_field"])["es_metric"]
+    new_fields = info.fields.with_vector(moving["vector_field"])
+    mine = index_meta(card, moving["model_path"], new_fields)["es_metric"]
     mine["image_roots"] = meta["es_metric"].get("image_roots", [])
     mine["migration"] = {**moving, "state": "switched", "switched_at": time.time()}
     meta["es_metric"] = mine
@@ -163,13 +166,13 @@ def clear_old(settings: Settings, client: Elasticsearch, info: IndexInfo,
     """Stamp every document with the new model and clear the old vector; drop the record."""
     time.sleep(INFO_TTL_S + 1)  # searches that read the index info before the switch are done
     wait_for_writers(settings, info.concrete, timeout)
-    old = info.migration["from_vector_field"]
-    cleared = {f: None for f in [old, *derived_fields(old)] if f != "dba"}
-    query = {"bool": {"filter": [{"exists": {"field": "image_path"}}], "minimum_should_match": 1,
+    old, fields = info.migration["from_vector_field"], info.fields
+    cleared = fields.doc({old: None, fields.with_vector(old).raw_vector: None,
+                          fields.model_id: info.model_id})
+    query = {"bool": {"filter": [{"exists": {"field": fields.image_path}}], "minimum_should_match": 1,
                       "should": [{"exists": {"field": old}},
-                                 {"bool": {"must_not": {"term": {"model_id": info.model_id}}}}]}}
-    actions = ({"_op_type": "update", "_index": info.concrete, "_id": h["_id"],
-                "doc": {**cleared, "model_id": info.model_id}}
+                                 {"bool": {"must_not": {"term": {fields.model_id: info.model_id}}}}]}}
+    actions = ({"_op_type": "update", "_index": info.concrete, "_id": h["_id"], "doc": cleared}
                for h in scan(client, index=info.concrete, query={"query": query}, _source=False))
     n = sum(ok for ok, _ in streaming_bulk(client, actions, raise_on_error=False, max_retries=5))
     meta = _meta(client, info.concrete)
@@ -194,7 +197,8 @@ def abandon(client: Elasticsearch, index: str, model_id: str) -> str:
     meta["es_metric"].pop("migration", None)
     client.indices.put_mapping(index=info.concrete, meta=meta)  # the follower stops filling it
     field = moving["vector_field"]
-    actions = ({"_op_type": "update", "_index": info.concrete, "_id": h["_id"], "doc": {field: None}}
+    actions = ({"_op_type": "update", "_index": info.concrete, "_id": h["_id"],
+                "doc": info.fields.doc({field: None})}
                for h in scan(client, index=info.concrete, _source=False,
                              query={"query": {"exists": {"field": field}}}))
     for _ in streaming_bulk(client, actions, raise_on_error=False, max_retries=5):
@@ -227,7 +231,8 @@ def change_model(settings: Settings, client: Elasticsearch, index: str, model_pa
     else:
         failed = 0
     cleared = clear_old(settings, client, info, timeout)
-    images = int(client.count(index=info.concrete, query={"exists": {"field": "image_path"}})["count"])
-    vectors = int(client.count(index=info.concrete, query={"exists": {"field": info.vector_field}})["count"])
+    images = int(client.count(index=info.concrete,
+                              query={"exists": {"field": info.fields.image_path}})["count"])
+    vectors = int(client.count(index=info.concrete, query=info.fields.has_vector())["count"])
     return MigrationResult(index, old_model, card["model_id"], old_field, info.vector_field,
                            images, vectors, failed, True, cleared)

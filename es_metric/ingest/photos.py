@@ -12,7 +12,9 @@ import numpy as np
 
 from ..index.docfields import FieldRefused, document_body
 from ..index.failures import failure_for, now
+from ..index.fields import DocFields
 from ..index.gallery import MAX_PHOTOS
+from ..index.imageref import ref_token
 
 
 def item_refs(item: dict) -> list[str]:
@@ -48,21 +50,18 @@ def expand(items: list[dict], multi: bool) -> tuple[list[dict], list[dict], list
 
 
 def stored_ref(item: dict) -> str | list[str] | None:
-    """What --from-index read from the image field (a path/URL or a list of them), stored as
-    ``image_ref`` beside the vectors so a follower can tell a changed image; None when absent
-    or too long for a keyword (8 KiB per value)."""
-    ref = item.get("source_ref")
-    values = ref if isinstance(ref, list) else [ref]
-    if values and all(isinstance(v, str) and len(v) <= 8192 for v in values):
-        return ref
-    return None
+    """What --from-index read from the image field (a path/URL or a list of them), as
+    ``image_ref`` stores it beside the vectors so a follower can tell a changed image (a value
+    over 8 KiB by its digest: index/imageref.py); None for an item of another source."""
+    return ref_token(item["source_ref"]) if "source_ref" in item else None
 
 
 def gallery_actions(job: dict, items: list[dict], good: list[tuple[dict, str]], vectors: np.ndarray,
                     photo_failures: list[dict]) -> tuple[list[dict], dict[str, list[dict]], list[dict]]:
     """(bulk actions, the items behind each document id, failure records of items none of
     whose photos could be embedded). Photos are kept in the item's order."""
-    field = job["photos_field"]
+    fields = DocFields.of_record(job)
+    leaf = fields.vector[len(str(fields.photos)) + 1:]
     by_doc: dict[int, list[tuple[dict, str, np.ndarray]]] = {}
     for (photo, sha), vec in zip(good, vectors):
         by_doc.setdefault(photo["doc"], []).append((photo, sha, vec))
@@ -75,16 +74,17 @@ def gallery_actions(job: dict, items: list[dict], good: list[tuple[dict, str]], 
             item_failures.append(failure_for(item, first["reason"] if first else "no_photo",
                                              first["message"] if first else "no photo was embedded"))
             continue
-        doc = {field: [{"ref": p["ref"], "sha256": sha, "vector": v.astype(float).round(7).tolist()}
-                       for p, sha, v in done],
-               "image_path": done[0][0]["ref"], "image_sha256": done[0][1],
-               "model_id": job["model_id"], "indexed_at": stamp}
+        doc = {fields.photos: [{"ref": p["ref"], "sha256": sha, leaf: v.astype(float).round(7).tolist()}
+                               for p, sha, v in done],
+               fields.image_path: done[0][0]["ref"], fields.image_sha256: done[0][1],
+               fields.model_id: job["model_id"], fields.indexed_at: stamp}
         ref = stored_ref(item)
         if ref is not None:
-            doc["image_ref"] = ref
+            doc[fields.image_ref] = ref
         doc_id = item.get("id") or done[0][1]
         update = job.get("mode") == "update"
-        body = {"doc": doc} if update else document_body(item.get("fields") or {}, doc)
+        body = {"doc": fields.doc(doc)} if update else \
+            document_body(item.get("fields") or {}, fields.doc(doc))
         actions[doc_id] = {"_op_type": "update" if update else "index", "_index": job["index"],
                            "_id": doc_id, "_source": body}
         owners.setdefault(doc_id, []).append(item)

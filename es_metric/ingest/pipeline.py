@@ -23,6 +23,8 @@ from ..images import DecodeLimits
 from ..index.docfields import FieldRefused, check_fields, check_id, document_body
 from ..index.failures import (clear_failures, failure_for, item_key, item_ref, now,
                               record_failures, record_key)
+from ..index.fields import DocFields
+from ..index.imageref import retire
 from ..model.pixels import pixel_stack, square_pixels
 from ..model.runtime import Embedder, check_runtime, load_embedder, model_threads
 from ..paths import job_roots
@@ -113,16 +115,17 @@ def decode_and_embed(items: list[dict], model: Embedder, limits: DecodeLimits, r
     return good, failures, np.concatenate(vectors)
 
 
-def check_items(items: list, vector_field: str) -> tuple[list[dict], list[dict]]:
+def check_items(items: list, layout: DocFields) -> tuple[list[dict], list[dict]]:
     """(usable items with their id and fields checked, failure records). Tasks may come from
-    any application that reaches the broker: user data is checked here again, never trusted."""
+    any application that reaches the broker: user data is checked here again, never trusted
+    (``layout``: the index's own fields, which no user field may overwrite)."""
     ok, failures = [], []
     for item in items:
         try:
             if not isinstance(item, dict) or not isinstance(item.get("ref"), str) or not item["ref"]:
                 raise FieldRefused("bad_item", f"task item {item_ref(item)} has no image path ('ref')")
             ok.append({**item, "id": check_id(item.get("id")),
-                       "fields": check_fields(item.get("fields") or {}, vector_field)})
+                       "fields": check_fields(item.get("fields") or {}, layout)})
         except FieldRefused as exc:
             failures.append(failure_for(item, exc.reason, exc.message))
     return ok, failures
@@ -132,21 +135,21 @@ def build_actions(job: dict, good: list[tuple[dict, str]], vectors: np.ndarray) 
     """Bulk actions: ``index`` a full document, or ``update`` an existing one (by id). User
     fields go under the explicit body (``_source``), never beside the metadata; one action
     per document id (identical images share one)."""
-    stamp = now()
+    stamp, fields = now(), DocFields.of_record(job)
     actions: dict[str, dict] = {}
     for (item, sha), vec in zip(good, vectors):
-        doc = {job["vector_field"]: vec.astype(float).round(7).tolist()}
+        doc = {fields.vector: vec.astype(float).round(7).tolist()}
         if not job.get("vector_only"):  # a second model's field during a model change: vector only
-            doc.update(image_path=item["ref"], image_sha256=sha, model_id=job["model_id"],
-                       indexed_at=stamp)
+            doc.update({fields.image_path: item["ref"], fields.image_sha256: sha,
+                        fields.model_id: job["model_id"], fields.indexed_at: stamp})
             ref = stored_ref(item)  # what --from-index read: a follower compares it
             if ref is not None:
-                doc["image_ref"] = ref
+                doc[fields.image_ref] = ref
         doc_id = item.get("id") or sha
         if job.get("mode") == "update":
-            body = {"doc": doc}
+            body = {"doc": fields.doc(doc)}
         else:
-            body = document_body(item.get("fields") or {}, doc)
+            body = document_body(item.get("fields") or {}, fields.doc(doc))
         actions[doc_id] = {"_op_type": "update" if job.get("mode") == "update" else "index",
                            "_index": job["index"], "_id": doc_id, "_source": body}
     return list(actions.values())
@@ -207,6 +210,16 @@ def _actions(job: dict, items: list[dict], good: list[tuple[dict, str]], vectors
     return build_actions(job, good, vectors), owners, failures, []
 
 
+def retire_refused(client: Elasticsearch, job: dict, items: list[dict], failed: set[str]) -> list[str]:
+    """Documents whose image changed (``source_ref``: --from-index, the follower) to one that
+    failed lose the vector of their earlier image (index/imageref.py)."""
+    if job.get("mode") != "update" or job.get("vector_only"):
+        return []
+    values = {item["id"]: item["source_ref"] for item in items
+              if "source_ref" in item and item.get("id") and item_key(item) in failed}
+    return retire(client, job["index"], DocFields.of_record(job), values)
+
+
 def process_batch(settings: Settings, client: Elasticsearch, job: dict, items: list) -> dict:
     """Check, decode, embed and write one batch; record failures (dead letters, progress) and
     clear the dead letters of images now indexed; returns counts and failures (JSON-safe)."""
@@ -216,7 +229,7 @@ def process_batch(settings: Settings, client: Elasticsearch, job: dict, items: l
                               f"the index serves {job['model_id']}", hint="restore the model file")
     check_runtime(model, job.get("runtime"), job.get("runtime_parity"), job.get("runtime_variant"))
     limits = DecodeLimits(settings.max_image_pixels, settings.max_image_bytes)
-    usable, refused = check_items(items, job["vector_field"])
+    usable, refused = check_items(items, DocFields.of_record(job))
     kept, photos, refused_more = expand(usable, bool(job.get("photos_field")))
     roots = settings.image_roots + job_roots(job)
     good, failures, vectors = decode_and_embed(photos, model, limits, roots,
@@ -228,7 +241,10 @@ def process_batch(settings: Settings, client: Elasticsearch, job: dict, items: l
     failed = [record_key(f) for f in result.failures]
     indexed = set(result.indexed)
     cleared = indexed | {item_key(p) for p, _ in good if item_key(kept[p["doc"]]) in indexed}
-    clear_failures(client, settings, job, sorted(cleared - set(failed)))
+    # a document indexed without its first photo: that photo's dead letter stays
+    photo_keys = {record_key(f) for f in photo_failures}
+    clear_failures(client, settings, job, sorted(cleared - set(failed) - photo_keys))
+    retire_refused(client, job, usable, set(failed))
     JobProgress(settings, job["job_id"]).record(result.indexed, failed)
     log.info("job %s: batch of %d -> %d indexed, %d failed", job["job_id"], len(items),
              len(result.indexed), len(result.failures))

@@ -26,13 +26,12 @@ from elasticsearch.helpers import streaming_bulk
 
 from ..config import Settings
 from ..errors import EsmError, IndexStateError, JobStalled
-from ..index.gallery import find_vector, top_level, vector_exists
+from ..index.fields import DocFields
 from ..index.indices import IndexInfo, count, index_info
-from ..index.mappings import BOOKKEEPING, IndexOptions, index_meta, new_index_body, versioned_name
+from ..index.mappings import IndexOptions, index_meta, new_index_body, versioned_name
 from ..index.scan import scroll_documents
 from ..model.card import gate_allows
 from ..paths import as_roots
-from ..search.dba import derived_fields
 from .enqueue import Job, enqueue, wait
 from .sources import Source
 
@@ -58,18 +57,17 @@ MAX_CATCH_UP_PASSES = 5
 
 def model_fields(old: IndexInfo) -> list[str]:
     """The old model's vector and what a DBA pass derived from it: not copied."""
-    return [old.vector_field, *derived_fields(old.vector_field)]
+    return [old.fields.vector, old.fields.raw_vector, old.fields.dba]
 
 
 def _user_properties(client: Elasticsearch, old: IndexInfo) -> dict:
     props = client.indices.get_mapping(index=old.concrete)[old.concrete]["mappings"].get("properties", {})
-    skip = {top_level(old.vector_field), *derived_fields(old.vector_field)}
-    return {k: v for k, v in props.items() if k not in skip and k not in BOOKKEEPING}
+    return {k: v for k, v in props.items() if k not in old.fields.reserved}  # es-metric's: anew
 
 
 def _index_options(client: Elasticsearch, old: IndexInfo, card: dict) -> IndexOptions:
     props = client.indices.get_mapping(index=old.concrete)[old.concrete]["mappings"]["properties"]
-    opts = find_vector(props, old.vector_field).get("index_options") or {}
+    opts = DocFields.mapping_of(props, old.vector_field).get("index_options") or {}
     kind = opts.get("type", "hnsw")
     if kind.startswith("bbq") and int(card["dims"]) < 64:
         kind = "int8_hnsw"
@@ -83,10 +81,10 @@ def prepare_target(client: Elasticsearch, old: IndexInfo, card: dict, model_path
     if client.indices.exists(index=name):
         log.info("resuming reindex into %s", name)
         return name
-    body = new_index_body(card, model_path, vector_field=old.vector_field,
+    body = new_index_body(card, model_path, vector_field=old.fields,   # the same layout
                           options=_index_options(client, old, card))
     body["mappings"]["properties"].update(_user_properties(client, old))
-    meta = index_meta(card, model_path, old.vector_field)
+    meta = index_meta(card, model_path, old.fields)
     meta["es_metric"]["reindex_state"] = {"state": "building", "from": old.concrete}
     body["mappings"]["_meta"] = meta
     settings = client.indices.get_settings(index=old.concrete)[old.concrete]["settings"]["index"]
@@ -95,8 +93,7 @@ def prepare_target(client: Elasticsearch, old: IndexInfo, card: dict, model_path
     return name
 
 
-def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str,
-              photos_field: str | None = None) -> list[dict]:
+def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str, fields: DocFields) -> list[dict]:
     """Copy documents (their vector already left out) into ``target``; returns the re-embed
     items (id + image path, or every photo of a multi-photo document) seen on the way."""
     items: list[dict] = []
@@ -104,13 +101,14 @@ def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str,
     def actions():
         for hit in hits:
             src = hit["_source"]
-            refs = [p.get("ref") for p in src.pop(photos_field, None) or [] if isinstance(p, dict)] \
-                if photos_field else []
+            photos = fields.pop(src, fields.photos) if fields.photos else None
+            refs = [p.get("ref") for p in photos or [] if isinstance(p, dict)]
+            path = fields.read(src, fields.image_path)
             if refs and all(isinstance(r, str) and r for r in refs):
                 items.append({"ref": refs[0], "refs": refs, "id": hit["_id"], "fields": {}})
-            elif src.get("image_path"):
-                items.append({"ref": src["image_path"], "id": hit["_id"], "fields": {}})
-            src.pop("model_id", None)
+            elif isinstance(path, str) and path:
+                items.append({"ref": path, "id": hit["_id"], "fields": {}})
+            fields.pop(src, fields.model_id)
             yield {"_op_type": "index", "_index": target, "_id": hit["_id"], "_source": src}
 
     for ok, info in streaming_bulk(client, actions(), chunk_size=500, max_retries=5, raise_on_error=True):
@@ -123,7 +121,7 @@ def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str,
 def copy_documents(client: Elasticsearch, old: IndexInfo, target: str) -> list[dict]:
     """Copy every document's non-vector fields; returns the re-embed items."""
     return copy_hits(client, scroll_documents(client, old.concrete, model_fields(old)), target,
-                     old.photos_field)
+                     old.fields)
 
 
 def primary_checkpoints(client: Elasticsearch, index: str) -> dict[str, int]:
@@ -230,7 +228,7 @@ def catch_up(settings: Settings, client: Elasticsearch, old: IndexInfo, target: 
     if hits and live_since is not None:
         newer = written_after(client, target, [h["_id"] for h in hits], live_since)
         hits = [h for h in hits if h["_id"] not in newer]
-    items = copy_hits(client, hits, target, old.photos_field) if hits else []
+    items = copy_hits(client, hits, target, old.fields) if hits else []
     result = CatchUp(now, copied=len(hits))
     quiet = not changed and old_count is not None and count(client, old.concrete) == old_count
     result.deleted = 0 if quiet else remove_deleted(client, old.concrete, target, live_since)
@@ -241,9 +239,9 @@ def catch_up(settings: Settings, client: Elasticsearch, old: IndexInfo, target: 
     return result
 
 
-def vectors_in(client: Elasticsearch, index: str, field: str) -> int:
+def vectors_in(client: Elasticsearch, index: str, fields: DocFields) -> int:
     client.indices.refresh(index=index)
-    return int(client.count(index=index, query=vector_exists(field))["count"])
+    return int(client.count(index=index, query=fields.has_vector())["count"])
 
 
 def swap_alias(client: Elasticsearch, alias: str, old: str, new: str) -> None:
@@ -287,7 +285,7 @@ def reindex(settings: Settings, client: Elasticsearch, alias: str, model_path: s
         docs_old, docs_new = count(client, old.concrete), count(client, target)
         if not (step.copied or step.deleted) and docs_old == docs_new:
             break
-    missing = without_vector(client, target, old.vector_field)
+    missing = without_vector(client, target, old.fields)
     if docs_new != docs_old or (missing and not force):
         raise IndexStateError(
             f"verification failed: {docs_new}/{docs_old} documents copied, {missing} images not "
@@ -308,15 +306,15 @@ def reindex(settings: Settings, client: Elasticsearch, alias: str, model_path: s
     if delete_old:
         client.indices.delete(index=old.concrete)
     return ReindexResult(alias, old.concrete, target, count(client, target),
-                         vectors_in(client, target, old.vector_field), failed, True, delete_old,
+                         vectors_in(client, target, old.fields), failed, True, delete_old,
                          caught_up, removed)
 
 
-def without_vector(client: Elasticsearch, index: str, field: str) -> int:
+def without_vector(client: Elasticsearch, index: str, fields: DocFields) -> int:
     """Documents that have an image but (still) no vector."""
     return int(client.count(index=index, query={"bool": {
-        "filter": [{"exists": {"field": "image_path"}}],
-        "must_not": [vector_exists(field)]}})["count"])
+        "filter": [{"exists": {"field": fields.image_path}}],
+        "must_not": [fields.has_vector()]}})["count"])
 
 
 def abandon(client: Elasticsearch, alias: str, model_id: str) -> str:

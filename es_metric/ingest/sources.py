@@ -15,21 +15,33 @@ from typing import Iterator
 
 from ..errors import ConfigError, ImageError, PathRefused
 from ..index.docfields import FieldRefused, check_fields, check_id
+from ..index.fields import DocFields
 from ..index.gallery import MAX_PHOTOS
 from ..paths import HINT, PATH_MAX, as_roots, confine
 from ..urlguard import is_url, parse_url
 
 ID_KEYS = ("id", "_id", "doc_id")
 IMAGE_KEYS = ("image", "image_path", "path", "file", "iconic_image")
-DEFAULT_VECTOR_FIELD = "image_vector"  # the worker checks again with the index's own vector field
+TOP_LEVEL = DocFields.top_level()  # a manifest read without its index: the worker checks again
 MAX_LINE_CHARS = 1 << 20  # a manifest line (one document's fields) of at most 1 M characters
 
 
 @dataclass
 class Source:
     items: list[dict] = field(default_factory=list)
-    refused: list[dict] = field(default_factory=list)   # {ref, reason, message}
+    refused: list[dict] = field(default_factory=list)   # {ref, reason, message}: a document each
     roots: tuple[Path, ...] = ()
+    photos_refused: list[dict] = field(default_factory=list)  # photos of documents that go on
+
+    def add(self, item: dict | None, records: list[dict]) -> None:
+        """A checked document (``checked_item``): queued, or refused (its first record counts
+        as the job's failure); further records are dead letters of single photos."""
+        if item is None:
+            self.refused.append(records[0])
+            records = records[1:]
+        else:
+            self.items.append(item)
+        self.photos_refused.extend(records)
 
 
 class LineRefused(Exception):
@@ -58,13 +70,16 @@ def folder_source(root: Path) -> Source:
     return Source(list(folder_items(root)), [], as_roots([root]))
 
 
-def manifest_source(manifest: Path, roots: tuple[Path, ...] = (), image_key: str | None = None) -> Source:
+def manifest_source(manifest: Path, roots: tuple[Path, ...] = (), image_key: str | None = None,
+                    layout: DocFields = TOP_LEVEL) -> Source:
     """One item per JSONL line: ``id`` (optional), an image path, everything else as fields.
 
     Paths are relative to the manifest's folder and must stay inside ``roots`` (default: the
     manifest's folder), so a manifest cannot make a worker read ``/etc/passwd`` or ``../..``.
-    A line that cannot be used is refused with its reason; the other lines go on. When every
-    line is refused, the manifest is not one: ConfigError naming the first line.
+    A line that cannot be used is refused with its reason; the other lines go on; on a
+    multi-photo index a refused photo costs its line only that photo. When every line is
+    refused, the manifest is not one: ConfigError naming the first line. ``layout``: the
+    index's fields (fields.py), which no column may overwrite.
     """
     manifest = Path(manifest).resolve()
     source = Source(roots=as_roots(roots) or (manifest.parent,))
@@ -73,8 +88,8 @@ def manifest_source(manifest: Path, roots: tuple[Path, ...] = (), image_key: str
             if line is not None and not line.strip():
                 continue
             try:
-                source.items.append(_manifest_item(line, f"{manifest}:{lineno}", manifest.parent,
-                                                   source.roots, image_key))
+                source.add(*_manifest_item(line, f"{manifest}:{lineno}", manifest.parent,
+                                           source.roots, image_key, layout))
             except LineRefused as refused:
                 source.refused.append(refused.record)
     if source.refused and not source.items:
@@ -97,7 +112,7 @@ def _lines(fh) -> Iterator[tuple[int, str | None]]:
 
 
 def _manifest_item(line: str | None, where: str, base: Path, roots: tuple[Path, ...],
-                   image_key: str | None) -> dict:
+                   image_key: str | None, layout: DocFields) -> tuple[dict | None, list[dict]]:
     name = where.rsplit("/", 1)[-1].replace(":", " line ", 1)
     if line is None:
         raise LineRefused(where, "line_too_long", f"{name}: longer than {MAX_LINE_CHARS} characters")
@@ -111,32 +126,50 @@ def _manifest_item(line: str | None, where: str, base: Path, roots: tuple[Path, 
     except FieldRefused as exc:
         raise LineRefused(_ref_of(row[key], base, where), exc.reason, f"{name}: {exc.message}") from None
     try:
-        refs = image_refs(row[key], base, roots)
-    except (PathRefused, ImageError) as exc:
-        raise LineRefused(_ref_of(row[key], base, where), exc.reason, f"{name}: {exc}", doc_id) from None
-    try:
-        fields = check_fields({k: v for k, v in row.items() if k not in ID_KEYS and k != key},
-                              DEFAULT_VECTOR_FIELD)
+        fields = check_fields({k: v for k, v in row.items() if k not in ID_KEYS and k != key}, layout)
     except FieldRefused as exc:
-        raise LineRefused(refs[0], exc.reason, f"{name}: {exc.message}", doc_id) from None
-    return source_item(refs, doc_id, fields, several=isinstance(row[key], list))
+        raise LineRefused(_ref_of(row[key], base, where), exc.reason, f"{name}: {exc.message}",
+                          doc_id) from None
+    return checked_item(row[key], doc_id, fields, base, roots, multi=bool(layout.photos),
+                        where=where, label=name)
 
 
-def image_refs(value: object, base: Path, roots: tuple[Path, ...], hint: str = HINT) -> list[str]:
-    """The photos an image field names: a path or http(s) URL, or a list of them. Paths are
-    confined to ``roots``; URLs are checked for scheme and user info here, and for the address
-    they reach by the worker that fetches them."""
+def image_refs(value: object, base: Path, roots: tuple[Path, ...],
+               hint: str = HINT) -> tuple[list[str], list[tuple[object, PathRefused | ImageError]]]:
+    """(the usable photos an image field names, each refused one with its error). The field is
+    a path or http(s) URL, or a list of them; paths are confined to ``roots``; URLs are checked
+    for scheme and user info here, and for the address they reach by the worker that fetches
+    them. PathRefused when the value names no photo at all, or too many."""
     values = value if isinstance(value, list) else [value]
     if not values or len(values) > MAX_PHOTOS:
         raise PathRefused(f"an image list needs 1 to {MAX_PHOTOS} paths or URLs, not {len(values)}",
                           hint="give a path, a URL, or a list of them")
-    refs = []
+    refs, refused = [], []
     for ref in values:
-        if is_url(ref):
-            refs.append(parse_url(ref).url)
-        else:
-            refs.append(str(confine(ref, base, roots, hint=hint)))
-    return list(dict.fromkeys(refs))
+        try:
+            refs.append(parse_url(ref).url if is_url(ref) else str(confine(ref, base, roots, hint=hint)))
+        except (PathRefused, ImageError) as exc:
+            refused.append((ref, exc))
+    return list(dict.fromkeys(refs)), refused
+
+
+def checked_item(value: object, doc_id: str | None, fields: dict, base: Path, roots: tuple[Path, ...],
+                 *, multi: bool, where: str, label: str,
+                 hint: str = HINT) -> tuple[dict | None, list[dict]]:
+    """(task item or None, failure records) for a document whose image field is ``value``.
+    Each refused photo is a record under its own reference with its own reason. On a
+    multi-photo index (``multi``) the document goes on with the photos left; otherwise, or
+    when none is left, it is refused (its first record says why). ``where``: the reference of
+    a record when a photo names nothing usable; ``label``: how messages name the document."""
+    try:
+        refs, refused = image_refs(value, base, roots, hint)
+    except PathRefused as exc:
+        refs, refused = [], [(value, exc)]
+    records = [{"ref": _ref_of(ref, base, where), "reason": exc.reason, "message": f"{label}: {exc}",
+                **({"doc_id": doc_id} if doc_id is not None else {})} for ref, exc in refused]
+    if records and (not refs or not multi):
+        return None, records
+    return source_item(refs, doc_id, fields, several=isinstance(value, list)), records
 
 
 def source_item(refs: list[str], doc_id: str | None, fields: dict, several: bool) -> dict:
@@ -181,11 +214,12 @@ def is_manifest(source: Path) -> bool:
     return source.is_file() and source.suffix.lower() in (".jsonl", ".ndjson", ".json")
 
 
-def local_source(source: Path, roots: tuple[Path, ...] = (), image_key: str | None = None) -> Source:
+def local_source(source: Path, roots: tuple[Path, ...] = (), image_key: str | None = None,
+                 layout: DocFields = TOP_LEVEL) -> Source:
     source = Path(source)
     if source.is_dir():
         return folder_source(source)
     if is_manifest(source):
-        return manifest_source(source, roots, image_key)
+        return manifest_source(source, roots, image_key, layout)
     raise ConfigError(f"{source} is neither an image folder nor a JSONL manifest",
                       hint="pass a folder of images or a .jsonl file")

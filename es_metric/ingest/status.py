@@ -10,7 +10,7 @@ from elasticsearch import Elasticsearch
 from ..config import Settings
 from ..index.indices import index_info
 from ..pids import pid_alive
-from .follow import FollowerState, load_state, open_jobs
+from .follow import FollowerState, load_state, open_jobs, state_key
 from .jobs import redis_client, redis_errors
 from .migrate import missing_query
 
@@ -43,21 +43,23 @@ def index_status(settings: Settings, client: Elasticsearch, index: str) -> dict:
     """The JSON `esm status --json` prints (``without_vector``, ``lag_s``, ``follower``...)."""
     info = index_info(client, index)
     with redis_errors(settings):
-        state = load_state(redis_client(settings), info.concrete)
+        r = redis_client(settings)
+        state, followed = load_state(r, info.concrete), bool(r.exists(state_key(info.concrete)))
         now = time.time()
         lag = lag_seconds(settings, state, now)
     client.indices.refresh(index=info.concrete)
-    field = state.image_field
+    # the followed image field; never followed: the image es-metric recorded (fields.py)
+    field = state.image_field if followed else info.fields.image_path
     without = client.count(index=info.concrete, query={"bool": {
-        "filter": [{"exists": {"field": field}}],
-        "must_not": [{"exists": {"field": info.vector_field}}]}})["count"]
+        "filter": [{"exists": {"field": field}}], "must_not": [info.fields.has_vector()]}})["count"]
     out = {"index": info.name, "concrete": info.concrete, "model_id": info.model_id,
            "vector_field": info.vector_field,
            "documents": client.count(index=info.concrete)["count"],
            "without_vector": int(without), "lag_s": lag, "follower": follower_view(state, now)}
     if info.migration:
         moving = info.migration
-        missing = client.count(index=info.concrete, query=missing_query(moving["vector_field"]))
+        missing = client.count(index=info.concrete,
+                               query=missing_query(info.fields.with_vector(moving["vector_field"])))
         out["migration"] = {"state": moving["state"], "to_model": moving["model_id"],
                             "from_model": moving.get("from_model_id"),
                             "field": moving["vector_field"], "missing": int(missing["count"])}

@@ -20,6 +20,7 @@ from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan, streaming_bulk
 
 from ..errors import IndexStateError
+from ..index.fields import DocFields
 from ..index.indices import IndexInfo, index_info
 from ..index.vectors import hit_vector, raw_vector_field as raw_field
 from ..similarity import Metric
@@ -28,26 +29,24 @@ from ..types import ReRank
 log = logging.getLogger(__name__)
 
 
-def derived_fields(vector_field: str) -> list[str]:
-    """Fields a DBA pass writes: never copied to another model's index (reindex skips them)."""
-    return [raw_field(vector_field), "dba"]
-
-
 def raw_field_mapping(info: IndexInfo) -> dict:
-    """The put-mapping body that adds the raw-vector field (stored, not indexed for kNN)."""
-    return {raw_field(info.vector_field): {"type": "dense_vector", "dims": info.dims, "index": False}}
+    """The put-mapping body that adds the raw-vector field (stored, not indexed for kNN) and
+    the pass's settings (where the index keeps its fields: index/fields.py)."""
+    return DocFields.properties_at({
+        info.fields.raw_vector: {"type": "dense_vector", "dims": info.dims, "index": False},
+        info.fields.dba: {"type": "object", "enabled": False}})
 
 
 def read_raw_vectors(client: Elasticsearch, info: IndexInfo) -> tuple[list[str], np.ndarray]:
     """Ids and model vectors of every document that has one (the raw copy when a pass ran)."""
     field, raw = info.vector_field, raw_field(info.vector_field)
     ids, vecs = [], []
-    for hit in scan(client, index=info.concrete, _source=["model_id"],
+    for hit in scan(client, index=info.concrete, _source=[info.fields.model_id],
                     query={"query": {"bool": {"filter": [{"exists": {"field": field}}]}},
                            "docvalue_fields": [field, raw]}):  # a lean index: not in _source
-        src = hit.get("_source", {})
-        if src.get("model_id") not in (None, info.model_id):
-            raise IndexStateError(f"document {hit['_id']} was embedded by {src['model_id']}, the index "
+        stamp = info.fields.read(hit.get("_source"), info.fields.model_id)
+        if stamp not in (None, info.model_id):
+            raise IndexStateError(f"document {hit['_id']} was embedded by {stamp}, the index "
                                   f"serves {info.model_id}", hint="finish or abandon the reindex first")
         ids.append(hit["_id"])
         vecs.append(hit_vector(hit, raw) or hit_vector(hit, field))
@@ -87,9 +86,9 @@ def augmentation_actions(index: str, info: IndexInfo, ids: list[str], raw: np.nd
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     for doc_id, r, a in zip(ids, raw, augmented):
         yield {"_op_type": "update", "_index": index, "_id": doc_id,
-               "doc": {info.vector_field: a.astype(float).round(7).tolist(),
-                       raw_field(info.vector_field): r.astype(float).round(7).tolist(),
-                       "dba": {**settings, "at": stamp}}}
+               "doc": info.fields.doc({info.vector_field: a.astype(float).round(7).tolist(),
+                                       info.fields.raw_vector: r.astype(float).round(7).tolist(),
+                                       info.fields.dba: {**settings, "at": stamp}})}
 
 
 def augment_index(client: Elasticsearch, index: str, k: int, alpha: float = 3.0) -> dict:
@@ -99,8 +98,7 @@ def augment_index(client: Elasticsearch, index: str, k: int, alpha: float = 3.0)
         raise IndexStateError(f"{info.name} keeps several photos per document; the DBA pass works on "
                           "one vector per document", hint="search it without DBA")
     started = time.monotonic()
-    client.indices.put_mapping(index=info.concrete, properties={
-        **raw_field_mapping(info), "dba": {"type": "object", "enabled": False}})
+    client.indices.put_mapping(index=info.concrete, properties=raw_field_mapping(info))
     ids, raw = read_raw_vectors(client, info)
     read_s = time.monotonic() - started
     from .rerank import augment_database  # torch: only the pass itself needs it

@@ -39,26 +39,29 @@ def product_vector(client: Elasticsearch, info: IndexInfo,
                    doc_id: str) -> tuple[list[float] | None, str | None] | None:
     """(query vector or None, model id) of an indexed multi-photo document, its photos'
     vectors combined; None: no such document (the contract of ``index.vectors.read_vector``)."""
-    field = info.vector_field
+    fields = info.fields
     try:
-        doc = client.get(index=info.concrete, id=doc_id, source_includes=[field, "model_id"])
+        doc = client.get(index=info.concrete, id=doc_id, source_includes=[fields.vector, fields.model_id])
     except NotFoundError:
         return None
     src = doc["_source"]
-    leaf = field.rpartition(".")[2]
-    vectors = [p[leaf] for p in src.get(info.photos_field) or [] if isinstance(p, dict) and p.get(leaf)]
-    return (combine(vectors, info.similarity) if vectors else None), src.get("model_id")
+    leaf = fields.vector[len(str(fields.photos)) + 1:]
+    photos = fields.read(src, str(fields.photos)) or []
+    vectors = [p[leaf] for p in photos if isinstance(p, dict) and p.get(leaf)]
+    return (combine(vectors, info.similarity) if vectors else None), fields.read(src, fields.model_id)
 
 
 def document_image(client: Elasticsearch, info: IndexInfo, doc_id: str, photo: int | None = None) -> str | None:
     """The image a document shows: its ``image_path``, or on a multi-photo index its
     ``photo``-th photo's ref (None when the document or photo does not exist)."""
-    field = info.photos_field if photo is not None and info.photos_field else "image_path"
-    doc = client.options(ignore_status=404).get(index=info.concrete, id=doc_id,
-                                                source_includes=[f"{field}.ref" if field != "image_path" else field])
+    fields = info.fields
+    field = fields.photos if photo is not None and fields.photos else fields.image_path
+    doc = client.options(ignore_status=404).get(
+        index=info.concrete, id=doc_id, source_includes=[f"{field}.ref" if field == fields.photos else field])
     src = (doc.get("_source") or {}) if doc.get("found") else {}
-    if field == "image_path":
-        return src.get("image_path") if isinstance(src.get("image_path"), str) else None
-    photos = src.get(field) or []
+    if field == fields.image_path:
+        path = fields.read(src, field)
+        return path if isinstance(path, str) else None
+    photos = fields.read(src, field) or []
     ref = photos[photo].get("ref") if photo < len(photos) and isinstance(photos[photo], dict) else None
     return ref if isinstance(ref, str) else None

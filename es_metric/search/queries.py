@@ -266,11 +266,12 @@ def search_body(*, knn: dict | None = None, query: dict | None = None, size: int
     return body
 
 
-def expansion_body(field: str, vector: list[float], k: int, *, filter_query: dict | None = None,
-                   exclude_ids: list[str] | None = None, num_candidates: int | None = None) -> dict:
+def expansion_body(field: str, vector: list[float], k: int, *, model_field: str = "model_id",
+                   filter_query: dict | None = None, exclude_ids: list[str] | None = None,
+                   num_candidates: int | None = None) -> dict:
     """Query expansion's first round: the top ``k`` documents' vectors (from doc values: a lean
-    index has none in ``_source``) and model ids only."""
-    return {"size": k, "_source": ["model_id"], "docvalue_fields": [field], "track_total_hits": False,
+    index has none in ``_source``) and model ids (``model_field``: where the index keeps them)."""
+    return {"size": k, "_source": [model_field], "docvalue_fields": [field], "track_total_hits": False,
             "knn": knn_clause(field, vector, k, num_candidates=num_candidates,
                               filter_query=filter_query, exclude_ids=exclude_ids)}
 

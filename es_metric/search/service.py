@@ -147,7 +147,7 @@ def image_vector(info: IndexInfo, data: bytes, limits: DecodeLimits = DecodeLimi
 
 def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[float]:
     found = (product_vector(client, info, doc_id) if info.photos_field  # its photos combined
-             else read_vector(client, info.concrete, doc_id, info.vector_field))
+             else read_vector(client, info.concrete, doc_id, info.fields))
     if found is None:
         raise SearchError(f"no document {shown(doc_id)} in {info.name!r}")
     vector, model_id = found
@@ -196,10 +196,11 @@ def expanded_vector(client: Elasticsearch, info: IndexInfo, vector: list[float],
                     filt: dict, exclude_ids: list[str] | None, num_candidates: int | None) -> list[float]:
     """QE: a first kNN round under the same filters; its top ``rr.qe_k`` vectors blended into
     the query (rerank.expand_query), which the second round searches with."""
-    body = expansion_body(info.vector_field, vector, rr.qe_k, filter_query=filt,
+    body = expansion_body(info.vector_field, vector, rr.qe_k, model_field=info.fields.model_id,
+                          filter_query=filt,
                           exclude_ids=exclude_ids, num_candidates=num_candidates)
     hits = client.search(index=info.concrete, body=body)["hits"]["hits"]
-    nb = [v for h in hits if info.serves(h.get("_source", {}).get("model_id"))
+    nb = [v for h in hits if info.serves(info.fields.read(h.get("_source"), info.fields.model_id))
           for v in [hit_vector(h, info.vector_field)] if v is not None]
     if not nb:
         return vector
@@ -293,8 +294,9 @@ def _result(info: IndexInfo, hits: list[dict], took: int, started: float, req: S
     out = []
     for h in hits:
         src = h.get("_source", {})
-        if not info.serves(src.get("model_id")):
-            raise SearchError(f"hit {h['_id']} was embedded by {src['model_id']}, not "
+        stamp = info.fields.read(src, info.fields.model_id)
+        if not info.serves(stamp):
+            raise SearchError(f"hit {h['_id']} was embedded by {stamp}, not "
                               f"{info.model_id}; es-metric never mixes models",
                               hint="finish or abandon the reindex")
         item = {"id": h["_id"], "score": h.get("_score"), "source": src}

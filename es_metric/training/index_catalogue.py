@@ -23,9 +23,6 @@ from .products import Product, group_value
 
 __all__ = ["index_products", "photo_refs", "dotted"]
 
-SINGLE_REF_FIELDS = ("image_path", "image_ref")  # what the workers record beside a vector
-
-
 def dotted(source: dict, name: str | None) -> object:
     """``source``'s value at a dotted field name (``category.path``), or None."""
     value: object = source
@@ -37,13 +34,14 @@ def dotted(source: dict, name: str | None) -> object:
 
 
 def photo_refs(source: dict, info: IndexInfo) -> list[str]:
-    """The photos a document names (strings only): its nested photos' ``ref``, or the path/URL
-    recorded beside its vector."""
-    if info.photos_field:
-        photos = source.get(info.photos_field)
+    """The photos a document names (strings only): its nested photos' ``ref``, or the image
+    path recorded beside its vector (the index record says where: index/fields.py)."""
+    f = info.fields
+    if f.photos:
+        photos = f.read(source, f.photos)
         values = [p.get("ref") for p in photos if isinstance(p, dict)] if isinstance(photos, list) else []
     else:
-        value = next((source[k] for k in SINGLE_REF_FIELDS if source.get(k)), None)
+        value = f.read(source, f.image_path)
         values = value if isinstance(value, list) else [value]
     return [v for v in values if isinstance(v, str) and v]
 
@@ -90,7 +88,6 @@ def _read(client, info: IndexInfo, roots: tuple[Path, ...], group_field: str | N
 
 
 def _documents(client, info: IndexInfo) -> Iterator[tuple[str, dict]]:
-    vector = info.vector_field.partition(".")[0] if not info.photos_field else None
-    excludes = [f"{info.photos_field}.vector"] if info.photos_field else [vector or "", f"{vector}_raw"]
-    for hit in scroll_documents(client, info.concrete, [e for e in excludes if e]):
+    f = info.fields
+    for hit in scroll_documents(client, info.concrete, [f.vector, f.raw_vector]):
         yield hit["_id"], hit.get("_source") or {}

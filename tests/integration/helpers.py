@@ -35,6 +35,19 @@ def stored_docs(es, index: str, query: dict | None = None) -> dict[str, dict]:
     return docs
 
 
+def own_fields(es, index: str, source: dict) -> dict:
+    """es-metric's own fields of a document by their plain names (``image_ref``, ``model_id``,
+    ``indexed_at``, ``image_sha256``, ``image_path``; ``vector``: the vector or the photos),
+    read where the index's record keeps them (top level, or under an --existing index's object)."""
+    from es_metric.index.indices import index_info
+
+    f = index_info(es, index).fields
+    paths = {"image_path": f.image_path, "image_sha256": f.image_sha256, "model_id": f.model_id,
+             "indexed_at": f.indexed_at, "image_ref": f.image_ref, "vector": f.photos or f.vector}
+    return {name: value for name, path in paths.items() for value in [f.read(source, path)]
+            if value is not None}
+
+
 def esm(*args: str, ok: bool = True):
     """Run ``esm ARGS``; with ok=True assert exit 0 and return the result."""
     result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)

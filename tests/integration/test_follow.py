@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.integration.helpers import esm, esm_json
+from tests.integration.helpers import esm, esm_json, own_fields
 
 pytestmark = pytest.mark.integration
 
@@ -33,14 +33,18 @@ def wait_until(pred, what: str, timeout: float = 60.0):
 
 
 def docs(es, index: str) -> dict[str, dict]:
+    """Each document's _source, with es-metric's own fields also by their plain names."""
     es.indices.refresh(index=index)
     hits = es.search(index=index, size=100, query={"match_all": {}})["hits"]["hits"]
-    return {h["_id"]: h["_source"] for h in hits}
+    return {h["_id"]: {**h["_source"], **own_fields(es, index, h["_source"])} for h in hits}
 
 
-def embedded(es, index: str, doc_id: str, photo: str, field: str = "image_vector") -> bool:
+def embedded(es, index: str, doc_id: str, photo: str, field: str | None = None) -> bool:
+    """Is the document embedded from ``photo`` (into ``field``: the index's vector field)?"""
+    from es_metric.index.fields import DocFields
+
     src = docs(es, index).get(doc_id, {})
-    return src.get("image_ref") == photo and field in src
+    return src.get("image_ref") == photo and DocFields.read(src, field or "vector") is not None
 
 
 def test_follower_embeds_new_and_changed_skips_unchanged_and_resumes_after_kill(
@@ -135,4 +139,4 @@ def test_follower_refuses_hostile_references_once_and_reads_nothing_outside_the_
     assert rows == {"abs": "path_refused", "nul": "path_refused", "up": "path_refused",
                     "list": "several_photos"}
     src = docs(es, index_name)
-    assert all("image_vector" not in src[d] for d in ("up", "abs", "list", "nul"))
+    assert all("vector" not in src[d] for d in ("up", "abs", "list", "nul"))

@@ -34,14 +34,14 @@ def test_lean_index_like_search_and_writes_that_keep_the_vector(es, stack, index
 
     # another application's partial update: the vector is gone (the documented hazard) ...
     es.update(index=info.concrete, id="d1", doc={"title": "renamed"}, refresh=True)
-    assert without_vector(es, info.concrete, "image_vector") == 1
+    assert without_vector(es, info.concrete, info.fields) == 1
     assert "no vector" in esm("search", index_name, "--like", "d1", ok=False).output
     # ... and the workers' update-mode write brings it back, keeping the other fields
     job = enqueue(stack, es, index_name, [{"ref": str(files[1]), "id": "d1", "fields": {}}],
                   mode="update")
     wait(stack, job)
     make_searchable(es, job)
-    assert without_vector(es, info.concrete, "image_vector") == 0
+    assert without_vector(es, info.concrete, info.fields) == 0
     again = stored_docs(es, info.concrete, {"ids": {"values": ["d1"]}})["d1"]
     assert again["title"] == "renamed"
     np.testing.assert_allclose(again["image_vector"], docs["d1"]["image_vector"], atol=1e-6)

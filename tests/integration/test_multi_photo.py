@@ -89,12 +89,13 @@ def test_existing_index_gets_nested_photos_and_reindex_keeps_them(es, index_name
                        "--base-dir", tiny_data)
     assert (summary["indexed"], summary["failed"]) == (4, 0)
     doc = es.get(index=index_name, id="p2-0")["_source"]
-    assert doc["stock"] == 2 and doc["gallery"] == prods["p2-0"] and len(doc["photos"]) == 3
+    assert doc["stock"] == 2 and doc["gallery"] == prods["p2-0"] and len(doc["es_metric"]["photos"]) == 3
 
     moved = esm_json("reindex", index_name, "--model", tiny_model_l2, "--force")  # tiny model: gate
     assert (moved["documents"], moved["vectors"], moved["failed"]) == (4, 4, 0)
-    doc = es.get(index=index_name, id="p2-0")["_source"]
-    assert len(doc["photos"]) == 3 and len(doc["photos"][0]["vector"]) == 24 and doc["stock"] == 2
+    doc = es.get(index=index_name, id="p2-0")["_source"]   # the same layout in the new index
+    photos = doc["es_metric"]["photos"]
+    assert len(photos) == 3 and len(photos[0]["vector"]) == 24 and doc["stock"] == 2
     assert count(es, index_name) == 4
 
 

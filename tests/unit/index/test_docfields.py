@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from es_metric.index.docfields import FieldRefused, check_fields, check_id
+from es_metric.index.fields import DocFields
 from es_metric.ingest.pipeline import build_actions, check_items
 
 JOB = {"job_id": "j", "alias": "shop", "index": "shop-v1", "model_id": "m1", "model_path": "/m.pt",
@@ -15,14 +16,14 @@ JOB = {"job_id": "j", "alias": "shop", "index": "shop-v1", "model_id": "m1", "mo
                                   "emb", "emb.x", "image_path.raw"])
 def test_reserved_names_are_refused(name):
     with pytest.raises(FieldRefused) as info:
-        check_fields({name: 1}, "emb")
+        check_fields({name: 1}, DocFields.top_level("emb"))
     assert info.value.reason == "reserved_field" and repr(name) in info.value.message
 
 
 def test_plain_names_pass_unchanged():
     fields = {"routing": "r", "version": 2, "version_type": "external", "parent": "p",
               "nested": {"_index": "x"}, "image": "free", "label": "a"}
-    assert check_fields(fields, "emb") == fields
+    assert check_fields(fields, DocFields.top_level("emb")) == fields
 
 
 @pytest.mark.parametrize("value,expected", [(None, None), ("", None), (7, "7"), ("a/b", "a/b"),
@@ -63,7 +64,21 @@ def test_worker_checks_items_from_any_sender():
              {"ref": "/r/fields.jpg", "fields": ["not", "a", "dict"]},
              {"ref": "/r/id.jpg", "id": "x" * 600},
              {"id": "no-ref"}, "not an item"]
-    ok, failures = check_items(items, "emb")
+    ok, failures = check_items(items, DocFields.top_level("emb"))
     assert ok == [{"ref": "/r/ok.jpg", "id": "5", "fields": {"a": 1}}]
     assert [f["reason"] for f in failures] == ["reserved_field", "reserved_field", "bad_fields",
                                                "bad_id", "bad_item", "bad_item"]
+
+
+def test_an_index_that_keeps_its_fields_under_an_object_reserves_only_that_name():
+    shop = DocFields.under("es_metric")
+    fields = {"model_id": "the shop's", "image_path": "/mnt/x.jpg", "image_vector": [1], "dba": "Acme"}
+    assert check_fields(fields, shop) == fields
+    with pytest.raises(FieldRefused, match="'es_metric'"):
+        check_fields({"es_metric": {"model_id": "x"}}, shop)
+    job = {**JOB, "vector_field": shop.vector, "fields": shop.record(), "mode": "update"}
+    [action] = build_actions(job, [({"ref": "/r/a.jpg", "id": "d1", "source_ref": "a.jpg"}, "sha")],
+                             np.array([[0.5, 0.25]], np.float32))
+    assert list(action["_source"]["doc"]) == ["es_metric"]     # nothing else of the document
+    mine = action["_source"]["doc"]["es_metric"]
+    assert mine["image_vector"] == [0.5, 0.25] and mine["model_id"] == "m1" and mine["image_ref"] == "a.jpg"

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from es_metric.errors import ConfigError, MappingMismatch
-from es_metric.index.gallery import find_vector, multi_photo_vector_field, vector_exists
+from es_metric.index.fields import DocFields
+from es_metric.index.gallery import layout, multi_photo_vector_field
 from es_metric.index.mappings import existing_index_update, new_index_body
 from es_metric.ingest.photos import expand, gallery_actions
 from es_metric.search.gallery import combine, matched_image
@@ -19,19 +20,24 @@ def test_a_multi_photo_index_nests_ref_sha_and_vector_and_records_the_field():
     assert photos["type"] == "nested" and set(photos["properties"]) == {"ref", "sha256", "vector"}
     assert photos["properties"]["vector"]["dims"] == 2
     assert body["mappings"]["_meta"]["es_metric"]["photos_field"] == "photos"
-    assert vector_exists("photos.vector") == {"nested": {"path": "photos", "query": {
+    assert layout("photos.vector").has_vector() == {"nested": {"path": "photos", "query": {
         "exists": {"field": "photos.vector"}}}}
-    assert vector_exists("image_vector") == {"exists": {"field": "image_vector"}}
+    assert layout("image_vector").has_vector() == {"exists": {"field": "image_vector"}}
     with pytest.raises(ConfigError):
         multi_photo_vector_field("_source")
 
 
-def test_existing_index_gets_the_nested_field_unless_the_name_is_taken():
-    update = existing_index_update(CARD, "/m.pt", {"properties": {"title": {"type": "text"}}},
+def test_existing_index_gets_the_nested_field_under_its_fields_object():
+    update = existing_index_update(CARD, "/m.pt", {"properties": {"title": {"type": "text"},
+                                                                  "photos": {"type": "keyword"}}},
                                    vector_field="photos.vector")
-    assert find_vector(update["properties"], "photos.vector")["dims"] == 2 and "title" not in update["properties"]
-    with pytest.raises(MappingMismatch, match="'photos' exists"):
-        existing_index_update(CARD, "/m.pt", {"properties": {"photos": {"type": "keyword"}}},
+    assert set(update["properties"]) == {"es_metric"}          # the shop's photos field untouched
+    mine = update["_meta"]["es_metric"]
+    assert (mine["vector_field"], mine["photos_field"]) == ("es_metric.photos.vector", "es_metric.photos")
+    nested = DocFields.mapping_of(update["properties"], "es_metric.photos")
+    assert nested["type"] == "nested" and nested["properties"]["vector"]["dims"] == 2
+    with pytest.raises(MappingMismatch, match="'es_metric'"):
+        existing_index_update(CARD, "/m.pt", {"properties": {"es_metric": {"type": "keyword"}}},
                               vector_field="photos.vector")
 
 
@@ -43,7 +49,8 @@ def test_gallery_actions_one_document_per_item_failed_photos_do_not_cost_it():
     assert [p["ref"] for p in photos] == ["a1", "a2", "b1"] and refused[0]["reason"] == "bad_item"
     good = [(photos[0], "s1"), (photos[1], "s2")]
     failures = [{"ref": "b1", "reason": "url_not_found", "message": "404", "doc_id": "B"}]
-    job = {"photos_field": "photos", "index": "i", "model_id": "m1", "mode": "index"}
+    job = {"photos_field": "photos", "vector_field": "photos.vector", "index": "i", "model_id": "m1",
+           "mode": "index"}
     actions, owners, failed = gallery_actions(job, kept, good, np.array([[1, 0], [0, 1]], np.float32), failures)
     [a] = actions
     assert a["_id"] == "A" and a["_source"]["t"] == 1 and a["_source"]["image_path"] == "a1"

@@ -64,13 +64,26 @@ def test_bbq_needs_64_dims():
     assert IndexOptions("bbq_hnsw").as_dict(64)["type"] == "bbq_hnsw"
 
 
-def test_existing_update_adds_only_missing_fields_and_keeps_meta():
+def test_existing_update_adds_one_object_of_its_own_and_keeps_meta():
     current = {"properties": {"title": {"type": "text"}, "image_path": {"type": "keyword"}},
                "_meta": {"owner": "shop"}}
     body = existing_index_update(CARD, "/m.pt", current)
-    assert set(body["properties"]) == {"image_vector", "image_sha256", "model_id", "indexed_at",
-                                       "image_ref"}
+    assert set(body["properties"]) == {"es_metric"}
+    assert set(body["properties"]["es_metric"]["properties"]) == {
+        "image_vector", "image_path", "image_sha256", "model_id", "indexed_at", "image_ref"}
     assert body["_meta"]["owner"] == "shop" and body["_meta"]["es_metric"]["dims"] == 128
+    assert body["_meta"]["es_metric"]["vector_field"] == "es_metric.image_vector"
+
+
+def test_existing_update_of_an_older_index_keeps_its_top_level_layout():
+    old = {"model_id": CARD["model_id"], "vector_field": "image_vector", "dims": 128}
+    vector = {"type": "dense_vector", "dims": 128, "similarity": "cosine", "index_options": {"type": "flat"}}
+    current = {"properties": {"image_vector": vector, "model_id": {"type": "text"}},
+               "_meta": {"es_metric": old}}
+    body = existing_index_update(CARD, "/m.pt", current, options=IndexOptions("int8_hnsw"))
+    assert set(body["properties"]) == {"image_path", "image_sha256", "indexed_at", "image_ref"}  # what is missing
+    assert body["_meta"]["es_metric"]["vector_field"] == "image_vector"
+    assert body["_meta"]["es_metric"]["fields"]["model_id"] == "model_id"
 
 
 @pytest.mark.parametrize("field,match", [

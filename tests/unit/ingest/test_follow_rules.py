@@ -37,3 +37,22 @@ def test_a_hit_of_the_previous_model_is_accepted_only_once_search_switched_field
                          migration={**moving, "state": "switched"})
     assert switched.serves("old") and switched.serves("new") and not switched.serves("other")
     assert second_model(switched) is None
+
+
+def test_an_image_field_to_follow_is_never_one_es_metric_writes():
+    import pytest
+
+    from es_metric.errors import ConfigError
+    from es_metric.index.fields import DocFields
+    from es_metric.ingest.enqueue import check_image_field
+
+    shop = IndexInfo("shop", "shop", "m", "/m.pt", "es_metric.image_vector", 32, "cosine",
+                     recorded_fields=DocFields.under("es_metric"))
+    check_image_field(shop, "photo")
+    check_image_field(shop, "image_ref")            # the shop's own field of that name
+    for mine in ("es_metric.image_ref", "es_metric", "es_metric.image_path"):
+        with pytest.raises(ConfigError, match="es-metric writes itself"):
+            check_image_field(shop, mine)
+    check_image_field(info(), "image_path")          # an index es-metric made: its own images again
+    with pytest.raises(ConfigError):
+        check_image_field(info(), "image_ref")

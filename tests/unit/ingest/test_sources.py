@@ -93,3 +93,25 @@ def test_a_manifest_of_nothing_usable_is_one_clear_error(tmp_path):
         manifest_source(m)
     with pytest.raises(ConfigError, match="neither an image folder"):
         local_source(tmp_path / "nothing.txt")
+
+
+def test_a_refused_photo_costs_a_gallery_only_that_photo(tmp_path):
+    from es_metric.index.fields import DocFields
+
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "b.jpg").write_bytes(b"x")
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"id": "p1", "image": ["a.jpg", "../out.jpg", "b.jpg"]}) + "\n"
+                 + json.dumps({"id": "p2", "image": ["/etc/passwd", "../x.jpg"]}) + "\n")
+    gallery = manifest_source(m, layout=DocFields.top_level("photos.vector", "photos"))
+    [item] = gallery.items
+    assert item["refs"] == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")] and item["id"] == "p1"
+    named = {(r["doc_id"], r["ref"]): r["reason"] for r in gallery.refused + gallery.photos_refused}
+    assert named == {("p1", str(tmp_path.parent / "out.jpg")): "path_refused",
+                     ("p2", "/etc/passwd"): "path_refused", ("p2", str(tmp_path.parent / "x.jpg")): "path_refused"}
+    assert [r["ref"] for r in gallery.refused] == ["/etc/passwd"]   # p2: one document failed
+    m.write_text(m.read_text() + json.dumps({"id": "p3", "image": "a.jpg"}) + "\n")
+    single = manifest_source(m)   # one vector per document: a line with a refused photo is refused
+    assert [i["id"] for i in single.items] == ["p3"]
+    assert [(r["doc_id"], r["ref"]) for r in single.refused] == [
+        ("p1", str(tmp_path.parent / "out.jpg")), ("p2", "/etc/passwd")]    # named by the bad photo
