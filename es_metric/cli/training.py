@@ -33,9 +33,10 @@ def _objectives() -> list[str]:
 @click.option("--from-index", "from_index", metavar="INDEX",
               help="Train on the photos of an index es-metric ingested (instead of DATA).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Model file to write.")
-@click.option("--group-field", metavar="FIELD",
+@click.option("--group-field", metavar="FIELD|auto|none", default="auto", show_default=True,
               help="Catalogue field of a coarse level (e.g. category): products of one group stay nearer "
-                   "each other than products of other groups (a two-level objective).")
+                   "each other than products of other groups (a two-level objective). auto: the first of "
+                   "category, categories, category_path, product_type, group that most products have.")
 @click.option("--group-weight", type=FiniteRange(min=0), default=0.5, show_default=True,
               help="Weight of the group level against the product level.")
 @click.option("--product-field", metavar="FIELD",

@@ -30,7 +30,7 @@ from ..ingest.sources import manifest_source
 from ..urlguard import is_url
 from .data import Sample, cache_dir, read_folder
 from .imagecheck import Unusable, check_images, summary
-from .products import Product, group_value
+from .products import Product, dotted, group_value, pick_group_field
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class Catalogue:
     skipped: list[Unusable] = field(default_factory=list)
     refused: list[dict] = field(default_factory=list)
     root: Path | None = None
+    group_field: str | None = None   # the field the groups came from
 
     def skipped_records(self) -> list[dict]:
         return [u.as_dict(self.root) for u in self.skipped] + self.refused
@@ -61,22 +62,23 @@ def read_catalogue(data: str | Path | None, settings: Settings, *, group_field: 
     """The catalogue of DATA (a class folder or a catalogue JSONL) or of an index."""
     if from_index:
         from .index_catalogue import index_products
-        products, refused = index_products(from_index, settings, group_field, product_field)
-        return _assemble(f"index {from_index}", products, refused, settings, None)
+        products, refused, chosen = index_products(from_index, settings, group_field, product_field)
+        return _assemble(f"index {from_index}", products, refused, settings, None, chosen)
     path = Path(data or "")
     if path.is_dir():
         return _from_folder(path, group_field)
     if path.is_file():
         src = manifest_source(path, settings.image_roots)
-        return _assemble(str(path), _manifest_products(src.items, group_field), src.refused,
-                         settings, path.parent)
+        chosen = pick_group_field([item.get("fields") or {} for item in src.items], group_field)
+        return _assemble(str(path), _manifest_products(src.items, chosen), src.refused,
+                         settings, path.parent, chosen)
     raise ConfigError(f"{shown(str(path))} is neither a class folder nor a catalogue JSONL",
                       hint="give a folder with a sub-folder per product, a .jsonl catalogue "
                            "(a line per product: id, image, fields), or --from-index INDEX")
 
 
 def _from_folder(root: Path, group_field: str | None) -> Catalogue:
-    if group_field:
+    if group_field not in (None, "", "auto", "none"):
         raise ConfigError("--group-field needs a catalogue JSONL or --from-index",
                           hint="a class folder has no fields: give the catalogue as JSONL")
     folder = read_folder(root, min_per_class=1)
@@ -87,12 +89,12 @@ def _manifest_products(items: Iterable[dict], group_field: str | None) -> Iterat
     for item in items:
         refs = tuple(item.get("refs") or [item["ref"]])
         pid = item.get("id") or refs[0]
-        group = group_value((item.get("fields") or {}).get(group_field)) if group_field else None
+        group = group_value(dotted(item.get("fields") or {}, group_field)) if group_field else None
         yield Product(str(pid), refs, group)
 
 
 def _assemble(source: str, products: Iterable[Product], refused: list[dict], settings: Settings,
-              root: Path | None) -> Catalogue:
+              root: Path | None, group_field: str | None) -> Catalogue:
     """Local files for every photo (URLs fetched), checked; samples numbered by product."""
     merged: dict[str, Product] = {}
     for p in products:  # the same id twice (two lines): one product with both lines' photos
@@ -117,7 +119,9 @@ def _assemble(source: str, products: Iterable[Product], refused: list[dict], set
     if len({s.cls for s in samples}) < 2:
         raise ConfigError(f"{source} has {len({s.cls for s in samples})} product(s) with a usable photo",
                           hint="training needs at least two products")
-    return Catalogue(source, samples, groups, skipped, list(refused), root)
+    if group_field:
+        log.info("products grouped by %r (%d groups)", group_field, len(set(groups.values())))
+    return Catalogue(source, samples, groups, skipped, list(refused), root, group_field if groups else None)
 
 
 def _localise(products: Iterable[Product], settings: Settings) -> tuple[dict[str, list[str]], list[Unusable]]:

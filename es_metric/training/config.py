@@ -59,7 +59,7 @@ class TrainConfig:
     qe_alpha: float = DEFAULT_RERANK.qe_alpha
     dba_k: int = DEFAULT_RERANK.dba_k     # DBA the index applies (recorded in the card)
     device: str = "cpu"                   # where the backbone's features are computed (ESM_DEVICE)
-    group_field: str | None = None        # catalogue field of the coarse level (e.g. category)
+    group_field: str | None = "auto"      # catalogue field of the coarse level (auto: category, ...; none)
     group_weight: float = 0.5             # weight of the group loss of the two-level objective
     product_field: str | None = None      # --from-index, one-vector index: documents of one product
     from_index: str | None = None         # train on the photos of this index

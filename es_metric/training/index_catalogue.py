@@ -19,19 +19,9 @@ from ..index.indices import IndexInfo, index_info
 from ..index.scan import scroll_documents
 from ..paths import as_roots, confine
 from ..urlguard import is_url, parse_url
-from .products import Product, group_value
+from .products import AUTO_GROUP_FIELDS, Product, dotted, group_value, pick_group_field
 
-__all__ = ["index_products", "photo_refs", "dotted"]
-
-def dotted(source: dict, name: str | None) -> object:
-    """``source``'s value at a dotted field name (``category.path``), or None."""
-    value: object = source
-    for part in (name or "").split("."):
-        if not isinstance(value, dict) or not part:
-            return None
-        value = value.get(part)
-    return value
-
+__all__ = ["index_products", "photo_refs"]
 
 def photo_refs(source: dict, info: IndexInfo) -> list[str]:
     """The photos a document names (strings only): its nested photos' ``ref``, or the image
@@ -54,8 +44,8 @@ def _checked(refs: list[str], roots: tuple[Path, ...]) -> list[str]:
 
 
 def index_products(name: str, settings: Settings, group_field: str | None,
-                   product_field: str | None) -> tuple[list[Product], list[dict]]:
-    """(products, refused documents) of index ``name``."""
+                   product_field: str | None) -> tuple[list[Product], list[dict], str | None]:
+    """(products, refused documents, the group field used) of index ``name``."""
     with cluster_errors(settings):
         client = make_client(settings)
         info = index_info(client, name)
@@ -64,8 +54,8 @@ def index_products(name: str, settings: Settings, group_field: str | None,
 
 
 def _read(client, info: IndexInfo, roots: tuple[Path, ...], group_field: str | None,
-          product_field: str | None) -> tuple[list[Product], list[dict]]:
-    products: dict[str, Product] = {}
+          product_field: str | None) -> tuple[list[Product], list[dict], str | None]:
+    found: list[tuple[str, list[str], dict]] = []
     refused: list[dict] = []
     for doc_id, source in _documents(client, info):
         try:
@@ -79,12 +69,20 @@ def _read(client, info: IndexInfo, roots: tuple[Path, ...], group_field: str | N
                             "message": f"document {doc_id!r} names no photo"})
             continue
         key = group_value(dotted(source, product_field)) if product_field else None
-        pid = key or str(doc_id)
-        group = group_value(dotted(source, group_field)) if group_field else None
+        found.append((key or str(doc_id), refs, _candidates(source, group_field)))
+    chosen = pick_group_field([c for _, _, c in found], group_field)
+    products: dict[str, Product] = {}
+    for pid, refs, cand in found:
         old = products.get(pid)
-        products[pid] = Product(pid, (old.photos if old else ()) + tuple(refs),
-                                (old.group if old else None) or group)
-    return list(products.values()), refused
+        group = group_value(dotted(cand, chosen)) if chosen else None
+        products[pid] = Product(pid, (old.photos if old else ()) + tuple(refs), (old.group if old else None) or group)
+    return list(products.values()), refused, chosen
+
+
+def _candidates(source: dict, group_field: str | None) -> dict:
+    """The values a group may come from (the asked field, or the auto candidates)."""
+    names = AUTO_GROUP_FIELDS if group_field == "auto" else (group_field,) if group_field else ()
+    return {n: dotted(source, n) for n in names if n and n != "none"}
 
 
 def _documents(client, info: IndexInfo) -> Iterator[tuple[str, dict]]:

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MAX_GROUP_CHARS", "Product", "group_value"]
+__all__ = ["AUTO_GROUP_FIELDS", "MAX_GROUP_CHARS", "Product", "dotted", "group_value", "pick_group_field"]
 
 MAX_GROUP_CHARS = 512
+#: Fields taken as the group when ``--group-field auto`` (the default) finds one of them, in
+#: this order, in at least half of the products.
+AUTO_GROUP_FIELDS = ("category", "categories", "category_path", "product_type", "group")
 
 
 @dataclass(frozen=True)
@@ -24,3 +27,26 @@ def group_value(value: object) -> str | None:
         return None
     text = str(value).strip()
     return text[:MAX_GROUP_CHARS] or None
+
+
+def dotted(source: dict, name: str | None) -> object:
+    """``source``'s value at a dotted field name (``category.path``), or None."""
+    value: object = source
+    for part in (name or "").split("."):
+        if not isinstance(value, dict) or not part:
+            return None
+        value = value.get(part)
+    return value
+
+
+def pick_group_field(rows: list[dict], asked: str | None) -> str | None:
+    """The group field: ``asked``; with ``auto``, the first of AUTO_GROUP_FIELDS that at least
+    half of the products (``rows``: their fields) have; ``none`` (or nothing found): no group."""
+    if not asked or asked == "none":
+        return None
+    if asked != "auto":
+        return asked
+    for name in AUTO_GROUP_FIELDS:
+        if rows and 2 * sum(group_value(dotted(r, name)) is not None for r in rows) >= len(rows):
+            return name
+    return None

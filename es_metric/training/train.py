@@ -90,7 +90,8 @@ def train(data: str | Path | None, out: str | Path, cfg: TrainConfig,
     training = {**asdict(cfg), "history": history, "source": cat.source, "n_products": cat.n_products,
                 "n_photos": len(cat.samples), "n_train": len(split.train),
                 "n_queries": {p: len(v.queries) for p, v in split.validations.items()},
-                "groups": len(set(cat.groups.values())), "refit_epochs": refit_epochs,
+                "group_field": cat.group_field, "groups": len(set(cat.groups.values())),
+                "refit_epochs": refit_epochs,
                 "skipped_images": cat.skipped_records()}
     loss = "pretrained" if cfg.head == "none" else cfg.loss
     card = build_card(encoder, backbone=cfg.backbone, loss=loss, training=training,

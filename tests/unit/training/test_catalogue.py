@@ -81,3 +81,15 @@ def test_one_photo_products_take_part_through_their_views():
     # products a, b share group g; c has no group, so it is a group of its own
     g = data.groups.tolist()
     assert g[0] == g[1] == g[2] != g[3] and g[4:] == [g[2], g[3]] * 2
+
+
+def test_auto_takes_a_category_field_most_products_have(tiny_data, tmp_path):
+    settings = Settings.from_env({"ESM_IMAGE_ROOTS": str(tiny_data)})
+    lines = [{"id": f"p{c}", "image": photos(tiny_data, c, 2), "category": f"k{c % 2}"} for c in range(6)]
+    cat = read_catalogue(write_catalogue(tiny_data, tmp_path, lines), settings, group_field="auto")
+    assert cat.group_field == "category" and set(cat.groups.values()) == {"k0", "k1"}
+    assert read_catalogue(write_catalogue(tiny_data, tmp_path, lines), settings, group_field="none").groups == {}
+    sparse = [{"id": f"p{c}", "image": photos(tiny_data, c, 2), **({"category": "x"} if c == 0 else {})}
+              for c in range(6)]  # one product of six has one: not a grouping of the catalogue
+    cat = read_catalogue(write_catalogue(tiny_data, tmp_path, sparse), settings, group_field="auto")
+    assert cat.group_field is None and cat.groups == {}
