@@ -42,10 +42,9 @@ CONFIGS: dict[str, dict] = {
     "pretrained": {"head": "none"},
     "default": {},
     "no-group": {"group_weight": 0.0},
-    "views-all": {"view_photos": "all"},
-    "views-all-colour": {"view_photos": "all", "augment": "crop+colour"},
+    "views-single": {"view_photos": "single"},
+    "colour": {"augment": "crop+colour"},
     "no-views": {"augment": "none"},
-    "supcon": {"loss": "supcon"},
 }
 METRICS = ("recall_at_1", "mrr", "map_at_r", "group_precision_at_10")
 
@@ -110,7 +109,7 @@ def run_one(args, prods: dict, n: int, seed: int, fold: int | None, config: str)
     catalogue = write_catalogue(args.out / tag / "catalogue.jsonl", prods, cata, everyone - held)
     model = args.out / tag / f"{config}.pt"
     if not model.exists():
-        cfg = TrainConfig(**{"seed": seed, "group_field": "category", **CONFIGS[config]})
+        cfg = TrainConfig(**{"seed": seed, **CONFIGS[config]})
         result = train(catalogue, model, cfg, settings=Settings.from_env())
         card = result.card
     else:

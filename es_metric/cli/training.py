@@ -76,7 +76,7 @@ def _objectives() -> list[str]:
 @click.option("--augment", type=click.Choice(AUGMENTATIONS + ("none",)), default="crop", show_default=True,
               help="Augmented views (a photo's own positives): random crops and mirror images, with or "
                    "without colour jitter.")
-@click.option("--view-photos", type=click.Choice(["single", "all"]), default="single", show_default=True,
+@click.option("--view-photos", type=click.Choice(["all", "single"]), default="all", show_default=True,
               help="Whose augmented views the head trains on: products with one photo, or every photo.")
 @click.option("--qe-k", type=click.IntRange(min=0), default=DEFAULT_RERANK.qe_k, show_default=True,
               help="Query expansion neighbours; the card records it only when it helps on the validation "

@@ -64,7 +64,7 @@ class TrainConfig:
     product_field: str | None = None      # --from-index, one-vector index: documents of one product
     from_index: str | None = None         # train on the photos of this index
     augment: str = "crop"                 # augmented views: crop | crop+colour | none
-    view_photos: str = "single"           # whose views the head sees: single (products with one photo) | all
+    view_photos: str = "all"              # whose views the head sees: all photos | single (products with one photo)
 
     def resolved(self) -> "TrainConfig":
         from ..model.encoder import backbone_spec  # torch: only a run resolves its options
