@@ -102,7 +102,8 @@ class EsMetric:
                text: str | None = None, filters: Iterable[str] = (), k: int = 10, **options) -> dict:
         """Search like ``esm search --json``: ``image`` is bytes, a file path or an http(s) URL;
         ``like`` a document id (or several); ``filters`` strings like ``"price<=20"``. ``options``: the other
-        fields of ``SearchRequest`` (page, fusion, min_similarity, ...)."""
+        fields of ``SearchRequest`` (page, fusion, min_similarity, ``text_query=`` the shop's own query
+        as a dict or JSON, ``collapse=``, ``diversify=``, ``explain=True``, ``facets=``, ``facet_size=``, ...)."""
         from .images import DecodeLimits
         from .ingest.fetch import read_ref
         from .model.runtime import Inference

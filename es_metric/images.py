@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError
 
 __all__ = ["ALLOWED_FORMATS", "content_hash", "decode", "DecodeLimits", "DEFAULT_MAX_BYTES",
-           "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "load_image", "read_bytes", "regular_file",
+           "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "image_format", "load_image", "read_bytes", "regular_file",
            "to_rgb"]
 
 try:  # libjpeg-turbo in one call for plain JPEGs (a dependency; Pillow remains the fallback)
@@ -105,6 +105,12 @@ def decode(data: bytes, limits: DecodeLimits = DecodeLimits(), draft: int | None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"corrupt or truncated {img.format} image: {exc}", reason="corrupt_image") from None
     return to_rgb(img)
+
+
+def image_format(data: bytes, limits: DecodeLimits = DecodeLimits()) -> str:
+    """The format of an image's bytes (``JPEG``, ``PNG``, ...) from its header, sniffed, not
+    decoded; ImageError when it is no image of an allowed format, or over the pixel limit."""
+    return str(_open(data, limits).format)
 
 
 def _plain_jpeg(data: bytes, limits: DecodeLimits, draft: int | None) -> Image.Image | None:

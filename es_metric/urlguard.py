@@ -10,11 +10,13 @@ host, the host and port, or a network holding the address. IPv4 addresses embedd
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, ImageError, shown
 
+log = logging.getLogger(__name__)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -41,7 +43,11 @@ class Target:
 
 
 def parse_url(url: str) -> Target:
-    """The URL's parts; ImageError(url_refused) for another scheme, user info, or no host."""
+    """The URL's parts; ImageError(url_refused) for control characters, another scheme, user
+    info, or no host. Control characters are refused, not cleaned: urlsplit drops tab, CR and LF
+    silently, so the URL fetched would not be the URL given."""
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in url):
+        raise ImageError(f"URL {shown(url)} holds a control character", reason="url_refused")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -72,9 +78,10 @@ def embedded_ipv4(ip: IPAddress) -> IPAddress:
 
 
 def not_public(ip: IPAddress) -> str | None:
-    """Why ``ip`` is not a public unicast address (None when it is one)."""
+    """Why ``ip`` is not a public unicast address, as an adjective ("loopback"; None when it is
+    one)."""
     ip = embedded_ipv4(ip)
-    checks = (("a cloud metadata address", ip in METADATA), ("loopback", ip.is_loopback),
+    checks = (("cloud metadata", ip in METADATA), ("loopback", ip.is_loopback),
               ("link-local", ip.is_link_local), ("unspecified", ip.is_unspecified),
               ("multicast", ip.is_multicast), ("private", ip.is_private),
               ("reserved", ip.is_reserved or not ip.is_global))
@@ -132,9 +139,14 @@ def _plain_host(text: str) -> bool:
 
 
 def check_address(target: Target, ip: IPAddress, allow: AllowList) -> None:
-    """ImageError(url_refused) unless ``ip`` is public or allow-listed for ``target``."""
+    """ImageError(url_refused) unless ``ip`` is public or allow-listed for ``target``. The
+    message names the kind of address, never the address a name resolves to (a key holder of
+    the API would learn the internal network from it); the log has it, for the operator."""
     why = not_public(ip)
     if why and not allow.allows(target.host, target.port, ip):
-        raise ImageError(f"URL {shown(target.url)}: {target.host} resolves to {ip}, a {why} "
-                         "address; refused", reason="url_refused",
+        log.info("URL %s refused: %s resolves to %s (%s)", shown(target.url), target.host, ip, why)
+        verb = "is" if _host_key(target.host) == str(ip) else "resolves to"
+        article = "an" if why[0] in "aeiou" else "a"
+        raise ImageError(f"URL {shown(target.url)}: {target.host} {verb} {article} {why} address; "
+                         "refused", reason="url_refused",
                          hint="add the host, host:port or network to ESM_URL_ALLOW if it is trusted")

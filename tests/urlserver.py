@@ -22,6 +22,9 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "test"
     images: dict[str, bytes] = {}
     hits: dict[str, int] = {}
+    headers_seen: list[dict[str, str]] = []   # every request's headers (a host that logs them)
+    gate: threading.Event = threading.Event()  # /hold.png answers once it is set
+    holding: list[int] = [0, 0]                # requests waiting at /hold.png now, and at most
 
     def log_message(self, *args) -> None:  # quiet
         pass
@@ -29,6 +32,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         path = self.path.split("?")[0]
         self.hits[path] = self.hits.get(path, 0) + 1
+        self.headers_seen.append(dict(self.headers.items()))
+        if path == "/hold.png":
+            return self._hold()
         if path in self.images:
             return self._send(200, self.images[path])
         if path.startswith("/redirect-to/"):  # /redirect-to/<host:port>/<path>
@@ -50,6 +56,18 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, b"<html>not an image</html>")
         return self._send(404, b"no")
 
+    def _hold(self) -> None:
+        """Answer only when the test opens the gate (a host that hangs, for as long as needed)."""
+        with _holding_lock:
+            self.holding[0] += 1
+            self.holding[1] = max(self.holding)
+        try:
+            self.gate.wait(120)
+        finally:
+            with _holding_lock:
+                self.holding[0] -= 1
+        self._send(200, png_bytes())
+
     def _send(self, status: int, body: bytes, location: str | None = None) -> None:
         self.send_response(status)
         if location:
@@ -70,6 +88,9 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
 
+_holding_lock = threading.Lock()
+
+
 class QuietServer(ThreadingHTTPServer):
     """A client that hangs up early is expected here (the size-limit tests do): no traceback on
     stderr from the request thread, where it would land in the output a later test captures."""
@@ -84,12 +105,22 @@ class QuietServer(ThreadingHTTPServer):
 @contextmanager
 def serving(images: dict[str, bytes] | None = None) -> Iterator[str]:
     """Serve on 127.0.0.1 at a free port; yields ``host:port``."""
-    handler = type("H", (Handler,), {"images": dict(images or {}), "hits": {}})
+    with serving_handler(images) as (hp, _handler):
+        yield hp
+
+
+@contextmanager
+def serving_handler(images: dict[str, bytes] | None = None) -> Iterator[tuple[str, type[Handler]]]:
+    """As ``serving``, and the handler class: its ``headers_seen``, ``gate`` and ``holding``.
+    The gate is opened on the way out, so no request waits past the test."""
+    handler = type("H", (Handler,), {"images": dict(images or {}), "hits": {}, "headers_seen": [],
+                                     "gate": threading.Event(), "holding": [0, 0]})
     srv = QuietServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"127.0.0.1:{srv.server_address[1]}"
+        yield f"127.0.0.1:{srv.server_address[1]}", handler
     finally:
+        handler.gate.set()
         srv.shutdown()
         srv.server_close()

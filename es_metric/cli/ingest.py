@@ -16,6 +16,10 @@ from .follow import follow
 from .root import main
 
 
+STALL_HELP = ("Give up when nothing moved for N s and nothing of the job is running or can run: "
+              "lost, or queued with no live worker consuming the queue [default: ESM_STALL_SECONDS or 120].")
+
+
 @main.command()
 @click.argument("index")
 @click.argument("source", required=False)
@@ -27,9 +31,7 @@ from .root import main
 @click.option("--base-dir", type=click.Path(file_okay=False),
               help="With --from-index: base for relative paths, and a folder images may be read from.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after N seconds.")
-@click.option("--stall-timeout", type=float, default=None,
-              help="Give up when nothing moved for N s and nothing of the job is queued or running "
-                   "[default: ESM_STALL_SECONDS or 120].")
+@click.option("--stall-timeout", type=float, default=None, help=STALL_HELP)
 @click.option("--follow", "follow_mode", is_flag=True,
               help="With --from-index: keep embedding new and changed documents until stopped.")
 @click.option("--poll", type=FiniteRange(min=0.1), default=5.0, show_default=True,
@@ -110,8 +112,9 @@ def _follow(s, job, timeout, quiet: bool) -> dict:
 @click.option("--delete-old", is_flag=True, help="Delete the old index after the swap.")
 @click.option("--abandon", is_flag=True, help="Delete a half-built index for --model instead.")
 @click.option("--timeout", type=float, default=None)
+@click.option("--stall-timeout", type=float, default=None, help=STALL_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def reindex(index, model_path, force, delete_old, abandon, timeout, as_json) -> None:
+def reindex(index, model_path, force, delete_old, abandon, timeout, stall_timeout, as_json) -> None:
     """Blue/green: re-embed INDEX with a new model, verify, swap the alias atomically."""
     from ..ingest.reindex import abandon as abandon_target, in_place, reindex as run_reindex
     from ..model.runtime import card_for_runtime
@@ -120,6 +123,8 @@ def reindex(index, model_path, force, delete_old, abandon, timeout, as_json) -> 
         raise click.UsageError("--model is required")
     card = card_for_runtime(read_card(model_path), Settings.from_env().runtime)  # as mapping create
     with Cluster() as (s, es):
+        if stall_timeout is not None:
+            s = s.with_(stall_seconds=stall_timeout)
         if abandon and in_place(es, index):
             from ..ingest.migrate import abandon as abandon_change
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from ..redact import redact_url
+from ..search.facets import MAX_FACET_SIZE, TERMS_SIZE
 from ..search.fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS
 from .common import Cluster, echo_json
 from .root import main
@@ -22,10 +23,21 @@ from .root import main
               help="Several examples: mean vector moved away from the negatives (Rocchio), or each "
                    "result's best similarity to any positive minus its best to any negative.")
 @click.option("--text", help="Text query on the index's text fields (hybrid with an image).")
+@click.option("--text-query", "text_query", metavar="JSON",
+              help='The shop\'s own Elasticsearch query as the text leg, e.g. \'{"match": {"name": '
+                   '"{{text}}"}}\' ({{text}}: where --text goes); filters still apply.')
 @click.option("--filter", "filters", multiple=True,
               help="FIELD=VALUE, FIELD!=VALUE, FIELD>=N, FIELD=A|B, FIELD=LO..HI (repeatable).")
 @click.option("--facet", "facets", multiple=True,
               help="Count the results' values of FIELD (terms, or ranges for numbers; repeatable).")
+@click.option("--facet-size", type=click.IntRange(1, MAX_FACET_SIZE), default=TERMS_SIZE, show_default=True,
+              help="Values per terms facet; the rest are counted in an \"other\" row.")
+@click.option("--collapse", metavar="FIELD", help="One hit per value of FIELD (a product or group id).")
+@click.option("--diversify", type=click.FloatRange(0, 1), default=None, metavar="LAMBDA",
+              help="Maximal marginal relevance: LAMBDA x relevance - (1 - LAMBDA) x similarity to "
+                   "the hits above (1: plain ranking; try 0.7).")
+@click.option("--explain", is_flag=True,
+              help="Per hit: each leg's raw score, rank, normalised score and weight.")
 @click.option("-k", "k", type=int, default=10, show_default=True)
 @click.option("--page", type=int, default=1, show_default=True)
 @click.option("--num-candidates", type=int, default=None)
@@ -41,8 +53,9 @@ from .root import main
               help="Query expansion: blend the first round's top N vectors into the query "
                    "(0: off). Default: the model card's setting.")
 @click.option("--json", "as_json", is_flag=True)
-def search(index, image, like, unlike, examples, text, filters, facets, k, page, num_candidates,
-           fusion, image_weight, text_weight, min_similarity, near_duplicates, qe_k, as_json) -> None:
+def search(index, image, like, unlike, examples, text, text_query, filters, facets, facet_size, collapse,
+           diversify, explain, k, page, num_candidates, fusion, image_weight, text_weight, min_similarity,
+           near_duplicates, qe_k, as_json) -> None:
     """Search INDEX by image(s), by document(s), by text, with filters and facets."""
     from ..images import DecodeLimits, read_bytes
     from ..ingest.fetch import read_ref
@@ -58,7 +71,9 @@ def search(index, image, like, unlike, examples, text, filters, facets, k, page,
                             examples=examples, text=text, filters=list(filters), facets=list(facets),
                             k=k, page=page, num_candidates=num_candidates, fusion=fusion,
                             image_weight=image_weight, text_weight=text_weight,
-                            min_similarity=min_similarity, near_duplicates=near_duplicates, qe_k=qe_k)
+                            min_similarity=min_similarity, near_duplicates=near_duplicates, qe_k=qe_k,
+                            text_query=text_query, facet_size=facet_size, collapse=collapse,
+                            diversify=diversify, explain=explain)
         result = run_search(es, index, req, limits, where=redact_url(s.es_url),
                             inference=Inference.of(s))
     if as_json:
@@ -92,19 +107,34 @@ def _table(result: dict) -> None:
 
     table = Table(title=f"{len(result['hits'])} hits  (ES {result['took_ms']} ms, "
                         f"client {result['client_ms']} ms, model {result['model_id']})")
-    for col in ("rank", "score", "id", "title / label", "image"):
+    explained = any("explain" in h for h in result["hits"])
+    for col in ("rank", "score", "id", "title / label", "image") + ("explain",) * explained:
         table.add_column(col)
     for rank, hit in enumerate(result["hits"], 1):
         src = hit["source"]
         title = src.get("title") or src.get("name") or src.get("label") or ""
         table.add_row(str(rank), f"{hit['score']:.4f}", str(hit["id"])[:16], str(title)[:40],
-                      str(src.get("image_path", ""))[-50:])
+                      str(src.get("image_path", ""))[-50:], *([_why(hit.get("explain"))] * explained))
     console = Console()
     console.print(table)
     for name, rows in (result.get("facets") or {}).items():
-        console.print(f"[bold]{name}[/]: " + ", ".join(f"{r['value']} ({r['count']})" for r in rows))
+        console.print(f"[bold]{name}[/]: " + ", ".join(
+            f"{'other' if r.get('other') else r['value']} ({r['count']})" for r in rows))
     if result.get("note"):
         console.print(f"[yellow]{result['note']}")
+
+
+def _why(explain: dict | None) -> str:
+    """One hit's explanation in a line: each leg's raw score (rank) -> normalised x weight."""
+    if not explain:
+        return ""
+    parts = []
+    for name, leg in explain["legs"].items():
+        raw = "-" if leg["score"] is None else f"{leg['score']:.3g} (#{leg['rank']})"
+        norm = "" if leg["normalised"] is None else f" -> {leg['normalised']:.3g} x {leg['weight']:g}"
+        parts.append(f"{name} {raw}{norm}")
+    mmr = explain.get("mmr")
+    return " + ".join(parts) + (f"; mmr {mmr['mmr']:.3g}" if mmr else "")
 
 
 @main.command()

@@ -31,7 +31,8 @@ def _print(components, as_json: bool) -> None:
 @click.option("--concurrency", type=int, default=None, help="Worker processes (ESM_WORKER_CONCURRENCY).")
 @click.option("--json", "as_json", is_flag=True)
 def up(no_worker: bool, concurrency: int | None, as_json: bool) -> None:
-    """Start whatever is not running yet (idempotent)."""
+    """Start whatever is not running yet (idempotent). The worker runs under a supervisor that
+    restarts it when it exits (with a back-off); `status` says how often it did."""
     from ..stack import lifecycle
 
     t0 = time.monotonic()
@@ -65,7 +66,8 @@ def status(as_json: bool) -> None:
 @stack_group.command("restart-worker")
 @click.option("--concurrency", type=int, default=None)
 def restart_worker(concurrency: int | None) -> None:
-    """Restart the Celery worker (after a code change, or to change its process count)."""
+    """Restart the Celery worker and its supervisor (after a code change, or to change its
+    process count)."""
     from ..stack import worker
 
     s = settings()

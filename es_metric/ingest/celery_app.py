@@ -21,6 +21,10 @@ TASK_NAME = "es_metric.embed_batch"
 # redeliver a task that is still running (and it would be written twice, harmlessly but wastefully).
 TASK_TIME_LIMIT = 15 * 60
 VISIBILITY_TIMEOUT = 2 * TASK_TIME_LIMIT
+# kombu's Redis transport: without a socket timeout a command on a connection that died without
+# closing (failover, NAT, a paused VM) waits forever, e.g. a publish or an inspect of `--wait`.
+BROKER_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT, "socket_timeout": 30,
+                  "socket_connect_timeout": 5}
 
 
 def make_app(settings: Settings | None = None) -> Celery:
@@ -36,11 +40,17 @@ def make_app(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         task_time_limit=TASK_TIME_LIMIT,
         task_soft_time_limit=TASK_TIME_LIMIT - 60,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_transport_options=BROKER_OPTIONS,
         result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         result_expires=24 * 3600,
         task_default_queue=settings.worker_queue,
-        broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,             # reconnect after losing Redis (the default) ...
+        broker_connection_retry_on_startup=True,  # ... and when it is not up yet at start
+        # A task running when Redis goes away finishes and writes (its documents are idempotent);
+        # if its ack is lost with the connection, it is redelivered and rewrites the same ids.
+        # True would kill the pool process mid-batch instead (Celery 6's default): set, not
+        # inherited, so the choice is ours and the deprecation warning is silent.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         include=["es_metric.ingest.tasks"],
     )
@@ -62,6 +72,21 @@ def worker_ping(settings: Settings, timeout: float = 2.0) -> list[str]:
         ping_app.close()
     mine = re.compile(rf"^{re.escape(settings.worker_queue)}-\d+@")
     return sorted(name for reply in replies for name in reply if mine.match(name))
+
+
+def active_queues(settings: Settings, timeout: float = 2.0) -> dict[str, tuple[str, ...]]:
+    """{worker hostname: the queues it consumes now} of every live worker on this broker, any
+    name (Celery's inspect ``active_queues``: a worker whose consumer stopped, or that was told
+    to cancel a queue, no longer lists it). Empty when the broker cannot be reached."""
+    app = make_app(settings)
+    try:
+        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    except Exception as exc:  # noqa: BLE001 - the broker may be down: that means "no worker answers"
+        log.debug("inspect active_queues failed: %s", exc)
+        return {}
+    finally:
+        app.close()
+    return {name: tuple(q.get("name", "") for q in queues or ()) for name, queues in replies.items()}
 
 
 @after_setup_logger.connect

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -37,6 +37,10 @@ class Job:
     target: str
     tasks: int
     refused: int = 0
+    # What was sent (the spec and each task's items), so that a wait can send a task the broker
+    # lost again; empty for a job this process did not send.
+    spec: dict | None = field(default=None, compare=False, repr=False)
+    batches: tuple[tuple[dict, ...], ...] = field(default=(), compare=False, repr=False)
 
 
 def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | None = None,
@@ -128,9 +132,10 @@ def enqueue(settings: Settings, client: Elasticsearch, alias: str, source: Sourc
     if source.refused or source.photos_refused:
         record_failures(client, settings, spec, source.refused + source.photos_refused)
         progress.record([], [record_key(r) for r in source.refused])
-    n = _send(settings, make_app(settings), spec, source.items)
-    log.info("job %s: %d images in %d tasks for %s", job_id, total, n, spec["index"])
-    return Job(job_id, total, spec["index"], n, len(source.refused))
+    chunks = [tuple(chunk) for chunk in batches(source.items, settings.batch_size)]
+    _send(settings, make_app(settings), spec, list(enumerate(chunks)))
+    log.info("job %s: %d images in %d tasks for %s", job_id, total, len(chunks), spec["index"])
+    return Job(job_id, total, spec["index"], len(chunks), len(source.refused), spec, tuple(chunks))
 
 
 def batches(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -139,21 +144,34 @@ def batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[i:i + size]
 
 
-def _send(settings: Settings, app, spec: dict, items: list[dict]) -> int:
+def _send(settings: Settings, app, spec: dict, chunks: list[tuple[int, Sequence[dict]]]) -> None:
     """Queue the batches (task ids ``<job id>.<n>``, so the stall detector can find them)."""
-    n = 0
     try:
-        for chunk in batches(items, settings.batch_size):
+        for n, chunk in chunks:
             app.send_task(TASK_NAME, args=[spec, list(chunk)], queue=settings.worker_queue,
                           task_id=task_id(spec["job_id"], n))
-            n += 1
     except Exception as exc:
         raise ClusterUnavailable(f"could not queue tasks on {redact_url(settings.redis_url)}: "
                                  f"{redact_text(str(exc), settings.secrets())}",
                                  hint="is Redis up? `esm stack status`") from None
     finally:
         app.close()
-    return n
+
+
+def resend_lost(settings: Settings, job: Job, progress: JobProgress) -> int:
+    """Send again, under their own task ids, the batches of ``job`` with an image neither done
+    nor failed, when none of the job's tasks is anywhere: kombu's Redis transport pops a task
+    from the queue before it records it as delivered, so a broker restart in between loses it.
+    A batch that did run after all is rewritten harmlessly (same ids). Returns how many went."""
+    if not job.spec or not job.batches:
+        return 0
+    finished = progress.finished()
+    lost = [(n, chunk) for n, chunk in enumerate(job.batches)
+            if any(item_key(item) not in finished for item in chunk)]
+    if lost:
+        _send(settings, make_app(settings), job.spec, lost)
+        log.warning("job %s: %d task(s) the broker lost were sent again", job.job_id, len(lost))
+    return len(lost)
 
 
 def wait(settings: Settings, job: Job, on_progress: Callable[[int, int, int], None] | None = None,
@@ -175,7 +193,7 @@ def wait(settings: Settings, job: Job, on_progress: Callable[[int, int, int], No
         if (done, failed) != last:
             last, last_change = (done, failed), now
         elif settings.stall_seconds and now - last_change > settings.stall_seconds:
-            requeues -= _raise_if_stalled(settings, progress, counts, now - last_change, requeues > 0)
+            requeues -= _raise_if_stalled(settings, job, progress, counts, now - last_change, requeues > 0)
             last_change = now
         if timeout is not None and now - started > timeout:
             raise ClusterUnavailable(f"job {job.job_id} not finished after {timeout:.0f} s "
@@ -184,12 +202,13 @@ def wait(settings: Settings, job: Job, on_progress: Callable[[int, int, int], No
         time.sleep(poll)
 
 
-def _raise_if_stalled(settings: Settings, progress: JobProgress, counts: tuple[int, int, int],
+def _raise_if_stalled(settings: Settings, job: Job, progress: JobProgress, counts: tuple[int, int, int],
                       quiet_s: float, requeue: bool = True, recheck_s: float = 2.0) -> int:
     """JobStalled when two looks, ``recheck_s`` apart, find no progress and no live task
-    (a task moving from the queue to a worker could be missed by one look). Tasks delivered to
-    a worker that no longer holds them go back to the queue first, when a worker is there to
-    take them (``requeue``); returns 1 then (the wait goes on), else 0."""
+    (a task moving from the queue to a worker could be missed by one look). When a worker is
+    there to take them (``requeue``), tasks delivered to a worker that no longer holds them go
+    back to the queue first, and tasks found nowhere are sent again; returns 1 then (the wait
+    goes on), else 0."""
     for look in range(2):
         act = activity(settings, progress.redis)
         problem = stall_error(settings, progress.job_id, counts, quiet_s, act)
@@ -197,9 +216,12 @@ def _raise_if_stalled(settings: Settings, progress: JobProgress, counts: tuple[i
             return 0
         if look == 0:
             time.sleep(recheck_s)
-    if requeue and act.workers and progress.job_id in act.unacked and \
-            requeue_orphans(settings, progress.job_id, progress.redis):
-        return 1
+    if requeue and act.workers:
+        if job.job_id in act.unacked and requeue_orphans(settings, job.job_id, progress.redis):
+            return 1
+        if job.job_id not in act.unacked and job.job_id not in act.queued and \
+                resend_lost(settings, job, progress):
+            return 1
     raise problem
 
 

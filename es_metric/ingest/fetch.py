@@ -17,8 +17,10 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urljoin
 
 import httpx
@@ -61,14 +63,33 @@ class _Transient(Exception):
     """A failure worth another try (5xx, timeout, refused connection)."""
 
 
+@dataclass
+class _HostSlot:
+    gate: threading.BoundedSemaphore
+    users: int = 0  # fetches holding or waiting for the gate
+
+
 _lock = threading.Lock()
-_host_slots: dict[str, threading.BoundedSemaphore] = {}
+_host_slots: dict[str, _HostSlot] = {}
 _clients: dict[int, httpx.Client] = {}
 
 
-def _slot(host: str, limit: int) -> threading.BoundedSemaphore:
+@contextmanager
+def host_slot(host: str, limit: int) -> Iterator[None]:
+    """At most ``limit`` fetches at a time to ``host`` in this process. A host's entry lives
+    while a fetch holds or waits for it, so the table never outgrows the fetches in flight."""
+    key = f"{host}/{limit}"
     with _lock:
-        return _host_slots.setdefault(f"{host}/{limit}", threading.BoundedSemaphore(limit))
+        slot = _host_slots.setdefault(key, _HostSlot(threading.BoundedSemaphore(limit)))
+        slot.users += 1
+    try:
+        with slot.gate:
+            yield
+    finally:
+        with _lock:
+            slot.users -= 1
+            if not slot.users:
+                del _host_slots[key]
 
 
 def _client() -> httpx.Client:
@@ -114,7 +135,7 @@ def fetch(url: str, policy: FetchPolicy) -> bytes:
 def _with_retries(target: Target, ip: IPAddress, policy: FetchPolicy, deadline: float) -> bytes | str:
     for attempt in range(policy.retries + 1):
         try:
-            with _slot(target.host, policy.per_host):
+            with host_slot(target.host, policy.per_host):
                 return _get(target, ip, policy, deadline)
         except _Transient as exc:
             wait = policy.backoff * 2 ** attempt
@@ -150,7 +171,8 @@ def _get(target: Target, ip: IPAddress, policy: FetchPolicy, deadline: float) ->
     except httpx.TimeoutException:
         raise _Transient("timed out") from None
     except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        raise _Transient(f"connection failed ({exc or type(exc).__name__})") from None
+        why = str(exc).replace(str(ip), target.host) or type(exc).__name__  # never the address
+        raise _Transient(f"connection failed ({why})") from None
 
 
 def _answer(target: Target, resp: httpx.Response, policy: FetchPolicy, deadline: float) -> bytes | str:

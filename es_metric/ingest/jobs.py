@@ -85,6 +85,12 @@ class JobProgress:
             total, done, failed = pipe.execute()
         return int(total or 0), int(done), int(failed)
 
+    def finished(self) -> set[str]:
+        """The keys of the images done or failed."""
+        with self._errors():
+            members = self.redis.sunion(self.key + ":done", self.key + ":failed")
+        return {m.decode() if isinstance(m, bytes) else m for m in members}
+
     def idle_seconds(self) -> float:
         """Seconds since the job last recorded progress (or was created)."""
         with self._errors():

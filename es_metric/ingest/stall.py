@@ -16,7 +16,7 @@ import redis
 
 from ..config import Settings
 from ..errors import JobStalled
-from .celery_app import make_app, worker_ping
+from .celery_app import active_queues, make_app
 from .jobs import JobProgress, redis_client, redis_errors
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,9 @@ def job_of(task: str | None) -> str | None:
 class Activity:
     queued: frozenset[str]     # jobs with a task waiting in the broker's queue
     held: frozenset[str]       # jobs with a task a worker holds (active, reserved, scheduled)
-    workers: tuple[str, ...]   # the queue's workers that answered
+    workers: tuple[str, ...]   # the live workers that consume the queue
     unacked: frozenset[str] = frozenset()  # delivered, not acknowledged (held, or a dead worker's)
+    others: tuple[str, ...] = ()  # live workers that answered but consume other queues only
 
     def alive(self, job_id: str) -> bool:
         """A task waiting or held by a live worker. A task delivered to a worker that died
@@ -100,10 +101,11 @@ def worker_jobs(settings: Settings, workers: tuple[str, ...], timeout: float = 2
 
 def activity(settings: Settings, client: redis.Redis) -> Activity:
     """Where the tasks of every job are now (one look at the broker and the workers)."""
-    workers = tuple(worker_ping(settings, timeout=1.0))
+    live = active_queues(settings)
+    workers = tuple(sorted(w for w, queues in live.items() if settings.worker_queue in queues))
     queued, unacked = broker_jobs(settings, client)
     return Activity(frozenset(queued), frozenset(worker_jobs(settings, workers)), workers,
-                    frozenset(unacked))
+                    frozenset(unacked), tuple(sorted(set(live) - set(workers))))
 
 
 def requeue_orphans(settings: Settings, job_id: str, client: redis.Redis) -> int:
@@ -136,10 +138,7 @@ def stall_error(settings: Settings, job_id: str, counts: tuple[int, int, int], q
     if job_id in act.held or (job_id in act.queued and act.workers):
         return None
     if job_id in act.queued:
-        return JobStalled(f"job {job_id}: {left} of {total} images wait in the queue "
-                          f"{settings.worker_queue!r}, but no worker answers",
-                          hint="start one with `esm stack up` (or `celery -A workers.celery_app "
-                               f"worker -Q {settings.worker_queue}`); the tasks stay queued")
+        return no_consumer_error(settings, job_id, left, total, quiet_s, act.others)
     if job_id in act.unacked:
         return JobStalled(f"job {job_id} stalled: {done} done, {failed} failed of {total}, no progress "
                           f"for {quiet_s:.0f} s; {left} images are held by a worker that is gone "
@@ -149,6 +148,20 @@ def stall_error(settings: Settings, job_id: str, counts: tuple[int, int, int], q
                       f"for {quiet_s:.0f} s, and none of its tasks is queued or running (lost, "
                       "e.g. the broker's data was lost)",
                       hint="run the same ingest again: it is idempotent (same ids, same documents)")
+
+
+def no_consumer_error(settings: Settings, job_id: str, left: int, total: int, quiet_s: float,
+                      others: tuple[str, ...]) -> JobStalled:
+    """Tasks queued, and no live worker consumes their queue (none runs, or those that run
+    consume other queues: started with another -Q, or told to cancel this one)."""
+    queue = settings.worker_queue
+    why = (f"the live workers ({', '.join(others)}) consume other queues" if others else
+           "no worker answers")
+    return JobStalled(f"job {job_id}: {left} of {total} images wait in the queue {queue!r}, but no "
+                      f"live worker consumes that queue ({why}; no progress for {quiet_s:.0f} s)",
+                      hint=f"start a worker on it: `esm stack up` (or `celery -A workers.celery_app "
+                           f"worker -Q {queue}`), or `celery -A workers.celery_app control "
+                           f"add_consumer {queue}`; the tasks stay queued")
 
 
 def open_jobs(settings: Settings, index: str, client: redis.Redis | None = None) -> dict[str, int]:

@@ -4,26 +4,35 @@ A model file (format 2) is a zip: ``card.json`` (backbone, dims, similarity, pre
 provenance) beside ``weights.pt`` (torch's state-dict file). ``esm mapping create``, the enqueue
 side of ingest and the index need only the card, so they read it with zipfile + json and never
 import torch. Files of format 1 (one torch pickle holding card and weights) still read, through
-torch.
+torch. Either way nothing is inflated past the bounds of weights.py, and a card is returned only
+once it is checked against the weights' shapes (backbone, head, dims): an index made from it
+gets the vectors the model really makes.
 """
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
-from ..errors import ModelError
+from ..errors import EsmError, ModelError
 from ..types import ModelCard
+from .weights import MAX_WEIGHTS_BYTES, check_card_against_weights, check_members, member_file, state_shapes
 
-__all__ = ["CARD_ENTRY", "FORMAT", "FORMAT_V1", "WEIGHTS_ENTRY", "gate_allows", "is_zip_model", "read_card",
-           "read_v1"]
+__all__ = ["CARD_ENTRY", "FORMAT", "FORMAT_V1", "WEIGHTS_ENTRY", "check_card_fields", "gate_allows",
+           "is_zip_model", "read_card", "read_v1"]
 
 FORMAT = "es-metric-model/2"
 FORMAT_V1 = "es-metric-model/1"
 CARD_ENTRY = "card.json"
 WEIGHTS_ENTRY = "weights.pt"
 MAX_CARD_BYTES = 16 << 20  # a card is a few kB; a larger entry is not a card (or a zip bomb)
+MEMBER_CAPS = {CARD_ENTRY: MAX_CARD_BYTES, WEIGHTS_ENTRY: MAX_WEIGHTS_BYTES}
+OTHER_MEMBER_CAP = 1 << 20
+SIMILARITIES = ("cosine", "dot_product", "l2_norm", "max_inner_product")
+MAX_DIMS = 4096  # Elasticsearch's dense_vector limit
+MODEL_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")  # it becomes part of an index name
 
 
 def _exists(path: Path) -> None:
@@ -44,6 +53,8 @@ def _parsed(path: Path, parse: Callable[[], object], fmt: str) -> dict:
     """What ``parse()`` read, if it is a dict of format ``fmt``; else a ModelError naming the file."""
     try:
         value = parse()
+    except EsmError:
+        raise
     except Exception as exc:  # torch.load and zipfile raise many kinds: the file is not a model
         raise ModelError(f"{path} is not a readable es-metric model: {exc}") from None
     if not isinstance(value, dict) or value.get("format") != fmt:
@@ -53,27 +64,72 @@ def _parsed(path: Path, parse: Callable[[], object], fmt: str) -> dict:
 
 
 def _zip_card(path: Path) -> object:
-    with zipfile.ZipFile(path) as zf, zf.open(CARD_ENTRY) as f:
-        raw = f.read(MAX_CARD_BYTES + 1)
+    with zipfile.ZipFile(path) as zf:
+        check_members(zf, str(path), MEMBER_CAPS, OTHER_MEMBER_CAP, MAX_CARD_BYTES + MAX_WEIGHTS_BYTES)
+        with zf.open(CARD_ENTRY) as f:
+            raw = f.read(MAX_CARD_BYTES + 1)
     if len(raw) > MAX_CARD_BYTES:
         raise ValueError(f"{CARD_ENTRY} is larger than {MAX_CARD_BYTES} bytes")
     return json.loads(raw)
 
 
+def _zip_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes in the file's weights.pt (read without torch, bounded)."""
+    with open(path, "rb") as fh, zipfile.ZipFile(fh) as zf:
+        if WEIGHTS_ENTRY not in zf.namelist():
+            raise ModelError(f"{path} is not a readable es-metric model: it has no {WEIGHTS_ENTRY}")
+        return state_shapes(member_file(zf, fh, WEIGHTS_ENTRY), f"{path}: {WEIGHTS_ENTRY}")
+
+
+def check_card_fields(card: Mapping, where: object) -> None:
+    """ModelError unless the fields an index is made from are sound: model id, dims, similarity."""
+    dims, model_id = card.get("dims"), card.get("model_id")
+    if not (isinstance(dims, int) and not isinstance(dims, bool) and 0 < dims <= MAX_DIMS):
+        raise ModelError(f"{where}: the card's dims {dims!r} is not a whole number from 1 to {MAX_DIMS}")
+    if card.get("similarity") not in SIMILARITIES:
+        raise ModelError(f"{where}: the card's similarity {card.get('similarity')!r} is not one of "
+                         + ", ".join(SIMILARITIES))
+    if not (isinstance(model_id, str) and MODEL_ID.fullmatch(model_id)):
+        raise ModelError(f"{where}: the card's model_id {str(model_id)[:60]!r} is not lowercase "
+                         "letters, digits and dashes")
+
+
 def read_v1(path: str | Path) -> dict:
-    """A format-1 file: ``{"format", "card", "state_dict"}`` pickled by torch (weights only)."""
+    """A format-1 file: ``{"format", "card", "state_dict"}`` pickled by torch (weights only),
+    torch's own zip format, its members bounded before torch inflates any."""
     import torch  # only the old format needs torch to read its card
 
     path = Path(path)
     _exists(path)
-    return _parsed(path, lambda: torch.load(path, map_location="cpu", weights_only=True), FORMAT_V1)
+
+    def load() -> object:
+        with zipfile.ZipFile(path) as zf:
+            check_members(zf, str(path), {}, MAX_WEIGHTS_BYTES, MAX_WEIGHTS_BYTES)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    blob = _parsed(path, load, FORMAT_V1)
+    state = blob.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path} is not a readable es-metric model: no state dict")
+    _checked(blob.get("card"), {k: tuple(v.shape) for k, v in state.items()}, path)
+    return blob
+
+
+def _checked(card: object, shapes: Mapping[str, tuple[int, ...]], path: Path) -> ModelCard:
+    if not isinstance(card, dict):
+        raise ModelError(f"{path} is not an es-metric model file (no card)")
+    check_card_fields(card, path)
+    check_card_against_weights(card, shapes, str(path))
+    return card  # type: ignore[return-value]
 
 
 def read_card(path: str | Path) -> ModelCard:
-    """The card of a model file of either format (format 2 without importing torch)."""
+    """The card of a model file of either format (format 2 without importing torch), checked
+    against its weights."""
     path = Path(path)
     _exists(path)
-    return _parsed(path, lambda: _zip_card(path), FORMAT) if is_zip_model(path) else read_v1(path)["card"]
+    if not is_zip_model(path):
+        return read_v1(path)["card"]
+    return _checked(_parsed(path, lambda: _zip_card(path), FORMAT), _zip_shapes(path), path)
 
 
 def gate_allows(card: dict, force: bool) -> None:

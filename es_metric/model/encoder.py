@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,6 +20,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelError
 from ..similarity import Metric
+from .weights import MAX_WEIGHTS_BYTES, check_members
 
 __all__ = ["backbone_spec", "BACKBONES", "BackboneSpec", "create_encoder", "Encoder", "gem",
            "GEM_P", "hub_checkpoint_dir", "IMAGENET_MEAN", "IMAGENET_STD", "LITE_PREPROCESS",
@@ -234,9 +236,14 @@ def resolve_weights(spec: BackboneSpec, weights: str | os.PathLike | None) -> Pa
 
 def load_backbone_weights(module: nn.Module, spec: BackboneSpec, path: Path) -> None:
     try:
+        if zipfile.is_zipfile(path):  # torch's format: bound its records before torch inflates any
+            with zipfile.ZipFile(path) as zf:
+                check_members(zf, str(path), {}, MAX_WEIGHTS_BYTES, MAX_WEIGHTS_BYTES)
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except ModelError:
+        raise
     except Exception as exc:
-        raise ModelError(f"cannot read weights {path}: {exc}") from None
+        raise ModelError(f"cannot read weights {path}: {str(exc).strip().splitlines()[0][:300]}") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     target = module.net if isinstance(module, _LiteFeatures) else module
     missing, unexpected = target.load_state_dict(state, strict=False)

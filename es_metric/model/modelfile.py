@@ -23,6 +23,7 @@ from ..similarity import Metric
 from ..types import ModelCard
 from ..version import __version__
 from .card import CARD_ENTRY, FORMAT, WEIGHTS_ENTRY, is_zip_model, read_card, read_v1
+from .weights import member_file
 from .encoder import Encoder, Preprocess, backbone_spec, create_encoder
 
 __all__ = ["LoadedModel", "build_card", "cached_model", "load_model", "make_model_id", "read_card",
@@ -106,13 +107,19 @@ def _read(path: Path) -> tuple[ModelCard, dict[str, torch.Tensor]]:
     if not is_zip_model(path):
         blob = read_v1(path)
         return blob["card"], blob["state_dict"]
-    card = read_card(path)
+    card = read_card(path)  # members bounded, card checked against the weights' shapes
     try:
-        with zipfile.ZipFile(path) as zf:
-            state = torch.load(io.BytesIO(zf.read(WEIGHTS_ENTRY)), map_location="cpu", weights_only=True)
+        with open(path, "rb") as fh, zipfile.ZipFile(fh) as zf:
+            state = torch.load(member_file(zf, fh, WEIGHTS_ENTRY), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelError(f"{path} is not a readable es-metric model: {exc}") from None
+        raise ModelError(f"{path} is not a readable es-metric model: {first_line(exc)}") from None
     return card, state
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line (torch's run to many)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def load_model(path: str | Path) -> LoadedModel:
@@ -123,7 +130,10 @@ def load_model(path: str | Path) -> LoadedModel:
                              metric=card["similarity"], pretrained=False, head=card["head"],
                              feature_norm=bool(card.get("feature_norm", False)),
                              pool=card.get("pool", "avg"))
-    encoder.load_state_dict(state)
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as exc:  # read_card checked the shapes; this is the last line of defence
+        raise ModelError(f"{path}: the weights do not fit the card's encoder: {first_line(exc)}") from None
     encoder.eval()
     return LoadedModel(encoder, card, path)
 

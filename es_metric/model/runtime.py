@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ConfigError, MappingMismatch, ModelError
 from ..device import batch_size_for, ort_providers, resolve_device
+from .card import check_card_fields
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +150,30 @@ def onnx_embedder(path: str | Path, device: str = "cpu", runtime: str = "onnxrun
     session = open_session(Path(path), device)
     meta = session.get_modelmeta().custom_metadata_map
     if not meta.get(CARD_KEY):
-        raise ModelError(f"{path} is not an es-metric export (no model card inside)",
+        raise ModelError(f"{path} is not an es-metric ONNX export (no model card inside)",
                          hint="export it with `esm model export MODEL`")
-    parity = float(meta[PARITY_KEY]) if meta.get(PARITY_KEY) else None
-    variant = json.loads(meta[GATE_KEY]).get("id") if meta.get(GATE_KEY) else None
-    return OnnxEmbedder(session, json.loads(meta[CARD_KEY]), parity, runtime, variant)
+    try:
+        card = json.loads(meta[CARD_KEY])
+        parity = float(meta[PARITY_KEY]) if meta.get(PARITY_KEY) else None
+        variant = json.loads(meta[GATE_KEY]).get("id") if meta.get(GATE_KEY) else None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{path}: the metadata of this ONNX export is unreadable ({exc})",
+                         hint="export it again with `esm model export MODEL`") from None
+    _check_export_card(card, session, path)
+    return OnnxEmbedder(session, card, parity, runtime, variant)
+
+
+def _check_export_card(card: object, session, path: str | Path) -> None:
+    """ModelError unless the export's card is a card (dims, similarity, model id, weights
+    digest) and its dims are those of the graph's output."""
+    if not isinstance(card, dict) or not isinstance(card.get("weights_sha256"), str):
+        raise ModelError(f"{path}: the model card in this ONNX export is not an es-metric card",
+                         hint="export it again with `esm model export MODEL`")
+    check_card_fields(card, f"{path} (ONNX export)")
+    made = (session.get_outputs()[0].shape or [None])[-1]
+    if isinstance(made, int) and made != card["dims"]:
+        raise ModelError(f"{path}: the ONNX export makes {made}-d vectors but its card says "
+                         f"{card['dims']}", hint="export it again with `esm model export MODEL`")
 
 
 def open_session(path: Path, device: str):
@@ -167,7 +187,8 @@ def open_session(path: Path, device: str):
     try:
         return ort.InferenceSession(str(path), opts, providers=ort_providers(device))
     except Exception as exc:
-        raise ModelError(f"{path} is not a readable ONNX export: {exc}",
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ModelError(f"{path} is not a readable ONNX export: {why}",
                          hint="export it again with `esm model export MODEL`") from None
 
 

@@ -4,6 +4,9 @@ Keyword-like fields (keyword, a text field's keyword sub-field, boolean, ip) get
 aggregation; numeric ones a ``variable_width_histogram`` (ranges that follow the values).
 Every bucket carries the ``--filter`` string that selects it, so a page can make it clickable.
 The aggregation runs over the documents the search ranked (its window), not the whole index.
+A terms facet shows its ``--facet-size`` most common values and, when more exist, a last row
+``{"value": null, "other": true, "count"}`` (Elasticsearch's ``sum_other_doc_count``) whose
+filter excludes the values shown.
 """
 from __future__ import annotations
 
@@ -11,13 +14,17 @@ from ..errors import SearchError, shown
 from .queries import FLOAT_MAX, INTEGER_BOUNDS, STRING_TYPES, TEXT_TYPES, field_info
 
 TERMS_SIZE = 10
+MAX_FACET_SIZE = 200
 RANGE_BUCKETS = 5
 MAX_FACETS = 10
 NUMERIC = frozenset(INTEGER_BOUNDS) | frozenset(FLOAT_MAX)
 
 
-def facet_aggs(names: list[str], properties: dict) -> dict:
-    """``aggs`` for the requested facet fields, keyed by the names as given."""
+def facet_aggs(names: list[str], properties: dict, size: int = TERMS_SIZE) -> dict:
+    """``aggs`` for the requested facet fields, keyed by the names as given; ``size``: values
+    per terms facet."""
+    if not (isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= MAX_FACET_SIZE):
+        raise SearchError(f"facet size must be a whole number from 1 to {MAX_FACET_SIZE}, not {shown(size)}")
     if len(names) > MAX_FACETS:
         raise SearchError(f"{len(names)} facets asked for", hint=f"ask for at most {MAX_FACETS}")
     aggs = {}
@@ -30,7 +37,7 @@ def facet_aggs(names: list[str], properties: dict) -> dict:
         if info.type in NUMERIC:
             aggs[name] = {"variable_width_histogram": {"field": field, "buckets": RANGE_BUCKETS}}
         elif field and (info.type in STRING_TYPES or info.type in TEXT_TYPES or info.type == "boolean"):
-            aggs[name] = {"terms": {"field": field, "size": TERMS_SIZE}}
+            aggs[name] = {"terms": {"field": field, "size": size}}
         else:
             raise SearchError(f"cannot facet on {shown(name)} ({info.type})",
                               hint="facet on keyword, boolean or numeric fields, or text fields "
@@ -61,5 +68,16 @@ def facets_of(aggregations: dict, names: list[str]) -> dict:
                 value = b.get("key_as_string", b["key"])  # booleans: "true", not 1
                 filt = f"{name}={_literal(str(value))}"
             rows.append({"value": value, "count": b["doc_count"], "filter": filt})
+        if agg.get("sum_other_doc_count"):
+            rows.append(other_row(name, rows, agg["sum_other_doc_count"]))
         out[name] = rows
     return out
+
+
+def other_row(name: str, rows: list[dict], count: int) -> dict:
+    """The documents whose value is not among ``rows``; its filter excludes those values
+    (None when a value holds ``|`` or ``..``, which a value list cannot carry)."""
+    values = [str(r["value"]) for r in rows]
+    plain = all("|" not in v and ".." not in v and v[:1] != '"' and v.strip() == v and v for v in values)
+    return {"value": None, "other": True, "count": count,
+            "filter": f"{name}!={'|'.join(values)}" if plain and values else None}

@@ -34,11 +34,13 @@ RRF_K = 60.0
 
 @dataclass(frozen=True)
 class Leg:
-    """One retriever's window: ``ids`` best first, ``scores`` aligned, ``weight`` >= 0."""
+    """One retriever's window: ``ids`` best first, ``scores`` aligned, ``weight`` >= 0,
+    ``name`` (image, text) for explanations."""
 
     ids: Sequence[str]
     scores: Sequence[float]
     weight: float = 1.0
+    name: str = ""
 
 
 def window(k: int, page: int, base: int = DEFAULT_WINDOW) -> int:
@@ -79,34 +81,49 @@ def _ranked(scores: dict[str, float], legs: Sequence[Leg]) -> list[tuple[str, fl
     return sorted(scores.items(), key=lambda kv: (-kv[1], best[kv[0]], kv[0]))
 
 
-def fuse_linear(legs: Sequence[Leg], method: str = "minmax") -> list[tuple[str, float]]:
-    """Weighted sum of per-leg normalised scores over the union of the windows."""
+def parts(method: str, leg: Leg, rrf_k: float = RRF_K) -> tuple[dict[str, float], float]:
+    """What ``method`` makes of one leg before weighting: each document's normalised score
+    (rrf: ``1 / (k + rank)``), and the value of a document the leg did not return."""
+    if method == "rrf":
+        return {d: 1.0 / (rrf_k + rank) for rank, d in enumerate(leg.ids, 1)}, 0.0
+    f, missing = scaler(leg.scores, method)
+    return {d: f(s) for d, s in zip(leg.ids, leg.scores)}, missing
+
+
+def _check(method: str) -> None:
+    if method not in FUSIONS:
+        raise ValueError(f"unknown fusion {method!r}; use one of {', '.join(FUSIONS)}")
+
+
+def fuse(method: str, legs: Sequence[Leg], rrf_k: float = RRF_K) -> list[tuple[str, float]]:
+    """One ranking from ``legs`` by ``method`` (one of FUSIONS), best first: the weighted sum
+    of each leg's ``parts`` over the union of the windows."""
+    _check(method)
     members = {d for leg in legs for d in leg.ids}
     scores = dict.fromkeys(members, 0.0)
     for leg in legs:
-        f, missing = scaler(leg.scores, method)
-        known = {d: f(s) for d, s in zip(leg.ids, leg.scores)}
+        known, missing = parts(method, leg, rrf_k)
         for doc_id in members:
             scores[doc_id] += leg.weight * known.get(doc_id, missing)
     return _ranked(scores, legs)
 
 
-def fuse_rrf(legs: Sequence[Leg], k: float = RRF_K) -> list[tuple[str, float]]:
-    """Weighted reciprocal rank fusion: score(d) = sum over legs of w / (k + rank), from 1."""
-    scores: dict[str, float] = {}
+def explain(method: str, legs: Sequence[Leg], rrf_k: float = RRF_K) -> dict[str, dict]:
+    """Per document, per leg (by ``Leg.name``): its raw score and rank in that leg (None when
+    the leg did not return it), the normalised score, the weight and the weighted part the
+    fused score sums; ``fused`` is that sum (what ``fuse`` ranks by)."""
+    _check(method)
+    out: dict[str, dict] = {d: {"legs": {}, "fused": 0.0} for leg in legs for d in leg.ids}
     for leg in legs:
-        for rank, doc_id in enumerate(leg.ids, 1):
-            scores[doc_id] = scores.get(doc_id, 0.0) + leg.weight / (k + rank)
-    return _ranked(scores, legs)
-
-
-def fuse(method: str, legs: Sequence[Leg], rrf_k: float = RRF_K) -> list[tuple[str, float]]:
-    """One ranking from ``legs`` by ``method`` (one of FUSIONS), best first."""
-    if method == "rrf":
-        return fuse_rrf(legs, rrf_k)
-    if method in FUSIONS:
-        return fuse_linear(legs, method)
-    raise ValueError(f"unknown fusion {method!r}; use one of {', '.join(FUSIONS)}")
+        known, missing = parts(method, leg, rrf_k)
+        where = {d: (rank, s) for rank, (d, s) in enumerate(zip(leg.ids, leg.scores), 1)}
+        for doc_id, entry in out.items():
+            rank, raw = where.get(doc_id, (None, None))
+            norm = known.get(doc_id, missing)
+            entry["legs"][leg.name] = {"score": raw, "rank": rank, "normalised": norm,
+                                       "weight": leg.weight, "contribution": leg.weight * norm}
+            entry["fused"] += leg.weight * norm
+    return out
 
 
 def keep_only(ranked: list[tuple[str, float]], allowed: set[str] | None) -> list[tuple[str, float]]:

@@ -26,12 +26,14 @@ from ..model.pixels import square_pixels
 from ..model.runtime import Inference, check_runtime, load_embedder
 from ..similarity import Metric
 from .examples import STRATEGIES, rocchio
-from .facets import facet_aggs, facets_of
-from .gallery import matched_image, product_vector, with_photos
+from .diversity import collapse_field
+from .facets import TERMS_SIZE, facet_aggs, facets_of
+from .gallery import matched_image, product_vector
 from .fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS, window
-from .hybrid import Window, windowed_search
-from .queries import (default_candidates, expansion_body, filter_clauses, knn_clause, parse_filter,
-                      search_body)
+from .hybrid import Window
+from .page import knn_page, windowed_search
+from .queries import default_candidates, expansion_body, filter_clauses, parse_filter
+from .textquery import NAME_BOOST, parse_text_query, with_text
 from .rerank import NO_RERANK, ReRank, expand_query, query_similarities
 
 log = logging.getLogger(__name__)
@@ -61,12 +63,19 @@ class SearchRequest:
     unlike_images: list[bytes] = field(default_factory=list)
     examples: str = "mean"            # examples.STRATEGIES
     facets: list[str] = field(default_factory=list)
+    facet_size: int = TERMS_SIZE      # values per terms facet (then an "other" row)
+    text_query: dict | str | None = None   # the shop's own query as the text leg (textquery.py)
+    collapse: str | None = None       # one hit per value of this field
+    diversify: float | None = None    # MMR lambda in [0, 1]: 1 = plain relevance
+    explain: bool = False             # per hit: each leg's score, rank, normalised score, weight
 
     def __post_init__(self) -> None:
         if isinstance(self.like, str):   # one id, as before several were allowed
             self.like = [self.like]
         if isinstance(self.unlike, str):
             self.unlike = [self.unlike]
+        if self.text_query is not None:
+            self.text_query = parse_text_query(self.text_query)
         check_request(self)
 
 
@@ -104,6 +113,20 @@ def check_request(req: SearchRequest) -> None:
             raise SearchError(f"empty {name}", hint=f"leave {name} out, or give a value")
     if len(req.like) + len(req.unlike) + len(req.like_images) + len(req.unlike_images) > MAX_EXAMPLES:
         raise SearchError("too many examples", hint=f"give at most {MAX_EXAMPLES} in all")
+    check_ranking(req)
+
+
+def check_ranking(req: SearchRequest) -> None:
+    """The options that shape the ranking after fusion: diversify, collapse, explain."""
+    lam = req.diversify
+    if lam is not None and not (isinstance(lam, (int, float)) and not isinstance(lam, bool)
+                                and math.isfinite(lam) and 0 <= lam <= 1):
+        raise SearchError(f"diversify must be a number from 0 to 1, not {shown(lam)}",
+                          hint="1 ranks by relevance alone, 0 by variety alone; try 0.7")
+    if req.collapse is not None and not (isinstance(req.collapse, str) and req.collapse.strip()):
+        raise SearchError(f"collapse needs a field name, not {shown(req.collapse)}")
+    if not isinstance(req.explain, bool):
+        raise SearchError(f"explain must be true or false, not {shown(req.explain)}")
 
 
 def mapping_properties(client: Elasticsearch, concrete: str) -> dict:
@@ -229,7 +252,7 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest,
          props: dict) -> dict:
     filt = filter_clauses([parse_filter(f) for f in req.filters], props)
     limits, inference = embedding
-    aggs = facet_aggs(req.facets, props) if req.facets else None
+    aggs = facet_aggs(req.facets, props, req.facet_size) if req.facets else None
     pos, neg = _examples(client, info, req, limits, inference)
     if info.photos_field and req.examples == "max" and len(pos) > 1:
         raise SearchError("--examples max needs one vector per document; a multi-photo index has several",
@@ -243,36 +266,55 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest,
     if vector is not None and rr and rr.qe_k > 0:
         vector = expanded_vector(client, info, vector, rr, filt, exclude,
                                  req.num_candidates or default_candidates(rr.qe_k, info.candidates_factor))
-    fields = req.text_fields or text_fields_of(props)
     min_sim = near_duplicate_threshold(info) if req.near_duplicates else req.min_similarity
-    if not pos and not req.text:
+    if not pos and not req.text and req.text_query is None:
         raise SearchError("nothing to search with", hint="give an image, a document id or text")
-    facets = None
-    if vector is not None and not req.text and not aggs:   # one kNN search, paged by Elasticsearch
-        knn = with_photos(info, knn_clause(info.vector_field, vector, offset + size,
-                                           num_candidates=nc, filter_query=filt,
-                                           min_similarity=min_sim, exclude_ids=exclude))
-        resp = client.search(index=info.concrete, body=search_body(
-            knn=knn, size=size, offset=offset, vector_field=info.vector_field))
-        hits, took = resp["hits"]["hits"], resp["took"]
-    else:
-        w = Window(size=window(req.k, req.page), vector=vector, positives=[] if vector else pos,
-                   negatives=[] if vector else neg, text=req.text, fields=fields, filt=filt,
-                   exclude=exclude or [], min_similarity=min_sim, num_candidates=nc,
-                   image_weight=req.image_weight, text_weight=req.text_weight, fusion=req.fusion)
-        t0 = time.perf_counter()
-        hits, raw_aggs = windowed_search(client, info, w, offset, size, aggs)
-        took = round((time.perf_counter() - t0) * 1000)
-        facets = facets_of(raw_aggs, req.facets) if aggs else None
+    w = _window(req, props, (vector, pos, neg), filt, exclude, (min_sim, nc))
+    hits, took, ranking, raw_aggs = _search(client, info, w, offset, size, aggs)
     result = _result(info, hits, took, started, req, filtered=bool(filt))
-    if facets is not None:
-        result["facets"] = facets
-    if req.text and pos:
-        result["fusion"] = {"method": req.fusion, "image_weight": req.image_weight,
-                            "text_weight": req.text_weight, "where": "client"}
+    _annotate(result, req, w, ranking, facets_of(raw_aggs, req.facets) if aggs else None, bool(pos))
     if rr is not None and vector is not None:
         result["query_expansion"] = {"k": rr.qe_k, "alpha": rr.qe_alpha}
     return result
+
+
+def _window(req: SearchRequest, props: dict, vectors: tuple, filt: dict, exclude: list[str] | None,
+            knn: tuple) -> Window:
+    """What the search ranks with: the query vector or examples, text or the shop's query,
+    filters, exclusions, floor and candidates (``knn``), and what follows fusion."""
+    vector, pos, neg = vectors
+    min_sim, nc = knn
+    return Window(size=window(req.k, req.page), vector=vector, positives=[] if vector else pos,
+                  negatives=[] if vector else neg, text=req.text, fields=req.text_fields or text_fields_of(props),
+                  filt=filt, exclude=exclude or [], min_similarity=min_sim, num_candidates=nc,
+                  image_weight=req.image_weight, text_weight=req.text_weight, fusion=req.fusion,
+                  text_query=with_text(req.text_query, req.text) if req.text_query is not None else None,
+                  collapse=collapse_field(req.collapse, props) if req.collapse else None,
+                  diversify=req.diversify, explain=req.explain,
+                  name_boost=1.0 if req.text_fields else NAME_BOOST)
+
+
+def _search(client, info: IndexInfo, w: Window, offset: int, k: int, aggs: dict | None):
+    """(hits, took ms, the fused ranking or None, raw aggregations): an image-only page is one
+    kNN search paged (and collapsed) by Elasticsearch; anything else the windowed search."""
+    if w.vector is not None and not w.has_text and not aggs and w.diversify is None and not w.explain:
+        hits, took = knn_page(client, info, w, offset, k)
+        return hits, took, None, {}
+    t0 = time.perf_counter()
+    hits, raw_aggs, ranking = windowed_search(client, info, w, offset, k, aggs)
+    return hits, round((time.perf_counter() - t0) * 1000), ranking, raw_aggs
+
+
+def _annotate(result: dict, req: SearchRequest, w: Window, ranking, facets: dict | None, by_image: bool) -> None:
+    """The answer's facets and how it was ranked: fusion (and where), collapse, diversify."""
+    if facets is not None:
+        result["facets"] = facets
+    if w.has_text and by_image:
+        result["fusion"] = {"method": req.fusion, "image_weight": req.image_weight,
+                            "text_weight": req.text_weight, "where": ranking.where if ranking else "client"}
+    for name, value in (("collapse", req.collapse), ("diversify", req.diversify)):
+        if value is not None:
+            result[name] = value
 
 
 def _examples(client, info, req: SearchRequest, limits, inference) -> tuple[list, list]:
@@ -304,6 +346,8 @@ def _result(info: IndexInfo, hits: list[dict], took: int, started: float, req: S
             item["highlight"] = h["highlight"]
         if info.photos_field:
             item["matched_image"] = matched_image(h, info.photos_field)
+        if "_explain" in h:
+            item["explain"] = h["_explain"]
         out.append(item)
     result = {"hits": out, "took_ms": took, "model_id": info.model_id, "index": info.concrete,
               "client_ms": round((time.perf_counter() - started) * 1000, 2), "page": req.page}

@@ -2,10 +2,14 @@
 ``<stack_dir>/run/stack.json``, and what ``status`` reports for a service."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import signal
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from ..config import Settings
 from .procs import identity, read_pid, still_running, stop_pid
@@ -21,6 +25,7 @@ class Component:
     where: str
     detail: str = ""
     pid: int | None = None
+    restarts: int | None = None  # the worker: times its supervisor restarted it (None: unsupervised)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -41,15 +46,30 @@ def load_state(settings: Settings) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _save_state(settings: Settings, state: dict) -> None:
-    _state_path(settings).write_text(json.dumps(state, indent=2))
+@contextmanager
+def _changing_state(settings: Settings) -> Iterator[dict]:
+    """The state to change, saved afterwards; one writer at a time (the CLI and the worker's
+    supervisor both write it), and readers never see half a file (written aside, renamed)."""
+    with open(run_dir(settings) / "stack.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = load_state(settings)
+        yield state
+        tmp = _state_path(settings).with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(_state_path(settings))
 
 
 def remember(settings: Settings, name: str, pid: int, **extra) -> None:
     """Record a started process with its identity (so that a reused pid is never signalled)."""
-    state = load_state(settings)
-    state[name] = {"pid": pid, "identity": identity(pid), **extra}
-    _save_state(settings, state)
+    with _changing_state(settings) as state:
+        state[name] = {"pid": pid, "identity": identity(pid), **extra}
+
+
+def update(settings: Settings, name: str, **fields) -> None:
+    """Add or change fields of the record ``name`` (pid and identity stay)."""
+    with _changing_state(settings) as state:
+        if name in state:
+            state[name].update(fields)
 
 
 def record(settings: Settings, name: str) -> tuple[int | None, dict | None, Path]:
@@ -72,7 +92,8 @@ def stop_component(settings: Settings, name: str, timeout: float) -> bool:
     return stopped
 
 
-def forget(settings: Settings, name: str) -> None:
-    state = load_state(settings)
-    state.pop(name, None)
-    _save_state(settings, state)
+def forget(settings: Settings, name: str, pid: int | None = None) -> None:
+    """Drop the record ``name`` (with ``pid``: only while it still records that process)."""
+    with _changing_state(settings) as state:
+        if pid is None or state.get(name, {}).get("pid") == pid:
+            state.pop(name, None)

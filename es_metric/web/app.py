@@ -15,18 +15,19 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..config import Settings
-from ..errors import PathRefused
+from ..errors import ImageError, PathRefused
 from ..images import DecodeLimits, regular_file
 from ..index.client import make_client
-from ..index.indices import index_info
+from ..index.indices import IndexInfo, index_info
 from ..ingest.fetch import fetch_query_url
 from ..paths import as_roots, confine
 from ..model.runtime import Inference
+from ..search.facets import MAX_FACET_SIZE, TERMS_SIZE
 from ..search.fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS
 from ..search.gallery import document_image
 from ..search.service import SearchRequest, run_search
@@ -34,10 +35,13 @@ from ..urlguard import is_url
 from . import errors
 from .guard import FORM_ALLOWANCE, RequestGuard, SearchSlots, key_matches
 from .metrics import metrics_registry
+from .photos import HEADERS as PHOTO_HEADERS, PhotoCache, fetch_photo
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 FUSION_HELP = f"one of: {', '.join(FUSIONS)}"
+TEXT_QUERY_HELP = 'the shop\'s own query as JSON, e.g. {"match": {"name": "{{text}}"}}; filters still apply'
+DIVERSIFY_HELP = "MMR lambda: 1 ranks by relevance alone, lower values add variety"
 
 
 async def read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -69,8 +73,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not key_matches(settings.api_key, x_api_key):
             raise HTTPException(401, "missing or wrong X-API-Key")
 
-    async def run(index: str, req: SearchRequest) -> dict:
-        return await slots.run(run_search, client, index, req, limits, "", inference)
+    photos = PhotoCache()
+
+    def fetched_then_searched(index: str, req: SearchRequest, image_url: str | None) -> dict:
+        if image_url:  # in the search's slot: a hanging image host holds a slot, not the server
+            req.image = fetch_query_url(image_url, settings, limits)
+        return run_search(client, index, req, limits, "", inference)
+
+    async def run(index: str, req: SearchRequest, image_url: str | None = None) -> dict:
+        return await slots.run(fetched_then_searched, index, req, image_url)
 
     @app.post("/api/indices/{index}/search", dependencies=[Depends(check_key)])
     async def search_upload(index: str, image: UploadFile | None = File(None),
@@ -86,13 +97,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             image_weight: float = Form(DEFAULT_IMAGE_WEIGHT, ge=0),
                             text_weight: float = Form(DEFAULT_TEXT_WEIGHT, ge=0),
                             min_similarity: float | None = Form(None),
-                            image_url: str | None = Form(None)) -> dict:
+                            image_url: str | None = Form(None),
+                            text_query: str | None = Form(None, description=TEXT_QUERY_HELP),
+                            facet_size: int = Form(TERMS_SIZE, ge=1, le=MAX_FACET_SIZE),
+                            collapse: str | None = Form(None, description="one hit per value of this field"),
+                            diversify: float | None = Form(None, ge=0, le=1, description=DIVERSIFY_HELP),
+                            explain: bool = Form(False)) -> dict:
         """Search by uploaded images (multipart: ``image``, more ``like_image``/``unlike_image``)
         or an image URL (``image_url``), and/or indexed documents (``like``, ``unlike``,
         repeatable), text, filters, facets."""
         data = await read_limited(image, settings.max_upload_bytes) if image is not None else None
-        if image_url and data is None:
-            data = await run_in_threadpool(fetch_query_url, image_url, settings, limits)
         likes = [await read_limited(f, settings.max_upload_bytes) for f in like_image]
         unlikes = [await read_limited(f, settings.max_upload_bytes) for f in unlike_image]
         return await run(index, SearchRequest(
@@ -100,7 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             like_images=likes, unlike_images=unlikes, examples=examples, text=text or None,
             filters=[f for f in filters if f], facets=[f for f in facets if f], k=k, page=page,
             fusion=fusion, image_weight=image_weight, text_weight=text_weight,
-            min_similarity=min_similarity))
+            min_similarity=min_similarity, text_query=text_query or None, facet_size=facet_size,
+            collapse=collapse or None, diversify=diversify, explain=explain),
+            image_url if data is None else None)
 
     @app.get("/api/indices/{index}/search", dependencies=[Depends(check_key)])
     async def search_get(index: str, like: list[str] = Query([]),
@@ -111,26 +127,48 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          fusion: str = Query(DEFAULT_FUSION, description=FUSION_HELP),
                          image_weight: float = Query(DEFAULT_IMAGE_WEIGHT, ge=0),
                          text_weight: float = Query(DEFAULT_TEXT_WEIGHT, ge=0),
-                         image_url: str | None = None) -> dict:
+                         image_url: str | None = None,
+                         text_query: str | None = Query(None, description=TEXT_QUERY_HELP),
+                         facet_size: int = Query(TERMS_SIZE, ge=1, le=MAX_FACET_SIZE),
+                         collapse: str | None = Query(None, description="one hit per value of this field"),
+                         diversify: float | None = Query(None, ge=0, le=1, description=DIVERSIFY_HELP),
+                         explain: bool = False) -> dict:
         """Search by indexed documents (more / less like these), an image URL and/or text,
         with filters, facets."""
-        data = await run_in_threadpool(fetch_query_url, image_url, settings, limits) if image_url else None
         return await run(index, SearchRequest(
-            image=data, like=[v for v in like if v], unlike=[v for v in unlike if v], examples=examples,
+            like=[v for v in like if v], unlike=[v for v in unlike if v], examples=examples,
             text=text or None, filters=[f for f in filter if f], facets=[f for f in facet if f],
-            k=k, page=page, fusion=fusion, image_weight=image_weight, text_weight=text_weight))
+            k=k, page=page, fusion=fusion, image_weight=image_weight, text_weight=text_weight,
+            text_query=text_query or None, facet_size=facet_size, collapse=collapse or None,
+            diversify=diversify, explain=explain), image_url)
 
     @app.get("/api/indices/{index}/image/{doc_id:path}", dependencies=[Depends(check_key)])
-    def image(index: str, doc_id: str, photo: int | None = Query(None, ge=0, le=63)) -> Response:
+    async def image(index: str, doc_id: str, photo: int | None = Query(None, ge=0, le=63)) -> Response:
         """The image file of an indexed document (for the result grid), or its ``photo``-th
         photo on a multi-photo index: only a regular file under ESM_IMAGE_ROOTS or the folders
-        recorded for the index at ingest; an image URL is a redirect to it."""
-        info = index_info(client, index)
-        path = document_image(client, info, doc_id, photo)
+        recorded for the index at ingest, or an image URL fetched by the server under the URL
+        policy (in a search slot; never a redirect, which would carry the key to its host)."""
+        info, path = await run_in_threadpool(lambda: image_ref(index, doc_id, photo))
         if not path:
             return JSONResponse({"error": "no image for this document", "reason": "no_image"}, 404)
         if is_url(path):
-            return RedirectResponse(path, 307)
+            return await remote_image(path)
+        return local_image(index, doc_id, info, path)
+
+    def image_ref(index: str, doc_id: str, photo: int | None) -> tuple[IndexInfo, str | None]:
+        info = index_info(client, index)
+        return info, document_image(client, info, doc_id, photo)
+
+    async def remote_image(url: str) -> Response:
+        try:
+            got = photos.get(url) or await slots.run(fetch_photo, url, settings, limits, photos)
+        except ImageError as exc:
+            status = 403 if exc.reason == "url_refused" else 502
+            return JSONResponse({"error": f"the photo could not be fetched: {exc.message}",
+                                 "reason": exc.reason}, status)
+        return Response(got.data, media_type=got.media_type, headers=PHOTO_HEADERS)
+
+    def local_image(index: str, doc_id: str, info: IndexInfo, path: str) -> Response:
         try:
             real = confine(path, Path("/"), settings.image_roots + as_roots(info.image_roots))
         except PathRefused as exc:

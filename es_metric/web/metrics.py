@@ -1,8 +1,10 @@
 """Prometheus metrics at ``/metrics``: the HTTP API's own requests, and, read from Redis at
 each scrape, the workers' figures, the queue depth and each follower's lag.
 
-Labels stay bounded: the route is the template (``/api/indices/{index}/search``), never the
-path a client typed; a path no route matches is ``unmatched``.
+Labels come from closed sets, whatever a client sends: the method is one of ``METHODS`` or
+``other`` (uvicorn passes any token as a method), the route is the template of the matched route
+(``/api/indices/{index}/search``, never the path a client typed) or ``other``, and the status is
+a number the server itself answered with.
 """
 from __future__ import annotations
 
@@ -23,6 +25,19 @@ from ..ingest.status import follower_view, lag_seconds
 
 log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER = "other"
+
+
+def method_label(method: str) -> str:
+    """The method as a label: a standard one, else ``other``."""
+    return method if method in METHODS else OTHER
+
+
+def route_label(scope: Scope) -> str:
+    """The template of the route the router matched (fully or by path only), else ``other``."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else OTHER
 
 
 class HttpMetrics:
@@ -57,9 +72,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, seen)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - began)
+            route, method = route_label(scope), method_label(scope["method"])
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - began)
             if status >= 400:
                 self.metrics.errors.labels(route, str(status)).inc()
 

@@ -114,3 +114,25 @@ def test_without_the_key_the_page_says_so(browser, keyed_server, shop):
     page.click("#go")
     page.wait_for_function("() => document.getElementById('status').className === 'error'", timeout=20_000)
     assert "X-API-Key" in page.text_content("#status")
+
+
+def test_explain_shows_each_legs_part_and_one_per_product(browser, keyed_server, shop, tiny_data, tmp_path):
+    """Explain on: every card says what each leg gave it (raw score, rank, normalised x weight);
+    "one per" category leaves one card per category."""
+    page = open_page(browser, keyed_server, shop)
+    page.set_input_files("#image", str(tiny_data / "class_2" / "img_002.jpg"))
+    page.fill("#text", "triangle")
+    page.check("#explain")
+    page.fill("#k", "6")
+    page.click("#go")
+    page.wait_for_selector(".hit .explain", timeout=20_000)
+    shot(page, tmp_path, "explain.png")
+    cards = page.locator(".hit")
+    assert cards.count() == 6 and page.locator(".hit .explain").count() == 6
+    first = page.locator(".hit").first.locator(".explain").inner_text()
+    assert first.startswith("image ") and "#1" in first and "× 0.8" in first and "text " in first
+    status = searches(page)
+    page.fill("#collapse", "category")
+    page.click("#go")
+    wait_for_search(page, status)
+    assert len(hit_ids(page)) == 3        # three categories in the shop: one card each

@@ -28,9 +28,9 @@ from es_metric.model.modelfile import read_card
 from es_metric.stack import lifecycle, worker
 from es_metric.stack.procs import pid_alive, stop_pid
 from es_metric.stack.redis_server import start_redis
-from es_metric.stack.state import load_state
+from es_metric.stack.state import load_state, record
 from tests.imagegen import make_image
-from tests.integration.faults import start_es_again, worker_children
+from tests.integration.faults import start_es_again, worker_children, worker_main
 
 log = logging.getLogger("esm.chaos")
 
@@ -62,7 +62,8 @@ class Chaos:
         rng, deadline = random.Random(self.seed), time.monotonic() + seconds
         victims: list[str] = []
         try:
-            while not self._stop.wait(rng.uniform(*self.gap)) and time.monotonic() < deadline:
+            # after the deadline, only the round under way is finished (each of the three once)
+            while not self._stop.wait(rng.uniform(*self.gap)) and (time.monotonic() < deadline or victims):
                 if not victims:  # each of the three in every round, in a random order
                     victims = rng.sample(["worker", "redis", "es"], 3)
                 victim = victims.pop()
@@ -85,10 +86,14 @@ class Chaos:
         return pid
 
     def _kill_worker(self, rng: random.Random) -> None:
-        children = worker_children(self.settings)
-        if children and rng.random() < 0.6:  # a pool process dies mid-task: the task is redelivered
+        children, main, roll = worker_children(self.settings), worker_main(self.settings), rng.random()
+        if children and roll < 0.4:  # a pool process dies mid-task: the task is redelivered
             os.kill(rng.choice(children), signal.SIGKILL)
             self._record("worker pool process SIGKILLed")
+            return
+        if main and roll < 0.7:  # the main process dies (as on kombu's reconnect crash): its
+            os.kill(main, signal.SIGKILL)  # supervisor starts it again; its tasks are orphaned
+            self._record("worker main process SIGKILLed")
             return
         worker.stop_worker(self.settings)     # the whole worker stops (warm) and comes back
         worker.start_worker(self.settings)
@@ -102,7 +107,9 @@ class Chaos:
 
     def _kill_es(self, rng: random.Random) -> None:
         sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
-        stop_pid(self._pid("es"), sig, timeout=60)
+        _, ident, pidfile = record(self.settings, "es")
+        if not stop_pid(self._pid("es"), sig, timeout=60, recorded=ident, pidfile=pidfile, name="es"):
+            raise RuntimeError("elasticsearch was not stopped (see the warning above)")
         start_es_again(self.settings)
         self._record(f"elasticsearch {signal.Signals(sig).name} and restarted")
 
@@ -144,7 +151,9 @@ def run_soak(settings: Settings, es, model: Path, root: Path, *, images: int, ch
     make_images(root, images, seed)
     es.options(ignore_status=404).indices.delete(index=f"{alias}*")
     create_versioned_index(es, alias, read_card(model), str(model))
-    s = settings.with_(batch_size=batch)
+    # A stall is looked into after 30 s without progress (not 120): the tasks a killed main
+    # process held go back to the queue, lost ones are sent again, sooner.
+    s = settings.with_(batch_size=batch, stall_seconds=30)
     items = list(folder_items(root))
     chaos = Chaos(settings, seed, gap)
     thread = threading.Thread(target=chaos.run, args=(chaos_seconds,), daemon=True)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from typing import Iterator
 
 from click.testing import CliRunner
 
@@ -72,3 +74,22 @@ def esm_error(*args: str) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output
     return lines[0]
+
+
+@contextmanager
+def url_worker(stack, images: dict[str, bytes], **changes) -> Iterator[tuple]:
+    """A local image host (tests.urlserver: no CORS headers; it records every request's headers)
+    and a worker on a queue of its own whose settings allow-list it: (settings, host:port,
+    handler). ``changes``: more settings for that worker (and the tests' API)."""
+    import uuid
+
+    from es_metric.stack import worker as esm_worker
+    from tests.urlserver import serving_handler
+
+    with serving_handler(images) as (hp, handler):
+        s = stack.with_(worker_queue=f"esm-url-{uuid.uuid4().hex[:6]}", url_allow=(hp,), **changes)
+        esm_worker.start_worker(s)
+        try:
+            yield s, hp, handler
+        finally:
+            esm_worker.stop_worker(s)

@@ -15,6 +15,7 @@ from PIL import Image
 from es_metric.web.guard import FORM_ALLOWANCE
 from tests.integration.helpers import esm
 from tests.integration.server import Tap, multipart_head, running, stream_upload
+from tests.urlserver import serving_handler
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 BIG = 200 * 1024 * 1024
@@ -170,3 +171,37 @@ def test_searches_past_the_queue_get_503_with_retry_after(stack, index_name, tin
         assert first.result().status_code == 200
     assert second.status_code == 503 and second.headers["Retry-After"] == "1"
     assert "try again" in second.json()["error"]
+
+
+def test_image_url_searches_take_search_slots_and_past_the_queue_get_503(stack, index_name, tiny_model):
+    """Issue 24, finding 3: searches by image_url fetched the URL in the thread pool, outside
+    the search slots: 60 of them by a hanging URL got no 503 and held every thread, so even
+    /api/health waited. Now the fetch runs in the search's slot: with one slot and a queue of
+    one, 58 of 60 get 503 while the host hangs, /api/health answers meanwhile, and the two
+    admitted searches finish once the host answers."""
+    from es_metric.web.app import create_app
+
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    with serving_handler() as (hp, host):
+        app = create_app(stack.with_(url_allow=(hp,), url_timeout=120, search_concurrency=1,
+                                     search_queue=1))
+        params = {"image_url": f"http://{hp}/hold.png", "k": "3"}
+        with running(app) as base, httpx.Client(base_url=base, timeout=180) as http, \
+                ThreadPoolExecutor(60) as pool:
+            searches = [pool.submit(http.get, f"/api/indices/{index_name}/search", params=params)
+                        for _ in range(60)]
+            try:
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline and (
+                        host.holding[0] < 1 or sum(f.done() for f in searches) < 58):
+                    time.sleep(0.05)
+                refused = [f.result() for f in searches if f.done()]
+                health = http.get("/api/health", timeout=60)   # while the host still hangs
+                held = host.holding[0]
+            finally:
+                host.gate.set()
+            answers = [f.result() for f in searches]
+    assert held == 1 and health.status_code == 200
+    assert len(refused) == 58 and all(r.status_code == 503 for r in refused)
+    assert all(r.headers["Retry-After"] == "1" for r in refused)
+    assert sorted(r.status_code for r in answers) == [200, 200] + [503] * 58

@@ -13,9 +13,9 @@ from es_metric.ingest.enqueue import enqueue, make_searchable, wait
 from es_metric.ingest.jobs import JobProgress
 from es_metric.ingest.sources import folder_source, manifest_source
 from tests.imagegen import make_dataset
-from tests.integration.faults import (restart_redis, start_es_again, stop_es, wait_until,
-                                      worker_children)
-from tests.integration.helpers import esm
+from tests.integration.faults import (consumers, restart_redis, start_es_again, stop_es, supervisor,
+                                      wait_until, worker_children, worker_main)
+from tests.integration.helpers import esm, esm_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -71,6 +71,44 @@ def test_redis_restarted_during_ingest(report, stack, es, index_name, tiny_model
     make_searchable(es, job)
     _report(report, "redis restarted", job.total, count(es, index_name), failed)
     assert (done, failed) == (240, 0) and count(es, index_name) == 240
+
+
+def test_redis_restarted_five_times_during_one_ingest(report, stack, es, index_name, tiny_model, images):
+    """Five Redis restarts, each down for a second, while one job runs (a restart can take the
+    worker's main process down: celery 5.7.0 with kombu 5.7.0, "Unrecoverable error:
+    AttributeError(... 'hostname')"; its supervisor starts it again). Every image is indexed
+    once and a worker consumes the queue afterwards."""
+    restarts_before = supervisor(stack).get("restarts", 0)
+    job, progress = _start(stack, es, index_name, tiny_model, images, batch=4)
+    for n in range(5):
+        wait_until(lambda: progress.counts()[1] >= 16 * (n + 1), 300, f"progress before restart {n + 1}")
+        restart_redis(stack)
+    done, failed = wait(stack.with_(stall_seconds=20), job, timeout=900)
+    make_searchable(es, job)
+    revived = supervisor(stack).get("restarts", 0) - restarts_before
+    _report(report, f"redis restarted 5 times (worker restarted {revived} times)", job.total,
+            count(es, index_name), failed)
+    assert (done, failed) == (240, 0) and count(es, index_name) == 240
+    wait_until(lambda: bool(consumers(stack)), 120, "a worker consuming the queue after the restarts")
+
+
+def test_worker_main_process_killed_is_restarted_by_its_supervisor(report, stack, es, index_name,
+                                                                   tiny_model, tiny_data):
+    """SIGKILL of the worker's main process (as the kombu reconnect crash ends it): the stack's
+    supervisor starts it again, `esm stack status` counts the restart, and the new worker ingests."""
+    before = supervisor(stack).get("restarts", 0)
+    old = worker_main(stack)
+    assert old, "no live worker recorded"
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: worker_main(stack) not in (None, old) and bool(consumers(stack)), 180,
+               "the supervisor to start the worker again")
+    [worker] = [c for c in esm_json("stack", "status") if c["name"] == "worker"]
+    assert worker["running"] and worker["restarts"] == before + 1 and worker["pid"] != old
+    assert "killed by SIGKILL" in worker["detail"]
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    summary = esm_json("ingest", index_name, tiny_data / "class_1", "--timeout", "300")
+    _report(report, "worker main process SIGKILLed", 16, count(es, index_name), summary["failed"])
+    assert (summary["indexed"], summary["failed"]) == (16, 0) and count(es, index_name) == 16
 
 
 def test_bulk_item_rejected_by_mapping_is_recorded(report, stack, es, index_name, tiny_model, tiny_data,

@@ -77,9 +77,66 @@ def test_queued_tasks_without_a_worker_end_the_wait_with_the_reason(orphan_queue
     esm("mapping", "create", index_name, "--model", tiny_model)
     job = enqueue(orphan_queue, es, index_name, list(folder_items(tiny_data / "class_5")))
     t0 = time.monotonic()
-    with pytest.raises(EsmError, match="wait in the queue .*but no worker answers") as info:
+    with pytest.raises(EsmError, match="wait in the queue .*but no live worker consumes") as info:
         wait(orphan_queue, job, timeout=60)
     assert "esm stack up" in str(info.value) and time.monotonic() - t0 < 60
+
+
+@pytest.fixture
+def consumer_cancelled(stack):
+    """The stack's worker alive and answering, but told to stop consuming its queue (Celery's
+    ``cancel_consumer``, as an operator draining it would, or as a worker whose consumer died on
+    a broker restart is); the tasks queued meanwhile are dropped and the queue consumed again."""
+    from es_metric.ingest.celery_app import make_app, worker_ping
+
+    workers = worker_ping(stack)
+    assert workers, f"no worker answers on {stack.worker_queue!r}"
+    app = make_app(stack)
+
+    def consuming() -> set[str]:
+        replies = app.control.inspect(destination=workers, timeout=5).active_queues() or {}
+        return {w for w, queues in replies.items() if any(q["name"] == stack.worker_queue for q in queues)}
+
+    def resume() -> None:
+        app.control.add_consumer(stack.worker_queue, destination=workers, reply=True, timeout=10)
+
+    try:
+        app.control.cancel_consumer(stack.worker_queue, destination=workers, reply=True, timeout=10)
+        assert not consuming()
+        yield workers, resume
+    finally:
+        redis.Redis.from_url(stack.redis_url).delete(stack.worker_queue)  # this test's tasks only
+        resume()
+        assert consuming() == set(workers)
+        app.close()
+
+
+@pytest.mark.parametrize("case", ["a queue no worker consumes", "a worker told to cancel its queue"])
+def test_ingest_wait_ends_when_no_live_worker_consumes_the_queue(case, request, stack, es, index_name,
+                                                                 tiny_model, tiny_data, monkeypatch):
+    """`esm ingest --wait`: tasks queued, and no live worker consumes their queue for the stall
+    timeout, while workers answer (the stack's, consuming its own queue; or one that answers to
+    the queue's name but was told to stop consuming it: the code before this check took it for
+    a consumer and waited forever). The wait ends with one error line naming the queue and the
+    workers that answered; `--timeout` only bounds the test."""
+    from es_metric.ingest.celery_app import worker_ping
+
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    workers = worker_ping(stack)
+    if case == "a queue no worker consumes":
+        queue = request.getfixturevalue("orphan_queue").worker_queue
+        monkeypatch.setenv("ESM_QUEUE", queue)
+    else:
+        queue, (workers, _resume) = stack.worker_queue, request.getfixturevalue("consumer_cancelled")
+    result = esm("ingest", index_name, tiny_data / "class_5", "--stall-timeout", "3", "--timeout", "120",
+                 ok=False)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.stderr
+    line = errors[0]
+    assert f"16 of 16 images wait in the queue {queue!r}, but no live worker consumes that queue" in line
+    assert f"the live workers ({', '.join(workers)}) consume other queues" in line
+    assert f"worker -Q {queue}" in line and f"add_consumer {queue}" in line
 
 
 def test_lost_tasks_end_the_wait_with_the_stall_error(orphan_queue, es, index_name, tiny_model, tiny_data):
@@ -89,6 +146,25 @@ def test_lost_tasks_end_the_wait_with_the_stall_error(orphan_queue, es, index_na
     with pytest.raises(EsmError, match="none of its tasks is queued or running") as info:
         wait(orphan_queue, job, timeout=60)
     assert "run the same ingest again" in str(info.value)
+
+
+def test_tasks_the_broker_lost_are_sent_again_by_the_wait(stack, es, index_name, tiny_model, tiny_data,
+                                                          consumer_cancelled):
+    """A task lost by the broker (kombu's Redis transport pops a task before it records it as
+    delivered: a Redis restart in between loses it; here the queue is deleted while no one
+    consumes it): the waiting client still has the batches and sends the unfinished ones again
+    under the same task ids, so the job finishes instead of ending with the stall error."""
+    _workers, resume = consumer_cancelled
+    esm("mapping", "create", index_name, "--model", tiny_model)
+    s = stack.with_(batch_size=4, stall_seconds=2)
+    from es_metric.ingest.sources import Source
+
+    job = enqueue(s, es, index_name, Source(list(folder_items(tiny_data / "class_5")), [], (tiny_data,)))
+    redis.Redis.from_url(s.redis_url).delete(s.worker_queue)  # the broker lost all 4 tasks
+    resume()
+    assert wait(s, job, timeout=120) == (16, 0)
+    es.indices.refresh(index=index_name)
+    assert count(es, index_name) == 16
 
 
 def test_a_running_job_is_not_called_stalled(stack, es, index_name, tiny_model, tiny_data):

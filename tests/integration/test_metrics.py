@@ -48,3 +48,37 @@ def test_metrics_count_an_ingest_and_api_requests(stack, index_name, tiny_model,
     assert after[("esm_http_errors_total", search)] >= 1
     assert ("esm_queue_depth", (("queue", stack.worker_queue),)) in after
     assert after[("esm_redis_up", ())] == 1
+
+
+def test_made_up_methods_and_paths_leave_metrics_bounded(stack):
+    """Issue 24, finding 1: uvicorn's h11 passes any method name to the app; 300 requests with
+    made-up methods (on public, guarded and unknown paths, without the key) leave /metrics under
+    50 KB, every label from a closed set (unknown methods and paths fold into ``other``)."""
+    import random
+    import string
+
+    import httpx
+
+    from tests.integration.server import running
+
+    key = "metrics-test-key"
+    app = create_app(stack.with_(api_key=key))
+    known_routes = {getattr(r, "path", None) for r in app.routes} | {"other"}
+    rng = random.Random(24)
+    paths = ["/api/health", "/api/indices/x/search", "/metrics", "/no/such/page"]
+    with running(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+        for i in range(300):
+            method = "".join(rng.choices(string.ascii_uppercase, k=12))
+            assert http.request(method, f"{paths[i % 4]}?n={i}").status_code in (401, 404, 405)
+        http.get("/api/health")
+        resp = http.get("/metrics", headers={"X-API-Key": key})
+    assert resp.status_code == 200
+    size = len(resp.content)
+    assert size < 50_000, f"/metrics is {size} bytes after 300 made-up methods"
+    samples = [s for family in text_string_to_metric_families(resp.text) for s in family.samples
+               if s.name.startswith("esm_http_")]
+    methods = {s.labels["method"] for s in samples if "method" in s.labels}
+    routes = {s.labels["route"] for s in samples}
+    assert "other" in methods and methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
+                                              "OPTIONS", "other"}
+    assert "/api/health" in routes and routes <= known_routes, routes

@@ -127,3 +127,21 @@ def test_http_api_searches_by_url_and_serves_the_photo_that_matched(stack, es, i
     shown = client.get(f"/api/indices/{index_name}/image/p0-1", params={"photo": top["matched_image"]["offset"]})
     assert shown.status_code == 200 and shown.content == photo_bytes
     assert client.get(f"/api/indices/{index_name}/image/p0-1", params={"photo": 9}).status_code == 404
+
+
+def test_the_photo_that_matched_is_named_with_text_facets_and_collapse_too(es, index_name, tiny_model, tiny_data):
+    """Text, facets or diversify send the search through the fused window: each hit the kNN leg
+    returned still names its best photo, as the image-only search does (it used to be lost)."""
+    prods = products(tiny_data)
+    esm("mapping", "create", index_name, "--model", tiny_model, "--multi-photo", "--text-field", "title")
+    esm_json("ingest", index_name, write_manifest(tiny_data.parent / f"{index_name}.jsonl", prods))
+    query = prods["p2-1"][1]
+    alone = esm_json("search", index_name, "--image", query, "-k", "4")
+    for extra in (["--text", "product"], ["--facet", "title.keyword"], ["--diversify", "1"]):
+        res = esm_json("search", index_name, "--image", query, "-k", "4", *extra)
+        top = res["hits"][0]
+        assert top["id"] == "p2-1" and top["matched_image"]["ref"] == query, extra
+        named = [h for h in res["hits"] if h["matched_image"]]
+        assert len(named) == 4, extra
+        by_id = {h["id"]: h["matched_image"]["ref"] for h in alone["hits"]}
+        assert all(by_id.get(h["id"], h["matched_image"]["ref"]) == h["matched_image"]["ref"] for h in named)

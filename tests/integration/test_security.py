@@ -179,6 +179,7 @@ def test_secret_urls_stay_out_of_worker_log_and_cli(stack, es, index_name, tiny_
     from click.testing import CliRunner
 
     from es_metric.stack import worker as esm_stack
+    from es_metric.stack.worker import supervisor_log
     from es_metric.cli import main
 
     caplog.set_level(logging.DEBUG)
@@ -208,6 +209,8 @@ def test_secret_urls_stay_out_of_worker_log_and_cli(stack, es, index_name, tiny_
     # Celery masks the broker password in its own lines (**), es-metric's log filter in all (***)
     assert re.search(rf"Connected to redis://:\*+@127\.0\.0\.1:{port}/0", logged), logged
     assert "embed_batch" in logged and "succeeded" in logged
-    seen = "\n".join([ingested.output, status.output, wrong.output, caplog.text, logged])
+    supervised = supervisor_log(s).read_text(errors="replace")  # the worker's stdout and stderr too
+    assert "worker esm-secret-" in supervised
+    seen = "\n".join([ingested.output, status.output, wrong.output, caplog.text, logged, supervised])
     for secret in (REDIS_PW, ES_PW):
         assert secret not in seen

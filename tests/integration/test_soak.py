@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.slow]
 
 
 def test_chaos_soak_every_image_once_or_failed_with_a_reason(report, stack, es, tiny_model, tmp_path):
-    result = run_soak(stack, es, tiny_model, tmp_path / "images", images=300, chaos_seconds=75,
+    result = run_soak(stack, es, tiny_model, tmp_path / "images", images=300, chaos_seconds=150,
                       waves=5, seed=7, batch=8, alias="t-soak", gap=(2.0, 8.0))
     report(f"SOAK {result}")
     try:

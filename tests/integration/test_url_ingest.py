@@ -4,14 +4,13 @@ URLs as dead letters with their reasons; search by URL embeds the fetched image.
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 from click.testing import CliRunner
 
 from es_metric.cli import main
-from tests.integration.helpers import stored_docs
-from tests.urlserver import png_bytes, serving
+from tests.integration.helpers import stored_docs, url_worker
+from tests.urlserver import png_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -19,16 +18,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def url_stack(stack):
     """A local HTTP server, and a worker of its own queue whose settings allow-list it."""
-    from es_metric.stack import worker as esm_worker
-
-    with serving({"/red.png": png_bytes((220, 20, 20)), "/blue.png": png_bytes((20, 20, 220), (40, 60))}) as hp:
-        s = stack.with_(worker_queue=f"esm-url-{uuid.uuid4().hex[:6]}", url_allow=(hp,), url_timeout=1,
-                        max_image_bytes=2 << 20)
-        esm_worker.start_worker(s)
-        try:
-            yield s, hp
-        finally:
-            esm_worker.stop_worker(s)
+    images = {"/red.png": png_bytes((220, 20, 20)), "/blue.png": png_bytes((20, 20, 220), (40, 60)),
+              "/swap.png": png_bytes((20, 220, 20))}
+    with url_worker(stack, images, url_timeout=1, max_image_bytes=2 << 20) as (s, hp, handler):
+        yield s, hp, handler
 
 
 def run(settings, *args: str) -> dict:
@@ -40,7 +33,7 @@ def run(settings, *args: str) -> dict:
 
 def test_url_manifest_ingest_indexes_good_urls_and_dead_letters_the_rest(es, index_name, tiny_model,
                                                                          url_stack, tmp_path):
-    s, hp = url_stack
+    s, hp, _handler = url_stack
     lines = {"red": f"http://{hp}/red.png", "blue": f"http://{hp}/blue.png",
              "missing": f"http://{hp}/missing.png", "slow": f"http://{hp}/slow.png",
              "huge": f"http://{hp}/huge.png",
@@ -63,3 +56,42 @@ def test_url_manifest_ingest_indexes_good_urls_and_dead_letters_the_rest(es, ind
 
     hits = run(s, "search", index_name, "--image", lines["red"], "-k", "2")["hits"]
     assert hits[0]["id"] == "red"
+
+
+def test_a_photo_at_a_url_is_served_by_the_api_and_the_key_never_reaches_its_host(
+        es, index_name, tiny_model, url_stack, tmp_path):
+    """Issue 24, finding 2: the image endpoint answered 307 to the photo's URL and the client
+    (the page's fetch, here httpx following redirects) sent X-API-Key to that host. Now the API
+    fetches the photo itself (the guarded fetcher, cached) and answers it from its own origin;
+    the host, which records every request's headers, never sees the key; a host that starts
+    serving HTML instead of the photo gets it refused, never served under the API's origin."""
+    import httpx
+
+    from es_metric.web.app import create_app
+    from tests.integration.server import running
+
+    s, hp, handler = url_stack
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": k, "image": f"http://{hp}/{k}.png"}) + "\n"
+                                for k in ("red", "swap")))
+    CliRunner().invoke(main, ["mapping", "create", index_name, "--model", str(tiny_model)],
+                       env={k: v for k, v in s.as_env().items() if v}, catch_exceptions=False)
+    assert run(s, "ingest", index_name, manifest, "--timeout", "180")["indexed"] == 2
+    key = "k24-never-leaves-this-origin"
+    handler.headers_seen.clear()
+    handler.hits.clear()
+    with running(create_app(s.with_(api_key=key))) as base, \
+            httpx.Client(base_url=base, headers={"X-API-Key": key}, follow_redirects=True,
+                         timeout=60) as http:
+        first = http.get(f"/api/indices/{index_name}/image/red")
+        again = http.get(f"/api/indices/{index_name}/image/red")
+        handler.images["/swap.png"] = b"<html><script>alert(document.cookie)</script></html>"
+        swapped = http.get(f"/api/indices/{index_name}/image/swap")
+    leaked = [h for h in handler.headers_seen if key in str(h)]
+    assert handler.headers_seen and not leaked, f"the image host got the key: {leaked}"
+    assert first.status_code == 200 and not first.history, first.history   # answered, not redirected
+    assert first.content == png_bytes((220, 20, 20)) and first.headers["content-type"] == "image/png"
+    assert first.headers["x-content-type-options"] == "nosniff"
+    assert again.content == first.content and handler.hits["/red.png"] == 1   # cached
+    assert swapped.status_code == 502 and swapped.json()["reason"] == "not_an_image"
+    assert "script" not in swapped.text

@@ -33,6 +33,7 @@ def test_docker_compose_agrees_with_code():
     s = Settings.from_env(env)
     assert s.es_external and s.redis_external and s.worker_queue in services["worker"]["command"]
     assert "es_metric.ingest.celery_app" in services["worker"]["command"]
+    assert all(services[name]["restart"] == "unless-stopped" for name in services)  # as the local supervisor
 
 
 def _interpolate(value, env: dict):
@@ -82,6 +83,9 @@ def test_celery_reliability_settings():
     assert conf.worker_prefetch_multiplier == 1
     assert conf.accept_content == ["json"] and conf.task_serializer == "json"
     assert conf.broker_transport_options["visibility_timeout"] == VISIBILITY_TIMEOUT > TASK_TIME_LIMIT
+    assert conf.broker_connection_retry and conf.broker_connection_retry_on_startup
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss is False  # a running batch finishes
+    assert 0 < conf.broker_transport_options["socket_timeout"] < TASK_TIME_LIMIT
 
 
 def _pyproject() -> dict:

@@ -46,8 +46,8 @@ def test_public_addresses_pass_and_embedded_ipv4_is_judged_as_ipv4():
     assert not_public(ipaddress.ip_address("93.184.215.14")) is None
     assert not_public(ipaddress.ip_address("2606:4700::6810:84e5")) is None
     assert not_public(ipaddress.ip_address("::ffff:127.0.0.1")) == "loopback"
-    assert not_public(ipaddress.ip_address("64:ff9b::a9fe:a9fe")) == "a cloud metadata address"
-    assert not_public(ipaddress.ip_address("169.254.169.254")) == "a cloud metadata address"
+    assert not_public(ipaddress.ip_address("64:ff9b::a9fe:a9fe")) == "cloud metadata"
+    assert not_public(ipaddress.ip_address("169.254.169.254")) == "cloud metadata"
     assert not_public(ipaddress.ip_address("fe80::1")) == "link-local"
     assert not_public(ipaddress.ip_address("0.0.0.0")) == "unspecified"
 
@@ -81,3 +81,33 @@ def test_settings_carry_the_allow_list_to_the_worker_and_errors_pickle():
     err = pickle.loads(pickle.dumps(ImageError("refused", reason="url_refused", hint="h")))
     assert err.reason == "url_refused" and err.hint == "h"
     assert is_url("HTTPS://x/a.jpg") and not is_url("/data/http://x") and not is_url(["http://x"])
+
+
+@pytest.mark.parametrize("url", ["http://example.com/a\x01b.jpg", "http://example.com/a.jpg?x=\x00",
+                                 "http://example.com/a\x7f.jpg", "http://example.com/a\nb.jpg",
+                                 "http://exa\rmple.com/a.jpg", "http://example.com/\ta.jpg",
+                                 "http://example.com/a\x85.jpg", "\x00http://example.com/a.jpg"])
+def test_control_characters_in_a_url_are_refused_as_url_refused(url):
+    """Issue 24, finding 13: urlsplit drops tab, CR and LF silently and httpx raised InvalidURL on
+    the others, which the worker recorded as ``decode_error``."""
+    with pytest.raises(ImageError) as err:
+        parse_url(url)
+    assert err.value.reason == "url_refused" and "control character" in err.value.message
+
+
+@pytest.mark.parametrize("url, text", [
+    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a cloud metadata address"),
+    ("http://0.0.0.0/", "0.0.0.0 is an unspecified address"),
+    ("http://[fe80::1]/", "fe80::1 is a link-local address"),
+    ("http://localhost/", "localhost resolves to a loopback address"),
+    ("http://2130706433/x.jpg", "2130706433 resolves to a loopback address"),
+])
+def test_refusals_read_well_and_never_say_where_a_name_resolves(url, text):
+    """Issue 24, finding 13: the message read "a a cloud metadata address address" and told a
+    key holder the address an internal name resolves to."""
+    with pytest.raises(ImageError) as err:
+        resolve(parse_url(url), AllowList())
+    assert err.value.message == f"URL {url!r}: {text}; refused"
+    assert err.value.hint == "add the host, host:port or network to ESM_URL_ALLOW if it is trusted"
+    if "resolves" in text:
+        assert "127.0.0.1" not in str(err.value)

@@ -51,6 +51,10 @@ function formData() {
   $("facets").value.split(",").map((s) => s.trim()).filter(Boolean).forEach((f) => fd.append("facets", f));
   fd.append("k", $("k").value || "12");
   fd.append("fusion", $("fusion").value);
+  const collapse = $("collapse").value.trim();
+  if (collapse) fd.append("collapse", collapse);
+  if ($("diversify").value) fd.append("diversify", $("diversify").value);
+  if ($("explain").checked) fd.append("explain", "true");
   return fd;
 }
 
@@ -75,9 +79,10 @@ async function search() {
 }
 
 async function loadImage(img, url) {
-  // fetched with the key (an <img src> cannot send X-API-Key)
+  // fetched with the key (an <img src> cannot send X-API-Key); the API answers every photo
+  // from this origin, and a redirect is refused, so the key never follows one to another host
   try {
-    const resp = await fetch(url, { headers: headers() });
+    const resp = await fetch(url, { headers: headers(), redirect: "error" });
     if (resp.ok) img.src = URL.createObjectURL(await resp.blob());
   } catch (err) { /* the card keeps its grey box */ }
 }
@@ -118,6 +123,7 @@ function render(body) {
     actions.append(button("more like this", "more", () => feedback(hit.id, "like", "unlike")),
                    button("not like this", "less", () => feedback(hit.id, "unlike", "like")));
     card.append(img, meta, actions);
+    if (hit.explain) card.append(explanation(hit.explain));
     card.addEventListener("click", () => {  // start over from this result alone
       setFile(null); state.like = [hit.id]; state.unlike = []; search();
     });
@@ -127,6 +133,29 @@ function render(body) {
   const what = state.like.length && !state.file && state.like.length === 1 ? `more like ${state.like[0]}` : "results";
   showStatus(`${body.hits.length} ${what} in ${body.took_ms} ms (model ${body.model_id})` +
              (body.note ? ` — ${body.note}` : ""));
+}
+
+const num = (x) => (x === null || x === undefined ? "–" : Number(x).toPrecision(3));
+
+function explanation(why) {
+  // each leg: its raw score and rank -> normalised x weight; then MMR's relevance and redundancy
+  const box = document.createElement("div");
+  box.className = "explain";
+  for (const [name, leg] of Object.entries(why.legs)) {
+    const line = document.createElement("div");
+    line.className = `leg ${name}`;
+    const rank = leg.rank ? ` #${leg.rank}` : " (not returned)";
+    const norm = leg.normalised === null ? "" : ` → ${num(leg.normalised)} × ${leg.weight}`;
+    line.textContent = `${name} ${num(leg.score)}${rank}${norm}`;
+    box.append(line);
+  }
+  if (why.mmr) {
+    const line = document.createElement("div");
+    line.className = "leg mmr";
+    line.textContent = `variety: relevance ${num(why.mmr.relevance)}, like above ${num(why.mmr.redundancy)}`;
+    box.append(line);
+  }
+  return box;
 }
 
 function renderFacets(facets) {
@@ -139,12 +168,13 @@ function renderFacets(facets) {
     name.textContent = field;
     group.append(name);
     for (const row of rows) {
-      const value = typeof row.value === "object" ? `${row.value.from}–${row.value.to}` : String(row.value);
-      const b = button(`${value} (${row.count})`, "facet-value", () => {
+      const value = row.other ? "other" : typeof row.value === "object" ? `${row.value.from}–${row.value.to}` : String(row.value);
+      const b = button(`${value} (${row.count})`, row.other ? "facet-value other" : "facet-value", () => {
+        if (!row.filter) return;
         if (!state.filters.includes(row.filter)) state.filters.push(row.filter);
         search();
       });
-      b.dataset.filter = row.filter;
+      if (row.filter) b.dataset.filter = row.filter;
       group.append(b);
     }
     box.append(group);

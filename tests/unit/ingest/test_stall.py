@@ -27,3 +27,13 @@ def test_a_task_only_a_dead_worker_took_ends_the_wait():
     assert not act.alive("j")
     assert err is not None and "held by a worker that is gone" in err.message and "8 images" in err.message
     assert "again" in err.hint
+
+
+def test_queued_tasks_whose_queue_only_other_queues_workers_answer_for_end_the_wait():
+    """Workers answer, but none consumes the job's queue (another -Q, or a cancelled consumer):
+    the queued tasks cannot run; the error names the queue and the workers that answered."""
+    act = Activity(frozenset({"j"}), frozenset(), (), others=("esm-7@host",))
+    err = stall_error(S.with_(worker_queue="ingest"), "j", COUNTS, 200, act)
+    assert err is not None and "8 of 16 images wait in the queue 'ingest'" in err.message
+    assert "no live worker consumes that queue" in err.message and "esm-7@host" in err.message
+    assert "-Q ingest" in err.hint and "add_consumer ingest" in err.hint
