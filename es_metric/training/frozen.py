@@ -44,7 +44,8 @@ class CachedFeatures:
         wanted = [s for s in cat.samples if cfg.view_photos == "all" or counts[s.cls] <= 2]
         self.view_rows = {s.path: i for i, s in enumerate(wanted)}
         self.views = (view_features(cfg.backbone, wanted, cfg.views, cfg.augment, weights=cfg.weights,
-                                    seed=cfg.seed, device=cfg.device).float()
+                                    seed=cfg.seed, device=cfg.device,
+                                    module=None if cfg.pretrained else encoder.backbone).float()
                       if views and cfg.views and wanted and cfg.augment != "none" else None)
 
     def of(self, samples: Sequence[Sample]) -> torch.Tensor:

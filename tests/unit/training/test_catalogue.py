@@ -93,3 +93,28 @@ def test_auto_takes_a_category_field_most_products_have(tiny_data, tmp_path):
               for c in range(6)]  # one product of six has one: not a grouping of the catalogue
     cat = read_catalogue(write_catalogue(tiny_data, tmp_path, sparse), settings, group_field="auto")
     assert cat.group_field is None and cat.groups == {}
+
+
+def test_evaluate_a_catalogue_jsonl_with_the_baseline_beside_and_a_report(tiny_data, tiny_model, tmp_path,
+                                                                          monkeypatch):
+    """`esm evaluate CATALOGUE.jsonl --model M --report R`: every photo of a product with two or
+    more queries the rest; the baseline on the same queries; the report draws both Recall@K curves
+    and grids of the queries' neighbours."""
+    from click.testing import CliRunner
+
+    from es_metric.cli import main
+    monkeypatch.setenv("ESM_IMAGE_ROOTS", str(tiny_data))
+    lines = [{"id": f"sku-{c}", "image": photos(tiny_data, c, 4), "category": "A" if c < 3 else "B"}
+             for c in range(6)]
+    lines.append({"id": "single", "image": photos(tiny_data, 0, 8)[-1], "category": "A"})
+    catalogue = write_catalogue(tiny_data, tmp_path, lines)
+    report = tmp_path / "report.html"
+    result = CliRunner().invoke(main, ["evaluate", str(catalogue), "--model", str(tiny_model),
+                                       "--group-field", "category", "--report", str(report), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["n_queries"] == 6 * 4          # the one-photo product is searched, never a query
+    assert 0 < metrics["recall_at_1"] <= 1 and "baseline" in metrics
+    assert 0 <= metrics["group_precision_at_10"] <= 1
+    html = report.read_text()
+    assert "Recall@K" in html and "baseline" in html and html.count("<img") >= 6
