@@ -1,28 +1,27 @@
-"""Reading a whole index as a consistent snapshot: point-in-time + search_after (works on every
-cluster, also one without the scroll-free ``_reindex`` module)."""
+"""Every document of an index, page by page: point-in-time + search_after (a consistent
+snapshot; works on any cluster, unlike scroll-free shortcuts), for passes over a whole index."""
 from __future__ import annotations
 
 from typing import Iterator
 
 from elasticsearch import Elasticsearch
 
-__all__ = ["scroll_documents"]
+__all__ = ["pit_hits", "scroll_documents"]
+
+KEEP_ALIVE = "5m"
 
 
-def scroll_documents(client: Elasticsearch, index: str, excludes: list[str], *, source: bool = True,
-                     page: int = 500) -> Iterator[dict]:
-    """Every document of ``index`` via point-in-time + search_after (a consistent snapshot)."""
-    pit = client.open_point_in_time(index=index, keep_alive="5m")["id"]
+def pit_hits(client: Elasticsearch, index: str, *, page: int = 500, **search: object) -> Iterator[dict]:
+    """Every hit of ``index`` in ``_shard_doc`` order, ``page`` at a time; ``search``: more
+    arguments of each search (source, docvalue_fields, query, ...). The point in time is
+    closed when the iteration ends or is abandoned."""
+    pit = client.open_point_in_time(index=index, keep_alive=KEEP_ALIVE)["id"]
     try:
         after = None
         while True:
             kw = {"search_after": after} if after else {}
-            if source:
-                kw["source_excludes"] = excludes
-            else:
-                kw["source"] = False
-            resp = client.search(pit={"id": pit, "keep_alive": "5m"}, size=page,
-                                 sort=[{"_shard_doc": "asc"}], query={"match_all": {}}, **kw)
+            resp = client.search(pit={"id": pit, "keep_alive": KEEP_ALIVE}, size=page,
+                                 sort=[{"_shard_doc": "asc"}], **search, **kw)
             hits = resp["hits"]["hits"]
             if not hits:
                 return
@@ -31,3 +30,10 @@ def scroll_documents(client: Elasticsearch, index: str, excludes: list[str], *, 
             after = hits[-1]["sort"]
     finally:
         client.close_point_in_time(id=pit)
+
+
+def scroll_documents(client: Elasticsearch, index: str, excludes: list[str], *, source: bool = True,
+                     page: int = 500) -> Iterator[dict]:
+    """Every document of ``index`` (its ``_source`` without ``excludes``, or none)."""
+    kw: dict = {"source_excludes": excludes} if source else {"source": False}
+    return pit_hits(client, index, page=page, query={"match_all": {}}, **kw)

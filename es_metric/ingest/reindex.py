@@ -57,7 +57,7 @@ MAX_CATCH_UP_PASSES = 5
 
 def model_fields(old: IndexInfo) -> list[str]:
     """The old model's vector and what a DBA pass derived from it: not copied."""
-    return [old.fields.vector, old.fields.raw_vector, old.fields.dba]
+    return [old.fields.vector, *old.fields.dba_derived]
 
 
 def _user_properties(client: Elasticsearch, old: IndexInfo) -> dict:

@@ -68,6 +68,6 @@ def train_backbone(encoder: Encoder, obj: Objective, cfg: TrainConfig, cat: Cata
     else:
         history = fit_full(encoder, obj, cfg, train_s, score, ckpt, on_epoch, resume)
     against = f"{'pretrained' if cfg.pretrained else 'untrained'}-cosine {cfg.backbone}"
-    metrics, rerank = validation_metrics(validator, embed, baseline, encoder.metric, against, cfg)
+    metrics, rerank = validation_metrics(validator, embed, baseline, encoder, against, cfg)
     metrics["measured_head"] = "shipped"
     return history, metrics, rerank

@@ -88,7 +88,7 @@ def train_frozen(encoder: Encoder, obj: Objective, cfg: TrainConfig, cat: Catalo
     history, best_epoch = fit_head(encoder, obj, cfg, cached.head_data(train_s, cat.groups, single),
                                    lambda enc: validator.early_stopping_value(embed, enc.metric), on_epoch)
     against = f"pretrained-cosine {cfg.backbone}"
-    metrics, rerank = validation_metrics(validator, embed, _raw(cached), encoder.metric, against, cfg)
+    metrics, rerank = validation_metrics(validator, embed, _raw(cached), encoder, against, cfg)
     metrics["measured_head"] = "shipped"
     if not (measured and cfg.refit and best_epoch > 0):
         return history, metrics, rerank, 0

@@ -5,7 +5,6 @@ is its own baseline), and the re-ranking that helps those features."""
 from __future__ import annotations
 
 from ..model.encoder import Encoder
-from ..similarity import Metric
 from .catalogue import Catalogue
 from .config import TrainConfig
 from .frozen import CachedFeatures
@@ -25,8 +24,7 @@ def pretrained_metrics(encoder: Encoder, cfg: TrainConfig, cat: Catalogue,
     def embed(samples):
         return torch.nn.functional.normalize(cached.of(samples), dim=-1).numpy()
 
-    metrics, rerank = validation_metrics(validator, embed, embed, Metric.COSINE,
-                                         f"pretrained-cosine {cfg.backbone}", cfg)
+    metrics, rerank = validation_metrics(validator, embed, embed, encoder, f"pretrained-cosine {cfg.backbone}", cfg)
     metrics["gate"] = {"passed": None, "pretrained": True, "protocol": validator.gate_protocol,
                        "against": "itself",
                        "verdict": "the pretrained model itself: nothing trained, nothing to gate; index with "
