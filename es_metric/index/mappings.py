@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -59,7 +59,7 @@ def _templates_dir() -> Path:
     return Path(str(resources.files("es_metric") / "mappings"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_template(name: str) -> dict:
     body = json.loads((_templates_dir() / f"{name}.json").read_text())
     body.pop("_comment", None)

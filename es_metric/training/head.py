@@ -129,9 +129,6 @@ def train_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list
     retrained on everything for the epoch count early stopping chose: the metrics stay those of the validated head (said
     in ``measured_head``), and the near-duplicate threshold, which only means something in the
     shipped head's own space, is recalibrated with it (on images it trained on: optimistic)."""
-    from .gate import (both_protocols, calibrate_near_duplicates, gate_and_calibrate,
-                       other_protocol_figures)
-
     history, best_epoch = _fit_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch)
     with torch.no_grad():
         val_vectors = encoder.project(feats["val"]).numpy()

@@ -77,6 +77,7 @@ def write_report(path: str | Path, metrics: dict, emb: Embedded) -> Path:
     keys = ("map_at_r", "map", "recall_at_1", "recall_at_10", "n_queries", "n_classes")
     table = "".join(f"<tr><th>{k}</th><td>{metrics[k]:.4f}</td></tr>" if isinstance(metrics[k], float)
                     else f"<tr><th>{k}</th><td>{metrics[k]}</td></tr>" for k in keys)
+    grid = grid_rows(emb, rerank=ReRank.from_dict(metrics.get("rerank")))
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>es-metric evaluation: {html.escape(metrics['name'])}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}} table{{border-collapse:collapse}}
@@ -87,7 +88,7 @@ th,td{{padding:4px 8px;text-align:left}} .grid td{{font-size:11px;text-align:cen
 <p>Every image queries all the others ({metrics['metric']} similarity). Grids: the query (black),
 then its nearest neighbours, same class in green, other classes in red.</p>
 <table>{table}</table><p><img alt="Recall@K" src="{recall_plot(metrics)}"></p>
-<h2>Queries and their top {8} results</h2><table class="grid">{grid_rows(emb, rerank=ReRank.from_dict(metrics.get("rerank")))}</table>
+<h2>Queries and their top {8} results</h2><table class="grid">{grid}</table>
 </body></html>"""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
