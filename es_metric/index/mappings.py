@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError, MappingMismatch
 from .fields import DEFAULT_OBJECT, DocFields
@@ -33,7 +34,7 @@ class IndexOptions:
     ef_construction: int = 100
     oversample: float = DEFAULT_OVERSAMPLE  # quantised types: rescore oversample x k (0: off)
 
-    def as_dict(self, dims: int) -> dict:
+    def as_dict(self, dims: int) -> dict[str, Any]:
         if self.type not in INDEX_TYPES:
             raise ConfigError(f"unknown index type {self.type!r}", hint="valid: " + ", ".join(INDEX_TYPES))
         if self.type.startswith("bbq") and dims < 64:
@@ -44,7 +45,7 @@ class IndexOptions:
         if self.oversample and not 1.0 <= self.oversample <= 10.0:
             raise ConfigError(f"rescore oversample {self.oversample} is out of range",
                               hint="use 0 (off) or a factor from 1 to 10")
-        body: dict = {"type": self.type}
+        body: dict[str, Any] = {"type": self.type}
         if self.type.endswith("hnsw"):
             body.update(m=self.m, ef_construction=self.ef_construction)
         if self.type in RESCORED_TYPES and self.oversample:
@@ -60,18 +61,18 @@ def _templates_dir() -> Path:
 
 
 @cache
-def load_template(name: str) -> dict:
-    body = json.loads((_templates_dir() / f"{name}.json").read_text())
+def load_template(name: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads((_templates_dir() / f"{name}.json").read_text())
     body.pop("_comment", None)
     return body
 
 
-def vector_field_body(card: dict, options: IndexOptions) -> dict:
+def vector_field_body(card: dict[str, Any], options: IndexOptions) -> dict[str, Any]:
     return {"type": "dense_vector", "dims": int(card["dims"]), "index": True,
             "similarity": card["similarity"], "index_options": options.as_dict(int(card["dims"]))}
 
 
-def index_meta(card: dict, model_path: str, fields: DocFields | str) -> dict:
+def index_meta(card: dict[str, Any], model_path: str, fields: DocFields | str) -> dict[str, Any]:
     """What an index records about its model and its fields (in the mapping's ``_meta``);
     ``fields``: the layout (a bare vector field name: the top-level layout, see fields.py)."""
     fields = layout(fields) if isinstance(fields, str) else fields
@@ -96,9 +97,9 @@ def index_meta(card: dict, model_path: str, fields: DocFields | str) -> dict:
     return {"es_metric": meta}
 
 
-def new_index_body(card: dict, model_path: str, *, vector_field: DocFields | str = "image_vector",
+def new_index_body(card: dict[str, Any], model_path: str, *, vector_field: DocFields | str = "image_vector",
                    options: IndexOptions = IndexOptions(), text_fields: tuple[str, ...] = (),
-                   keyword_fields: tuple[str, ...] = (), replicas: int = 0, lean: bool = True) -> dict:
+                   keyword_fields: tuple[str, ...] = (), replicas: int = 0, lean: bool = True) -> dict[str, Any]:
     """Settings + mappings for a fresh versioned index; ``vector_field``: the vector's name
     (top-level layout) or a whole layout; ``lean``: the vectors left out of ``_source`` (read
     from doc values, see vectors.py)."""
@@ -120,9 +121,9 @@ def new_index_body(card: dict, model_path: str, *, vector_field: DocFields | str
     return body
 
 
-def existing_index_update(card: dict, model_path: str, current: dict, *,
+def existing_index_update(card: dict[str, Any], model_path: str, current: dict[str, Any], *,
                           vector_field: str = "image_vector", options: IndexOptions = IndexOptions(),
-                          fields_object: str = DEFAULT_OBJECT) -> dict:
+                          fields_object: str = DEFAULT_OBJECT) -> dict[str, Any]:
     """A put-mapping body adding es-metric's fields to an index the shop owns; its own fields
     untouched. ``current`` is the index's present mapping (``{"properties": ..., "_meta": ...}``).
 
@@ -153,7 +154,7 @@ def existing_index_update(card: dict, model_path: str, current: dict, *,
     return {"properties": body, "_meta": meta}
 
 
-def check_compatible(card: dict, field_mapping: dict, field: str = "image_vector") -> None:
+def check_compatible(card: dict[str, Any], field_mapping: dict[str, Any], field: str = "image_vector") -> None:
     """Refuse a model whose dims or similarity differ from an existing vector field."""
     if field_mapping.get("type") != "dense_vector":
         raise MappingMismatch(f"field {field!r} exists and is {field_mapping.get('type')!r}, "

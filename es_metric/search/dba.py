@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from typing import Any, Iterator
 
 import numpy as np
 from elasticsearch import Elasticsearch
@@ -29,7 +30,7 @@ from ..types import ReRank
 log = logging.getLogger(__name__)
 
 
-def raw_field_mapping(info: IndexInfo) -> dict:
+def raw_field_mapping(info: IndexInfo) -> dict[str, Any]:
     """The put-mapping body that adds the raw-vector field (stored, not indexed for kNN) and
     the pass's settings (where the index keeps its fields: index/fields.py)."""
     return DocFields.properties_at({
@@ -71,7 +72,7 @@ def card_setting(info: IndexInfo) -> tuple[int, float]:
     return rr.dba_k or DEFAULT_K, rr.dba_alpha
 
 
-def augment_if_recorded(client: Elasticsearch, index: str) -> dict | None:
+def augment_if_recorded(client: Elasticsearch, index: str) -> dict[str, Any] | None:
     """After an ingest: the DBA pass the model card asks for (None when it asks for none)."""
     info = index_info(client, index)
     rr = recorded(info)
@@ -81,7 +82,7 @@ def augment_if_recorded(client: Elasticsearch, index: str) -> dict | None:
 
 
 def augmentation_actions(index: str, info: IndexInfo, ids: list[str], raw: np.ndarray,
-                         augmented: np.ndarray, settings: dict):
+                         augmented: np.ndarray, settings: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Bulk partial updates: the augmented vector to search, the raw one kept, the settings."""
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     for doc_id, r, a in zip(ids, raw, augmented):
@@ -91,7 +92,7 @@ def augmentation_actions(index: str, info: IndexInfo, ids: list[str], raw: np.nd
                                        info.fields.dba: {**settings, "at": stamp}})}
 
 
-def augment_index(client: Elasticsearch, index: str, k: int, alpha: float = 3.0) -> dict:
+def augment_index(client: Elasticsearch, index: str, k: int, alpha: float = 3.0) -> dict[str, Any]:
     """One DBA pass over ``index`` (alias or name); returns counts and timings."""
     info = index_info(client, index)
     if info.photos_field:
