@@ -167,7 +167,7 @@ def changed_since(client: Elasticsearch, index: str, since: dict[str, int], excl
     """Documents written (created or updated) after ``since``, shard by shard, in ``_seq_no``
     order. Sequence numbers are per shard, so each shard is asked with its own bound."""
     client.indices.refresh(index=index)
-    fields = {"source_includes": includes} if includes is not None else {"source_excludes": excludes}
+    fields: dict[str, Any] = {"source_includes": includes} if includes is not None else {"source_excludes": excludes}
     for shard, seq in since.items():
         after: list[Any] | None = None
         while True:
