@@ -26,7 +26,6 @@ class ImageItem(_ImageRef, total=False):
 
 class _JobOptions(TypedDict, total=False):
     photos_field: str            # a multi-photo index: the nested field of the photos
-    runtime_variant: str | None  # int8: the quantisation that made the vectors
 
 
 class JobSpec(_JobOptions):
@@ -43,6 +42,7 @@ class JobSpec(_JobOptions):
     roots: list[str]
     runtime: str | None          # the runtime the index's vectors were made with (None: torch)
     runtime_parity: float | None  # that export's measured minimum cosine to torch
+    runtime_variant: str | None  # int8: the quantisation that made the vectors
     fields: dict[str, str | None]  # where es-metric's fields are (index/fields.py; a sender
     #                                without it: the top-level layout)
 
