@@ -9,12 +9,18 @@
    path is also measured without query expansion.
 4. Query latency p50/p95 (client-observed, and ES `took`), with and without query expansion.
 
+With --dba-batches N (issue 23): the folder is ingested in N batches, each followed by the
+incremental DBA pass `esm ingest` runs; MAP@R is measured, then `esm dba --full` rebuilds every
+vector and MAP@R is measured again on the same documents (and how many vectors differ).
+
 Usage: python bench/search_quality.py DATA_DIR MODEL [--index NAME] [--index-type hnsw]
-Needs the stack. Writes bench/results/search_quality-<index type>.json.
+                                      [--dba-batches N] [--name NAME]
+Needs the stack. Writes bench/results/search_quality-<index type | name>.json.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -26,9 +32,11 @@ from es_metric.index.client import make_client
 from es_metric.index.indices import create_versioned_index, index_info
 from es_metric.index.mappings import IndexOptions
 from es_metric.ingest.enqueue import enqueue, make_searchable, wait
-from es_metric.ingest.sources import folder_source
+from es_metric.index.vectors import hit_vector
+from es_metric.ingest.sources import Source, folder_source
 from es_metric.model.modelfile import read_card
 from es_metric.search.dba import augment_if_recorded
+from es_metric.search.dbafull import rebuild
 from es_metric.search.service import SearchRequest, run_search
 from es_metric.similarity import Metric
 from es_metric.training.evaluate import evaluate_folder, map_at_r
@@ -36,12 +44,59 @@ from knn import pct
 
 
 def stored(es, index: str, field: str) -> tuple[list[str], np.ndarray, list[str]]:
+    """Ids, searched vectors (from doc values: a lean index keeps them out of _source), labels."""
     ids, vecs, labels = [], [], []
-    for hit in scan(es, index=index, _source=[field, "label"]):
+    for hit in scan(es, index=index, _source=["label"], query={"docvalue_fields": [field]}):
         ids.append(hit["_id"])
-        vecs.append(hit["_source"][field])
+        vecs.append(hit_vector(hit, field))
         labels.append(hit["_source"]["label"])
     return ids, np.asarray(vecs, np.float32), labels
+
+
+def ingest(settings, es, index: str, data: str, batches: int) -> list[dict]:
+    """The folder through the workers, in ``batches`` shuffled batches, each followed by what
+    `esm ingest` runs after its wait (the incremental DBA pass); the passes' summaries."""
+    source = folder_source(data)
+    items = list(source.items)
+    np.random.default_rng(0).shuffle(items)
+    passes = []
+    for part in np.array_split(np.arange(len(items)), batches):
+        job = enqueue(settings, es, index, Source([items[i] for i in part], [], source.roots))
+        wait(settings, job)
+        make_searchable(es, job)
+        passes.append(augment_if_recorded(es, index, job.started_at))
+    return passes
+
+
+def map_at_r_search(es, index: str, ids: list[str], labels: list[str]) -> float:
+    """MAP@R of `esm search --like ID` for every document, with the card's query expansion."""
+    label_arr, maps = np.asarray(labels), []
+    for i, doc_id in enumerate(ids):
+        r = int((label_arr == label_arr[i]).sum() - 1)
+        res = run_search(es, index, SearchRequest(like=doc_id, k=max(10, r)))
+        maps.append(map_at_r([h["source"]["label"] for h in res["hits"]], labels[i], r))
+    return round(float(np.mean(maps)), 4)
+
+
+def incremental_vs_full(settings, es, args) -> dict:
+    """MAP@R after N batches with incremental DBA, then after one full pass, same documents."""
+    passes = ingest(settings, es, args.index, args.data, args.dba_batches)
+    info = index_info(es, args.index)
+    ids, inc, labels = stored(es, info.concrete, info.vector_field)
+    inc_map = map_at_r_search(es, args.index, ids, labels)
+    full = rebuild(es, args.index)
+    ids2, rebuilt, _ = stored(es, info.concrete, info.vector_field)
+    rebuilt = rebuilt[[ids2.index(i) for i in ids]]
+    full_map = map_at_r_search(es, args.index, ids, labels)
+    evaluated, _ = evaluate_folder(args.data, model_path=args.model)
+    return {"documents": len(ids), "batches": args.dba_batches, "passes": passes,
+            "written_by_incremental": sum(p["written"] for p in passes),
+            "deferred": sum(p["deferred"] for p in passes),
+            "vectors_differing_from_full": int((np.abs(inc - rebuilt).max(1) > 1e-4).sum()),
+            "map_at_r_incremental": inc_map, "map_at_r_full_pass": full_map,
+            "difference": round(inc_map - full_map, 4), "full_pass": full,
+            "map_at_r_esm_evaluate": round(evaluated["map_at_r"], 4),
+            "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
 def main() -> None:
@@ -50,12 +105,20 @@ def main() -> None:
     ap.add_argument("model")
     ap.add_argument("--index", default="bench-quality")
     ap.add_argument("--index-type", default="hnsw")
+    ap.add_argument("--dba-batches", type=int, default=0, help="ingest in N batches: incremental DBA vs full")
+    ap.add_argument("--name", default=None, help="result file suffix (default: the index type)")
     args = ap.parse_args()
     settings = Settings.from_env()
     es = make_client(settings, request_timeout=120)
     card = read_card(args.model)
     es.options(ignore_status=404).indices.delete(index=f"{args.index}*")
     create_versioned_index(es, args.index, card, args.model, options=IndexOptions(args.index_type))
+    if args.dba_batches:
+        row = {"model_id": card["model_id"], "rerank": card.get("rerank"), "data": args.data,
+               **incremental_vs_full(settings, es, args)}
+        print(row)
+        write_result(f"search_quality-{args.name or 'dba-batches'}", row)
+        return
     job = enqueue(settings, es, args.index, folder_source(args.data))
     wait(settings, job)
     make_searchable(es, job)

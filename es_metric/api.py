@@ -91,11 +91,17 @@ class EsMetric:
             source = documents_source(docs, roots, mode, info.fields)
             return enqueue(self.settings, self.client, index, source, mode=mode)
 
-    def wait(self, job: Job, timeout: float | None = None) -> tuple[int, int]:
-        """Block until the job ends; (indexed, failed). The documents are searchable then."""
+    def wait(self, job: Job, timeout: float | None = None, dba: bool = True) -> tuple[int, int]:
+        """Block until the job ends; (indexed, failed). The documents are searchable then, and
+        augmented (with the neighbourhoods they enter) when the index runs DBA after ingests
+        (``dba=False``: later, with `esm dba INDEX`)."""
         done, failed = wait(self.settings, job, timeout=timeout)
         with cluster_errors(self.settings):
             make_searchable(self.client, job)
+            if dba:
+                from .search.dba import augment_if_recorded
+
+                augment_if_recorded(self.client, job.target, job.started_at)
         return done, failed
 
     def search(self, index: str, *, image: bytes | str | None = None,

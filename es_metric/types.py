@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypedDict
 
-__all__ = ["ImageItem", "JobSpec", "ModelCard", "NO_RERANK", "ReRank", "SearchHit", "SearchResult"]
+__all__ = ["Cutoff", "DuplicateCluster", "Duplicates", "ImageItem", "JobSpec", "ModelCard", "NO_RERANK",
+           "ReRank", "SearchHit", "SearchResult"]
 
 
 class _ImageRef(TypedDict):
@@ -26,6 +27,7 @@ class ImageItem(_ImageRef, total=False):
 
 class _JobOptions(TypedDict, total=False):
     photos_field: str            # a multi-photo index: the nested field of the photos
+    dba_raw: bool                # the index has a DBA raw copy: an update clears it (not augmented now)
 
 
 class JobSpec(_JobOptions):
@@ -72,11 +74,19 @@ class ModelCard(_CardCore, total=False):
     feat_dim: int
     training: dict[str, Any]
     data_fingerprint: str | None
-    metrics: dict[str, Any]      # validation figures, the gate, near_duplicate_threshold
+    metrics: dict[str, Any]      # validation figures, the gate, near_duplicate_threshold, cutoff (Cutoff)
     rerank: dict[str, Any]       # ReRank.as_dict(): what search and ingest apply
     weights_sha256: str
     created_at: str
     es_metric_version: str
+
+
+#: ``metrics.cutoff`` of a card (``--min-similarity auto``), also in the index's ``_meta``:
+#: the similarity (Elasticsearch's kNN units; ``keep`` says which side) at which validation
+#: queries' hits were their own class with ``precision``, the share of those kept (``recall``),
+#: where it was measured (``from``) and with which re-ranking (``{"qe_k", "dba_k"}``).
+Cutoff = TypedDict("Cutoff", {"precision": float, "similarity": float, "keep": str, "recall": float,
+                              "from": str, "n_queries": int, "rerank": dict[str, int]})
 
 
 class _HitCore(TypedDict):
@@ -107,6 +117,19 @@ class SearchResult(_ResultCore, total=False):
     query_expansion: dict[str, Any]  # {"k", "alpha"}: the QE round that ran
     facets: dict[str, list[dict[str, Any]]]
     fusion: dict[str, Any]       # {"method", "image_weight", "text_weight", "where"}: image + text
+    min_similarity: float        # the similarity floor applied (a number, or the card's cut-off)
+    cut: int                     # how many of the first page x k image matches fell below it
+
+
+class DuplicateCluster(TypedDict):
+    """Near-duplicate documents (``esm duplicates --json``) and their weakest link."""
+
+    ids: list[str]
+    similarity: float
+
+
+class Duplicates(TypedDict):
+    clusters: list[DuplicateCluster]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ Command modules mirror the library (training, index, ingest, search, web, stack)
 it inside their commands, so that ``esm --help`` loads neither torch nor the Elasticsearch
 client. May import: anything in es_metric.
 """
-from . import follow, index, ingest, search, stack, training, web  # noqa: F401  (registers the commands)
+from . import duplicates, follow, index, ingest, search, stack, training, web  # noqa: F401  (registers the commands)
 from .root import main
 
 __all__ = ["main"]

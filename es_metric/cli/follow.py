@@ -51,7 +51,8 @@ def status(index: str, as_json: bool) -> None:
     f = st["follower"]
     click.echo(f"{st['index']} ({st['concrete']}): model {st['model_id']} in {st['vector_field']}; "
                f"{st['documents']} documents, {st['without_vector']} without a vector, "
-               f"lag {st['lag_s']} s")
+               f"lag {st['lag_s']} s" + (f", {st['not_augmented']} not augmented (`esm dba {index}`)"
+                                         if st.get("not_augmented") else ""))
     click.echo(f"follower: {f['state']} (field {f['image_field']!r}, {f['passes']} passes, "
                f"{f['queued']} queued, {f['open_jobs']} jobs open)"
                + (f"; last error: {f['last_error']}" if f["last_error"] else ""))

@@ -23,6 +23,9 @@ def mapping_group() -> None:
 @click.argument("index")
 @click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--existing", is_flag=True, help="Add the vector field to an existing index.")
+@click.option("--dba", is_flag=True,
+              help="With --existing: let database-side augmentation write into the index's "
+                   "documents (its raw-vector copy and marker fields); off by default there.")
 @click.option("--index-type", type=click.Choice(INDEX_TYPES), default="hnsw", show_default=True)
 @click.option("--m", type=int, default=16, show_default=True, help="HNSW links per node.")
 @click.option("--ef-construction", type=int, default=100, show_default=True)
@@ -42,7 +45,7 @@ def mapping_group() -> None:
 @click.option("--lean/--no-lean", default=True, show_default=True,
               help="New index: leave the vector out of _source (about a third of the disk at "
                    "128-d); partial updates by other applications must then carry the vector.")
-def mapping_create(index, model_path, existing, index_type, m, ef_construction, rescore_oversample,
+def mapping_create(index, model_path, existing, dba, index_type, m, ef_construction, rescore_oversample,
                    vector_field, multi_photo, photos_field, fields_object, text_fields,
                    keyword_fields, replicas, lean) -> None:
     """Create INDEX-<model id> behind the alias INDEX (or, with --existing, extend INDEX)."""
@@ -55,12 +58,16 @@ def mapping_create(index, model_path, existing, index_type, m, ef_construction, 
     path = str(Path(model_path).resolve())
     if multi_photo:
         vector_field = multi_photo_vector_field(photos_field)
+    if dba and (not existing or multi_photo):
+        raise click.UsageError("--dba is for --existing indices of one vector per document "
+                               "(a new index runs DBA when its model card asks for it)")
     with Cluster() as (_s, es):
         if existing:
-            name = add_vectors_to_existing(es, index, card, path, options=options,
-                                           vector_field=vector_field, fields_object=fields_object)
+            name = add_vectors_to_existing(es, index, card, path, options=options, vector_field=vector_field,
+                                           fields_object=fields_object, dba=dba)
             click.echo(f"added {index_info(es, name).vector_field} ({card['dims']}-d, "
-                       f"{card['similarity']}) to existing index {name}")
+                       f"{card['similarity']}) to existing index {name}"
+                       + ("; DBA may write into its documents" if dba else ""))
             return
         name = create_versioned_index(es, index, card, path, options=options, vector_field=vector_field,
                                       text_fields=text_fields, keyword_fields=keyword_fields,

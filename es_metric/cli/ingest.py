@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -36,9 +37,12 @@ STALL_HELP = ("Give up when nothing moved for N s and nothing of the job is runn
               help="With --from-index: keep embedding new and changed documents until stopped.")
 @click.option("--poll", type=FiniteRange(min=0.1), default=5.0, show_default=True,
               help="With --follow: seconds between passes.")
+@click.option("--dba/--no-dba", default=True, show_default=True,
+              help="After the wait: augment the new documents and the neighbourhoods they enter, "
+                   "when the index runs DBA (skipped: `esm dba INDEX` later).")
 @click.option("--json", "as_json", is_flag=True)
 def ingest(index, source, wait, from_index, image_field, image_key, base_dir, timeout, stall_timeout,
-           follow_mode, poll, as_json) -> None:
+           follow_mode, poll, dba, as_json) -> None:
     """Queue SOURCE (image folder or JSONL manifest) for the workers to embed into INDEX."""
     from ..index.indices import index_info
     from ..ingest.enqueue import enqueue, existing_index_items, make_searchable
@@ -62,25 +66,29 @@ def ingest(index, source, wait, from_index, image_field, image_key, base_dir, ti
             click.echo(f"job {job.job_id}: {job.total - job.refused} images queued in {job.tasks} tasks "
                        f"-> {job.target}" + (f"; {job.refused} refused (see `esm failures {index}`)"
                                               if job.refused else ""), err=True)
-        summary = {"job_id": job.job_id, "queued": job.total - job.refused, "refused": job.refused,
+        summary: dict[str, Any] = {"job_id": job.job_id, "queued": job.total - job.refused, "refused": job.refused,
                    "index": job.target}
         if wait:
             summary.update(_follow(s, job, timeout, quiet=as_json))
             make_searchable(es, job)
-            summary["dba"] = _dba(es, index)
+            summary["dba"] = _dba(es, index, job) if dba else None
     if as_json:
         echo_json(summary)
     elif wait:
         click.echo(f"done: {summary['indexed']} indexed, {summary['failed']} failed "
                    f"in {summary['seconds']} s ({summary['images_per_s']} images/s)"
                    + (f"; see `esm failures {index}`" if summary["failed"] else ""))
+        if summary.get("dba"):
+            d = summary["dba"]
+            click.echo(f"dba: {d['documents']} new documents augmented, {d['neighbours']} neighbours "
+                       f"recomputed ({d['written']} written) in {d['total_s']} s")
 
 
-def _dba(es, index: str) -> dict | None:
-    """The DBA pass the model card asks for after an ingest (None: it asks for none)."""
+def _dba(es, index: str, job) -> dict | None:
+    """DBA of what the job wrote, when the index runs it after ingests (None: it does not)."""
     from ..search.dba import augment_if_recorded
 
-    return augment_if_recorded(es, index)
+    return augment_if_recorded(es, index, job.started_at)
 
 
 def _follow(s, job, timeout, quiet: bool) -> dict:

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import click
 
+from ..progressbar import enabled
 from ..redact import redact_url
 from ..search.facets import MAX_FACET_SIZE, TERMS_SIZE
 from ..search.fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS
-from .common import Cluster, echo_json
+from .common import Cluster, FiniteRange, echo_json
 from .root import main
 
 
@@ -46,8 +47,9 @@ from .root import main
                    "sum), rrf (weighted reciprocal rank fusion), weighted (raw scores summed).")
 @click.option("--image-weight", type=float, default=DEFAULT_IMAGE_WEIGHT, show_default=True)
 @click.option("--text-weight", type=float, default=DEFAULT_TEXT_WEIGHT, show_default=True)
-@click.option("--min-similarity", type=float, default=None,
-              help="Cosine similarity floor (or L2 distance ceiling for l2_norm models).")
+@click.option("--min-similarity", metavar="S|auto", default=None,
+              help="Cosine similarity floor (or L2 distance ceiling for l2_norm models); auto: "
+                   "the cut-off the model card calibrated for its precision target.")
 @click.option("--near-duplicates", is_flag=True, help="Only near-duplicates (calibrated threshold).")
 @click.option("--qe-k", type=click.IntRange(min=0), default=None,
               help="Query expansion: blend the first round's top N vectors into the query "
@@ -139,21 +141,48 @@ def _why(explain: dict | None) -> str:
 
 @main.command()
 @click.argument("index")
+@click.option("--full", is_flag=True,
+              help="Augment every document again (off-peak; resumes an interrupted --full).")
 @click.option("--k", "k", type=click.IntRange(min=1), default=None,
-              help="Neighbours blended into each vector. Default: the model card's setting.")
-@click.option("--alpha", type=float, default=None, help="Similarity exponent of the neighbour weights.")
+              help="Neighbours blended into each vector. Default: as the index was augmented, "
+                   "else the model card's. A new k needs --full.")
+@click.option("--alpha", type=FiniteRange(min=0), default=None,
+              help="Similarity exponent of the neighbour weights.")
+@click.option("--num-candidates", type=click.IntRange(min=1, max=10_000), default=None,
+              help="HNSW candidates of each neighbour search (more: closer to exact, slower).")
+@click.option("--block", type=click.IntRange(min=1, max=5_000), default=200, show_default=True,
+              help="Documents per block (memory: a block and its neighbours' vectors).")
 @click.option("--json", "as_json", is_flag=True)
-def dba(index, k, alpha, as_json) -> None:
-    """Database-side augmentation: blend every vector of INDEX with its nearest neighbours'
-    (run again after ingests; it recomputes from the model's own vectors)."""
-    from ..search.dba import augment_index, card_setting
-    from ..index.indices import index_info
+def dba(index, full, k, alpha, num_candidates, block, as_json) -> None:
+    """Database-side augmentation: blend vectors of INDEX with their nearest neighbours'.
+    Without --full: the documents not augmented yet (and the existing ones they enter)."""
+    from ..search.dba import augment_new
+    from ..search.dbafull import rebuild
 
     with Cluster() as (_s, es):
-        k_default, alpha_default = card_setting(index_info(es, index))
-        result = augment_index(es, index, k or k_default, alpha if alpha is not None else alpha_default)
+        if full:
+            result = _with_bar(lambda cb: rebuild(es, index, k=k, alpha=alpha, candidates=num_candidates,
+                                                  block=block, on_progress=cb), as_json)
+        else:
+            result = augment_new(es, index, k=k, alpha=alpha, candidates=num_candidates, block=block,
+                                 record=True)
     if as_json:
         echo_json(result)
         return
-    click.echo(f"{result['documents']} vectors of {result['index']} augmented with their {result['k']} "
-               f"nearest neighbours in {result['total_s']} s ({result['failed']} failed)")
+    click.echo(f"{result['documents']} documents of {result['index']} augmented with their {result['k']} "
+               f"nearest neighbours" + ("" if full else f", {result['neighbours']} neighbours recomputed")
+               + f"; {result['written']} written, {result['failed']} failed in {result['total_s']} s"
+               + (f" (resumed: {result['already_done']} done before)" if full and result["resumed"] else ""))
+
+
+def _with_bar(work, quiet: bool) -> dict:
+    """Run ``work(on_progress)`` under a progress bar on stderr (none when quiet)."""
+    if quiet or not enabled():
+        return work(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]dba --full"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True)) as bar:
+        task = bar.add_task("dba", total=None)
+        return work(lambda done, total: bar.update(task, completed=done, total=total))

@@ -5,8 +5,9 @@ Two layouts, both recorded in the index's ``_meta.es_metric``:
 
 * **top level** (indices es-metric creates, and every index made before the record existed):
   ``image_path``, ``image_sha256``, ``model_id``, ``indexed_at``, ``image_ref``, ``dba``, the
-  vector field (``image_vector``, or the nested ``photos`` with ``photos.vector``) and its DBA
-  copy ``<vector>_raw``. User fields (manifest columns) may not take these names.
+  vector field (``image_vector``, or the nested ``photos`` with ``photos.vector``) and what DBA
+  derives from it: the raw copy ``<vector>_raw`` and the marker ``<vector>_dba``. User fields
+  (manifest columns) may not take these names.
 * **under one object** (``esm mapping create --existing``: an index the shop owns): the same
   fields as ``<object>.model_id``, ``<object>.image_vector``, ``<object>.photos.vector``...
   The object's name (default ``es_metric``, ``--fields-object``) must be free in the shop's
@@ -22,7 +23,8 @@ API::
     f = DocFields.of_record(meta)      # from _meta.es_metric (or a job spec: the same keys)
     f = DocFields.top_level("image_vector")  /  DocFields.under("es_metric", "image_vector", photos=None)
     f.vector  f.photos  f.raw_vector  f.model_id  f.image_path  f.image_sha256  f.indexed_at
-    f.image_ref  f.dba                 # full dotted paths
+    f.image_ref  f.dba  f.dba_marker   # full dotted paths (``dba``: passes before incremental DBA)
+    f.dba_derived                      # what a DBA pass writes besides the vector
     f.record()                         # what ``_meta.es_metric.fields`` stores
     f.reserved                         # top-level names a user field may not take
     f.properties(vector_body)          # mapping properties of all of them (f.bodies: by path)
@@ -107,11 +109,22 @@ class DocFields:
         return f"{self.vector}_raw"
 
     @property
+    def dba_marker(self) -> str:
+        """Where the DBA pass keeps each document's marker ({k, alpha, kth, run, at}): beside
+        the vector it augments, so it follows the vector (under the object, or top level)."""
+        return f"{self.vector}_dba"
+
+    @property
+    def dba_derived(self) -> tuple[str, str, str]:
+        """What DBA passes write besides the vector (never copied to another model's index)."""
+        return self.raw_vector, self.dba_marker, self.dba
+
+    @property
     def reserved(self) -> frozenset[str]:
         """Top-level names a user field (a manifest column) may not take."""
         if self.object:
             return frozenset({self.object})
-        paths = (self.vector, self.raw_vector, self.dba, *(getattr(self, n) for n in BOOKKEEPING))
+        paths = (self.vector, *self.dba_derived, *(getattr(self, n) for n in BOOKKEEPING))
         return frozenset(p.partition(".")[0] for p in paths)
 
     def bodies(self, vector_body: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -50,7 +50,11 @@ class IndexInfo:
     photos_field: str | None = None     # a multi-photo index: the nested field of the photos
     candidates_factor: float = 1.0      # quantised + rescored field: its oversample (kNN candidates x it)
     runtime_variant: str | None = None  # int8: the quantisation that made the vectors
+    dba: bool | None = None             # DBA may write into the documents; None: not recorded (older)
+    dba_raw: bool = False               # the DBA raw copy of the vector is mapped
     recorded_fields: DocFields | None = None  # where es-metric's fields are (None: top level)
+    cutoff: dict[str, Any] | None = None          # the card's calibrated search cut-off (--min-similarity auto)
+    duplicate_threshold: dict[str, Any] | None = None  # the card's copy-calibrated threshold (esm duplicates)
 
     @property
     def fields(self) -> DocFields:
@@ -92,14 +96,16 @@ def index_info(client: Elasticsearch, name: str) -> IndexInfo:
     if not meta:
         raise IndexStateError(f"index {concrete[0]!r} has no es-metric vector field",
                               hint=f"add one with `esm mapping create {name} --model MODEL --existing`")
+    props, fields = mapping.get("properties") or {}, DocFields.of_record(meta)
     return IndexInfo(name, concrete[0], meta["model_id"], meta["model_path"],
                      meta["vector_field"], int(meta["dims"]), meta["similarity"],
                      tuple(meta.get("image_roots") or ()), meta.get("rerank"),
                      meta.get("near_duplicate_threshold"), meta.get("runtime"),
                      meta.get("runtime_parity"), meta.get("migration"), meta.get("photos_field"),
-                     rescore_factor(DocFields.mapping_of(mapping.get("properties") or {},
-                                                         meta["vector_field"])),
-                     meta.get("runtime_variant"), DocFields.of_record(meta))
+                     rescore_factor(DocFields.mapping_of(props, meta["vector_field"])),
+                     meta.get("runtime_variant"), meta.get("dba"),
+                     DocFields.mapping_of(props, fields.raw_vector).get("type") == "dense_vector", fields,
+                     meta.get("cutoff"), meta.get("duplicate_threshold"))
 
 
 def rescore_factor(field_mapping: dict[str, Any]) -> float:
@@ -151,9 +157,10 @@ def create_versioned_index(client: Elasticsearch, alias: str, card: dict[str, An
 
 def add_vectors_to_existing(client: Elasticsearch, index: str, card: dict[str, Any], model_path: str, *,
                             options: IndexOptions = IndexOptions(), vector_field: str = "image_vector",
-                            fields_object: str = DEFAULT_OBJECT) -> str:
+                            fields_object: str = DEFAULT_OBJECT, dba: bool = False) -> str:
     """Put-mapping es-metric's fields onto an existing index, under ``fields_object`` (which
-    must be free: mappings.existing_index_update); nothing of the shop's changes."""
+    must be free: mappings.existing_index_update); nothing of the shop's changes (``dba``: the
+    DBA passes may write into its documents too, under the same object)."""
     concrete = resolve_concrete(client, index)
     if len(concrete) != 1:
         raise IndexStateError(f"{index!r} must name exactly one existing index (found {concrete})",
@@ -168,7 +175,7 @@ def add_vectors_to_existing(client: Elasticsearch, index: str, card: dict[str, A
                               f"{card['model_id']}; es-metric never mixes models",
                               hint=f"change the model in place with `esm reindex {index} --model ...`")
     body = existing_index_update(card, model_path, current, vector_field=vector_field, options=options,
-                                 fields_object=fields_object)
+                                 fields_object=fields_object, dba=dba)
     client.indices.put_mapping(index=concrete[0], properties=body["properties"], meta=body["_meta"])
     return concrete[0]
 

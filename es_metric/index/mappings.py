@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, MappingMismatch
+from .dbafields import DbaFields, dba_bodies
 from .fields import DEFAULT_OBJECT, DocFields
 from .gallery import layout
 from .vectors import lean_source
@@ -72,15 +73,23 @@ def vector_field_body(card: dict[str, Any], options: IndexOptions) -> dict[str, 
             "similarity": card["similarity"], "index_options": options.as_dict(int(card["dims"]))}
 
 
-def index_meta(card: dict[str, Any], model_path: str, fields: DocFields | str) -> dict[str, Any]:
+def card_asks_dba(card: dict[str, Any]) -> bool:
+    """Whether the card records database-side augmentation (``rerank.dba_k`` > 0)."""
+    return int((card.get("rerank") or {}).get("dba_k") or 0) > 0
+
+
+def index_meta(card: dict[str, Any], model_path: str, fields: DocFields | str,
+               dba: bool | None = None) -> dict[str, Any]:
     """What an index records about its model and its fields (in the mapping's ``_meta``);
-    ``fields``: the layout (a bare vector field name: the top-level layout, see fields.py)."""
+    ``fields``: the layout (a bare vector field name: the top-level layout, see fields.py);
+    ``dba``: whether the DBA passes may write into its documents (default: what the card asks)."""
     fields = layout(fields) if isinstance(fields, str) else fields
     meta = {"model_id": card["model_id"], "model_path": str(model_path),
             "dims": int(card["dims"]), "similarity": card["similarity"],
             "vector_field": fields.vector, "backbone": card["backbone"], "fields": fields.record()}
     if fields.photos:  # several photos per document, nested
         meta["photos_field"] = fields.photos
+    meta["dba"] = bool(card_asks_dba(card) if dba is None else dba) and not fields.photos
     # what search and the DBA pass apply, so that they never need the model file for it
     if card.get("rerank") is not None:
         meta["rerank"] = card["rerank"]
@@ -94,6 +103,9 @@ def index_meta(card: dict[str, Any], model_path: str, fields: DocFields | str) -
     threshold = (card.get("metrics") or {}).get("near_duplicate_threshold")
     if threshold is not None:
         meta["near_duplicate_threshold"] = float(threshold)
+    for name in ("cutoff", "duplicate_threshold"):  # --min-similarity auto, esm duplicates auto
+        if isinstance((card.get("metrics") or {}).get(name), dict):
+            meta[name] = card["metrics"][name]
     return {"es_metric": meta}
 
 
@@ -109,12 +121,13 @@ def new_index_body(card: dict[str, Any], model_path: str, *, vector_field: DocFi
     props.pop("image_vector")
     for name in DocFields.top_level().record():
         props.pop(name, None)
-    props.update(fields.properties(vector_field_body(card, options)))
+    body["mappings"]["_meta"] = index_meta(card, model_path, fields)
+    props.update(DocFields.properties_at(es_metric_bodies(fields, vector_field_body(card, options),
+                                                          body["mappings"]["_meta"]["es_metric"]["dba"])))
     for name in text_fields:
         props[name] = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
     for name in keyword_fields:
         props[name] = {"type": "keyword"}
-    body["mappings"]["_meta"] = index_meta(card, model_path, fields)
     if lean and not fields.photos:  # photo vectors are read back from _source
         body["mappings"]["_source"] = lean_source(fields)
     body["settings"]["number_of_replicas"] = replicas
@@ -123,35 +136,50 @@ def new_index_body(card: dict[str, Any], model_path: str, *, vector_field: DocFi
 
 def existing_index_update(card: dict[str, Any], model_path: str, current: dict[str, Any], *,
                           vector_field: str = "image_vector", options: IndexOptions = IndexOptions(),
-                          fields_object: str = DEFAULT_OBJECT) -> dict[str, Any]:
+                          fields_object: str = DEFAULT_OBJECT, dba: bool = False) -> dict[str, Any]:
     """A put-mapping body adding es-metric's fields to an index the shop owns; its own fields
     untouched. ``current`` is the index's present mapping (``{"properties": ..., "_meta": ...}``).
 
     A first time, everything es-metric writes goes under one object, ``fields_object``, which
     must be free (MappingMismatch naming the clash otherwise): no value of the shop's is ever
     overwritten. An index that already records its fields keeps them (older versions: top
-    level); its vector field must then agree with the model."""
+    level); its vector field must then agree with the model. The shop's documents get DBA's
+    fields (under the same object) and its writes only when asked (``dba``)."""
     props = current.get("properties", {})
-    mine = (current.get("_meta") or {}).get("es_metric")
-    if mine:
-        fields = DocFields.of_record(mine)
-    else:
-        if fields_object in props:
-            raise MappingMismatch(
-                f"the index has its own field {fields_object!r}; es-metric keeps its fields (vector, "
-                "model_id, image_path, ...) under one object of that name and never writes into "
-                "the shop's fields", hint="name a free object with --fields-object NAME")
-        photos = layout(vector_field).photos
-        fields = DocFields.under(fields_object, vector_field, photos)
+    fields = existing_layout(props, (current.get("_meta") or {}).get("es_metric"), vector_field,
+                             fields_object)
     existing = DocFields.mapping_of(props, fields.vector)
     if existing:
         check_compatible(card, existing, fields.vector)
-    body = DocFields.properties_at({path: mapping for path, mapping in  # a re-run: only what is missing
-                                    fields.bodies(vector_field_body(card, options)).items()
-                                    if not DocFields.mapping_of(props, path)})
     meta = dict(current.get("_meta") or {})
-    meta.update(index_meta(card, model_path, fields))
+    meta.update(index_meta(card, model_path, fields, dba=dba))
+    bodies = es_metric_bodies(fields, existing or vector_field_body(card, options), meta["es_metric"]["dba"])
+    body = DocFields.properties_at({path: mapping for path, mapping in bodies.items()
+                                    if not DocFields.mapping_of(props, path)})  # a re-run: what is missing
     return {"properties": body, "_meta": meta}
+
+
+def existing_layout(props: dict[str, Any], mine: dict[str, Any] | None, vector_field: str,
+                    fields_object: str) -> DocFields:
+    """Where es-metric's fields go in a shop's index: where its record says (a re-run), else
+    under ``fields_object``, which must be free in the shop's mapping."""
+    if mine:
+        return DocFields.of_record(mine)
+    if fields_object in props:
+        raise MappingMismatch(
+            f"the index has its own field {fields_object!r}; es-metric keeps its fields (vector, "
+            "model_id, image_path, ...) under one object of that name and never writes into "
+            "the shop's fields", hint="name a free object with --fields-object NAME")
+    return DocFields.under(fields_object, vector_field, layout(vector_field).photos)
+
+
+def es_metric_bodies(fields: DocFields, vector_body: dict[str, Any], dba: bool) -> dict[str, dict[str, Any]]:
+    """``{dotted path: mapping}`` of every field es-metric writes: bookkeeping, the vector and,
+    for an index that runs DBA, its raw copy and marker (beside the vector, fields.py)."""
+    bodies = fields.bodies(vector_body)
+    if dba:
+        bodies.update(dba_bodies(DbaFields.of(fields), vector_body))
+    return bodies
 
 
 def check_compatible(card: dict[str, Any], field_mapping: dict[str, Any], field: str = "image_vector") -> None:

@@ -41,6 +41,7 @@ class Job:
     # lost again; empty for a job this process did not send.
     spec: dict | None = field(default=None, compare=False, repr=False)
     batches: tuple[tuple[dict, ...], ...] = field(default=(), compare=False, repr=False)
+    started_at: float = 0.0  # epoch seconds: what the job wrote is stamped after this (DBA's window)
 
 
 def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | None = None,
@@ -56,6 +57,8 @@ def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | 
                      "runtime_variant": info.runtime_variant, "fields": info.fields.record()}
     if info.photos_field:
         spec["photos_field"] = info.photos_field
+    if info.dba_raw:
+        spec["dba_raw"] = True
     return spec
 
 
@@ -108,8 +111,8 @@ def check_image_field(info: IndexInfo, image_field: str) -> None:
     """An image field to read may not be one es-metric writes itself (it would feed on its own
     writes), except ``image_path`` of an index es-metric made (re-embedding its own images)."""
     mine = info.fields
-    own = {mine.vector, mine.raw_vector, mine.image_ref, mine.model_id, mine.indexed_at,
-           mine.image_sha256, mine.dba, *([mine.photos] if mine.photos else [])}
+    own = {mine.vector, *mine.dba_derived, mine.image_ref, mine.model_id, mine.indexed_at,
+           mine.image_sha256, *([mine.photos] if mine.photos else [])}
     if image_field in own or (mine.object and image_field.partition(".")[0] == mine.object):
         raise ConfigError(f"{shown(image_field)} is a field es-metric writes itself, not the shop's "
                           "image field", hint="name the field holding the shop's image paths or URLs")
@@ -123,6 +126,7 @@ def enqueue(settings: Settings, client: Elasticsearch, alias: str, source: Sourc
     the one the index serves (a model change in place fills its field with it)."""
     if not isinstance(source, Source):
         source = Source(list(source))
+    started_at = time.time()
     info = index_info(client, target or alias)
     roots = tuple(str(r) for r in as_roots([*info.image_roots, *map(str, source.roots)]))
     job_id = uuid.uuid4().hex[:16]
@@ -138,7 +142,8 @@ def enqueue(settings: Settings, client: Elasticsearch, alias: str, source: Sourc
     chunks = [tuple(chunk) for chunk in batches(source.items, settings.batch_size)]
     _send(settings, make_app(settings), spec, list(enumerate(chunks)))
     log.info("job %s: %d images in %d tasks for %s", job_id, total, len(chunks), spec["index"])
-    return Job(job_id, total, spec["index"], len(chunks), len(source.refused), spec, tuple(chunks))
+    return Job(job_id, total, spec["index"], len(chunks), len(source.refused), spec, tuple(chunks),
+               started_at)
 
 
 def batches(items: Sequence, size: int) -> Iterator[Sequence]:

@@ -13,7 +13,8 @@ and whatever it reads twice is compared again rather than re-embedded.
 One follower per index: a redis-py ``Lock`` (a token of the holder's, checked and renewed by
 Lua), so a follower that stalled past the lock's TTL cannot renew a lock its successor took,
 and stops. During a model change in place (migrate.py) every queued document is embedded by
-both models.
+both models. When the jobs of a pass have finished, the documents they wrote are augmented
+(search/dba.py) if the index runs DBA after ingests.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from ..index.fields import DocFields
 from ..index.imageref import is_stale as stale_in, retire
 from ..index.indices import IndexInfo, index_info
 from ..pids import pid_alive
+from ..search.dba import augment_if_recorded
 from .enqueue import check_image_field, enqueue, existing_roots, hit_item
 from .jobs import JobProgress, redis_client, redis_errors
 from .migrate import second_model
@@ -135,7 +137,10 @@ def follow_pass(settings: Settings, client: Elasticsearch, state: FollowerState,
     state.checkpoint, state.last_pass_at = now, taken_at
     state.queued += len(source.items)
     state.refused += len(source.refused)
-    state.jobs = open_jobs(settings, state.jobs)
+    before, state.jobs = state.jobs, open_jobs(settings, state.jobs)
+    finished = [since for job_id, since in before.items() if job_id not in state.jobs]
+    if finished:  # what they wrote, augmented (and the neighbourhoods it entered), as an ingest does
+        augment_if_recorded(client, state.index, started_at=min(finished))
     return len(source.items)
 
 

@@ -161,7 +161,8 @@ def switch(client: Elasticsearch, info: IndexInfo, card: dict) -> None:
     """Search moves to the new field in one mapping update."""
     moving, meta = _moving(info), _meta(client, info.concrete)
     new_fields = info.fields.with_vector(moving["vector_field"])
-    mine = index_meta(card, moving["model_path"], new_fields)["es_metric"]
+    mine = index_meta(card, moving["model_path"], new_fields,
+                      dba=bool(meta["es_metric"].get("dba")))["es_metric"]  # the shop's choice stays
     mine["image_roots"] = meta["es_metric"].get("image_roots", [])
     mine["migration"] = {**moving, "state": "switched", "switched_at": time.time()}
     meta["es_metric"] = mine
@@ -174,8 +175,10 @@ def clear_old(settings: Settings, client: Elasticsearch, info: IndexInfo,
     time.sleep(INFO_TTL_S + 1)  # searches that read the index info before the switch are done
     wait_for_writers(settings, info.concrete, timeout)
     old, fields = _moving(info)["from_vector_field"], info.fields
-    cleared = fields.doc({old: None, fields.with_vector(old).raw_vector: None,
-                          fields.model_id: info.model_id})
+    mapped = client.indices.get_mapping(index=info.concrete)[info.concrete]["mappings"].get("properties", {})
+    was = fields.with_vector(old)  # its DBA raw copy and marker go too, where mapped
+    derived = [f for f in (was.raw_vector, was.dba_marker) if DocFields.mapping_of(mapped, f)]
+    cleared = fields.doc({old: None, **{f: None for f in derived}, fields.model_id: info.model_id})
     query = {"bool": {"filter": [{"exists": {"field": fields.image_path}}], "minimum_should_match": 1,
                       "should": [{"exists": {"field": old}},
                                  {"bool": {"must_not": {"term": {fields.model_id: info.model_id}}}}]}}

@@ -147,6 +147,8 @@ def build_actions(job: dict, good: list[tuple[dict, str]], vectors: np.ndarray) 
                 doc[fields.image_ref] = ref
         doc_id = item.get("id") or sha
         if job.get("mode") == "update":
+            if job.get("dba_raw") and not job.get("vector_only"):
+                doc[fields.raw_vector] = None  # a DBA raw copy of the old image goes (not augmented now)
             body = {"doc": fields.doc(doc)}
         else:
             body = document_body(item.get("fields") or {}, fields.doc(doc))

@@ -29,6 +29,7 @@ from ..errors import EsmError, IndexStateError, JobStalled
 from ..index.fields import DocFields
 from ..index.indices import IndexInfo, count, index_info
 from ..index.mappings import IndexOptions, index_meta, new_index_body, versioned_name
+from ..index.scan import pit_hits
 from ..paths import as_roots
 from .enqueue import Job, enqueue, wait
 from .sources import Source
@@ -64,7 +65,7 @@ def gate_allows(card: dict, force: bool) -> None:
 
 def model_fields(old: IndexInfo) -> list[str]:
     """The old model's vector and what a DBA pass derived from it: not copied."""
-    return [old.fields.vector, old.fields.raw_vector, old.fields.dba]
+    return [old.fields.vector, *old.fields.dba_derived]
 
 
 def _user_properties(client: Elasticsearch, old: IndexInfo) -> dict:
@@ -103,25 +104,8 @@ def prepare_target(client: Elasticsearch, old: IndexInfo, card: dict, model_path
 def scroll_documents(client: Elasticsearch, index: str, excludes: list[str], *, source: bool = True,
                      page: int = 500) -> Iterator[dict]:
     """Every document of ``index`` via point-in-time + search_after (a consistent snapshot)."""
-    pit = client.open_point_in_time(index=index, keep_alive="5m")["id"]
-    try:
-        after: list[Any] | None = None
-        while True:
-            kw: dict[str, Any] = {"search_after": after} if after else {}
-            if source:
-                kw["source_excludes"] = excludes
-            else:
-                kw["source"] = False
-            resp = client.search(pit={"id": pit, "keep_alive": "5m"}, size=page,
-                                 sort=[{"_shard_doc": "asc"}], query={"match_all": {}}, **kw)
-            hits = resp["hits"]["hits"]
-            if not hits:
-                return
-            pit = resp.get("pit_id", pit)
-            yield from hits
-            after = hits[-1]["sort"]
-    finally:
-        client.close_point_in_time(id=pit)
+    kw: dict = {"source_excludes": excludes} if source else {"source": False}
+    return pit_hits(client, index, page=page, query={"match_all": {}}, **kw)
 
 
 def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str, fields: DocFields) -> list[dict]:

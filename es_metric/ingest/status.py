@@ -8,8 +8,10 @@ import time
 from elasticsearch import Elasticsearch
 
 from ..config import Settings
+from ..index.dbafields import DbaFields
 from ..index.indices import index_info
 from ..pids import pid_alive
+from ..search.dba import not_augmented
 from .follow import FollowerState, load_state, open_jobs, state_key
 from .jobs import redis_client, redis_errors
 from .migrate import missing_query
@@ -56,6 +58,9 @@ def index_status(settings: Settings, client: Elasticsearch, index: str) -> dict:
            "vector_field": info.vector_field,
            "documents": client.count(index=info.concrete)["count"],
            "without_vector": int(without), "lag_s": lag, "follower": follower_view(state, now)}
+    if info.dba_raw:  # what the next `esm dba INDEX` would augment
+        out["not_augmented"] = int(client.count(index=info.concrete, query=not_augmented(
+            DbaFields.of(info.fields)))["count"])
     if info.migration:
         moving = info.migration
         missing = client.count(index=info.concrete,

@@ -1,60 +1,55 @@
-"""Database-side augmentation (DBA) as a pass over an index.
+"""Database-side augmentation (DBA): each document's searched vector is its raw vector blended
+with its k nearest neighbours' raw vectors (rerank.blend_rows), so a product's photos move
+toward each other. Incremental: the cost of a pass follows what changed, not the index.
 
-Every document's searchable vector becomes its own vector blended with its k nearest
-neighbours' (rerank.augment_database), so a product's photos move toward each other. The
-model's own vector is kept in ``<field>_raw`` (a non-indexed ``dense_vector``): a later pass
-recomputes from the raw vectors, so running it again (e.g. after more ingests) never compounds.
-Documents ingested after a pass have a raw searchable vector until the next pass.
+A pass augments the documents not augmented yet (an ingest: the ones it wrote), in blocks:
 
-The neighbourhoods are exact (brute force in row blocks), in memory: N x dims floats
-(about 1 GB per million 256-d vectors).
+1. each new document's k nearest neighbours by raw vector (dbaknn: the index's own kNN, then
+   exact similarities), and its augmented vector from them;
+2. the existing documents it entered: among the new document's REACH x k nearest (ids and kNN
+   scores only, no vectors), each ``e`` whose k-th neighbour is less similar to ``e`` than the
+   new document is (the marker keeps that similarity, ``kth``). Only their neighbour lists
+   changed, so only they are recomputed (kNN again, from raw vectors);
+3. both written, with the raw vector and the marker. A document's augmented vector depends only
+   on raw vectors, so nothing compounds, in any order.
+
+Documents written per pass <= (k + 1) x new documents: at most k existing ones per new document
+(the closest entries first; any beyond are counted as ``deferred`` and left to `esm dba --full`).
+What can differ from a full pass: a true neighbour HNSW did not return (``num_candidates``
+wide), an existing document that a new one entered but that is not among the new one's
+``reach`` x k nearest, and deletions (documents that lost a neighbour keep their vector).
+Memory: one block of documents and their neighbours' vectors.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import time
-from typing import Any, Iterator
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan, streaming_bulk
 
 from ..errors import IndexStateError
+from ..index.dbafields import DbaFields, augmented_doc, dba_bodies, marker, raw_state
 from ..index.fields import DocFields
 from ..index.indices import IndexInfo, index_info
-from ..index.vectors import hit_vector, raw_vector_field as raw_field
+from ..index.vectors import hit_vector
 from ..similarity import Metric
 from ..types import ReRank
+from .dbaknn import Neighbour, exact_top, find_neighbours, read_raw
+from .rerank import blend_rows
 
 log = logging.getLogger(__name__)
 
-
-def raw_field_mapping(info: IndexInfo) -> dict[str, Any]:
-    """The put-mapping body that adds the raw-vector field (stored, not indexed for kNN) and
-    the pass's settings (where the index keeps its fields: index/fields.py)."""
-    return DocFields.properties_at({
-        info.fields.raw_vector: {"type": "dense_vector", "dims": info.dims, "index": False},
-        info.fields.dba: {"type": "object", "enabled": False}})
-
-
-def read_raw_vectors(client: Elasticsearch, info: IndexInfo) -> tuple[list[str], np.ndarray]:
-    """Ids and model vectors of every document that has one (the raw copy when a pass ran)."""
-    field, raw = info.vector_field, raw_field(info.vector_field)
-    ids, vecs = [], []
-    for hit in scan(client, index=info.concrete, _source=[info.fields.model_id],
-                    query={"query": {"bool": {"filter": [{"exists": {"field": field}}]}},
-                           "docvalue_fields": [field, raw]}):  # a lean index: not in _source
-        stamp = info.fields.read(hit.get("_source"), info.fields.model_id)
-        if stamp not in (None, info.model_id):
-            raise IndexStateError(f"document {hit['_id']} was embedded by {stamp}, the index "
-                                  f"serves {info.model_id}", hint="finish or abandon the reindex first")
-        ids.append(hit["_id"])
-        vecs.append(hit_vector(hit, raw) or hit_vector(hit, field))
-    return ids, np.asarray(vecs, np.float32).reshape(len(ids), info.dims)
-
-
 DEFAULT_K = 10
+BLOCK = 200          # documents augmented per block (memory: their neighbours' vectors and ids)
+REACH = 10           # a new document looks for the existing ones it entered among its REACH x k nearest
+SINCE_SLACK_S = 60   # an ingest's window opens this long before its job (worker clocks may differ)
+Progress = Callable[[int], None]
 
 
 def recorded(info: IndexInfo) -> ReRank:
@@ -72,47 +67,264 @@ def card_setting(info: IndexInfo) -> tuple[int, float]:
     return rr.dba_k or DEFAULT_K, rr.dba_alpha
 
 
-def augment_if_recorded(client: Elasticsearch, index: str) -> dict[str, Any] | None:
-    """After an ingest: the DBA pass the model card asks for (None when it asks for none)."""
-    info = index_info(client, index)
-    rr = recorded(info)
+def owned(info: IndexInfo) -> bool:
+    """An index es-metric made (``<alias>-<model id>``), not a shop's index it added vectors to."""
+    return info.concrete.endswith(f"-{info.model_id}")
+
+
+def runs_after_ingest(info: IndexInfo) -> bool:
+    """Does an ingest augment what it wrote? What the index recorded at mapping create (a shop's
+    index: only with ``--dba``); older indices: es-metric's own when the card asks."""
     if info.photos_field:  # one vector per photo: DBA blends documents' vectors, not photos'
-        return None
-    return augment_index(client, index, rr.dba_k, rr.dba_alpha) if rr.dba_k else None
+        return False
+    return info.dba if info.dba is not None else owned(info) and recorded(info).dba_k > 0
 
 
-def augmentation_actions(index: str, info: IndexInfo, ids: list[str], raw: np.ndarray,
-                         augmented: np.ndarray, settings: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Bulk partial updates: the augmented vector to search, the raw one kept, the settings."""
-    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    for doc_id, r, a in zip(ids, raw, augmented):
-        yield {"_op_type": "update", "_index": index, "_id": doc_id,
-               "doc": info.fields.doc({info.vector_field: a.astype(float).round(7).tolist(),
-                                       info.fields.raw_vector: r.astype(float).round(7).tolist(),
-                                       info.fields.dba: {**settings, "at": stamp}})}
-
-
-def augment_index(client: Elasticsearch, index: str, k: int, alpha: float = 3.0) -> dict[str, Any]:
-    """One DBA pass over ``index`` (alias or name); returns counts and timings."""
-    info = index_info(client, index)
+def check_allowed(client: Elasticsearch, info: IndexInfo) -> tuple[DbaFields, dict[str, Any]]:
+    """The index's DBA fields (mapped now if they were not) and its es-metric ``_meta``;
+    IndexStateError where a pass may not or cannot write."""
     if info.photos_field:
-        raise IndexStateError(f"{info.name} keeps several photos per document; the DBA pass works on "
-                          "one vector per document", hint="search it without DBA")
-    started = time.monotonic()
-    client.indices.put_mapping(index=info.concrete, properties=raw_field_mapping(info))
-    ids, raw = read_raw_vectors(client, info)
-    read_s = time.monotonic() - started
-    from .rerank import augment_database  # torch: only the pass itself needs it
+        raise IndexStateError(f"{info.name} keeps several photos per document; DBA works on one "
+                              "vector per document", hint="search it without DBA")
+    if not info.dba and not owned(info):
+        raise IndexStateError(f"{info.name} is an existing index whose documents DBA may not write to",
+                              hint=f"allow it with `esm mapping create {info.name} --model MODEL "
+                                   "--existing --dba`")
+    fields = DbaFields.of(info.fields)  # beside the vector: under a shop index's es-metric object
+    mapping = client.indices.get_mapping(index=info.concrete)[info.concrete]["mappings"]
+    props = mapping.get("properties", {})
+    if raw_state(props, fields) == "unindexed":
+        raise IndexStateError(f"{info.name} keeps raw vectors from before incremental DBA, not "
+                              f"indexed for kNN ({fields.raw})", hint="rebuild it: `esm mapping create` "
+                              "a new index and `esm ingest` the images again")
+    bodies = dba_bodies(fields, DocFields.mapping_of(props, fields.vector))
+    missing = {path: body for path, body in bodies.items() if not DocFields.mapping_of(props, path)}
+    if missing:
+        client.indices.put_mapping(index=info.concrete, properties=DocFields.properties_at(missing))
+    return fields, (mapping.get("_meta") or {}).get("es_metric") or {}
 
-    augmented = augment_database(raw, k, alpha, Metric(info.similarity))
-    errors = 0
-    actions = augmentation_actions(info.concrete, info, ids, raw, augmented, {"k": k, "alpha": alpha})
-    for ok, item in streaming_bulk(client, actions, chunk_size=500, raise_on_error=False, max_retries=5):
+
+@dataclass
+class Pass:
+    """What one pass works with, and what it did."""
+
+    client: Elasticsearch
+    info: IndexInfo
+    fields: DbaFields
+    k: int
+    alpha: float
+    candidates: int | None  # kNN num_candidates; None: see ``wide``
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    counts: dict[str, Any] = field(default_factory=lambda: {"documents": 0, "neighbours": 0, "deferred": 0,
+                                                  "written": 0, "failed": 0})
+    done: set[Any] = field(default_factory=set)  # existing documents this pass recomputed already
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def metric(self) -> Metric:
+        return Metric(self.info.similarity)
+
+    def wide(self, fetch: int) -> int:
+        """num_candidates for a kNN fetching ``fetch``: 10 x the k + 1 a neighbour list needs, as
+        search does (at least 100, at least 2 x ``fetch``), times a quantised field's oversample."""
+        wide = max(100, 2 * fetch, 10 * (self.k + 1))
+        return self.candidates or int(wide * self.info.candidates_factor)
+
+    def stamp(self) -> str:
+        return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def raw_of_hit(hit: dict[str, Any], fields: DbaFields) -> np.ndarray | None:
+    vec = hit_vector(hit, fields.raw) or hit_vector(hit, fields.vector)
+    return None if vec is None else np.asarray(vec, np.float32)
+
+
+def blocks(client: Elasticsearch, info: IndexInfo, fields: DbaFields, query: dict[str, Any],
+           size: int = BLOCK) -> Iterator[list[tuple[str, np.ndarray]]]:
+    """The documents ``query`` selects, (id, raw vector) in blocks: one scroll, bounded memory."""
+    block: list[tuple[str, np.ndarray]] = []
+    for hit in scan(client, index=info.concrete, size=size, _source=False,
+                    query={"query": query, "docvalue_fields": [fields.vector, fields.raw]}):
+        vec = raw_of_hit(hit, fields)
+        if vec is not None:
+            block.append((hit["_id"], vec))
+        if len(block) >= size:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def search(p: Pass, docs: list[tuple[str, np.ndarray]], fetch: int) -> list[list[Neighbour]]:
+    """Each document's ``fetch`` nearest by raw vector (ids, similarities, markers)."""
+    return find_neighbours(p.client, p.info.concrete, p.fields, np.stack([v for _, v in docs]),
+                           fetch, p.wide(fetch), p.metric)
+
+
+def raw_vectors(p: Pass, docs: list[tuple[str, np.ndarray]], ids: set[str]) -> dict[str, Any]:
+    """{id: (raw vector, augmented?)}: ``docs`` as given, the other ``ids`` read from the index."""
+    known = {i: (v, False) for i, v in docs}
+    known.update(read_raw(p.client, p.info.concrete, p.fields, sorted(ids - set(known))))
+    return known
+
+
+def augment_rows(p: Pass, docs: list[tuple[str, np.ndarray]], rows: list[list[Neighbour]],
+                 at: str) -> list[dict[str, Any]]:
+    """Update actions: each (id, raw vector) blended with its k nearest, chosen exactly (from
+    the raw vectors) among the first k + 1 of its kNN row (itself included there)."""
+    known = raw_vectors(p, docs, {h.id for row in rows for h in row[:p.k + 1]})
+    out = []
+    for (doc_id, vec), row in zip(docs, rows):
+        ids = [h.id for h in row[:p.k + 1] if h.id in known and h.id != doc_id]
+        cand = np.stack([known[i][0] for i in ids]) if ids else np.zeros((0, len(vec)), np.float32)
+        _, sims, vecs = exact_top(vec, ids, cand, p.k, p.metric, exclude=doc_id)
+        aug = blend_rows(vec[None], vecs[None], sims[None], p.alpha, p.metric)[0]
+        out.append(action(p, doc_id, vec, aug, float(sims[-1]) if len(sims) else float("-inf"), at))
+    return out
+
+
+def action(p: Pass, doc_id: str, raw: np.ndarray, aug: np.ndarray, kth: float, at: str) -> dict[str, Any]:
+    return {"_op_type": "update", "_index": p.info.concrete, "_id": doc_id,
+            "doc": augmented_doc(p.fields, aug.astype(float).round(7).tolist(),
+                                 raw.astype(float).round(7).tolist(), marker(p.k, p.alpha, kth, p.run, at))}
+
+
+def write(p: Pass, actions: list[dict[str, Any]]) -> None:
+    for ok, item in streaming_bulk(p.client, actions, chunk_size=500, raise_on_error=False, max_retries=5):
+        p.counts["written" if ok else "failed"] += 1
         if not ok:
-            errors += 1
             log.error("dba update failed: %s", item)
-    client.indices.refresh(index=info.concrete)
-    total_s = time.monotonic() - started
-    log.info("dba: %d documents of %s augmented (k=%d) in %.1f s", len(ids), info.concrete, k, total_s)
-    return {"index": info.concrete, "documents": len(ids), "failed": errors, "k": k, "alpha": alpha,
-            "read_s": round(read_s, 2), "total_s": round(total_s, 2)}
+
+
+def enters(sim: float, mark: dict[str, Any] | None, in_top: bool, k: int) -> bool:
+    """Does a new document of similarity ``sim`` enter the k-neighbourhood of an augmented one
+    with marker ``mark``? Exactly when it beats the k-th neighbour the marker records (a marker
+    without it, or of another k: when the new document has it among its own k nearest)."""
+    if mark and mark.get("kth") is not None and int(mark.get("k", 0)) == k:
+        return sim > float(mark["kth"])
+    return in_top
+
+
+def recompute(p: Pass, docs: list[tuple[str, np.ndarray]], at: str) -> list[dict[str, Any]]:
+    """Update actions: each (id, raw vector) augmented from its k nearest by raw vector."""
+    return augment_rows(p, docs, search(p, docs, p.k + 1), at) if docs else []
+
+
+def entered(p: Pass, block: list[tuple[str, np.ndarray]], rows: list[list[Neighbour]]) -> dict[str, float]:
+    """{existing document: by how much the closest new document beat its k-th neighbour} for
+    the documents with a marker whose k-neighbourhood a document of ``block`` entered (judged
+    on the kNN similarities: no vectors needed)."""
+    new: set[str] = {i for i, _ in block}
+    found: dict[str, float] = {}
+    for row in rows:
+        for rank, h in enumerate(row):
+            if h.id in new or h.id in p.done or h.marker is None or h.marker.get("run") == p.run:
+                continue
+            if enters(h.similarity, h.marker, rank <= p.k, p.k):
+                margin = h.similarity - float(h.marker.get("kth") or 0.0)
+                found[h.id] = max(found.get(h.id, -np.inf), margin)
+    return found
+
+
+def incremental_block(p: Pass, block: list[tuple[str, np.ndarray]]) -> None:
+    """Augment ``block`` (documents not augmented yet) and the augmented documents they entered
+    (at most k per new document, the largest entries first)."""
+    rows = search(p, block, REACH * p.k + 1)
+    at = p.stamp()
+    actions = augment_rows(p, block, rows, at)
+    found = entered(p, block, rows)
+    chosen = sorted(found, key=lambda i: -found[i])[:p.k * len(block)]
+    raw = read_raw(p.client, p.info.concrete, p.fields, chosen)
+    redo = [(i, raw[i][0]) for i in chosen if i in raw and raw[i][1]]  # still augmented
+    p.done.update(i for i, _ in redo)
+    actions += recompute(p, redo, at)
+    p.counts["documents"] += len(block)
+    p.counts["neighbours"] += len(redo)
+    p.counts["deferred"] += len(found) - len(chosen)
+    write(p, actions)
+
+
+def not_augmented(fields: DbaFields, since: str | None = None) -> dict[str, Any]:
+    """Documents with a vector and no raw copy (written after the last pass that saw them);
+    ``since``: only those the worker wrote since then (an ingest's own)."""
+    query: dict[str, Any] = {"bool": {"filter": [{"exists": {"field": fields.vector}}],
+                            "must_not": [{"exists": {"field": fields.raw}}]}}
+    if since:
+        query["bool"]["filter"].append({"range": {fields.stamp: {"gte": since}}})
+    return query
+
+
+def window_start(started_at: float) -> str:
+    """Where an ingest's window of documents opens: its job's start, less the slack."""
+    return dt.datetime.fromtimestamp(started_at - SINCE_SLACK_S, dt.timezone.utc).isoformat(
+        timespec="milliseconds")
+
+
+def start(client: Elasticsearch, index: str, k: int | None = None, alpha: float | None = None,
+          candidates: int | None = None, full: bool = False) -> Pass:
+    """A pass over ``index``: (k, alpha) as given, else as recorded by the last pass a user ran,
+    else the card's; ``candidates``: kNN num_candidates (default: ``Pass.wide``). Another k or
+    alpha than the recorded one only for a ``full`` pass (the others would mix two settings)."""
+    info = index_info(client, index)
+    fields, meta = check_allowed(client, info)
+    k0, a0 = card_setting(info)
+    rec = meta.get("dba_setting") or {}
+    chosen = int(k or rec.get("k") or k0), float(alpha if alpha is not None else rec.get("alpha", a0))
+    if rec and not full and chosen != (int(rec["k"]), float(rec["alpha"])):
+        raise IndexStateError(f"{info.name} is augmented with k={rec['k']}, alpha={rec['alpha']}",
+                              hint="another setting needs every document again: add --full")
+    return Pass(client, info, fields, *chosen, candidates)
+
+
+def summary(p: Pass) -> dict[str, Any]:
+    return {"index": p.info.concrete, "run": p.run, "k": p.k, "alpha": p.alpha, **p.counts,
+            "total_s": round(time.monotonic() - p.started, 2)}
+
+
+def meta_of(client: Elasticsearch, concrete: str) -> dict[str, Any]:
+    return client.indices.get_mapping(index=concrete)[concrete]["mappings"].get("_meta") or {}
+
+
+def update_meta(client: Elasticsearch, concrete: str, **changes: Any) -> None:
+    """Set (or, with None, remove) keys of the index's ``_meta.es_metric``; the rest stays."""
+    meta = meta_of(client, concrete)
+    mine = meta.setdefault("es_metric", {})
+    for key, value in changes.items():
+        if value is None:
+            mine.pop(key, None)
+        else:
+            mine[key] = value
+    client.indices.put_mapping(index=concrete, meta=meta)
+
+
+def remember(p: Pass) -> None:
+    """After a pass the user ran: ingests augment what they write from now on, with this k/alpha."""
+    update_meta(p.client, p.info.concrete, dba=True, dba_setting={"k": p.k, "alpha": p.alpha})
+
+
+def augment_new(client: Elasticsearch, index: str, *, since: str | None = None, k: int | None = None,
+                alpha: float | None = None, candidates: int | None = None, block: int = BLOCK,
+                on_progress: Progress | None = None, record: bool = False) -> dict[str, Any]:
+    """Augment the documents not augmented yet (``since``: written since then) and the existing
+    ones they entered; returns the counts (``documents`` new, ``neighbours`` recomputed,
+    ``written``, ``deferred``). ``record``: a pass the user asked for (see ``remember``)."""
+    p = start(client, index, k, alpha, candidates)
+    for docs in blocks(client, p.info, p.fields, not_augmented(p.fields, since), block):
+        incremental_block(p, docs)
+        if on_progress:
+            on_progress(p.counts["documents"])
+    client.indices.refresh(index=p.info.concrete)
+    log.info("dba: %d new documents of %s augmented, %d neighbours recomputed (%d deferred) in %.1f s",
+             p.counts["documents"], p.info.concrete, p.counts["neighbours"], p.counts["deferred"],
+             time.monotonic() - p.started)
+    if record:
+        remember(p)
+    return summary(p)
+
+
+def augment_if_recorded(client: Elasticsearch, index: str, started_at: float | None = None) -> dict[str, Any] | None:
+    """After an ingest: augment what it wrote (the job started at ``started_at``, epoch s) when
+    the index runs DBA after ingests; None when it does not."""
+    if not runs_after_ingest(index_info(client, index)):
+        return None
+    return augment_new(client, index, since=window_start(started_at) if started_at else None)

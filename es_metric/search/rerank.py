@@ -52,13 +52,21 @@ def expand_query(query: np.ndarray, neighbours: np.ndarray, sims: np.ndarray, al
     """One query vector expanded with its first-round neighbours' vectors (k x d) and their
     similarities (k): the vector the second search round uses (``blend`` of one row, numpy)."""
     q = np.asarray(query, np.float32)
-    nb = np.asarray(neighbours, np.float32).reshape(-1, q.shape[0])
-    s = np.asarray(sims, np.float32).reshape(-1)
+    nb = np.asarray(neighbours, np.float32).reshape(1, -1, q.shape[0])
+    return blend_rows(q[None], nb, np.asarray(sims, np.float32).reshape(1, -1), alpha, metric)[0]
+
+
+def blend_rows(vectors: np.ndarray, neighbours: np.ndarray, sims: np.ndarray, alpha: float,
+               metric: Metric) -> np.ndarray:
+    """``blend`` in numpy: ``vectors`` (n x d) with their ``neighbours`` (n x k x d) of
+    similarities ``sims`` (n x k); what DBA writes and query expansion searches with."""
+    v = np.asarray(vectors, np.float32)
+    s = np.asarray(sims, np.float32)
     w = np.clip(s, 0, None) ** alpha if metric is Metric.COSINE else np.ones_like(s)
-    out = q + (w[:, None] * nb).sum(0)
+    out = v + (w[..., None] * np.asarray(neighbours, np.float32)).sum(1)
     if metric is Metric.COSINE:
-        return (out / max(float(np.linalg.norm(out)), 1e-12)).astype(np.float32)
-    return (out / (1 + w.sum())).astype(np.float32)
+        return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return (out / (1 + w.sum(1, keepdims=True))).astype(np.float32)
 
 
 def query_similarities(query: np.ndarray, refs: np.ndarray, metric: Metric) -> np.ndarray:

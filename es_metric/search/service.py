@@ -27,6 +27,7 @@ from ..model.pixels import square_pixels
 from ..model.runtime import Inference, check_runtime, load_embedder
 from ..similarity import Metric
 from ..types import ModelCard
+from .cutoff import AUTO, MinSimilarity, auto_cutoff, count_cut, parse_min_similarity
 from .examples import STRATEGIES, rocchio
 from .diversity import collapse_field
 from .facets import TERMS_SIZE, facet_aggs, facets_of
@@ -56,7 +57,7 @@ class SearchRequest:
     fusion: str = DEFAULT_FUSION      # fusion.FUSIONS
     image_weight: float = DEFAULT_IMAGE_WEIGHT
     text_weight: float = DEFAULT_TEXT_WEIGHT
-    min_similarity: float | None = None
+    min_similarity: MinSimilarity = None      # a number, or "auto": the card's calibrated cut-off
     near_duplicates: bool = False
     text_fields: list[str] | None = None
     qe_k: int | None = None           # query expansion neighbours; None: the model card's default
@@ -76,6 +77,7 @@ class SearchRequest:
             self.like = [self.like]
         if isinstance(self.unlike, str):
             self.unlike = [self.unlike]
+        self.min_similarity = parse_min_similarity(self.min_similarity)
         if self.text_query is not None:
             self.text_query = parse_text_query(self.text_query)
         check_request(self)
@@ -99,7 +101,7 @@ def check_request(req: SearchRequest) -> None:
     if req.num_candidates is not None and not 1 <= req.num_candidates <= MAX_NUM_CANDIDATES:
         raise SearchError(f"num_candidates must be from 1 to {MAX_NUM_CANDIDATES:,} "
                           f"(Elasticsearch's limit), not {req.num_candidates}")
-    for name in ("image_weight", "text_weight", "min_similarity"):
+    for name in ("image_weight", "text_weight"):
         value = getattr(req, name)
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)
                                       and (value >= 0 or name == "min_similarity")):
@@ -191,8 +193,9 @@ def recorded_card(info: IndexInfo) -> Mapping[str, Any]:
     """What the index recorded from its model card at mapping creation; indices made before
     the index recorded it fall back to the model file's card (read without torch)."""
     if info.rerank is not None or info.near_duplicate_threshold is not None:
-        return {"rerank": info.rerank,
-                "metrics": {"near_duplicate_threshold": info.near_duplicate_threshold}}
+        return {"rerank": info.rerank, "metrics": {
+            "near_duplicate_threshold": info.near_duplicate_threshold, "cutoff": info.cutoff,
+            "duplicate_threshold": info.duplicate_threshold}}
     path = info.model_path
     return _file_card(path, os.stat(path).st_mtime_ns if os.path.isfile(path) else 0)
 
@@ -209,6 +212,16 @@ def near_duplicate_threshold(info: IndexInfo) -> float:
         raise SearchError(f"model {info.model_id} has no calibrated near-duplicate threshold",
                           hint="pass --min-similarity explicitly")
     return float(value)
+
+
+def similarity_floor(info: IndexInfo, req: SearchRequest) -> float | None:
+    """The kNN similarity floor of ``req``: the near-duplicate threshold, the card's calibrated
+    cut-off (``auto``), a number, or none."""
+    if req.near_duplicates:
+        return near_duplicate_threshold(info)
+    if req.min_similarity == AUTO:
+        return auto_cutoff(recorded_card(info), info.model_id)
+    return req.min_similarity  # type: ignore[return-value]  # a float after parse_min_similarity
 
 
 def query_expansion(info: IndexInfo, req: SearchRequest) -> ReRank:
@@ -272,7 +285,7 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest,
     if vector is not None and rr and rr.qe_k > 0:
         vector = expanded_vector(client, info, vector, rr, filt, exclude,
                                  req.num_candidates or default_candidates(rr.qe_k, info.candidates_factor))
-    min_sim = near_duplicate_threshold(info) if req.near_duplicates else req.min_similarity
+    min_sim = similarity_floor(info, req)
     if not pos and not req.text and req.text_query is None:
         raise SearchError("nothing to search with", hint="give an image, a document id or text")
     w = _window(req, props, (vector, pos, neg), filt, exclude, (min_sim, nc))
@@ -281,6 +294,10 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest,
     _annotate(result, req, w, ranking, facets_of(raw_aggs, req.facets) if aggs else None, bool(pos))
     if rr is not None and vector is not None:
         result["query_expansion"] = {"k": rr.qe_k, "alpha": rr.qe_alpha}
+    if min_sim is not None and pos:  # how many of the first page x k image matches fell below
+        result.update(min_similarity=min_sim, cut=count_cut(
+            client, info, [vector] if vector is not None else pos, offset + size, min_sim,
+            num_candidates=nc, filter_query=filt, exclude_ids=exclude))
     return result
 
 

@@ -13,6 +13,7 @@ import torch
 
 from ..model.encoder import Encoder, backbone_spec
 from ..similarity import Metric
+from .calibrate import cutoff_for, duplicates_for
 from .config import PROTOCOLS
 from .data import Sample, labels_tensor
 from .evaluate import Embedded, baseline_embeddings, retrieval_metrics, similarity_matrix
@@ -79,6 +80,8 @@ def gate_and_calibrate(encoder: Encoder, cfg, val_s: list[Sample], vecs: np.ndar
                  "against": f"{'pretrained' if cfg.pretrained else 'untrained'}-cosine {cfg.backbone}",
                  "model_map_at_r": model["map_at_r"], "baseline_map_at_r": base["map_at_r"]},
         "near_duplicate_threshold": calibrate_near_duplicates(vecs, labels, encoder.metric),
+        "cutoff": cutoff_for(vecs, labels, encoder.metric, cfg),  # --min-similarity auto (calibrate.py)
+        "duplicate_threshold": duplicates_for(encoder, cfg, val_s, vecs, labels),  # esm duplicates
     }
 
 

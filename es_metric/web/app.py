@@ -40,6 +40,7 @@ from .photos import HEADERS as PHOTO_HEADERS, PhotoCache, fetch_photo
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 FUSION_HELP = f"one of: {', '.join(FUSIONS)}"
+MIN_SIM_HELP = "similarity floor (cosine; L2 distance for l2_norm models), or auto: the model card's cut-off"
 TEXT_QUERY_HELP = 'the shop\'s own query as JSON, e.g. {"match": {"name": "{{text}}"}}; filters still apply'
 DIVERSIFY_HELP = "MMR lambda: 1 ranks by relevance alone, lower values add variety"
 
@@ -96,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             fusion: str = Form(DEFAULT_FUSION, description=FUSION_HELP),
                             image_weight: float = Form(DEFAULT_IMAGE_WEIGHT, ge=0),
                             text_weight: float = Form(DEFAULT_TEXT_WEIGHT, ge=0),
-                            min_similarity: float | None = Form(None),
+                            min_similarity: str | None = Form(None, description=MIN_SIM_HELP),
                             image_url: str | None = Form(None),
                             text_query: str | None = Form(None, description=TEXT_QUERY_HELP),
                             facet_size: int = Form(TERMS_SIZE, ge=1, le=MAX_FACET_SIZE),
@@ -114,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             like_images=likes, unlike_images=unlikes, examples=examples, text=text or None,
             filters=[f for f in filters if f], facets=[f for f in facets if f], k=k, page=page,
             fusion=fusion, image_weight=image_weight, text_weight=text_weight,
-            min_similarity=min_similarity, text_query=text_query or None, facet_size=facet_size,
+            min_similarity=min_similarity or None, text_query=text_query or None, facet_size=facet_size,
             collapse=collapse or None, diversify=diversify, explain=explain),
             image_url if data is None else None)
 
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          fusion: str = Query(DEFAULT_FUSION, description=FUSION_HELP),
                          image_weight: float = Query(DEFAULT_IMAGE_WEIGHT, ge=0),
                          text_weight: float = Query(DEFAULT_TEXT_WEIGHT, ge=0),
+                         min_similarity: str | None = Query(None, description=MIN_SIM_HELP),
                          image_url: str | None = None,
                          text_query: str | None = Query(None, description=TEXT_QUERY_HELP),
                          facet_size: int = Query(TERMS_SIZE, ge=1, le=MAX_FACET_SIZE),
@@ -139,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             like=[v for v in like if v], unlike=[v for v in unlike if v], examples=examples,
             text=text or None, filters=[f for f in filter if f], facets=[f for f in facet if f],
             k=k, page=page, fusion=fusion, image_weight=image_weight, text_weight=text_weight,
+            min_similarity=min_similarity or None,
             text_query=text_query or None, facet_size=facet_size, collapse=collapse or None,
             diversify=diversify, explain=explain), image_url)
 

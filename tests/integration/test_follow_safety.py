@@ -45,7 +45,7 @@ def seq_nos(es, index: str) -> dict[str, int]:
 
 
 def test_follower_embeds_an_image_value_over_8k_characters_once(es, index_name, tiny_model, url_stack):
-    s, hp = url_stack
+    s, hp, _handler = url_stack
     long_url = f"http://{hp}/red.png?pad=" + "x" * 9000   # a real photo behind a 9 KB reference
     es.indices.create(index=index_name, mappings={"properties": {"photo": {"type": "keyword"}}})
     es.index(index=index_name, id="long", document={"photo": long_url})

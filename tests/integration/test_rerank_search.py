@@ -7,7 +7,7 @@ import pytest
 
 from es_metric.search.rerank import augment_database, expand_query
 from es_metric.similarity import Metric
-from tests.integration.helpers import esm, esm_json, stored_docs
+from tests.integration.helpers import esm, esm_error, esm_json, stored_docs
 
 pytestmark = pytest.mark.integration
 
@@ -63,9 +63,12 @@ def test_dba_pass_writes_blended_vectors_keeps_raw_ones_and_does_not_compound(es
     got = np.stack([after[i]["image_vector"] for i in ids])
     np.testing.assert_allclose(got, expected, atol=1e-5)
     np.testing.assert_allclose(np.stack([after[i]["image_vector_raw"] for i in ids]), raw, atol=1e-6)
-    assert after[ids[0]]["dba"]["k"] == 3
+    assert after[ids[0]]["image_vector_dba"]["k"] == 3
+    assert esm_json("dba", indexed)["documents"] == 0  # nothing new: the next pass has no work
+    assert "--full" in esm_error("dba", indexed, "--k", "5")  # two settings never mix
 
-    esm_json("dba", indexed, "--k", "3")  # again: recomputed from the raw vectors, not compounded
+    full = esm_json("dba", indexed, "--full")  # every vector again: from the raw ones, not compounded
+    assert full["documents"] == len(ids) and full["k"] == 3  # the k the index was augmented with
     again = _stored(es, indexed)
     np.testing.assert_allclose(np.stack([again[i]["image_vector"] for i in ids]), expected, atol=1e-5)
     hit = esm_json("search", indexed, "--like", ids[0], "-k", "3")["hits"][0]

@@ -17,8 +17,8 @@ def test_an_older_record_is_the_top_level_layout():
     f = DocFields.of_record(old)
     assert (f.vector, f.model_id, f.image_ref, f.raw_vector, f.dba, f.object) == (
         "image_vector", "model_id", "image_ref", "image_vector_raw", "dba", None)
-    assert f.reserved == {"image_vector", "image_vector_raw", "dba", "image_path", "image_sha256",
-                          "model_id", "indexed_at", "image_ref"}
+    assert f.reserved == {"image_vector", "image_vector_raw", "image_vector_dba", "dba", "image_path",
+                          "image_sha256", "model_id", "indexed_at", "image_ref"}
 
 
 @pytest.mark.parametrize("photos", [None, "photos"])

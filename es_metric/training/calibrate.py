@@ -1,0 +1,200 @@
+"""Thresholds calibrated at training on held-out validation images: the search cut-off and the
+threshold of ``esm duplicates``.
+
+**The cut-off**: a similarity below which a hit is more likely another product.
+
+``esm search --min-similarity auto`` drops hits less similar than a threshold chosen at training
+time on the validation images: each one queries the others as a search would (the index's
+vectors augmented by DBA, the query expanded by QE, as the card's re-ranking says), and the
+threshold is the loosest similarity at which the (query, hit) pairs at least that similar are
+the query's own product with precision ``DEFAULT_PRECISION``. The card records it as
+``metrics.cutoff = {"precision", "similarity", "recall", "from", ...}``, in Elasticsearch's kNN
+``similarity`` units (cosine similarity, keep >= t; L2 distance, keep <= t).
+
+**The duplicate threshold** (``metrics.duplicate_threshold``): how alike the model finds a photo
+and a copy of it (JPEG quality 70, resized to 90 %, cropped by 4 % a side, all three at once),
+measured on copies made of validation images: the similarity that keeps 99 % of the copies.
+It is a property of the model's invariance, measured on the catalogue it was trained on, so
+it carries to that catalogue's index; the card also says how many pairs of distinct validation
+photos it would link (of the same class, and of two classes).
+"""
+from __future__ import annotations
+
+import random
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..errors import EsmError
+from ..search.rerank import NO_RERANK, ReRank, augment_database, expand_queries, similarities
+from ..similarity import Metric
+from ..types import Cutoff
+from .config import DEFAULT_RERANK
+
+__all__ = ["COPY_KINDS", "DEFAULT_PRECISION", "calibrate_cutoff", "calibrate_duplicates", "copy_of",
+           "cutoff_for", "duplicates_for", "precision_threshold", "searched_similarities"]
+
+#: The precision target (README "Searching": why 0.95).
+DEFAULT_PRECISION = 0.95
+VALIDATION = ("held-out validation images (with the head the gate measured: measured_head), each "
+              "querying the others as search does")
+WINDOW = 10        # the hits a search shows (its default k): the precision is that of a first page
+MAX_IMAGES = 3000   # the pairs are N x N: a larger validation set is sampled down to this
+
+
+def precision_threshold(sims: np.ndarray, relevant: np.ndarray,
+                        precision: float) -> tuple[float, float] | None:
+    """(t, recall): the loosest ``t`` at which the pairs with similarity >= t are relevant with
+    at least ``precision``, and the share of relevant pairs kept; None when no t reaches it.
+
+    Ties are kept together (a threshold keeps every pair as similar as it), so the precision
+    is that of what a search at ``t`` would return."""
+    sims, relevant = np.asarray(sims, np.float64).ravel(), np.asarray(relevant, bool).ravel()
+    if not relevant.any():
+        return None
+    order = np.argsort(-sims, kind="stable")
+    s, tp = sims[order], np.cumsum(relevant[order])
+    last = np.r_[s[1:] != s[:-1], True]            # the end of each run of equal similarities
+    n = np.arange(1, len(s) + 1)
+    ok = np.nonzero(last & (tp >= precision * n))[0]
+    if not len(ok):
+        return None
+    i = ok[-1]
+    return float(s[i]), float(tp[i] / relevant.sum())
+
+
+def searched_similarities(vectors: np.ndarray, metric: Metric, rerank: ReRank = NO_RERANK) -> np.ndarray:
+    """N x N similarities of every vector, as a query, to the others as an index holds them:
+    the index's vectors augmented (DBA), the raw query expanded with its neighbours among them
+    (QE), itself excluded (-inf on the diagonal). Higher is closer (negative L2 distance)."""
+    import torch
+
+    raw = torch.as_tensor(np.ascontiguousarray(vectors, np.float32))
+    index = torch.as_tensor(augment_database(raw.numpy(), rerank.dba_k, rerank.dba_alpha, metric))
+    queries = expand_queries(raw, index, rerank.qe_k, rerank.qe_alpha, metric, self_index=True)
+    sims = similarities(queries, index, metric).numpy()
+    np.fill_diagonal(sims, -np.inf)
+    return sims
+
+
+def calibrate_cutoff(vectors: np.ndarray, labels: np.ndarray, metric: Metric,
+                     rerank: ReRank = NO_RERANK, precision: float = DEFAULT_PRECISION,
+                     origin: str = VALIDATION) -> Cutoff | None:
+    """The card's ``cutoff``: the similarity at which the hits in the first page (``WINDOW``)
+    of every query that survive are the query's own class with ``precision``; ``recall``: the
+    share of those pages' own-class hits that survive (None: too few images, or no threshold
+    reaches the target)."""
+    labels = np.asarray(labels)
+    if len(labels) > MAX_IMAGES:
+        keep = np.sort(np.random.default_rng(0).choice(len(labels), MAX_IMAGES, replace=False))
+        vectors, labels = np.asarray(vectors)[keep], labels[keep]
+    if len(labels) < 3:
+        return None
+    sims = searched_similarities(vectors, metric, rerank)
+    k = min(WINDOW, len(labels) - 1)
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]   # each query's first page of hits
+    found = precision_threshold(np.take_along_axis(sims, top, 1), labels[top] == labels[:, None], precision)
+    if found is None:
+        return None
+    t, recall = found
+    return {"precision": precision, "similarity": t if metric is Metric.COSINE else -t,
+            "keep": "at least" if metric is Metric.COSINE else "at most", "recall": round(recall, 4),
+            "k": k, "from": origin, "n_queries": int(len(labels)),
+            "rerank": {"qe_k": rerank.qe_k, "dba_k": rerank.dba_k}}
+
+
+def cutoff_for(vectors: np.ndarray, labels: np.ndarray, metric: Metric, cfg,
+               origin: str = VALIDATION) -> Cutoff | None:
+    """``calibrate_cutoff`` with the re-ranking a training run records on its card (``cfg``:
+    its TrainConfig)."""
+    rerank = ReRank(cfg.qe_k, cfg.qe_alpha, cfg.dba_k, DEFAULT_RERANK.dba_alpha)
+    return calibrate_cutoff(vectors, labels, metric, rerank, origin=origin)
+
+
+COPY_KINDS = ("jpeg70", "resize90", "crop4", "all")
+COPIES = 64            # validation images copied (each in every kind)
+COPIES_KEPT = 0.99     # the duplicate threshold keeps this share of the copies
+
+
+def copy_of(img: Image.Image, kind: str) -> tuple[Image.Image, int]:
+    """A copy of ``img`` as a catalogue gets them again, and the JPEG quality to save it at:
+    ``jpeg70`` (re-encoded), ``resize90`` (90 % of each side), ``crop4`` (4 % off each side),
+    ``all`` (cropped, resized, quality 70)."""
+    w, h = img.size
+    if kind in ("crop4", "all"):
+        img = img.crop((round(w * 0.04), round(h * 0.04), round(w * 0.96), round(h * 0.96)))
+    if kind in ("resize90", "all"):
+        img = img.resize((max(1, round(img.width * 0.9)), max(1, round(img.height * 0.9))), Image.BICUBIC)
+    return img, 70 if kind in ("jpeg70", "all") else 90
+
+
+def copy_similarities(encoder, pre, samples: Sequence, metric: Metric, device: str = "cpu") -> np.ndarray:
+    """n x len(COPY_KINDS) similarities (higher is closer) of validation photos to their copies,
+    both embedded by ``encoder`` the way training embeds files (photos that cannot be read are
+    left out)."""
+    import torch
+
+    from ..images import load_image
+    from .data import Sample
+    from .features import run_module
+
+    with tempfile.TemporaryDirectory() as tmp:
+        originals, copies = [], []
+        for i, s in enumerate(samples):
+            try:
+                img, _ = load_image(s.path)
+            except EsmError:  # unreadable now: copy the others
+                continue
+            originals.append(s)
+            for kind in COPY_KINDS:
+                copy, quality = copy_of(img, kind)
+                path = Path(tmp) / f"{i}-{kind}.jpg"
+                copy.convert("RGB").save(path, "JPEG", quality=quality)
+                copies.append(Sample(str(path), s.label, s.cls))
+        if not originals:
+            return np.zeros((0, len(COPY_KINDS)), np.float32)
+        vecs = run_module(encoder, originals + copies, pre, desc="copies", device=device).float()
+    n = len(originals)
+    originals, copied = vecs[:n], vecs[n:].reshape(n, len(COPY_KINDS), -1)
+    if metric is Metric.COSINE:
+        o, c = torch.nn.functional.normalize(originals, dim=-1), torch.nn.functional.normalize(copied, dim=-1)
+        return torch.einsum("nd,nkd->nk", o, c).numpy()
+    return -torch.linalg.norm(copied - originals[:, None, :], dim=-1).numpy()
+
+
+def calibrate_duplicates(copy_sims: np.ndarray, vectors: np.ndarray, labels: np.ndarray,
+                         metric: Metric) -> dict | None:
+    """The card's ``duplicate_threshold`` from the copies' similarities (n x kinds, higher is
+    closer): the one that keeps COPIES_KEPT of them, with what it would also link among the
+    distinct validation photos ``vectors``."""
+    if not copy_sims.size:
+        return None
+    t = float(np.quantile(copy_sims, 1 - COPIES_KEPT))
+    sims = searched_similarities(vectors, metric)[np.triu_indices(len(vectors), 1)]
+    same = (labels[:, None] == labels[None, :])[np.triu_indices(len(vectors), 1)]
+    linked = sims >= t
+    sign = 1 if metric is Metric.COSINE else -1
+    return {"similarity": sign * t, "keep": "at least" if metric is Metric.COSINE else "at most",
+            "copies_kept": COPIES_KEPT, "n_copied": int(len(copy_sims)),
+            "weakest_copy": {k: round(sign * float(v), 4) for k, v in zip(COPY_KINDS, copy_sims.min(0))},
+            "distinct_pairs_linked": {"same_class": int((linked & same).sum()),
+                                      "other_class": int((linked & ~same).sum()), "of": int(len(sims))},
+            "from": f"copies ({', '.join(COPY_KINDS)}) of held-out validation images"}
+
+
+def duplicates_for(encoder, cfg, samples: Sequence, vectors: np.ndarray, labels: np.ndarray) -> dict | None:
+    """``calibrate_duplicates`` for a training run (``cfg``: its TrainConfig) on COPIES of its
+    validation ``samples`` (whose vectors and labels are ``vectors``, ``labels``)."""
+    from ..model.encoder import backbone_spec
+
+    chosen = random.Random(cfg.seed).sample(list(samples), min(COPIES, len(samples)))
+    sims = copy_similarities(encoder, backbone_spec(cfg.backbone).preprocess, chosen, encoder.metric,
+                             cfg.device)
+    vectors, labels = np.asarray(vectors), np.asarray(labels)
+    if len(labels) > MAX_IMAGES:
+        keep = np.random.default_rng(0).choice(len(labels), MAX_IMAGES, replace=False)
+        vectors, labels = vectors[keep], labels[keep]
+    return calibrate_duplicates(sims, vectors, labels, encoder.metric)
