@@ -29,12 +29,16 @@ import torch.nn.functional as F
 from es_metric.model.encoder import create_encoder
 from es_metric.training.config import DEFAULT_RERANK
 from es_metric.similarity import Metric
-from es_metric.training.data import Sample, class_folds, scan_folder, split, validation_split
+from es_metric.training.backbone import train_backbone
+from es_metric.training.catalogue import Catalogue
+from es_metric.training.data import Sample, class_folds, relabel, scan_folder, split
 from es_metric.training.evaluate import Embedded, retrieval_metrics
 from es_metric.training.features import descriptors
-from es_metric.training.head import train_head
+from es_metric.training.frozen import train_frozen
 from es_metric.training.losses import objective
-from es_metric.training.partial import early_activations, fit_tail, tail_start, tail_vectors
+from es_metric.training.partial import early_activations, tail_start, tail_vectors
+from es_metric.training.protocols import catalogue_split
+from es_metric.training.validate import Validator
 from es_metric.training.sampling import seed_everything
 from es_metric.training.train import TrainConfig
 from es_metric.types import NO_RERANK, ReRank
@@ -71,7 +75,6 @@ CONFIGS: dict[str, Config] = {
     "head-reg1": Config(train={"head_reg": 1.0}),
     "head-reg10": Config(train={"head_reg": 10.0}),
     "gem": Config(pool="gem"),
-    "flip": Config(flip=True),
     "lite1": Config(backbone="efficientnet-lite1"),
     "lite2": Config(backbone="efficientnet-lite2"),
     "triplet": Config(train={"loss": "triplet"}),
@@ -140,21 +143,26 @@ class EarlyActs:
         return self._cache[key][[self.row[s.path] for s in part]]
 
 
+def _catalogue_run(tc: TrainConfig, train_s: list[Sample]):
+    """The fold's train part as esm train sees a class folder: (catalogue, validator)."""
+    cat = Catalogue("fold", relabel(train_s))
+    split_ = catalogue_split(cat.samples, tc.val_fraction, tc.seed)
+    return cat, Validator(split_, {}, tc.protocol)
+
+
 def run_finetune(cfg: Config, acts: EarlyActs, tc: TrainConfig, train_s: list[Sample],
                  test_s: list[Sample], reranks: dict[str, ReRank], out: Path) -> dict:
-    """Fine-tune the last blocks (es_metric.training.partial) on cached activations; score the test part."""
-    inner_train, val, _ = validation_split(train_s, tc.protocol, tc.val_fraction, tc.seed)  # as esm train
+    """Fine-tune the last blocks as esm train does (training/backbone.py); score the test part."""
+    cat, validator = _catalogue_run(tc, train_s)
     obj = objective(tc.loss)
     encoder = create_encoder(tc.backbone, dim=tc.dim, metric=obj.metric, pretrained=True, head=tc.head)
-    start = tail_start(encoder, tc.train_blocks)
-    views = torch.stack([acts.of(encoder, tc.backbone, start, inner_train, v) for v in range(tc.views)])
     t0 = time.monotonic()
-    history = fit_tail(encoder, obj, tc, inner_train, val, out / "ft.ckpt",
-                       acts=(views, acts.of(encoder, tc.backbone, start, val, None)))
+    history, metrics, _ = train_backbone(encoder, obj, tc, cat, validator, out / "ft.ckpt", None, False)
     seconds = time.monotonic() - t0
+    start = tail_start(encoder, tc.train_blocks)
     vecs = tail_vectors(encoder, acts.of(encoder, tc.backbone, start, test_s, None), start)
     return {"scores": score(vecs, test_s, obj.metric, reranks), "train_s": round(seconds, 1),
-            "epochs": len(history) - 1, "history": history}
+            "epochs": len(history) - 1, "history": history, "gate": metrics["gate"]["passed"]}
 
 
 def run_one(cfg: Config, feats: Features, protocol: str, seed: int, train_s: list[Sample],
@@ -169,20 +177,18 @@ def run_one(cfg: Config, feats: Features, protocol: str, seed: int, train_s: lis
         return {"scores": score(F.normalize(test, dim=-1), test_s, Metric.COSINE, reranks)}
     tc = cfg.train_config(protocol, seed).resolved()
     seed_everything(seed)
-    inner_train, val, other = validation_split(train_s, protocol, tc.val_fraction, seed)  # as esm train
-    parts = {"train": inner_train, "val": val, **({"other": other} if other else {})}
+    cat, validator = _catalogue_run(tc, train_s)  # as esm train: the frozen regime, its validation
     obj = objective(tc.loss)
-    encoder = create_encoder(tc.backbone, dim=tc.dim, metric=obj.metric, pretrained=False,
-                             head=tc.head, feature_norm=obj.name == "mahalanobis")
+    encoder = create_encoder(tc.backbone, dim=tc.dim, metric=obj.metric, pretrained=True,
+                             head=tc.head, feature_norm=obj.name == "mahalanobis", pool=tc.pool)
     started = time.monotonic()
-    history, metrics, refit = train_head(encoder, obj, tc, inner_train, val,
-                                         {k: feats.of(cfg, v) for k, v in parts.items()}, other_s=other)
+    history, metrics, rerank, refit = train_frozen(encoder, obj, tc, cat, validator)
     seconds = time.monotonic() - started
     with torch.no_grad():
         vecs = encoder.project(test)
     return {"scores": score(vecs, test_s, obj.metric, reranks), "train_s": round(seconds, 1),
             "epochs": len(history) - 1, "refit_epochs": refit, "gate": metrics["gate"]["passed"],
-            "validation": metrics["validation"]}
+            "validation": metrics["validation"], "rerank_chosen": rerank}
 
 
 def load_done(path: Path) -> dict:

@@ -9,7 +9,7 @@ from ..config import Settings
 from ..index.fields import DEFAULT_OBJECT
 from ..index.gallery import multi_photo_vector_field
 from ..index.mappings import DEFAULT_OVERSAMPLE, INDEX_TYPES, IndexOptions
-from ..model.card import read_card
+from ..model.card import gate_allows, read_card
 from .common import Cluster, echo_json
 from .root import main
 
@@ -45,15 +45,17 @@ def mapping_group() -> None:
 @click.option("--lean/--no-lean", default=True, show_default=True,
               help="New index: leave the vector out of _source (about a third of the disk at "
                    "128-d); partial updates by other applications must then carry the vector.")
+@click.option("--force", is_flag=True, help="Use a model whose gate did not pass (not better than pretrained).")
 def mapping_create(index, model_path, existing, dba, index_type, m, ef_construction, rescore_oversample,
                    vector_field, multi_photo, photos_field, fields_object, text_fields,
-                   keyword_fields, replicas, lean) -> None:
+                   keyword_fields, replicas, lean, force) -> None:
     """Create INDEX-<model id> behind the alias INDEX (or, with --existing, extend INDEX)."""
     from ..index.indices import add_vectors_to_existing, create_versioned_index, index_info
 
     from ..model.runtime import card_for_runtime
 
     card = card_for_runtime(read_card(model_path), Settings.from_env().runtime)
+    gate_allows(card, force)
     options = IndexOptions(index_type, m, ef_construction, rescore_oversample)
     path = str(Path(model_path).resolve())
     if multi_photo:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..training.config import DEFAULT_RERANK, PROTOCOLS
+from ..training.config import AUGMENTATIONS, DEFAULT_RERANK, PROTOCOLS
 from ..model.card import read_card
 from .common import FiniteRange, RegistryChoice, echo_json
+from .cards import card_lines, evaluation_lines
 from ..config import Settings
 from ..device import resolve_device
 from ..errors import ModelError
@@ -28,65 +29,85 @@ def _objectives() -> list[str]:
 
 
 @main.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data", required=False, type=click.Path(exists=True))
+@click.option("--from-index", "from_index", metavar="INDEX",
+              help="Train on the photos of an index es-metric ingested (instead of DATA).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Model file to write.")
+@click.option("--group-field", metavar="FIELD|auto|none", default="auto", show_default=True,
+              help="Catalogue field of a coarse level (e.g. category): products of one group stay nearer "
+                   "each other than products of other groups (a two-level objective). auto: the first of "
+                   "category, categories, category_path, product_type, group that most products have.")
+@click.option("--group-weight", type=FiniteRange(min=0), default=0.5, show_default=True,
+              help="Weight of the group level against the product level.")
+@click.option("--product-field", metavar="FIELD",
+              help="--from-index on a one-photo-per-document index: documents with the same value are one "
+                   "product (default: each document is a product).")
 @click.option("--loss", type=RegistryChoice(_objectives), default="multi-similarity", show_default=True)
 @click.option("--backbone", type=RegistryChoice(_backbones), default="efficientnet-lite0", show_default=True)
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local pretrained state dict.")
 @click.option("--pretrained/--no-pretrained", default=None, help="Default: pretrained when weights exist offline.")
 @click.option("--freeze-backbone/--train-backbone", default=None,
               help="Train only the head on cached features (default for pretrained backbones).")
-@click.option("--head", type=click.Choice(["linear", "mlp", "none"]), default="linear", show_default=True)
-@click.option("--epochs", type=int, default=30, show_default=True)
-@click.option("--dim", type=int, default=256, show_default=True)
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--m-per-class", type=int, default=4, show_default=True)
-@click.option("--lr", type=float, default=None)
+@click.option("--head", type=click.Choice(["linear", "mlp", "none"]), default="linear", show_default=True,
+              help="none: no training at all, the pretrained backbone's own features (a model to index with "
+                   "at once, and the baseline a trained model must beat).")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--dim", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=128, show_default=True)
+@click.option("--m-per-class", type=click.IntRange(min=2), default=4, show_default=True)
+@click.option("--lr", type=FiniteRange(min=0, min_open=True), default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--protocol", type=click.Choice(PROTOCOLS), default="in-domain", show_default=True,
-              help="How the validation split is drawn from DATA_DIR.")
-@click.option("--val-fraction", type=float, default=0.2, show_default=True)
-@click.option("--patience", type=int, default=5, show_default=True)
+              help="What the gate measures: in-domain (this catalogue: held-out photos of known products) "
+                   "or class-disjoint (new arrivals: held-out products). Both are on the card.")
+@click.option("--val-fraction", type=FiniteRange(0, 0.5, min_open=True), default=0.2, show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--miner", type=click.Choice(["batch-hard", "semi-hard"]), default="batch-hard", show_default=True)
-@click.option("--margin", type=float, default=None)
-@click.option("--time-budget", type=float, default=None, help="Stop head training after N seconds.")
+@click.option("--margin", type=FiniteRange(min=0), default=None)
+@click.option("--time-budget", type=FiniteRange(min=0, min_open=True), default=None,
+              help="Stop head training after N seconds.")
 @click.option("--refit/--no-refit", default=True, show_default=True,
-              help="Frozen backbone: after early stopping, retrain the head on train + validation "
-                   "for the chosen epochs (the card's metrics then describe the head before the "
-                   "refit, and say so); --no-refit ships exactly the measured head.")
+              help="Frozen backbone: after early stopping, retrain the head on every photo for the chosen "
+                   "epochs (the card's metrics then describe the head before the refit, and say so).")
 @click.option("--pool", type=click.Choice(["avg", "gem"]), default="avg", show_default=True,
               help="Pooling of the backbone's last feature maps (gem: EfficientNet-Lite only).")
-@click.option("--head-reg", type=float, default=0.0, show_default=True,
+@click.option("--head-reg", type=FiniteRange(min=0), default=0.0, show_default=True,
               help="Linear head: penalty pulling it toward its PCA start (the pretrained geometry).")
+@click.option("--augment", type=click.Choice(AUGMENTATIONS + ("none",)), default="crop", show_default=True,
+              help="Augmented views (a photo's own positives): random crops and mirror images, with or "
+                   "without colour jitter.")
+@click.option("--view-photos", type=click.Choice(["all", "single"]), default="all", show_default=True,
+              help="Whose augmented views the head trains on: products with one photo, or every photo.")
 @click.option("--qe-k", type=click.IntRange(min=0), default=DEFAULT_RERANK.qe_k, show_default=True,
-              help="Query expansion neighbours that search and evaluate apply (recorded in the card).")
+              help="Query expansion neighbours; the card records it only when it helps on the validation "
+                   "queries beyond the bootstrap margin (0: never).")
 @click.option("--dba-k", type=click.IntRange(min=0), default=DEFAULT_RERANK.dba_k, show_default=True,
-              help="Database-side augmentation neighbours: `esm ingest` (and `esm dba`) blend every "
-                   "indexed vector with them; evaluate applies it too (recorded in the card).")
+              help="Database-side augmentation neighbours, recorded likewise only when it helps (0: never).")
 @click.option("--train-blocks", type=click.IntRange(min=0), default=0, show_default=True,
               help="EfficientNet-Lite: fine-tune the last N blocks on cached early activations.")
-@click.option("--views", type=click.IntRange(min=1), default=4, show_default=True,
-              help="With --train-blocks: augmented views cached per training image.")
-@click.option("--backbone-lr", type=float, default=1e-4, show_default=True,
+@click.option("--views", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Augmented views cached per photo (head: of --view-photos; --train-blocks: of every photo).")
+@click.option("--backbone-lr", type=FiniteRange(min=0, min_open=True), default=1e-4, show_default=True,
               help="With --train-blocks: learning rate of the fine-tuned blocks.")
 @click.option("--resume", is_flag=True, help="Continue from MODEL.ckpt (fine-tuning).")
 @click.option("--export/--no-export", "do_export", default=None,
               help="Write MODEL.onnx for ONNX Runtime (default: when onnx is installed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
-def train(data_dir, out, as_json, resume, time_budget, do_export, **opts) -> None:
-    """Train an encoder on DATA_DIR (one sub-folder per class) and write MODEL with its card."""
+def train(data, from_index, out, as_json, resume, time_budget, do_export, **opts) -> None:
+    """Train an encoder on a catalogue and write MODEL with its card.
+
+    DATA: a folder with a sub-folder per product, or a catalogue JSONL (the manifest `esm ingest`
+    reads: a line per product, `id`, `image` as a path/URL or a list of them, other fields).
+    Each product is a class; its photos are positives of each other."""
     from ..model.runtime import installed
     from ..training.train import TrainConfig, train as run_train
 
-    cfg = TrainConfig(**opts, time_budget_s=time_budget,
-                      device=resolve_device(Settings.from_env().device, "torch"))
-
-    def on_epoch(row: dict) -> None:
-        loss = f"{row['loss']:.4f}" if row["loss"] is not None else "-"
-        click.echo(f"epoch {row['epoch']:>3}  loss {loss}  val MAP@R {row['val_map_at_r']:.4f}  "
-                   f"{row['seconds']:.1f} s", err=True)
-
-    result = run_train(data_dir, out, cfg, on_epoch=on_epoch, resume=resume)
+    if bool(data) == bool(from_index):
+        raise click.UsageError("give DATA (a folder or a catalogue JSONL) or --from-index INDEX, not both")
+    s = Settings.from_env()
+    cfg = TrainConfig(**opts, time_budget_s=time_budget, from_index=from_index,
+                      device=resolve_device(s.device, "torch"))
+    result = run_train(data, out, cfg, on_epoch=_echo_epoch, resume=resume, settings=s)
     card = result.card
     if do_export or (do_export is None and installed("onnx") and installed("onnxruntime")):
         from ..model.export import export_model
@@ -94,30 +115,24 @@ def train(data_dir, out, as_json, resume, time_budget, do_export, **opts) -> Non
     if as_json:
         echo_json(card)
         return
-    m, gate = card["metrics"], card["metrics"]["gate"]
-    click.echo(f"wrote {result.path}  model id {card['model_id']}  ({card['dims']}-d, {card['similarity']})")
-    if card.get("runtime"):
-        click.echo(f"exported {card['runtime']['export']} (ONNX, min cosine to torch "
-                   f"{card['runtime']['parity_min_cosine']})")
-    click.echo(f"validation MAP@R {m['val']['map_at_r']:.4f}  R@1 {m['val']['recall_at_1']:.4f}  "
-               f"trained in {m['train_seconds']} s")
-    if m.get("measured_head", "shipped") != "shipped":
-        click.echo(f"note: these metrics are of the {m['measured_head']}")
-    verdict = "PASSED" if gate["passed"] else "FAILED: the model is NOT better than"
-    click.echo(f"gate {verdict} {gate['against']} (MAP@R {gate['baseline_map_at_r']:.4f})")
-    for protocol, fig in m.get("validation", {}).items():
-        click.echo(f"  {protocol:<15} MAP@R {fig['map_at_r']:.4f} vs {fig['baseline_map_at_r']:.4f} "
-                   f"pretrained cosine (x{fig['ratio']})")
-    if m.get("intended_for"):
-        click.echo(f"for: {m['intended_for']}")
+    for line in card_lines(card, result.path):
+        click.echo(line)
+
+
+def _echo_epoch(row: dict) -> None:
+    loss = f"{row['loss']:.4f}" if row["loss"] is not None else "-"
+    val = f"{row['val_map_at_r']:.4f}" if row["val_map_at_r"] is not None else "not measured"
+    click.echo(f"epoch {row['epoch']:>3}  loss {loss}  val MAP@R {val}  {row['seconds']:.1f} s", err=True)
 
 
 @main.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data", required=False, type=click.Path(exists=True))
+@click.option("--from-index", "from_index", metavar="INDEX", help="Evaluate on the photos of an index.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), help="Model file.")
 @click.option("--baseline", help="A backbone name (raw features, cosine) or color-histogram.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights for --baseline.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--group-field", metavar="FIELD", help="Also measure group (category) precision@10.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--qe-k", type=click.IntRange(min=0), default=None,
               help="Query expansion neighbours, as `esm search --qe-k` (0: off). "
                    "Default: the model card's setting (none for --baseline).")
@@ -125,25 +140,28 @@ def train(data_dir, out, as_json, resume, time_budget, do_export, **opts) -> Non
               help="Database-side augmentation neighbours, as `esm dba` (0: off). Default: the card's.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--report", type=click.Path(dir_okay=False), help="Write an HTML report here.")
-def evaluate(data_dir, model_path, baseline, weights, batch_size, qe_k, dba_k, as_json, report) -> None:
-    """Retrieval metrics on DATA_DIR: every image queries all the others, ranked as search ranks."""
-    from ..training.evaluate import evaluate_folder
+def evaluate(data, from_index, model_path, baseline, weights, group_field, batch_size, qe_k, dba_k,
+             as_json, report) -> None:
+    """Retrieval metrics on a catalogue (DATA: a folder with a sub-folder per product, or a
+    catalogue JSONL; or --from-index): every photo of a product with two photos or more searches
+    all the others, ranked as search ranks, the pretrained baseline beside it."""
+    from ..training.catalogue_eval import evaluate_catalogue
 
-    metrics, emb = evaluate_folder(data_dir, model_path=model_path, baseline=baseline,
-                                   weights=weights, batch_size=batch_size, qe_k=qe_k,
-                                   dba_k=dba_k)
+    if bool(data) == bool(from_index):
+        raise click.UsageError("give DATA (a folder or a catalogue JSONL) or --from-index INDEX, not both")
+    result = evaluate_catalogue(data, Settings.from_env(), model_path=model_path, baseline=baseline,
+                                weights=weights, from_index=from_index, group_field=group_field,
+                                qe_k=qe_k, dba_k=dba_k, batch_size=batch_size)
+    metrics = result.metrics
     if report:
         from ..training.report import write_report
-        write_report(report, metrics, emb)
+        write_report(report, metrics, result.model)
         metrics["report"] = str(report)
     if as_json:
         echo_json(metrics)
         return
-    click.echo(f"{metrics['name']}: {metrics['n_queries']} queries, {metrics['n_classes']} classes")
-    for key in ("map_at_r", "map", "recall_at_1", "recall_at_10"):
-        click.echo(f"  {key:<13} {metrics[key]:.4f}")
-    if report:
-        click.echo(f"report: {report}")
+    for line in evaluation_lines(metrics):
+        click.echo(line)
 
 
 @main.command("split")

@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 from elasticsearch import Elasticsearch
 
-__all__ = ["pit_hits"]
+__all__ = ["pit_hits", "scroll_documents"]
 
 KEEP_ALIVE = "5m"
 
@@ -31,3 +31,10 @@ def pit_hits(client: Elasticsearch, index: str, *, page: int = 500,
             after = hits[-1]["sort"]
     finally:
         client.close_point_in_time(id=pit)
+
+
+def scroll_documents(client: Elasticsearch, index: str, excludes: list[str], *, source: bool = True,
+                     page: int = 500) -> Iterator[dict[str, Any]]:
+    """Every document of ``index`` (its ``_source`` without ``excludes``, or none)."""
+    kw: dict[str, Any] = {"source_excludes": excludes} if source else {"source": False}
+    return pit_hits(client, index, page=page, query={"match_all": {}}, **kw)

@@ -34,7 +34,8 @@ from ..index.indices import INFO_TTL_S, IndexInfo, index_info
 from ..index.mappings import IndexOptions, index_meta, vector_field_body
 from ..index.vectors import hit_vector
 from .enqueue import enqueue, wait
-from .reindex import gate_allows, wait_for_writers
+from ..model.card import gate_allows
+from .reindex import wait_for_writers
 from .sources import Source
 
 log = logging.getLogger(__name__)

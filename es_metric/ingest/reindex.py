@@ -29,7 +29,8 @@ from ..errors import EsmError, IndexStateError, JobStalled
 from ..index.fields import DocFields
 from ..index.indices import IndexInfo, count, index_info
 from ..index.mappings import IndexOptions, index_meta, new_index_body, versioned_name
-from ..index.scan import pit_hits
+from ..index.scan import scroll_documents
+from ..model.card import gate_allows
 from ..paths import as_roots
 from .enqueue import Job, enqueue, wait
 from .sources import Source
@@ -52,15 +53,6 @@ class ReindexResult:
 
 
 MAX_CATCH_UP_PASSES = 5
-
-
-def gate_allows(card: dict, force: bool) -> None:
-    gate = (card.get("metrics") or {}).get("gate") or {}
-    if gate.get("passed") is False and not force:
-        raise IndexStateError(
-            f"model {card['model_id']} failed its evaluation gate (MAP@R "
-            f"{gate.get('model_map_at_r', 0):.4f} vs {gate.get('against')} "
-            f"{gate.get('baseline_map_at_r', 0):.4f})", hint="train a better model, or pass --force")
 
 
 def model_fields(old: IndexInfo) -> list[str]:
@@ -99,13 +91,6 @@ def prepare_target(client: Elasticsearch, old: IndexInfo, card: dict, model_path
     body["settings"]["number_of_replicas"] = int(settings.get("number_of_replicas", 0))
     client.indices.create(index=name, settings=body["settings"], mappings=body["mappings"])
     return name
-
-
-def scroll_documents(client: Elasticsearch, index: str, excludes: list[str], *, source: bool = True,
-                     page: int = 500) -> Iterator[dict]:
-    """Every document of ``index`` via point-in-time + search_after (a consistent snapshot)."""
-    kw: dict = {"source_excludes": excludes} if source else {"source": False}
-    return pit_hits(client, index, page=page, query={"match_all": {}}, **kw)
 
 
 def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str, fields: DocFields) -> list[dict]:

@@ -20,8 +20,8 @@ from ..errors import EsmError, ModelError
 from ..types import ModelCard
 from .weights import MAX_WEIGHTS_BYTES, check_card_against_weights, check_members, member_file, state_shapes
 
-__all__ = ["CARD_ENTRY", "FORMAT", "FORMAT_V1", "WEIGHTS_ENTRY", "check_card_fields", "is_zip_model",
-           "read_card", "read_v1"]
+__all__ = ["CARD_ENTRY", "FORMAT", "FORMAT_V1", "WEIGHTS_ENTRY", "check_card_fields", "gate_allows",
+           "is_zip_model", "read_card", "read_v1"]
 
 FORMAT = "es-metric-model/2"
 FORMAT_V1 = "es-metric-model/1"
@@ -131,3 +131,24 @@ def read_card(path: str | Path) -> ModelCard:
         card: ModelCard = read_v1(path)["card"]
         return card
     return _checked(_parsed(path, lambda: _zip_card(path), FORMAT), _zip_shapes(path), path)
+
+
+def gate_allows(card: dict[str, Any], force: bool) -> None:
+    """Refuse (ModelError) a model whose gate did not pass, unless forced: it is not better than
+    the pretrained model beyond the bootstrap margin (or could not be measured). A pretrained
+    model (``--head none``) and cards without a gate pass."""
+    gate = (card.get("metrics") or {}).get("gate") or {}
+    if gate.get("passed") is not False or force:
+        return
+    if "verdict" in gate:
+        why = gate["verdict"]
+        if gate.get("interval"):
+            lo, hi = gate["interval"]
+            why += (f" ({gate.get('metric', 'MAP@R')} difference {gate.get('difference', 0):+.4f}, "
+                    f"95 % interval [{lo:+.4f}, {hi:+.4f}])")
+    else:  # a card of an older version: one comparison, no interval
+        why = (f"MAP@R {gate.get('model_map_at_r', 0):.4f} vs {gate.get('against')} "
+               f"{gate.get('baseline_map_at_r', 0):.4f}")
+    raise ModelError(f"model {card.get('model_id')} did not pass its evaluation gate: {why}",
+                     hint="index with the pretrained model (`esm train DATA --head none --out M`), train "
+                          "again, or pass --force to use this one anyway")

@@ -9,12 +9,16 @@ from typing import Callable
 
 from ..types import ReRank
 
-__all__ = ["DEFAULT_RERANK", "EpochCallback", "PROTOCOLS", "TrainConfig"]
+__all__ = ["AUGMENTATIONS", "DEFAULT_RERANK", "EpochCallback", "PROTOCOLS", "TrainConfig"]
 
 #: ``in-domain``: every class in train and test, unseen images (a shop that trains on its
 #: catalogue and searches new photos). ``class-disjoint``: train on some classes, retrieve among
 #: unseen ones (the metric-learning literature's protocol).
 PROTOCOLS = ("in-domain", "class-disjoint")
+
+#: Augmented views of a photo (its own positives): random resized crops and mirror images,
+#: with or without colour jitter (training/views.py).
+AUGMENTATIONS = ("crop", "crop+colour")
 
 #: What a newly trained model records (chosen by the mean over class folds and image splits of the
 #: Grocery Store set, scripts/experiments.py; README "Results").
@@ -55,6 +59,12 @@ class TrainConfig:
     qe_alpha: float = DEFAULT_RERANK.qe_alpha
     dba_k: int = DEFAULT_RERANK.dba_k     # DBA the index applies (recorded in the card)
     device: str = "cpu"                   # where the backbone's features are computed (ESM_DEVICE)
+    group_field: str | None = "auto"      # catalogue field of the coarse level (auto: category, ...; none)
+    group_weight: float = 0.5             # weight of the group loss of the two-level objective
+    product_field: str | None = None      # --from-index, one-vector index: documents of one product
+    from_index: str | None = None         # train on the photos of this index
+    augment: str = "crop"                 # augmented views: crop | crop+colour | none
+    view_photos: str = "all"              # whose views the head sees: all photos | single (products with one photo)
 
     def resolved(self) -> "TrainConfig":
         from ..model.encoder import backbone_spec  # torch: only a run resolves its options

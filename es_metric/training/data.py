@@ -132,36 +132,6 @@ def split(samples: Sequence[Sample], protocol: str, test_fraction: float = 0.5,
     return relabel(train), relabel(test)
 
 
-def validation_split(samples: Sequence[Sample], protocol: str, fraction: float, seed: int,
-                     other: bool = True) -> tuple[list[Sample], list[Sample], list[Sample]]:
-    """(train, validation, other validation): the validation set for early stopping and the
-    gate is drawn with ``protocol``; with ``other``, a second, smaller one (half the fraction)
-    is drawn from the rest with the other protocol, only to report how the model does there
-    (empty when it would hold out fewer than two classes, or too few images remain)."""
-    train, val = split(samples, protocol, fraction, seed)
-    if not other:
-        return train, val, []
-    other_protocol = PROTOCOLS[1 - PROTOCOLS.index(protocol)]
-    if other_protocol == "class-disjoint" and round(len({s.cls for s in train}) * fraction / 2) < 2:
-        return train, val, []  # too few classes to hold two out without starving training
-    rest, other_val = split(train, other_protocol, fraction / 2, seed + 1)
-    kept = {s.cls for s in rest}
-    main_val = val
-    if other_protocol == "class-disjoint":  # validation photos of the held-out classes join them
-        other_val = relabel(other_val + [s for s in val if s.cls not in kept])
-        main_val = relabel([s for s in val if s.cls in kept])
-    if len([n for n in _class_sizes(other_val).values() if n >= 2]) < 2 or len(kept) < 2:
-        return train, val, []
-    return rest, main_val, other_val
-
-
-def _class_sizes(samples: Sequence[Sample]) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    for s in samples:
-        sizes[s.cls] = sizes.get(s.cls, 0) + 1
-    return sizes
-
-
 def class_folds(samples: Sequence[Sample], k: int, seed: int = 0) -> list[tuple[list[Sample], list[Sample]]]:
     """``k`` class-disjoint (train, test) splits whose test classes partition the classes: each
     class is held out exactly once (k-fold cross-validation over classes)."""

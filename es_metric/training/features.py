@@ -11,25 +11,34 @@ import logging
 import os
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
 from ..model.embed import PIXELS_VERSION, to_tensor
 from ..model.encoder import Preprocess, backbone_spec, create_encoder, pool_maps
 from ..progressbar import progress_iter
 from .data import ImageDataset, Sample, cache_dir, loader
+from .featurestore import FeatureStore
 
 log = logging.getLogger(__name__)
 
 
-@torch.inference_mode()
 def run_module(module: torch.nn.Module, samples: Sequence[Sample], pre: Preprocess,
                batch_size: int = 32, desc: str = "embedding", device: str = "cpu") -> torch.Tensor:
     """Outputs of ``module`` for every sample, in order, with a progress bar; computed on
     ``device`` (the module goes back to the CPU afterwards), returned on the CPU."""
-    module.eval().to(device)
     ds = ImageDataset(samples, lambda im: to_tensor(im, pre), draft=pre.size)
+    return run_dataset(module, ds, batch_size, desc, device)
+
+
+@torch.inference_mode()
+def run_dataset(module: torch.nn.Module, ds: Dataset, batch_size: int = 32, desc: str = "embedding",
+                device: str = "cpu") -> torch.Tensor:
+    """``run_module`` over any dataset of (image tensor, label): e.g. random views of photos."""
+    module.eval().to(device)
     try:
         out = [module(x.to(device).contiguous(memory_format=torch.channels_last)).cpu()
                for x, _ in progress_iter(loader(ds, batch_size), desc, total=-(-len(ds) // batch_size))]
@@ -38,26 +47,41 @@ def run_module(module: torch.nn.Module, samples: Sequence[Sample], pre: Preproce
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def feature_config(name: str, weights: str | None, pool: str, extra: str = "") -> str:
+    """What computed a feature: backbone, weights (and their file's size and time), preprocessing,
+    the pixel path's version, pooling."""
+    spec = backbone_spec(name)
+    wid = weights
+    if weights and os.path.exists(weights):
+        st = os.stat(weights)
+        wid = f"{os.path.abspath(weights)}:{st.st_size}:{st.st_mtime_ns}"
+    return f"{name}|{wid}|{spec.preprocess}|{PIXELS_VERSION}|{pool}|{extra}"
+
+
+def feature_store() -> FeatureStore:
+    return FeatureStore(cache_dir() / "features.sqlite")
+
+
 def backbone_features(name: str, samples: Sequence[Sample], weights: str | None = None,
                       pretrained: bool | None = None, batch_size: int = 32,
                       module: torch.nn.Module | None = None, pool: str = "avg",
                       device: str = "cpu") -> torch.Tensor:
-    """Pooled backbone features (of ``module`` if given), cached on disk when pretrained."""
+    """Pooled backbone features (of ``module`` if given); a pretrained backbone's are cached per
+    photo (training/featurestore.py), so only photos never seen are computed."""
     spec = backbone_spec(name)
     pool = getattr(module, "pool", pool)
-    tag = "" if pool == "avg" else f"{pool}|"  # average-pooled entries keep their old keys
-    key = hashlib.sha256(f"{name}|{weights}|{pretrained}|{spec.preprocess}|{PIXELS_VERSION}|{tag}".encode()
-                         + "\n".join(f"{s.path}:{os.path.getmtime(s.path)}" for s in samples).encode())
-    path = cache_dir() / f"{name}-{key.hexdigest()[:20]}.pt"
-    cacheable = bool(pretrained)  # random initialisations are not worth keeping
-    if cacheable and path.exists():
-        return torch.load(path, weights_only=True)
-    if module is None:
-        module = create_encoder(name, pretrained=pretrained, weights=weights, pool=pool).backbone
-    feats = run_module(module, samples, spec.preprocess, batch_size, f"{name} features", device)
-    if cacheable:
-        torch.save(feats, path)
-    return feats
+
+    def compute(positions: list[int]) -> np.ndarray:
+        nonlocal module
+        if module is None:
+            module = create_encoder(name, pretrained=pretrained, weights=weights, pool=pool).backbone
+        part = [samples[i] for i in positions]
+        return run_module(module, part, spec.preprocess, batch_size, f"{name} features", device).float().numpy()
+
+    if not pretrained:  # random initialisations are not worth keeping
+        return torch.from_numpy(compute(list(range(len(samples)))))
+    feats = feature_store().features(feature_config(name, weights, pool), [s.path for s in samples], compute)
+    return torch.from_numpy(feats)
 
 
 class _Maps(nn.Module):

@@ -8,6 +8,7 @@ import pickle
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -17,8 +18,6 @@ from ..errors import ModelError
 from ..model.encoder import Encoder, backbone_spec
 from ..progressbar import progress_iter
 from .data import ImageDataset, Sample, labels_tensor, loader
-from .evaluate import Embedded, retrieval_metrics
-from .features import run_module
 from .losses import Objective
 from .sampling import m_per_class_sampler
 
@@ -35,12 +34,6 @@ def train_transform(size: int, mean, std) -> T.Compose:
         T.ToDtype(torch.float32, scale=True),
         T.Normalize(list(mean), list(std)),
     ])
-
-
-def _val_score(encoder: Encoder, cfg, val_s: list[Sample]) -> dict:
-    pre = backbone_spec(cfg.backbone).preprocess
-    vecs = run_module(encoder, val_s, pre, desc="validation").float().numpy()
-    return retrieval_metrics(Embedded(vecs, labels_tensor(val_s).numpy(), val_s, encoder.metric, "val"))
 
 
 def _save_ckpt(path: Path, state: dict) -> None:
@@ -78,8 +71,11 @@ def load_checkpoint(ckpt: Path, cfg) -> dict:
     return state
 
 
-def fit_full(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s: list[Sample],
+def fit_full(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample],
+             score: Callable[[Encoder], float | None],
              ckpt: Path, on_epoch=None, resume: bool = False) -> list[dict]:
+    """Fine-tune everything (retrieval augmentations); keep the best epoch by ``score`` (the
+    validation's gate metric; None when it cannot measure: every epoch is kept)."""
     pre = backbone_spec(cfg.backbone).preprocess
     loss_fn, miner = obj.build(obj.metric, cfg.loss_params())
     sampler, batch = m_per_class_sampler(labels_tensor(train_s), cfg)
@@ -87,7 +83,7 @@ def fit_full(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s
     params = [p for p in encoder.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, history = 1, []
-    best = {"map_at_r": _val_score(encoder, cfg, val_s)["map_at_r"]}
+    best = {"map_at_r": score(encoder)}
     best_state, bad = copy.deepcopy(encoder.state_dict()), 0
     if resume and ckpt.exists():
         state = load_checkpoint(ckpt, cfg)
@@ -108,14 +104,14 @@ def fit_full(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s
             loss.backward()
             opt.step()
             losses.append(loss.item())
-        score = _val_score(encoder, cfg, val_s)
+        value = score(encoder)
         row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
-               "val_map_at_r": score["map_at_r"], "seconds": round(time.monotonic() - t0, 2)}
+               "val_map_at_r": value, "seconds": round(time.monotonic() - t0, 2)}
         history.append(row)
         if on_epoch:
             on_epoch(row)
-        if score["map_at_r"] > best["map_at_r"]:
-            best, best_state, bad = {"map_at_r": score["map_at_r"]}, copy.deepcopy(encoder.state_dict()), 0
+        if value is None or value > best["map_at_r"]:
+            best, best_state, bad = {"map_at_r": value}, copy.deepcopy(encoder.state_dict()), 0
         else:
             bad += 1
         _save_ckpt(ckpt, {"epoch": epoch, "encoder": encoder.state_dict(), "optimizer": opt.state_dict(),

@@ -1,20 +1,19 @@
 """The frozen-backbone regime: only the projection head learns, on cached backbone features, in
 seconds. A linear head starts at the features' principal directions (so distances start as
-the baseline's), early stopping keeps the best epoch by validation MAP@R, and the refit retrains
-it on train + validation for the epoch count early stopping chose."""
+the baseline's), early stopping keeps the best epoch by the validation's gate metric, and the
+refit retrains it on everything for the epoch count early stopping chose."""
 from __future__ import annotations
 
 import copy
 import time
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ..model.encoder import Encoder, create_encoder
 from .config import EpochCallback, TrainConfig
-from .data import Sample, labels_tensor, relabel
-from .evaluate import Embedded, retrieval_metrics
-from .gate import both_protocols, calibrate_near_duplicates, gate_and_calibrate, other_protocol_figures
+from .headdata import HeadData
 from .losses import Objective
 from .sampling import epoch_batches, seed_everything
 
@@ -33,13 +32,6 @@ def pca_init(head: torch.nn.Linear, feats: torch.Tensor) -> None:
             head.bias.zero_()
 
 
-def _score(encoder: Encoder, feats: torch.Tensor, samples: list[Sample]) -> dict:
-    with torch.no_grad():
-        vecs = encoder.project(feats)
-    return retrieval_metrics(Embedded(vecs.numpy(), labels_tensor(samples).numpy(), samples,
-                                      encoder.metric, "val"), full=False)
-
-
 def head_optimizer(encoder: Encoder, feats: torch.Tensor,
                     cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.Tensor | None]:
     """AdamW on the head, and the PCA start of a linear head (the anchor ``head_reg`` pulls to)."""
@@ -55,45 +47,63 @@ def anchor_penalty(weight: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
     return (weight - anchor).pow(2).sum() / anchor.pow(2).sum().clamp(min=1e-12)
 
 
-def _head_epoch(encoder: Encoder, loss_fn, miner, opt, feats: torch.Tensor, labels: torch.Tensor,
-                cfg: TrainConfig, anchor: torch.Tensor | None = None) -> float | None:
-    """One pass over M-per-class batches of cached features; the mean loss."""
+Score = Callable[[Encoder], "float | None"]
+
+
+def _losses(obj: Objective, cfg: TrainConfig, data: HeadData) -> tuple:
+    """(product loss, its miner, group loss or None, its miner)."""
+    loss_fn, miner = obj.build(obj.metric, cfg.loss_params())
+    if data.groups is None or not cfg.group_weight:
+        return loss_fn, miner, None, None
+    group_fn, group_miner = obj.build(obj.metric, cfg.loss_params())
+    return loss_fn, miner, group_fn, group_miner
+
+
+def _loss(fn, miner, emb: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+    return fn(emb, lab, miner(emb, lab)) if miner else fn(emb, lab)
+
+
+def _head_epoch(encoder: Encoder, losses: tuple, opt, data: HeadData, cfg: TrainConfig,
+                anchor: torch.Tensor | None = None) -> float | None:
+    """One pass over M-per-product batches of cached features; the mean loss. The two-level
+    objective adds the group loss (products of one group are its positives), weighted lower."""
+    loss_fn, miner, group_fn, group_miner = losses
     encoder.head.train()
-    losses = []
-    for idx in epoch_batches(labels, cfg):
-        emb = encoder.project(feats[idx])
-        lab = labels[idx]
-        loss = loss_fn(emb, lab, miner(emb, lab)) if miner else loss_fn(emb, lab)
+    seen = []
+    for idx in epoch_batches(data.labels, cfg):
+        emb = encoder.project(data.feats[idx])
+        loss = _loss(loss_fn, miner, emb, data.labels[idx])
+        if group_fn is not None:
+            loss = loss + cfg.group_weight * _loss(group_fn, group_miner, emb, data.groups[idx])
         if cfg.head_reg and anchor is not None:
             loss = loss + cfg.head_reg * anchor_penalty(encoder.head.weight, anchor)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(loss.item())
+        seen.append(loss.item())
     encoder.head.eval()
-    return float(np.mean(losses)) if losses else None
+    return float(np.mean(seen)) if seen else None
 
 
-def _fit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list[Sample],
-              val_s: list[Sample], feats: dict, on_epoch: EpochCallback | None) -> tuple[list[dict], int]:
-    """Frozen backbone: train only the head on cached features; keep the best epoch by MAP@R."""
-    loss_fn, miner = obj.build(obj.metric, cfg.loss_params())
-    labels = labels_tensor(train_s)
-    opt, anchor = head_optimizer(encoder, feats["train"], cfg)
-    best = _score(encoder, feats["val"], val_s)
-    history = [{"epoch": 0, "loss": None, "val_map_at_r": best["map_at_r"], "seconds": 0.0}]
+def fit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, data: HeadData, score: Score,
+             on_epoch: EpochCallback | None = None) -> tuple[list[dict], int]:
+    """Train only the head; keep the best epoch by ``score`` (the validation's gate metric).
+    When the validation cannot measure (``score`` gives None), all ``cfg.epochs`` are kept."""
+    losses = _losses(obj, cfg, data)
+    opt, anchor = head_optimizer(encoder, data.feats, cfg)
+    best = score(encoder)
+    history = [{"epoch": 0, "loss": None, "val_map_at_r": best, "seconds": 0.0}]
     best_state, best_epoch, bad, started = copy.deepcopy(encoder.head.state_dict()), 0, 0, time.monotonic()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.monotonic()
-        loss = _head_epoch(encoder, loss_fn, miner, opt, feats["train"], labels, cfg, anchor)
-        score = _score(encoder, feats["val"], val_s)
-        row = {"epoch": epoch, "loss": loss, "val_map_at_r": score["map_at_r"],
-               "seconds": round(time.monotonic() - t0, 3)}
+        loss = _head_epoch(encoder, losses, opt, data, cfg, anchor)
+        value = score(encoder)
+        row = {"epoch": epoch, "loss": loss, "val_map_at_r": value, "seconds": round(time.monotonic() - t0, 3)}
         history.append(row)
         if on_epoch:
             on_epoch(row)
-        if score["map_at_r"] > best["map_at_r"]:
-            best, best_state, best_epoch, bad = score, copy.deepcopy(encoder.head.state_dict()), epoch, 0
+        if value is None or value > best:
+            best, best_state, best_epoch, bad = value, copy.deepcopy(encoder.head.state_dict()), epoch, 0
         else:
             bad += 1
         if bad >= cfg.patience or (cfg.time_budget_s and time.monotonic() - started > cfg.time_budget_s):
@@ -102,53 +112,13 @@ def _fit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list[
     return history, best_epoch
 
 
-def refit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, samples: list[Sample],
-               feats: torch.Tensor, epochs: int) -> None:
-    """Retrain the head from scratch on train + validation for the epoch count early stopping chose."""
+def refit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, data: HeadData, epochs: int) -> None:
+    """Retrain the head from its start on everything for the epoch count early stopping chose."""
     seed_everything(cfg.seed)
     fresh = create_encoder(cfg.backbone, dim=cfg.dim, metric=obj.metric, pretrained=False,
                            head=cfg.head, feature_norm=encoder.feature_norm, pool=cfg.pool).head
     encoder.head.load_state_dict(fresh.state_dict())
-    loss_fn, miner = obj.build(obj.metric, cfg.loss_params())
-    labels = labels_tensor(relabel(samples))
-    opt, anchor = head_optimizer(encoder, feats, cfg)
+    losses = _losses(obj, cfg, data)
+    opt, anchor = head_optimizer(encoder, data.feats, cfg)
     for _ in range(epochs):
-        _head_epoch(encoder, loss_fn, miner, opt, feats, labels, cfg, anchor)
-
-
-def train_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, train_s: list[Sample],
-               val_s: list[Sample], feats: dict, on_epoch: EpochCallback | None = None,
-               other_s: list[Sample] | None = None) -> tuple[list[dict], dict, int]:
-    """Frozen backbone, cached features ``{"train", "val"[, "other"]}``: fit the head with early
-    stopping, gate and calibrate on validation (and report the other protocol's figures on
-    ``other_s``), then (``cfg.refit``) retrain on all of it. Returns (history, metrics, refit epochs).
-
-    The card must describe the head that ships. Without refit it is the early-stopped head the
-    metrics, the gate and the threshold were measured on. With refit (the default: on the
-    Grocery folds it adds +0.21 in-domain ratio, README "Results") the shipped head was
-    retrained on everything for the epoch count early stopping chose: the metrics stay those of the validated head (said
-    in ``measured_head``), and the near-duplicate threshold, which only means something in the
-    shipped head's own space, is recalibrated with it (on images it trained on: optimistic)."""
-    history, best_epoch = _fit_head(encoder, obj, cfg, train_s, val_s, feats, on_epoch)
-    with torch.no_grad():
-        val_vectors = encoder.project(feats["val"]).numpy()
-        other_vectors = encoder.project(feats["other"]).numpy() if other_s else None
-    metrics = gate_and_calibrate(encoder, cfg, val_s, val_vectors, feats["val"])
-    metrics.update(both_protocols(metrics, cfg, other_protocol_figures(
-        encoder, cfg, other_s or [], other_vectors, feats.get("other"))))
-    metrics["measured_head"] = "shipped"
-    if not (cfg.refit and best_epoch > 0):
-        return history, metrics, 0
-    parts = [("train", train_s), ("val", val_s)] + ([("other", other_s)] if other_s else [])
-    refit_head(encoder, obj, cfg, [s for _, part in parts for s in part],
-               torch.cat([feats[name] for name, _ in parts]), best_epoch)
-    with torch.no_grad():
-        shipped = encoder.project(feats["val"]).numpy()
-    metrics.update(
-        measured_head=f"early-stopped head (epoch {best_epoch}) before the refit; the shipped head was "
-                      "retrained on train + validation and has no held-out measurement",
-        near_duplicate_threshold=calibrate_near_duplicates(shipped, labels_tensor(val_s).numpy(),
-                                                           encoder.metric),
-        near_duplicate_threshold_from="the shipped (refit) head on validation images it was trained on: "
-                                      "optimistic")
-    return history, metrics, best_epoch
+        _head_epoch(encoder, losses, opt, data, cfg, anchor)

@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,6 @@ from ..model.embed import PIXELS_VERSION, to_tensor
 from ..model.encoder import Encoder, backbone_spec
 from ..progressbar import progress_iter
 from .data import ImageDataset, Sample, cache_dir, labels_tensor, loader
-from .evaluate import Embedded, retrieval_metrics
 from .finetune import train_transform
 from .head import head_optimizer
 from .losses import Objective
@@ -77,12 +76,6 @@ def tail_vectors(encoder: Encoder, acts: torch.Tensor, start: int, chunk: int = 
                           for i in range(0, len(acts), chunk)])
 
 
-def _score(encoder: Encoder, acts: torch.Tensor, samples: list[Sample], start: int) -> float:
-    vecs = tail_vectors(encoder, acts, start).numpy()
-    return retrieval_metrics(Embedded(vecs, labels_tensor(samples).numpy(), samples, encoder.metric,
-                                      "val"), full=False)["map_at_r"]
-
-
 def _trainable(encoder: Encoder, start: int) -> list[torch.nn.Parameter]:
     """Freeze everything but the tail and the head; BatchNorm layers stay in eval mode."""
     net = encoder.backbone.net
@@ -129,17 +122,16 @@ def tail_start(encoder: Encoder, train_blocks: int) -> int:
     return n - train_blocks
 
 
-def fit_tail(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s: list[Sample],
-             ckpt: Path, on_epoch=None, resume: bool = False,
-             acts: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[dict]:
-    """Fine-tune the last ``cfg.train_blocks`` blocks and the head; returns the history.
-    ``acts``: (views x N_train, N_val) early activations when the caller has them cached."""
+def fit_tail(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample],
+             score: Callable[[Encoder], float | None], ckpt: Path, on_epoch=None, resume: bool = False,
+             views: torch.Tensor | None = None) -> list[dict]:
+    """Fine-tune the last ``cfg.train_blocks`` blocks and the head; returns the history. Keeps
+    the best epoch by ``score`` (None: cannot measure, every epoch kept). ``views``: the
+    (views x N_train) early activations when the caller has them cached."""
     start = tail_start(encoder, cfg.train_blocks)
-    if acts is None:
-        acts = (torch.stack([early_activations(encoder, cfg.backbone, train_s, start, augment=True, seed=v)
-                             for v in range(cfg.views)]),
-                early_activations(encoder, cfg.backbone, val_s, start, augment=False))
-    views, val_acts = acts
+    if views is None:
+        views = torch.stack([early_activations(encoder, cfg.backbone, train_s, start, augment=True, seed=v)
+                             for v in range(cfg.views)])
     seed_everything(cfg.seed)
     params = _trainable(encoder, start)
     head_optimizer(encoder, tail_vectors_features(encoder, views[0], start), cfg)  # PCA start of the head
@@ -149,7 +141,7 @@ def fit_tail(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s
                             weight_decay=cfg.weight_decay)
     loss_fn, miner = obj.build(obj.metric, cfg.loss_params())
     labels, gen = labels_tensor(train_s), torch.Generator().manual_seed(cfg.seed)
-    best_score = _score(encoder, val_acts, val_s, start)
+    best_score = score(encoder)
     history = [{"epoch": 0, "loss": None, "val_map_at_r": best_score, "seconds": 0.0}]
     best_state, bad, first = copy.deepcopy(encoder.state_dict()), 0, 1
     if resume and ckpt.exists():
@@ -159,13 +151,13 @@ def fit_tail(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample], val_s
             break
         t0 = time.monotonic()
         loss = _epoch(encoder, loss_fn, miner, opt, views, labels, cfg, start, gen)
-        score = _score(encoder, val_acts, val_s, start)
-        row = {"epoch": epoch, "loss": loss, "val_map_at_r": score, "seconds": round(time.monotonic() - t0, 2)}
+        value = score(encoder)
+        row = {"epoch": epoch, "loss": loss, "val_map_at_r": value, "seconds": round(time.monotonic() - t0, 2)}
         history.append(row)
         if on_epoch:
             on_epoch(row)
-        if score > best_score:
-            best_score, best_state, bad = score, copy.deepcopy(encoder.state_dict()), 0
+        if value is None or value > best_score:
+            best_score, best_state, bad = value, copy.deepcopy(encoder.state_dict()), 0
         else:
             bad += 1
         _save(ckpt, {"epoch": epoch, "encoder": encoder.state_dict(), "optimizer": opt.state_dict(),

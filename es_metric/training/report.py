@@ -22,14 +22,20 @@ def _png_data_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def recall_plot(metrics: dict) -> str:
+def recall_plot(metrics: dict, baseline: dict | None = None) -> str:
+    """Recall@K of the model, and of the baseline on the same queries when given."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ks = sorted(int(k) for k in metrics["recall_at_k"])
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(ks, [metrics["recall_at_k"][str(k)] for k in ks], marker="o")
+    ax.plot(ks, [metrics["recall_at_k"][str(k)] for k in ks], marker="o", label=metrics["name"])
+    if baseline:
+        bks = sorted(int(k) for k in baseline["recall_at_k"])
+        ax.plot(bks, [baseline["recall_at_k"][str(k)] for k in bks], marker="s", linestyle="--",
+                label=baseline["name"])
+        ax.legend(loc="lower right", fontsize=8)
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_ylim(0, 1.02)
@@ -73,10 +79,31 @@ def grid_rows(emb: Embedded, n_queries: int = 12, k: int = 8, rerank: ReRank = N
     return "\n".join(rows)
 
 
+def _cell(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+
+
+def metrics_table(metrics: dict) -> str:
+    """Model (and baseline, and the 95 % interval of the difference) per metric."""
+    keys = [k for k in ("recall_at_1", "mrr", "map_at_r", "map", "recall_at_10", "group_precision_at_10",
+                        "n_queries", "n_classes") if k in metrics]
+    base, diff = metrics.get("baseline"), metrics.get("difference") or {}
+    head = "<tr><th></th><th>model</th>" + ("<th>baseline</th><th>difference [95 % interval]</th>" if base else "")
+    rows = []
+    for k in keys:
+        row = f"<tr><th>{k}</th><td>{_cell(metrics[k])}</td>"
+        if base:
+            d = diff.get(k)
+            span = (f"{d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+                    f"{' better' if d['better'] else ''}" if d else "")
+            row += f"<td>{_cell(base.get(k, ''))}</td><td>{span}</td>"
+        rows.append(row + "</tr>")
+    return f"<table>{head}</tr>{''.join(rows)}</table>"
+
+
 def write_report(path: str | Path, metrics: dict, emb: Embedded) -> Path:
-    keys = ("map_at_r", "map", "recall_at_1", "recall_at_10", "n_queries", "n_classes")
-    table = "".join(f"<tr><th>{k}</th><td>{metrics[k]:.4f}</td></tr>" if isinstance(metrics[k], float)
-                    else f"<tr><th>{k}</th><td>{metrics[k]}</td></tr>" for k in keys)
+    table = metrics_table(metrics)
+    baseline = ", beside the pretrained baseline on the same queries" if metrics.get("baseline") else ""
     grid = grid_rows(emb, rerank=ReRank.from_dict(metrics.get("rerank")))
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>es-metric evaluation: {html.escape(metrics['name'])}</title>
@@ -85,9 +112,10 @@ th,td{{padding:4px 8px;text-align:left}} .grid td{{font-size:11px;text-align:cen
 .grid img{{width:{THUMB}px;height:{THUMB}px;object-fit:cover;border:4px solid #ccc}}
 .ok img{{border-color:#1a9e3a}} .bad img{{border-color:#d62728}} .q img{{border-color:#333}}</style>
 </head><body><h1>Retrieval evaluation: {html.escape(metrics['name'])}</h1>
-<p>Every image queries all the others ({metrics['metric']} similarity). Grids: the query (black),
-then its nearest neighbours, same class in green, other classes in red.</p>
-<table>{table}</table><p><img alt="Recall@K" src="{recall_plot(metrics)}"></p>
+<p>Every photo of a product with two photos or more queries all the others
+({metrics['metric']} similarity{baseline}).
+Grids: the query (black), then its nearest photos, the same product in green, other products in red.</p>
+{table}<p><img alt="Recall@K" src="{recall_plot(metrics, metrics.get("baseline"))}"></p>
 <h2>Queries and their top {8} results</h2><table class="grid">{grid}</table>
 </body></html>"""
     path = Path(path)

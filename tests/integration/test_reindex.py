@@ -61,7 +61,7 @@ def test_reindex_refuses_a_model_that_failed_its_gate(es, index_name, tiny_model
     bad = save_model(tmp_path / "bad.pt", model.encoder, card)
     esm("mapping", "create", index_name, "--model", tiny_model)
     result = esm("reindex", index_name, "--model", bad, ok=False)
-    assert result.exit_code == 1 and "failed its evaluation gate" in result.output
+    assert result.exit_code == 1 and "did not pass its evaluation gate" in result.output
     assert "--force" in result.output
 
 

@@ -98,11 +98,15 @@ def test_searching_by_document_needs_no_model_file(es, index_name, tiny_data, tm
     is gone from the machine that searches (before, each read the model file for its card)."""
     import shutil
 
+    from es_metric.model.modelfile import load_model, save_model
     from es_metric.training.train import TrainConfig, train
-    model = tmp_path / "qe.pt"
-    train(tiny_data, model, TrainConfig(loss="triplet", backbone="small-cnn", dim=16, epochs=2,
-                                        batch_size=48, seed=3, qe_k=3, dba_k=0))
-    esm("mapping", "create", index_name, "--model", model)
+    trained = train(tiny_data, tmp_path / "trained.pt", TrainConfig(loss="triplet", backbone="small-cnn", dim=16,
+                                                                    epochs=2, batch_size=48, seed=3, qe_k=3, dba_k=0))
+    # training records QE only where it helps on validation: this card asks for it regardless
+    loaded = load_model(trained.path)
+    card = {**loaded.card, "rerank": {**loaded.card["rerank"], "qe_k": 3, "dba_k": 0}}
+    model = save_model(tmp_path / "qe.pt", loaded.encoder, card)
+    esm("mapping", "create", index_name, "--model", model, "--force")  # 2 epochs: the gate is not the point
     meta = es.indices.get_mapping(index=index_name)
     meta = next(iter(meta.values()))["mappings"]["_meta"]["es_metric"]
     assert meta["rerank"]["qe_k"] == 3 and meta["near_duplicate_threshold"] is not None

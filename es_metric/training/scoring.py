@@ -1,0 +1,174 @@
+"""Per-query retrieval scores of photos searching a catalogue, and the paired bootstrap that
+says whether one model is better than another on the same queries.
+
+A query is a photo; the index is the other photos of the catalogue, each labelled with its
+product. Products are ranked by their best photo (as a multi-photo index ranks documents), so
+``rank`` is the position of the query's product among products; ``ap_at_r`` ranks photos
+(MAP@R, R = the product's photos in the index). With groups (``--group-field``, e.g. a
+category), ``group_precision_at_10`` is the share of the first 10 products in the query's
+group. Every figure is kept per query, so two models can be compared query by query.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..similarity import Metric
+
+__all__ = ["QueryScores", "Interval", "paired_bootstrap", "score_queries", "summary_of",
+           "PRODUCT_KS"]
+
+PRODUCT_KS = (1, 2, 4, 8, 10, 16, 32)
+GROUP_K = 10
+BLOCK = 512  # queries scored at a time: memory stays BLOCK x photos
+
+
+@dataclass(frozen=True)
+class QueryScores:
+    """Per-query arrays (one entry per query, in query order)."""
+
+    rank: np.ndarray                     # 1-based rank of the query's product among products
+    ap_at_r: np.ndarray                  # average precision over the first R photos
+    group_precision: np.ndarray | None   # share of the first GROUP_K products in the query's group
+    n_products: int = 0                  # products in the index (Recall@K at K >= it says nothing)
+    ap: np.ndarray | None = None         # average precision over every photo of the product (mAP)
+
+    def metric(self, name: str) -> np.ndarray:
+        """One per-query metric by name: recall_at_1, mrr, map_at_r, group_precision_at_10."""
+        if name == "recall_at_1":
+            return (self.rank == 1).astype(np.float64)
+        if name == "mrr":
+            return 1.0 / self.rank
+        if name == "map_at_r":
+            return self.ap_at_r
+        if name == "map" and self.ap is not None:
+            return self.ap
+        if name == "group_precision_at_10" and self.group_precision is not None:
+            return self.group_precision
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ("recall_at_1", "mrr", "map_at_r") + (("map",) if self.ap is not None else ()) + (
+            ("group_precision_at_10",) if self.group_precision is not None else ())
+
+
+def _similarities(q: np.ndarray, index: np.ndarray, metric: Metric) -> np.ndarray:
+    if metric is Metric.COSINE:
+        return q @ index.T
+    sq = (q * q).sum(1)[:, None] + (index * index).sum(1)[None, :] - 2 * q @ index.T
+    return -np.sqrt(np.clip(sq, 0, None))
+
+
+def _product_best(sims: np.ndarray, column: np.ndarray, n_products: int) -> np.ndarray:
+    """Q x P: each product's best photo similarity (photos of a product need not be adjacent)."""
+    best = np.full((sims.shape[0], n_products), -np.inf, dtype=np.float32)
+    order = np.argsort(column, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(column[order])) + 1]
+    best[:, column[order][starts]] = np.maximum.reduceat(sims[:, order], starts, axis=1)
+    return best
+
+
+def score_queries(queries: np.ndarray, query_products: Sequence[str], index: np.ndarray,
+                  index_products: Sequence[str], metric: Metric,
+                  groups: dict[str, str] | None = None,
+                  self_rows: np.ndarray | None = None, full: bool = False) -> QueryScores:
+    """Scores of every query photo searching ``index`` (photos of products). Each query's
+    product must have another photo in the index. ``self_rows``: when the queries are photos of
+    the index, query i's own row there (it never finds itself). ``full``: also the average
+    precision over all of the product's photos (ranks every photo: mAP)."""
+    products = sorted(set(index_products))
+    pid = {p: i for i, p in enumerate(products)}
+    column = np.array([pid[p] for p in index_products])
+    target = np.array([pid[p] for p in query_products])
+    relevant_count = np.bincount(column, minlength=len(products))
+    group_ids = None
+    if groups:
+        names = {g: i for i, g in enumerate(sorted({groups.get(p, "") for p in products}))}
+        group_ids = np.array([names[groups.get(p, "")] if groups.get(p) else -1 - i
+                              for i, p in enumerate(products)])  # no group: a group of its own
+    ranks, aps, gps, full_aps = [], [], [], []
+    for lo in range(0, len(queries), BLOCK):
+        sims = _similarities(np.asarray(queries[lo:lo + BLOCK], np.float32),
+                             np.asarray(index, np.float32), metric)
+        t = target[lo:lo + BLOCK]
+        if self_rows is not None:
+            sims[np.arange(len(t)), self_rows[lo:lo + BLOCK]] = -np.inf
+            relevant = relevant_count[t] - 1
+        else:
+            relevant = relevant_count[t]
+        best = _product_best(sims, column, len(products))
+        own = best[np.arange(len(t)), t]
+        ranks.append(1 + (best > own[:, None]).sum(1))
+        aps.append(_ap_at_r(sims, column, t, relevant))
+        if full:
+            full_aps.append(_ap_at_r(sims, column, t, relevant, every=True))
+        if group_ids is not None:
+            top = np.argsort(-best, axis=1, kind="stable")[:, :GROUP_K]
+            gps.append((group_ids[top] == group_ids[t][:, None]).mean(1))
+    return QueryScores(np.concatenate(ranks), np.concatenate(aps),
+                       np.concatenate(gps) if group_ids is not None else None, len(products),
+                       np.concatenate(full_aps) if full else None)
+
+
+def _ap_at_r(sims: np.ndarray, column: np.ndarray, target: np.ndarray, r: np.ndarray,
+             every: bool = False) -> np.ndarray:
+    """MAP@R per query: mean over the first R photos of precision@i at the relevant ones
+    (``every``: over all photos, the average precision)."""
+    r_max = sims.shape[1] if every else int(r.max())
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :r_max]
+    hits = column[top] == target[:, None]
+    if not every:
+        hits &= np.arange(1, r_max + 1)[None, :] <= r[:, None]
+    hits &= np.take_along_axis(sims, top, 1) > -np.inf  # a query's own photo is no hit
+    precision = np.cumsum(hits, axis=1) / np.arange(1, r_max + 1)[None, :]
+    return (precision * hits).sum(1) / r
+
+
+def summary_of(scores: QueryScores) -> dict:
+    """Means of every metric, Recall@K over products, and the number of queries."""
+    out = {name: float(scores.metric(name).mean()) for name in scores.names}
+    out["recall_at_k"] = {str(k): float((scores.rank <= k).mean()) for k in PRODUCT_KS
+                          if k < scores.n_products or k == 1}
+    out["recall_at_10"] = float((scores.rank <= 10).mean())
+    out["n_queries"] = int(len(scores.rank))
+    return out
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean difference (model − baseline) and its 95 % bootstrap interval."""
+
+    metric: str
+    difference: float
+    low: float
+    high: float
+
+    @property
+    def better(self) -> bool:
+        """The lower end above zero: better beyond what resampling the queries explains."""
+        return self.low > 0
+
+    def as_dict(self) -> dict:
+        return {"metric": self.metric, "difference": round(self.difference, 6),
+                "ci95": [round(self.low, 6), round(self.high, 6)], "better": self.better}
+
+
+def paired_bootstrap(model: np.ndarray, baseline: np.ndarray, metric: str = "",
+                     resamples: int = 2000, seed: int = 0) -> Interval:
+    """The paired bootstrap over queries: resample queries with replacement, the mean
+    per-query difference each time; the 2.5th and 97.5th percentiles bound it. A tie (the same
+    score on every query) gives [0, 0]: never better."""
+    diff = np.asarray(model, np.float64) - np.asarray(baseline, np.float64)
+    diff[np.abs(diff) < 1e-9] = 0.0  # float noise is no difference
+    if not len(diff):
+        return Interval(metric, 0.0, 0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for lo in range(0, resamples, 256):  # bounded memory for many queries
+        n = min(256, resamples - lo)
+        means[lo:lo + n] = diff[rng.integers(0, len(diff), (n, len(diff)))].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return Interval(metric, float(diff.mean()), float(low), float(high))

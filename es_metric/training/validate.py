@@ -1,0 +1,94 @@
+"""The validation of a training run: the queries of both protocols search the catalogue, the
+model and the pretrained baseline on the same queries, and a verdict with a margin.
+
+The gate: a model is better only when a paired bootstrap over the gate protocol's queries puts
+the lower end of the 95 % interval of the difference in ``GATE_METRIC`` above zero. Otherwise
+the pretrained model is as good, and the card says so (``esm mapping create`` and ``esm
+reindex`` then refuse the file unless ``--force``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..similarity import Metric
+from .data import Sample
+from .protocols import DESCRIPTION, CatalogueSplit
+from .scoring import QueryScores, paired_bootstrap, score_queries, summary_of
+
+__all__ = ["Embedder", "GATE_METRIC", "Validator", "gate_verdict"]
+
+#: Per-query MAP@R: graded (every photo of the product counts, not only the first), so it
+#: separates models with fewer queries than Recall@1; Recall@1 and MRR intervals are on the card.
+GATE_METRIC = "map_at_r"
+
+#: Vectors of samples, in order (a model's, or the baseline's raw features).
+Embedder = Callable[[Sequence[Sample]], np.ndarray]
+
+
+@dataclass
+class Validator:
+    split: CatalogueSplit
+    groups: dict[str, str]
+    gate_protocol: str
+
+    @property
+    def measurable(self) -> list[str]:
+        return [p for p, v in self.split.validations.items() if v.measurable]
+
+    def scores(self, embed: Embedder, metric: Metric,
+               index_vectors: np.ndarray | None = None) -> dict[str, QueryScores]:
+        """Every measurable protocol's per-query scores under ``embed`` (``index_vectors``: the
+        index already embedded, e.g. augmented by DBA)."""
+        index = self.split.index
+        iv = embed(index) if index_vectors is None else index_vectors
+        out = {}
+        for p in self.measurable:
+            queries = self.split.validations[p].queries
+            out[p] = score_queries(embed(queries), [q.cls for q in queries], iv, [s.cls for s in index],
+                                   metric, self.groups or None)
+        return out
+
+    def early_stopping_value(self, embed: Embedder, metric: Metric) -> float | None:
+        """Mean gate metric on the gate protocol (None: it cannot measure)."""
+        if self.gate_protocol not in self.measurable:
+            return None
+        return float(self.scores(embed, metric)[self.gate_protocol].metric(GATE_METRIC).mean())
+
+    def report(self, model: dict[str, QueryScores], baseline: dict[str, QueryScores]) -> dict:
+        """The card's ``validation``: per protocol, model and baseline on the same queries and
+        the bootstrap interval of each metric's difference; or the note why it cannot measure."""
+        out: dict[str, dict] = {}
+        for p, v in self.split.validations.items():
+            if not v.measurable:
+                out[p] = {"description": DESCRIPTION[p], "note": v.note}
+                continue
+            m, b = model[p], baseline[p]
+            out[p] = {"description": DESCRIPTION[p], "n_queries": int(len(m.rank)),
+                      "model": _rounded(summary_of(m)), "baseline": _rounded(summary_of(b)),
+                      "difference": {name: paired_bootstrap(m.metric(name), b.metric(name), name).as_dict()
+                                     for name in m.names}}
+        return out
+
+
+def _rounded(d: dict) -> dict:
+    return {k: (round(v, 4) if isinstance(v, float) else _rounded(v) if isinstance(v, dict) else v)
+            for k, v in d.items()}
+
+
+def gate_verdict(validation: dict, protocol: str, against: str) -> dict:
+    """The card's ``gate``: passed only when the interval of ``GATE_METRIC`` is above zero."""
+    fig = validation.get(protocol) or {}
+    if "note" in fig or not fig:
+        return {"passed": False, "protocol": protocol, "metric": GATE_METRIC, "against": against,
+                "measured": False, "verdict": f"not measured: {fig.get('note', protocol)}"}
+    diff = fig["difference"][GATE_METRIC]
+    passed = bool(diff["better"])
+    verdict = (f"better than {against}" if passed else
+               f"not better than {against} beyond the bootstrap margin: the baseline is as good")
+    return {"passed": passed, "protocol": protocol, "metric": GATE_METRIC, "against": against,
+            "measured": True, "interval": diff["ci95"], "difference": diff["difference"],
+            "model_map_at_r": fig["model"]["map_at_r"], "baseline_map_at_r": fig["baseline"]["map_at_r"],
+            "verdict": verdict}

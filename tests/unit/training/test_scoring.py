@@ -1,0 +1,81 @@
+"""Per-query product scores and the paired bootstrap, on vectors worked out by hand."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from es_metric.similarity import Metric
+from es_metric.training.scoring import paired_bootstrap, score_queries, summary_of
+
+
+def unit(*angles_deg):
+    a = np.radians(angles_deg)
+    return np.stack([np.cos(a), np.sin(a)], 1).astype(np.float32)
+
+
+# index photos on the unit circle: A at 0° and 100°, B at 20°, C at 45°
+INDEX = unit(0, 100, 20, 45)
+PRODUCTS = ["A", "A", "B", "C"]
+
+
+def test_rank_of_the_product_by_its_best_photo_and_map_at_r():
+    # a query of A at 30°: cosines 0°→.866, 100°→.342, 20°→.985, 45°→.966
+    s = score_queries(unit(30), ["A"], INDEX, PRODUCTS, Metric.COSINE)
+    assert s.rank.tolist() == [3]                 # B (.985) and C (.966) before A's best (.866)
+    # R = 2 photos of A; the first 2 photos are B, C: no hit -> AP@R 0
+    assert s.ap_at_r.tolist() == [0.0]
+    # a query of A at 5°: A0 .996 first, B .966, C .819, A100 .087 -> rank 1, AP@R = (1/1)/2
+    s = score_queries(unit(5), ["A"], INDEX, PRODUCTS, Metric.COSINE)
+    assert s.rank.tolist() == [1]
+    assert s.ap_at_r.tolist() == [pytest.approx(0.5)]
+    assert s.metric("mrr").tolist() == [1.0] and s.metric("recall_at_1").tolist() == [1.0]
+
+
+def test_a_query_that_is_an_index_photo_never_finds_itself():
+    # photo 0 (A at 0°) queries the index it belongs to: without itself A's best is 100° (.174),
+    # behind B (.940) and C (.707)
+    s = score_queries(INDEX[:1], ["A"], INDEX, PRODUCTS, Metric.COSINE, self_rows=np.array([0]))
+    assert s.rank.tolist() == [3]
+    assert s.ap_at_r.tolist() == [0.0]  # R = 1 (its one other photo), first photo is B
+
+
+def test_group_precision_counts_the_first_products_in_the_query_group():
+    groups = {"A": "mugs", "B": "mugs", "C": "plates"}
+    s = score_queries(unit(5), ["A"], INDEX, PRODUCTS, Metric.COSINE, groups=groups)
+    # three products only: A, B in "mugs", C not -> 2 of the first 3 (GROUP_K=10 cut at 3)
+    assert s.group_precision.tolist() == [pytest.approx(2 / 3)]
+    assert "group_precision_at_10" in summary_of(s)
+
+
+def test_l2_models_rank_by_distance():
+    s = score_queries(np.array([[0.9, 0.0]], np.float32), ["B"],
+                      np.array([[1.0, 0.0], [3.0, 0.0]], np.float32), ["B", "C"], Metric.L2)
+    assert s.rank.tolist() == [1]
+
+
+def test_a_constructed_tie_is_not_better():
+    scores = np.random.default_rng(0).random(200)
+    tie = paired_bootstrap(scores, scores.copy(), "map_at_r")
+    assert (tie.low, tie.high, tie.better) == (0.0, 0.0, False)
+    # float noise (0.8974476 vs 0.8974474 on every query) is no difference either
+    noisy = paired_bootstrap(scores + 2e-10, scores, "map_at_r")
+    assert not noisy.better and noisy.difference == 0.0
+
+
+def test_a_real_gain_has_its_interval_above_zero_and_a_lucky_few_do_not():
+    base = np.zeros(200)
+    model = base.copy()
+    model[:60] = 1.0                       # right on 60 more queries of 200
+    gain = paired_bootstrap(model, base, "recall_at_1")
+    assert gain.better and gain.low > 0.2 and gain.difference == pytest.approx(0.3)
+    lucky = base.copy()
+    lucky[:3] = 1.0                        # 3 of 200 better, 2 worse: chance
+    lucky[3:5] = -1.0
+    assert not paired_bootstrap(lucky, base).better
+
+
+def test_average_precision_over_every_photo_skips_the_query_itself():
+    # photo 0 (A at 0°) queries the index; its product's other photo (100°) is last of the
+    # three others: AP = 1/3 (its own row never counts)
+    s = score_queries(INDEX[:1], ["A"], INDEX, PRODUCTS, Metric.COSINE, self_rows=np.array([0]), full=True)
+    assert s.metric("map").tolist() == [pytest.approx(1 / 3)]
