@@ -4,10 +4,15 @@ export PATH := $(VENV)/bin:$(PATH)
 export ESM_PROGRESS ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup stack down status demo test test-unit test-integration bench experiments
+.PHONY: setup lint stack down status demo test test-unit test-integration bench experiments
 
 setup:
 	bash scripts/setup.sh
+
+# ruff and mypy as configured in pyproject.toml (the checked files, strict modules, rules)
+lint: setup
+	python -m ruff check .
+	python -m mypy
 
 stack: setup
 	esm stack up
@@ -22,10 +27,10 @@ status:
 demo: stack
 	bash scripts/demo.sh
 
-test: stack
+test: lint stack
 	python -m pytest $(PYTEST_ARGS)
 
-test-unit: setup
+test-unit: lint
 	python -m pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: stack

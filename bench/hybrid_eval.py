@@ -193,7 +193,8 @@ def main() -> None:
         results[c.name] = {"config": c.__dict__, "folds": {f.name: evaluate(f, c) for f in folds}}
     out = args.out or args.folds[0].parent / "results.json"
     out.write_text(json.dumps({"results": results, "chosen": best.name,
-                               "every": args.every, "folds": {f.name: {"queries": len({r["q"] for r in f.rows}), "index": f.blob["index"], "iconic": f.blob["iconic"],
+                               "every": args.every, "folds": {f.name: {"queries": len({r["q"] for r in f.rows}),
+                                                  "index": f.blob["index"], "iconic": f.blob["iconic"],
                                                   "knn_ms_p50": f.blob["knn_ms_p50"]} for f in folds}}, indent=1))
     print(f"chosen: {best.name} -> {out}")
 

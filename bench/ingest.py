@@ -71,7 +71,8 @@ def main() -> None:
             for w in args.workers.split(","):
                 runs.append(run(settings.with_(runtime=rt), es, model, items, int(w), Path(args.data)))
                 print(json.dumps(runs[-1]), flush=True)
-    embed = json.loads((ROOT / "results" / "embed.json").read_text()) if (ROOT / "results" / "embed.json").exists() else {}
+    embed_json = ROOT / "results" / "embed.json"
+    embed = json.loads(embed_json.read_text()) if embed_json.exists() else {}
     rows = []
     for rt in args.runtimes.split(","):
         ref = next((r["pipeline_img_s"] for r in embed.get("rows", [])
@@ -79,7 +80,8 @@ def main() -> None:
         for w in map(int, args.workers.split(",")):
             mine = [r["img_s"] for r in runs if r["runtime"] == rt and r["workers"] == w]
             rows.append({"runtime": rt, "workers": w, "img_s_median": statistics.median(mine),
-                         "img_s_runs": mine, "vs_embedding_only": round(statistics.median(mine) / ref, 2) if ref else None})
+                         "img_s_runs": mine,
+                         "vs_embedding_only": round(statistics.median(mine) / ref, 2) if ref else None})
     base = {r["workers"]: r["img_s_median"] for r in rows if r["runtime"] == "torch"}
     for row in rows:
         if base.get(row["workers"]):

@@ -55,11 +55,12 @@ def pct(values: list[float]) -> dict:
 
 def build_es(es, name: str, x: np.ndarray, kind: str) -> dict:
     es.options(ignore_status=404).indices.delete(index=name)
+    options = IndexOptions(kind, oversample=0).as_dict(x.shape[1])
     es.indices.create(index=name, settings={"number_of_shards": 1, "number_of_replicas": 0,
                                             "refresh_interval": "-1"},
                       mappings={"properties": {"v": {"type": "dense_vector", "dims": x.shape[1],
                                                      "index": True, "similarity": "dot_product",
-                                                     "index_options": IndexOptions(kind, oversample=0).as_dict(x.shape[1])},
+                                                     "index_options": options},
                                                "tag": {"type": "keyword"}}})
     actions = ({"_index": name, "_id": str(i), "_source": {"v": row.tolist(), "tag": f"t{i % TAGS}"}}
                for i, row in enumerate(x))
@@ -172,7 +173,8 @@ def main() -> None:
             row["load_avg_1m"] = round(os.getloadavg()[0], 2)
             hnsw = next((p for p in peers if p["engine"] == "faiss-hnsw"), None)
             if hnsw and not reused:
-                row["build_vs_faiss_hnsw"] = round((row["index_s"] + row["forcemerge_s"]) / max(hnsw["build_s"], 1e-9), 1)
+                build_s = row["index_s"] + row["forcemerge_s"]
+                row["build_vs_faiss_hnsw"] = round(build_s / max(hnsw["build_s"], 1e-9), 1)
             results.append(row)
             print(json.dumps(row), flush=True)
             if not args.keep:

@@ -103,7 +103,8 @@ def main() -> None:
     single, nested = scores(unit(np.stack([vecs[p].mean(axis=0) for p in products])), vecs, products)
     photo_q = np.array([p[0] for p in products])     # the first photo of each product as a query
     single_p, nested_p = scores(vecs[photo_q], vecs, products)
-    result = {"encoder": emb.name, "per_class": args.per_class, "photos": int(sum(map(len, products))), "products": len(products),
+    result = {"encoder": emb.name, "per_class": args.per_class, "photos": int(sum(map(len, products))),
+              "products": len(products),
               "classes": int(len(set(plabels.tolist()))), "seed": args.seed,
               "product_query": {"single_vector_mean": metrics(single, plabels, plabels, ids),
                                 "nested_max": metrics(nested, plabels, plabels, ids)},

@@ -18,7 +18,6 @@ import os
 import time
 from pathlib import Path
 
-from elasticsearch.helpers import parallel_bulk
 
 from common import DATA, ROOT, bench_model, write_result
 from es_metric.config import Settings

@@ -40,8 +40,8 @@ def main() -> None:
 
     es = make_client(Settings.from_env())
     info, _ = resolve(es, args.index)
-    docs = sorted(((h["_id"], h["_source"]["coarse_class"]) for h in scan(
-        es, index=info.concrete, _source=["coarse_class"], query={"query": {"match_all": {}}})))
+    docs = sorted((h["_id"], h["_source"]["coarse_class"]) for h in scan(
+        es, index=info.concrete, _source=["coarse_class"], query={"query": {"match_all": {}}}))
     queries = docs[::max(1, len(docs) // args.n)][:args.n]
     times: dict[str, list[float]] = {name: [] for name in SETTINGS}
     for doc_id, coarse in queries:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from elasticsearch import Elasticsearch
 
@@ -31,7 +31,7 @@ MODES = ("update", "index")
 __all__ = ["EsMetric", "Job", "TASK_NAME", "documents_source"]
 
 
-def documents_source(documents: Iterable[Mapping], roots: tuple[Path, ...], mode: str,
+def documents_source(documents: Iterable[Mapping[str, Any]], roots: tuple[Path, ...], mode: str,
                      layout: DocFields) -> Source:
     """Task items of ``{"id", "image": path | URL | [...], "fields": {...}}`` documents; a
     document that cannot be used is refused with its reason (a dead letter of the job), and
@@ -68,13 +68,14 @@ class EsMetric:
     def __enter__(self) -> "EsMetric":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
         self.client.close()
 
-    def enqueue(self, index: str, documents: Mapping | Iterable[Mapping], *, mode: str = "update") -> Job:
+    def enqueue(self, index: str, documents: Mapping[str, Any] | Iterable[Mapping[str, Any]], *,
+                mode: str = "update") -> Job:
         """Queue the images of one document or many for the workers; returns the job at once.
 
         A document is ``{"id": ..., "image": path | URL | [paths/URLs], "fields": {...}}``.
@@ -105,7 +106,7 @@ class EsMetric:
 
     def search(self, index: str, *, image: bytes | str | None = None,
                like: str | Iterable[str] | None = None,
-               text: str | None = None, filters: Iterable[str] = (), k: int = 10, **options) -> dict:
+               text: str | None = None, filters: Iterable[str] = (), k: int = 10, **options: Any) -> dict[str, Any]:
         """Search like ``esm search --json``: ``image`` is bytes, a file path or an http(s) URL;
         ``like`` a document id (or several); ``filters`` strings like ``"price<=20"``. ``options``: the other
         fields of ``SearchRequest`` (page, fusion, min_similarity, ``text_query=`` the shop's own query

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 from urllib.parse import urlparse
 
 from .device import parse_device
@@ -96,7 +96,7 @@ class Settings:
         es_port = _int(env, "ESM_ES_PORT", DEFAULT_ES_PORT)
         redis_port = _int(env, "ESM_REDIS_PORT", DEFAULT_REDIS_PORT)
         roots = tuple(Path(p).resolve() for p in (env.get("ESM_IMAGE_ROOTS") or "").split(os.pathsep) if p)
-        kw = dict(
+        kw: dict[str, Any] = dict(
             es_url=es_url.rstrip("/") or f"http://127.0.0.1:{es_port}",
             es_external=bool(es_url),
             es_api_key=env.get("ESM_ES_API_KEY") or None,

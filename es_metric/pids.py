@@ -27,4 +27,4 @@ def stat_fields(pid: int) -> list[str] | None:
 
 def _is_zombie(pid: int) -> bool:
     fields = stat_fields(pid)
-    return bool(fields) and fields[0] == "Z"
+    return bool(fields and fields[0] == "Z")

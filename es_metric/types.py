@@ -6,7 +6,7 @@ May import: the standard library only.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, TypedDict
 
 __all__ = ["Cutoff", "DuplicateCluster", "Duplicates", "ImageItem", "JobSpec", "ModelCard", "NO_RERANK",
            "ReRank", "SearchHit", "SearchResult"]
@@ -44,7 +44,7 @@ class JobSpec(_JobOptions):
     roots: list[str]
     runtime: str | None          # the runtime the index's vectors were made with (None: torch)
     runtime_parity: float | None  # that export's measured minimum cosine to torch
-    runtime_variant: NotRequired[str | None]  # int8: the quantisation that made the vectors
+    runtime_variant: str | None  # int8: the quantisation that made the vectors
     fields: dict[str, str | None]  # where es-metric's fields are (index/fields.py; a sender
     #                                without it: the top-level layout)
 
@@ -146,11 +146,11 @@ class ReRank:
     def active(self) -> bool:
         return self.qe_k > 0 or self.dba_k > 0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "ReRank":
+    def from_dict(cls, d: dict[str, Any] | None) -> "ReRank":
         d = d or {}
         return cls(int(d.get("qe_k", 0)), float(d.get("qe_alpha", 3.0)), int(d.get("dba_k", 0)),
                    float(d.get("dba_alpha", 3.0)))

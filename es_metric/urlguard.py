@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass
+from typing import TypeGuard
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, ImageError, shown
@@ -25,7 +26,7 @@ METADATA = frozenset(ipaddress.ip_address(a) for a in (
     "169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254"))
 
 
-def is_url(ref: object) -> bool:
+def is_url(ref: object) -> TypeGuard[str]:
     """True for a string that names an http(s) URL (anything else is a file path)."""
     return isinstance(ref, str) and ref[:8].lower().startswith(("http://", "https://"))
 

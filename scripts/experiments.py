@@ -200,6 +200,10 @@ def load_done(path: Path) -> dict:
     return done
 
 
+def sd(xs) -> float:
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean ± standard deviation over runs of each (protocol, config, re-ranking), with MAP@R
     ratios to raw cosine (no re-ranking) on the same split."""
@@ -217,7 +221,6 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for (protocol, config, rr), vals in sorted(groups.items()):
         maps, r1, ratio, secs = zip(*vals)
-        sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
         secs = [s for s in secs if s is not None]
         out.append({"protocol": protocol, "config": config, "rerank": rr, "runs": len(vals),
                     "map_at_r": statistics.mean(maps), "map_at_r_sd": sd(maps),

@@ -23,7 +23,8 @@ def main(src: Path, dest: Path) -> None:
         shutil.rmtree(dest)
     rows = []
     for cls in CLASSES:
-        files = sorted((src / cls).glob("*.jpg"))[:: max(1, len(sorted((src / cls).glob("*.jpg"))) // PER_CLASS)][:PER_CLASS]
+        photos = sorted((src / cls).glob("*.jpg"))
+        files = photos[:: max(1, len(photos) // PER_CLASS)][:PER_CLASS]
         (dest / "images" / cls).mkdir(parents=True)
         product = products[cls]
         for f in files:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -65,7 +66,7 @@ def ingest(index, source, wait, from_index, image_field, image_key, base_dir, ti
             click.echo(f"job {job.job_id}: {job.total - job.refused} images queued in {job.tasks} tasks "
                        f"-> {job.target}" + (f"; {job.refused} refused (see `esm failures {index}`)"
                                               if job.refused else ""), err=True)
-        summary = {"job_id": job.job_id, "queued": job.total - job.refused, "refused": job.refused,
+        summary: dict[str, Any] = {"job_id": job.job_id, "queued": job.total - job.refused, "refused": job.refused,
                    "index": job.target}
         if wait:
             summary.update(_follow(s, job, timeout, quiet=as_json))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 from elasticsearch import ApiError, ConnectionError as EsConnectionError, Elasticsearch
 from elasticsearch import AuthenticationException, AuthorizationException, TransportError
@@ -19,9 +19,9 @@ from ..redact import redact_text, redact_url
 log = logging.getLogger(__name__)
 
 
-def make_client(settings: Settings, **overrides) -> Elasticsearch:
+def make_client(settings: Settings, **overrides: Any) -> Elasticsearch:
     """A client for ``settings.es_url`` with the configured credentials and CA file."""
-    kw: dict = dict(request_timeout=settings.es_request_timeout, retry_on_timeout=True,
+    kw: dict[str, Any] = dict(request_timeout=settings.es_request_timeout, retry_on_timeout=True,
                     max_retries=3)
     if settings.es_api_key:
         kw["api_key"] = settings.es_api_key
@@ -107,12 +107,13 @@ def es_reason(exc: ApiError, width: int = 300) -> str:
 
 def cluster_health(settings: Settings) -> str | None:
     try:
-        return make_client(settings, max_retries=0).cluster.health()["status"]
+        status: str = make_client(settings, max_retries=0).cluster.health()["status"]
+        return status
     except (TransportError, ApiError):
         return None
 
 
-def node_info(settings: Settings) -> dict:
+def node_info(settings: Settings) -> dict[str, Any]:
     try:
         nodes = make_client(settings, max_retries=0).nodes.info(
             node_id="_local", filter_path="nodes.*.version,nodes.*.jvm.version")["nodes"]

@@ -14,6 +14,7 @@ A document is *augmented* when it has the raw field; until then its searched vec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .fields import DocFields
 
@@ -39,7 +40,7 @@ class DbaFields:
         return cls(f.vector, f.raw_vector, f.dba_marker, f.indexed_at, f.model_id)
 
 
-def dba_bodies(fields: DbaFields, vector_mapping: dict) -> dict[str, dict]:
+def dba_bodies(fields: DbaFields, vector_mapping: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{dotted path: mapping}`` of the raw field (indexed as the searched vector is, same
     dims, similarity and graph options) and of the marker (``DocFields.properties_at`` makes
     them put-mapping properties)."""
@@ -47,12 +48,12 @@ def dba_bodies(fields: DbaFields, vector_mapping: dict) -> dict[str, dict]:
     return {fields.raw: {**raw, "index": True}, fields.marker: MARKER_MAPPING}
 
 
-def dba_properties(fields: DbaFields, vector_mapping: dict) -> dict:
+def dba_properties(fields: DbaFields, vector_mapping: dict[str, Any]) -> dict[str, Any]:
     """Put-mapping properties of the raw field and of the marker (objects made on the way)."""
     return DocFields.properties_at(dba_bodies(fields, vector_mapping))
 
 
-def raw_state(properties: dict, fields: DbaFields) -> str:
+def raw_state(properties: dict[str, Any], fields: DbaFields) -> str:
     """``absent`` (no pass ran), ``indexed`` (kNN on raw vectors works) or ``unindexed`` (a
     raw copy from before incremental DBA: not searchable, so only a rebuilt index can use it)."""
     raw = DocFields.mapping_of(properties, fields.raw) or None
@@ -61,12 +62,12 @@ def raw_state(properties: dict, fields: DbaFields) -> str:
     return "indexed" if raw.get("index", True) and raw.get("type") == "dense_vector" else "unindexed"
 
 
-def marker(k: int, alpha: float, kth: float, run: str, at: str) -> dict:
+def marker(k: int, alpha: float, kth: float, run: str, at: str) -> dict[str, Any]:
     """A document's DBA marker."""
     return {"k": int(k), "alpha": float(alpha), "kth": round(float(kth), 7), "run": run, "at": at}
 
 
-def augmented_doc(fields: DbaFields, augmented: list[float], raw: list[float], mark: dict) -> dict:
+def augmented_doc(fields: DbaFields, augmented: list[float], raw: list[float], mark: dict[str, Any]) -> dict[str, Any]:
     """The partial-update body of an augmented document: both vectors (a lean index keeps them
     out of ``_source``, so an update must carry them) and the marker, at their paths."""
     return DocFields.doc({fields.vector: augmented, fields.raw: raw, fields.marker: mark})

@@ -11,6 +11,8 @@ record says (fields.py: the top-level bookkeeping fields and the vector, or the 
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .fields import DocFields
 
 # Elasticsearch refuses a longer document id for the whole bulk request, not just the item.
@@ -26,7 +28,7 @@ class FieldRefused(ValueError):
         self.message = message
 
 
-def check_fields(fields: object, layout: DocFields) -> dict:
+def check_fields(fields: object, layout: DocFields) -> dict[str, Any]:
     """``fields`` if they can go under a document body of an index with that ``layout`` of
     es-metric's own fields; FieldRefused otherwise."""
     if not isinstance(fields, dict):
@@ -57,6 +59,6 @@ def check_id(value: object) -> str | None:
     return text
 
 
-def document_body(fields: dict, bookkeeping: dict) -> dict:
+def document_body(fields: dict[str, Any], bookkeeping: dict[str, Any]) -> dict[str, Any]:
     """The stored document: the user's fields, then es-metric's (which always win)."""
     return {**fields, **bookkeeping}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError
 from elasticsearch.helpers import streaming_bulk
@@ -42,7 +43,7 @@ def item_key(item: object) -> str:
     return entry_key(item_ref(item), item.get("id") if isinstance(item, dict) else None)
 
 
-def failure_for(item: object, reason: str, message: str) -> dict:
+def failure_for(item: object, reason: str, message: str) -> dict[str, Any]:
     """A failure record of one task item: its image, the user's document id if any, why."""
     doc_id = item.get("id") if isinstance(item, dict) else None
     record = {"ref": item_ref(item), "reason": reason, "message": message}
@@ -51,7 +52,7 @@ def failure_for(item: object, reason: str, message: str) -> dict:
     return record
 
 
-def record_key(record: dict) -> str:
+def record_key(record: dict[str, Any]) -> str:
     return entry_key(record["ref"], record.get("doc_id"))
 
 
@@ -59,7 +60,8 @@ def dead_letter_id(alias: str, key: str) -> str:
     return hashlib.sha1(f"{alias}\x00{key}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def record_failures(client: Elasticsearch, settings: Settings, job: dict, failures: list[dict]) -> None:
+def record_failures(client: Elasticsearch, settings: Settings, job: dict[str, Any],
+                    failures: list[dict[str, Any]]) -> None:
     """Dead-letter records in the failures index (one per index + image; rewrites are idempotent)."""
     if not failures:
         return
@@ -77,7 +79,7 @@ def record_failures(client: Elasticsearch, settings: Settings, job: dict, failur
             log.error("could not record failure: %s", info)
 
 
-def clear_failures(client: Elasticsearch, settings: Settings, job: dict, keys: list[str]) -> int:
+def clear_failures(client: Elasticsearch, settings: Settings, job: dict[str, Any], keys: list[str]) -> int:
     """Delete the dead-letter records of entries now indexed (a read first: most have none)."""
     if not keys:
         return 0
@@ -96,7 +98,7 @@ def clear_failures(client: Elasticsearch, settings: Settings, job: dict, keys: l
     return len(found)
 
 
-def list_failures(client: Elasticsearch, failures_index: str, index: str, size: int = 1000) -> list[dict]:
+def list_failures(client: Elasticsearch, failures_index: str, index: str, size: int = 1000) -> list[dict[str, Any]]:
     if not client.indices.exists(index=failures_index):
         return []
     client.indices.refresh(index=failures_index)

@@ -42,7 +42,7 @@ from typing import Any
 from ..errors import ConfigError, shown
 
 DEFAULT_OBJECT = "es_metric"
-BOOKKEEPING: dict[str, dict] = {
+BOOKKEEPING: dict[str, dict[str, Any]] = {
     "image_path": {"type": "keyword"},    # the image the vector was made from
     "image_sha256": {"type": "keyword"},
     "model_id": {"type": "keyword"},
@@ -88,14 +88,15 @@ class DocFields:
                    **{name: f"{obj}.{name}" for name in (*BOOKKEEPING, "dba")})
 
     @classmethod
-    def of_record(cls, record: dict) -> "DocFields":
+    def of_record(cls, record: dict[str, Any]) -> "DocFields":
         """The layout an index record (or a job spec) names; no ``fields``: top level."""
-        names = record.get("fields") if isinstance(record.get("fields"), dict) else {}
-        known = {k: v for k, v in names.items()
+        given = record.get("fields")
+        names: dict[str, Any] = given if isinstance(given, dict) else {}
+        known: dict[str, Any] = {k: v for k, v in names.items()
                  if k in (*BOOKKEEPING, "dba", "object") and (isinstance(v, str) or v is None)}
         return cls(str(record["vector_field"]), record.get("photos_field") or None, **known)
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, Any]:
         return {"object": self.object, **{name: getattr(self, name) for name in (*BOOKKEEPING, "dba")}}
 
     def with_vector(self, vector: str) -> "DocFields":
@@ -126,7 +127,7 @@ class DocFields:
         paths = (self.vector, *self.dba_derived, *(getattr(self, n) for n in BOOKKEEPING))
         return frozenset(p.partition(".")[0] for p in paths)
 
-    def bodies(self, vector_body: dict) -> dict[str, dict]:
+    def bodies(self, vector_body: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """``{dotted path: mapping}`` of the bookkeeping fields and the vector (for several
         photos: the nested field holding it)."""
         out = {getattr(self, name): dict(body) for name, body in BOOKKEEPING.items()}
@@ -137,28 +138,28 @@ class DocFields:
             out[self.vector] = vector_body
         return out
 
-    def properties(self, vector_body: dict) -> dict:
+    def properties(self, vector_body: dict[str, Any]) -> dict[str, Any]:
         """Mapping properties of the bookkeeping fields and the vector (in its nested photos)."""
         return self.properties_at(self.bodies(vector_body))
 
     @staticmethod
-    def properties_at(bodies: dict[str, dict]) -> dict:
+    def properties_at(bodies: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """``{dotted path: mapping}`` as mapping properties (objects made on the way)."""
-        props: dict = {}
+        props: dict[str, Any] = {}
         for path, body in bodies.items():
             _put(props, path, body)
         return props
 
     @staticmethod
-    def mapping_of(properties: dict, path: str) -> dict:
+    def mapping_of(properties: dict[str, Any], path: str) -> dict[str, Any]:
         """The mapping of ``path`` inside ``properties`` (``{}`` when absent)."""
-        node: dict = {"properties": properties}
+        node: dict[str, Any] = {"properties": properties}
         for part in path.split("."):
             node = (node.get("properties") or {}).get(part) or {}
         return node
 
     @staticmethod
-    def read(source: dict | None, path: str) -> Any:
+    def read(source: dict[str, Any] | None, path: str) -> Any:
         """The value at a dotted ``path`` of a document's ``_source`` (None when absent)."""
         node: Any = source or {}
         if path in node:  # a literal dotted key, as a client may have written it
@@ -170,7 +171,7 @@ class DocFields:
         return node
 
     @staticmethod
-    def pop(source: dict, path: str) -> Any:
+    def pop(source: dict[str, Any], path: str) -> Any:
         """Remove the value at a dotted ``path`` of ``source`` (in place); returns it."""
         *parents, leaf = path.split(".")
         node: Any = source
@@ -179,10 +180,10 @@ class DocFields:
         return node.pop(leaf, None) if isinstance(node, dict) else None
 
     @staticmethod
-    def doc(values: dict[str, Any]) -> dict:
+    def doc(values: dict[str, Any]) -> dict[str, Any]:
         """``{dotted path: value}`` as a document fragment (partial updates merge objects, so
         ``{"es_metric": {"model_id": x}}`` leaves the object's other fields alone)."""
-        out: dict = {}
+        out: dict[str, Any] = {}
         for path, value in values.items():
             *parents, leaf = path.split(".")
             node = out
@@ -191,13 +192,13 @@ class DocFields:
             node[leaf] = value
         return out
 
-    def has_vector(self) -> dict:
+    def has_vector(self) -> dict[str, Any]:
         """A query for documents that have a vector (inside a nested photo, for several photos)."""
         query = {"exists": {"field": self.vector}}
         return {"nested": {"path": self.photos, "query": query}} if self.photos else query
 
 
-def _put(props: dict, path: str, body: dict) -> None:
+def _put(props: dict[str, Any], path: str, body: dict[str, Any]) -> None:
     """Put ``body`` at a dotted ``path`` of mapping ``props`` (objects made on the way)."""
     *parents, leaf = path.split(".")
     for part in parents:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from typing import Any
 
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import streaming_bulk
@@ -42,13 +43,13 @@ def ref_token(value: object) -> str | list[str] | None:
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def is_stale(source: dict, image_field: str, fields: DocFields) -> bool:
+def is_stale(source: dict[str, Any], image_field: str, fields: DocFields) -> bool:
     """Has the document an image value its vector was not made from (new or changed)?"""
     value = fields.read(source, image_field)
     return value not in (None, "", []) and fields.read(source, fields.image_ref) != ref_token(value)
 
 
-def retired(fields: DocFields, value: object) -> dict:
+def retired(fields: DocFields, value: object) -> dict[str, Any]:
     """The partial update of a document whose image ``value`` was refused."""
     gone = [fields.photos] if fields.photos else [fields.vector, fields.raw_vector]
     return fields.doc({**{f: None for f in gone}, fields.image_path: None, fields.image_sha256: None,

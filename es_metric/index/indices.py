@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError
 
@@ -33,11 +34,11 @@ class IndexInfo:
     dims: int
     similarity: str
     image_roots: tuple[str, ...] = ()  # folders images were ingested from (what may be read)
-    rerank: dict | None = None          # the card's re-ranking, recorded at mapping creation
+    rerank: dict[str, Any] | None = None          # the card's re-ranking, recorded at mapping creation
     near_duplicate_threshold: float | None = None
     runtime: str | None = None          # runtime of the vectors (torch, onnxruntime); None: older
     runtime_parity: float | None = None  # that runtime's measured min cosine to torch
-    migration: dict | None = None       # a model change in place under way (ingest/migrate.py)
+    migration: dict[str, Any] | None = None       # a model change in place under way (ingest/migrate.py)
 
     def serves(self, model_id: str | None) -> bool:
         """May a hit stamped ``model_id`` be returned? The index's model; during the moments
@@ -52,8 +53,8 @@ class IndexInfo:
     dba: bool | None = None             # DBA may write into the documents; None: not recorded (older)
     dba_raw: bool = False               # the DBA raw copy of the vector is mapped
     recorded_fields: DocFields | None = None  # where es-metric's fields are (None: top level)
-    cutoff: dict | None = None          # the card's calibrated search cut-off (--min-similarity auto)
-    duplicate_threshold: dict | None = None  # the card's copy-calibrated threshold (esm duplicates)
+    cutoff: dict[str, Any] | None = None          # the card's calibrated search cut-off (--min-similarity auto)
+    duplicate_threshold: dict[str, Any] | None = None  # the card's copy-calibrated threshold (esm duplicates)
 
     @property
     def fields(self) -> DocFields:
@@ -107,7 +108,7 @@ def index_info(client: Elasticsearch, name: str) -> IndexInfo:
                      meta.get("cutoff"), meta.get("duplicate_threshold"))
 
 
-def rescore_factor(field_mapping: dict) -> float:
+def rescore_factor(field_mapping: dict[str, Any]) -> float:
     """A quantised vector field that rescores (``index_options.rescore_vector.oversample``)
     gets that many times the kNN candidates by default: its graph is searched in quantised
     space, so it needs a wider beam to hold the true neighbours (bench/knn.py at 1M x 128-d:
@@ -130,7 +131,7 @@ def record_image_roots(client: Elasticsearch, index: str, roots: tuple[str, ...]
         client.indices.put_mapping(index=index, meta=meta)
 
 
-def create_versioned_index(client: Elasticsearch, alias: str, card: dict, model_path: str, *,
+def create_versioned_index(client: Elasticsearch, alias: str, card: dict[str, Any], model_path: str, *,
                            options: IndexOptions = IndexOptions(), vector_field: str = "image_vector",
                            text_fields: tuple[str, ...] = (), keyword_fields: tuple[str, ...] = (),
                            point_alias: bool = True, replicas: int = 0, lean: bool = True) -> str:
@@ -154,7 +155,7 @@ def create_versioned_index(client: Elasticsearch, alias: str, card: dict, model_
     return name
 
 
-def add_vectors_to_existing(client: Elasticsearch, index: str, card: dict, model_path: str, *,
+def add_vectors_to_existing(client: Elasticsearch, index: str, card: dict[str, Any], model_path: str, *,
                             options: IndexOptions = IndexOptions(), vector_field: str = "image_vector",
                             fields_object: str = DEFAULT_OBJECT, dba: bool = False) -> str:
     """Put-mapping es-metric's fields onto an existing index, under ``fields_object`` (which
@@ -189,7 +190,7 @@ def ensure_failures_index(client: Elasticsearch, name: str) -> None:
                 raise
 
 
-def refuse_other_model(info: IndexInfo, card: dict) -> None:
+def refuse_other_model(info: IndexInfo, card: dict[str, Any]) -> None:
     """Search and ingest refuse a model other than the one the index serves."""
     if card["model_id"] != info.model_id:
         raise MappingMismatch(f"index {info.concrete!r} serves model {info.model_id}, not "

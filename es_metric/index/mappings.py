@@ -8,9 +8,10 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError, MappingMismatch
 from .dbafields import DbaFields, dba_bodies
@@ -34,7 +35,7 @@ class IndexOptions:
     ef_construction: int = 100
     oversample: float = DEFAULT_OVERSAMPLE  # quantised types: rescore oversample x k (0: off)
 
-    def as_dict(self, dims: int) -> dict:
+    def as_dict(self, dims: int) -> dict[str, Any]:
         if self.type not in INDEX_TYPES:
             raise ConfigError(f"unknown index type {self.type!r}", hint="valid: " + ", ".join(INDEX_TYPES))
         if self.type.startswith("bbq") and dims < 64:
@@ -45,7 +46,7 @@ class IndexOptions:
         if self.oversample and not 1.0 <= self.oversample <= 10.0:
             raise ConfigError(f"rescore oversample {self.oversample} is out of range",
                               hint="use 0 (off) or a factor from 1 to 10")
-        body: dict = {"type": self.type}
+        body: dict[str, Any] = {"type": self.type}
         if self.type.endswith("hnsw"):
             body.update(m=self.m, ef_construction=self.ef_construction)
         if self.type in RESCORED_TYPES and self.oversample:
@@ -60,24 +61,25 @@ def _templates_dir() -> Path:
     return Path(str(resources.files("es_metric") / "mappings"))
 
 
-@lru_cache(maxsize=None)
-def load_template(name: str) -> dict:
-    body = json.loads((_templates_dir() / f"{name}.json").read_text())
+@cache
+def load_template(name: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads((_templates_dir() / f"{name}.json").read_text())
     body.pop("_comment", None)
     return body
 
 
-def vector_field_body(card: dict, options: IndexOptions) -> dict:
+def vector_field_body(card: dict[str, Any], options: IndexOptions) -> dict[str, Any]:
     return {"type": "dense_vector", "dims": int(card["dims"]), "index": True,
             "similarity": card["similarity"], "index_options": options.as_dict(int(card["dims"]))}
 
 
-def card_asks_dba(card: dict) -> bool:
+def card_asks_dba(card: dict[str, Any]) -> bool:
     """Whether the card records database-side augmentation (``rerank.dba_k`` > 0)."""
     return int((card.get("rerank") or {}).get("dba_k") or 0) > 0
 
 
-def index_meta(card: dict, model_path: str, fields: DocFields | str, dba: bool | None = None) -> dict:
+def index_meta(card: dict[str, Any], model_path: str, fields: DocFields | str,
+               dba: bool | None = None) -> dict[str, Any]:
     """What an index records about its model and its fields (in the mapping's ``_meta``);
     ``fields``: the layout (a bare vector field name: the top-level layout, see fields.py);
     ``dba``: whether the DBA passes may write into its documents (default: what the card asks)."""
@@ -107,9 +109,9 @@ def index_meta(card: dict, model_path: str, fields: DocFields | str, dba: bool |
     return {"es_metric": meta}
 
 
-def new_index_body(card: dict, model_path: str, *, vector_field: DocFields | str = "image_vector",
+def new_index_body(card: dict[str, Any], model_path: str, *, vector_field: DocFields | str = "image_vector",
                    options: IndexOptions = IndexOptions(), text_fields: tuple[str, ...] = (),
-                   keyword_fields: tuple[str, ...] = (), replicas: int = 0, lean: bool = True) -> dict:
+                   keyword_fields: tuple[str, ...] = (), replicas: int = 0, lean: bool = True) -> dict[str, Any]:
     """Settings + mappings for a fresh versioned index; ``vector_field``: the vector's name
     (top-level layout) or a whole layout; ``lean``: the vectors left out of ``_source`` (read
     from doc values, see vectors.py)."""
@@ -132,9 +134,9 @@ def new_index_body(card: dict, model_path: str, *, vector_field: DocFields | str
     return body
 
 
-def existing_index_update(card: dict, model_path: str, current: dict, *,
+def existing_index_update(card: dict[str, Any], model_path: str, current: dict[str, Any], *,
                           vector_field: str = "image_vector", options: IndexOptions = IndexOptions(),
-                          fields_object: str = DEFAULT_OBJECT, dba: bool = False) -> dict:
+                          fields_object: str = DEFAULT_OBJECT, dba: bool = False) -> dict[str, Any]:
     """A put-mapping body adding es-metric's fields to an index the shop owns; its own fields
     untouched. ``current`` is the index's present mapping (``{"properties": ..., "_meta": ...}``).
 
@@ -157,7 +159,8 @@ def existing_index_update(card: dict, model_path: str, current: dict, *,
     return {"properties": body, "_meta": meta}
 
 
-def existing_layout(props: dict, mine: dict | None, vector_field: str, fields_object: str) -> DocFields:
+def existing_layout(props: dict[str, Any], mine: dict[str, Any] | None, vector_field: str,
+                    fields_object: str) -> DocFields:
     """Where es-metric's fields go in a shop's index: where its record says (a re-run), else
     under ``fields_object``, which must be free in the shop's mapping."""
     if mine:
@@ -170,7 +173,7 @@ def existing_layout(props: dict, mine: dict | None, vector_field: str, fields_ob
     return DocFields.under(fields_object, vector_field, layout(vector_field).photos)
 
 
-def es_metric_bodies(fields: DocFields, vector_body: dict, dba: bool) -> dict[str, dict]:
+def es_metric_bodies(fields: DocFields, vector_body: dict[str, Any], dba: bool) -> dict[str, dict[str, Any]]:
     """``{dotted path: mapping}`` of every field es-metric writes: bookkeeping, the vector and,
     for an index that runs DBA, its raw copy and marker (beside the vector, fields.py)."""
     bodies = fields.bodies(vector_body)
@@ -179,7 +182,7 @@ def es_metric_bodies(fields: DocFields, vector_body: dict, dba: bool) -> dict[st
     return bodies
 
 
-def check_compatible(card: dict, field_mapping: dict, field: str = "image_vector") -> None:
+def check_compatible(card: dict[str, Any], field_mapping: dict[str, Any], field: str = "image_vector") -> None:
     """Refuse a model whose dims or similarity differ from an existing vector field."""
     if field_mapping.get("type") != "dense_vector":
         raise MappingMismatch(f"field {field!r} exists and is {field_mapping.get('type')!r}, "

@@ -13,7 +13,7 @@ documents of a lean index must send the vector too, or re-index the image (``esm
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .fields import DocFields
 
@@ -31,31 +31,34 @@ def vector_fields(vector_field: str) -> list[str]:
     return [vector_field, raw_vector_field(vector_field)]
 
 
-def lean_source(fields: DocFields | str) -> dict:
+def lean_source(fields: DocFields | str) -> dict[str, Any]:
     """The mapping's ``_source`` of a lean index (the vectors left out)."""
     return {"excludes": vector_fields(fields.vector if isinstance(fields, DocFields) else fields)}
 
 
-def is_lean(mappings: dict, vector_field: str) -> bool:
+def is_lean(mappings: dict[str, Any], vector_field: str) -> bool:
     """Whether an index's mappings leave ``vector_field`` out of ``_source``."""
     return vector_field in ((mappings.get("_source") or {}).get("excludes") or [])
 
 
-def hit_vector(hit: dict, field: str) -> list[float] | None:
+def hit_vector(hit: dict[str, Any], field: str) -> list[float] | None:
     """A hit's vector from its doc values (requested with ``docvalue_fields``), else from
     ``_source`` (an index made before lean indices, or a fields-less response)."""
     values = (hit.get("fields") or {}).get(field)
     if values:  # a dense_vector's doc values come as one list per value: [[x, y, ...]]
         first = values[0]
         return [float(v) for v in (first if isinstance(first, list) else values)]
-    return DocFields.read(hit.get("_source"), field)
+    vector: list[float] | None = DocFields.read(hit.get("_source"), field)
+    return vector
 
 
 def read_vector(client: Elasticsearch, index: str, doc_id: str,
                 fields: DocFields) -> tuple[list[float] | None, str | None] | None:
     """(vector or None, model id) of one document, read from doc values; None: no such document."""
+    # the client's types want field-and-format objects and a bool/dict _source; ES takes names
     resp = client.search(index=index, size=1, query={"ids": {"values": [doc_id]}},
-                         docvalue_fields=[fields.vector], source=[fields.model_id],
+                         docvalue_fields=[fields.vector],  # type: ignore[list-item]
+                         source=[fields.model_id],  # type: ignore[arg-type]
                          track_total_hits=False)
     hits = resp["hits"]["hits"]
     if not hits:

@@ -49,13 +49,17 @@ def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | 
     """The JSON-safe description every task of a job carries (``roots``: the folders the
     worker may read for this index, besides ESM_IMAGE_ROOTS; ``fields``: where es-metric's
     fields are in the documents, fields.py)."""
-    return {"job_id": job_id, "alias": alias, "index": target or info.concrete,
-            "model_id": info.model_id, "model_path": info.model_path,
-            "vector_field": info.vector_field, "mode": mode, "roots": list(roots),
-            "runtime": info.runtime, "runtime_parity": info.runtime_parity,
-            "runtime_variant": info.runtime_variant, "fields": info.fields.record(),
-            **({"photos_field": info.photos_field} if info.photos_field else {}),
-            **({"dba_raw": True} if info.dba_raw else {})}
+    spec: JobSpec = {"job_id": job_id, "alias": alias, "index": target or info.concrete,
+                     "model_id": info.model_id, "model_path": info.model_path,
+                     "vector_field": info.vector_field,
+                     "mode": mode,  # type: ignore[typeddict-item]  # callers pass "index"/"update"
+                     "roots": list(roots), "runtime": info.runtime, "runtime_parity": info.runtime_parity,
+                     "runtime_variant": info.runtime_variant, "fields": info.fields.record()}
+    if info.photos_field:
+        spec["photos_field"] = info.photos_field
+    if info.dba_raw:
+        spec["dba_raw"] = True
+    return spec
 
 
 def existing_roots(settings: Settings, client: Elasticsearch, index: str,
@@ -148,7 +152,7 @@ def batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[i:i + size]
 
 
-def _send(settings: Settings, app, spec: dict, chunks: list[tuple[int, Sequence[dict]]]) -> None:
+def _send(settings: Settings, app, spec: dict, chunks: Sequence[tuple[int, Sequence[dict]]]) -> None:
     """Queue the batches (task ids ``<job id>.<n>``, so the stall detector can find them)."""
     try:
         for n, chunk in chunks:
@@ -226,6 +230,7 @@ def _raise_if_stalled(settings: Settings, job: Job, progress: JobProgress, count
         if job.job_id not in act.unacked and job.job_id not in act.queued and \
                 resend_lost(settings, job, progress):
             return 1
+    assert problem is not None  # each look returned 0 otherwise
     raise problem
 
 

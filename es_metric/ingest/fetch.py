@@ -110,7 +110,7 @@ def resolve(target: Target, allow: AllowList) -> IPAddress:
     except (socket.gaierror, UnicodeError, OSError) as exc:
         raise ImageError(f"URL {shown(target.url)}: host {target.host!r} cannot be resolved "
                          f"({exc})", reason="url_unresolved") from None
-    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+    addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
     for ip in addresses:
         check_address(target, ip, allow)
     return addresses[0]

@@ -88,7 +88,7 @@ class JobProgress:
     def finished(self) -> set[str]:
         """The keys of the images done or failed."""
         with self._errors():
-            members = self.redis.sunion(self.key + ":done", self.key + ":failed")
+            members = self.redis.sunion([self.key + ":done", self.key + ":failed"])
         return {m.decode() if isinstance(m, bytes) else m for m in members}
 
     def idle_seconds(self) -> float:

@@ -66,7 +66,7 @@ def record_batch(r: redis.Redis, seconds: float, result: dict | None, fetches: l
 
 def read_histogram(r: redis.Redis, name: str) -> tuple[list[tuple[str, float]], float]:
     """([(le, cumulative count)...], sum) of the Redis histogram ``name``."""
-    raw = {k.decode(): float(v) for k, v in r.hgetall(PREFIX + name).items()}
+    raw = {_text(k): float(v) for k, v in r.hgetall(PREFIX + name).items()}
     total, buckets = 0.0, []
     for le in [repr(b) for b in HISTOGRAMS[name]] + ["+Inf"]:
         total += raw.get(le, 0.0)
@@ -75,7 +75,11 @@ def read_histogram(r: redis.Redis, name: str) -> tuple[list[tuple[str, float]], 
 
 
 def read_counters(r: redis.Redis, name: str) -> dict[str, float]:
-    return {k.decode(): float(v) for k, v in r.hgetall(PREFIX + name).items()}
+    return {_text(k): float(v) for k, v in r.hgetall(PREFIX + name).items()}
+
+
+def _text(key: bytes | str) -> str:
+    return key.decode() if isinstance(key, bytes) else key
 
 
 @task_prerun.connect

@@ -22,6 +22,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan, streaming_bulk
@@ -100,6 +101,13 @@ def start(client: Elasticsearch, info: IndexInfo, card: dict, model_path: str) -
     return moving
 
 
+def _moving(info: IndexInfo) -> dict[str, Any]:
+    """The model change the index records as under way (these steps run only while it does)."""
+    if info.migration is None:
+        raise IndexStateError(f"index {info.name} records no model change under way")
+    return info.migration
+
+
 def missing_query(fields: DocFields) -> dict:
     """Documents with an embedded image but no vector in ``fields.vector``."""
     return {"bool": {"filter": [{"exists": {"field": fields.image_path}}],
@@ -114,7 +122,7 @@ def fill(settings: Settings, client: Elasticsearch, info: IndexInfo, timeout: fl
         wait_for_writers(settings, info.concrete, timeout)
         client.indices.refresh(index=info.concrete)
         fields = info.fields
-        missing = missing_query(fields.with_vector(info.migration["vector_field"]))
+        missing = missing_query(fields.with_vector(_moving(info)["vector_field"]))
         items = [{"ref": fields.read(h["_source"], fields.image_path), "id": h["_id"], "fields": {}}
                  for h in scan(client, index=info.concrete, _source=[fields.image_path],
                                query={"query": missing})]
@@ -131,7 +139,7 @@ def fill(settings: Settings, client: Elasticsearch, info: IndexInfo, timeout: fl
 def verify(client: Elasticsearch, info: IndexInfo) -> tuple[int, int]:
     """(documents with an image, of them with the new vector); IndexStateError unless every
     one has it and a kNN probe on the new field finds its own document first."""
-    field, fields = info.migration["vector_field"], info.fields
+    field, fields = _moving(info)["vector_field"], info.fields
     client.indices.refresh(index=info.concrete)
     images = int(client.count(index=info.concrete, query={"exists": {"field": fields.image_path}})["count"])
     missing = int(client.count(index=info.concrete, query=missing_query(fields.with_vector(field)))["count"])
@@ -152,7 +160,7 @@ def verify(client: Elasticsearch, info: IndexInfo) -> tuple[int, int]:
 
 def switch(client: Elasticsearch, info: IndexInfo, card: dict) -> None:
     """Search moves to the new field in one mapping update."""
-    moving, meta = info.migration, _meta(client, info.concrete)
+    moving, meta = _moving(info), _meta(client, info.concrete)
     new_fields = info.fields.with_vector(moving["vector_field"])
     mine = index_meta(card, moving["model_path"], new_fields,
                       dba=bool(meta["es_metric"].get("dba")))["es_metric"]  # the shop's choice stays
@@ -167,7 +175,7 @@ def clear_old(settings: Settings, client: Elasticsearch, info: IndexInfo,
     """Stamp every document with the new model and clear the old vector; drop the record."""
     time.sleep(INFO_TTL_S + 1)  # searches that read the index info before the switch are done
     wait_for_writers(settings, info.concrete, timeout)
-    old, fields = info.migration["from_vector_field"], info.fields
+    old, fields = _moving(info)["from_vector_field"], info.fields
     mapped = client.indices.get_mapping(index=info.concrete)[info.concrete]["mappings"].get("properties", {})
     was = fields.with_vector(old)  # its DBA raw copy and marker go too, where mapped
     derived = [f for f in (was.raw_vector, was.dba_marker) if DocFields.mapping_of(mapped, f)]

@@ -8,6 +8,8 @@ embedded (the others are dead letters with the document's id), and fails only wh
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from ..index.docfields import FieldRefused, document_body
@@ -32,7 +34,9 @@ def item_refs(item: dict) -> list[str]:
 def expand(items: list[dict], multi: bool) -> tuple[list[dict], list[dict], list[dict]]:
     """(the items kept, one photo item per photo tagged with its item's position in the kept
     list, failure records of the items refused). A list of photos needs a multi-photo index."""
-    kept, photos, failures = [], [], []
+    kept: list[dict] = []
+    photos: list[dict] = []
+    failures: list[dict] = []
     for item in items:
         try:
             refs = item_refs(item)
@@ -66,7 +70,9 @@ def gallery_actions(job: dict, items: list[dict], good: list[tuple[dict, str]], 
     for (photo, sha), vec in zip(good, vectors):
         by_doc.setdefault(photo["doc"], []).append((photo, sha, vec))
     failed_refs = {f["ref"]: f for f in photo_failures}
-    actions, owners, item_failures, stamp = {}, {}, [], now()
+    actions: dict[str, dict] = {}
+    owners: dict[str, list[dict]] = {}
+    item_failures, stamp = [], now()
     for n, item in enumerate(items):
         done = by_doc.get(n)
         if not done:
@@ -91,7 +97,7 @@ def gallery_actions(job: dict, items: list[dict], good: list[tuple[dict, str]], 
     return list(actions.values()), owners, item_failures
 
 
-def _refs(item: dict) -> list[str]:
+def _refs(item: dict) -> Sequence[str | None]:
     try:
         return item_refs(item)
     except FieldRefused:

@@ -105,7 +105,7 @@ def decode_and_embed(items: list[dict], model: Embedder, limits: DecodeLimits, r
     ahead = submit(items) if overlap else None
     good, failures, vectors = [], [], [np.zeros((0, int(model.card["dims"])), np.float32)]
     for i in range(0, len(items), sub_batch):
-        futures = ahead[i:i + sub_batch] if overlap else submit(items[i:i + sub_batch])
+        futures = ahead[i:i + sub_batch] if ahead is not None else submit(items[i:i + sub_batch])
         ready = [f.result() for f in futures]
         failures += [err for *_, err in ready if err is not None]
         ok = [(item, px, sha) for item, px, sha, err in ready if err is None]
@@ -194,7 +194,8 @@ def write_bulk(client: Elasticsearch, actions: list[dict], owners: dict[str, lis
 def _error_text(exc: ApiError) -> str:
     """The root cause Elasticsearch gave for refusing a whole request, on one line."""
     body = exc.body if isinstance(exc.body, dict) else {}
-    err = body.get("error") if isinstance(body.get("error"), dict) else {}
+    error = body.get("error")
+    err = error if isinstance(error, dict) else {}
     return f"{err.get('type', exc.status_code)}: {err.get('reason', exc.message)}"[:2000]
 
 
@@ -206,7 +207,7 @@ def _actions(job: dict, items: list[dict], good: list[tuple[dict, str]], vectors
     if job.get("photos_field"):
         actions, owners, item_failures = gallery_actions(job, items, good, vectors, failures)
         return actions, owners, item_failures, failures
-    owners: dict[str, list[dict]] = {}
+    owners = {}
     for item, sha in good:
         owners.setdefault(item.get("id") or sha, []).append(item)
     return build_actions(job, good, vectors), owners, failures, []

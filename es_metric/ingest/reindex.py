@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import streaming_bulk
@@ -136,11 +136,11 @@ def changed_since(client: Elasticsearch, index: str, since: dict[str, int], excl
     """Documents written (created or updated) after ``since``, shard by shard, in ``_seq_no``
     order. Sequence numbers are per shard, so each shard is asked with its own bound."""
     client.indices.refresh(index=index)
-    fields = {"source_includes": includes} if includes is not None else {"source_excludes": excludes}
+    fields: dict[str, Any] = {"source_includes": includes} if includes is not None else {"source_excludes": excludes}
     for shard, seq in since.items():
-        after = None
+        after: list[Any] | None = None
         while True:
-            kw = {"search_after": after} if after else {}
+            kw: dict[str, Any] = {"search_after": after} if after else {}
             resp = client.search(index=index, preference=f"_shards:{shard}", size=page,
                                  query={"range": {"_seq_no": {"gt": seq}}}, sort=[{"_seq_no": "asc"}],
                                  track_total_hits=False, **fields, **kw)

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..errors import ConfigError, ImageError, PathRefused
 from ..index.docfields import FieldRefused, check_fields, check_id
@@ -175,7 +175,7 @@ def checked_item(value: object, doc_id: str | None, fields: dict, base: Path, ro
 def source_item(refs: list[str], doc_id: str | None, fields: dict, several: bool) -> dict:
     """A task item: its first photo as ``ref`` (what progress and dead letters key on) and,
     for a list, every photo in ``refs``."""
-    item = {"ref": refs[0], "id": doc_id, "fields": fields}
+    item: dict[str, Any] = {"ref": refs[0], "id": doc_id, "fields": fields}
     if several:
         item["refs"] = refs
     return item

@@ -71,10 +71,9 @@ def broker_jobs(settings: Settings, client: redis.Redis) -> tuple[set[str], set[
     queue = settings.worker_queue
     for key in (queue, *(f"{queue}{PRIORITY_SEP}{p}" for p in PRIORITY_STEPS)):
         for start in range(0, client.llen(key), 500):
-            found.update(_message_job(m) for m in client.lrange(key, start, start + 499))
-    unacked = {job for _tag, job in unacked_tasks(client)}
-    found.discard(None)
-    unacked.discard(None)
+            found.update(job for m in client.lrange(key, start, start + 499)
+                         if (job := _message_job(m)) is not None)
+    unacked = {job for _tag, job in unacked_tasks(client) if job is not None}
     return found, unacked
 
 
@@ -90,12 +89,13 @@ def worker_jobs(settings: Settings, workers: tuple[str, ...], timeout: float = 2
         for replies in (inspect.active(), inspect.reserved(), inspect.scheduled()):
             for tasks in (replies or {}).values():
                 for task in tasks:
-                    found.add(job_of((task.get("request") or task).get("id")))
+                    job = job_of((task.get("request") or task).get("id"))
+                    if job is not None:
+                        found.add(job)
     except Exception as exc:  # noqa: BLE001 - an unreachable broker means "no worker answers"
         log.debug("inspect failed: %s", exc)
     finally:
         app.close()
-    found.discard(None)
     return found
 
 

@@ -47,5 +47,5 @@ def embed_batch(self, job: JobSpec, items: list[ImageItem]) -> dict:
     except Exception as exc:  # noqa: BLE001 - every failure is classified, none is lost
         if is_transient(exc) and self.request.retries < MAX_RETRIES:
             delay = get_exponential_backoff_interval(2, self.request.retries, 120, full_jitter=True)
-            raise self.retry(exc=exc, countdown=delay)
+            raise self.retry(exc=exc, countdown=delay)  # noqa: B904 - Celery's Retry carries exc
         return fail_batch(settings, client, job, items, exc)

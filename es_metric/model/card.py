@@ -14,7 +14,7 @@ import json
 import re
 import zipfile
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from ..errors import EsmError, ModelError
 from ..types import ModelCard
@@ -49,7 +49,7 @@ def is_zip_model(path: Path) -> bool:
         return False
 
 
-def _parsed(path: Path, parse: Callable[[], object], fmt: str) -> dict:
+def _parsed(path: Path, parse: Callable[[], object], fmt: str) -> dict[str, Any]:
     """What ``parse()`` read, if it is a dict of format ``fmt``; else a ModelError naming the file."""
     try:
         value = parse()
@@ -81,7 +81,7 @@ def _zip_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         return state_shapes(member_file(zf, fh, WEIGHTS_ENTRY), f"{path}: {WEIGHTS_ENTRY}")
 
 
-def check_card_fields(card: Mapping, where: object) -> None:
+def check_card_fields(card: Mapping[str, Any], where: object) -> None:
     """ModelError unless the fields an index is made from are sound: model id, dims, similarity."""
     dims, model_id = card.get("dims"), card.get("model_id")
     if not (isinstance(dims, int) and not isinstance(dims, bool) and 0 < dims <= MAX_DIMS):
@@ -94,7 +94,7 @@ def check_card_fields(card: Mapping, where: object) -> None:
                          "letters, digits and dashes")
 
 
-def read_v1(path: str | Path) -> dict:
+def read_v1(path: str | Path) -> dict[str, Any]:
     """A format-1 file: ``{"format", "card", "state_dict"}`` pickled by torch (weights only),
     torch's own zip format, its members bounded before torch inflates any."""
     import torch  # only the old format needs torch to read its card
@@ -128,11 +128,12 @@ def read_card(path: str | Path) -> ModelCard:
     path = Path(path)
     _exists(path)
     if not is_zip_model(path):
-        return read_v1(path)["card"]
+        card: ModelCard = read_v1(path)["card"]
+        return card
     return _checked(_parsed(path, lambda: _zip_card(path), FORMAT), _zip_shapes(path), path)
 
 
-def gate_allows(card: dict, force: bool) -> None:
+def gate_allows(card: dict[str, Any], force: bool) -> None:
     """Refuse (ModelError) a model whose gate did not pass, unless forced: it is not better than
     the pretrained model beyond the bootstrap margin (or could not be measured). A pretrained
     model (``--head none``) and cards without a gate pass."""
@@ -143,7 +144,8 @@ def gate_allows(card: dict, force: bool) -> None:
         why = gate["verdict"]
         if gate.get("interval"):
             lo, hi = gate["interval"]
-            why += f" ({gate.get('metric', 'MAP@R')} difference {gate.get('difference', 0):+.4f}, 95 % interval [{lo:+.4f}, {hi:+.4f}])"
+            why += (f" ({gate.get('metric', 'MAP@R')} difference {gate.get('difference', 0):+.4f}, "
+                    f"95 % interval [{lo:+.4f}, {hi:+.4f}])")
     else:  # a card of an older version: one comparison, no interval
         why = (f"MAP@R {gate.get('model_map_at_r', 0):.4f} vs {gate.get('against')} "
                f"{gate.get('baseline_map_at_r', 0):.4f}")

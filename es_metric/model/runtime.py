@@ -14,13 +14,16 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..errors import ConfigError, MappingMismatch, ModelError
 from ..device import batch_size_for, ort_providers, resolve_device
 from .card import check_card_fields
+
+if TYPE_CHECKING:  # the model file loader imports torch
+    from .modelfile import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +97,11 @@ def model_spins() -> bool:
 
 class Embedder(Protocol):
     runtime: str
-    card: dict
     parity: float | None  # min cosine to torch (1.0 for torch itself; None: not measured)
     variant: str | None   # int8: the id of the quantisation (None for float runtimes)
+
+    @property
+    def card(self) -> dict: ...
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 N x S x S x 3 -> float32 N x dims."""
@@ -106,7 +111,7 @@ class Embedder(Protocol):
 class OnnxEmbedder:
     """ONNX Runtime on the export; needs neither torch nor the model file."""
 
-    session: object
+    session: Any  # an onnxruntime.InferenceSession (no type stubs)
     card: dict
     parity: float | None = None
     runtime: str = "onnxruntime"
@@ -123,7 +128,7 @@ class OnnxEmbedder:
 class TorchEmbedder:
     """torch eager on the model file's encoder (channels-last batches)."""
 
-    model: object  # LoadedModel
+    model: LoadedModel
     device: str = "cpu"
     batch_size: int = 64
     runtime: str = "torch"

@@ -76,7 +76,7 @@ def check_members(zf: zipfile.ZipFile, where: str, caps: Mapping[str, int], defa
 class _Window(io.RawIOBase):
     """Bytes [start, start + size) of a file, as a seekable read-only file."""
 
-    def __init__(self, fh: IO[bytes], start: int, size: int) -> None:
+    def __init__(self, fh: io.BufferedIOBase, start: int, size: int) -> None:
         super().__init__()
         self.fh, self.start, self.size, self.pos = fh, start, size, 0
 
@@ -93,14 +93,14 @@ class _Window(io.RawIOBase):
     def tell(self) -> int:
         return self.pos
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         self.fh.seek(self.start + self.pos)
         n = self.fh.readinto(memoryview(buffer)[: self.size - self.pos])
         self.pos += n or 0
         return n or 0
 
 
-def member_file(zf: zipfile.ZipFile, fh: IO[bytes], name: str) -> IO[bytes]:
+def member_file(zf: zipfile.ZipFile, fh: io.BufferedIOBase, name: str) -> IO[bytes]:
     """Member ``name`` of ``zf`` (opened on ``fh``) as a seekable file: a window on ``fh`` when
     it is stored (how es-metric writes weights), else inflated into memory (its declared size,
     which ``check_members`` bounded). A ZipExtFile seeks backwards by reading from the start."""

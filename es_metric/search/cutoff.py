@@ -8,6 +8,7 @@ least it), L2 distance for l2_norm models (keep at most it).
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
 from elasticsearch import Elasticsearch
 
@@ -41,7 +42,7 @@ def _bad(value: object, name: str) -> SearchError:
                        hint="or auto: the threshold calibrated on the model card", field=name)
 
 
-def auto_cutoff(card: dict, model_id: str) -> float:
+def auto_cutoff(card: Mapping[str, Any], model_id: str) -> float:
     """The card's calibrated cut-off (``metrics.cutoff.similarity``); a clear error without one."""
     cutoff = (card.get("metrics") or {}).get("cutoff") or {}
     value = cutoff.get("similarity") if isinstance(cutoff, dict) else None
@@ -66,7 +67,7 @@ def below(value: float, floor: float, similarity: str) -> bool:
 
 
 def cut_body(info: IndexInfo, vector: list[float], window: int, *, num_candidates: int | None,
-             filter_query: dict | None, exclude_ids: list[str] | None) -> dict:
+             filter_query: dict[str, Any] | None, exclude_ids: list[str] | None) -> dict[str, Any]:
     """The image leg's first ``window`` matches without the floor: ids and scores only."""
     return {"size": window, "_source": False, "track_total_hits": False,
             "knn": knn_clause(info.vector_field, vector, window, num_candidates=num_candidates,
@@ -74,7 +75,7 @@ def cut_body(info: IndexInfo, vector: list[float], window: int, *, num_candidate
 
 
 def count_cut(client: Elasticsearch, info: IndexInfo, vectors: list[list[float]], window: int,
-              floor: float, *, num_candidates: int | None = None, filter_query: dict | None = None,
+              floor: float, *, num_candidates: int | None = None, filter_query: dict[str, Any] | None = None,
               exclude_ids: list[str] | None = None) -> int:
     """How many of the first ``window`` (page x k) image matches the floor removed: one kNN per
     query vector without the floor (several: the ``max`` strategy, a match kept when any keeps

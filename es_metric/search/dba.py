@@ -27,7 +27,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from elasticsearch import Elasticsearch
@@ -80,7 +80,7 @@ def runs_after_ingest(info: IndexInfo) -> bool:
     return info.dba if info.dba is not None else owned(info) and recorded(info).dba_k > 0
 
 
-def check_allowed(client: Elasticsearch, info: IndexInfo) -> tuple[DbaFields, dict]:
+def check_allowed(client: Elasticsearch, info: IndexInfo) -> tuple[DbaFields, dict[str, Any]]:
     """The index's DBA fields (mapped now if they were not) and its es-metric ``_meta``;
     IndexStateError where a pass may not or cannot write."""
     if info.photos_field:
@@ -115,9 +115,9 @@ class Pass:
     alpha: float
     candidates: int | None  # kNN num_candidates; None: see ``wide``
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
-    counts: dict = field(default_factory=lambda: {"documents": 0, "neighbours": 0, "deferred": 0,
+    counts: dict[str, Any] = field(default_factory=lambda: {"documents": 0, "neighbours": 0, "deferred": 0,
                                                   "written": 0, "failed": 0})
-    done: set = field(default_factory=set)  # existing documents this pass recomputed already
+    done: set[Any] = field(default_factory=set)  # existing documents this pass recomputed already
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -134,12 +134,12 @@ class Pass:
         return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def raw_of_hit(hit: dict, fields: DbaFields) -> np.ndarray | None:
+def raw_of_hit(hit: dict[str, Any], fields: DbaFields) -> np.ndarray | None:
     vec = hit_vector(hit, fields.raw) or hit_vector(hit, fields.vector)
     return None if vec is None else np.asarray(vec, np.float32)
 
 
-def blocks(client: Elasticsearch, info: IndexInfo, fields: DbaFields, query: dict,
+def blocks(client: Elasticsearch, info: IndexInfo, fields: DbaFields, query: dict[str, Any],
            size: int = BLOCK) -> Iterator[list[tuple[str, np.ndarray]]]:
     """The documents ``query`` selects, (id, raw vector) in blocks: one scroll, bounded memory."""
     block: list[tuple[str, np.ndarray]] = []
@@ -161,7 +161,7 @@ def search(p: Pass, docs: list[tuple[str, np.ndarray]], fetch: int) -> list[list
                            fetch, p.wide(fetch), p.metric)
 
 
-def raw_vectors(p: Pass, docs: list[tuple[str, np.ndarray]], ids: set[str]) -> dict:
+def raw_vectors(p: Pass, docs: list[tuple[str, np.ndarray]], ids: set[str]) -> dict[str, Any]:
     """{id: (raw vector, augmented?)}: ``docs`` as given, the other ``ids`` read from the index."""
     known = {i: (v, False) for i, v in docs}
     known.update(read_raw(p.client, p.info.concrete, p.fields, sorted(ids - set(known))))
@@ -169,7 +169,7 @@ def raw_vectors(p: Pass, docs: list[tuple[str, np.ndarray]], ids: set[str]) -> d
 
 
 def augment_rows(p: Pass, docs: list[tuple[str, np.ndarray]], rows: list[list[Neighbour]],
-                 at: str) -> list[dict]:
+                 at: str) -> list[dict[str, Any]]:
     """Update actions: each (id, raw vector) blended with its k nearest, chosen exactly (from
     the raw vectors) among the first k + 1 of its kNN row (itself included there)."""
     known = raw_vectors(p, docs, {h.id for row in rows for h in row[:p.k + 1]})
@@ -183,20 +183,20 @@ def augment_rows(p: Pass, docs: list[tuple[str, np.ndarray]], rows: list[list[Ne
     return out
 
 
-def action(p: Pass, doc_id: str, raw: np.ndarray, aug: np.ndarray, kth: float, at: str) -> dict:
+def action(p: Pass, doc_id: str, raw: np.ndarray, aug: np.ndarray, kth: float, at: str) -> dict[str, Any]:
     return {"_op_type": "update", "_index": p.info.concrete, "_id": doc_id,
             "doc": augmented_doc(p.fields, aug.astype(float).round(7).tolist(),
                                  raw.astype(float).round(7).tolist(), marker(p.k, p.alpha, kth, p.run, at))}
 
 
-def write(p: Pass, actions: list[dict]) -> None:
+def write(p: Pass, actions: list[dict[str, Any]]) -> None:
     for ok, item in streaming_bulk(p.client, actions, chunk_size=500, raise_on_error=False, max_retries=5):
         p.counts["written" if ok else "failed"] += 1
         if not ok:
             log.error("dba update failed: %s", item)
 
 
-def enters(sim: float, mark: dict | None, in_top: bool, k: int) -> bool:
+def enters(sim: float, mark: dict[str, Any] | None, in_top: bool, k: int) -> bool:
     """Does a new document of similarity ``sim`` enter the k-neighbourhood of an augmented one
     with marker ``mark``? Exactly when it beats the k-th neighbour the marker records (a marker
     without it, or of another k: when the new document has it among its own k nearest)."""
@@ -205,7 +205,7 @@ def enters(sim: float, mark: dict | None, in_top: bool, k: int) -> bool:
     return in_top
 
 
-def recompute(p: Pass, docs: list[tuple[str, np.ndarray]], at: str) -> list[dict]:
+def recompute(p: Pass, docs: list[tuple[str, np.ndarray]], at: str) -> list[dict[str, Any]]:
     """Update actions: each (id, raw vector) augmented from its k nearest by raw vector."""
     return augment_rows(p, docs, search(p, docs, p.k + 1), at) if docs else []
 
@@ -244,10 +244,10 @@ def incremental_block(p: Pass, block: list[tuple[str, np.ndarray]]) -> None:
     write(p, actions)
 
 
-def not_augmented(fields: DbaFields, since: str | None = None) -> dict:
+def not_augmented(fields: DbaFields, since: str | None = None) -> dict[str, Any]:
     """Documents with a vector and no raw copy (written after the last pass that saw them);
     ``since``: only those the worker wrote since then (an ingest's own)."""
-    query: dict = {"bool": {"filter": [{"exists": {"field": fields.vector}}],
+    query: dict[str, Any] = {"bool": {"filter": [{"exists": {"field": fields.vector}}],
                             "must_not": [{"exists": {"field": fields.raw}}]}}
     if since:
         query["bool"]["filter"].append({"range": {fields.stamp: {"gte": since}}})
@@ -276,16 +276,16 @@ def start(client: Elasticsearch, index: str, k: int | None = None, alpha: float 
     return Pass(client, info, fields, *chosen, candidates)
 
 
-def summary(p: Pass) -> dict:
+def summary(p: Pass) -> dict[str, Any]:
     return {"index": p.info.concrete, "run": p.run, "k": p.k, "alpha": p.alpha, **p.counts,
             "total_s": round(time.monotonic() - p.started, 2)}
 
 
-def meta_of(client: Elasticsearch, concrete: str) -> dict:
+def meta_of(client: Elasticsearch, concrete: str) -> dict[str, Any]:
     return client.indices.get_mapping(index=concrete)[concrete]["mappings"].get("_meta") or {}
 
 
-def update_meta(client: Elasticsearch, concrete: str, **changes) -> None:
+def update_meta(client: Elasticsearch, concrete: str, **changes: Any) -> None:
     """Set (or, with None, remove) keys of the index's ``_meta.es_metric``; the rest stays."""
     meta = meta_of(client, concrete)
     mine = meta.setdefault("es_metric", {})
@@ -304,7 +304,7 @@ def remember(p: Pass) -> None:
 
 def augment_new(client: Elasticsearch, index: str, *, since: str | None = None, k: int | None = None,
                 alpha: float | None = None, candidates: int | None = None, block: int = BLOCK,
-                on_progress: Progress | None = None, record: bool = False) -> dict:
+                on_progress: Progress | None = None, record: bool = False) -> dict[str, Any]:
     """Augment the documents not augmented yet (``since``: written since then) and the existing
     ones they entered; returns the counts (``documents`` new, ``neighbours`` recomputed,
     ``written``, ``deferred``). ``record``: a pass the user asked for (see ``remember``)."""
@@ -322,7 +322,7 @@ def augment_new(client: Elasticsearch, index: str, *, since: str | None = None, 
     return summary(p)
 
 
-def augment_if_recorded(client: Elasticsearch, index: str, started_at: float | None = None) -> dict | None:
+def augment_if_recorded(client: Elasticsearch, index: str, started_at: float | None = None) -> dict[str, Any] | None:
     """After an ingest: augment what it wrote (the job started at ``started_at``, epoch s) when
     the index runs DBA after ingests; None when it does not."""
     if not runs_after_ingest(index_info(client, index)):

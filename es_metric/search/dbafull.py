@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 from elasticsearch import Elasticsearch
 
@@ -25,11 +25,11 @@ RECORD = "dba_full"
 Progress = Callable[[int, int], None]
 
 
-def stamped(fields: DbaFields, run: str) -> dict:
+def stamped(fields: DbaFields, run: str) -> dict[str, Any]:
     return {"term": {f"{fields.marker}.run": run}}
 
 
-def todo(fields: DbaFields, run: str) -> dict:
+def todo(fields: DbaFields, run: str) -> dict[str, Any]:
     """Documents with a vector that the run has not written yet."""
     return {"bool": {"filter": [{"exists": {"field": fields.vector}}], "must_not": [stamped(fields, run)]}}
 
@@ -48,7 +48,7 @@ def resume_or_begin(p: Pass) -> bool:
 
 
 def rebuild(client: Elasticsearch, index: str, *, k: int | None = None, alpha: float | None = None,
-            candidates: int | None = None, block: int = BLOCK, on_progress: Progress | None = None) -> dict:
+            candidates: int | None = None, block: int = BLOCK, on_progress: Progress | None = None) -> dict[str, Any]:
     """Augment every document of ``index`` again; resumes an interrupted run. Returns the counts,
     ``resumed`` and ``already_done`` (documents the interrupted run had written)."""
     p = start(client, index, k, alpha, candidates, full=True)

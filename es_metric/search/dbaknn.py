@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from elasticsearch import Elasticsearch
@@ -34,7 +35,7 @@ class Neighbour:
 
     id: str
     similarity: float
-    marker: dict | None
+    marker: dict[str, Any] | None
 
 
 def score_similarity(score: float, metric: Metric) -> float:
@@ -44,7 +45,7 @@ def score_similarity(score: float, metric: Metric) -> float:
     return -math.sqrt(max(1.0 / max(score, 1e-30) - 1.0, 0.0))
 
 
-def raw_knn(fields: DbaFields, vector: list[float], k: int, candidates: int) -> list[dict]:
+def raw_knn(fields: DbaFields, vector: list[float], k: int, candidates: int) -> list[dict[str, Any]]:
     """kNN clauses over every document's raw vector: the raw copy of augmented documents, the
     searched field of the others (still raw there)."""
     clause = {"query_vector": vector, "k": k, "num_candidates": max(k, min(candidates, MAX_CANDIDATES))}
@@ -53,13 +54,13 @@ def raw_knn(fields: DbaFields, vector: list[float], k: int, candidates: int) -> 
              "filter": {"bool": {"must_not": [{"exists": {"field": fields.raw}}]}}}]
 
 
-def neighbour_search(fields: DbaFields, vector: list[float], k: int, candidates: int) -> dict:
+def neighbour_search(fields: DbaFields, vector: list[float], k: int, candidates: int) -> dict[str, Any]:
     """One _msearch body: the ``k`` nearest documents by raw vector, with their markers."""
     return {"knn": raw_knn(fields, vector, k, candidates), "size": k, "_source": [fields.marker],
             "track_total_hits": False}
 
 
-def raw_read(fields: DbaFields, ids: list[str], augmented: bool) -> dict:
+def raw_read(fields: DbaFields, ids: list[str], augmented: bool) -> dict[str, Any]:
     """One _msearch body reading the raw vectors of ``ids``: from the raw copy of the augmented
     ones, or from the searched field of the others."""
     has_raw = {"exists": {"field": fields.raw}}
@@ -69,10 +70,10 @@ def raw_read(fields: DbaFields, ids: list[str], augmented: bool) -> dict:
             "docvalue_fields": [fields.raw if augmented else fields.vector]}
 
 
-def _msearch(client: Elasticsearch, index: str, bodies: list[dict]) -> list[dict]:
+def _msearch(client: Elasticsearch, index: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
     responses = []
     for lo in range(0, len(bodies), MSEARCH_CHUNK):
-        searches: list[dict] = []
+        searches: list[dict[str, Any]] = []
         for body in bodies[lo:lo + MSEARCH_CHUNK]:
             searches += [{"index": index}, body]
         for resp in client.msearch(searches=searches)["responses"]:

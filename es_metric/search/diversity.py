@@ -13,7 +13,7 @@
 """
 from __future__ import annotations
 
-from typing import Hashable, Mapping, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from .queries import FLOAT_MAX, INTEGER_BOUNDS, STRING_TYPES, TEXT_TYPES, field_
 COLLAPSIBLE = frozenset(INTEGER_BOUNDS) | frozenset(FLOAT_MAX) | (STRING_TYPES - {"wildcard"})
 
 
-def collapse_field(name: str, properties: dict) -> str:
+def collapse_field(name: str, properties: dict[str, Any]) -> str:
     """The doc-values field that collapses on ``name``: a keyword or numeric field outside
     nested objects, or a text field's keyword sub-field (what Elasticsearch can collapse on)."""
     info = field_info(name, properties)
@@ -37,7 +37,7 @@ def collapse_field(name: str, properties: dict) -> str:
     return path
 
 
-def collapse_key(doc_id: str, values: list | None, field: str) -> Hashable:
+def collapse_key(doc_id: str, values: list[Any] | None, field: str) -> Hashable:
     """The one value a document collapses on (None: it has none, like Elasticsearch's null group)."""
     if not values:
         return None
@@ -50,7 +50,7 @@ def collapse_key(doc_id: str, values: list | None, field: str) -> Hashable:
 
 def collapse(ranked: Sequence[tuple[str, float]], keys: Mapping[str, Hashable]) -> list[tuple[str, float]]:
     """The first (best) document of each key, in ranked order."""
-    seen: set = set()
+    seen: set[Any] = set()
     out = []
     for doc_id, score in ranked:
         key = keys.get(doc_id)
@@ -89,7 +89,7 @@ def relevance(scores: Sequence[float]) -> np.ndarray:
 
 
 def mmr(ranked: Sequence[tuple[str, float]], vectors: Mapping[str, Sequence[float] | None],
-        lam: float, n: int, metric: Metric) -> tuple[list[tuple[str, float]], dict[str, dict]]:
+        lam: float, n: int, metric: Metric) -> tuple[list[tuple[str, float]], dict[str, dict[str, Any]]]:
     """The first ``n`` documents of ``ranked`` in MMR order (scores unchanged), and per chosen
     document its ``relevance``, ``redundancy`` (max similarity to those before it) and ``mmr``.
     A document without a vector is redundant with nothing."""
@@ -98,7 +98,7 @@ def mmr(ranked: Sequence[tuple[str, float]], vectors: Mapping[str, Sequence[floa
         return [], {}
     rel = relevance([s for _, s in ranked])
     has = np.array([vectors.get(d) is not None for d in ids])
-    dims = next((len(vectors[d]) for d in ids if vectors.get(d) is not None), 1)
+    dims = next((len(v) for d in ids if (v := vectors.get(d)) is not None), 1)
     mat = np.stack([np.asarray(vectors[d], np.float64) if vectors.get(d) is not None
                     else np.zeros(dims) for d in ids])
     sim = np.where(has[:, None] & has[None, :], scaled(pairwise(mat, metric)), 0.0)

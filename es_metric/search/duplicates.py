@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 from elasticsearch import Elasticsearch
@@ -106,7 +106,7 @@ def resolve_threshold(info: IndexInfo, threshold: float | str) -> float:
     return near_duplicate_threshold(info)
 
 
-def documents(client: Elasticsearch, info: IndexInfo, page: int) -> Iterator[dict]:
+def documents(client: Elasticsearch, info: IndexInfo, page: int) -> Iterator[dict[str, Any]]:
     """Every document with its vectors (doc values; a multi-photo index's photos from
     ``_source``), via point-in-time + search_after: a consistent snapshot, bounded pages."""
     f = info.fields  # where the index keeps es-metric's fields (top level or under one object)
@@ -117,7 +117,7 @@ def documents(client: Elasticsearch, info: IndexInfo, page: int) -> Iterator[dic
                     track_total_hits=False)
 
 
-def own_vectors(info: IndexInfo, hit: dict) -> tuple[list[list[float]], list[float] | None]:
+def own_vectors(info: IndexInfo, hit: dict[str, Any]) -> tuple[list[list[float]], list[float] | None]:
     """(the vectors to search with, the model's own vector to judge links with): the searched
     vector and its raw copy; on a multi-photo index every photo's vector (no DBA there)."""
     f = info.fields
@@ -131,10 +131,10 @@ def own_vectors(info: IndexInfo, hit: dict) -> tuple[list[list[float]], list[flo
     return [searched], hit_vector(hit, f.raw_vector) or searched
 
 
-def knn_search(info: IndexInfo, vector: list[float], doc_id: str, scan: Scan, floor: float | None) -> dict:
+def knn_search(info: IndexInfo, vector: list[float], doc_id: str, scan: Scan, floor: float | None) -> dict[str, Any]:
     """One document's neighbours (itself excluded); with their raw vectors when links are
     judged on them, else their kNN score is the link (``floor`` then applied by Elasticsearch)."""
-    body: dict = {"size": scan.k, "_source": [info.fields.model_id], "track_total_hits": False,
+    body: dict[str, Any] = {"size": scan.k, "_source": [info.fields.model_id], "track_total_hits": False,
                   "knn": knn_clause(info.vector_field, vector, scan.k, num_candidates=scan.num_candidates,
                                     exclude_ids=[doc_id], min_similarity=floor)}
     if floor is None:
@@ -150,7 +150,7 @@ def link_value(own: np.ndarray, other: list[float], similarity: str) -> float:
     return float(own @ o / max(np.linalg.norm(own) * np.linalg.norm(o), 1e-12))
 
 
-def _page_links(client: Elasticsearch, info: IndexInfo, page: list[dict], scan: Scan,
+def _page_links(client: Elasticsearch, info: IndexInfo, page: list[dict[str, Any]], scan: Scan,
                 threshold: float, links: Links) -> None:
     """Search one page of documents' neighbours in one msearch and record the links."""
     judged = not info.photos_field  # raw vectors read back; a multi-photo index uses the score
@@ -165,20 +165,20 @@ def _page_links(client: Elasticsearch, info: IndexInfo, page: list[dict], scan: 
             owners.append((hit["_id"], np.asarray(raw, np.float64) if judged else None))
     if not queries:
         return
-    for (doc_id, raw), resp in zip(owners, client.msearch(searches=queries)["responses"]):
+    for (doc_id, own), resp in zip(owners, client.msearch(searches=queries)["responses"]):
         if "error" in resp:
             raise SearchError(f"the kNN search of document {shown(doc_id)} failed: {resp['error']}")
         for h in resp["hits"]["hits"]:
             if not info.serves(info.fields.read(h.get("_source"), info.fields.model_id)):
                 continue
             other = hit_vector(h, info.fields.raw_vector) or hit_vector(h, info.fields.vector)
-            value = (link_value(raw, other, info.similarity) if raw is not None and other
+            value = (link_value(own, other, info.similarity) if own is not None and other
                      else score_similarity(h["_score"], info.similarity))
             if not below(value, threshold, info.similarity):
                 links.link(doc_id, h["_id"], value)
 
 
-def find_duplicates(client: Elasticsearch, index: str, scan: Scan = Scan()) -> dict:
+def find_duplicates(client: Elasticsearch, index: str, scan: Scan = Scan()) -> dict[str, Any]:
     """Clusters of near-duplicate documents of ``index``: ``{"clusters": [{"ids", "similarity"}],
     "threshold", "documents", "index"}`` (similarity: the cluster's weakest link)."""
     info = index_info(client, index)

@@ -10,6 +10,8 @@ filter excludes the values shown.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import SearchError, shown
 from .queries import FLOAT_MAX, INTEGER_BOUNDS, STRING_TYPES, TEXT_TYPES, field_info
 
@@ -20,7 +22,7 @@ MAX_FACETS = 10
 NUMERIC = frozenset(INTEGER_BOUNDS) | frozenset(FLOAT_MAX)
 
 
-def facet_aggs(names: list[str], properties: dict, size: int = TERMS_SIZE) -> dict:
+def facet_aggs(names: list[str], properties: dict[str, Any], size: int = TERMS_SIZE) -> dict[str, Any]:
     """``aggs`` for the requested facet fields, keyed by the names as given; ``size``: values
     per terms facet."""
     if not (isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= MAX_FACET_SIZE):
@@ -54,7 +56,7 @@ def _number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
-def facets_of(aggregations: dict, names: list[str]) -> dict:
+def facets_of(aggregations: dict[str, Any], names: list[str]) -> dict[str, Any]:
     """The answer's buckets as ``{FIELD: [{"value", "count", "filter"}, ...]}``."""
     out = {}
     for name in dict.fromkeys(names):
@@ -74,7 +76,7 @@ def facets_of(aggregations: dict, names: list[str]) -> dict:
     return out
 
 
-def other_row(name: str, rows: list[dict], count: int) -> dict:
+def other_row(name: str, rows: list[dict[str, Any]], count: int) -> dict[str, Any]:
     """The documents whose value is not among ``rows``; its filter excludes those values
     (None when a value holds ``|`` or ``..``, which a value list cannot carry)."""
     values = [str(r["value"]) for r in rows]

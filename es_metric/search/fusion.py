@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 FUSIONS = ("minmax", "zscore", "rrf", "weighted")
 # bench/hybrid.py's weight sweep on the Grocery Store (README "Hybrid search"): minmax at 4:1
@@ -108,12 +108,12 @@ def fuse(method: str, legs: Sequence[Leg], rrf_k: float = RRF_K) -> list[tuple[s
     return _ranked(scores, legs)
 
 
-def explain(method: str, legs: Sequence[Leg], rrf_k: float = RRF_K) -> dict[str, dict]:
+def explain(method: str, legs: Sequence[Leg], rrf_k: float = RRF_K) -> dict[str, dict[str, Any]]:
     """Per document, per leg (by ``Leg.name``): its raw score and rank in that leg (None when
     the leg did not return it), the normalised score, the weight and the weighted part the
     fused score sums; ``fused`` is that sum (what ``fuse`` ranks by)."""
     _check(method)
-    out: dict[str, dict] = {d: {"legs": {}, "fused": 0.0} for leg in legs for d in leg.ids}
+    out: dict[str, dict[str, Any]] = {d: {"legs": {}, "fused": 0.0} for leg in legs for d in leg.ids}
     for leg in legs:
         known, missing = parts(method, leg, rrf_k)
         where = {d: (rank, s) for rank, (d, s) in enumerate(zip(leg.ids, leg.scores), 1)}

@@ -3,20 +3,22 @@ name that photo (``matched_image``), and a document as a query is its photos' ve
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from elasticsearch import Elasticsearch, NotFoundError
 
 from ..index.indices import IndexInfo
 
 
-def with_photos(info: IndexInfo, knn: dict) -> dict:
+def with_photos(info: IndexInfo, knn: dict[str, Any]) -> dict[str, Any]:
     """The kNN clause, asking for the best photo of each hit on a multi-photo index."""
     if info.photos_field:
         knn["inner_hits"] = {"size": 1, "_source": False, "fields": [f"{info.photos_field}.ref"]}
     return knn
 
 
-def matched_image(hit: dict, photos_field: str) -> dict | None:
+def matched_image(hit: dict[str, Any], photos_field: str) -> dict[str, Any] | None:
     """``{"ref", "score", "offset"}`` of the photo that matched (None for a text-only hit)."""
     inner = (((hit.get("inner_hits") or {}).get(photos_field) or {}).get("hits") or {}).get("hits")
     if not inner:
@@ -32,7 +34,8 @@ def combine(vectors: list[list[float]], similarity: str) -> list[float]:
     mean = np.asarray(vectors, np.float64).mean(axis=0)
     if similarity != "l2_norm":
         mean /= max(float(np.linalg.norm(mean)), 1e-12)
-    return mean.astype(np.float32).astype(float).tolist()
+    combined: list[float] = mean.astype(np.float32).astype(float).tolist()
+    return combined
 
 
 def product_vector(client: Elasticsearch, info: IndexInfo,
@@ -59,7 +62,7 @@ def document_image(client: Elasticsearch, info: IndexInfo, doc_id: str, photo: i
     doc = client.options(ignore_status=404).get(
         index=info.concrete, id=doc_id, source_includes=[f"{field}.ref" if field == fields.photos else field])
     src = (doc.get("_source") or {}) if doc.get("found") else {}
-    if field == fields.image_path:
+    if field == fields.image_path or photo is None:  # photo None: field is image_path
         path = fields.read(src, field)
         return path if isinstance(path, str) else None
     photos = fields.read(src, field) or []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from elasticsearch import BadRequestError, Elasticsearch
@@ -40,7 +41,7 @@ class Window:
     negatives: list[list[float]] = field(default_factory=list)
     text: str | None = None
     fields: list[str] = field(default_factory=list)
-    filt: dict = field(default_factory=dict)
+    filt: dict[str, Any] = field(default_factory=dict)
     exclude: list[str] = field(default_factory=list)
     min_similarity: float | None = None
     num_candidates: int | None = None
@@ -48,7 +49,7 @@ class Window:
     text_weight: float = 1.0
     fusion: str = "minmax"
     gamma: float = 0.5
-    text_query: dict | None = None     # the shop's query, {{text}} already filled in
+    text_query: dict[str, Any] | None = None     # the shop's query, {{text}} already filled in
     collapse: str | None = None        # a doc-values field: one hit per value
     diversify: float | None = None     # MMR lambda
     explain: bool = False
@@ -59,7 +60,7 @@ class Window:
     def has_text(self) -> bool:
         return bool(self.text) or self.text_query is not None
 
-    def text_scoring(self) -> dict:
+    def text_scoring(self) -> dict[str, Any]:
         """The query that scores the text leg (without filters)."""
         if self.text_query is not None:
             return self.text_query
@@ -73,12 +74,13 @@ class Ranking:
 
     fused: list[tuple[str, float]]
     legs: list[Leg] = field(default_factory=list)
-    inner_hits: dict[str, dict] = field(default_factory=dict)
+    inner_hits: dict[str, dict[str, Any]] = field(default_factory=dict)
     where: str = "client"
     full: bool = False                 # some leg returned its whole window: more exist
 
 
-def _knn(client: Elasticsearch, info: IndexInfo, w: Window, vector, with_vectors: bool) -> list[dict]:
+def _knn(client: Elasticsearch, info: IndexInfo, w: Window, vector: list[float],
+         with_vectors: bool) -> list[dict[str, Any]]:
     body = {"size": w.size, "_source": False, "track_total_hits": False,
             "knn": with_photos(info, knn_clause(info.vector_field, vector, w.size,
                                                 num_candidates=w.num_candidates, filter_query=w.filt,
@@ -87,10 +89,11 @@ def _knn(client: Elasticsearch, info: IndexInfo, w: Window, vector, with_vectors
         body["docvalue_fields"] = [info.vector_field]
     if with_vectors and info.photos_field:
         body["_source"] = [info.photos_field]
-    return client.search(index=info.concrete, body=body)["hits"]["hits"]
+    hits: list[dict[str, Any]] = client.search(index=info.concrete, body=body)["hits"]["hits"]
+    return hits
 
 
-def image_leg(client: Elasticsearch, info: IndexInfo, w: Window, inner: dict | None = None) -> Leg:
+def image_leg(client: Elasticsearch, info: IndexInfo, w: Window, inner: dict[str, Any] | None = None) -> Leg:
     """The kNN leg: one search with the query vector, or (``max``) one per positive example,
     the union scored by best_score against all examples. ``inner`` collects each hit's best
     photo (multi-photo index)."""
@@ -99,7 +102,7 @@ def image_leg(client: Elasticsearch, info: IndexInfo, w: Window, inner: dict | N
         hits = _knn(client, info, w, w.vector, False)
         inner.update({h["_id"]: h["inner_hits"] for h in hits if h.get("inner_hits")})
         return Leg([h["_id"] for h in hits], [h["_score"] for h in hits], w.image_weight, "image")
-    vectors: dict[str, list[float]] = {}
+    vectors: dict[str, list[float] | None] = {}
     for positive in w.positives:
         for h in _knn(client, info, w, positive, True):
             vectors.setdefault(h["_id"], hit_vector(h, info.vector_field))
@@ -144,7 +147,8 @@ def ranked(client: Elasticsearch, info: IndexInfo, w: Window) -> Ranking:
 
 
 def _client_ranked(client: Elasticsearch, info: IndexInfo, w: Window) -> Ranking:
-    legs, inner = [], {}
+    legs: list[Leg] = []
+    inner: dict[str, Any] = {}
     image = None
     if w.vector is not None or w.positives:
         image = image_leg(client, info, w, inner)
@@ -170,5 +174,5 @@ def _cluster_ranked(client: Elasticsearch, info: IndexInfo, w: Window) -> Rankin
                      filter_query=w.filt, exclude_ids=w.exclude)
     query = leg_query(w.text_scoring(), with_excluded(w.filt, w.exclude) or None)
     body = fusion_body(w.fusion, knn, query, w.image_weight, w.text_weight, w.size)
-    fused = fused_window(client.search(index=info.concrete, body=body))
+    fused = fused_window(client.search(index=info.concrete, body=body).body)
     return Ranking(fused, where="cluster", full=len(fused) >= w.size)

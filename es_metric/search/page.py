@@ -9,6 +9,7 @@ fetches the page's documents with highlights and the facets of the whole fused w
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from elasticsearch import Elasticsearch
 
@@ -25,7 +26,8 @@ MAX_WINDOW = 10_000
 GROW = 4
 
 
-def knn_page(client: Elasticsearch, info: IndexInfo, w: Window, offset: int, k: int) -> tuple[list[dict], int]:
+def knn_page(client: Elasticsearch, info: IndexInfo, w: Window, offset: int,
+             k: int) -> tuple[list[dict[str, Any]], int]:
     """An image-only page in one kNN search, paged by Elasticsearch; with ``collapse``,
     Elasticsearch's own field collapsing over a kNN window grown until it holds the page."""
     size = max(w.size, offset + k) if w.collapse else offset + k
@@ -44,7 +46,7 @@ def knn_page(client: Elasticsearch, info: IndexInfo, w: Window, offset: int, k: 
         size = min(MAX_WINDOW, size * GROW)
 
 
-def details_body(info: IndexInfo, ids: list[str], collapse_field: str | None, vectors: bool) -> dict:
+def details_body(info: IndexInfo, ids: list[str], collapse_field: str | None, vectors: bool) -> dict[str, Any]:
     """The window's collapse values and vectors (doc values; a multi-photo index's photos
     from ``_source``)."""
     fields = [collapse_field] if collapse_field else []
@@ -56,7 +58,7 @@ def details_body(info: IndexInfo, ids: list[str], collapse_field: str | None, ve
 
 
 def read_details(client: Elasticsearch, info: IndexInfo, ids: list[str], collapse_field: str | None,
-                 vectors: bool) -> tuple[dict, dict]:
+                 vectors: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """({id: collapse key}, {id: vector or None}) of ``ids``."""
     if not ids:
         return {}, {}
@@ -67,7 +69,7 @@ def read_details(client: Elasticsearch, info: IndexInfo, ids: list[str], collaps
     return keys, vecs
 
 
-def _vector(info: IndexInfo, hit: dict) -> list[float] | None:
+def _vector(info: IndexInfo, hit: dict[str, Any]) -> list[float] | None:
     if not info.photos_field:
         return hit_vector(hit, info.vector_field)
     leaf = info.vector_field.rpartition(".")[2]
@@ -76,7 +78,7 @@ def _vector(info: IndexInfo, hit: dict) -> list[float] | None:
     return combine(photos, info.similarity) if photos else None
 
 
-def grown(client: Elasticsearch, info: IndexInfo, w: Window, need: int) -> tuple[Ranking, dict, Window]:
+def grown(client: Elasticsearch, info: IndexInfo, w: Window, need: int) -> tuple[Ranking, dict[str, Any], Window]:
     """The fused window, grown until its collapse holds ``need`` groups (or nothing more exists)."""
     while True:
         ranking = ranked(client, info, w)
@@ -88,8 +90,8 @@ def grown(client: Elasticsearch, info: IndexInfo, w: Window, need: int) -> tuple
         w = replace(w, size=min(MAX_WINDOW, w.size * GROW))
 
 
-def arrange(client: Elasticsearch, info: IndexInfo, w: Window, ranking: Ranking, keys: dict,
-            need: int, page_k: tuple[int, int]) -> tuple[list[tuple[str, float]], dict]:
+def arrange(client: Elasticsearch, info: IndexInfo, w: Window, ranking: Ranking, keys: dict[str, Any],
+            need: int, page_k: tuple[int, int]) -> tuple[list[tuple[str, float]], dict[str, Any]]:
     """The window in the order the page is cut from: collapsed, then MMR over its best
     ``window(k, page)``; and MMR's reasons per document."""
     ordered = collapse(ranking.fused, keys) if w.collapse else ranking.fused
@@ -101,13 +103,13 @@ def arrange(client: Elasticsearch, info: IndexInfo, w: Window, ranking: Ranking,
 
 
 def page_body(info: IndexInfo, w: Window, all_ids: list[str], page_ids: list[str],
-              aggs: dict | None) -> dict:
+              aggs: dict[str, Any] | None) -> dict[str, Any]:
     """The last request: the page's documents (with highlights when there is text), and the
     facets over every fused document (post_filter narrows the hits, not the aggregations)."""
-    query: dict = {"bool": {"filter": [{"ids": {"values": all_ids}}]}}
+    query: dict[str, Any] = {"bool": {"filter": [{"ids": {"values": all_ids}}]}}
     if w.has_text:
         query["bool"]["should"] = [w.text_scoring()]
-    body: dict = {"size": len(page_ids), "track_total_hits": False, "query": query,
+    body: dict[str, Any] = {"size": len(page_ids), "track_total_hits": False, "query": query,
                   "post_filter": {"ids": {"values": page_ids}},
                   "_source": {"excludes": [info.vector_field, raw_vector_field(info.vector_field)]}}
     if w.has_text and w.fields:
@@ -118,7 +120,7 @@ def page_body(info: IndexInfo, w: Window, all_ids: list[str], page_ids: list[str
 
 
 def windowed_search(client: Elasticsearch, info: IndexInfo, w: Window, offset: int, k: int,
-                    aggs: dict | None) -> tuple[list[dict], dict, Ranking]:
+                    aggs: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any], Ranking]:
     """Hits of one page, in fused (collapsed, diversified) order with fused scores, the raw
     aggregations, and the ranking they came from."""
     need = offset + k
@@ -143,7 +145,7 @@ def windowed_search(client: Elasticsearch, info: IndexInfo, w: Window, offset: i
     return hits, resp.get("aggregations") or {}, ranking
 
 
-def explanations(w: Window, ranking: Ranking, ids: list[str], why: dict) -> dict[str, dict]:
+def explanations(w: Window, ranking: Ranking, ids: list[str], why: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per document: each leg's raw score, rank, normalised score, weight and part of the fused
     score (one leg: its raw score is the score), and MMR's relevance and redundancy."""
     legs = ranking.legs
@@ -162,5 +164,5 @@ def explanations(w: Window, ranking: Ranking, ids: list[str], why: dict) -> dict
     return out
 
 
-def _alone(leg: Leg, rank: int, score: float) -> dict:
+def _alone(leg: Leg, rank: int, score: float) -> dict[str, Any]:
     return {"score": score, "rank": rank, "normalised": None, "weight": 1.0, "contribution": score}

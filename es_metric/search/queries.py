@@ -11,6 +11,7 @@ import ipaddress
 import re
 import sys
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ..errors import SearchError, shown
 from ..index.vectors import raw_vector_field
@@ -65,11 +66,12 @@ def parse_filter(text: str) -> Filter:
     return Filter(*m.groups())
 
 
-def field_info(name: str, properties: dict) -> FieldInfo:
+def field_info(name: str, properties: dict[str, Any]) -> FieldInfo:
     """Find ``name`` (dotted paths through objects, nested fields and multi-fields) in a mapping."""
     if name == "_id":
         return FieldInfo(name, "_id", "keyword")
-    parts, node, path, nested, i = name.split("."), {"properties": properties}, [], None, 0
+    node: dict[str, Any] = {"properties": properties}
+    parts, path, nested, i = name.split("."), [], None, 0
     while i < len(parts):
         children = node.get("properties") or node.get("fields") or {}
         j = next((j for j in range(len(parts), i, -1) if ".".join(parts[i:j]) in children), None)
@@ -91,7 +93,7 @@ def field_info(name: str, properties: dict) -> FieldInfo:
     return FieldInfo(name, ".".join(path), kind, nested, exact, node.get("format"))
 
 
-def leaf_fields(properties: dict, prefix: str = "") -> list[str]:
+def leaf_fields(properties: dict[str, Any], prefix: str = "") -> list[str]:
     """Every field path a filter can name (multi-fields included; vectors left out)."""
     out = []
     for name, node in properties.items():
@@ -105,7 +107,7 @@ def leaf_fields(properties: dict, prefix: str = "") -> list[str]:
     return sorted(out)
 
 
-def _unknown_field(name: str, properties: dict) -> SearchError:
+def _unknown_field(name: str, properties: dict[str, Any]) -> SearchError:
     known = leaf_fields(properties)
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     listing = ", ".join(known[:30]) + (", ..." if len(known) > 30 else "")
@@ -114,7 +116,7 @@ def _unknown_field(name: str, properties: dict) -> SearchError:
                        hint=f"fields of this index: {listing or 'none'}", field=name)
 
 
-def typed_value(info: FieldInfo, value: str):
+def typed_value(info: FieldInfo, value: str) -> int | float | bool | str:
     """``value`` as the field's type asks: strict numbers, true/false, checked dates, strings."""
     kind = info.type
     if kind in INTEGER_BOUNDS:
@@ -153,7 +155,7 @@ def _bad_value(info: FieldInfo, value: str, expected: str) -> SearchError:
                        field_type=info.type)
 
 
-def filter_clause(f: Filter, properties: dict) -> tuple[bool, dict]:
+def filter_clause(f: Filter, properties: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
     """One filter as a query clause typed by the mapping; True first when it excludes."""
     info = field_info(f.field, properties)
     if info.type not in FILTERABLE:
@@ -175,7 +177,7 @@ def filter_clause(f: Filter, properties: dict) -> tuple[bool, dict]:
     return f.op == "!=", clause
 
 
-def _range(info: FieldInfo, bounds: dict) -> dict:
+def _range(info: FieldInfo, bounds: dict[str, Any]) -> dict[str, Any]:
     field = info.exact if info.type in TEXT_TYPES else info.path
     if info.type == "boolean" or not field:
         raise SearchError(f"cannot compare {shown(info.name)} ({info.type}) by range",
@@ -185,7 +187,7 @@ def _range(info: FieldInfo, bounds: dict) -> dict:
     return {"range": {field: {op: typed_value(info, v) for op, v in bounds.items()}}}
 
 
-def _match(info: FieldInfo, values: list[str]) -> dict:
+def _match(info: FieldInfo, values: list[str]) -> dict[str, Any]:
     if not all(values):
         raise SearchError(f"empty value in the list for {shown(info.name)}", hint=FILTER_SYNTAX)
     typed = [typed_value(info, v) for v in values]
@@ -196,13 +198,14 @@ def _match(info: FieldInfo, values: list[str]) -> dict:
     return {"term": {field: typed[0]}} if len(typed) == 1 else {"terms": {field: typed}}
 
 
-def filter_clauses(filters: list[Filter], properties: dict) -> dict:
+def filter_clauses(filters: list[Filter], properties: dict[str, Any]) -> dict[str, Any]:
     """A ``bool`` query with ``filter`` and ``must_not`` clauses (empty dict when no filters)."""
-    must, must_not = [], []
+    must: list[dict[str, Any]] = []
+    must_not: list[dict[str, Any]] = []
     for f in filters:
         negate, clause = filter_clause(f, properties)
         (must_not if negate else must).append(clause)
-    body: dict = {}
+    body: dict[str, Any] = {}
     if must:
         body["filter"] = must
     if must_not:
@@ -217,9 +220,9 @@ def default_candidates(k: int, factor: float = 1.0) -> int:
 
 
 def knn_clause(field: str, vector: list[float], k: int, *, num_candidates: int | None = None,
-               filter_query: dict | None = None, min_similarity: float | None = None,
-               boost: float | None = None, exclude_ids: list[str] | None = None) -> dict:
-    clause: dict = {"field": field, "query_vector": [float(x) for x in vector], "k": k,
+               filter_query: dict[str, Any] | None = None, min_similarity: float | None = None,
+               boost: float | None = None, exclude_ids: list[str] | None = None) -> dict[str, Any]:
+    clause: dict[str, Any] = {"field": field, "query_vector": [float(x) for x in vector], "k": k,
                     "num_candidates": max(num_candidates or 0, default_candidates(k))}
     filt = with_excluded(filter_query or {}, exclude_ids)
     if filt:
@@ -231,7 +234,7 @@ def knn_clause(field: str, vector: list[float], k: int, *, num_candidates: int |
     return clause
 
 
-def with_excluded(filter_query: dict, exclude_ids: list[str] | None) -> dict:
+def with_excluded(filter_query: dict[str, Any], exclude_ids: list[str] | None) -> dict[str, Any]:
     if not exclude_ids:
         return filter_query
     body = {k: list(v) for k, v in (filter_query.get("bool") or {}).items()}
@@ -239,22 +242,22 @@ def with_excluded(filter_query: dict, exclude_ids: list[str] | None) -> dict:
     return {"bool": body}
 
 
-def text_query(text: str, fields: list[str], filter_query: dict | None = None,
-               boost: float | None = None) -> dict:
-    match: dict = {"query": text, "fields": fields or ["*"], "type": "best_fields"}
+def text_query(text: str, fields: list[str], filter_query: dict[str, Any] | None = None,
+               boost: float | None = None) -> dict[str, Any]:
+    match: dict[str, Any] = {"query": text, "fields": fields or ["*"], "type": "best_fields"}
     if boost is not None:
         match["boost"] = float(boost)
-    body: dict = {"must": [{"multi_match": match}]}
+    body: dict[str, Any] = {"must": [{"multi_match": match}]}
     if filter_query:
         body.update({k: v for k, v in filter_query["bool"].items()})
     return {"bool": body}
 
 
-def search_body(*, knn: dict | None = None, query: dict | None = None, size: int = 10,
+def search_body(*, knn: dict[str, Any] | None = None, query: dict[str, Any] | None = None, size: int = 10,
                 offset: int = 0, vector_field: str = "image_vector",
-                highlight_fields: list[str] | None = None) -> dict:
+                highlight_fields: list[str] | None = None) -> dict[str, Any]:
     """The whole request: kNN and/or query, page, source without the (large) vector."""
-    body: dict = {"size": size, "from": offset,
+    body: dict[str, Any] = {"size": size, "from": offset,
                   "_source": {"excludes": [vector_field, raw_vector_field(vector_field)]},
                   "track_total_hits": False}
     if knn:
@@ -267,8 +270,8 @@ def search_body(*, knn: dict | None = None, query: dict | None = None, size: int
 
 
 def expansion_body(field: str, vector: list[float], k: int, *, model_field: str = "model_id",
-                   filter_query: dict | None = None, exclude_ids: list[str] | None = None,
-                   num_candidates: int | None = None) -> dict:
+                   filter_query: dict[str, Any] | None = None, exclude_ids: list[str] | None = None,
+                   num_candidates: int | None = None) -> dict[str, Any]:
     """Query expansion's first round: the top ``k`` documents' vectors (from doc values: a lean
     index has none in ``_source``) and model ids (``model_field``: where the index keeps them)."""
     return {"size": k, "_source": [model_field], "docvalue_fields": [field], "track_total_hits": False,

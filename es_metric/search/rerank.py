@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..similarity import Metric
-from ..types import NO_RERANK, ReRank  # noqa: F401  (the settings live with the contracts)
+from ..types import NO_RERANK as NO_RERANK, ReRank as ReRank  # re-exported: the settings live with the contracts
 
 if TYPE_CHECKING:
     import torch
@@ -134,7 +134,7 @@ class ReRankedKNN:
         self.rerank = rerank
 
     def __call__(self, query: torch.Tensor, k: int, reference: torch.Tensor,
-                 ref_includes_query: bool = False):
+                 ref_includes_query: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         q = expand_queries(query, reference, self.rerank.qe_k, self.rerank.qe_alpha, self.metric,
                            self_index=ref_includes_query)
         sims = similarities(q, reference, self.metric)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch
 
@@ -23,8 +24,8 @@ PROBE_TTL_S = 600.0
 RETRIEVER = {"minmax": "linear", "rrf": "rrf"}   # fusion -> the retriever that does it
 
 
-def components(knn: dict, query: dict, image_weight: float, text_weight: float,
-               normalizer: str | None) -> list[dict]:
+def components(knn: dict[str, Any], query: dict[str, Any], image_weight: float, text_weight: float,
+               normalizer: str | None) -> list[dict[str, Any]]:
     """The two inner retrievers with their weights (and normalizer for ``linear``)."""
     legs = [{"retriever": {"knn": knn}, "weight": float(image_weight)},
             {"retriever": {"standard": {"query": query}}, "weight": float(text_weight)}]
@@ -34,12 +35,12 @@ def components(knn: dict, query: dict, image_weight: float, text_weight: float,
     return legs
 
 
-def fusion_body(fusion: str, knn: dict, query: dict, image_weight: float, text_weight: float,
-                window: int, rrf_k: float = RRF_K) -> dict:
+def fusion_body(fusion: str, knn: dict[str, Any], query: dict[str, Any], image_weight: float, text_weight: float,
+                window: int, rrf_k: float = RRF_K) -> dict[str, Any]:
     """One request that fuses the kNN and text legs on the cluster and returns the whole
     fused window (ids and fused scores; documents are fetched later with the page)."""
     kind = RETRIEVER[fusion]
-    inner: dict = {"retrievers": components(knn, query, image_weight, text_weight,
+    inner: dict[str, Any] = {"retrievers": components(knn, query, image_weight, text_weight,
                                             "minmax" if kind == "linear" else None),
                    "rank_window_size": window}
     if kind == "rrf":
@@ -47,17 +48,18 @@ def fusion_body(fusion: str, knn: dict, query: dict, image_weight: float, text_w
     return {"size": window, "_source": False, "track_total_hits": False, "retriever": {kind: inner}}
 
 
-def probe_body(kind: str) -> dict:
+def probe_body(kind: str) -> dict[str, Any]:
     """The cheapest request that only a cluster with the retriever (and its licence) accepts:
     two weighted inner retrievers that match nothing."""
-    nothing = {"standard": {"query": {"match_none": {}}}}
+    nothing: dict[str, Any] = {"standard": {"query": {"match_none": {}}}}
     legs = [{"retriever": nothing, "weight": w} for w in (1.0, 0.5)]
     if kind == "linear":
         legs = [dict(leg, normalizer="minmax") for leg in legs]
     return {"size": 0, "retriever": {kind: {"retrievers": legs, "rank_window_size": 1}}}
 
 
-_PROBES: "weakref.WeakKeyDictionary[Elasticsearch, dict]" = weakref.WeakKeyDictionary()
+_PROBES: weakref.WeakKeyDictionary[Elasticsearch, dict[tuple[str, str], tuple[float, bool]]] = (
+    weakref.WeakKeyDictionary())
 
 
 def cluster_fuses(client: Elasticsearch, index: str, fusion: str) -> bool:
@@ -87,6 +89,6 @@ def forget(client: Elasticsearch, index: str, fusion: str) -> None:
         _PROBES.setdefault(client, {})[(index, kind)] = (time.monotonic(), False)
 
 
-def fused_window(resp: dict) -> list[tuple[str, float]]:
+def fused_window(resp: dict[str, Any]) -> list[tuple[str, float]]:
     """(id, fused score) of a retriever response, best first."""
     return [(h["_id"], float(h["_score"])) for h in resp["hits"]["hits"]]

@@ -13,6 +13,7 @@ import html
 import io
 import logging
 from pathlib import Path
+from typing import Any
 
 from elasticsearch import Elasticsearch
 
@@ -33,7 +34,7 @@ STYLE = ("body{font-family:sans-serif;margin:1.5em}section{border-top:1px solid 
          ".missing{width:160px;height:60px;background:#eee;color:#a00;padding:4px}")
 
 
-def image_ref(info: IndexInfo, source: dict) -> str | None:
+def image_ref(info: IndexInfo, source: dict[str, Any]) -> str | None:
     """The image a document shows: its image path, or its first photo's ref."""
     f = info.fields
     if f.photos:
@@ -62,7 +63,8 @@ def thumbnail(ref: str | None, roots: tuple[Path, ...], limits: DecodeLimits) ->
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _figure(doc_id: str, source: dict | None, info: IndexInfo, roots, limits) -> str:
+def _figure(doc_id: str, source: dict[str, Any] | None, info: IndexInfo, roots: tuple[Path, ...],
+            limits: DecodeLimits) -> str:
     title = next((str(source.get(f)) for f in ("title", "name", "label") if source and source.get(f)), "")
     try:
         img = f'<img src="{html.escape(thumbnail(image_ref(info, source or {}), roots, limits))}" alt="">'
@@ -71,7 +73,7 @@ def _figure(doc_id: str, source: dict | None, info: IndexInfo, roots, limits) ->
     return f"<figure>{img}<figcaption>{html.escape(doc_id)}<br>{html.escape(title[:80])}</figcaption></figure>"
 
 
-def review_page(client: Elasticsearch, info: IndexInfo, result: dict, settings: Settings,
+def review_page(client: Elasticsearch, info: IndexInfo, result: dict[str, Any], settings: Settings,
                 max_clusters: int = 300, per_cluster: int = 24) -> str:
     """The HTML page of ``result`` (find_duplicates'), the first ``max_clusters`` clusters with
     at most ``per_cluster`` thumbnails each."""

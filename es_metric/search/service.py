@@ -12,6 +12,7 @@ import os
 import time
 import weakref
 from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, cast
 
 import numpy as np
 from elasticsearch import Elasticsearch, NotFoundError
@@ -25,13 +26,14 @@ from ..model.card import read_card
 from ..model.pixels import square_pixels
 from ..model.runtime import Inference, check_runtime, load_embedder
 from ..similarity import Metric
+from ..types import ModelCard
 from .cutoff import AUTO, MinSimilarity, auto_cutoff, count_cut, parse_min_similarity
 from .examples import STRATEGIES, rocchio
 from .diversity import collapse_field
 from .facets import TERMS_SIZE, facet_aggs, facets_of
 from .gallery import matched_image, product_vector
 from .fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS, window
-from .hybrid import Window
+from .hybrid import Ranking, Window
 from .page import knn_page, windowed_search
 from .queries import default_candidates, expansion_body, filter_clauses, parse_filter
 from .textquery import NAME_BOOST, parse_text_query, with_text
@@ -65,7 +67,7 @@ class SearchRequest:
     examples: str = "mean"            # examples.STRATEGIES
     facets: list[str] = field(default_factory=list)
     facet_size: int = TERMS_SIZE      # values per terms facet (then an "other" row)
-    text_query: dict | str | None = None   # the shop's own query as the text leg (textquery.py)
+    text_query: dict[str, Any] | str | None = None   # the shop's own query as the text leg (textquery.py)
     collapse: str | None = None       # one hit per value of this field
     diversify: float | None = None    # MMR lambda in [0, 1]: 1 = plain relevance
     explain: bool = False             # per hit: each leg's score, rank, normalised score, weight
@@ -131,14 +133,16 @@ def check_ranking(req: SearchRequest) -> None:
         raise SearchError(f"explain must be true or false, not {shown(req.explain)}")
 
 
-def mapping_properties(client: Elasticsearch, concrete: str) -> dict:
-    return client.indices.get_mapping(index=concrete)[concrete]["mappings"].get("properties", {})
+def mapping_properties(client: Elasticsearch, concrete: str) -> dict[str, Any]:
+    properties: dict[str, Any] = client.indices.get_mapping(index=concrete)[concrete]["mappings"].get(
+        "properties", {})
+    return properties
 
 
-_INFO_CACHE: "weakref.WeakKeyDictionary[Elasticsearch, dict]" = weakref.WeakKeyDictionary()
+_INFO_CACHE: "weakref.WeakKeyDictionary[Elasticsearch, dict[str, Any]]" = weakref.WeakKeyDictionary()
 
 
-def resolve(client: Elasticsearch, index: str, fresh: bool = False) -> tuple[IndexInfo, dict]:
+def resolve(client: Elasticsearch, index: str, fresh: bool = False) -> tuple[IndexInfo, dict[str, Any]]:
     """Index info and mapping properties, cached for INFO_TTL_S (saves 4 round trips a query).
 
     A stale entry can only point at the previous index of an alias, which a reindex keeps
@@ -154,7 +158,7 @@ def resolve(client: Elasticsearch, index: str, fresh: bool = False) -> tuple[Ind
     return info, props
 
 
-def text_fields_of(properties: dict) -> list[str]:
+def text_fields_of(properties: dict[str, Any]) -> list[str]:
     return sorted(name for name, node in properties.items() if node.get("type") == "text")
 
 
@@ -167,7 +171,8 @@ def image_vector(info: IndexInfo, data: bytes, limits: DecodeLimits = DecodeLimi
                           f"serves {info.model_id}; es-metric never mixes models", hint="restore the file")
     check_runtime(model, info.runtime, info.runtime_parity, info.runtime_variant)
     size = int(model.card["preprocess"]["size"])
-    return model.embed(square_pixels(decode(data, limits, draft=size), size)[None])[0].tolist()
+    vector: list[float] = model.embed(square_pixels(decode(data, limits, draft=size), size)[None])[0].tolist()
+    return vector
 
 
 def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[float]:
@@ -184,7 +189,7 @@ def doc_vector(client: Elasticsearch, info: IndexInfo, doc_id: str) -> list[floa
     return vector
 
 
-def recorded_card(info: IndexInfo) -> dict:
+def recorded_card(info: IndexInfo) -> Mapping[str, Any]:
     """What the index recorded from its model card at mapping creation; indices made before
     the index recorded it fall back to the model file's card (read without torch)."""
     if info.rerank is not None or info.near_duplicate_threshold is not None:
@@ -196,7 +201,7 @@ def recorded_card(info: IndexInfo) -> dict:
 
 
 @functools.lru_cache(maxsize=8)
-def _file_card(path: str, _stamp: int) -> dict:
+def _file_card(path: str, _stamp: int) -> ModelCard:
     """A model file's card, read once per file version (``_stamp``: its mtime), not per search."""
     return read_card(path)
 
@@ -229,7 +234,7 @@ def query_expansion(info: IndexInfo, req: SearchRequest) -> ReRank:
 
 
 def expanded_vector(client: Elasticsearch, info: IndexInfo, vector: list[float], rr: ReRank,
-                    filt: dict, exclude_ids: list[str] | None, num_candidates: int | None) -> list[float]:
+                    filt: dict[str, Any], exclude_ids: list[str] | None, num_candidates: int | None) -> list[float]:
     """QE: a first kNN round under the same filters; its top ``rr.qe_k`` vectors blended into
     the query (rerank.expand_query), which the second round searches with."""
     body = expansion_body(info.vector_field, vector, rr.qe_k, model_field=info.fields.model_id,
@@ -242,12 +247,13 @@ def expanded_vector(client: Elasticsearch, info: IndexInfo, vector: list[float],
         return vector
     metric, q, nb_arr = Metric(info.similarity), np.asarray(vector, np.float32), np.asarray(nb, np.float32)
     sims = query_similarities(q, nb_arr, metric)
-    return expand_query(q, nb_arr, sims, rr.qe_alpha, metric).tolist()
+    expanded: list[float] = expand_query(q, nb_arr, sims, rr.qe_alpha, metric).tolist()
+    return expanded
 
 
 def run_search(client: Elasticsearch, index: str, req: SearchRequest,
                limits: DecodeLimits = DecodeLimits(), where: str = "",
-               inference: Inference = Inference()) -> dict:
+               inference: Inference = Inference()) -> dict[str, Any]:
     """Answer ``req`` on ``index``; the result matches the CLI contract's JSON. ``where``: the
     cluster's (redacted) address, named in errors for operators; the HTTP API leaves it out.
     ``inference``: the runtime and device that embed a query image."""
@@ -262,7 +268,7 @@ def run_search(client: Elasticsearch, index: str, req: SearchRequest,
 
 def _run(client: Elasticsearch, index: str, req: SearchRequest,
          embedding: tuple[DecodeLimits, Inference], started: float, info: IndexInfo,
-         props: dict) -> dict:
+         props: dict[str, Any]) -> dict[str, Any]:
     filt = filter_clauses([parse_filter(f) for f in req.filters], props)
     limits, inference = embedding
     aggs = facet_aggs(req.facets, props, req.facet_size) if req.facets else None
@@ -295,8 +301,9 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest,
     return result
 
 
-def _window(req: SearchRequest, props: dict, vectors: tuple, filt: dict, exclude: list[str] | None,
-            knn: tuple) -> Window:
+def _window(req: SearchRequest, props: dict[str, Any], vectors: tuple[Any, ...], filt: dict[str, Any],
+            exclude: list[str] | None,
+            knn: tuple[Any, ...]) -> Window:
     """What the search ranks with: the query vector or examples, text or the shop's query,
     filters, exclusions, floor and candidates (``knn``), and what follows fusion."""
     vector, pos, neg = vectors
@@ -305,13 +312,15 @@ def _window(req: SearchRequest, props: dict, vectors: tuple, filt: dict, exclude
                   negatives=[] if vector else neg, text=req.text, fields=req.text_fields or text_fields_of(props),
                   filt=filt, exclude=exclude or [], min_similarity=min_sim, num_candidates=nc,
                   image_weight=req.image_weight, text_weight=req.text_weight, fusion=req.fusion,
-                  text_query=with_text(req.text_query, req.text) if req.text_query is not None else None,
+                  text_query=with_text(cast(dict[str, Any], req.text_query), req.text)  # parsed: __post_init__
+                  if req.text_query is not None else None,
                   collapse=collapse_field(req.collapse, props) if req.collapse else None,
                   diversify=req.diversify, explain=req.explain,
                   name_boost=1.0 if req.text_fields else NAME_BOOST)
 
 
-def _search(client, info: IndexInfo, w: Window, offset: int, k: int, aggs: dict | None):
+def _search(client: Elasticsearch, info: IndexInfo, w: Window, offset: int, k: int, aggs: dict[str, Any] | None,
+            ) -> tuple[list[dict[str, Any]], int, Ranking | None, dict[str, Any]]:
     """(hits, took ms, the fused ranking or None, raw aggregations): an image-only page is one
     kNN search paged (and collapsed) by Elasticsearch; anything else the windowed search."""
     if w.vector is not None and not w.has_text and not aggs and w.diversify is None and not w.explain:
@@ -322,7 +331,9 @@ def _search(client, info: IndexInfo, w: Window, offset: int, k: int, aggs: dict 
     return hits, round((time.perf_counter() - t0) * 1000), ranking, raw_aggs
 
 
-def _annotate(result: dict, req: SearchRequest, w: Window, ranking, facets: dict | None, by_image: bool) -> None:
+def _annotate(result: dict[str, Any], req: SearchRequest, w: Window, ranking: Ranking | None,
+              facets: dict[str, Any] | None,
+              by_image: bool) -> None:
     """The answer's facets and how it was ranked: fusion (and where), collapse, diversify."""
     if facets is not None:
         result["facets"] = facets
@@ -334,7 +345,8 @@ def _annotate(result: dict, req: SearchRequest, w: Window, ranking, facets: dict
             result[name] = value
 
 
-def _examples(client, info, req: SearchRequest, limits, inference) -> tuple[list, list]:
+def _examples(client: Elasticsearch, info: IndexInfo, req: SearchRequest, limits: DecodeLimits,
+              inference: Inference) -> tuple[list[Any], list[Any]]:
     """Positive and negative example vectors: the image, uploads, indexed documents."""
     pos = [image_vector(info, data, limits, inference)
            for data in ([req.image] if req.image is not None else [])
@@ -348,8 +360,8 @@ def _examples(client, info, req: SearchRequest, limits, inference) -> tuple[list
     return pos, neg
 
 
-def _result(info: IndexInfo, hits: list[dict], took: int, started: float, req: SearchRequest,
-            filtered: bool) -> dict:
+def _result(info: IndexInfo, hits: list[dict[str, Any]], took: int, started: float, req: SearchRequest,
+            filtered: bool) -> dict[str, Any]:
     out = []
     for h in hits:
         src = h.get("_source", {})

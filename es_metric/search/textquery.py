@@ -29,7 +29,7 @@ NAME_BOOST = 3.0
 NAME_WORDS = frozenset({"title", "name"})
 
 
-def parse_text_query(value: str | Mapping) -> dict:
+def parse_text_query(value: str | Mapping[str, Any]) -> dict[str, Any]:
     """The shop's query as a checked dict; a clear SearchError for anything else."""
     if isinstance(value, str):
         if len(value) > MAX_QUERY_CHARS:
@@ -72,7 +72,7 @@ def _walk(node: Any, depth: int, count: list[int]) -> None:
         raise SearchError(f"text query value {shown(node)} is not JSON", hint=HINT)
 
 
-def with_text(query: dict, text: str | None) -> dict:
+def with_text(query: dict[str, Any], text: str | None) -> dict[str, Any]:
     """``query`` with every ``{{text}}`` in its string values replaced by ``text`` (inserted as
     a value, never parsed). Text with a query that has no placeholder would be lost: refused."""
     if text is None:
@@ -83,7 +83,8 @@ def with_text(query: dict, text: str | None) -> dict:
     if PLACEHOLDER not in json.dumps(query):
         raise SearchError("text given with a text query that has no {{text}} placeholder",
                           hint="put {{text}} where the words go, or leave the text out")
-    return _substitute(query, text)
+    substituted: dict[str, Any] = _substitute(query, text)
+    return substituted
 
 
 def _substitute(node: Any, text: str) -> Any:
@@ -107,14 +108,14 @@ def is_name(field: str) -> bool:
     return bool(words) and words[-1].lower() in NAME_WORDS
 
 
-def default_query(text: str, fields: list[str]) -> dict:
+def default_query(text: str, fields: list[str]) -> dict[str, Any]:
     """The default text leg: ``multi_match`` (best fields) over ``fields`` (with boosts)."""
     return {"multi_match": {"query": text, "fields": fields or ["*"], "type": "best_fields"}}
 
 
-def leg_query(query: dict, filter_query: dict | None) -> dict:
+def leg_query(query: dict[str, Any], filter_query: dict[str, Any] | None) -> dict[str, Any]:
     """``query`` scoring inside a ``bool`` that carries the search's filters and exclusions."""
-    body: dict = {"must": [query]}
+    body: dict[str, Any] = {"must": [query]}
     for key, clauses in ((filter_query or {}).get("bool") or {}).items():
         body.setdefault(key, []).extend(clauses)
     return {"bool": body}

@@ -94,7 +94,7 @@ def stop_pid(pid: int | None, sig: int = signal.SIGTERM, timeout: float = 30, *,
 
     Returns True when a live process was stopped, False when there was nothing to stop or the
     pid now belongs to another process (then a warning says which and why)."""
-    if not pid_alive(pid):
+    if pid is None or not pid_alive(pid):
         return False
     why = mismatch(pid, recorded, pidfile)
     if why:
@@ -115,4 +115,4 @@ def stop_pid(pid: int | None, sig: int = signal.SIGTERM, timeout: float = 30, *,
 
 def still_running(pid: int | None, recorded: dict | None = None, pidfile: Path | None = None) -> bool:
     """``pid`` is alive and still the recorded process (what ``status`` calls managed)."""
-    return pid_alive(pid) and mismatch(pid, recorded, pidfile) is None
+    return pid is not None and pid_alive(pid) and mismatch(pid, recorded, pidfile) is None

@@ -64,8 +64,8 @@ def start_redis(settings: Settings) -> Component:
            "--logfile", str(logs / "redis.log"), "--appendonly", "yes", "--save", ""]
     subprocess.run(cmd, check=True)
     for _ in range(50):
-        if redis_ping(settings) is not None and read_pid(pidfile):
-            remember(settings, "redis", read_pid(pidfile))
+        if redis_ping(settings) is not None and (pid := read_pid(pidfile)):
+            remember(settings, "redis", pid)
             return Component("redis", True, True, where, "started", read_pid(pidfile))
         time.sleep(0.1)
     raise StackError("redis-server did not start", hint=f"see {logs / 'redis.log'}")

@@ -59,7 +59,7 @@ def _changing_state(settings: Settings) -> Iterator[dict]:
         tmp.replace(_state_path(settings))
 
 
-def remember(settings: Settings, name: str, pid: int, **extra) -> None:
+def remember(settings: Settings, name: str, pid: int | None, **extra) -> None:
     """Record a started process with its identity (so that a reused pid is never signalled)."""
     with _changing_state(settings) as state:
         state[name] = {"pid": pid, "identity": identity(pid), **extra}

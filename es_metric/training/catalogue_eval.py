@@ -16,7 +16,6 @@ import numpy as np
 
 from ..config import Settings
 from ..errors import ConfigError
-from ..similarity import Metric
 from ..types import NO_RERANK, ReRank
 from .catalogue import Catalogue, read_catalogue
 from .data import fingerprint

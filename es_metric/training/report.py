@@ -103,6 +103,8 @@ def metrics_table(metrics: dict) -> str:
 
 def write_report(path: str | Path, metrics: dict, emb: Embedded) -> Path:
     table = metrics_table(metrics)
+    baseline = ", beside the pretrained baseline on the same queries" if metrics.get("baseline") else ""
+    grid = grid_rows(emb, rerank=ReRank.from_dict(metrics.get("rerank")))
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>es-metric evaluation: {html.escape(metrics['name'])}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}} table{{border-collapse:collapse}}
@@ -111,10 +113,10 @@ th,td{{padding:4px 8px;text-align:left}} .grid td{{font-size:11px;text-align:cen
 .ok img{{border-color:#1a9e3a}} .bad img{{border-color:#d62728}} .q img{{border-color:#333}}</style>
 </head><body><h1>Retrieval evaluation: {html.escape(metrics['name'])}</h1>
 <p>Every photo of a product with two photos or more queries all the others
-({metrics['metric']} similarity{', beside the pretrained baseline on the same queries' if metrics.get('baseline') else ''}).
+({metrics['metric']} similarity{baseline}).
 Grids: the query (black), then its nearest photos, the same product in green, other products in red.</p>
 {table}<p><img alt="Recall@K" src="{recall_plot(metrics, metrics.get("baseline"))}"></p>
-<h2>Queries and their top {8} results</h2><table class="grid">{grid_rows(emb, rerank=ReRank.from_dict(metrics.get("rerank")))}</table>
+<h2>Queries and their top {8} results</h2><table class="grid">{grid}</table>
 </body></html>"""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -164,7 +164,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     async def remote_image(url: str) -> Response:
         try:
-            got = photos.get(url) or await slots.run(fetch_photo, url, settings, limits, photos)
+            got = photos.get(url)
+            if got is None:
+                got = await slots.run(fetch_photo, url, settings, limits, photos)
         except ImageError as exc:
             status = 403 if exc.reason == "url_refused" else 502
             return JSONResponse({"error": f"the photo could not be fetched: {exc.message}",

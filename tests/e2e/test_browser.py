@@ -38,7 +38,8 @@ def test_upload_an_image_see_results_and_click_for_more(browser, server, index_n
     assert hits.count() == 6
     assert hits.first.get_attribute("data-id") == "class_3-img_004"
     assert "circle number 3" in hits.first.inner_text()
-    page.wait_for_function("() => [...document.querySelectorAll('.hit img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("() => [...document.querySelectorAll('.hit img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
     page.screenshot(path=str(Path(os.environ.get("ESM_SCREENSHOT_DIR", tmp_path)) / "search-page.png"),
                     full_page=True)
 

@@ -115,7 +115,7 @@ class Chaos:
 
 
 def _enqueue(settings, es, alias, items, root, lock) -> Job:
-    for attempt in range(30):
+    for _attempt in range(30):
         with lock:  # never half a wave: chaos waits while tasks are sent
             try:
                 return enqueue(settings, es, alias, Source(items, [], (root,)))

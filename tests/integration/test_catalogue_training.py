@@ -45,7 +45,8 @@ def test_train_from_the_photos_of_an_index(es, index_name, tiny_model, tiny_data
 
 def test_a_pretrained_model_is_written_and_indexable_at_once(es, index_name, tiny_data, tmp_path):
     model = tmp_path / "pretrained.pt"
-    card = esm_json("train", catalogue(tiny_data, tiny_data.parent / f"{index_name}.jsonl"), "--head", "none", "--out", model,
+    card = esm_json("train", catalogue(tiny_data, tiny_data.parent / f"{index_name}.jsonl"), "--head", "none",
+                    "--out", model,
                     "--backbone", "small-cnn", "--no-export")
     assert card["head"] == "none" and card["dims"] == card["feat_dim"] and card["metrics"]["gate"]["pretrained"]
     assert card["model_id"].startswith("small-cnn-pretrained-")

@@ -1,7 +1,6 @@
 """The calibrated cut-off (--min-similarity auto) and esm duplicates on the real stack."""
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import zipfile

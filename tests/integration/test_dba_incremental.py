@@ -113,7 +113,7 @@ def test_five_documents_into_two_thousand_write_at_most_five_times_k_plus_one_as
     summary = esm_json("ingest", index_name, new)
     dba = summary["dba"]
     assert summary["indexed"] == 5 and dba["documents"] == 5 and dba["failed"] == 0
-    assert 0 < dba["neighbours"] and dba["written"] == 5 + dba["neighbours"] <= 5 * (K + 1)
+    assert dba["neighbours"] > 0 and dba["written"] == 5 + dba["neighbours"] <= 5 * (K + 1)
     assert primaries_written(es, index_name) - before == 5 + dba["written"]  # the worker's 5, then DBA's
     stamped = es.count(index=index_name, query={"term": {"image_vector_dba.run": dba["run"]}})["count"]
     assert stamped == dba["written"]

@@ -81,7 +81,8 @@ def test_redis_restarted_five_times_during_one_ingest(report, stack, es, index_n
     restarts_before = supervisor(stack).get("restarts", 0)
     job, progress = _start(stack, es, index_name, tiny_model, images, batch=4)
     for n in range(5):
-        wait_until(lambda: progress.counts()[1] >= 16 * (n + 1), 300, f"progress before restart {n + 1}")
+        wait_until(lambda: progress.counts()[1] >= 16 * (n + 1), 300,  # noqa: B023 - awaited in this iteration
+                   f"progress before restart {n + 1}")
         restart_redis(stack)
     done, failed = wait(stack.with_(stall_seconds=20), job, timeout=900)
     make_searchable(es, job)

@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -46,7 +47,7 @@ def _index_and_search(settings, tiny_model, tiny_data):
     result = process_batch(settings, client, job, items)
     assert (result["indexed"], result["failed"]) == (16, 0)
     assert count(client, alias) == 16
-    hits = run_search(client, alias, SearchRequest(image=open(items[0]["ref"], "rb").read(), k=3))["hits"]
+    hits = run_search(client, alias, SearchRequest(image=Path(items[0]["ref"]).read_bytes(), k=3))["hits"]
     assert len(hits) == 3
     client.indices.delete(index=info.concrete)
 
@@ -83,9 +84,8 @@ def test_api_key_is_sent_and_kept_out_of_errors(stack):
     key = "c2VjcmV0LWtleS1pZDpzZWNyZXQta2V5"
     s = stack.with_(es_url=f"http://127.0.0.1:{server.server_port}", es_api_key=key)
     try:
-        with pytest.raises(ConfigError) as info:
-            with cluster_errors(s):
-                make_client(s, max_retries=0).cluster.health()
+        with pytest.raises(ConfigError) as info, cluster_errors(s):
+            make_client(s, max_retries=0).cluster.health()
     finally:
         server.shutdown()
     assert seen == [f"ApiKey {key}"]
@@ -96,18 +96,16 @@ def test_wrong_password_is_clear_and_secret_free(secure, caplog):
     caplog.set_level(logging.DEBUG)
     wrong = "wrong-" + PASSWORD
     s = secure.settings(es_user=secure.user, es_password=wrong)
-    with pytest.raises(ConfigError) as info:
-        with cluster_errors(s):
-            make_client(s).cluster.health()
+    with pytest.raises(ConfigError) as info, cluster_errors(s):
+        make_client(s).cluster.health()
     assert "refused the credentials (HTTP 401)" in str(info.value)
     assert wrong not in str(info.value) and wrong not in caplog.text and wrong not in repr(s)
 
 
 def test_tls_without_the_ca_is_refused_clearly(secure):
     s = secure.settings(es_user=secure.user, es_password=secure.password, es_ca_file=None)
-    with pytest.raises(ClusterUnavailable) as info:
-        with cluster_errors(s):
-            make_client(s, max_retries=0).cluster.health()
+    with pytest.raises(ClusterUnavailable) as info, cluster_errors(s):
+        make_client(s, max_retries=0).cluster.health()
     assert secure.url in str(info.value) and PASSWORD not in str(info.value)
 
 

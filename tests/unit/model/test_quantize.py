@@ -2,7 +2,6 @@
 file it writes, the int8 runtime (opt-in, light nodes too) and an index that never mixes int8
 and float vectors."""
 import json
-import logging
 import shutil
 import subprocess
 import sys

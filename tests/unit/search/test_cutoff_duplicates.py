@@ -50,7 +50,8 @@ def test_scores_back_to_elasticsearch_similarity_units():
 
 
 def test_the_cut_count_asks_for_the_window_without_the_floor():
-    body = cut_body(INFO, [1.0, 0.0], 20, num_candidates=None, filter_query={"bool": {"filter": [{"term": {"c": "x"}}]}},
+    body = cut_body(INFO, [1.0, 0.0], 20, num_candidates=None,
+                    filter_query={"bool": {"filter": [{"term": {"c": "x"}}]}},
                     exclude_ids=["q"])
     assert body["size"] == 20 and body["_source"] is False and "similarity" not in body["knn"]
     assert body["knn"]["k"] == 20 and body["knn"]["filter"]["bool"]["must_not"] == [{"ids": {"values": ["q"]}}]
