@@ -11,7 +11,11 @@ mean nDCG@10 on the text kinds that describe the product (helpful, name) whose c
 misleading text stays within 0.01 of image only on every fold and whose vague-text nDCG does not
 fall below image only by more than 0.01.
 
-Usage: python bench/hybrid_eval.py DIR [DIR ...] [--out RESULTS.json] [--quick] [--every N]
+With --defaults only image only (plain, collapsed) and the search's current defaults
+(es_metric.search.fusion DEFAULT_*, the x3 name-boosted text leg) plain, collapsed and
+diversified are ranked: no grid, no choice (minutes instead of an hour a fold).
+
+Usage: python bench/hybrid_eval.py DIR [DIR ...] [--out RESULTS.json] [--quick] [--every N] [--defaults]
 """
 from __future__ import annotations
 
@@ -174,29 +178,44 @@ def variety(best: Config) -> list[Config]:
         [Config(best.method, best.w_image, best.text, best.window, diversify=lam) for lam in (0.3, 0.5, 0.7, 0.9)]
 
 
+def current_default() -> Config:
+    """The configuration a search uses when it is given text and nothing else."""
+    from es_metric.search.fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_WINDOW
+    return Config(DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, "name3", DEFAULT_WINDOW)
+
+
+def run(configs: list[Config], folds: list[Fold], results: dict, t0: float) -> None:
+    for c in configs:
+        results[c.name] = {"config": c.__dict__, "folds": {f.name: evaluate(f, c) for f in folds}}
+        print(f"{time.perf_counter() - t0:6.0f} s  {c.name}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folds", type=Path, nargs="+")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quick", action="store_true", help="fewer text-leg configurations")
     ap.add_argument("--every", type=int, default=1, help="every N-th indexed photo as a query (iconic: all)")
+    ap.add_argument("--defaults", action="store_true",
+                    help="only image only and the current search defaults with collapse and diversify")
     args = ap.parse_args()
     folds = [Fold(p, args.every) for p in args.folds]
     results: dict[str, dict] = {}
     t0 = time.perf_counter()
-    for c in grid(args.quick):
-        results[c.name] = {"config": c.__dict__, "folds": {f.name: evaluate(f, c) for f in folds}}
-        print(f"{time.perf_counter() - t0:6.0f} s  {c.name}", flush=True)
-    from hybrid_table import choose
-    best = choose(results)
-    for c in variety(best):
-        results[c.name] = {"config": c.__dict__, "folds": {f.name: evaluate(f, c) for f in folds}}
+    if args.defaults:
+        best = current_default()
+        run([Config("image"), Config("image", collapse=True), best], folds, results, t0)
+    else:
+        from hybrid_table import choose
+        run(grid(args.quick), folds, results, t0)
+        best = choose(results)
+    run(variety(best), folds, results, t0)
     out = args.out or args.folds[0].parent / "results.json"
-    out.write_text(json.dumps({"results": results, "chosen": best.name,
+    out.write_text(json.dumps({"results": results, "chosen": best.name, "defaults_only": args.defaults,
                                "every": args.every, "folds": {f.name: {"queries": len({r["q"] for r in f.rows}),
                                                   "index": f.blob["index"], "iconic": f.blob["iconic"],
                                                   "knn_ms_p50": f.blob["knn_ms_p50"]} for f in folds}}, indent=1))
-    print(f"chosen: {best.name} -> {out}")
+    print(f"{'default' if args.defaults else 'chosen'}: {best.name} -> {out}")
 
 
 if __name__ == "__main__":

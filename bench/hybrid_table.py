@@ -6,7 +6,7 @@ catalogue). Means are pooled over the folds' queries. The default is the fusion 
 with the best mean gain on right text (helpful, name) over the two sets, among those whose
 misleading-text and vague-text costs stay within MAX_COST of image only on both sets.
 
-Usage: python bench/hybrid_table.py RESULTS.json
+Usage: python bench/hybrid_table.py RESULTS.json   (of hybrid_eval.py --defaults: the first table only)
 """
 from __future__ import annotations
 
@@ -86,6 +86,8 @@ def table(blob: dict) -> str:
     lines = [HEAD] + [row(results, n) for n in singles[:1]]
     lines += [row(results, chosen, f"**{chosen}** (default)")] + [row(results, n) for n in variety]
     lines += [row(results, n) for n in singles[1:]]
+    if blob.get("defaults_only"):    # hybrid_eval.py --defaults: no grid to rank
+        return "\n".join(lines)
     best = sorted(plain_fusions(results), key=lambda n: -objective(results, n))
     lines += ["", "Fusions by mean gain on right text, eligible (costs within 0.01) first:", "", HEAD]
     lines += [row(results, n) for n in [n for n in best if eligible(results, n)][:10]]
