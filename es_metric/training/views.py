@@ -14,13 +14,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from ..errors import ConfigError, ImageError
-from ..images import load_image
+from ..errors import ConfigError
 from ..model.encoder import backbone_spec, create_encoder
 from .config import AUGMENTATIONS
-from .data import Sample
+from .data import ImageDataset, Sample
 from .features import feature_config, feature_store, run_dataset
 
 __all__ = ["view_features", "view_transform"]
@@ -39,25 +37,18 @@ def view_transform(policy: str, size: int, mean, std):
     return T.Compose(steps + [T.ToDtype(torch.float32, scale=True), T.Normalize(list(mean), list(std))])
 
 
-class SeededViews(Dataset):
+class SeededViews(ImageDataset):
     """View ``view`` of each photo, drawn from a generator seeded by the photo's path."""
 
     def __init__(self, samples: Sequence[Sample], transform, view: int, seed: int, draft: int) -> None:
-        self.samples, self.transform, self.view, self.seed, self.draft = list(samples), transform, view, seed, draft
-
-    def __len__(self) -> int:
-        return len(self.samples)
+        super().__init__(samples, transform, draft)
+        self.view, self.seed = view, seed
 
     def __getitem__(self, i: int):
-        s = self.samples[i]
-        try:
-            img, _ = load_image(s.path, draft=self.draft)
-        except ImageError as exc:
-            raise ConfigError(f"training image {s.path} is unusable: {exc}", hint="remove it") from None
-        digest = hashlib.sha256(f"{s.path}|{self.view}|{self.seed}".encode()).digest()
+        digest = hashlib.sha256(f"{self.samples[i].path}|{self.view}|{self.seed}".encode()).digest()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int.from_bytes(digest[:8], "little"))
-            return self.transform(img), s.label
+            return super().__getitem__(i)
 
 
 def view_features(name: str, samples: Sequence[Sample], views: int, policy: str, *,
