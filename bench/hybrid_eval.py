@@ -6,7 +6,7 @@ Recall@1 (same product), and for variety: distinct products in the top 10, the m
 one product there, and product nDCG@10 (a product's second and later photos gain nothing; the
 ideal is the query's product then every other product of its coarse class).
 
-Defaults are chosen across folds (README "Searching" says how): the configuration with the best
+Defaults are chosen across folds (docs/searching.md says how): the configuration with the best
 mean nDCG@10 on the text kinds that describe the product (helpful, name) whose cost on
 misleading text stays within 0.01 of image only on every fold and whose vague-text nDCG does not
 fall below image only by more than 0.01.

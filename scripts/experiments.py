@@ -243,7 +243,7 @@ def markdown(summary: list[dict]) -> str:
 
 def pivot_markdown(summary: list[dict], reranks: tuple[str, ...] = ("none", "dba10+qe10")) -> str:
     """One row per configuration: MAP@R (mean ± sd) and × raw cosine for each protocol, without
-    re-ranking and with the default re-ranking (the README's results table)."""
+    re-ranking and with the default re-ranking (BENCHMARKS.md §12c)."""
     cell = {(s["config"], s["protocol"], s["rerank"]): s for s in summary}
     order = list(CONFIGS)
     configs = sorted({s["config"] for s in summary}, key=lambda c: (order.index(c) if c in order else len(order), c))

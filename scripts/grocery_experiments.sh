@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the README's results table on the Grocery Store dataset: every configuration on
+# Reproduces the results table (BENCHMARKS.md §12c) on the Grocery Store dataset: every configuration on
 # 3 class folds (class-disjoint) and 3 image splits (in-domain), mean ± sd, with re-ranking.
 # Usage: scripts/grocery_experiments.sh [GROCERY_DIR] [OUT_DIR]
 set -euo pipefail

@@ -37,7 +37,7 @@ from .config import DEFAULT_RERANK
 __all__ = ["COPY_KINDS", "DEFAULT_PRECISION", "calibrate_cutoff", "calibrate_duplicates", "copy_of",
            "cutoff_for", "duplicates_for", "precision_threshold", "searched_similarities"]
 
-#: The precision target (README "Searching": why 0.95).
+#: The precision target (docs/searching.md: why 0.95).
 DEFAULT_PRECISION = 0.95
 VALIDATION = ("held-out validation images (with the head the gate measured: measured_head), each "
               "querying the others as search does")

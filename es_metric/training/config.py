@@ -21,7 +21,7 @@ PROTOCOLS = ("in-domain", "class-disjoint")
 AUGMENTATIONS = ("crop", "crop+colour")
 
 #: What a newly trained model records (chosen by the mean over class folds and image splits of the
-#: Grocery Store set, scripts/experiments.py; README "Results").
+#: Grocery Store set, scripts/experiments.py; BENCHMARKS.md §12c).
 DEFAULT_RERANK = ReRank(qe_k=10, qe_alpha=3.0, dba_k=10, dba_alpha=3.0)
 
 #: Called with each epoch's row of the training history.

@@ -6,7 +6,7 @@ folder (ranked as ``esm evaluate`` ranks, the card's re-ranking included). Only 
 relative loss ``(float - int8) / float`` is under ``max_loss`` is ``MODEL.int8.onnx`` written,
 with the card and the gate's figures in its metadata; otherwise nothing is written.
 
-Settings (ONNX Runtime's quantisation guide, measured on a Grocery Store model, README): QDQ
+Settings (ONNX Runtime's quantisation guide, measured on a Grocery Store model, docs/runtime.md): QDQ
 format, uint8 activations and uint8 weights (U8U8), weights per channel (depthwise convolutions
 have very different ranges per channel; per tensor, the worst image's cosine to float fell
 from 0.97 to 0.47). On AVX2 CPUs without VNNI, as here, the u8 x s8 kernels (VPMADDUBSW) can

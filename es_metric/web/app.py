@@ -186,7 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(check_key)])
     def metrics() -> Response:
-        """Prometheus text format (README: "Metrics")."""
+        """Prometheus text format (docs/metrics.md)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/health")
