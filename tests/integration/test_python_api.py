@@ -1,4 +1,4 @@
-"""The Python API for applications, on the real stack: the README example runs as written,
+"""The Python API for applications, on the real stack: the example of docs/python-api.md runs as written,
 and the enqueue path loads neither torch nor the web stack."""
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def readme_example() -> str:
-    text = (REPO / "README.md").read_text()
+def docs_example() -> str:
+    text = (REPO / "docs" / "python-api.md").read_text()
     match = re.search(r"<!-- python-api-example -->\s*```python\n(.*?)```", text, re.DOTALL)
-    assert match, "README has no Python API example"
+    assert match, "docs/python-api.md has no Python API example"
     return match.group(1)
 
 
@@ -31,9 +31,9 @@ def run_python(code: str, settings, **env) -> subprocess.CompletedProcess:
                           timeout=300, cwd=REPO)
 
 
-def test_readme_example_runs_and_updates_only_the_vectors(stack, es, index_name, tiny_model, tiny_data):
+def test_docs_example_runs_and_updates_only_the_vectors(stack, es, index_name, tiny_model, tiny_data):
     esm("mapping", "create", index_name, "--model", tiny_model, "--multi-photo")
-    done = run_python(readme_example(), stack,
+    done = run_python(docs_example(), stack,
                       SHOP_INDEX=index_name, SHOP_PHOTOS=str(tiny_data), ESM_IMAGE_ROOTS=str(tiny_data))
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
