@@ -1,6 +1,6 @@
 """A lean index on the real stack: no vector in _source, --like reads doc values, the workers'
 update-mode writes carry the vector, and a bare partial update (another application's) is
-exactly the hazard the README documents: the document loses its vector, and status shows it."""
+exactly the hazard docs/lean-index.md documents: the document loses its vector, and status shows it."""
 from __future__ import annotations
 
 import numpy as np
