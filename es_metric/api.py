@@ -24,6 +24,7 @@ from .ingest.celery_app import TASK_NAME
 from .ingest.enqueue import Job, enqueue, make_searchable, wait
 from .ingest.sources import Source, checked_item
 from .paths import as_roots
+from .types import failure
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def documents_source(documents: Iterable[Mapping[str, Any]], roots: tuple[Path, 
             source.add(*checked_item(doc.get("image"), doc_id, fields, Path("/"), roots,
                                      multi=bool(layout.photos), where=where, label=where))
         except FieldRefused as exc:
-            source.refused.append({"ref": where, "reason": exc.reason, "message": exc.message})
+            source.refused.append(failure(where, exc.reason, exc.message))
     return source
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypedDict
 
-__all__ = ["Cutoff", "DuplicateCluster", "Duplicates", "ImageItem", "JobSpec", "ModelCard", "NO_RERANK",
-           "ReRank", "SearchHit", "SearchResult"]
+__all__ = ["BatchOutcome", "Cutoff", "DuplicateCluster", "Duplicates", "Failure", "ImageItem", "JobSpec",
+           "ModelCard", "NO_RERANK", "ReRank", "SearchHit", "SearchResult", "failure"]
 
 
 class _ImageRef(TypedDict):
@@ -47,6 +47,35 @@ class JobSpec(_JobOptions):
     runtime_variant: str | None  # int8: the quantisation that made the vectors
     fields: dict[str, str | None]  # where es-metric's fields are (index/fields.py; a sender
     #                                without it: the top-level layout)
+
+
+class _FailureCore(TypedDict):
+    ref: str                     # the image (path or URL), or where a refused line/document was
+    reason: str                  # a short machine-readable cause: decode_error, path_refused, ...
+    message: str                 # one line for a person
+
+
+class Failure(_FailureCore, total=False):
+    """Why one image or document of a job was not indexed (a task's result, a dead letter in
+    the failures index, ``esm failures``)."""
+
+    doc_id: str                  # the user's document id, when there is one
+
+
+def failure(ref: str, reason: str, message: str, doc_id: object = None) -> Failure:
+    """The one way a failure record is made: ``doc_id`` only when the user named one."""
+    record: Failure = {"ref": ref, "reason": reason, "message": message}
+    if doc_id not in (None, ""):
+        record["doc_id"] = str(doc_id)
+    return record
+
+
+class BatchOutcome(TypedDict):
+    """What an ingest task returns (JSON-safe): counts and the failure records."""
+
+    indexed: int
+    failed: int
+    failures: list[Failure]
 
 
 class SecondModelSpec(JobSpec, total=False):

@@ -15,6 +15,7 @@ from elasticsearch import Elasticsearch, NotFoundError
 from elasticsearch.helpers import streaming_bulk
 
 from ..config import Settings
+from ..types import Failure, failure
 from .indices import ensure_failures_index
 
 log = logging.getLogger(__name__)
@@ -43,16 +44,12 @@ def item_key(item: object) -> str:
     return entry_key(item_ref(item), item.get("id") if isinstance(item, dict) else None)
 
 
-def failure_for(item: object, reason: str, message: str) -> dict[str, Any]:
+def failure_for(item: object, reason: str, message: str) -> Failure:
     """A failure record of one task item: its image, the user's document id if any, why."""
-    doc_id = item.get("id") if isinstance(item, dict) else None
-    record = {"ref": item_ref(item), "reason": reason, "message": message}
-    if doc_id not in (None, ""):
-        record["doc_id"] = str(doc_id)
-    return record
+    return failure(item_ref(item), reason, message, item.get("id") if isinstance(item, dict) else None)
 
 
-def record_key(record: dict[str, Any]) -> str:
+def record_key(record: Failure) -> str:
     return entry_key(record["ref"], record.get("doc_id"))
 
 
@@ -61,7 +58,7 @@ def dead_letter_id(alias: str, key: str) -> str:
 
 
 def record_failures(client: Elasticsearch, settings: Settings, job: dict[str, Any],
-                    failures: list[dict[str, Any]]) -> None:
+                    failures: list[Failure]) -> None:
     """Dead-letter records in the failures index (one per index + image; rewrites are idempotent)."""
     if not failures:
         return

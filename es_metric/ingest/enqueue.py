@@ -19,7 +19,7 @@ from ..index.imageref import retire
 from ..index.indices import IndexInfo, index_info, record_image_roots
 from ..paths import as_roots
 from ..redact import redact_text, redact_url
-from ..types import JobSpec
+from ..types import Failure, JobSpec
 from .celery_app import TASK_NAME, make_app
 from .jobs import JobProgress
 from .sources import Source, checked_item
@@ -71,7 +71,7 @@ def existing_roots(settings: Settings, client: Elasticsearch, index: str,
 
 
 def hit_item(hit: dict, image_field: str, index: str, roots: tuple[Path, ...],
-             base_dir: str | None = None, multi: bool = False) -> tuple[dict | None, list[dict]]:
+             base_dir: str | None = None, multi: bool = False) -> tuple[dict | None, list[Failure]]:
     """(re-embed item or None, failure records) for a document whose ``image_field`` is a path
     inside ``roots``, a URL or a list of them (sources.checked_item: on a multi-photo index a
     refused photo costs the document only that photo). The item carries the field's value

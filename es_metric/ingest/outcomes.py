@@ -16,6 +16,7 @@ from elasticsearch import Elasticsearch
 from ..config import Settings
 from ..errors import ClusterUnavailable, EsmError, ImageError, MappingMismatch, ModelError, WorkerLost
 from ..index.failures import MAX_MESSAGE_CHARS, failure_for, item_key, record_failures, record_key
+from ..types import BatchOutcome
 from .jobs import JobProgress
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def check_redelivery(settings: Settings, job: dict, task_id: str | None, retries
 
 
 def fail_batch(settings: Settings, client: Elasticsearch, job: dict, items: list,
-               exc: BaseException) -> dict:
+               exc: BaseException) -> BatchOutcome:
     """Record every image of a batch as failed with the reason of ``exc``: in the dead-letter
     index (best effort: Elasticsearch may be what failed) and in the job's progress."""
     reason, message = failure_reason(exc)

@@ -17,6 +17,7 @@ from ..index.failures import failure_for, now
 from ..index.fields import DocFields
 from ..index.gallery import MAX_PHOTOS
 from ..index.imageref import ref_token
+from ..types import Failure
 
 
 def item_refs(item: dict) -> list[str]:
@@ -31,12 +32,12 @@ def item_refs(item: dict) -> list[str]:
     return list(dict.fromkeys(refs))
 
 
-def expand(items: list[dict], multi: bool) -> tuple[list[dict], list[dict], list[dict]]:
+def expand(items: list[dict], multi: bool) -> tuple[list[dict], list[dict], list[Failure]]:
     """(the items kept, one photo item per photo tagged with its item's position in the kept
     list, failure records of the items refused). A list of photos needs a multi-photo index."""
     kept: list[dict] = []
     photos: list[dict] = []
-    failures: list[dict] = []
+    failures: list[Failure] = []
     for item in items:
         try:
             refs = item_refs(item)
@@ -61,7 +62,7 @@ def stored_ref(item: dict) -> str | list[str] | None:
 
 
 def gallery_actions(job: dict, items: list[dict], good: list[tuple[dict, str]], vectors: np.ndarray,
-                    photo_failures: list[dict]) -> tuple[list[dict], dict[str, list[dict]], list[dict]]:
+                    photo_failures: list[Failure]) -> tuple[list[dict], dict[str, list[dict]], list[Failure]]:
     """(bulk actions, the items behind each document id, failure records of items none of
     whose photos could be embedded). Photos are kept in the item's order."""
     fields = DocFields.of_record(job)
@@ -72,7 +73,8 @@ def gallery_actions(job: dict, items: list[dict], good: list[tuple[dict, str]], 
     failed_refs = {f["ref"]: f for f in photo_failures}
     actions: dict[str, dict] = {}
     owners: dict[str, list[dict]] = {}
-    item_failures, stamp = [], now()
+    item_failures: list[Failure] = []
+    stamp = now()
     for n, item in enumerate(items):
         done = by_doc.get(n)
         if not done:

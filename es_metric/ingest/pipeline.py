@@ -28,6 +28,7 @@ from ..index.imageref import retire
 from ..model.pixels import pixel_stack, square_pixels
 from ..model.runtime import Embedder, check_runtime, load_embedder, model_threads
 from ..paths import job_roots
+from ..types import BatchOutcome, Failure
 from .jobs import JobProgress
 from .metrics import observe_fetch
 from .fetch import FetchPolicy, open_image
@@ -46,9 +47,9 @@ OVERLAP: bool | None = None
 @dataclass
 class BatchResult:
     indexed: list[str] = field(default_factory=list)     # entry keys (image, or image + user id)
-    failures: list[dict] = field(default_factory=list)   # {ref, reason, message, doc_id}
+    failures: list[Failure] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> BatchOutcome:
         return {"indexed": len(self.indexed), "failed": len(self.failures),
                 "failures": self.failures}
 
@@ -115,11 +116,12 @@ def decode_and_embed(items: list[dict], model: Embedder, limits: DecodeLimits, r
     return good, failures, np.concatenate(vectors)
 
 
-def check_items(items: list, layout: DocFields) -> tuple[list[dict], list[dict]]:
+def check_items(items: list, layout: DocFields) -> tuple[list[dict], list[Failure]]:
     """(usable items with their id and fields checked, failure records). Tasks may come from
     any application that reaches the broker: user data is checked here again, never trusted
     (``layout``: the index's own fields, which no user field may overwrite)."""
-    ok, failures = [], []
+    ok: list[dict] = []
+    failures: list[Failure] = []
     for item in items:
         try:
             if not isinstance(item, dict) or not isinstance(item.get("ref"), str) or not item["ref"]:
@@ -200,7 +202,7 @@ def _error_text(exc: ApiError) -> str:
 
 
 def _actions(job: dict, items: list[dict], good: list[tuple[dict, str]], vectors: np.ndarray,
-             failures: list[dict]) -> tuple[list[dict], dict[str, list[dict]], list[dict], list[dict]]:
+             failures: list[Failure]) -> tuple[list[dict], dict[str, list[dict]], list[Failure], list[Failure]]:
     """(bulk actions, items behind each document id, item failures, failures of photos of
     documents that were still indexed). A multi-photo index: one document per item, its
     photos nested; otherwise one document per image (identical images share one id)."""
@@ -223,7 +225,7 @@ def retire_refused(client: Elasticsearch, job: dict, items: list[dict], failed: 
     return retire(client, job["index"], DocFields.of_record(job), values)
 
 
-def process_batch(settings: Settings, client: Elasticsearch, job: dict, items: list) -> dict:
+def process_batch(settings: Settings, client: Elasticsearch, job: dict, items: list) -> BatchOutcome:
     """Check, decode, embed and write one batch; record failures (dead letters, progress) and
     clear the dead letters of images now indexed; returns counts and failures (JSON-safe)."""
     model = load_embedder(job["model_path"], settings.runtime, settings.device)
