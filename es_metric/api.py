@@ -24,7 +24,7 @@ from .ingest.celery_app import TASK_NAME
 from .ingest.enqueue import Job, enqueue, make_searchable, wait
 from .ingest.sources import Source, checked_item
 from .paths import as_roots
-from .types import failure
+from .types import Mode, failure
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ MODES = ("update", "index")
 __all__ = ["EsMetric", "Job", "TASK_NAME", "documents_source"]
 
 
-def documents_source(documents: Iterable[Mapping[str, Any]], roots: tuple[Path, ...], mode: str,
+def documents_source(documents: Iterable[Mapping[str, Any]], roots: tuple[Path, ...], mode: Mode,
                      layout: DocFields) -> Source:
     """Task items of ``{"id", "image": path | URL | [...], "fields": {...}}`` documents; a
     document that cannot be used is refused with its reason (a dead letter of the job), and
@@ -76,7 +76,7 @@ class EsMetric:
         self.client.close()
 
     def enqueue(self, index: str, documents: Mapping[str, Any] | Iterable[Mapping[str, Any]], *,
-                mode: str = "update") -> Job:
+                mode: Mode = "update") -> Job:
         """Queue the images of one document or many for the workers; returns the job at once.
 
         A document is ``{"id": ..., "image": path | URL | [paths/URLs], "fields": {...}}``.

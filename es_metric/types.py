@@ -8,8 +8,22 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypedDict
 
-__all__ = ["BatchOutcome", "Cutoff", "DuplicateCluster", "Duplicates", "Failure", "ImageItem", "JobSpec",
-           "ModelCard", "NO_RERANK", "ReRank", "SearchHit", "SearchResult", "failure"]
+__all__ = ["BatchOutcome", "Cutoff", "DuplicateCluster", "Duplicates", "Failure", "Fusion",
+           "ImageItem", "JobSpec", "MigrationState", "Mode", "ModelCard", "NO_RERANK", "ReRank", "ReindexState",
+           "Runtime", "RuntimeSetting", "SearchHit", "SearchResult", "failure"]
+
+#: How vectors are made: torch eager, ONNX Runtime on the export, or the gated int8 model.
+Runtime = Literal["torch", "onnxruntime", "onnxruntime-int8"]
+#: ``ESM_RUNTIME``: a runtime, or ``auto`` (the card's measured choice, else ONNX Runtime).
+RuntimeSetting = Literal["auto", "torch", "onnxruntime", "onnxruntime-int8"]
+#: How an image and a text leg are combined (search/fusion.py).
+Fusion = Literal["minmax", "zscore", "rrf", "weighted"]
+#: An ingest job writes whole documents (``index``) or adds vectors to existing ones by id.
+Mode = Literal["index", "update"]
+#: A model change in place (``_meta.es_metric.migration.state``).
+MigrationState = Literal["filling", "switched"]
+#: A blue/green reindex (``_meta.es_metric.reindex_state.state``).
+ReindexState = Literal["building", "live"]
 
 
 class _ImageRef(TypedDict):
@@ -40,9 +54,9 @@ class JobSpec(_JobOptions):
     model_id: str
     model_path: str
     vector_field: str
-    mode: Literal["index", "update"]
+    mode: Mode
     roots: list[str]
-    runtime: str | None          # the runtime the index's vectors were made with (None: torch)
+    runtime: Runtime | None          # the runtime the index's vectors were made with (None: torch)
     runtime_parity: float | None  # that export's measured minimum cosine to torch
     runtime_variant: str | None  # int8: the quantisation that made the vectors
     fields: dict[str, str | None]  # where es-metric's fields are (index/fields.py; a sender

@@ -10,6 +10,7 @@ from typing import Any
 from elasticsearch import Elasticsearch, NotFoundError
 
 from ..errors import ConfigError, IndexStateError, MappingMismatch, shown
+from ..types import Runtime
 from .fields import DEFAULT_OBJECT, DocFields
 from .mappings import (RESCORED_TYPES, IndexOptions, check_compatible, existing_index_update,
                        load_template, new_index_body, versioned_name)
@@ -36,7 +37,7 @@ class IndexInfo:
     image_roots: tuple[str, ...] = ()  # folders images were ingested from (what may be read)
     rerank: dict[str, Any] | None = None          # the card's re-ranking, recorded at mapping creation
     near_duplicate_threshold: float | None = None
-    runtime: str | None = None          # runtime of the vectors (torch, onnxruntime); None: older
+    runtime: Runtime | None = None      # runtime of the vectors (torch, onnxruntime); None: older
     runtime_parity: float | None = None  # that runtime's measured min cosine to torch
     migration: dict[str, Any] | None = None       # a model change in place under way (ingest/migrate.py)
 

@@ -19,7 +19,7 @@ from ..index.imageref import retire
 from ..index.indices import IndexInfo, index_info, record_image_roots
 from ..paths import as_roots
 from ..redact import redact_text, redact_url
-from ..types import Failure, JobSpec
+from ..types import Failure, JobSpec, Mode
 from .celery_app import TASK_NAME, make_app
 from .jobs import JobProgress
 from .sources import Source, checked_item
@@ -44,7 +44,7 @@ class Job:
     started_at: float = 0.0  # epoch seconds: what the job wrote is stamped after this (DBA's window)
 
 
-def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | None = None,
+def job_spec(info: IndexInfo, alias: str, job_id: str, mode: Mode, target: str | None = None,
              roots: tuple[str, ...] = ()) -> JobSpec:
     """The JSON-safe description every task of a job carries (``roots``: the folders the
     worker may read for this index, besides ESM_IMAGE_ROOTS; ``fields``: where es-metric's
@@ -52,7 +52,7 @@ def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | 
     spec: JobSpec = {"job_id": job_id, "alias": alias, "index": target or info.concrete,
                      "model_id": info.model_id, "model_path": info.model_path,
                      "vector_field": info.vector_field,
-                     "mode": mode,  # type: ignore[typeddict-item]  # callers pass "index"/"update"
+                     "mode": mode,
                      "roots": list(roots), "runtime": info.runtime, "runtime_parity": info.runtime_parity,
                      "runtime_variant": info.runtime_variant, "fields": info.fields.record()}
     if info.photos_field:
@@ -119,7 +119,7 @@ def check_image_field(info: IndexInfo, image_field: str) -> None:
 
 
 def enqueue(settings: Settings, client: Elasticsearch, alias: str, source: Source | list[dict], *,
-            mode: str = "index", target: str | None = None, model: dict | None = None) -> Job:
+            mode: Mode = "index", target: str | None = None, model: dict | None = None) -> Job:
     """Send the items as batches of ``settings.batch_size`` to the workers; record the
     source's roots for the index and its refused lines as failures of the job. ``model``:
     another model's ``model_id``, ``model_path``, ``vector_field`` (and ``vector_only``) than

@@ -32,6 +32,7 @@ from ..index.mappings import IndexOptions, index_meta, new_index_body, versioned
 from ..index.scan import scroll_documents
 from ..model.card import gate_allows
 from ..paths import as_roots
+from ..types import ReindexState
 from .enqueue import Job, enqueue, wait
 from .sources import Source
 
@@ -250,7 +251,7 @@ def swap_alias(client: Elasticsearch, alias: str, old: str, new: str) -> None:
                                            {"add": {"index": new, "alias": alias}}])
 
 
-def _mark(client: Elasticsearch, index: str, state: str) -> None:
+def _mark(client: Elasticsearch, index: str, state: ReindexState) -> None:
     meta = client.indices.get_mapping(index=index)[index]["mappings"].get("_meta") or {}
     meta.setdefault("es_metric", {}).setdefault("reindex_state", {})["state"] = state
     client.indices.put_mapping(index=index, meta=meta)

@@ -14,12 +14,13 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
 from ..errors import ConfigError, MappingMismatch, ModelError
 from ..device import batch_size_for, ort_providers, resolve_device
+from ..types import Runtime
 from .card import check_card_fields
 
 if TYPE_CHECKING:  # the model file loader imports torch
@@ -27,8 +28,8 @@ if TYPE_CHECKING:  # the model file loader imports torch
 
 log = logging.getLogger(__name__)
 
-INT8 = "onnxruntime-int8"  # opt-in only: ``esm model quantize`` wrote MODEL.int8.onnx
-RUNTIMES = ("torch", "onnxruntime", INT8)
+INT8: Literal["onnxruntime-int8"] = "onnxruntime-int8"  # opt-in only: ``esm model quantize`` wrote MODEL.int8.onnx
+RUNTIMES: tuple[Runtime, ...] = ("torch", "onnxruntime", INT8)
 # Vectors of two runtimes may share an index when every image's cosine is at least this.
 PARITY_COSINE = 0.9999
 CARD_KEY = "es_metric_card"
@@ -96,7 +97,7 @@ def model_spins() -> bool:
 
 
 class Embedder(Protocol):
-    runtime: str
+    runtime: Runtime
     parity: float | None  # min cosine to torch (1.0 for torch itself; None: not measured)
     variant: str | None   # int8: the id of the quantisation (None for float runtimes)
 
@@ -114,7 +115,7 @@ class OnnxEmbedder:
     session: Any  # an onnxruntime.InferenceSession (no type stubs)
     card: dict
     parity: float | None = None
-    runtime: str = "onnxruntime"
+    runtime: Runtime = "onnxruntime"
     variant: str | None = None  # int8: the id of this quantisation (each `esm model quantize` run)
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
@@ -131,7 +132,7 @@ class TorchEmbedder:
     model: LoadedModel
     device: str = "cpu"
     batch_size: int = 64
-    runtime: str = "torch"
+    runtime: Runtime = "torch"
     parity: float | None = 1.0
     variant: str | None = None
 
@@ -149,7 +150,7 @@ class TorchEmbedder:
                              self.batch_size, device=self.device)
 
 
-def onnx_embedder(path: str | Path, device: str = "cpu", runtime: str = "onnxruntime") -> OnnxEmbedder:
+def onnx_embedder(path: str | Path, device: str = "cpu", runtime: Runtime = "onnxruntime") -> OnnxEmbedder:
     """ONNX Runtime on an export (or the int8 model: ``runtime=INT8``), with the model card and
     parity the file carries."""
     session = open_session(Path(path), device)
@@ -198,11 +199,12 @@ def open_session(path: Path, device: str):
 
 
 def choose_runtime(requested: str, preferred: str | None, has_export: bool,
-                   have_ort: bool, have_torch: bool, has_int8: bool = False) -> str:
+                   have_ort: bool, have_torch: bool, has_int8: bool = False) -> Runtime:
     """Which runtime embeds. ``requested``: ``ESM_RUNTIME`` (auto, torch, onnxruntime,
     onnxruntime-int8); ``preferred``: what ``esm model bench`` measured fastest here (None: not
     measured, ONNX Runtime when present). int8 is never chosen unless requested."""
-    if requested not in ("auto", *RUNTIMES):
+    named = next((r for r in RUNTIMES if r == requested), None)  # the setting, as a Runtime
+    if named is None and requested != "auto":
         raise ConfigError(f"ESM_RUNTIME={requested!r} is not a runtime",
                           hint="valid: auto, " + ", ".join(RUNTIMES))
     if requested == INT8:
@@ -218,8 +220,8 @@ def choose_runtime(requested: str, preferred: str | None, has_export: bool,
             hint="pip install 'es-metric[runtime]', or `esm model export MODEL`")
     if requested == "torch" and not have_torch:
         raise ConfigError("ESM_RUNTIME=torch but torch is not installed", hint="pip install es-metric")
-    if requested != "auto":
-        return requested
+    if named is not None:
+        return named
     if ort_ok and (preferred != "torch" or not have_torch):
         return "onnxruntime"
     if have_torch:
@@ -290,7 +292,7 @@ def _int8_embedder(model_path: Path, card: dict | None, dev: str) -> OnnxEmbedde
     return ours
 
 
-def runtime_label(card: dict) -> str:
+def runtime_label(card: dict) -> Runtime:
     """What an index records about how its vectors were made: the runtime the card chose (or
     torch) and the export's parity with torch."""
     info = card.get("runtime") or {}
@@ -310,7 +312,7 @@ def card_for_runtime(card: dict, requested: str) -> dict:
                                 "variant": gate.get("id")}}
 
 
-def check_runtime(embedder: Embedder, index_runtime: str | None, parity: float | None,
+def check_runtime(embedder: Embedder, index_runtime: Runtime | None, parity: float | None,
                   variant: str | None = None) -> None:
     """An index never mixes runtimes whose vectors differ beyond the parity tolerance: a
     different runtime is accepted (with a warning) only when the export's measured parity with

@@ -26,3 +26,16 @@ def test_every_builder_makes_the_same_json_record(tmp_path):
                               multi=False, where="line 1", label="line 1")
     assert [sorted(r) for r in records] == [["doc_id", "message", "reason", "ref"]]
     assert records[0]["doc_id"] == "d2"
+
+
+def test_the_literals_name_exactly_the_values_the_code_accepts():
+    from typing import get_args
+
+    from es_metric.model.runtime import RUNTIMES
+    from es_metric.search.fusion import FUSIONS
+    from es_metric.types import Fusion, Mode, Runtime, RuntimeSetting
+
+    assert get_args(Fusion) == FUSIONS
+    assert get_args(Runtime) == RUNTIMES
+    assert get_args(RuntimeSetting) == ("auto", *RUNTIMES)
+    assert get_args(Mode) == ("index", "update")
