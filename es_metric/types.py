@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypedDict
 
-__all__ = ["BatchOutcome", "Cutoff", "DuplicateCluster", "Duplicates", "Failure", "Fusion",
+__all__ = ["BatchOutcome", "CardRuntime", "Cutoff", "DuplicateCluster", "Duplicates", "Failure", "Fusion",
            "ImageItem", "JobSpec", "MigrationState", "Mode", "ModelCard", "NO_RERANK", "ReRank", "ReindexState",
            "Runtime", "RuntimeSetting", "SearchHit", "SearchResult", "failure"]
 
@@ -98,6 +98,20 @@ class SecondModelSpec(JobSpec, total=False):
     vector_only: bool            # write the vector field only, no bookkeeping
 
 
+class CardRuntime(TypedDict, total=False):
+    """A card's ``runtime`` part, written by ``esm model export | bench | quantize`` (a card of
+    a model never exported has none)."""
+
+    chosen: Runtime              # what ESM_RUNTIME=auto uses (export: onnxruntime; bench: the fastest)
+    export: str                  # the ONNX file's name, beside the model file
+    opset: int
+    parity_min_cosine: float | None  # the export's (or int8 model's) minimum cosine to torch
+    export_s: float
+    bench: dict[str, Any]        # {"images_per_s": {runtime: rate}, "batch", "threads", "load_avg_1m"}
+    int8: dict[str, Any]         # the passed int8 gate (training/quantize.py): id, min_cosine_to_float, ...
+    variant: str | None          # an index made for int8 vectors: the quantisation's id
+
+
 class _CardCore(TypedDict):
     format: str
     model_id: str
@@ -122,6 +136,7 @@ class ModelCard(_CardCore, total=False):
     weights_sha256: str
     created_at: str
     es_metric_version: str
+    runtime: CardRuntime         # absent until the model is exported
 
 
 #: ``metrics.cutoff`` of a card (``--min-similarity auto``), also in the index's ``_meta``:

@@ -66,7 +66,8 @@ def gallery_actions(job: dict, items: list[dict], good: list[tuple[dict, str]], 
     """(bulk actions, the items behind each document id, failure records of items none of
     whose photos could be embedded). Photos are kept in the item's order."""
     fields = DocFields.of_record(job)
-    leaf = fields.vector[len(str(fields.photos)) + 1:]
+    photos = str(fields.photos)  # a multi-photo index: its nested field is recorded
+    leaf = fields.vector[len(photos) + 1:]
     by_doc: dict[int, list[tuple[dict, str, np.ndarray]]] = {}
     for (photo, sha), vec in zip(good, vectors):
         by_doc.setdefault(photo["doc"], []).append((photo, sha, vec))
@@ -82,7 +83,7 @@ def gallery_actions(job: dict, items: list[dict], good: list[tuple[dict, str]], 
             item_failures.append(failure_for(item, first["reason"] if first else "no_photo",
                                              first["message"] if first else "no photo was embedded"))
             continue
-        doc = {fields.photos: [{"ref": p["ref"], "sha256": sha, leaf: v.astype(float).round(7).tolist()}
+        doc = {photos: [{"ref": p["ref"], "sha256": sha, leaf: v.astype(float).round(7).tolist()}
                                for p, sha, v in done],
                fields.image_path: done[0][0]["ref"], fields.image_sha256: done[0][1],
                fields.model_id: job["model_id"], fields.indexed_at: stamp}

@@ -32,7 +32,7 @@ from ..index.mappings import IndexOptions, index_meta, new_index_body, versioned
 from ..index.scan import scroll_documents
 from ..model.card import gate_allows
 from ..paths import as_roots
-from ..types import ReindexState
+from ..types import ModelCard, ReindexState
 from .enqueue import Job, enqueue, wait
 from .sources import Source
 
@@ -66,7 +66,7 @@ def _user_properties(client: Elasticsearch, old: IndexInfo) -> dict:
     return {k: v for k, v in props.items() if k not in old.fields.reserved}  # es-metric's: anew
 
 
-def _index_options(client: Elasticsearch, old: IndexInfo, card: dict) -> IndexOptions:
+def _index_options(client: Elasticsearch, old: IndexInfo, card: ModelCard) -> IndexOptions:
     props = client.indices.get_mapping(index=old.concrete)[old.concrete]["mappings"]["properties"]
     opts = DocFields.mapping_of(props, old.vector_field).get("index_options") or {}
     kind = opts.get("type", "hnsw")
@@ -76,7 +76,7 @@ def _index_options(client: Elasticsearch, old: IndexInfo, card: dict) -> IndexOp
     return IndexOptions(kind, opts.get("m", 16), opts.get("ef_construction", 100), oversample)
 
 
-def prepare_target(client: Elasticsearch, old: IndexInfo, card: dict, model_path: str) -> str:
+def prepare_target(client: Elasticsearch, old: IndexInfo, card: ModelCard, model_path: str) -> str:
     """Create (or find, when resuming) the new versioned index, marked as building."""
     name = versioned_name(old.name, card["model_id"])
     if client.indices.exists(index=name):
@@ -263,7 +263,7 @@ def in_place(client: Elasticsearch, name: str) -> bool:
     return info.name == info.concrete
 
 
-def reindex(settings: Settings, client: Elasticsearch, alias: str, model_path: str, card: dict, *,
+def reindex(settings: Settings, client: Elasticsearch, alias: str, model_path: str, card: ModelCard, *,
             force: bool = False, delete_old: bool = False, timeout: float | None = None,
             on_progress: Callable[[int, int, int], None] | None = None) -> ReindexResult:
     old = index_info(client, alias)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ConfigError, MappingMismatch, ModelError
 from ..device import batch_size_for, ort_providers, resolve_device
-from ..types import Runtime
+from ..types import ModelCard, Runtime
 from .card import check_card_fields
 
 if TYPE_CHECKING:  # the model file loader imports torch
@@ -102,7 +102,7 @@ class Embedder(Protocol):
     variant: str | None   # int8: the id of the quantisation (None for float runtimes)
 
     @property
-    def card(self) -> dict: ...
+    def card(self) -> ModelCard: ...
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 N x S x S x 3 -> float32 N x dims."""
@@ -113,7 +113,7 @@ class OnnxEmbedder:
     """ONNX Runtime on the export; needs neither torch nor the model file."""
 
     session: Any  # an onnxruntime.InferenceSession (no type stubs)
-    card: dict
+    card: ModelCard
     parity: float | None = None
     runtime: Runtime = "onnxruntime"
     variant: str | None = None  # int8: the id of this quantisation (each `esm model quantize` run)
@@ -137,7 +137,7 @@ class TorchEmbedder:
     variant: str | None = None
 
     @property
-    def card(self) -> dict:
+    def card(self) -> ModelCard:
         return self.model.card
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
@@ -165,11 +165,10 @@ def onnx_embedder(path: str | Path, device: str = "cpu", runtime: Runtime = "onn
     except (ValueError, TypeError, AttributeError) as exc:
         raise ModelError(f"{path}: the metadata of this ONNX export is unreadable ({exc})",
                          hint="export it again with `esm model export MODEL`") from None
-    _check_export_card(card, session, path)
-    return OnnxEmbedder(session, card, parity, runtime, variant)
+    return OnnxEmbedder(session, _checked_export_card(card, session, path), parity, runtime, variant)
 
 
-def _check_export_card(card: object, session, path: str | Path) -> None:
+def _checked_export_card(card: object, session, path: str | Path) -> ModelCard:
     """ModelError unless the export's card is a card (dims, similarity, model id, weights
     digest) and its dims are those of the graph's output."""
     if not isinstance(card, dict) or not isinstance(card.get("weights_sha256"), str):
@@ -180,6 +179,7 @@ def _check_export_card(card: object, session, path: str | Path) -> None:
     if isinstance(made, int) and made != card["dims"]:
         raise ModelError(f"{path}: the ONNX export makes {made}-d vectors but its card says "
                          f"{card['dims']}", hint="export it again with `esm model export MODEL`")
+    return card  # type: ignore[return-value]  # a dict whose card fields were checked above
 
 
 def open_session(path: Path, device: str):
@@ -254,11 +254,11 @@ def load_embedder(model_path: str | Path, runtime: str = "auto", device: str = "
 
 
 def _make(model_path: Path, onnx: Path, runtime: str, device: str, have_torch: bool) -> Embedder:
-    card = None
+    card: ModelCard | None = None
     if have_torch:
         from .modelfile import cached_model
         card = cached_model(model_path).card
-    preferred = ((card or {}).get("runtime") or {}).get("chosen")
+    preferred = (card.get("runtime") or {}).get("chosen") if card else None
     has_export = onnx.is_file()
     chosen = choose_runtime(runtime, preferred, has_export, installed("onnxruntime"), have_torch,
                             int8_path(model_path).is_file())
@@ -282,7 +282,7 @@ def _make(model_path: Path, onnx: Path, runtime: str, device: str, have_torch: b
     return TorchEmbedder(model, dev, batch_size_for(dev))
 
 
-def _int8_embedder(model_path: Path, card: dict | None, dev: str) -> OnnxEmbedder:
+def _int8_embedder(model_path: Path, card: ModelCard | None, dev: str) -> OnnxEmbedder:
     """The gated int8 model; refused when it was quantised from other weights."""
     ours = onnx_embedder(int8_path(model_path), dev, INT8)
     if card is not None and ours.card["weights_sha256"] != card["weights_sha256"]:
@@ -292,14 +292,13 @@ def _int8_embedder(model_path: Path, card: dict | None, dev: str) -> OnnxEmbedde
     return ours
 
 
-def runtime_label(card: dict) -> Runtime:
+def runtime_label(card: ModelCard) -> Runtime:
     """What an index records about how its vectors were made: the runtime the card chose (or
     torch) and the export's parity with torch."""
-    info = card.get("runtime") or {}
-    return info.get("chosen") or "torch"
+    return (card.get("runtime") or {}).get("chosen") or "torch"
 
 
-def card_for_runtime(card: dict, requested: str) -> dict:
+def card_for_runtime(card: ModelCard, requested: str) -> ModelCard:
     """The card as an index made on this node records it: under ``ESM_RUNTIME=onnxruntime-int8``
     the index is made for int8 vectors (the card must record a passed int8 gate)."""
     if requested != INT8:
