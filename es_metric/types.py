@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypedDict
 
 __all__ = ["BatchOutcome", "CardRuntime", "Cutoff", "DuplicateCluster", "Duplicates", "Failure", "Fusion",
-           "ImageItem", "JobSpec", "MigrationState", "Mode", "ModelCard", "NO_RERANK", "ReRank", "ReindexState",
-           "Runtime", "RuntimeSetting", "SearchHit", "SearchResult", "failure"]
+           "ImageItem", "JobSpec", "MigrationState", "Mode", "ModelCard", "NO_RERANK", "OtherModel", "ReRank",
+           "ReindexState", "Runtime", "RuntimeSetting", "SearchHit", "SearchResult", "failure"]
 
 #: How vectors are made: torch eager, ONNX Runtime on the export, or the gated int8 model.
 Runtime = Literal["torch", "onnxruntime", "onnxruntime-int8"]
@@ -42,6 +42,7 @@ class ImageItem(_ImageRef, total=False):
 class _JobOptions(TypedDict, total=False):
     photos_field: str            # a multi-photo index: the nested field of the photos
     dba_raw: bool                # the index has a DBA raw copy: an update clears it (not augmented now)
+    vector_only: bool            # a model change in place: write the other model's vector field only
 
 
 class JobSpec(_JobOptions):
@@ -92,10 +93,14 @@ class BatchOutcome(TypedDict):
     failures: list[Failure]
 
 
-class SecondModelSpec(JobSpec, total=False):
-    """A job that fills another model's field during a model change in place."""
+class OtherModel(TypedDict, total=False):
+    """What a job of a model change in place overrides in its JobSpec: the model filling its
+    own field (``ingest.migrate.second_model``)."""
 
-    vector_only: bool            # write the vector field only, no bookkeeping
+    model_id: str
+    model_path: str
+    vector_field: str
+    vector_only: bool
 
 
 class CardRuntime(TypedDict, total=False):

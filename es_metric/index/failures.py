@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from typing import Any
+from typing import Any, Mapping
 
 from elasticsearch import Elasticsearch, NotFoundError
 from elasticsearch.helpers import streaming_bulk
@@ -57,7 +57,7 @@ def dead_letter_id(alias: str, key: str) -> str:
     return hashlib.sha1(f"{alias}\x00{key}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def record_failures(client: Elasticsearch, settings: Settings, job: dict[str, Any],
+def record_failures(client: Elasticsearch, settings: Settings, job: Mapping[str, Any],
                     failures: list[Failure]) -> None:
     """Dead-letter records in the failures index (one per index + image; rewrites are idempotent)."""
     if not failures:
@@ -76,7 +76,7 @@ def record_failures(client: Elasticsearch, settings: Settings, job: dict[str, An
             log.error("could not record failure: %s", info)
 
 
-def clear_failures(client: Elasticsearch, settings: Settings, job: dict[str, Any], keys: list[str]) -> int:
+def clear_failures(client: Elasticsearch, settings: Settings, job: Mapping[str, Any], keys: list[str]) -> int:
     """Delete the dead-letter records of entries now indexed (a read first: most have none)."""
     if not keys:
         return 0

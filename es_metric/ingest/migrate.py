@@ -35,7 +35,7 @@ from ..index.mappings import IndexOptions, index_meta, vector_field_body
 from ..index.vectors import hit_vector
 from .enqueue import enqueue, wait
 from ..model.card import gate_allows
-from ..types import ModelCard
+from ..types import ImageItem, ModelCard, OtherModel
 from .reindex import wait_for_writers
 from .sources import Source
 
@@ -63,7 +63,7 @@ def model_field(vector_field: str, model_id: str) -> str:
     return f"{vector_field.split('__')[0]}__{re.sub(r'[^a-z0-9_-]', '_', model_id.lower())}"
 
 
-def second_model(info: IndexInfo) -> dict | None:
+def second_model(info: IndexInfo) -> OtherModel | None:
     """The job overrides that embed with the model filling its field, while one does."""
     moving = info.migration or {}
     if moving.get("state") != "filling":
@@ -124,7 +124,7 @@ def fill(settings: Settings, client: Elasticsearch, info: IndexInfo, timeout: fl
         client.indices.refresh(index=info.concrete)
         fields = info.fields
         missing = missing_query(fields.with_vector(_moving(info)["vector_field"]))
-        items = [{"ref": fields.read(h["_source"], fields.image_path), "id": h["_id"], "fields": {}}
+        items: list[ImageItem] = [{"ref": fields.read(h["_source"], fields.image_path), "id": h["_id"], "fields": {}}
                  for h in scan(client, index=info.concrete, _source=[fields.image_path],
                                query={"query": missing})]
         if not items:

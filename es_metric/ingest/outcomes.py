@@ -8,6 +8,7 @@ reason (dead letters + job progress), so the job still ends.
 from __future__ import annotations
 
 import logging
+from typing import Any, Mapping, Sequence
 
 import redis
 from elasticsearch import ApiError, ConnectionError as EsConnectionError, ConnectionTimeout
@@ -56,7 +57,7 @@ def failure_reason(exc: BaseException) -> tuple[str, str]:
     return reason, text[:MAX_MESSAGE_CHARS]
 
 
-def check_redelivery(settings: Settings, job: dict, task_id: str | None, retries: int) -> None:
+def check_redelivery(settings: Settings, job: Mapping[str, Any], task_id: str | None, retries: int) -> None:
     """WorkerLost when this try of the task already started MAX_DELIVERIES times: its worker
     process died each time (late acks redeliver it), and would die again forever."""
     if not isinstance(job, dict) or not job.get("job_id") or not task_id:
@@ -68,7 +69,7 @@ def check_redelivery(settings: Settings, job: dict, task_id: str | None, retries
                          hint="find the image in the worker log; the other batches go on")
 
 
-def fail_batch(settings: Settings, client: Elasticsearch, job: dict, items: list,
+def fail_batch(settings: Settings, client: Elasticsearch, job: Mapping[str, Any], items: Sequence[object],
                exc: BaseException) -> BatchOutcome:
     """Record every image of a batch as failed with the reason of ``exc``: in the dead-letter
     index (best effort: Elasticsearch may be what failed) and in the job's progress."""

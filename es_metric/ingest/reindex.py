@@ -32,7 +32,7 @@ from ..index.mappings import IndexOptions, index_meta, new_index_body, versioned
 from ..index.scan import scroll_documents
 from ..model.card import gate_allows
 from ..paths import as_roots
-from ..types import ModelCard, ReindexState
+from ..types import ImageItem, ModelCard, ReindexState
 from .enqueue import Job, enqueue, wait
 from .sources import Source
 
@@ -94,10 +94,10 @@ def prepare_target(client: Elasticsearch, old: IndexInfo, card: ModelCard, model
     return name
 
 
-def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str, fields: DocFields) -> list[dict]:
+def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str, fields: DocFields) -> list[ImageItem]:
     """Copy documents (their vector already left out) into ``target``; returns the re-embed
     items (id + image path, or every photo of a multi-photo document) seen on the way."""
-    items: list[dict] = []
+    items: list[ImageItem] = []
 
     def actions():
         for hit in hits:
@@ -119,7 +119,7 @@ def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str, fields: 
     return items
 
 
-def copy_documents(client: Elasticsearch, old: IndexInfo, target: str) -> list[dict]:
+def copy_documents(client: Elasticsearch, old: IndexInfo, target: str) -> list[ImageItem]:
     """Copy every document's non-vector fields; returns the re-embed items."""
     return copy_hits(client, scroll_documents(client, old.concrete, model_fields(old)), target,
                      old.fields)
@@ -201,7 +201,7 @@ def wait_for_writers(settings: Settings, index: str, timeout: float | None) -> N
             log.warning("not waiting any longer for ingest job %s: %s", job_id, exc.message)
 
 
-def _with_roots(client: Elasticsearch, old: IndexInfo, items: list[dict]) -> Source:
+def _with_roots(client: Elasticsearch, old: IndexInfo, items: list[ImageItem]) -> Source:
     """Re-embed items may be read under the roots recorded for the old index (read now:
     ingest jobs may have added some during the run); the new index records them too."""
     return Source(items, [], as_roots(index_info(client, old.concrete).image_roots))
