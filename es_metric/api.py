@@ -24,6 +24,7 @@ from .ingest.celery_app import TASK_NAME
 from .ingest.enqueue import Job, enqueue, make_searchable, wait
 from .ingest.sources import Source, checked_item
 from .paths import as_roots
+from .types import Mode, failure
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ MODES = ("update", "index")
 __all__ = ["EsMetric", "Job", "TASK_NAME", "documents_source"]
 
 
-def documents_source(documents: Iterable[Mapping[str, Any]], roots: tuple[Path, ...], mode: str,
+def documents_source(documents: Iterable[Mapping[str, Any]], roots: tuple[Path, ...], mode: Mode,
                      layout: DocFields) -> Source:
     """Task items of ``{"id", "image": path | URL | [...], "fields": {...}}`` documents; a
     document that cannot be used is refused with its reason (a dead letter of the job), and
@@ -50,7 +51,7 @@ def documents_source(documents: Iterable[Mapping[str, Any]], roots: tuple[Path, 
             source.add(*checked_item(doc.get("image"), doc_id, fields, Path("/"), roots,
                                      multi=bool(layout.photos), where=where, label=where))
         except FieldRefused as exc:
-            source.refused.append({"ref": where, "reason": exc.reason, "message": exc.message})
+            source.refused.append(failure(where, exc.reason, exc.message))
     return source
 
 
@@ -75,7 +76,7 @@ class EsMetric:
         self.client.close()
 
     def enqueue(self, index: str, documents: Mapping[str, Any] | Iterable[Mapping[str, Any]], *,
-                mode: str = "update") -> Job:
+                mode: Mode = "update") -> Job:
         """Queue the images of one document or many for the workers; returns the job at once.
 
         A document is ``{"id": ..., "image": path | URL | [paths/URLs], "fields": {...}}``.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 from .errors import PathRefused
 
@@ -28,7 +28,7 @@ def as_roots(values: Iterable[str | Path]) -> tuple[Path, ...]:
     return tuple(seen)
 
 
-def job_roots(job: dict) -> tuple[Path, ...]:
+def job_roots(job: Mapping[str, Any]) -> tuple[Path, ...]:
     """The roots a job spec carries (a list of folder paths; anything else counts as none)."""
     roots = job.get("roots") if isinstance(job, dict) else None
     if not isinstance(roots, (list, tuple)):

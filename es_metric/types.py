@@ -8,8 +8,22 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypedDict
 
-__all__ = ["Cutoff", "DuplicateCluster", "Duplicates", "ImageItem", "JobSpec", "ModelCard", "NO_RERANK",
-           "ReRank", "SearchHit", "SearchResult"]
+__all__ = ["BatchOutcome", "CardRuntime", "Cutoff", "DuplicateCluster", "Duplicates", "Failure", "Fusion",
+           "ImageItem", "JobSpec", "MigrationState", "Mode", "ModelCard", "NO_RERANK", "OtherModel", "ReRank",
+           "ReindexState", "Runtime", "RuntimeSetting", "SearchHit", "SearchResult", "failure"]
+
+#: How vectors are made: torch eager, ONNX Runtime on the export, or the gated int8 model.
+Runtime = Literal["torch", "onnxruntime", "onnxruntime-int8"]
+#: ``ESM_RUNTIME``: a runtime, or ``auto`` (the card's measured choice, else ONNX Runtime).
+RuntimeSetting = Literal["auto", "torch", "onnxruntime", "onnxruntime-int8"]
+#: How an image and a text leg are combined (search/fusion.py).
+Fusion = Literal["minmax", "zscore", "rrf", "weighted"]
+#: An ingest job writes whole documents (``index``) or adds vectors to existing ones by id.
+Mode = Literal["index", "update"]
+#: A model change in place (``_meta.es_metric.migration.state``).
+MigrationState = Literal["filling", "switched"]
+#: A blue/green reindex (``_meta.es_metric.reindex_state.state``).
+ReindexState = Literal["building", "live"]
 
 
 class _ImageRef(TypedDict):
@@ -28,6 +42,7 @@ class ImageItem(_ImageRef, total=False):
 class _JobOptions(TypedDict, total=False):
     photos_field: str            # a multi-photo index: the nested field of the photos
     dba_raw: bool                # the index has a DBA raw copy: an update clears it (not augmented now)
+    vector_only: bool            # a model change in place: write the other model's vector field only
 
 
 class JobSpec(_JobOptions):
@@ -40,19 +55,66 @@ class JobSpec(_JobOptions):
     model_id: str
     model_path: str
     vector_field: str
-    mode: Literal["index", "update"]
+    mode: Mode
     roots: list[str]
-    runtime: str | None          # the runtime the index's vectors were made with (None: torch)
+    runtime: Runtime | None          # the runtime the index's vectors were made with (None: torch)
     runtime_parity: float | None  # that export's measured minimum cosine to torch
     runtime_variant: str | None  # int8: the quantisation that made the vectors
     fields: dict[str, str | None]  # where es-metric's fields are (index/fields.py; a sender
     #                                without it: the top-level layout)
 
 
-class SecondModelSpec(JobSpec, total=False):
-    """A job that fills another model's field during a model change in place."""
+class _FailureCore(TypedDict):
+    ref: str                     # the image (path or URL), or where a refused line/document was
+    reason: str                  # a short machine-readable cause: decode_error, path_refused, ...
+    message: str                 # one line for a person
 
-    vector_only: bool            # write the vector field only, no bookkeeping
+
+class Failure(_FailureCore, total=False):
+    """Why one image or document of a job was not indexed (a task's result, a dead letter in
+    the failures index, ``esm failures``)."""
+
+    doc_id: str                  # the user's document id, when there is one
+
+
+def failure(ref: str, reason: str, message: str, doc_id: object = None) -> Failure:
+    """The one way a failure record is made: ``doc_id`` only when the user named one."""
+    record: Failure = {"ref": ref, "reason": reason, "message": message}
+    if doc_id not in (None, ""):
+        record["doc_id"] = str(doc_id)
+    return record
+
+
+class BatchOutcome(TypedDict):
+    """What an ingest task returns (JSON-safe): counts and the failure records."""
+
+    indexed: int
+    failed: int
+    failures: list[Failure]
+
+
+class OtherModel(TypedDict, total=False):
+    """What a job of a model change in place overrides in its JobSpec: the model filling its
+    own field (``ingest.migrate.second_model``)."""
+
+    model_id: str
+    model_path: str
+    vector_field: str
+    vector_only: bool
+
+
+class CardRuntime(TypedDict, total=False):
+    """A card's ``runtime`` part, written by ``esm model export | bench | quantize`` (a card of
+    a model never exported has none)."""
+
+    chosen: Runtime              # what ESM_RUNTIME=auto uses (export: onnxruntime; bench: the fastest)
+    export: str                  # the ONNX file's name, beside the model file
+    opset: int
+    parity_min_cosine: float | None  # the export's (or int8 model's) minimum cosine to torch
+    export_s: float
+    bench: dict[str, Any]        # {"images_per_s": {runtime: rate}, "batch", "threads", "load_avg_1m"}
+    int8: dict[str, Any]         # the passed int8 gate (training/quantize.py): id, min_cosine_to_float, ...
+    variant: str | None          # an index made for int8 vectors: the quantisation's id
 
 
 class _CardCore(TypedDict):
@@ -79,6 +141,7 @@ class ModelCard(_CardCore, total=False):
     weights_sha256: str
     created_at: str
     es_metric_version: str
+    runtime: CardRuntime         # absent until the model is exported
 
 
 #: ``metrics.cutoff`` of a card (``--min-similarity auto``), also in the index's ``_meta``:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..types import ModelCard
+
 __all__ = ["card_lines", "evaluation_lines", "protocol_line"]
 
 
@@ -25,7 +27,7 @@ def protocol_line(name: str, fig: dict) -> str:
     return line
 
 
-def card_lines(card: dict, path: Path | str) -> list[str]:
+def card_lines(card: ModelCard, path: Path | str) -> list[str]:
     m = card["metrics"]
     gate = m["gate"]
     lines = [f"wrote {path}  model id {card['model_id']}  ({card['dims']}-d, {card['similarity']})"]

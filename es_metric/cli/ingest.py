@@ -12,6 +12,7 @@ from ..config import Settings
 from ..ingest.sources import local_source
 from ..progressbar import enabled
 from ..model.card import read_card
+from ..types import Mode
 from .common import Cluster, FiniteRange, echo_json
 from .follow import follow
 from .root import main
@@ -54,6 +55,7 @@ def ingest(index, source, wait, from_index, image_field, image_key, base_dir, ti
     with Cluster() as (s, es):
         if stall_timeout is not None:
             s = s.with_(stall_seconds=stall_timeout)
+        mode: Mode
         if from_index:
             src, mode = existing_index_items(s, es, index, image_field, base_dir), "update"
         elif source:  # columns may not take es-metric's own field names (the index's record)

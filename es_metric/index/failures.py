@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from typing import Any
+from typing import Any, Mapping
 
 from elasticsearch import Elasticsearch, NotFoundError
 from elasticsearch.helpers import streaming_bulk
 
 from ..config import Settings
+from ..types import Failure, failure
 from .indices import ensure_failures_index
 
 log = logging.getLogger(__name__)
@@ -43,16 +44,12 @@ def item_key(item: object) -> str:
     return entry_key(item_ref(item), item.get("id") if isinstance(item, dict) else None)
 
 
-def failure_for(item: object, reason: str, message: str) -> dict[str, Any]:
+def failure_for(item: object, reason: str, message: str) -> Failure:
     """A failure record of one task item: its image, the user's document id if any, why."""
-    doc_id = item.get("id") if isinstance(item, dict) else None
-    record = {"ref": item_ref(item), "reason": reason, "message": message}
-    if doc_id not in (None, ""):
-        record["doc_id"] = str(doc_id)
-    return record
+    return failure(item_ref(item), reason, message, item.get("id") if isinstance(item, dict) else None)
 
 
-def record_key(record: dict[str, Any]) -> str:
+def record_key(record: Failure) -> str:
     return entry_key(record["ref"], record.get("doc_id"))
 
 
@@ -60,8 +57,8 @@ def dead_letter_id(alias: str, key: str) -> str:
     return hashlib.sha1(f"{alias}\x00{key}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def record_failures(client: Elasticsearch, settings: Settings, job: dict[str, Any],
-                    failures: list[dict[str, Any]]) -> None:
+def record_failures(client: Elasticsearch, settings: Settings, job: Mapping[str, Any],
+                    failures: list[Failure]) -> None:
     """Dead-letter records in the failures index (one per index + image; rewrites are idempotent)."""
     if not failures:
         return
@@ -79,7 +76,7 @@ def record_failures(client: Elasticsearch, settings: Settings, job: dict[str, An
             log.error("could not record failure: %s", info)
 
 
-def clear_failures(client: Elasticsearch, settings: Settings, job: dict[str, Any], keys: list[str]) -> int:
+def clear_failures(client: Elasticsearch, settings: Settings, job: Mapping[str, Any], keys: list[str]) -> int:
     """Delete the dead-letter records of entries now indexed (a read first: most have none)."""
     if not keys:
         return 0

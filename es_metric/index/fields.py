@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import ConfigError, shown
 
@@ -88,7 +88,7 @@ class DocFields:
                    **{name: f"{obj}.{name}" for name in (*BOOKKEEPING, "dba")})
 
     @classmethod
-    def of_record(cls, record: dict[str, Any]) -> "DocFields":
+    def of_record(cls, record: Mapping[str, Any]) -> "DocFields":
         """The layout an index record (or a job spec) names; no ``fields``: top level."""
         given = record.get("fields")
         names: dict[str, Any] = given if isinstance(given, dict) else {}

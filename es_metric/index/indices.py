@@ -10,6 +10,7 @@ from typing import Any
 from elasticsearch import Elasticsearch, NotFoundError
 
 from ..errors import ConfigError, IndexStateError, MappingMismatch, shown
+from ..types import ModelCard, Runtime
 from .fields import DEFAULT_OBJECT, DocFields
 from .mappings import (RESCORED_TYPES, IndexOptions, check_compatible, existing_index_update,
                        load_template, new_index_body, versioned_name)
@@ -36,7 +37,7 @@ class IndexInfo:
     image_roots: tuple[str, ...] = ()  # folders images were ingested from (what may be read)
     rerank: dict[str, Any] | None = None          # the card's re-ranking, recorded at mapping creation
     near_duplicate_threshold: float | None = None
-    runtime: str | None = None          # runtime of the vectors (torch, onnxruntime); None: older
+    runtime: Runtime | None = None      # runtime of the vectors (torch, onnxruntime); None: older
     runtime_parity: float | None = None  # that runtime's measured min cosine to torch
     migration: dict[str, Any] | None = None       # a model change in place under way (ingest/migrate.py)
 
@@ -131,7 +132,7 @@ def record_image_roots(client: Elasticsearch, index: str, roots: tuple[str, ...]
         client.indices.put_mapping(index=index, meta=meta)
 
 
-def create_versioned_index(client: Elasticsearch, alias: str, card: dict[str, Any], model_path: str, *,
+def create_versioned_index(client: Elasticsearch, alias: str, card: ModelCard, model_path: str, *,
                            options: IndexOptions = IndexOptions(), vector_field: str = "image_vector",
                            text_fields: tuple[str, ...] = (), keyword_fields: tuple[str, ...] = (),
                            point_alias: bool = True, replicas: int = 0, lean: bool = True) -> str:
@@ -155,7 +156,7 @@ def create_versioned_index(client: Elasticsearch, alias: str, card: dict[str, An
     return name
 
 
-def add_vectors_to_existing(client: Elasticsearch, index: str, card: dict[str, Any], model_path: str, *,
+def add_vectors_to_existing(client: Elasticsearch, index: str, card: ModelCard, model_path: str, *,
                             options: IndexOptions = IndexOptions(), vector_field: str = "image_vector",
                             fields_object: str = DEFAULT_OBJECT, dba: bool = False) -> str:
     """Put-mapping es-metric's fields onto an existing index, under ``fields_object`` (which
@@ -190,7 +191,7 @@ def ensure_failures_index(client: Elasticsearch, name: str) -> None:
                 raise
 
 
-def refuse_other_model(info: IndexInfo, card: dict[str, Any]) -> None:
+def refuse_other_model(info: IndexInfo, card: ModelCard) -> None:
     """Search and ingest refuse a model other than the one the index serves."""
     if card["model_id"] != info.model_id:
         raise MappingMismatch(f"index {info.concrete!r} serves model {info.model_id}, not "

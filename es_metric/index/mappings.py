@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, MappingMismatch
+from ..types import ModelCard
 from .dbafields import DbaFields, dba_bodies
 from .fields import DEFAULT_OBJECT, DocFields
 from .gallery import layout
@@ -68,17 +69,17 @@ def load_template(name: str) -> dict[str, Any]:
     return body
 
 
-def vector_field_body(card: dict[str, Any], options: IndexOptions) -> dict[str, Any]:
+def vector_field_body(card: ModelCard, options: IndexOptions) -> dict[str, Any]:
     return {"type": "dense_vector", "dims": int(card["dims"]), "index": True,
             "similarity": card["similarity"], "index_options": options.as_dict(int(card["dims"]))}
 
 
-def card_asks_dba(card: dict[str, Any]) -> bool:
+def card_asks_dba(card: ModelCard) -> bool:
     """Whether the card records database-side augmentation (``rerank.dba_k`` > 0)."""
     return int((card.get("rerank") or {}).get("dba_k") or 0) > 0
 
 
-def index_meta(card: dict[str, Any], model_path: str, fields: DocFields | str,
+def index_meta(card: ModelCard, model_path: str, fields: DocFields | str,
                dba: bool | None = None) -> dict[str, Any]:
     """What an index records about its model and its fields (in the mapping's ``_meta``);
     ``fields``: the layout (a bare vector field name: the top-level layout, see fields.py);
@@ -96,8 +97,9 @@ def index_meta(card: dict[str, Any], model_path: str, fields: DocFields | str,
     # the runtime that makes its vectors, and that export's parity with torch (runtime.py)
     runtime = card.get("runtime") or {}
     meta["runtime"] = runtime.get("chosen") or "torch"
-    if runtime.get("parity_min_cosine") is not None:
-        meta["runtime_parity"] = float(runtime["parity_min_cosine"])
+    parity = runtime.get("parity_min_cosine")
+    if parity is not None:
+        meta["runtime_parity"] = float(parity)
     if runtime.get("variant"):  # int8: which quantisation
         meta["runtime_variant"] = runtime["variant"]
     threshold = (card.get("metrics") or {}).get("near_duplicate_threshold")
@@ -109,7 +111,7 @@ def index_meta(card: dict[str, Any], model_path: str, fields: DocFields | str,
     return {"es_metric": meta}
 
 
-def new_index_body(card: dict[str, Any], model_path: str, *, vector_field: DocFields | str = "image_vector",
+def new_index_body(card: ModelCard, model_path: str, *, vector_field: DocFields | str = "image_vector",
                    options: IndexOptions = IndexOptions(), text_fields: tuple[str, ...] = (),
                    keyword_fields: tuple[str, ...] = (), replicas: int = 0, lean: bool = True) -> dict[str, Any]:
     """Settings + mappings for a fresh versioned index; ``vector_field``: the vector's name
@@ -134,7 +136,7 @@ def new_index_body(card: dict[str, Any], model_path: str, *, vector_field: DocFi
     return body
 
 
-def existing_index_update(card: dict[str, Any], model_path: str, current: dict[str, Any], *,
+def existing_index_update(card: ModelCard, model_path: str, current: dict[str, Any], *,
                           vector_field: str = "image_vector", options: IndexOptions = IndexOptions(),
                           fields_object: str = DEFAULT_OBJECT, dba: bool = False) -> dict[str, Any]:
     """A put-mapping body adding es-metric's fields to an index the shop owns; its own fields
@@ -182,7 +184,7 @@ def es_metric_bodies(fields: DocFields, vector_body: dict[str, Any], dba: bool) 
     return bodies
 
 
-def check_compatible(card: dict[str, Any], field_mapping: dict[str, Any], field: str = "image_vector") -> None:
+def check_compatible(card: ModelCard, field_mapping: dict[str, Any], field: str = "image_vector") -> None:
     """Refuse a model whose dims or similarity differ from an existing vector field."""
     if field_mapping.get("type") != "dense_vector":
         raise MappingMismatch(f"field {field!r} exists and is {field_mapping.get('type')!r}, "

@@ -19,7 +19,7 @@ from ..index.imageref import retire
 from ..index.indices import IndexInfo, index_info, record_image_roots
 from ..paths import as_roots
 from ..redact import redact_text, redact_url
-from ..types import JobSpec
+from ..types import Failure, ImageItem, JobSpec, Mode, OtherModel
 from .celery_app import TASK_NAME, make_app
 from .jobs import JobProgress
 from .sources import Source, checked_item
@@ -39,12 +39,12 @@ class Job:
     refused: int = 0
     # What was sent (the spec and each task's items), so that a wait can send a task the broker
     # lost again; empty for a job this process did not send.
-    spec: dict | None = field(default=None, compare=False, repr=False)
+    spec: JobSpec | None = field(default=None, compare=False, repr=False)
     batches: tuple[tuple[dict, ...], ...] = field(default=(), compare=False, repr=False)
     started_at: float = 0.0  # epoch seconds: what the job wrote is stamped after this (DBA's window)
 
 
-def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | None = None,
+def job_spec(info: IndexInfo, alias: str, job_id: str, mode: Mode, target: str | None = None,
              roots: tuple[str, ...] = ()) -> JobSpec:
     """The JSON-safe description every task of a job carries (``roots``: the folders the
     worker may read for this index, besides ESM_IMAGE_ROOTS; ``fields``: where es-metric's
@@ -52,7 +52,7 @@ def job_spec(info: IndexInfo, alias: str, job_id: str, mode: str, target: str | 
     spec: JobSpec = {"job_id": job_id, "alias": alias, "index": target or info.concrete,
                      "model_id": info.model_id, "model_path": info.model_path,
                      "vector_field": info.vector_field,
-                     "mode": mode,  # type: ignore[typeddict-item]  # callers pass "index"/"update"
+                     "mode": mode,
                      "roots": list(roots), "runtime": info.runtime, "runtime_parity": info.runtime_parity,
                      "runtime_variant": info.runtime_variant, "fields": info.fields.record()}
     if info.photos_field:
@@ -71,7 +71,7 @@ def existing_roots(settings: Settings, client: Elasticsearch, index: str,
 
 
 def hit_item(hit: dict, image_field: str, index: str, roots: tuple[Path, ...],
-             base_dir: str | None = None, multi: bool = False) -> tuple[dict | None, list[dict]]:
+             base_dir: str | None = None, multi: bool = False) -> tuple[ImageItem | None, list[Failure]]:
     """(re-embed item or None, failure records) for a document whose ``image_field`` is a path
     inside ``roots``, a URL or a list of them (sources.checked_item: on a multi-photo index a
     refused photo costs the document only that photo). The item carries the field's value
@@ -81,7 +81,7 @@ def hit_item(hit: dict, image_field: str, index: str, roots: tuple[Path, ...],
     item, records = checked_item(value, hit["_id"], {}, Path(base_dir or "/"), roots, multi=multi,
                                  where=f"{index}/{hit['_id']}", label=f"document {hit['_id']!r}",
                                  hint="set ESM_IMAGE_ROOTS to the image folder, or pass --base-dir FOLDER")
-    return (dict(item, source_ref=value) if item else None), records
+    return ({**item, "source_ref": value} if item else None), records
 
 
 def existing_index_items(settings: Settings, client: Elasticsearch, index: str, image_field: str,
@@ -118,8 +118,8 @@ def check_image_field(info: IndexInfo, image_field: str) -> None:
                           "image field", hint="name the field holding the shop's image paths or URLs")
 
 
-def enqueue(settings: Settings, client: Elasticsearch, alias: str, source: Source | list[dict], *,
-            mode: str = "index", target: str | None = None, model: dict | None = None) -> Job:
+def enqueue(settings: Settings, client: Elasticsearch, alias: str, source: Source | list[ImageItem], *,
+            mode: Mode = "index", target: str | None = None, model: OtherModel | None = None) -> Job:
     """Send the items as batches of ``settings.batch_size`` to the workers; record the
     source's roots for the index and its refused lines as failures of the job. ``model``:
     another model's ``model_id``, ``model_path``, ``vector_field`` (and ``vector_only``) than
@@ -130,7 +130,7 @@ def enqueue(settings: Settings, client: Elasticsearch, alias: str, source: Sourc
     info = index_info(client, target or alias)
     roots = tuple(str(r) for r in as_roots([*info.image_roots, *map(str, source.roots)]))
     job_id = uuid.uuid4().hex[:16]
-    spec = {**job_spec(info, alias, job_id, mode, target, roots), **(model or {})}
+    spec: JobSpec = {**job_spec(info, alias, job_id, mode, target, roots), **(model or {})}
     if source.roots:
         record_image_roots(client, spec["index"], roots)
     total = len({item_key(i) for i in source.items} | {record_key(r) for r in source.refused})
@@ -152,7 +152,7 @@ def batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[i:i + size]
 
 
-def _send(settings: Settings, app, spec: dict, chunks: Sequence[tuple[int, Sequence[dict]]]) -> None:
+def _send(settings: Settings, app, spec: JobSpec, chunks: Sequence[tuple[int, Sequence[dict]]]) -> None:
     """Queue the batches (task ids ``<job id>.<n>``, so the stall detector can find them)."""
     try:
         for n, chunk in chunks:

@@ -35,6 +35,7 @@ from ..index.mappings import IndexOptions, index_meta, vector_field_body
 from ..index.vectors import hit_vector
 from .enqueue import enqueue, wait
 from ..model.card import gate_allows
+from ..types import ImageItem, ModelCard, OtherModel
 from .reindex import wait_for_writers
 from .sources import Source
 
@@ -62,7 +63,7 @@ def model_field(vector_field: str, model_id: str) -> str:
     return f"{vector_field.split('__')[0]}__{re.sub(r'[^a-z0-9_-]', '_', model_id.lower())}"
 
 
-def second_model(info: IndexInfo) -> dict | None:
+def second_model(info: IndexInfo) -> OtherModel | None:
     """The job overrides that embed with the model filling its field, while one does."""
     moving = info.migration or {}
     if moving.get("state") != "filling":
@@ -75,7 +76,7 @@ def _meta(client: Elasticsearch, concrete: str) -> dict:
     return client.indices.get_mapping(index=concrete)[concrete]["mappings"].get("_meta") or {}
 
 
-def start(client: Elasticsearch, info: IndexInfo, card: dict, model_path: str) -> dict:
+def start(client: Elasticsearch, info: IndexInfo, card: ModelCard, model_path: str) -> dict:
     """Add the new field and record the migration (idempotent: a run for the same model
     resumes). Another model's migration under way is refused."""
     moving = info.migration
@@ -123,7 +124,7 @@ def fill(settings: Settings, client: Elasticsearch, info: IndexInfo, timeout: fl
         client.indices.refresh(index=info.concrete)
         fields = info.fields
         missing = missing_query(fields.with_vector(_moving(info)["vector_field"]))
-        items = [{"ref": fields.read(h["_source"], fields.image_path), "id": h["_id"], "fields": {}}
+        items: list[ImageItem] = [{"ref": fields.read(h["_source"], fields.image_path), "id": h["_id"], "fields": {}}
                  for h in scan(client, index=info.concrete, _source=[fields.image_path],
                                query={"query": missing})]
         if not items:
@@ -158,7 +159,7 @@ def verify(client: Elasticsearch, info: IndexInfo) -> tuple[int, int]:
     return images, images - missing
 
 
-def switch(client: Elasticsearch, info: IndexInfo, card: dict) -> None:
+def switch(client: Elasticsearch, info: IndexInfo, card: ModelCard) -> None:
     """Search moves to the new field in one mapping update."""
     moving, meta = _moving(info), _meta(client, info.concrete)
     new_fields = info.fields.with_vector(moving["vector_field"])
@@ -219,7 +220,7 @@ def abandon(client: Elasticsearch, index: str, model_id: str) -> str:
 
 
 def change_model(settings: Settings, client: Elasticsearch, index: str, model_path: str,
-                 card: dict, *, force: bool = False, timeout: float | None = None) -> MigrationResult:
+                 card: ModelCard, *, force: bool = False, timeout: float | None = None) -> MigrationResult:
     """Steps 1-5 of the module doc on an existing (non-alias) index."""
     info = index_info(client, index)
     if card["model_id"] == info.model_id and not info.migration:

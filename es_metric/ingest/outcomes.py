@@ -8,6 +8,7 @@ reason (dead letters + job progress), so the job still ends.
 from __future__ import annotations
 
 import logging
+from typing import Any, Mapping, Sequence
 
 import redis
 from elasticsearch import ApiError, ConnectionError as EsConnectionError, ConnectionTimeout
@@ -16,6 +17,7 @@ from elasticsearch import Elasticsearch
 from ..config import Settings
 from ..errors import ClusterUnavailable, EsmError, ImageError, MappingMismatch, ModelError, WorkerLost
 from ..index.failures import MAX_MESSAGE_CHARS, failure_for, item_key, record_failures, record_key
+from ..types import BatchOutcome
 from .jobs import JobProgress
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ def failure_reason(exc: BaseException) -> tuple[str, str]:
     return reason, text[:MAX_MESSAGE_CHARS]
 
 
-def check_redelivery(settings: Settings, job: dict, task_id: str | None, retries: int) -> None:
+def check_redelivery(settings: Settings, job: Mapping[str, Any], task_id: str | None, retries: int) -> None:
     """WorkerLost when this try of the task already started MAX_DELIVERIES times: its worker
     process died each time (late acks redeliver it), and would die again forever."""
     if not isinstance(job, dict) or not job.get("job_id") or not task_id:
@@ -67,8 +69,8 @@ def check_redelivery(settings: Settings, job: dict, task_id: str | None, retries
                          hint="find the image in the worker log; the other batches go on")
 
 
-def fail_batch(settings: Settings, client: Elasticsearch, job: dict, items: list,
-               exc: BaseException) -> dict:
+def fail_batch(settings: Settings, client: Elasticsearch, job: Mapping[str, Any], items: Sequence[object],
+               exc: BaseException) -> BatchOutcome:
     """Record every image of a batch as failed with the reason of ``exc``: in the dead-letter
     index (best effort: Elasticsearch may be what failed) and in the job's progress."""
     reason, message = failure_reason(exc)

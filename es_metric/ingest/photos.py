@@ -17,9 +17,16 @@ from ..index.failures import failure_for, now
 from ..index.fields import DocFields
 from ..index.gallery import MAX_PHOTOS
 from ..index.imageref import ref_token
+from ..types import Failure, ImageItem, JobSpec
 
 
-def item_refs(item: dict) -> list[str]:
+class PhotoItem(ImageItem, total=False):
+    """One photo of a task item, to decode and embed: ``doc`` is its item's position."""
+
+    doc: int
+
+
+def item_refs(item: ImageItem) -> list[str]:
     """The photos of a task item (``refs``, else ``[ref]``); FieldRefused when unusable."""
     refs = item.get("refs")
     if refs is None:
@@ -31,12 +38,12 @@ def item_refs(item: dict) -> list[str]:
     return list(dict.fromkeys(refs))
 
 
-def expand(items: list[dict], multi: bool) -> tuple[list[dict], list[dict], list[dict]]:
+def expand(items: list[ImageItem], multi: bool) -> tuple[list[ImageItem], list[PhotoItem], list[Failure]]:
     """(the items kept, one photo item per photo tagged with its item's position in the kept
     list, failure records of the items refused). A list of photos needs a multi-photo index."""
-    kept: list[dict] = []
-    photos: list[dict] = []
-    failures: list[dict] = []
+    kept: list[ImageItem] = []
+    photos: list[PhotoItem] = []
+    failures: list[Failure] = []
     for item in items:
         try:
             refs = item_refs(item)
@@ -46,33 +53,37 @@ def expand(items: list[dict], multi: bool) -> tuple[list[dict], list[dict], list
         except FieldRefused as exc:
             failures.append(failure_for(item, exc.reason, exc.message))
             continue
-        photos += [{"ref": r, "id": item.get("id"), "fields": item.get("fields") or {},
-                    "doc": len(kept), **({"source_ref": item["source_ref"]} if "source_ref" in item else {})}
-                   for r in refs]
+        for r in refs:
+            photo: PhotoItem = {"ref": r, "id": item.get("id"), "fields": item.get("fields") or {}, "doc": len(kept)}
+            if "source_ref" in item:
+                photo["source_ref"] = item["source_ref"]
+            photos.append(photo)
         kept.append(item)
     return kept, photos, failures
 
 
-def stored_ref(item: dict) -> str | list[str] | None:
+def stored_ref(item: ImageItem) -> str | list[str] | None:
     """What --from-index read from the image field (a path/URL or a list of them), as
     ``image_ref`` stores it beside the vectors so a follower can tell a changed image (a value
     over 8 KiB by its digest: index/imageref.py); None for an item of another source."""
     return ref_token(item["source_ref"]) if "source_ref" in item else None
 
 
-def gallery_actions(job: dict, items: list[dict], good: list[tuple[dict, str]], vectors: np.ndarray,
-                    photo_failures: list[dict]) -> tuple[list[dict], dict[str, list[dict]], list[dict]]:
+def gallery_actions(job: JobSpec, items: list[ImageItem], good: list[tuple[PhotoItem, str]], vectors: np.ndarray,
+                    photo_failures: list[Failure]) -> tuple[list[dict], dict[str, list[ImageItem]], list[Failure]]:
     """(bulk actions, the items behind each document id, failure records of items none of
     whose photos could be embedded). Photos are kept in the item's order."""
     fields = DocFields.of_record(job)
-    leaf = fields.vector[len(str(fields.photos)) + 1:]
-    by_doc: dict[int, list[tuple[dict, str, np.ndarray]]] = {}
+    photos = str(fields.photos)  # a multi-photo index: its nested field is recorded
+    leaf = fields.vector[len(photos) + 1:]
+    by_doc: dict[int, list[tuple[PhotoItem, str, np.ndarray]]] = {}
     for (photo, sha), vec in zip(good, vectors):
         by_doc.setdefault(photo["doc"], []).append((photo, sha, vec))
     failed_refs = {f["ref"]: f for f in photo_failures}
     actions: dict[str, dict] = {}
-    owners: dict[str, list[dict]] = {}
-    item_failures, stamp = [], now()
+    owners: dict[str, list[ImageItem]] = {}
+    item_failures: list[Failure] = []
+    stamp = now()
     for n, item in enumerate(items):
         done = by_doc.get(n)
         if not done:
@@ -80,7 +91,7 @@ def gallery_actions(job: dict, items: list[dict], good: list[tuple[dict, str]], 
             item_failures.append(failure_for(item, first["reason"] if first else "no_photo",
                                              first["message"] if first else "no photo was embedded"))
             continue
-        doc = {fields.photos: [{"ref": p["ref"], "sha256": sha, leaf: v.astype(float).round(7).tolist()}
+        doc = {photos: [{"ref": p["ref"], "sha256": sha, leaf: v.astype(float).round(7).tolist()}
                                for p, sha, v in done],
                fields.image_path: done[0][0]["ref"], fields.image_sha256: done[0][1],
                fields.model_id: job["model_id"], fields.indexed_at: stamp}
@@ -97,7 +108,7 @@ def gallery_actions(job: dict, items: list[dict], good: list[tuple[dict, str]], 
     return list(actions.values()), owners, item_failures
 
 
-def _refs(item: dict) -> Sequence[str | None]:
+def _refs(item: ImageItem) -> Sequence[str | None]:
     try:
         return item_refs(item)
     except FieldRefused:

@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from elasticsearch import ApiError, Elasticsearch
@@ -28,10 +29,11 @@ from ..index.imageref import retire
 from ..model.pixels import pixel_stack, square_pixels
 from ..model.runtime import Embedder, check_runtime, load_embedder, model_threads
 from ..paths import job_roots
+from ..types import BatchOutcome, Failure, ImageItem, JobSpec
 from .jobs import JobProgress
 from .metrics import observe_fetch
 from .fetch import FetchPolicy, open_image
-from .photos import expand, gallery_actions, stored_ref
+from .photos import PhotoItem, expand, gallery_actions, stored_ref
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,9 @@ OVERLAP: bool | None = None
 @dataclass
 class BatchResult:
     indexed: list[str] = field(default_factory=list)     # entry keys (image, or image + user id)
-    failures: list[dict] = field(default_factory=list)   # {ref, reason, message, doc_id}
+    failures: list[Failure] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> BatchOutcome:
         return {"indexed": len(self.indexed), "failed": len(self.failures),
                 "failures": self.failures}
 
@@ -67,7 +69,7 @@ def decode_pool(threads: int) -> ThreadPoolExecutor:
     return _pool
 
 
-def prepare_item(item: dict, limits: DecodeLimits, size: int, roots: tuple[Path, ...] = (),
+def prepare_item(item: ImageItem, limits: DecodeLimits, size: int, roots: tuple[Path, ...] = (),
                  policy: FetchPolicy | None = None):
     """(item, uint8 S x S x 3 pixels, sha256, None) or (item, None, None, failure record).
     Fetch a URL under the policy, or confine the path to the roots (symlinks resolved) and read
@@ -84,7 +86,7 @@ def prepare_item(item: dict, limits: DecodeLimits, size: int, roots: tuple[Path,
         return item, None, None, failure_for(item, "decode_error", f"{type(exc).__name__}: {exc}")
 
 
-def decode_and_embed(items: list[dict], model: Embedder, limits: DecodeLimits, roots: tuple[Path, ...] = (),
+def decode_and_embed(items: Sequence[ImageItem], model: Embedder, limits: DecodeLimits, roots: tuple[Path, ...] = (),
                      sub_batch: int = 16, decode_threads: int = DECODE_THREADS,
                      overlap: bool | None = OVERLAP, policy: FetchPolicy | None = None):
     """(good [(item, sha)], failures, vectors) for all items, in order.
@@ -99,7 +101,7 @@ def decode_and_embed(items: list[dict], model: Embedder, limits: DecodeLimits, r
     pool = decode_pool(decode_threads)
     size = int(model.card["preprocess"]["size"])
 
-    def submit(chunk: list[dict]):
+    def submit(chunk: Sequence[ImageItem]):
         return [pool.submit(prepare_item, item, limits, size, roots, policy) for item in chunk]
 
     ahead = submit(items) if overlap else None
@@ -115,23 +117,24 @@ def decode_and_embed(items: list[dict], model: Embedder, limits: DecodeLimits, r
     return good, failures, np.concatenate(vectors)
 
 
-def check_items(items: list, layout: DocFields) -> tuple[list[dict], list[dict]]:
+def check_items(items: Sequence[object], layout: DocFields) -> tuple[list[ImageItem], list[Failure]]:
     """(usable items with their id and fields checked, failure records). Tasks may come from
     any application that reaches the broker: user data is checked here again, never trusted
     (``layout``: the index's own fields, which no user field may overwrite)."""
-    ok, failures = [], []
+    ok: list[ImageItem] = []
+    failures: list[Failure] = []
     for item in items:
         try:
             if not isinstance(item, dict) or not isinstance(item.get("ref"), str) or not item["ref"]:
                 raise FieldRefused("bad_item", f"task item {item_ref(item)} has no image path ('ref')")
-            ok.append({**item, "id": check_id(item.get("id")),
+            ok.append({**item, "ref": item["ref"], "id": check_id(item.get("id")),
                        "fields": check_fields(item.get("fields") or {}, layout)})
         except FieldRefused as exc:
             failures.append(failure_for(item, exc.reason, exc.message))
     return ok, failures
 
 
-def build_actions(job: dict, good: list[tuple[dict, str]], vectors: np.ndarray) -> list[dict]:
+def build_actions(job: JobSpec, good: Sequence[tuple[ImageItem, str]], vectors: np.ndarray) -> list[dict]:
     """Bulk actions: ``index`` a full document, or ``update`` an existing one (by id). User
     fields go under the explicit body (``_source``), never beside the metadata; one action
     per document id (identical images share one)."""
@@ -157,7 +160,7 @@ def build_actions(job: dict, good: list[tuple[dict, str]], vectors: np.ndarray) 
     return list(actions.values())
 
 
-def write_bulk(client: Elasticsearch, actions: list[dict], owners: dict[str, list[dict]]) -> BatchResult:
+def write_bulk(client: Elasticsearch, actions: list[dict], owners: dict[str, list[ImageItem]]) -> BatchResult:
     """streaming_bulk with per-item errors collected. When Elasticsearch refuses the whole
     request (400, 413), the actions are split in halves and retried until the refused ones
     stand alone: one bad document never costs its batch. Other errors propagate (the task
@@ -199,8 +202,8 @@ def _error_text(exc: ApiError) -> str:
     return f"{err.get('type', exc.status_code)}: {err.get('reason', exc.message)}"[:2000]
 
 
-def _actions(job: dict, items: list[dict], good: list[tuple[dict, str]], vectors: np.ndarray,
-             failures: list[dict]) -> tuple[list[dict], dict[str, list[dict]], list[dict], list[dict]]:
+def _actions(job: JobSpec, items: list[ImageItem], good: list[tuple[PhotoItem, str]], vectors: np.ndarray,
+             failures: list[Failure]) -> tuple[list[dict], dict[str, list[ImageItem]], list[Failure], list[Failure]]:
     """(bulk actions, items behind each document id, item failures, failures of photos of
     documents that were still indexed). A multi-photo index: one document per item, its
     photos nested; otherwise one document per image (identical images share one id)."""
@@ -213,17 +216,17 @@ def _actions(job: dict, items: list[dict], good: list[tuple[dict, str]], vectors
     return build_actions(job, good, vectors), owners, failures, []
 
 
-def retire_refused(client: Elasticsearch, job: dict, items: list[dict], failed: set[str]) -> list[str]:
+def retire_refused(client: Elasticsearch, job: JobSpec, items: list[ImageItem], failed: set[str]) -> list[str]:
     """Documents whose image changed (``source_ref``: --from-index, the follower) to one that
     failed lose the vector of their earlier image (index/imageref.py)."""
     if job.get("mode") != "update" or job.get("vector_only"):
         return []
-    values = {item["id"]: item["source_ref"] for item in items
-              if "source_ref" in item and item.get("id") and item_key(item) in failed}
+    values: dict[str, object] = {doc_id: item["source_ref"] for item in items
+                                 if "source_ref" in item and (doc_id := item.get("id")) and item_key(item) in failed}
     return retire(client, job["index"], DocFields.of_record(job), values)
 
 
-def process_batch(settings: Settings, client: Elasticsearch, job: dict, items: list) -> dict:
+def process_batch(settings: Settings, client: Elasticsearch, job: JobSpec, items: list[ImageItem]) -> BatchOutcome:
     """Check, decode, embed and write one batch; record failures (dead letters, progress) and
     clear the dead letters of images now indexed; returns counts and failures (JSON-safe)."""
     model = load_embedder(job["model_path"], settings.runtime, settings.device)

@@ -32,6 +32,7 @@ from ..index.mappings import IndexOptions, index_meta, new_index_body, versioned
 from ..index.scan import scroll_documents
 from ..model.card import gate_allows
 from ..paths import as_roots
+from ..types import ImageItem, ModelCard, ReindexState
 from .enqueue import Job, enqueue, wait
 from .sources import Source
 
@@ -65,7 +66,7 @@ def _user_properties(client: Elasticsearch, old: IndexInfo) -> dict:
     return {k: v for k, v in props.items() if k not in old.fields.reserved}  # es-metric's: anew
 
 
-def _index_options(client: Elasticsearch, old: IndexInfo, card: dict) -> IndexOptions:
+def _index_options(client: Elasticsearch, old: IndexInfo, card: ModelCard) -> IndexOptions:
     props = client.indices.get_mapping(index=old.concrete)[old.concrete]["mappings"]["properties"]
     opts = DocFields.mapping_of(props, old.vector_field).get("index_options") or {}
     kind = opts.get("type", "hnsw")
@@ -75,7 +76,7 @@ def _index_options(client: Elasticsearch, old: IndexInfo, card: dict) -> IndexOp
     return IndexOptions(kind, opts.get("m", 16), opts.get("ef_construction", 100), oversample)
 
 
-def prepare_target(client: Elasticsearch, old: IndexInfo, card: dict, model_path: str) -> str:
+def prepare_target(client: Elasticsearch, old: IndexInfo, card: ModelCard, model_path: str) -> str:
     """Create (or find, when resuming) the new versioned index, marked as building."""
     name = versioned_name(old.name, card["model_id"])
     if client.indices.exists(index=name):
@@ -93,10 +94,10 @@ def prepare_target(client: Elasticsearch, old: IndexInfo, card: dict, model_path
     return name
 
 
-def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str, fields: DocFields) -> list[dict]:
+def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str, fields: DocFields) -> list[ImageItem]:
     """Copy documents (their vector already left out) into ``target``; returns the re-embed
     items (id + image path, or every photo of a multi-photo document) seen on the way."""
-    items: list[dict] = []
+    items: list[ImageItem] = []
 
     def actions():
         for hit in hits:
@@ -118,7 +119,7 @@ def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str, fields: 
     return items
 
 
-def copy_documents(client: Elasticsearch, old: IndexInfo, target: str) -> list[dict]:
+def copy_documents(client: Elasticsearch, old: IndexInfo, target: str) -> list[ImageItem]:
     """Copy every document's non-vector fields; returns the re-embed items."""
     return copy_hits(client, scroll_documents(client, old.concrete, model_fields(old)), target,
                      old.fields)
@@ -200,7 +201,7 @@ def wait_for_writers(settings: Settings, index: str, timeout: float | None) -> N
             log.warning("not waiting any longer for ingest job %s: %s", job_id, exc.message)
 
 
-def _with_roots(client: Elasticsearch, old: IndexInfo, items: list[dict]) -> Source:
+def _with_roots(client: Elasticsearch, old: IndexInfo, items: list[ImageItem]) -> Source:
     """Re-embed items may be read under the roots recorded for the old index (read now:
     ingest jobs may have added some during the run); the new index records them too."""
     return Source(items, [], as_roots(index_info(client, old.concrete).image_roots))
@@ -250,7 +251,7 @@ def swap_alias(client: Elasticsearch, alias: str, old: str, new: str) -> None:
                                            {"add": {"index": new, "alias": alias}}])
 
 
-def _mark(client: Elasticsearch, index: str, state: str) -> None:
+def _mark(client: Elasticsearch, index: str, state: ReindexState) -> None:
     meta = client.indices.get_mapping(index=index)[index]["mappings"].get("_meta") or {}
     meta.setdefault("es_metric", {}).setdefault("reindex_state", {})["state"] = state
     client.indices.put_mapping(index=index, meta=meta)
@@ -262,7 +263,7 @@ def in_place(client: Elasticsearch, name: str) -> bool:
     return info.name == info.concrete
 
 
-def reindex(settings: Settings, client: Elasticsearch, alias: str, model_path: str, card: dict, *,
+def reindex(settings: Settings, client: Elasticsearch, alias: str, model_path: str, card: ModelCard, *,
             force: bool = False, delete_old: bool = False, timeout: float | None = None,
             on_progress: Callable[[int, int, int], None] | None = None) -> ReindexResult:
     old = index_info(client, alias)

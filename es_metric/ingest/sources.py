@@ -11,13 +11,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from ..errors import ConfigError, ImageError, PathRefused
 from ..index.docfields import FieldRefused, check_fields, check_id
 from ..index.fields import DocFields
 from ..index.gallery import MAX_PHOTOS
 from ..paths import HINT, PATH_MAX, as_roots, confine
+from ..types import Failure, ImageItem, failure
 from ..urlguard import is_url, parse_url
 
 ID_KEYS = ("id", "_id", "doc_id")
@@ -28,12 +29,12 @@ MAX_LINE_CHARS = 1 << 20  # a manifest line (one document's fields) of at most 1
 
 @dataclass
 class Source:
-    items: list[dict] = field(default_factory=list)
-    refused: list[dict] = field(default_factory=list)   # {ref, reason, message}: a document each
+    items: list[ImageItem] = field(default_factory=list)
+    refused: list[Failure] = field(default_factory=list)   # a document each
     roots: tuple[Path, ...] = ()
-    photos_refused: list[dict] = field(default_factory=list)  # photos of documents that go on
+    photos_refused: list[Failure] = field(default_factory=list)  # photos of documents that go on
 
-    def add(self, item: dict | None, records: list[dict]) -> None:
+    def add(self, item: ImageItem | None, records: list[Failure]) -> None:
         """A checked document (``checked_item``): queued, or refused (its first record counts
         as the job's failure); further records are dead letters of single photos."""
         if item is None:
@@ -47,12 +48,10 @@ class Source:
 class LineRefused(Exception):
     def __init__(self, ref: str, reason: str, message: str, doc_id: str | None = None) -> None:
         super().__init__(message)
-        self.record = {"ref": ref, "reason": reason, "message": message}
-        if doc_id is not None:
-            self.record["doc_id"] = doc_id
+        self.record = failure(ref, reason, message, doc_id)
 
 
-def folder_items(root: Path) -> Iterator[dict]:
+def folder_items(root: Path) -> Iterator[ImageItem]:
     """Every file below ``root`` (sorted). A sub-folder name becomes the ``label`` field.
 
     Files with any name are offered (the worker sniffs the real format and records a reason
@@ -112,7 +111,7 @@ def _lines(fh) -> Iterator[tuple[int, str | None]]:
 
 
 def _manifest_item(line: str | None, where: str, base: Path, roots: tuple[Path, ...],
-                   image_key: str | None, layout: DocFields) -> tuple[dict | None, list[dict]]:
+                   image_key: str | None, layout: DocFields) -> tuple[ImageItem | None, list[Failure]]:
     name = where.rsplit("/", 1)[-1].replace(":", " line ", 1)
     if line is None:
         raise LineRefused(where, "line_too_long", f"{name}: longer than {MAX_LINE_CHARS} characters")
@@ -155,7 +154,7 @@ def image_refs(value: object, base: Path, roots: tuple[Path, ...],
 
 def checked_item(value: object, doc_id: str | None, fields: dict, base: Path, roots: tuple[Path, ...],
                  *, multi: bool, where: str, label: str,
-                 hint: str = HINT) -> tuple[dict | None, list[dict]]:
+                 hint: str = HINT) -> tuple[ImageItem | None, list[Failure]]:
     """(task item or None, failure records) for a document whose image field is ``value``.
     Each refused photo is a record under its own reference with its own reason. On a
     multi-photo index (``multi``) the document goes on with the photos left; otherwise, or
@@ -165,17 +164,16 @@ def checked_item(value: object, doc_id: str | None, fields: dict, base: Path, ro
         refs, refused = image_refs(value, base, roots, hint)
     except PathRefused as exc:
         refs, refused = [], [(value, exc)]
-    records = [{"ref": _ref_of(ref, base, where), "reason": exc.reason, "message": f"{label}: {exc}",
-                **({"doc_id": doc_id} if doc_id is not None else {})} for ref, exc in refused]
+    records = [failure(_ref_of(ref, base, where), exc.reason, f"{label}: {exc}", doc_id) for ref, exc in refused]
     if records and (not refs or not multi):
         return None, records
     return source_item(refs, doc_id, fields, several=isinstance(value, list)), records
 
 
-def source_item(refs: list[str], doc_id: str | None, fields: dict, several: bool) -> dict:
+def source_item(refs: list[str], doc_id: str | None, fields: dict, several: bool) -> ImageItem:
     """A task item: its first photo as ``ref`` (what progress and dead letters key on) and,
     for a list, every photo in ``refs``."""
-    item: dict[str, Any] = {"ref": refs[0], "id": doc_id, "fields": fields}
+    item: ImageItem = {"ref": refs[0], "id": doc_id, "fields": fields}
     if several:
         item["refs"] = refs
     return item

@@ -10,7 +10,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from ..config import Settings
 from ..index.client import make_client
 from ..model.runtime import set_threads
-from ..types import ImageItem, JobSpec
+from ..types import BatchOutcome, ImageItem, JobSpec
 from . import metrics  # noqa: F401  (times batches and counts images through Celery signals)
 from .celery_app import TASK_NAME, app
 from .outcomes import MAX_RETRIES, check_redelivery, fail_batch, is_transient
@@ -36,7 +36,7 @@ def _client():
 
 
 @app.task(name=TASK_NAME, bind=True, max_retries=MAX_RETRIES)
-def embed_batch(self, job: JobSpec, items: list[ImageItem]) -> dict:
+def embed_batch(self, job: JobSpec, items: list[ImageItem]) -> BatchOutcome:
     """Decode, embed and bulk-write one batch of images. Transient errors (cluster or broker
     away) retry with backoff; permanent ones, and exhausted retries, fail every image of the
     batch with the reason (dead letters + job progress), so the job ends."""

@@ -133,7 +133,7 @@ def read_card(path: str | Path) -> ModelCard:
     return _checked(_parsed(path, lambda: _zip_card(path), FORMAT), _zip_shapes(path), path)
 
 
-def gate_allows(card: dict[str, Any], force: bool) -> None:
+def gate_allows(card: ModelCard, force: bool) -> None:
     """Refuse (ModelError) a model whose gate did not pass, unless forced: it is not better than
     the pretrained model beyond the bootstrap margin (or could not be measured). A pretrained
     model (``--head none``) and cards without a gate pass."""

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from ..types import CardRuntime, Runtime
 from .modelfile import LoadedModel, load_model, save_model
-from .runtime import (CARD_KEY, INT8, PARITY_COSINE, PARITY_KEY, TorchEmbedder, export_path,
+from .runtime import (CARD_KEY, INT8, PARITY_COSINE, PARITY_KEY, Embedder, TorchEmbedder, export_path,
                       installed, int8_path, onnx_embedder)
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,9 @@ OPSET = 17
 
 class PixelFront(nn.Module):
     """uint8 N x S x S x 3 -> normalised float N x 3 x S x S -> encoder (as ``embed.normalise``)."""
+
+    mean: torch.Tensor       # buffers (register_buffer)
+    inv_std: torch.Tensor
 
     def __init__(self, encoder: nn.Module, mean, std) -> None:
         super().__init__()
@@ -77,7 +81,7 @@ def _write_graph(model: LoadedModel, out: Path, opset: int) -> None:
     set_props(out, {CARD_KEY: json.dumps(card)})
 
 
-def export_model(model_path: str | Path, out: str | Path | None = None, opset: int = OPSET) -> dict:
+def export_model(model_path: str | Path, out: str | Path | None = None, opset: int = OPSET) -> CardRuntime:
     """Export the model file to ONNX beside it (or ``out``), check parity with torch, and record
     the export in the card (``runtime``). Returns that record. Refuses an export whose vectors
     are not within the parity tolerance."""
@@ -99,41 +103,40 @@ def export_model(model_path: str | Path, out: str | Path | None = None, opset: i
                          f"{parity:.6f} < {PARITY_COSINE})", hint="keep using torch (no export)")
     set_props(tmp, {PARITY_KEY: f"{parity:.7f}"})
     tmp.replace(out)
-    record = {**(model.card.get("runtime") or {}), "export": out.name, "opset": opset,
-              "parity_min_cosine": round(parity, 7), "export_s": round(time.perf_counter() - t0, 2)}
+    record: CardRuntime = {**(model.card.get("runtime") or {}), "export": out.name, "opset": opset,
+                           "parity_min_cosine": round(parity, 7), "export_s": round(time.perf_counter() - t0, 2)}
     record.setdefault("chosen", "onnxruntime")
     _save_runtime(model, record)
     log.info("exported %s (parity %.7f)", out, parity)
     return record
 
 
-def record_runtime(model_path: str | Path, updates: dict) -> None:
+def record_runtime(model_path: str | Path, updates: CardRuntime) -> None:
     """Merge ``updates`` into the card's ``runtime`` record (e.g. the int8 gate)."""
     model = load_model(model_path)
     _save_runtime(model, {**(model.card.get("runtime") or {}), **updates})
 
 
-def _save_runtime(model: LoadedModel, record: dict) -> None:
-    card = {**model.card, "runtime": record}
-    save_model(model.path, model.encoder.cpu(), card)
+def _save_runtime(model: LoadedModel, record: CardRuntime) -> None:
+    save_model(model.path, model.encoder.cpu(), {**model.card, "runtime": record})
 
 
-def bench_runtimes(model_path: str | Path, batch: int = 16, seconds: float = 3.0) -> dict:
+def bench_runtimes(model_path: str | Path, batch: int = 16, seconds: float = 3.0) -> CardRuntime:
     """Images/s of each runtime available here on the same pixels; the card records the
     fastest float one as ``runtime.chosen`` (what workers and search use on
     ``ESM_RUNTIME=auto``; the int8 model, when there is one, is measured but opt-in only)."""
     model = load_model(model_path)
     pixels = check_pixels(model.preprocess.size, batch, seed=1)
-    runners = {"torch": TorchEmbedder(model, batch_size=batch)}
+    runners: dict[Runtime, Embedder] = {"torch": TorchEmbedder(model, batch_size=batch)}
     if export_path(model_path).is_file() and installed("onnxruntime"):
         runners["onnxruntime"] = onnx_embedder(export_path(model_path))
     if int8_path(model_path).is_file() and installed("onnxruntime"):  # measured, never chosen
         runners[INT8] = onnx_embedder(int8_path(model_path), runtime=INT8)
     rates = {name: images_per_second(r, pixels, seconds) for name, r in runners.items()}
-    floats = {name: rate for name, rate in rates.items() if name != INT8}
-    record = {**(model.card.get("runtime") or {}), "chosen": max(floats, key=floats.get),
-              "bench": {"images_per_s": rates, "batch": batch, "threads": torch.get_num_threads(),
-                        "load_avg_1m": round(os.getloadavg()[0], 2)}}
+    floats: dict[Runtime, float] = {name: rate for name, rate in rates.items() if name != INT8}
+    record: CardRuntime = {**(model.card.get("runtime") or {}), "chosen": max(floats, key=floats.__getitem__),
+                           "bench": {"images_per_s": rates, "batch": batch, "threads": torch.get_num_threads(),
+                                     "load_avg_1m": round(os.getloadavg()[0], 2)}}
     _save_runtime(model, record)
     return record
 

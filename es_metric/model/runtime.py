@@ -14,12 +14,13 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
 from ..errors import ConfigError, MappingMismatch, ModelError
 from ..device import batch_size_for, ort_providers, resolve_device
+from ..types import ModelCard, Runtime
 from .card import check_card_fields
 
 if TYPE_CHECKING:  # the model file loader imports torch
@@ -27,8 +28,8 @@ if TYPE_CHECKING:  # the model file loader imports torch
 
 log = logging.getLogger(__name__)
 
-INT8 = "onnxruntime-int8"  # opt-in only: ``esm model quantize`` wrote MODEL.int8.onnx
-RUNTIMES = ("torch", "onnxruntime", INT8)
+INT8: Literal["onnxruntime-int8"] = "onnxruntime-int8"  # opt-in only: ``esm model quantize`` wrote MODEL.int8.onnx
+RUNTIMES: tuple[Runtime, ...] = ("torch", "onnxruntime", INT8)
 # Vectors of two runtimes may share an index when every image's cosine is at least this.
 PARITY_COSINE = 0.9999
 CARD_KEY = "es_metric_card"
@@ -96,12 +97,12 @@ def model_spins() -> bool:
 
 
 class Embedder(Protocol):
-    runtime: str
+    runtime: Runtime
     parity: float | None  # min cosine to torch (1.0 for torch itself; None: not measured)
     variant: str | None   # int8: the id of the quantisation (None for float runtimes)
 
     @property
-    def card(self) -> dict: ...
+    def card(self) -> ModelCard: ...
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 N x S x S x 3 -> float32 N x dims."""
@@ -112,9 +113,9 @@ class OnnxEmbedder:
     """ONNX Runtime on the export; needs neither torch nor the model file."""
 
     session: Any  # an onnxruntime.InferenceSession (no type stubs)
-    card: dict
+    card: ModelCard
     parity: float | None = None
-    runtime: str = "onnxruntime"
+    runtime: Runtime = "onnxruntime"
     variant: str | None = None  # int8: the id of this quantisation (each `esm model quantize` run)
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
@@ -131,12 +132,12 @@ class TorchEmbedder:
     model: LoadedModel
     device: str = "cpu"
     batch_size: int = 64
-    runtime: str = "torch"
+    runtime: Runtime = "torch"
     parity: float | None = 1.0
     variant: str | None = None
 
     @property
-    def card(self) -> dict:
+    def card(self) -> ModelCard:
         return self.model.card
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
@@ -149,7 +150,7 @@ class TorchEmbedder:
                              self.batch_size, device=self.device)
 
 
-def onnx_embedder(path: str | Path, device: str = "cpu", runtime: str = "onnxruntime") -> OnnxEmbedder:
+def onnx_embedder(path: str | Path, device: str = "cpu", runtime: Runtime = "onnxruntime") -> OnnxEmbedder:
     """ONNX Runtime on an export (or the int8 model: ``runtime=INT8``), with the model card and
     parity the file carries."""
     session = open_session(Path(path), device)
@@ -164,11 +165,10 @@ def onnx_embedder(path: str | Path, device: str = "cpu", runtime: str = "onnxrun
     except (ValueError, TypeError, AttributeError) as exc:
         raise ModelError(f"{path}: the metadata of this ONNX export is unreadable ({exc})",
                          hint="export it again with `esm model export MODEL`") from None
-    _check_export_card(card, session, path)
-    return OnnxEmbedder(session, card, parity, runtime, variant)
+    return OnnxEmbedder(session, _checked_export_card(card, session, path), parity, runtime, variant)
 
 
-def _check_export_card(card: object, session, path: str | Path) -> None:
+def _checked_export_card(card: object, session, path: str | Path) -> ModelCard:
     """ModelError unless the export's card is a card (dims, similarity, model id, weights
     digest) and its dims are those of the graph's output."""
     if not isinstance(card, dict) or not isinstance(card.get("weights_sha256"), str):
@@ -179,6 +179,7 @@ def _check_export_card(card: object, session, path: str | Path) -> None:
     if isinstance(made, int) and made != card["dims"]:
         raise ModelError(f"{path}: the ONNX export makes {made}-d vectors but its card says "
                          f"{card['dims']}", hint="export it again with `esm model export MODEL`")
+    return card  # type: ignore[return-value]  # a dict whose card fields were checked above
 
 
 def open_session(path: Path, device: str):
@@ -198,11 +199,12 @@ def open_session(path: Path, device: str):
 
 
 def choose_runtime(requested: str, preferred: str | None, has_export: bool,
-                   have_ort: bool, have_torch: bool, has_int8: bool = False) -> str:
+                   have_ort: bool, have_torch: bool, has_int8: bool = False) -> Runtime:
     """Which runtime embeds. ``requested``: ``ESM_RUNTIME`` (auto, torch, onnxruntime,
     onnxruntime-int8); ``preferred``: what ``esm model bench`` measured fastest here (None: not
     measured, ONNX Runtime when present). int8 is never chosen unless requested."""
-    if requested not in ("auto", *RUNTIMES):
+    named = next((r for r in RUNTIMES if r == requested), None)  # the setting, as a Runtime
+    if named is None and requested != "auto":
         raise ConfigError(f"ESM_RUNTIME={requested!r} is not a runtime",
                           hint="valid: auto, " + ", ".join(RUNTIMES))
     if requested == INT8:
@@ -218,8 +220,8 @@ def choose_runtime(requested: str, preferred: str | None, has_export: bool,
             hint="pip install 'es-metric[runtime]', or `esm model export MODEL`")
     if requested == "torch" and not have_torch:
         raise ConfigError("ESM_RUNTIME=torch but torch is not installed", hint="pip install es-metric")
-    if requested != "auto":
-        return requested
+    if named is not None:
+        return named
     if ort_ok and (preferred != "torch" or not have_torch):
         return "onnxruntime"
     if have_torch:
@@ -252,11 +254,11 @@ def load_embedder(model_path: str | Path, runtime: str = "auto", device: str = "
 
 
 def _make(model_path: Path, onnx: Path, runtime: str, device: str, have_torch: bool) -> Embedder:
-    card = None
+    card: ModelCard | None = None
     if have_torch:
         from .modelfile import cached_model
         card = cached_model(model_path).card
-    preferred = ((card or {}).get("runtime") or {}).get("chosen")
+    preferred = (card.get("runtime") or {}).get("chosen") if card else None
     has_export = onnx.is_file()
     chosen = choose_runtime(runtime, preferred, has_export, installed("onnxruntime"), have_torch,
                             int8_path(model_path).is_file())
@@ -280,7 +282,7 @@ def _make(model_path: Path, onnx: Path, runtime: str, device: str, have_torch: b
     return TorchEmbedder(model, dev, batch_size_for(dev))
 
 
-def _int8_embedder(model_path: Path, card: dict | None, dev: str) -> OnnxEmbedder:
+def _int8_embedder(model_path: Path, card: ModelCard | None, dev: str) -> OnnxEmbedder:
     """The gated int8 model; refused when it was quantised from other weights."""
     ours = onnx_embedder(int8_path(model_path), dev, INT8)
     if card is not None and ours.card["weights_sha256"] != card["weights_sha256"]:
@@ -290,14 +292,13 @@ def _int8_embedder(model_path: Path, card: dict | None, dev: str) -> OnnxEmbedde
     return ours
 
 
-def runtime_label(card: dict) -> str:
+def runtime_label(card: ModelCard) -> Runtime:
     """What an index records about how its vectors were made: the runtime the card chose (or
     torch) and the export's parity with torch."""
-    info = card.get("runtime") or {}
-    return info.get("chosen") or "torch"
+    return (card.get("runtime") or {}).get("chosen") or "torch"
 
 
-def card_for_runtime(card: dict, requested: str) -> dict:
+def card_for_runtime(card: ModelCard, requested: str) -> ModelCard:
     """The card as an index made on this node records it: under ``ESM_RUNTIME=onnxruntime-int8``
     the index is made for int8 vectors (the card must record a passed int8 gate)."""
     if requested != INT8:
@@ -310,7 +311,7 @@ def card_for_runtime(card: dict, requested: str) -> dict:
                                 "variant": gate.get("id")}}
 
 
-def check_runtime(embedder: Embedder, index_runtime: str | None, parity: float | None,
+def check_runtime(embedder: Embedder, index_runtime: Runtime | None, parity: float | None,
                   variant: str | None = None) -> None:
     """An index never mixes runtimes whose vectors differ beyond the parity tolerance: a
     different runtime is accepted (with a warning) only when the export's measured parity with

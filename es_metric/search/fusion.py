@@ -21,11 +21,13 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-FUSIONS = ("minmax", "zscore", "rrf", "weighted")
+from ..types import Fusion
+
+FUSIONS: tuple[Fusion, ...] = ("minmax", "zscore", "rrf", "weighted")
 # bench/hybrid.py's weight sweep on the Grocery Store (README "Hybrid search"): minmax at 4:1
 # has the best nDCG@10 (0.936; image only 0.929, text only 0.285); at 1:1 text still drowns the
 # image whenever it misleads (0.426)
-DEFAULT_FUSION = "minmax"
+DEFAULT_FUSION: Fusion = "minmax"
 DEFAULT_IMAGE_WEIGHT = 0.8
 DEFAULT_TEXT_WEIGHT = 0.2
 DEFAULT_WINDOW = 100           # each leg's window: max(DEFAULT_WINDOW, k * page)
@@ -81,7 +83,7 @@ def _ranked(scores: dict[str, float], legs: Sequence[Leg]) -> list[tuple[str, fl
     return sorted(scores.items(), key=lambda kv: (-kv[1], best[kv[0]], kv[0]))
 
 
-def parts(method: str, leg: Leg, rrf_k: float = RRF_K) -> tuple[dict[str, float], float]:
+def parts(method: Fusion, leg: Leg, rrf_k: float = RRF_K) -> tuple[dict[str, float], float]:
     """What ``method`` makes of one leg before weighting: each document's normalised score
     (rrf: ``1 / (k + rank)``), and the value of a document the leg did not return."""
     if method == "rrf":
@@ -95,7 +97,7 @@ def _check(method: str) -> None:
         raise ValueError(f"unknown fusion {method!r}; use one of {', '.join(FUSIONS)}")
 
 
-def fuse(method: str, legs: Sequence[Leg], rrf_k: float = RRF_K) -> list[tuple[str, float]]:
+def fuse(method: Fusion, legs: Sequence[Leg], rrf_k: float = RRF_K) -> list[tuple[str, float]]:
     """One ranking from ``legs`` by ``method`` (one of FUSIONS), best first: the weighted sum
     of each leg's ``parts`` over the union of the windows."""
     _check(method)
@@ -108,7 +110,7 @@ def fuse(method: str, legs: Sequence[Leg], rrf_k: float = RRF_K) -> list[tuple[s
     return _ranked(scores, legs)
 
 
-def explain(method: str, legs: Sequence[Leg], rrf_k: float = RRF_K) -> dict[str, dict[str, Any]]:
+def explain(method: Fusion, legs: Sequence[Leg], rrf_k: float = RRF_K) -> dict[str, dict[str, Any]]:
     """Per document, per leg (by ``Leg.name``): its raw score and rank in that leg (None when
     the leg did not return it), the normalised score, the weight and the weighted part the
     fused score sums; ``fused`` is that sum (what ``fuse`` ranks by)."""

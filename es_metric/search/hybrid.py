@@ -19,6 +19,7 @@ from ..index.client import es_reason
 from ..index.indices import IndexInfo
 from ..index.vectors import hit_vector
 from ..similarity import Metric
+from ..types import Fusion
 from .examples import best_score
 from .fusion import Leg, fuse, keep_only
 from .gallery import with_photos
@@ -47,7 +48,7 @@ class Window:
     num_candidates: int | None = None
     image_weight: float = 1.0
     text_weight: float = 1.0
-    fusion: str = "minmax"
+    fusion: Fusion = "minmax"
     gamma: float = 0.5
     text_query: dict[str, Any] | None = None     # the shop's query, {{text}} already filled in
     collapse: str | None = None        # a doc-values field: one hit per value

@@ -17,6 +17,7 @@ from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch
 
+from ..types import Fusion
 from .fusion import RRF_K
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def components(knn: dict[str, Any], query: dict[str, Any], image_weight: float, 
     return legs
 
 
-def fusion_body(fusion: str, knn: dict[str, Any], query: dict[str, Any], image_weight: float, text_weight: float,
+def fusion_body(fusion: Fusion, knn: dict[str, Any], query: dict[str, Any], image_weight: float, text_weight: float,
                 window: int, rrf_k: float = RRF_K) -> dict[str, Any]:
     """One request that fuses the kNN and text legs on the cluster and returns the whole
     fused window (ids and fused scores; documents are fetched later with the page)."""

@@ -26,7 +26,7 @@ from ..model.card import read_card
 from ..model.pixels import square_pixels
 from ..model.runtime import Inference, check_runtime, load_embedder
 from ..similarity import Metric
-from ..types import ModelCard
+from ..types import Fusion, ModelCard
 from .cutoff import AUTO, MinSimilarity, auto_cutoff, count_cut, parse_min_similarity
 from .examples import STRATEGIES, rocchio
 from .diversity import collapse_field
@@ -54,7 +54,7 @@ class SearchRequest:
     k: int = 10
     page: int = 1
     num_candidates: int | None = None
-    fusion: str = DEFAULT_FUSION      # fusion.FUSIONS
+    fusion: Fusion = DEFAULT_FUSION   # checked again (check_request): surfaces pass user input
     image_weight: float = DEFAULT_IMAGE_WEIGHT
     text_weight: float = DEFAULT_TEXT_WEIGHT
     min_similarity: MinSimilarity = None      # a number, or "auto": the card's calibrated cut-off

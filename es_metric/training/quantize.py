@@ -31,6 +31,7 @@ from ..images import IMAGE_SUFFIXES, DecodeLimits
 from ..model.runtime import (CARD_KEY, GATE_KEY, INT8, PARITY_KEY, export_path, int8_path,
                              onnx_embedder)
 from ..similarity import Metric
+from ..types import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class Validation:
         return cls(pixels, [folder.samples[i] for i in kept],
                    folder.skipped_records() + skipped)
 
-    def map_at_r(self, embedder, card: dict) -> tuple[float, np.ndarray]:
+    def map_at_r(self, embedder, card: ModelCard) -> tuple[float, np.ndarray]:
         """(MAP@R, vectors) of ``embedder`` on these images, ranked as search ranks."""
         from ..search.rerank import ReRank
         from .evaluate import Embedded, retrieval_metrics
@@ -227,7 +228,7 @@ def _gated(float_file: Path, floaty, tmp: Path, calib: np.ndarray, val: Validati
     return record, int8
 
 
-def onnx_embedder_of(path: Path, card: dict):
+def onnx_embedder_of(path: Path, card: ModelCard):
     """The int8 graph as an embedder (its metadata gets the card only when published)."""
     from ..model.runtime import OnnxEmbedder, open_session
 
@@ -248,7 +249,7 @@ def _speeds(floaty, int8, size: int, seconds: float) -> dict:
             "int8": images_per_second(int8, pixels, seconds)}
 
 
-def _publish(model_path: Path, tmp: Path, card: dict, record: dict) -> None:
+def _publish(model_path: Path, tmp: Path, card: ModelCard, record: dict) -> None:
     """Card + gate into the int8 graph's metadata, the file in place, the gate in the card."""
     from ..model.export import record_runtime, set_props
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..config import Settings
 from ..model.encoder import Encoder, create_encoder
 from ..model.modelfile import build_card, save_model
+from ..types import ModelCard
 from .catalogue import Catalogue, read_catalogue
 from .config import EpochCallback, TrainConfig
 from .data import fingerprint
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainResult:
     path: Path
-    card: dict
+    card: ModelCard
     history: list[dict] = field(default_factory=list)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -31,6 +31,7 @@ from ..search.facets import MAX_FACET_SIZE, TERMS_SIZE
 from ..search.fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS
 from ..search.gallery import document_image
 from ..search.service import SearchRequest, run_search
+from ..types import Fusion
 from ..urlguard import is_url
 from . import errors
 from .guard import FORM_ALLOWANCE, RequestGuard, SearchSlots, key_matches
@@ -39,7 +40,7 @@ from .photos import HEADERS as PHOTO_HEADERS, PhotoCache, fetch_photo
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-FUSION_HELP = f"one of: {', '.join(FUSIONS)}"
+FUSION_HELP = f"one of: {', '.join(FUSIONS)}"  # the routes take a str: SearchRequest refuses the others (check_request)
 MIN_SIM_HELP = "similarity floor (cosine; L2 distance for l2_norm models), or auto: the model card's cut-off"
 TEXT_QUERY_HELP = 'the shop\'s own query as JSON, e.g. {"match": {"name": "{{text}}"}}; filters still apply'
 DIVERSIFY_HELP = "MMR lambda: 1 ranks by relevance alone, lower values add variety"
@@ -114,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             image=data, like=[v for v in like if v], unlike=[v for v in unlike if v],
             like_images=likes, unlike_images=unlikes, examples=examples, text=text or None,
             filters=[f for f in filters if f], facets=[f for f in facets if f], k=k, page=page,
-            fusion=fusion, image_weight=image_weight, text_weight=text_weight,
+            fusion=cast(Fusion, fusion), image_weight=image_weight, text_weight=text_weight,
             min_similarity=min_similarity or None, text_query=text_query or None, facet_size=facet_size,
             collapse=collapse or None, diversify=diversify, explain=explain),
             image_url if data is None else None)
@@ -140,7 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await run(index, SearchRequest(
             like=[v for v in like if v], unlike=[v for v in unlike if v], examples=examples,
             text=text or None, filters=[f for f in filter if f], facets=[f for f in facet if f],
-            k=k, page=page, fusion=fusion, image_weight=image_weight, text_weight=text_weight,
+            k=k, page=page, fusion=cast(Fusion, fusion), image_weight=image_weight, text_weight=text_weight,
             min_similarity=min_similarity or None,
             text_query=text_query or None, facet_size=facet_size, collapse=collapse or None,
             diversify=diversify, explain=explain), image_url)
