@@ -50,3 +50,16 @@ def test_the_record_is_typed_and_a_broken_one_is_a_clear_error():
         IndexMeta.from_record({"model_id": "m"})
     with pytest.raises(IndexStateError, match="unknown state"):
         Migration.from_record({"state": "half", "model_id": "m"})
+
+
+def test_a_window_reads_the_photos_of_a_shops_multi_photo_index_under_its_object():
+    """--diversify/--collapse read each hit's photos: under the shop's object, not a top-level
+    field of the dotted name (read that way, every vector was None on main)."""
+    from es_metric.index.indices import IndexInfo
+    from es_metric.search.page import _vector
+
+    info = IndexInfo(name="shop", concrete="shop", model_id="m", model_path="/m.pt",
+                     vector_field="es_metric.photos.vector", dims=2, similarity="cosine",
+                     photos_field="es_metric.photos", recorded_fields=DocFields.under("es_metric", photos="photos"))
+    hit = {"_source": {"es_metric": {"photos": [{"ref": "a", "vector": [3.0, 0.0]}, {"ref": "b", "vector": [0.0, 4.0]}]}}}
+    assert _vector(info, hit) == pytest.approx([0.6, 0.8])  # the mean of the photos, normalised
