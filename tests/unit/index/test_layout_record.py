@@ -61,5 +61,6 @@ def test_a_window_reads_the_photos_of_a_shops_multi_photo_index_under_its_object
     info = IndexInfo(name="shop", concrete="shop", model_id="m", model_path="/m.pt",
                      vector_field="es_metric.photos.vector", dims=2, similarity="cosine",
                      photos_field="es_metric.photos", recorded_fields=DocFields.under("es_metric", photos="photos"))
-    hit = {"_source": {"es_metric": {"photos": [{"ref": "a", "vector": [3.0, 0.0]}, {"ref": "b", "vector": [0.0, 4.0]}]}}}
+    photos = [{"ref": "a", "vector": [3.0, 0.0]}, {"ref": "b", "vector": [0.0, 4.0]}]
+    hit = {"_source": {"es_metric": {"photos": photos}}}
     assert _vector(info, hit) == pytest.approx([0.6, 0.8])  # the mean of the photos, normalised
