@@ -21,7 +21,10 @@ from .index.docfields import FieldRefused, check_fields, check_id
 from .index.fields import DocFields
 from .index.indices import index_info
 from .ingest.celery_app import TASK_NAME
-from .ingest.enqueue import Job, enqueue, make_searchable, wait
+from .ingest.enqueue import Job, enqueue
+from .ingest.migrate import MigrationResult
+from .ingest.reindex import ReindexResult
+from .ingest.service import IngestOutcome, change_model, finish_ingest
 from .ingest.sources import Source, checked_item
 from .paths import as_roots
 from .types import Mode, failure
@@ -29,7 +32,7 @@ from .types import Mode, failure
 log = logging.getLogger(__name__)
 
 MODES = ("update", "index")
-__all__ = ["EsMetric", "Job", "TASK_NAME", "documents_source"]
+__all__ = ["EsMetric", "IngestOutcome", "Job", "TASK_NAME", "documents_source"]
 
 
 def documents_source(documents: Iterable[Mapping[str, Any]], roots: tuple[Path, ...], mode: Mode,
@@ -95,15 +98,27 @@ class EsMetric:
     def wait(self, job: Job, timeout: float | None = None, dba: bool = True) -> tuple[int, int]:
         """Block until the job ends; (indexed, failed). The documents are searchable then, and
         augmented (with the neighbourhoods they enter) when the index runs DBA after ingests
-        (``dba=False``: later, with `esm dba INDEX`)."""
-        done, failed = wait(self.settings, job, timeout=timeout)
-        with cluster_errors(self.settings):
-            make_searchable(self.client, job)
-            if dba:
-                from .search.dba import augment_if_recorded
+        (``dba=False``: later, with `esm dba INDEX`). ``finish`` says more."""
+        outcome = self.finish(job, timeout=timeout, dba=dba)
+        return outcome.indexed, outcome.failed
 
-                augment_if_recorded(self.client, job.target, job.started_at)
-        return done, failed
+    def finish(self, job: Job, timeout: float | None = None, dba: bool = True) -> IngestOutcome:
+        """``wait``, with the outcome ``esm ingest --wait`` reports (the DBA pass's summary)."""
+        with cluster_errors(self.settings):
+            return finish_ingest(self.settings, self.client, job, timeout=timeout, dba=dba)
+
+    def ingest_and_wait(self, index: str, documents: Mapping[str, Any] | Iterable[Mapping[str, Any]], *,
+                        mode: Mode = "update", timeout: float | None = None, dba: bool = True) -> IngestOutcome:
+        """``enqueue`` then ``finish``: what ``esm ingest --wait`` does, through the same service."""
+        return self.finish(self.enqueue(index, documents, mode=mode), timeout=timeout, dba=dba)
+
+    def change_model(self, index: str, model_path: str | Path, *, force: bool = False,
+                     delete_old: bool = False, timeout: float | None = None) -> ReindexResult | MigrationResult:
+        """Move ``index`` to another model as ``esm reindex`` does: blue/green behind an alias,
+        in place on an index es-metric does not own."""
+        with cluster_errors(self.settings):
+            return change_model(self.settings, self.client, index, model_path, force=force,
+                                delete_old=delete_old, timeout=timeout)
 
     def search(self, index: str, *, image: bytes | str | None = None,
                like: str | Iterable[str] | None = None,

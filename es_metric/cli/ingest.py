@@ -1,14 +1,12 @@
 """esm ingest | reindex: images to vectors through the workers, and moving an index to a new model."""
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ..config import Settings
 from ..ingest.sources import local_source
 from ..progressbar import enabled
 from ..model.card import read_card
@@ -46,7 +44,7 @@ def ingest(index, source, wait, from_index, image_field, image_key, base_dir, ti
            follow_mode, poll, dba, as_json) -> None:
     """Queue SOURCE (image folder or JSONL manifest) for the workers to embed into INDEX."""
     from ..index.indices import index_info
-    from ..ingest.enqueue import enqueue, existing_index_items, make_searchable
+    from ..ingest.enqueue import enqueue, existing_index_items
 
     if follow_mode:
         if not from_index:
@@ -70,10 +68,8 @@ def ingest(index, source, wait, from_index, image_field, image_key, base_dir, ti
                                               if job.refused else ""), err=True)
         summary: dict[str, Any] = {"job_id": job.job_id, "queued": job.total - job.refused, "refused": job.refused,
                    "index": job.target}
-        if wait:
-            summary.update(_follow(s, job, timeout, quiet=as_json))
-            make_searchable(es, job)
-            summary["dba"] = _dba(es, index, job) if dba else None
+        if wait:  # the service layer: wait, refresh, the DBA pass the index records
+            summary.update(_follow(s, es, job, timeout, dba, quiet=as_json).summary())
     if as_json:
         echo_json(summary)
     elif wait:
@@ -86,32 +82,20 @@ def ingest(index, source, wait, from_index, image_field, image_key, base_dir, ti
                        f"recomputed ({d['written']} written) in {d['total_s']} s")
 
 
-def _dba(es, index: str, job) -> dict | None:
-    """DBA of what the job wrote, when the index runs it after ingests (None: it does not)."""
-    from ..search.dba import augment_if_recorded
+def _follow(s, es, job, timeout, dba: bool, quiet: bool):
+    from ..ingest.service import finish_ingest
 
-    return augment_if_recorded(es, index, job.started_at)
-
-
-def _follow(s, job, timeout, quiet: bool) -> dict:
-    from ..ingest.enqueue import wait
-
-    t0 = time.monotonic()
     if quiet or not enabled():
-        done, failed = wait(s, job, timeout=timeout)
-    else:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        return finish_ingest(s, es, job, timeout=timeout, dba=dba)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        with Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(),
-                      console=Console(stderr=True)) as bar:
-            task = bar.add_task("ingest", total=job.total, failed=0)
-            done, failed = wait(s, job, timeout=timeout,
-                                on_progress=lambda t, d, f: bar.update(task, completed=d + f, failed=f))
-    secs = time.monotonic() - t0
-    return {"indexed": done, "failed": failed, "seconds": round(secs, 1),
-            "images_per_s": round((done + failed) / secs, 1) if secs else None}
+    with Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(),
+                  console=Console(stderr=True)) as bar:
+        task = bar.add_task("ingest", total=job.total, failed=0)
+        return finish_ingest(s, es, job, timeout=timeout, dba=dba,
+                             on_progress=lambda t, d, f: bar.update(task, completed=d + f, failed=f))
 
 
 @main.command()
@@ -125,48 +109,31 @@ def _follow(s, job, timeout, quiet: bool) -> dict:
 @click.option("--stall-timeout", type=float, default=None, help=STALL_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def reindex(index, model_path, force, delete_old, abandon, timeout, stall_timeout, as_json) -> None:
-    """Blue/green: re-embed INDEX with a new model, verify, swap the alias atomically."""
-    from ..ingest.reindex import abandon as abandon_target, in_place, reindex as run_reindex
-    from ..model.runtime import card_for_runtime
+    """Blue/green: re-embed INDEX with a new model, verify, swap the alias atomically (an
+    index es-metric does not own, with no alias: in place, a new vector field beside the old)."""
+    from ..ingest.migrate import MigrationResult
+    from ..ingest.service import abandon_change, change_model
 
     if not model_path:
         raise click.UsageError("--model is required")
-    card = card_for_runtime(read_card(model_path), Settings.from_env().runtime)  # as mapping create
     with Cluster() as (s, es):
         if stall_timeout is not None:
             s = s.with_(stall_seconds=stall_timeout)
-        if abandon and in_place(es, index):
-            from ..ingest.migrate import abandon as abandon_change
-
-            click.echo(f"abandoned the change to {card['model_id']}: cleared "
-                       f"{abandon_change(es, index, card['model_id'])}; search stays on the old model")
-            return
         if abandon:
-            click.echo(f"deleted half-built index {abandon_target(es, index, card['model_id'])}")
+            gone, in_place = abandon_change(s, es, index, model_path)
+            click.echo(f"abandoned the change to {read_card(model_path)['model_id']}: cleared {gone}; "
+                       "search stays on the old model" if in_place else f"deleted half-built index {gone}")
             return
-        if in_place(es, index):
-            return _change_in_place(s, es, index, model_path, card, force, timeout, as_json)
-        res = run_reindex(s, es, index, str(Path(model_path).resolve()), card, force=force,
-                          delete_old=delete_old, timeout=timeout)
+        res = change_model(s, es, index, model_path, force=force, delete_old=delete_old, timeout=timeout)
     if as_json:
         echo_json(asdict(res))
-        return
-    click.echo(f"{index}: {res.old_index} -> {res.new_index}; {res.documents} documents, "
-               f"{res.vectors} vectors, {res.failed} failed; alias swapped"
-               + (f"; caught up with {res.caught_up} written and {res.removed} deleted during the run"
-                  if res.caught_up or res.removed else "")
-               + ("; old index deleted" if res.deleted_old else "; old index kept (--delete-old)"))
-
-
-def _change_in_place(s, es, index, model_path, card, force, timeout, as_json) -> None:
-    """An index es-metric does not own (no alias): a new vector field beside the old one."""
-    from ..ingest.migrate import change_model
-
-    res = change_model(s, es, index, str(Path(model_path).resolve()), card, force=force,
-                       timeout=timeout)
-    if as_json:
-        echo_json(asdict(res))
-        return
-    click.echo(f"{index}: {res.old_model} ({res.old_field}) -> {res.new_model} ({res.new_field}) "
-               f"in place; {res.vectors} of {res.documents} documents embedded, {res.failed} failed; "
-               f"search switched; old vectors cleared from {res.cleared} documents")
+    elif isinstance(res, MigrationResult):
+        click.echo(f"{index}: {res.old_model} ({res.old_field}) -> {res.new_model} ({res.new_field}) "
+                   f"in place; {res.vectors} of {res.documents} documents embedded, {res.failed} failed; "
+                   f"search switched; old vectors cleared from {res.cleared} documents")
+    else:
+        click.echo(f"{index}: {res.old_index} -> {res.new_index}; {res.documents} documents, "
+                   f"{res.vectors} vectors, {res.failed} failed; alias swapped"
+                   + (f"; caught up with {res.caught_up} written and {res.removed} deleted during the run"
+                      if res.caught_up or res.removed else "")
+                   + ("; old index deleted" if res.deleted_old else "; old index kept (--delete-old)"))

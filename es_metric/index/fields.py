@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from ..errors import ConfigError, shown
+from .layout import VectorLayout
 
 DEFAULT_OBJECT = "es_metric"
 BOOKKEEPING: dict[str, dict[str, Any]] = {
@@ -96,12 +97,17 @@ class DocFields:
                  if k in (*BOOKKEEPING, "dba", "object") and (isinstance(v, str) or v is None)}
         return cls(str(record["vector_field"]), record.get("photos_field") or None, **known)
 
+    @property
+    def layout(self) -> VectorLayout:
+        """One vector per document or nested photos (layout.py): ask it, never the names."""
+        return VectorLayout(self.vector, self.photos)
+
     def record(self) -> dict[str, Any]:
         return {"object": self.object, **{name: getattr(self, name) for name in (*BOOKKEEPING, "dba")}}
 
     def with_vector(self, vector: str) -> "DocFields":
         """The same layout with another vector field (a second model's, during a change)."""
-        return replace(self, vector=vector)
+        return replace(self, vector=self.layout.with_vector(vector).vector)
 
     @property
     def raw_vector(self) -> str:
@@ -131,12 +137,7 @@ class DocFields:
         """``{dotted path: mapping}`` of the bookkeeping fields and the vector (for several
         photos: the nested field holding it)."""
         out = {getattr(self, name): dict(body) for name, body in BOOKKEEPING.items()}
-        if self.photos:
-            leaf = self.vector[len(self.photos) + 1:]
-            out[self.photos] = {"type": "nested", "properties": {**PHOTO_PROPERTIES, leaf: vector_body}}
-        else:
-            out[self.vector] = vector_body
-        return out
+        return {**out, **self.layout.bodies(vector_body, PHOTO_PROPERTIES)}
 
     def properties(self, vector_body: dict[str, Any]) -> dict[str, Any]:
         """Mapping properties of the bookkeeping fields and the vector (in its nested photos)."""
@@ -194,8 +195,7 @@ class DocFields:
 
     def has_vector(self) -> dict[str, Any]:
         """A query for documents that have a vector (inside a nested photo, for several photos)."""
-        query = {"exists": {"field": self.vector}}
-        return {"nested": {"path": self.photos, "query": query}} if self.photos else query
+        return self.layout.has_vector()
 
 
 def _put(props: dict[str, Any], path: str, body: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ is recorded with the index: see fields.py.
 from __future__ import annotations
 
 from .fields import DocFields, check_name
+from .layout import VectorLayout
 
 DEFAULT_PHOTOS_FIELD = "photos"
 MAX_PHOTOS = 64  # photos of one document: a gallery, not a catalogue
@@ -24,4 +25,4 @@ def layout(vector_field: str) -> DocFields:
     """The top-level layout of a vector field named as the CLI takes it: ``photos.vector`` is
     the multi-photo layout (photos nested in ``photos``), a name without a dot one vector per
     document."""
-    return DocFields.top_level(vector_field, vector_field.rpartition(".")[0] or None)
+    return DocFields.top_level(vector_field, VectorLayout.of_field(vector_field).photos)

@@ -10,8 +10,9 @@ from typing import Any
 from elasticsearch import Elasticsearch, NotFoundError
 
 from ..errors import ConfigError, IndexStateError, MappingMismatch, shown
-from ..types import ModelCard, Runtime
+from ..types import ModelCard
 from .fields import DEFAULT_OBJECT, DocFields
+from .record import ChangeResult, IndexMeta, read_mappings, read_record, update_record
 from .mappings import (RESCORED_TYPES, IndexOptions, check_compatible, existing_index_update,
                        load_template, new_index_body, versioned_name)
 
@@ -23,45 +24,26 @@ _NAME_FORBIDDEN = re.compile(r'[\\/*?"<>|,#:\s\x00-\x1f\x7f]')
 #: waits this long before old vectors go (ingest/migrate.py).
 INFO_TTL_S = 2.0
 
-@dataclass(frozen=True)
-class IndexInfo:
-    """Which concrete index an alias (or name) points at and which model it serves."""
+@dataclass(frozen=True, kw_only=True)
+class IndexInfo(IndexMeta):
+    """The record of the concrete index an alias (or name) points at (record.py), and where."""
 
-    name: str            # what the user typed (alias or index)
-    concrete: str        # the index behind it
-    model_id: str
-    model_path: str
-    vector_field: str
-    dims: int
-    similarity: str
-    image_roots: tuple[str, ...] = ()  # folders images were ingested from (what may be read)
-    rerank: dict[str, Any] | None = None          # the card's re-ranking, recorded at mapping creation
-    near_duplicate_threshold: float | None = None
-    runtime: Runtime | None = None      # runtime of the vectors (torch, onnxruntime); None: older
-    runtime_parity: float | None = None  # that runtime's measured min cosine to torch
-    migration: dict[str, Any] | None = None       # a model change in place under way (ingest/migrate.py)
-
-    def serves(self, model_id: str | None) -> bool:
-        """May a hit stamped ``model_id`` be returned? The index's model; during the moments
-        after a model change in place switched fields and before the stamps are rewritten, also
-        the previous one (each model writes only its own field, so vectors never mix)."""
-        moving = self.migration or {}
-        return model_id in (None, self.model_id) or (
-            moving.get("state") == "switched" and model_id == moving.get("from_model_id"))
-    photos_field: str | None = None     # a multi-photo index: the nested field of the photos
+    name: str                           # what the user typed (alias or index)
+    concrete: str                       # the index behind it
     candidates_factor: float = 1.0      # quantised + rescored field: its oversample (kNN candidates x it)
-    runtime_variant: str | None = None  # int8: the quantisation that made the vectors
-    dba: bool | None = None             # DBA may write into the documents; None: not recorded (older)
     dba_raw: bool = False               # the DBA raw copy of the vector is mapped
-    recorded_fields: DocFields | None = None  # where es-metric's fields are (None: top level)
-    cutoff: dict[str, Any] | None = None          # the card's calibrated search cut-off (--min-similarity auto)
-    duplicate_threshold: dict[str, Any] | None = None  # the card's copy-calibrated threshold (esm duplicates)
 
-    @property
-    def fields(self) -> DocFields:
-        """Where es-metric's fields are in this index's documents (fields.py): ask this, never
-        a hard-coded name."""
-        return self.recorded_fields or DocFields(self.vector_field, self.photos_field)
+    @classmethod
+    def of(cls, name: str, concrete: str, mappings: dict[str, Any]) -> IndexInfo:
+        """From an index's mappings; IndexStateError when it has no es-metric record."""
+        mine = (mappings.get("_meta") or {}).get("es_metric")
+        if not mine:
+            raise IndexStateError(f"index {concrete!r} has no es-metric vector field",
+                                  hint=f"add one with `esm mapping create {name} --model MODEL --existing`")
+        meta, props = IndexMeta.from_record(mine), mappings.get("properties") or {}
+        return cls(name=name, concrete=concrete, **meta.meta_fields(),
+                   candidates_factor=rescore_factor(DocFields.mapping_of(props, meta.vector_field)),
+                   dba_raw=DocFields.mapping_of(props, meta.fields.raw_vector).get("type") == "dense_vector")
 
 
 def resolve_concrete(client: Elasticsearch, name: str) -> list[str]:
@@ -92,21 +74,7 @@ def index_info(client: Elasticsearch, name: str) -> IndexInfo:
     if len(concrete) > 1:
         raise IndexStateError(f"alias {name!r} points at several indices {concrete}; "
                               "es-metric refuses to mix models", hint="point it at one index")
-    mapping = client.indices.get_mapping(index=concrete[0])[concrete[0]]["mappings"]
-    meta = (mapping.get("_meta") or {}).get("es_metric")
-    if not meta:
-        raise IndexStateError(f"index {concrete[0]!r} has no es-metric vector field",
-                              hint=f"add one with `esm mapping create {name} --model MODEL --existing`")
-    props, fields = mapping.get("properties") or {}, DocFields.of_record(meta)
-    return IndexInfo(name, concrete[0], meta["model_id"], meta["model_path"],
-                     meta["vector_field"], int(meta["dims"]), meta["similarity"],
-                     tuple(meta.get("image_roots") or ()), meta.get("rerank"),
-                     meta.get("near_duplicate_threshold"), meta.get("runtime"),
-                     meta.get("runtime_parity"), meta.get("migration"), meta.get("photos_field"),
-                     rescore_factor(DocFields.mapping_of(props, meta["vector_field"])),
-                     meta.get("runtime_variant"), meta.get("dba"),
-                     DocFields.mapping_of(props, fields.raw_vector).get("type") == "dense_vector", fields,
-                     meta.get("cutoff"), meta.get("duplicate_threshold"))
+    return IndexInfo.of(name, concrete[0], read_mappings(client, concrete[0]))
 
 
 def rescore_factor(field_mapping: dict[str, Any]) -> float:
@@ -123,13 +91,14 @@ def rescore_factor(field_mapping: dict[str, Any]) -> float:
 def record_image_roots(client: Elasticsearch, index: str, roots: tuple[str, ...]) -> None:
     """Add ``roots`` to the folders recorded in ``index``'s ``_meta`` (what the workers and the
     image endpoint may read for this index); nothing else in ``_meta`` changes."""
-    meta = client.indices.get_mapping(index=index)[index]["mappings"].get("_meta") or {}
-    mine = meta.setdefault("es_metric", {})
-    known = list(mine.get("image_roots") or [])
-    new = [r for r in roots if r not in known]
-    if new:
-        mine["image_roots"] = known + new
-        client.indices.put_mapping(index=index, meta=meta)
+    known = list(read_record(client, index).get("image_roots") or [])
+    if all(r in known for r in roots):
+        return  # the common case, without taking the record's lock
+
+    def add(mine: dict[str, Any], _mappings: dict[str, Any]) -> None:
+        had = list(mine.get("image_roots") or [])
+        mine["image_roots"] = had + [r for r in roots if r not in had]
+    update_record(client, index, add)
 
 
 def create_versioned_index(client: Elasticsearch, alias: str, card: ModelCard, model_path: str, *,
@@ -166,18 +135,21 @@ def add_vectors_to_existing(client: Elasticsearch, index: str, card: ModelCard, 
     if len(concrete) != 1:
         raise IndexStateError(f"{index!r} must name exactly one existing index (found {concrete})",
                               hint="create the index first, or drop --existing")
-    current = client.indices.get_mapping(index=concrete[0])[concrete[0]]["mappings"]
-    meta = (current.get("_meta") or {}).get("es_metric")
-    if meta and meta.get("model_id") != card["model_id"]:
-        recorded = DocFields.mapping_of(current.get("properties") or {}, str(meta.get("vector_field")))
-        if recorded:  # a model of other dims or similarity: say so first
-            check_compatible(card, recorded, str(meta.get("vector_field")))
-        raise MappingMismatch(f"index {concrete[0]!r} serves model {meta.get('model_id')}, not "
-                              f"{card['model_id']}; es-metric never mixes models",
-                              hint=f"change the model in place with `esm reindex {index} --model ...`")
-    body = existing_index_update(card, model_path, current, vector_field=vector_field, options=options,
-                                 fields_object=fields_object, dba=dba)
-    client.indices.put_mapping(index=concrete[0], properties=body["properties"], meta=body["_meta"])
+
+    def add(mine: dict[str, Any], current: dict[str, Any]) -> ChangeResult:
+        if mine and mine.get("model_id") != card["model_id"]:
+            recorded = DocFields.mapping_of(current.get("properties") or {}, str(mine.get("vector_field")))
+            if recorded:  # a model of other dims or similarity: say so first
+                check_compatible(card, recorded, str(mine.get("vector_field")))
+            raise MappingMismatch(f"index {concrete[0]!r} serves model {mine.get('model_id')}, not "
+                                  f"{card['model_id']}; es-metric never mixes models",
+                                  hint=f"change the model in place with `esm reindex {index} --model ...`")
+        body = existing_index_update(card, model_path, current, vector_field=vector_field,
+                                     options=options, fields_object=fields_object, dba=dba)
+        mine.clear()
+        mine.update(body["_meta"]["es_metric"])
+        return ChangeResult(body["properties"])
+    update_record(client, concrete[0], add)
     return concrete[0]
 
 

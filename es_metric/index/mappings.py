@@ -88,9 +88,10 @@ def index_meta(card: ModelCard, model_path: str, fields: DocFields | str,
     meta = {"model_id": card["model_id"], "model_path": str(model_path),
             "dims": int(card["dims"]), "similarity": card["similarity"],
             "vector_field": fields.vector, "backbone": card["backbone"], "fields": fields.record()}
-    if fields.photos:  # several photos per document, nested
+    nested = fields.layout.nested  # several photos per document (layout.py)
+    if fields.photos:
         meta["photos_field"] = fields.photos
-    meta["dba"] = bool(card_asks_dba(card) if dba is None else dba) and not fields.photos
+    meta["dba"] = bool(card_asks_dba(card) if dba is None else dba) and not nested
     # what search and the DBA pass apply, so that they never need the model file for it
     if card.get("rerank") is not None:
         meta["rerank"] = card["rerank"]
@@ -130,7 +131,7 @@ def new_index_body(card: ModelCard, model_path: str, *, vector_field: DocFields 
         props[name] = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
     for name in keyword_fields:
         props[name] = {"type": "keyword"}
-    if lean and not fields.photos:  # photo vectors are read back from _source
+    if lean and not fields.layout.nested:  # photo vectors are read back from _source
         body["mappings"]["_source"] = lean_source(fields)
     body["settings"]["number_of_replicas"] = replicas
     return body

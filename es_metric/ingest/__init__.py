@@ -3,8 +3,10 @@
 Client side (no torch): sources (folder, manifest), enqueue (tasks + waiting), jobs (job state
 in Redis), stall (is a job alive?), celery_app (the app, the task name, who answers).
 Worker side: tasks (thin task shells), pipeline (decode -> embed -> bulk write), outcomes
-(transient or permanent, retries, failing a batch). reindex moves an index to a new model.
+(transient or permanent, retries, failing a batch). reindex moves an index to a new model
+(migrate: in place); service is what the CLI and the Python API share (ingest and wait with
+the DBA pass, change the model).
 
 May import: core modules, images, paths, index, model (worker side only), search (reindex
-only, for the fields a DBA pass derives).
+for the fields a DBA pass derives; service for the DBA pass after an ingest).
 """

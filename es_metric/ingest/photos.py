@@ -8,7 +8,7 @@ embedded (the others are dead letters with the document's id), and fails only wh
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -18,6 +18,11 @@ from ..index.fields import DocFields
 from ..index.gallery import MAX_PHOTOS
 from ..index.imageref import ref_token
 from ..types import Failure, ImageItem, JobSpec
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+LEAF = "_leaf_vectors"  # a pending leaf update's vectors by photo ref (never sent as such)
 
 
 class PhotoItem(ImageItem, total=False):
@@ -74,8 +79,7 @@ def gallery_actions(job: JobSpec, items: list[ImageItem], good: list[tuple[Photo
     """(bulk actions, the items behind each document id, failure records of items none of
     whose photos could be embedded). Photos are kept in the item's order."""
     fields = DocFields.of_record(job)
-    photos = str(fields.photos)  # a multi-photo index: its nested field is recorded
-    leaf = fields.vector[len(photos) + 1:]
+    leaf = fields.layout.leaf
     by_doc: dict[int, list[tuple[PhotoItem, str, np.ndarray]]] = {}
     for (photo, sha), vec in zip(good, vectors):
         by_doc.setdefault(photo["doc"], []).append((photo, sha, vec))
@@ -91,14 +95,19 @@ def gallery_actions(job: JobSpec, items: list[ImageItem], good: list[tuple[Photo
             item_failures.append(failure_for(item, first["reason"] if first else "no_photo",
                                              first["message"] if first else "no photo was embedded"))
             continue
-        doc = {photos: [{"ref": p["ref"], "sha256": sha, leaf: v.astype(float).round(7).tolist()}
-                               for p, sha, v in done],
-               fields.image_path: done[0][0]["ref"], fields.image_sha256: done[0][1],
-               fields.model_id: job["model_id"], fields.indexed_at: stamp}
+        doc_id = item.get("id") or done[0][1]
+        if job.get("vector_only"):  # a second model's leaf in the photos, the first's untouched
+            actions[doc_id] = leaf_update(job, fields, doc_id, done)
+            owners.setdefault(doc_id, []).append(item)
+            continue
+        doc: dict[str, Any] = {
+            str(fields.photos): [{"ref": p["ref"], "sha256": sha, leaf: v.astype(float).round(7).tolist()}
+                                 for p, sha, v in done],
+            fields.image_path: done[0][0]["ref"], fields.image_sha256: done[0][1],
+            fields.model_id: job["model_id"], fields.indexed_at: stamp}
         ref = stored_ref(item)
         if ref is not None:
             doc[fields.image_ref] = ref
-        doc_id = item.get("id") or done[0][1]
         update = job.get("mode") == "update"
         body = {"doc": fields.doc(doc)} if update else \
             document_body(item.get("fields") or {}, fields.doc(doc))
@@ -106,6 +115,47 @@ def gallery_actions(job: JobSpec, items: list[ImageItem], good: list[tuple[Photo
                            "_id": doc_id, "_source": body}
         owners.setdefault(doc_id, []).append(item)
     return list(actions.values()), owners, item_failures
+
+
+def leaf_update(job: JobSpec, fields: DocFields, doc_id: str,
+                done: list[tuple[PhotoItem, str, np.ndarray]]) -> dict:
+    """The update of a model change in place, pending the document's photos: the job's model's
+    vector for each photo embedded (by its ref), to merge as one more leaf (``read_leaves``)."""
+    return {"_op_type": "update", "_index": job["index"], "_id": doc_id,
+            LEAF: {p["ref"]: v.astype(float).round(7).tolist() for p, _, v in done}}
+
+
+def leaf_action(index: str, fields: DocFields, hit: dict, vectors: dict[str, list[float]] | None,
+                stamp: dict | None = None) -> dict | None:
+    """An update writing the photos of ``hit`` (read with its ``_seq_no``/``_primary_term``)
+    back with ``fields``' vector merged in (``vectors`` None: removed, layout.py), plus
+    ``stamp`` ({dotted path: value}); only if the document did not change since it was read.
+    None when nothing changes."""
+    photos = fields.layout.merged_photos(hit.get("_source"), vectors)
+    if photos is None and not stamp:
+        return None
+    doc = {**({fields.photos: photos} if photos is not None else {}), **(stamp or {})}
+    return {"_op_type": "update", "_index": index, "_id": hit["_id"], "if_seq_no": hit["_seq_no"],
+            "if_primary_term": hit["_primary_term"], "doc": fields.doc(doc)}
+
+
+def read_leaves(client: Elasticsearch, job: JobSpec, actions: list[dict]) -> list[dict]:
+    """Pending leaf updates (``leaf_update``) made real: each document's photos read now and
+    written back with the vectors merged in, guarded by its sequence number (a writer that
+    changed it meanwhile wins; this image is then a failure, embedded again on the next pass)."""
+    pending = {a["_id"]: a for a in actions if LEAF in a}
+    if not pending:
+        return actions
+    fields = DocFields.of_record(job)
+    docs = client.mget(index=job["index"], ids=list(pending), source=[str(fields.photos)])["docs"]
+    found = {d["_id"]: d for d in docs if d.get("found")}
+    out = [a for a in actions if LEAF not in a]
+    for doc_id, action in pending.items():
+        hit = found.get(doc_id)
+        real = leaf_action(job["index"], fields, hit, action[LEAF]) if hit else None
+        out.append(real or {"_op_type": "update", "_index": job["index"], "_id": doc_id,
+                            "doc": {}})  # gone: a document_missing failure; unchanged: a no-op
+    return out
 
 
 def _refs(item: ImageItem) -> Sequence[str | None]:

@@ -33,7 +33,7 @@ from ..types import BatchOutcome, Failure, ImageItem, JobSpec
 from .jobs import JobProgress
 from .metrics import observe_fetch
 from .fetch import FetchPolicy, open_image
-from .photos import PhotoItem, expand, gallery_actions, stored_ref
+from .photos import PhotoItem, expand, gallery_actions, read_leaves, stored_ref
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +241,7 @@ def process_batch(settings: Settings, client: Elasticsearch, job: JobSpec, items
     good, failures, vectors = decode_and_embed(photos, model, limits, roots,
                                                policy=FetchPolicy.from_settings(settings))
     actions, owners, failures, photo_failures = _actions(job, kept, good, vectors, failures)
+    actions = read_leaves(client, job, actions)  # a model change in place on nested photos
     result = write_bulk(client, actions, owners)
     result.failures = refused + refused_more + failures + result.failures
     record_failures(client, settings, job, result.failures + photo_failures)

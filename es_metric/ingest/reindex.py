@@ -29,6 +29,7 @@ from ..errors import EsmError, IndexStateError, JobStalled
 from ..index.fields import DocFields
 from ..index.indices import IndexInfo, count, index_info
 from ..index.mappings import IndexOptions, index_meta, new_index_body, versioned_name
+from ..index.record import update_record
 from ..index.scan import scroll_documents
 from ..model.card import gate_allows
 from ..paths import as_roots
@@ -102,10 +103,11 @@ def copy_hits(client: Elasticsearch, hits: Iterable[dict], target: str, fields: 
     def actions():
         for hit in hits:
             src = hit["_source"]
-            photos = fields.pop(src, fields.photos) if fields.photos else None
-            refs = [p.get("ref") for p in photos or [] if isinstance(p, dict)]
+            refs = fields.layout.photo_refs(src)
+            if fields.photos:
+                fields.pop(src, fields.photos)
             path = fields.read(src, fields.image_path)
-            if refs and all(isinstance(r, str) and r for r in refs):
+            if refs:
                 items.append({"ref": refs[0], "refs": refs, "id": hit["_id"], "fields": {}})
             elif isinstance(path, str) and path:
                 items.append({"ref": path, "id": hit["_id"], "fields": {}})
@@ -252,9 +254,9 @@ def swap_alias(client: Elasticsearch, alias: str, old: str, new: str) -> None:
 
 
 def _mark(client: Elasticsearch, index: str, state: ReindexState) -> None:
-    meta = client.indices.get_mapping(index=index)[index]["mappings"].get("_meta") or {}
-    meta.setdefault("es_metric", {}).setdefault("reindex_state", {})["state"] = state
-    client.indices.put_mapping(index=index, meta=meta)
+    def mark(mine: dict[str, Any], _mappings: dict[str, Any]) -> None:
+        mine["reindex_state"] = {**(mine.get("reindex_state") or {}), "state": state}
+    update_record(client, index, mark)
 
 
 def in_place(client: Elasticsearch, name: str) -> bool:

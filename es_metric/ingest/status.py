@@ -61,11 +61,11 @@ def index_status(settings: Settings, client: Elasticsearch, index: str) -> dict:
     if info.dba_raw:  # what the next `esm dba INDEX` would augment
         out["not_augmented"] = int(client.count(index=info.concrete, query=not_augmented(
             DbaFields.of(info.fields)))["count"])
-    if info.migration:
-        moving = info.migration
+    moving = info.migration
+    if moving is not None:
         missing = client.count(index=info.concrete,
-                               query=missing_query(info.fields.with_vector(moving["vector_field"])))
-        out["migration"] = {"state": moving["state"], "to_model": moving["model_id"],
-                            "from_model": moving.get("from_model_id"),
-                            "field": moving["vector_field"], "missing": int(missing["count"])}
+                               query=missing_query(info.fields.with_vector(moving.vector_field)))
+        out["migration"] = {"state": moving.state, "to_model": moving.model_id,
+                            "from_model": moving.from_model_id,
+                            "field": moving.vector_field, "missing": int(missing["count"])}
     return out

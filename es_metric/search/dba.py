@@ -37,6 +37,7 @@ from ..errors import IndexStateError
 from ..index.dbafields import DbaFields, augmented_doc, dba_bodies, marker, raw_state
 from ..index.fields import DocFields
 from ..index.indices import IndexInfo, index_info
+from ..index.record import set_keys
 from ..index.vectors import hit_vector
 from ..similarity import Metric
 from ..types import ReRank
@@ -286,15 +287,9 @@ def meta_of(client: Elasticsearch, concrete: str) -> dict[str, Any]:
 
 
 def update_meta(client: Elasticsearch, concrete: str, **changes: Any) -> None:
-    """Set (or, with None, remove) keys of the index's ``_meta.es_metric``; the rest stays."""
-    meta = meta_of(client, concrete)
-    mine = meta.setdefault("es_metric", {})
-    for key, value in changes.items():
-        if value is None:
-            mine.pop(key, None)
-        else:
-            mine[key] = value
-    client.indices.put_mapping(index=concrete, meta=meta)
+    """Set (or, with None, remove) keys of the index's ``_meta.es_metric``; the rest stays
+    (index/record.py: guarded against concurrent writers)."""
+    set_keys(client, concrete, **changes)
 
 
 def remember(p: Pass) -> None:

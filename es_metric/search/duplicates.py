@@ -122,9 +122,7 @@ def own_vectors(info: IndexInfo, hit: dict[str, Any]) -> tuple[list[list[float]]
     vector and its raw copy; on a multi-photo index every photo's vector (no DBA there)."""
     f = info.fields
     if f.photos:
-        leaf = f.vector[len(f.photos) + 1:]
-        photos = f.read(hit.get("_source"), f.photos) or []
-        return [p[leaf] for p in photos if isinstance(p, dict) and p.get(leaf)], None
+        return f.layout.photo_vectors(hit.get("_source")), None
     searched = hit_vector(hit, f.vector)
     if searched is None:
         return [], None

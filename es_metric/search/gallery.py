@@ -48,9 +48,7 @@ def product_vector(client: Elasticsearch, info: IndexInfo,
     except NotFoundError:
         return None
     src = doc["_source"]
-    leaf = fields.vector[len(str(fields.photos)) + 1:]
-    photos = fields.read(src, str(fields.photos)) or []
-    vectors = [p[leaf] for p in photos if isinstance(p, dict) and p.get(leaf)]
+    vectors = fields.layout.photo_vectors(src)
     return (combine(vectors, info.similarity) if vectors else None), fields.read(src, fields.model_id)
 
 

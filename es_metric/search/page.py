@@ -72,9 +72,7 @@ def read_details(client: Elasticsearch, info: IndexInfo, ids: list[str], collaps
 def _vector(info: IndexInfo, hit: dict[str, Any]) -> list[float] | None:
     if not info.photos_field:
         return hit_vector(hit, info.vector_field)
-    leaf = info.vector_field.rpartition(".")[2]
-    photos = [p[leaf] for p in (hit.get("_source") or {}).get(info.photos_field) or []
-              if isinstance(p, dict) and p.get(leaf)]
+    photos = info.fields.layout.photo_vectors(hit.get("_source"))
     return combine(photos, info.similarity) if photos else None
 
 

@@ -111,7 +111,7 @@ def test_an_interrupted_change_in_place_can_be_abandoned(es, stack, index_name, 
     old = index_info(es, index_name)
     start(es, old, read_card(tiny_model_l2), str(tiny_model_l2))  # as if it died before the switch
     assert fill(stack, es, index_info(es, index_name), timeout=60) == 0
-    field = index_info(es, index_name).migration["vector_field"]
+    field = index_info(es, index_name).migration.vector_field
     es.indices.refresh(index=index_name)
     assert es.count(index=index_name, query={"exists": {"field": field}})["count"] == 4
     out = esm("reindex", index_name, "--model", tiny_model_l2, "--abandon").output

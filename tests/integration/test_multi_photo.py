@@ -74,20 +74,25 @@ def test_lists_on_a_one_vector_index_are_refused_with_a_reason(es, index_name, t
     assert reasons == {"several_photos"}
 
 
+def shop_gallery(es, index: str, alias: str | None, prods: dict[str, list[str]], model, data) -> None:
+    """A shop's index of products with a list of photos each (``alias`` pointing at it, if
+    given), made multi-photo with --existing and embedded from its own ``gallery`` field."""
+    es.indices.create(index=index, mappings={"properties": {"gallery": {"type": "keyword"},
+                                                            "stock": {"type": "integer"}}},
+                      aliases={alias: {}} if alias else None)
+    for i, (pid, refs) in enumerate(prods.items()):
+        es.index(index=index, id=pid, document={"gallery": refs, "stock": i})
+    es.indices.refresh(index=index)
+    esm("mapping", "create", index, "--model", model, "--existing", "--multi-photo")
+    summary = esm_json("ingest", alias or index, "--from-index", "--image-field", "gallery",
+                       "--base-dir", data)
+    assert (summary["indexed"], summary["failed"]) == (len(prods), 0)
+
+
 def test_existing_index_gets_nested_photos_and_reindex_keeps_them(es, index_name, tiny_model,
                                                                   tiny_model_l2, tiny_data):
     prods = dict(list(products(tiny_data).items())[:4])
-    target = f"{index_name}-v1"
-    es.indices.create(index=target, mappings={"properties": {"gallery": {"type": "keyword"},
-                                                             "stock": {"type": "integer"}}},
-                      aliases={index_name: {}})
-    for i, (pid, refs) in enumerate(prods.items()):
-        es.index(index=target, id=pid, document={"gallery": refs, "stock": i})
-    es.indices.refresh(index=target)
-    esm("mapping", "create", target, "--model", tiny_model, "--existing", "--multi-photo")
-    summary = esm_json("ingest", index_name, "--from-index", "--image-field", "gallery",
-                       "--base-dir", tiny_data)
-    assert (summary["indexed"], summary["failed"]) == (4, 0)
+    shop_gallery(es, f"{index_name}-v1", index_name, prods, tiny_model, tiny_data)
     doc = es.get(index=index_name, id="p2-0")["_source"]
     assert doc["stock"] == 2 and doc["gallery"] == prods["p2-0"] and len(doc["es_metric"]["photos"]) == 3
 
@@ -145,3 +150,29 @@ def test_the_photo_that_matched_is_named_with_text_facets_and_collapse_too(es, i
         assert len(named) == 4, extra
         by_id = {h["id"]: h["matched_image"]["ref"] for h in alone["hits"]}
         assert all(by_id.get(h["id"], h["matched_image"]["ref"]) == h["matched_image"]["ref"] for h in named)
+
+
+def test_an_existing_multi_photo_index_changes_model_in_place(es, index_name, tiny_model,
+                                                               tiny_model_l2, tiny_data):
+    """A shop's multi-photo index (no alias): the new model's vector goes into every photo
+    beside the old one, search switches, the old vectors go; no photo is lost on the way."""
+    prods = dict(list(products(tiny_data).items())[:4])
+    shop_gallery(es, index_name, None, prods, tiny_model, tiny_data)
+    old = index_info(es, index_name)
+
+    out = esm_json("reindex", index_name, "--model", tiny_model_l2, "--force")  # tiny model: gate
+    assert (out["documents"], out["vectors"], out["failed"]) == (4, 4, 0)
+    new = index_info(es, index_name)
+    assert new.model_id == out["new_model"] != old.model_id and new.migration is None
+    assert new.vector_field == out["new_field"] != old.vector_field and new.dims == 24
+    new_leaf, old_leaf = new.layout.leaf, old.layout.leaf
+    for i, (pid, refs) in enumerate(prods.items()):
+        doc = es.get(index=index_name, id=pid)["_source"]
+        photos = doc["es_metric"]["photos"]
+        assert [p["ref"] for p in photos] == refs, "every photo kept, in its order"
+        assert all(len(p[new_leaf]) == 24 and p.get(old_leaf) is None for p in photos)
+        assert doc["stock"] == i and doc["gallery"] == refs and doc["es_metric"]["model_id"] == new.model_id
+    query = prods["p2-1"][1]  # the second photo of a product
+    res = esm_json("search", index_name, "--image", query, "-k", "1")
+    assert res["model_id"] == new.model_id and res["hits"][0]["id"] == "p2-1"
+    assert res["hits"][0]["matched_image"]["ref"] == query

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import esm
+from tests.integration.helpers import esm, esm_json
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -66,3 +66,36 @@ def test_enqueue_path_imports_neither_torch_nor_the_web_stack(stack, es, index_n
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["loaded"] == [] and out["refused"] == 2 and out["done"] == [3, 2]
     assert es.get(index=index_name, id="d1")["_source"]["n"] == 1
+
+
+def test_ingest_and_wait_applies_the_dba_pass_as_esm_ingest_does(stack, es, index_name, tiny_model,
+                                                                  tiny_data, tmp_path):
+    """One service behind both shells: the Python API's ingest-and-wait augments what it wrote
+    (the DBA pass the index records for ingests) and reports it as `esm ingest --wait` does."""
+    from es_metric.api import EsMetric
+    from es_metric.index.dbafields import DbaFields
+    from es_metric.index.indices import index_info
+    from es_metric.model.modelfile import load_model, save_model
+
+    model = load_model(tiny_model)
+    card = dict(model.card, rerank={"qe_k": 0, "qe_alpha": 3.0, "dba_k": 3, "dba_alpha": 3.0})
+    dba_model = save_model(tmp_path / "dba.pt", model.encoder, card)
+    esm("mapping", "create", index_name, "--model", dba_model)
+    files = [f for c in (0, 1, 2) for f in sorted((tiny_data / f"class_{c}").iterdir())[:4]]
+    manifest = tiny_data.parent / f"{index_name}.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"cli{i}", "image": str(f)}) + "\n"
+                                for i, f in enumerate(files[:8])))
+    cli = esm_json("ingest", index_name, manifest)
+    with EsMetric(stack) as api:
+        out = api.ingest_and_wait(index_name, [{"id": f"api{i}", "image": str(f)} for i, f in enumerate(files[8:])],
+                                  mode="index", timeout=300)
+    assert (cli["indexed"], cli["dba"]["documents"]) == (8, 8)
+    assert (out.indexed, out.failed) == (4, 0) and out.dba is not None and out.dba["documents"] == 4
+    assert set(out.summary()) == set(cli) - {"job_id", "queued", "refused", "index"}
+    assert set(out.dba) == set(cli["dba"]) and out.dba["failed"] == 0
+    marker = DbaFields.of(index_info(es, index_name).fields).marker
+    es.indices.refresh(index=index_name)
+    mine = {"ids": {"values": [f"api{i}" for i in range(4)]}}
+    augmented = es.count(index=index_name, query={"bool": {"filter": [{"exists": {"field": f"{marker}.run"}},
+                                                                      mine]}})
+    assert augmented["count"] == 4

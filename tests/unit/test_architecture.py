@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("es_metric.training", "es_metric.search", "es_metric.ingest.pipeline",
      "es_metric.ingest.tasks"),                                           # what uses the encoder
     ("es_metric.ingest.reindex", "es_metric.ingest.migrate", "es_metric.ingest.follow",
-     "es_metric.ingest.status"),                                          # orchestration
+     "es_metric.ingest.status", "es_metric.ingest.service"),              # orchestration
     ("es_metric.stack",),                                                 # the local stack
     ("es_metric.cli", "es_metric.web", "es_metric"),                      # shells, the public face
 ]

@@ -54,7 +54,8 @@ def test_a_job_spec_is_a_job_spec():
     from es_metric.index.indices import IndexInfo
     from es_metric.ingest.enqueue import job_spec
 
-    info = IndexInfo("shop", "shop-m1", "m1", "/models/m.pt", "image_vector", 32, "cosine")
+    info = IndexInfo(name="shop", concrete="shop-m1", model_id="m1", model_path="/models/m.pt",
+                     vector_field="image_vector", dims=32, similarity="cosine")
     spec = job_spec(info, "shop", "j1", "index", roots=("/srv/photos",))
     assert set(spec) == types.JobSpec.__required_keys__
     assert json.loads(json.dumps(spec)) == spec  # crosses Celery as JSON

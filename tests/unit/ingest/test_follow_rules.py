@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from es_metric.index.indices import IndexInfo
+from es_metric.index.record import Migration
 from es_metric.ingest.follow import is_stale
 from es_metric.ingest.migrate import model_field, second_model
 
@@ -21,8 +22,9 @@ def test_each_model_gets_its_own_field():
 
 
 def info(migration=None) -> IndexInfo:
-    return IndexInfo("shop", "shop", "old", "/m/old.pt", "image_vector", 32, "cosine",
-                     migration=migration)
+    return IndexInfo(name="shop", concrete="shop", model_id="old", model_path="/m/old.pt",
+                     vector_field="image_vector", dims=32, similarity="cosine",
+                     migration=Migration.from_record(migration) if migration else None)
 
 
 def test_a_hit_of_the_previous_model_is_accepted_only_once_search_switched_fields():
@@ -33,8 +35,9 @@ def test_a_hit_of_the_previous_model_is_accepted_only_once_search_switched_field
     assert not filling.serves("new")
     assert second_model(filling) == {"model_id": "new", "model_path": "/m/new.pt",
                                      "vector_field": "image_vector__new", "vector_only": True}
-    switched = IndexInfo("shop", "shop", "new", "/m/new.pt", "image_vector__new", 24, "l2_norm",
-                         migration={**moving, "state": "switched"})
+    switched = IndexInfo(name="shop", concrete="shop", model_id="new", model_path="/m/new.pt",
+                         vector_field="image_vector__new", dims=24, similarity="l2_norm",
+                         migration=Migration.from_record({**moving, "state": "switched"}))
     assert switched.serves("old") and switched.serves("new") and not switched.serves("other")
     assert second_model(switched) is None
 
@@ -46,7 +49,8 @@ def test_an_image_field_to_follow_is_never_one_es_metric_writes():
     from es_metric.index.fields import DocFields
     from es_metric.ingest.enqueue import check_image_field
 
-    shop = IndexInfo("shop", "shop", "m", "/m.pt", "es_metric.image_vector", 32, "cosine",
+    shop = IndexInfo(name="shop", concrete="shop", model_id="m", model_path="/m.pt",
+                     vector_field="es_metric.image_vector", dims=32, similarity="cosine",
                      recorded_fields=DocFields.under("es_metric"))
     check_image_field(shop, "photo")
     check_image_field(shop, "image_ref")            # the shop's own field of that name

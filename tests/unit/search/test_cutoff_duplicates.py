@@ -13,7 +13,8 @@ from es_metric.search.cutoff import AUTO, auto_cutoff, below, cut_body, parse_mi
 from es_metric.search.duplicates import Links, knn_search, link_value, own_vectors, Scan
 from es_metric.search.service import SearchRequest
 
-INFO = IndexInfo("shop", "shop-v1", "m1", "/m.pt", "image_vector", 2, "cosine")
+INFO = IndexInfo(name="shop", concrete="shop-v1", model_id="m1", model_path="/m.pt",
+                 vector_field="image_vector", dims=2, similarity="cosine")
 
 
 @pytest.mark.parametrize("value,expected", [
@@ -98,7 +99,8 @@ def test_a_documents_own_vectors():
     assert own_vectors(INFO, dba) == ([[0.6, 0.8]], [1.0, 0.0])   # search augmented, judge raw
     plain = {"fields": {"image_vector": [[0.6, 0.8]]}}
     assert own_vectors(INFO, plain) == ([[0.6, 0.8]], [0.6, 0.8])
-    photos = IndexInfo("p", "p-v1", "m1", "/m.pt", "photos.vector", 2, "cosine", photos_field="photos")
+    photos = IndexInfo(name="p", concrete="p-v1", model_id="m1", model_path="/m.pt", vector_field="photos.vector",
+                       dims=2, similarity="cosine", photos_field="photos")
     hit = {"_source": {"photos": [{"ref": "a.jpg", "vector": [1, 0]}, {"ref": "b.jpg"}, "junk",
                                   {"ref": "c.jpg", "vector": [0, 1]}]}}
     assert own_vectors(photos, hit) == ([[1, 0], [0, 1]], None)

@@ -90,8 +90,8 @@ def test_blending_each_row_with_its_exact_top_k_is_the_full_pass():
 
 
 def info(concrete: str, dba=None, photos=None) -> IndexInfo:
-    return IndexInfo("shop", concrete, "m1", "/m.pt", "v", 8, "cosine", rerank={"dba_k": 10},
-                     photos_field=photos, dba=dba)
+    return IndexInfo(name="shop", concrete=concrete, model_id="m1", model_path="/m.pt", vector_field="v", dims=8,
+                     similarity="cosine", rerank={"dba_k": 10}, photos_field=photos, dba=dba)
 
 
 def test_who_runs_dba_after_an_ingest():
