@@ -4,7 +4,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export ESM_PROGRESS ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup lint stack down status demo test test-unit test-integration bench experiments
+.PHONY: settings-table setup lint stack down status demo test test-unit test-integration bench experiments
 
 setup:
 	bash scripts/setup.sh
@@ -13,6 +13,10 @@ setup:
 lint: setup
 	python -m ruff check .
 	python -m mypy
+
+# the settings table of the docs, written from es_metric/config.py's declarations
+settings-table:
+	python scripts/settings_table.py
 
 stack: setup
 	esm stack up

@@ -22,7 +22,8 @@ MAX_LINES = 400
 # Lowest first. A module belongs to the layer of its longest matching prefix.
 LAYERS: list[tuple[str, ...]] = [
     ("es_metric.version", "es_metric.errors", "es_metric.redact", "es_metric.types",
-     "es_metric.similarity", "es_metric.device", "es_metric.config", "es_metric.progressbar", "es_metric.images",
+     "es_metric.similarity", "es_metric.settingspec",
+     "es_metric.device", "es_metric.config", "es_metric.progressbar", "es_metric.images",
      "es_metric.paths", "es_metric.pids",
      "es_metric.urlguard"),                                                  # core
     ("es_metric.index",),                                                 # Elasticsearch
