@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Settings
+from ..ingest.broker import known_layout
 from ..ingest.follow import load_state
 from ..ingest.jobs import redis_client
 from ..ingest.metrics import read_counters, read_histogram
@@ -117,9 +118,12 @@ class RedisCollector(Collector):
         up = GaugeMetricFamily("esm_redis_up", "Redis answered the metrics scrape")
         up.add_metric([], 1)
         yield up
-        depth = GaugeMetricFamily("esm_queue_depth", "Tasks waiting in the broker queue", labels=["queue"])
-        depth.add_metric([self.settings.worker_queue], float(r.llen(self.settings.worker_queue)))
-        yield depth
+        layout = known_layout()
+        if layout is not None:  # else: kombu's layout unknown (logged), no depth rather than a wrong one
+            depth = GaugeMetricFamily("esm_queue_depth", "Tasks waiting in the broker queue (every "
+                                      "priority)", labels=["queue"])
+            depth.add_metric([self.settings.worker_queue], float(layout.depth(r, self.settings.worker_queue)))
+            yield depth
         lag = GaugeMetricFamily("esm_follower_lag_seconds", "Age of the oldest document the "
                                 "follower queued that is not indexed yet", labels=["index"])
         running = GaugeMetricFamily("esm_follower_running", "1 while the follower runs", labels=["index"])
