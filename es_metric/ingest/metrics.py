@@ -10,33 +10,18 @@ from __future__ import annotations
 
 import bisect
 import logging
-import threading
-import time
 
 import redis
 from celery.signals import task_postrun, task_prerun
 
-from ..config import Settings
 from .celery_app import TASK_NAME
-from .jobs import redis_client
+from .context import current
 
 log = logging.getLogger(__name__)
 PREFIX = "esm:metrics:"
 BATCH_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 FETCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 HISTOGRAMS = {"batch_seconds": BATCH_BUCKETS, "fetch_seconds": FETCH_BUCKETS}
-
-_started: dict[str, float] = {}
-_fetches: list[float] = []
-_lock = threading.Lock()
-_client: list[redis.Redis] = []
-
-
-def observe_fetch(seconds: float) -> None:
-    """One image fetched and decoded (called from the decode threads)."""
-    with _lock:
-        _fetches.append(seconds)
-
 
 def _bucket(buckets: tuple[float, ...], value: float) -> str:
     i = bisect.bisect_left(buckets, value)
@@ -84,23 +69,19 @@ def _text(key: bytes | str) -> str:
 
 @task_prerun.connect
 def _batch_started(task_id=None, task=None, **_kw) -> None:
-    if task is not None and task.name == TASK_NAME:
-        _started[task_id] = time.perf_counter()
-        with _lock:
-            _fetches.clear()
+    if task is not None and task.name == TASK_NAME and task_id:
+        current().batch.start(task_id)
 
 
 @task_postrun.connect
 def _batch_ended(task_id=None, task=None, retval=None, **_kw) -> None:
-    began = _started.pop(task_id, None)
-    if began is None or task is None or task.name != TASK_NAME:
+    if task is None or task.name != TASK_NAME or not task_id:
         return
-    with _lock:
-        fetches = list(_fetches)
-        _fetches.clear()
+    ctx = current()
+    timed = ctx.batch.end(task_id)
+    if timed is None:
+        return
     try:
-        if not _client:
-            _client.append(redis_client(Settings.from_env()))
-        record_batch(_client[0], time.perf_counter() - began, retval, fetches)
+        record_batch(ctx.redis(), timed[0], retval, timed[1])
     except Exception as exc:  # noqa: BLE001 - metrics never cost a batch
         log.warning("could not record the batch's metrics: %s", exc)
