@@ -145,6 +145,15 @@ class Settings:
     url_per_host: int = setting("ESM_URL_PER_HOST", "image URLs: fetches at a time per host and worker "
                                 "process", default=4, kind=integer())
 
+    metrics_dir: Path | None = setting(
+        "ESM_METRICS_DIR", "the workers' Prometheus files (prometheus_client multiprocess mode): each "
+        "worker process writes its counters and histograms there, the API on the same host reads "
+        "them; emptied when a worker starts", kind=PATH, shown="`$ESM_STACK_DIR/metrics/<queue>`")
+    worker_metrics_port: int = setting(
+        "ESM_WORKER_METRICS_PORT", "a worker serves its host's worker metrics on this port "
+        "(`/metrics`): how workers on other hosts are scraped; 0: off (the API on the worker's host "
+        "shows them)", default=0, kind=integer(0))
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
@@ -176,6 +185,10 @@ class Settings:
             if spec_of(f).worker:
                 env.update(spec_of(f).env(self, getattr(self, f.name)))
         return env
+
+    @property
+    def worker_metrics_dir(self) -> Path:
+        return self.metrics_dir or self.stack_dir / "metrics" / self.worker_queue
 
     @property
     def es_port(self) -> int:

@@ -13,18 +13,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 
 import httpx
-import redis
 
 from ..config import Settings
-from .jobs import redis_client
+from .promfiles import WorkerMetrics
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
 __all__ = ["BatchClock", "WorkerContext", "current", "init_process"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -66,18 +66,19 @@ class BatchClock:
 
 @dataclass
 class WorkerContext:
-    """One process's settings, clients, decode threads, per-host fetch gates and batch clock."""
+    """One process's settings, clients, decode threads, per-host fetch gates, batch clock and
+    worker metrics."""
 
     settings_: Settings | None = None
     pid: int = field(default_factory=lambda: os.getpid())
     batch: BatchClock = field(default_factory=BatchClock)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _es: "Elasticsearch | None" = field(default=None, repr=False)
-    _redis: redis.Redis | None = field(default=None, repr=False)
     _http: httpx.Client | None = field(default=None, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     _pool_threads: int = 0
     _host_slots: dict[str, _HostSlot] = field(default_factory=dict, repr=False)
+    _metrics: WorkerMetrics | None = field(default=None, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -87,32 +88,32 @@ class WorkerContext:
                 self.settings_ = Settings.from_env()
             return self.settings_
 
+    def _once(self, name: str, make: Callable[[], T]) -> T:
+        """The attribute ``name``, made by ``make`` the first time."""
+        with self.lock:
+            if getattr(self, name) is None:
+                setattr(self, name, make())
+            made: T = getattr(self, name)
+            return made
+
     def es(self) -> "Elasticsearch":
         """The process's Elasticsearch client."""
         from ..index.client import make_client
 
         settings = self.settings
-        with self.lock:
-            if self._es is None:
-                self._es = make_client(settings)
-            return self._es
-
-    def redis(self) -> redis.Redis:
-        """The process's Redis client (job progress, metrics)."""
-        settings = self.settings
-        with self.lock:
-            if self._redis is None:
-                self._redis = redis_client(settings)
-            return self._redis
+        return self._once("_es", lambda: make_client(settings))
 
     def http(self) -> httpx.Client:
         """The process's HTTP client for image URLs (pools connections); never a proxy from the
         environment, never following redirects by itself (each hop is checked by fetch)."""
-        with self.lock:
-            if self._http is None:
-                self._http = httpx.Client(trust_env=False, follow_redirects=False,
-                                          headers={"Accept-Encoding": "identity", "User-Agent": "es-metric"})
-            return self._http
+        return self._once("_http", lambda: httpx.Client(
+            trust_env=False, follow_redirects=False,
+            headers={"Accept-Encoding": "identity", "User-Agent": "es-metric"}))
+
+    def metrics(self) -> WorkerMetrics:
+        """The process's worker counters and histograms (made on first use: in a prefork child,
+        after the worker's main process pointed prometheus_client at the metrics' folder)."""
+        return self._once("_metrics", WorkerMetrics)
 
     def decode_pool(self, threads: int) -> ThreadPoolExecutor:
         """The process's decode threads, kept between batches (no pool start-up per batch)."""

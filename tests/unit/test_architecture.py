@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
      "es_metric.urlguard"),                                                  # core
     ("es_metric.index",),                                                 # Elasticsearch
     ("es_metric.ingest.jobs", "es_metric.ingest.broker", "es_metric.ingest.celery_app",
-     "es_metric.ingest.stall", "es_metric.ingest.context",
+     "es_metric.ingest.stall", "es_metric.ingest.context", "es_metric.ingest.promfiles",
      "es_metric.ingest.sources", "es_metric.ingest.enqueue", "es_metric.ingest.outcomes",
      "es_metric.ingest.metrics", "es_metric.ingest.fetch", "es_metric.ingest.photos"),  # Redis, Celery
     ("es_metric.model",),                                                 # the encoder

@@ -13,9 +13,10 @@ def test_two_contexts_share_no_state():
     a, b = WorkerContext(Settings(batch_size=4)), WorkerContext(Settings(batch_size=8))
     try:
         assert a.settings.batch_size == 4 and b.settings.batch_size == 8
-        assert a.http() is a.http() and a.http() is not b.http() and a.redis() is not b.redis()
+        assert a.http() is a.http() and a.http() is not b.http()
         assert a.decode_pool(2) is a.decode_pool(2) and a.decode_pool(2) is not b.decode_pool(2)
         assert a.lock is not b.lock and a.batch is not b.batch
+        assert a.metrics() is a.metrics() and a.metrics().embedded is not b.metrics().embedded
         a.batch.add(0.5)
         assert b.batch.take() == [] and a.batch.take() == [0.5] and a.batch.take() == []
         with a.host_slot("h", 1):
