@@ -4,7 +4,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export ESM_PROGRESS ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup lint docs stack down status demo test test-unit test-integration bench experiments
+.PHONY: settings-table setup lint docs stack down status demo test test-unit test-integration bench experiments
 
 setup:
 	bash scripts/setup.sh
@@ -18,6 +18,9 @@ lint: setup
 # of the nav, a missing include; the site goes to site/ (git-ignored)
 docs: setup
 	NO_MKDOCS_2_WARNING=1 python -m mkdocs build --strict --quiet
+# the settings table of the docs, written from es_metric/config.py's declarations
+settings-table:
+	python scripts/settings_table.py
 
 stack: setup
 	esm stack up

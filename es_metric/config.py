@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlparse
@@ -10,10 +10,11 @@ from urllib.parse import urlparse
 from .device import parse_device
 from .errors import ConfigError
 from .redact import redact_url, url_password
+from .settingspec import FLAG, LIST, PATH, PATHS, Kind, choice, default_of, integer, setting, spec_of, table
 from .urlguard import AllowList
 
 __all__ = ["cache_dir_from_env", "DEFAULT_ES_PORT", "DEFAULT_REDIS_PORT", "ENV_NAMES", "FIELD_ENV",
-           "progress_from_env", "Settings"]
+           "progress_from_env", "Settings", "settings_table"]
 
 DEFAULT_ES_PORT = 9200
 DEFAULT_REDIS_PORT = 6379
@@ -27,113 +28,136 @@ def _default_stack_dir() -> Path:
     return Path.home() / ".local" / "state" / "es-metric"
 
 
-def cache_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
-    """``ESM_CACHE_DIR`` (default ``~/.cache/es-metric``): feature and image-check caches. Read
-    alone, so training does not fail on an unrelated bad setting."""
-    env = os.environ if env is None else env
-    return Path(env.get("ESM_CACHE_DIR") or Path.home() / ".cache" / "es-metric")
+def _service_url(url_var: str, port_var: str, external: str, local: str, port: int) -> Any:
+    """``es_url``/``redis_url``: the URL given (an external service), else the local stack's port."""
+    read_port = integer().parse
+
+    def read(env: Mapping[str, str]) -> str:
+        url = (env.get(url_var) or "").rstrip("/")
+        local_port = read_port(port_var, env[port_var]) if env.get(port_var) else port
+        return url or local.format(port=local_port)
+
+    def write(settings: "Settings", url: str) -> dict[str, str]:
+        given = url if getattr(settings, external) else ""
+        return {url_var: given, port_var: str(urlparse(url).port or port)}
+    return read, write
 
 
-def progress_from_env(env: Mapping[str, str] | None = None) -> bool | None:
-    """``ESM_PROGRESS``: 0/false/no off, anything else on; unset (None): when stderr is a terminal."""
-    flag = (os.environ if env is None else env).get("ESM_PROGRESS")
-    return None if flag is None else flag not in ("0", "false", "no")
+_ES = _service_url("ESM_ES_URL", "ESM_ES_PORT", "es_external", "http://127.0.0.1:{port}", DEFAULT_ES_PORT)
+_REDIS = _service_url("ESM_REDIS_URL", "ESM_REDIS_PORT", "redis_external", "redis://127.0.0.1:{port}/0",
+                      DEFAULT_REDIS_PORT)
+_RUNTIMES = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer", hint=f"set {name} to a number") from None
+def _allow_list(name: str, raw: str) -> tuple[str, ...]:
+    entries = LIST.parse(name, raw)
+    AllowList.parse(entries)  # ConfigError now, not in a worker later
+    return entries
 
 
 @dataclass(frozen=True, repr=False)
 class Settings:
-    """Everything configurable. ``es_external``/``redis_external``: the user runs them, not us.
+    """Everything configurable, each field declared once: its ``ESM_*`` variable(s), reading,
+    default and meaning (``make settings-table`` writes the docs' table from these declarations).
 
     ``repr`` leaves out passwords and API keys and masks the passwords inside URLs."""
 
-    es_url: str = f"http://127.0.0.1:{DEFAULT_ES_PORT}"
-    es_external: bool = False
-    es_api_key: str | None = field(default=None, repr=False)
-    es_user: str | None = None
-    es_password: str | None = field(default=None, repr=False)
-    es_ca_file: str | None = None
-    es_request_timeout: int = 30
-    redis_url: str = f"redis://127.0.0.1:{DEFAULT_REDIS_PORT}/0"
-    redis_external: bool = False
-    stack_dir: Path = field(default_factory=_default_stack_dir)
-    es_heap: str = "1g"
-    es_java_home: str | None = None
-    worker_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
-    worker_queue: str = "esm"
-    batch_size: int = 32
-    image_roots: tuple[Path, ...] = ()
-    max_image_pixels: int = 40_000_000
-    max_image_bytes: int = 50 * 1024 * 1024
-    failures_index: str = "esm-failures"
-    api_key: str | None = field(default=None, repr=False)
-    max_upload_bytes: int = 10 * 1024 * 1024
-    search_concurrency: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
-    search_queue: int = 32
-    stall_seconds: float = 120  # `ingest --wait` and reindex give up on a job idle this long
-    cache_dir: Path = field(default_factory=cache_dir_from_env)
-    progress: bool | None = None  # progress bars; None: when stderr is a terminal
-    device: str = "auto"    # where the encoder runs: cpu, cuda, cuda:N, auto (see device.py)
-    runtime: str = "auto"   # torch, onnxruntime, auto (the card's measured choice; runtime.py)
-    url_allow: tuple[str, ...] = ()  # hosts, host:port, CIDRs image URLs may reach though private
-    url_timeout: int = 10            # seconds: read timeout of an image URL (x3: whole fetch)
-    url_per_host: int = 4            # image URL fetches at a time per host and worker process
+    es_url: str = setting(
+        ("ESM_ES_URL", "ESM_ES_PORT"), "an existing cluster: nothing is provisioned; else the local "
+        "stack's node on `ESM_ES_PORT` (with `ESM_STACK_DIR`, several stacks run side by side; test "
+        "nodes move with `ESM_ES_PORT`)", default=f"http://127.0.0.1:{DEFAULT_ES_PORT}",
+        shown=f"`http://127.0.0.1:{DEFAULT_ES_PORT}` (local stack)", read=_ES[0], write=_ES[1])
+    es_external: bool = setting("ESM_ES_URL", "", default=False, derived=True,
+                                read=lambda env: bool(env.get("ESM_ES_URL")))
+    es_api_key: str | None = setting("ESM_ES_API_KEY", "API key for your cluster", secret=True)
+    es_user: str | None = setting("ESM_ES_USER", "user for your cluster (with `ESM_ES_PASSWORD`)")
+    es_password: str | None = setting("ESM_ES_PASSWORD", "password of `ESM_ES_USER`", secret=True)
+    es_ca_file: str | None = setting("ESM_ES_CA_FILE", "CA certificate (PEM) of your cluster's TLS")
+    es_request_timeout: int = setting("ESM_ES_TIMEOUT", "seconds a request to Elasticsearch may take",
+                                      default=30, kind=integer())
+    redis_url: str = setting(
+        ("ESM_REDIS_URL", "ESM_REDIS_PORT"), "broker and result backend: your Redis, else the local "
+        "stack's on `ESM_REDIS_PORT`", default=f"redis://127.0.0.1:{DEFAULT_REDIS_PORT}/0",
+        shown=f"`redis://127.0.0.1:{DEFAULT_REDIS_PORT}/0` (local stack)", read=_REDIS[0], write=_REDIS[1])
+    redis_external: bool = setting("ESM_REDIS_URL", "", default=False, derived=True,
+                                   read=lambda env: bool(env.get("ESM_REDIS_URL")))
+    stack_dir: Path = setting("ESM_STACK_DIR", "where the local stack keeps its files", kind=PATH,
+                              factory=_default_stack_dir,
+                              shown="`/var/lib/es-metric` (root), else `~/.local/state/es-metric`")
+    es_heap: str = setting("ESM_ES_HEAP", "heap of the local Elasticsearch node", default="1g",
+                           worker=False)
+    es_java_home: str | None = setting("ESM_ES_JAVA_HOME", "Java of the local Elasticsearch node",
+                                       shown="newest fitting JDK in `/usr/lib/jvm`", worker=False)
+    worker_concurrency: int = setting(
+        "ESM_WORKER_CONCURRENCY", "worker processes (`esm stack up --concurrency N`), each with cores "
+        "/ N model threads: one process per core decodes beside its model instead of taking turns "
+        "with it (bench/embed.py, ONNX Runtime: 0.93 of the bare forward with 2 processes on 2 cores, "
+        "0.78 with 1)", factory=lambda: os.cpu_count() or 1, shown="the number of cores", kind=integer())
+    worker_queue: str = setting("ESM_QUEUE", "the Celery queue the CLI sends to and the worker consumes "
+                                "(several stacks side by side use several)", default="esm")
+    batch_size: int = setting("ESM_BATCH_SIZE", "images per Celery task (decoded and embedded together)",
+                              default=32, kind=integer())
+    image_roots: tuple[Path, ...] = setting(
+        "ESM_IMAGE_ROOTS", "folders (`:`-separated) the workers and the image endpoint may read, besides "
+        "the folders recorded for each index at ingest (see \"Which files are read\")", default=(),
+        shown="–", kind=PATHS)
+    max_image_pixels: int = setting("ESM_MAX_IMAGE_PIXELS", "decompression-bomb limit: pixels of one image",
+                                    default=40_000_000, shown="40 M", kind=integer())
+    max_image_bytes: int = setting("ESM_MAX_IMAGE_BYTES", "bytes of one image file or download",
+                                   default=50 * 1024 * 1024, shown="50 MB", kind=integer())
+    failures_index: str = setting("ESM_FAILURES_INDEX", "the index holding dead-letter records "
+                                  "(`esm failures`)", default="esm-failures")
+    api_key: str | None = setting("ESM_API_KEY", "HTTP API key (`X-API-Key`)", secret=True, worker=False)
+    max_upload_bytes: int = setting(
+        "ESM_MAX_UPLOAD_BYTES", "HTTP API upload limit (the request body may be 64 KiB more, for the form "
+        "fields)", default=10 * 1024 * 1024, shown="10 MB", kind=integer(), worker=False)
+    search_concurrency: int = setting(
+        "ESM_SEARCH_CONCURRENCY", "HTTP API: searches running at once", kind=integer(), worker=False,
+        factory=lambda: min(4, os.cpu_count() or 1), shown="min(4, cores)")
+    search_queue: int = setting("ESM_SEARCH_QUEUE", "HTTP API: searches waiting beyond those running "
+                                "(then 503)", default=32, kind=integer(0), worker=False)
+    stall_seconds: float = setting(
+        "ESM_STALL_SECONDS", "`esm ingest --wait` and `esm reindex` give up on a job after this long "
+        "without progress when none of its tasks is queued or running", default=120, kind=integer(),
+        worker=False)
+    cache_dir: Path = setting("ESM_CACHE_DIR", "feature, activation and image-check caches of training "
+                              "and evaluation", factory=lambda: Path.home() / ".cache" / "es-metric", kind=PATH,
+                              shown="`~/.cache/es-metric`", worker=False)
+    progress: bool | None = setting("ESM_PROGRESS", "progress bars: `0`, `false` or `no` turn them off, "
+                                    "anything else on", shown="on when stderr is a terminal", kind=FLAG,
+                                    worker=False)
+    device: str = setting(
+        "ESM_DEVICE", "where the encoder runs for workers, training (backbone features) and query by "
+        "image: `cpu`, `cuda`, `cuda:N`, or `auto` (the first GPU the runtime sees, else the CPU). A "
+        "GPU asked for but not visible is an error, never a silent CPU", default="auto",
+        kind=Kind(lambda name, raw: parse_device(raw)))
+    runtime: str = setting(
+        "ESM_RUNTIME", "`torch`, `onnxruntime`, `onnxruntime-int8`, or `auto`: ONNX Runtime when the "
+        "model has an export (`MODEL.onnx`) and onnxruntime is installed, unless `esm model bench` "
+        "measured torch faster here; torch otherwise. `onnxruntime-int8` (never chosen by `auto`) runs "
+        "the gated `MODEL.int8.onnx` (see \"Inference runtime\")", default="auto", kind=choice(*_RUNTIMES))
+    url_allow: tuple[str, ...] = setting(
+        "ESM_URL_ALLOW", "hosts, `host:port` pairs or CIDRs (`,`-separated) that image URLs may reach "
+        "although private, loopback or link-local (see \"Image URLs\")", default=(), shown="–",
+        kind=Kind(_allow_list, LIST.format))
+    url_timeout: int = setting("ESM_URL_TIMEOUT", "image URLs: read timeout in seconds (the whole fetch, "
+                               "redirects and retries included, gets 3x)", default=10, kind=integer())
+    url_per_host: int = setting("ESM_URL_PER_HOST", "image URLs: fetches at a time per host and worker "
+                                "process", default=4, kind=integer())
+
+    metrics_dir: Path | None = setting(
+        "ESM_METRICS_DIR", "the workers' Prometheus files (prometheus_client multiprocess mode): each "
+        "worker process writes its counters and histograms there, the API on the same host reads "
+        "them; emptied when a worker starts", kind=PATH, shown="`$ESM_STACK_DIR/metrics/<queue>`")
+    worker_metrics_port: int = setting(
+        "ESM_WORKER_METRICS_PORT", "a worker serves its host's worker metrics on this port "
+        "(`/metrics`): how workers on other hosts are scraped; 0: off (the API on the worker's host "
+        "shows them)", default=0, kind=integer(0))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
-        es_url = env.get("ESM_ES_URL") or ""
-        redis_url = env.get("ESM_REDIS_URL") or ""
-        es_port = _int(env, "ESM_ES_PORT", DEFAULT_ES_PORT)
-        redis_port = _int(env, "ESM_REDIS_PORT", DEFAULT_REDIS_PORT)
-        roots = tuple(Path(p).resolve() for p in (env.get("ESM_IMAGE_ROOTS") or "").split(os.pathsep) if p)
-        kw: dict[str, Any] = dict(
-            es_url=es_url.rstrip("/") or f"http://127.0.0.1:{es_port}",
-            es_external=bool(es_url),
-            es_api_key=env.get("ESM_ES_API_KEY") or None,
-            es_user=env.get("ESM_ES_USER") or None,
-            es_password=env.get("ESM_ES_PASSWORD") or None,
-            es_ca_file=env.get("ESM_ES_CA_FILE") or None,
-            es_request_timeout=_int(env, "ESM_ES_TIMEOUT", 30),
-            redis_url=redis_url or f"redis://127.0.0.1:{redis_port}/0",
-            redis_external=bool(redis_url),
-            es_heap=env.get("ESM_ES_HEAP") or "1g",
-            es_java_home=env.get("ESM_ES_JAVA_HOME") or None,
-            worker_concurrency=_int(env, "ESM_WORKER_CONCURRENCY", os.cpu_count() or 1),
-            worker_queue=env.get("ESM_QUEUE") or "esm",
-            batch_size=_int(env, "ESM_BATCH_SIZE", 32),
-            image_roots=roots,
-            max_image_pixels=_int(env, "ESM_MAX_IMAGE_PIXELS", 40_000_000),
-            max_image_bytes=_int(env, "ESM_MAX_IMAGE_BYTES", 50 * 1024 * 1024),
-            failures_index=env.get("ESM_FAILURES_INDEX") or "esm-failures",
-            api_key=env.get("ESM_API_KEY") or None,
-            max_upload_bytes=_int(env, "ESM_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
-            search_concurrency=_int(env, "ESM_SEARCH_CONCURRENCY", min(4, os.cpu_count() or 1)),
-            search_queue=_int(env, "ESM_SEARCH_QUEUE", 32),
-            stall_seconds=_int(env, "ESM_STALL_SECONDS", 120),
-            cache_dir=cache_dir_from_env(env),
-            progress=progress_from_env(env),
-            device=parse_device(env.get("ESM_DEVICE")),
-            runtime=(env.get("ESM_RUNTIME") or "auto").strip().lower(),
-            url_allow=tuple(e.strip() for e in (env.get("ESM_URL_ALLOW") or "").split(",") if e.strip()),
-            url_timeout=_int(env, "ESM_URL_TIMEOUT", 10),
-            url_per_host=_int(env, "ESM_URL_PER_HOST", 4),
-        )
-        AllowList.parse(kw["url_allow"])  # ConfigError now, not in a worker later
-        if env.get("ESM_STACK_DIR"):
-            kw["stack_dir"] = Path(env["ESM_STACK_DIR"])
-        if kw["runtime"] not in ("auto", "torch", "onnxruntime", "onnxruntime-int8"):
-            raise ConfigError(f"ESM_RUNTIME={kw['runtime']!r} is not a runtime",
-                              hint="use auto, torch, onnxruntime or onnxruntime-int8")
+        kw = {f.name: spec_of(f).value(env, default_of(f)) for f in fields(cls)}
         if kw["es_user"] and not kw["es_password"]:
             raise ConfigError("ESM_ES_USER is set but ESM_ES_PASSWORD is not",
                               hint="set both, or use ESM_ES_API_KEY")
@@ -155,25 +179,16 @@ class Settings:
         return replace(self, **changes)
 
     def as_env(self) -> dict[str, str]:
-        """The ``ESM_*`` variables that rebuild these settings in another process (a worker)."""
-        env = {"ESM_ES_URL": self.es_url if self.es_external else "", "ESM_ES_PORT": str(self.es_port),
-               "ESM_REDIS_URL": self.redis_url if self.redis_external else "",
-               "ESM_REDIS_PORT": str(self.redis_port),
-               "ESM_STACK_DIR": str(self.stack_dir), "ESM_QUEUE": self.worker_queue,
-               "ESM_WORKER_CONCURRENCY": str(self.worker_concurrency),
-               "ESM_BATCH_SIZE": str(self.batch_size), "ESM_FAILURES_INDEX": self.failures_index,
-               "ESM_MAX_IMAGE_PIXELS": str(self.max_image_pixels),
-               "ESM_MAX_IMAGE_BYTES": str(self.max_image_bytes),
-               "ESM_ES_TIMEOUT": str(self.es_request_timeout),
-               "ESM_DEVICE": self.device, "ESM_RUNTIME": self.runtime,
-               "ESM_IMAGE_ROOTS": os.pathsep.join(str(r) for r in self.image_roots),
-               "ESM_URL_ALLOW": ",".join(self.url_allow), "ESM_URL_TIMEOUT": str(self.url_timeout),
-               "ESM_URL_PER_HOST": str(self.url_per_host)}
-        for name, value in (("ESM_ES_API_KEY", self.es_api_key), ("ESM_ES_USER", self.es_user),
-                            ("ESM_ES_PASSWORD", self.es_password), ("ESM_ES_CA_FILE", self.es_ca_file)):
-            if value:
-                env[name] = value
+        """The ``ESM_*`` variables that rebuild these settings in a worker process."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            if spec_of(f).worker:
+                env.update(spec_of(f).env(self, getattr(self, f.name)))
         return env
+
+    @property
+    def worker_metrics_dir(self) -> Path:
+        return self.metrics_dir or self.stack_dir / "metrics" / self.worker_queue
 
     @property
     def es_port(self) -> int:
@@ -184,24 +199,28 @@ class Settings:
         return urlparse(self.redis_url).port or DEFAULT_REDIS_PORT
 
 
-#: The ``ESM_*`` variables behind each Settings field (the README's settings table lists them all).
-FIELD_ENV: dict[str, tuple[str, ...]] = {
-    "es_url": ("ESM_ES_URL", "ESM_ES_PORT"), "es_external": ("ESM_ES_URL",),
-    "es_api_key": ("ESM_ES_API_KEY",), "es_user": ("ESM_ES_USER",),
-    "es_password": ("ESM_ES_PASSWORD",), "es_ca_file": ("ESM_ES_CA_FILE",),
-    "es_request_timeout": ("ESM_ES_TIMEOUT",),
-    "redis_url": ("ESM_REDIS_URL", "ESM_REDIS_PORT"), "redis_external": ("ESM_REDIS_URL",),
-    "stack_dir": ("ESM_STACK_DIR",), "es_heap": ("ESM_ES_HEAP",), "es_java_home": ("ESM_ES_JAVA_HOME",),
-    "worker_concurrency": ("ESM_WORKER_CONCURRENCY",), "worker_queue": ("ESM_QUEUE",),
-    "batch_size": ("ESM_BATCH_SIZE",), "image_roots": ("ESM_IMAGE_ROOTS",),
-    "max_image_pixels": ("ESM_MAX_IMAGE_PIXELS",), "max_image_bytes": ("ESM_MAX_IMAGE_BYTES",),
-    "failures_index": ("ESM_FAILURES_INDEX",), "api_key": ("ESM_API_KEY",),
-    "max_upload_bytes": ("ESM_MAX_UPLOAD_BYTES",), "search_concurrency": ("ESM_SEARCH_CONCURRENCY",),
-    "search_queue": ("ESM_SEARCH_QUEUE",), "stall_seconds": ("ESM_STALL_SECONDS",),
-    "cache_dir": ("ESM_CACHE_DIR",), "progress": ("ESM_PROGRESS",),
-    "device": ("ESM_DEVICE",), "runtime": ("ESM_RUNTIME",),
-    "url_allow": ("ESM_URL_ALLOW",), "url_timeout": ("ESM_URL_TIMEOUT",),
-    "url_per_host": ("ESM_URL_PER_HOST",),
-}
+def _one(name: str, env: Mapping[str, str] | None) -> Any:
+    """One setting read alone (so a bad unrelated setting does not stop, say, training)."""
+    f = next(f for f in fields(Settings) if f.name == name)
+    return spec_of(f).value(os.environ if env is None else env, default_of(f))
+
+
+def cache_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
+    """``ESM_CACHE_DIR``: feature and image-check caches."""
+    return _one("cache_dir", env)
+
+
+def progress_from_env(env: Mapping[str, str] | None = None) -> bool | None:
+    """``ESM_PROGRESS``; unset (None): when stderr is a terminal."""
+    return _one("progress", env)
+
+
+#: The ``ESM_*`` variables behind each Settings field.
+FIELD_ENV: dict[str, tuple[str, ...]] = {f.name: spec_of(f).variables for f in fields(Settings)}
 #: Every environment variable Settings reads; docker-compose must only use these.
 ENV_NAMES = tuple(dict.fromkeys(name for names in FIELD_ENV.values() for name in names))
+
+
+def settings_table() -> str:
+    """The markdown table of every setting, as the docs show it (``make settings-table``)."""
+    return table([spec_of(f) for f in fields(Settings)])

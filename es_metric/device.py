@@ -7,6 +7,7 @@ import importlib.util
 import re
 
 from .errors import ConfigError
+from .settingspec import quoted
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d{1,2})?)$")
 # Images per forward pass: what a CPU's caches like, and what keeps a GPU busy.
@@ -17,7 +18,7 @@ def parse_device(value: str | None) -> str:
     """The normalised ``ESM_DEVICE`` value (default auto); anything else is refused."""
     value = (value or "auto").strip().lower()
     if not _DEVICE.match(value):
-        raise ConfigError(f"ESM_DEVICE={value!r} is not a device",
+        raise ConfigError(f"ESM_DEVICE={quoted(value)} is not a device",
                           hint="use cpu, cuda, cuda:N (N = GPU number) or auto")
     return value
 

@@ -100,5 +100,9 @@ class JobStalled(EsmError):
     """An ingest job stopped making progress and nothing of it is queued or running."""
 
 
+class BrokerUnsupported(EsmError):
+    """The installed kombu is not a version whose private Redis layout es_metric knows."""
+
+
 class SearchError(EsmError):
     """A search request could not be built or answered."""

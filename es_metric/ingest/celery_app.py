@@ -6,10 +6,11 @@ import logging
 import re
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_init
 
 from ..config import Settings
 from ..redact import install_log_filter
+from . import promfiles
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,12 @@ def make_app(settings: Settings | None = None) -> Celery:
         include=["es_metric.ingest.tasks"],
     )
     return app
+
+
+@celeryd_init.connect
+def _worker_metrics(**_kw) -> None:
+    """Before the task modules (and prometheus_client) are imported: the metrics' folder."""
+    promfiles.prepare(Settings.from_env())
 
 
 app = make_app()

@@ -13,14 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import socket
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urljoin
 
 import httpx
@@ -30,6 +26,7 @@ from ..errors import ImageError, shown
 from ..images import DecodeLimits, content_hash, decode, load_image, read_bytes
 from ..paths import confine
 from ..urlguard import AllowList, IPAddress, Target, check_address, is_url, parse_url
+from .context import current
 
 log = logging.getLogger(__name__)
 
@@ -61,46 +58,6 @@ class FetchPolicy:
 
 class _Transient(Exception):
     """A failure worth another try (5xx, timeout, refused connection)."""
-
-
-@dataclass
-class _HostSlot:
-    gate: threading.BoundedSemaphore
-    users: int = 0  # fetches holding or waiting for the gate
-
-
-_lock = threading.Lock()
-_host_slots: dict[str, _HostSlot] = {}
-_clients: dict[int, httpx.Client] = {}
-
-
-@contextmanager
-def host_slot(host: str, limit: int) -> Iterator[None]:
-    """At most ``limit`` fetches at a time to ``host`` in this process. A host's entry lives
-    while a fetch holds or waits for it, so the table never outgrows the fetches in flight."""
-    key = f"{host}/{limit}"
-    with _lock:
-        slot = _host_slots.setdefault(key, _HostSlot(threading.BoundedSemaphore(limit)))
-        slot.users += 1
-    try:
-        with slot.gate:
-            yield
-    finally:
-        with _lock:
-            slot.users -= 1
-            if not slot.users:
-                del _host_slots[key]
-
-
-def _client() -> httpx.Client:
-    """One client per process (pools connections); never a proxy from the environment, never
-    following redirects by itself (each hop is checked here)."""
-    with _lock:
-        if os.getpid() not in _clients:
-            _clients[os.getpid()] = httpx.Client(trust_env=False, follow_redirects=False,
-                                                 headers={"Accept-Encoding": "identity",
-                                                          "User-Agent": "es-metric"})
-        return _clients[os.getpid()]
 
 
 def resolve(target: Target, allow: AllowList) -> IPAddress:
@@ -135,7 +92,7 @@ def fetch(url: str, policy: FetchPolicy) -> bytes:
 def _with_retries(target: Target, ip: IPAddress, policy: FetchPolicy, deadline: float) -> bytes | str:
     for attempt in range(policy.retries + 1):
         try:
-            with host_slot(target.host, policy.per_host):
+            with current().host_slot(target.host, policy.per_host):
                 return _get(target, ip, policy, deadline)
         except _Transient as exc:
             wait = policy.backoff * 2 ** attempt
@@ -165,7 +122,7 @@ def _get(target: Target, ip: IPAddress, policy: FetchPolicy, deadline: float) ->
     if ":" in target.host:
         headers["Host"] = f"[{target.host}]" + ("" if default_port else f":{target.port}")
     try:
-        with _client().stream("GET", _request_url(target, ip), headers=headers, timeout=timeout,
+        with current().http().stream("GET", _request_url(target, ip), headers=headers, timeout=timeout,
                               extensions={"sni_hostname": target.host}) as resp:
             return _answer(target, resp, policy, deadline)
     except httpx.TimeoutException:

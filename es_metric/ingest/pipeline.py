@@ -7,7 +7,6 @@ the same documents. Progress is kept in Redis sets keyed by image reference (ide
 from __future__ import annotations
 
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,8 +29,8 @@ from ..model.pixels import pixel_stack, square_pixels
 from ..model.runtime import Embedder, check_runtime, load_embedder, model_threads
 from ..paths import job_roots
 from ..types import BatchOutcome, Failure, ImageItem, JobSpec
+from .context import current
 from .jobs import JobProgress
-from .metrics import observe_fetch
 from .fetch import FetchPolicy, open_image
 from .photos import PhotoItem, expand, gallery_actions, read_leaves, stored_ref
 
@@ -55,18 +54,10 @@ class BatchResult:
                 "failures": self.failures}
 
 
-_pool: ThreadPoolExecutor | None = None
-_pool_key: tuple[int, int] | None = None
-
-
 def decode_pool(threads: int) -> ThreadPoolExecutor:
-    """The process's decode threads, made on first use after fork (each Celery prefork child
-    gets its own) and kept: no pool start-up per batch."""
-    global _pool, _pool_key
-    if _pool is None or _pool_key != (os.getpid(), threads):
-        _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="esm-decode")
-        _pool_key = (os.getpid(), threads)
-    return _pool
+    """The process's decode threads (its worker context's: each Celery prefork child has its
+    own), kept between batches."""
+    return current().decode_pool(threads)
 
 
 def prepare_item(item: ImageItem, limits: DecodeLimits, size: int, roots: tuple[Path, ...] = (),
@@ -78,7 +69,7 @@ def prepare_item(item: ImageItem, limits: DecodeLimits, size: int, roots: tuple[
     try:
         began = time.perf_counter()
         img, sha = open_image(item["ref"], limits, roots, policy, draft=size)
-        observe_fetch(time.perf_counter() - began)
+        current().batch.add(time.perf_counter() - began)
         return item, square_pixels(img, size), sha, None
     except (ImageError, PathRefused) as exc:
         return item, None, None, failure_for(item, exc.reason, exc.message)

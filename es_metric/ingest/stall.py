@@ -8,7 +8,6 @@ anywhere is dead: nothing will ever finish it, so waiting for it must end.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
@@ -16,14 +15,11 @@ import redis
 
 from ..config import Settings
 from ..errors import JobStalled
+from .broker import known_layout, restore
 from .celery_app import active_queues, make_app
 from .jobs import JobProgress, redis_client, redis_errors
 
 log = logging.getLogger(__name__)
-
-PRIORITY_STEPS = (3, 6, 9)   # kombu's Redis transport keeps priorities in extra lists
-PRIORITY_SEP = "\x06\x16"
-UNACKED_KEY = "unacked"
 
 
 def task_id(job_id: str, n: int) -> str:
@@ -41,39 +37,32 @@ class Activity:
     workers: tuple[str, ...]   # the live workers that consume the queue
     unacked: frozenset[str] = frozenset()  # delivered, not acknowledged (held, or a dead worker's)
     others: tuple[str, ...] = ()  # live workers that answered but consume other queues only
+    broker_seen: bool = True  # False: kombu's layout unknown, queued and unacked not looked at
 
     def alive(self, job_id: str) -> bool:
         """A task waiting or held by a live worker. A task delivered to a worker that died
         (unacked, held by no one answering) is not alive: it comes back after the broker's
-        visibility timeout (30 min), or sooner when a wait gives it back (requeue_orphans)."""
-        return job_id in self.queued or job_id in self.held
+        visibility timeout (30 min), or sooner when a wait gives it back (requeue_orphans).
+        Without the broker's view every job may be alive."""
+        return job_id in self.queued or job_id in self.held or not self.broker_seen
 
 
-def _message_job(raw: bytes | str) -> str | None:
-    try:
-        message = json.loads(raw)
-        if isinstance(message, list):  # an unacked entry: [message, exchange, routing key]
-            message = message[0]
-        return job_of((message.get("headers") or {}).get("id"))
-    except (ValueError, TypeError, AttributeError, IndexError):
+def unacked_tasks(client: redis.Redis) -> list[tuple[bytes, str | None]]:
+    """(delivery tag, job id) of every task delivered but not acknowledged; none when the
+    installed kombu's layout is unknown (logged)."""
+    layout = known_layout()
+    return [] if layout is None else [(tag, job_of(task)) for tag, task in layout.unacked(client)]
+
+
+def broker_jobs(settings: Settings, client: redis.Redis) -> tuple[set[str], set[str]] | None:
+    """Jobs with a task waiting in the queue, and jobs with one delivered but not acknowledged;
+    None when the installed kombu's layout is unknown."""
+    layout = known_layout()
+    if layout is None:
         return None
-
-
-def unacked_tasks(client: redis.Redis):
-    """(delivery tag, job id) of every task delivered but not acknowledged (kombu's hash)."""
-    for tag, raw in client.hscan_iter(UNACKED_KEY, count=500):
-        yield tag, _message_job(raw)
-
-
-def broker_jobs(settings: Settings, client: redis.Redis) -> tuple[set[str], set[str]]:
-    """Jobs with a task waiting in the queue, and jobs with one delivered but not acknowledged."""
-    found: set[str] = set()
-    queue = settings.worker_queue
-    for key in (queue, *(f"{queue}{PRIORITY_SEP}{p}" for p in PRIORITY_STEPS)):
-        for start in range(0, client.llen(key), 500):
-            found.update(job for m in client.lrange(key, start, start + 499)
-                         if (job := _message_job(m)) is not None)
-    unacked = {job for _tag, job in unacked_tasks(client) if job is not None}
+    found = {job for task in layout.queued_task_ids(client, settings.worker_queue)
+             if (job := job_of(task)) is not None}
+    unacked = {job for _tag, task in layout.unacked(client) if (job := job_of(task)) is not None}
     return found, unacked
 
 
@@ -103,9 +92,10 @@ def activity(settings: Settings, client: redis.Redis) -> Activity:
     """Where the tasks of every job are now (one look at the broker and the workers)."""
     live = active_queues(settings)
     workers = tuple(sorted(w for w, queues in live.items() if settings.worker_queue in queues))
-    queued, unacked = broker_jobs(settings, client)
+    seen = broker_jobs(settings, client)
+    queued, unacked = seen or (set(), set())
     return Activity(frozenset(queued), frozenset(worker_jobs(settings, workers)), workers,
-                    frozenset(unacked), tuple(sorted(set(live) - set(workers))))
+                    frozenset(unacked), tuple(sorted(set(live) - set(workers))), seen is not None)
 
 
 def requeue_orphans(settings: Settings, job_id: str, client: redis.Redis) -> int:
@@ -120,9 +110,7 @@ def requeue_orphans(settings: Settings, job_id: str, client: redis.Redis) -> int
     app = make_app(settings)
     try:
         with app.connection_for_write() as conn:
-            qos = conn.default_channel.qos
-            for tag in tags:
-                qos.restore_by_tag(tag, leftmost=True)
+            restore(conn.default_channel, tags)
     finally:
         app.close()
     log.warning("job %s: %d task(s) delivered to a worker that no longer holds them went back "
@@ -135,7 +123,7 @@ def stall_error(settings: Settings, job_id: str, counts: tuple[int, int, int], q
     """Why waiting for a job without progress cannot end, or None when it still can."""
     total, done, failed = counts
     left = total - done - failed
-    if job_id in act.held or (job_id in act.queued and act.workers):
+    if job_id in act.held or (job_id in act.queued and act.workers) or not act.broker_seen:
         return None
     if job_id in act.queued:
         return no_consumer_error(settings, job_id, left, total, quiet_s, act.others)

@@ -7,32 +7,24 @@ import os
 from celery.signals import worker_process_init
 from celery.utils.time import get_exponential_backoff_interval
 
-from ..config import Settings
-from ..index.client import make_client
 from ..model.runtime import set_threads
 from ..types import BatchOutcome, ImageItem, JobSpec
 from . import metrics  # noqa: F401  (times batches and counts images through Celery signals)
 from .celery_app import TASK_NAME, app
+from .context import current, init_process
 from .outcomes import MAX_RETRIES, check_redelivery, fail_batch, is_transient
 from .pipeline import process_batch
 
 log = logging.getLogger(__name__)
-_STATE: dict = {}
 
 
 @worker_process_init.connect
 def _init_process(**_kw) -> None:
     """Share the cores between worker processes instead of oversubscribing them, and between
-    the model and the decode threads (no busy-waiting model threads)."""
-    conc = Settings.from_env().worker_concurrency
+    the model and the decode threads (no busy-waiting model threads). The process's context
+    (settings, clients, decode threads) is built here, once."""
+    conc = init_process().settings.worker_concurrency
     set_threads(max(1, (os.cpu_count() or 1) // max(conc, 1)), spin=False)
-
-
-def _client():
-    if "client" not in _STATE:
-        _STATE["settings"] = Settings.from_env()
-        _STATE["client"] = make_client(_STATE["settings"])
-    return _STATE["settings"], _STATE["client"]
 
 
 @app.task(name=TASK_NAME, bind=True, max_retries=MAX_RETRIES)
@@ -40,7 +32,8 @@ def embed_batch(self, job: JobSpec, items: list[ImageItem]) -> BatchOutcome:
     """Decode, embed and bulk-write one batch of images. Transient errors (cluster or broker
     away) retry with backoff; permanent ones, and exhausted retries, fail every image of the
     batch with the reason (dead letters + job progress), so the job ends."""
-    settings, client = _client()
+    ctx = current()
+    settings, client = ctx.settings, ctx.es()
     try:
         check_redelivery(settings, job, self.request.id, self.request.retries)
         return process_batch(settings, client, job, items)

@@ -1,5 +1,6 @@
-"""Prometheus metrics at ``/metrics``: the HTTP API's own requests, and, read from Redis at
-each scrape, the workers' figures, the queue depth and each follower's lag.
+"""Prometheus metrics at ``/metrics``: the HTTP API's own requests, the figures of the workers
+on this host (summed from their prometheus_client files at each scrape: ingest.promfiles), and,
+read from Redis, the queue depth and each follower's lag.
 
 Labels come from closed sets, whatever a client sends: the method is one of ``METHODS`` or
 ``other`` (uvicorn passes any token as a method), the route is the template of the matched route
@@ -13,14 +14,15 @@ import time
 from typing import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Settings
+from ..ingest.broker import known_layout
 from ..ingest.follow import load_state
 from ..ingest.jobs import redis_client
-from ..ingest.metrics import read_counters, read_histogram
+from ..ingest.promfiles import WorkerFiles
 from ..ingest.status import follower_view, lag_seconds
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ class MetricsMiddleware:
 
 
 class RedisCollector(Collector):
-    """Worker figures, queue depth and follower lag, read from Redis when scraped."""
+    """Queue depth and follower lag, read from Redis when scraped."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -88,7 +90,6 @@ class RedisCollector(Collector):
     def collect(self) -> Iterator:
         try:
             r = redis_client(self.settings)
-            yield from self._workers(r)
             yield from self._queue_and_followers(r)
         except Exception as exc:  # noqa: BLE001 - a scrape without Redis still shows the API
             log.warning("metrics from Redis unavailable: %s", exc)
@@ -96,30 +97,16 @@ class RedisCollector(Collector):
             up.add_metric([], 0)
             yield up
 
-    def _workers(self, r) -> Iterator:
-        embedded = CounterMetricFamily("esm_images_embedded", "Images embedded and written")
-        embedded.add_metric([], read_counters(r, "images").get("indexed", 0.0))
-        yield embedded
-        failed = CounterMetricFamily("esm_images_failed", "Images that failed", labels=["reason"])
-        for reason, n in sorted(read_counters(r, "failed").items()):
-            failed.add_metric([reason], n)
-        yield failed
-        for name, metric, text in (("batch_seconds", "esm_batch_duration_seconds", "Time a worker "
-                                    "took for one batch (decode, embed, write)"),
-                                   ("fetch_seconds", "esm_image_fetch_seconds",
-                                    "Time to fetch (read or download) and decode one image")):
-            buckets, total = read_histogram(r, name)
-            family = HistogramMetricFamily(metric, text)
-            family.add_metric([], buckets, total)
-            yield family
-
     def _queue_and_followers(self, r) -> Iterator:
         up = GaugeMetricFamily("esm_redis_up", "Redis answered the metrics scrape")
         up.add_metric([], 1)
         yield up
-        depth = GaugeMetricFamily("esm_queue_depth", "Tasks waiting in the broker queue", labels=["queue"])
-        depth.add_metric([self.settings.worker_queue], float(r.llen(self.settings.worker_queue)))
-        yield depth
+        layout = known_layout()
+        if layout is not None:  # else: kombu's layout unknown (logged), no depth rather than a wrong one
+            depth = GaugeMetricFamily("esm_queue_depth", "Tasks waiting in the broker queue (every "
+                                      "priority)", labels=["queue"])
+            depth.add_metric([self.settings.worker_queue], float(layout.depth(r, self.settings.worker_queue)))
+            yield depth
         lag = GaugeMetricFamily("esm_follower_lag_seconds", "Age of the oldest document the "
                                 "follower queued that is not indexed yet", labels=["index"])
         running = GaugeMetricFamily("esm_follower_running", "1 while the follower runs", labels=["index"])
@@ -136,8 +123,10 @@ class RedisCollector(Collector):
 
 
 def metrics_registry(app, settings: Settings) -> CollectorRegistry:
-    """The app's registry: its HTTP metrics (outermost middleware) and the Redis figures."""
+    """The app's registry: its HTTP metrics (outermost middleware), the figures of the workers on
+    this host (their prometheus_client files) and the Redis figures."""
     registry = CollectorRegistry()
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
+    registry.register(WorkerFiles(settings.worker_metrics_dir))
     registry.register(RedisCollector(settings))
     return registry

@@ -22,11 +22,13 @@ MAX_LINES = 400
 # Lowest first. A module belongs to the layer of its longest matching prefix.
 LAYERS: list[tuple[str, ...]] = [
     ("es_metric.version", "es_metric.errors", "es_metric.redact", "es_metric.types",
-     "es_metric.similarity", "es_metric.device", "es_metric.config", "es_metric.progressbar", "es_metric.images",
+     "es_metric.similarity", "es_metric.settingspec",
+     "es_metric.device", "es_metric.config", "es_metric.progressbar", "es_metric.images",
      "es_metric.paths", "es_metric.pids",
      "es_metric.urlguard"),                                                  # core
     ("es_metric.index",),                                                 # Elasticsearch
-    ("es_metric.ingest.jobs", "es_metric.ingest.celery_app", "es_metric.ingest.stall",
+    ("es_metric.ingest.jobs", "es_metric.ingest.broker", "es_metric.ingest.celery_app",
+     "es_metric.ingest.stall", "es_metric.ingest.context", "es_metric.ingest.promfiles",
      "es_metric.ingest.sources", "es_metric.ingest.enqueue", "es_metric.ingest.outcomes",
      "es_metric.ingest.metrics", "es_metric.ingest.fetch", "es_metric.ingest.photos"),  # Redis, Celery
     ("es_metric.model",),                                                 # the encoder

@@ -3,13 +3,14 @@ settings table of docs/configuration.md lists every one of them."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from es_metric.config import ENV_NAMES, FIELD_ENV, Settings
+from es_metric.config import ENV_NAMES, FIELD_ENV, Settings, settings_table
 from es_metric.errors import ConfigError
 from es_metric.progressbar import enabled
 
@@ -71,20 +72,46 @@ def test_progress_bars_follow_esm_progress(monkeypatch):
     assert not enabled()
 
 
-SETTINGS_PAGE = ROOT / "docs" / "configuration.md"
+def _table_script():
+    spec = importlib.util.spec_from_file_location("settings_table", ROOT / "scripts" / "settings_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _settings_table() -> str:
-    """The rows between the settings-table markers (the table may be generated between them)."""
-    page = SETTINGS_PAGE.read_text()
-    start, end = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
-    assert start in page and end in page, f"{SETTINGS_PAGE.name} has no {start} ... {end} table"
-    rows = [line for line in page.split(start, 1)[1].split(end, 1)[0].splitlines() if line.startswith("| `ESM_")]
-    assert rows, f"{SETTINGS_PAGE.name} has no settings table"
-    return "\n".join(rows)
+def test_the_docs_settings_table_is_the_one_generated_from_the_declarations():
+    script = _table_script()
+    page = script.marked_page()
+    text = page.read_text()
+    assert script.rewritten(text, settings_table()) == text, \
+        f"{page.name}'s settings table differs from es_metric/config.py: run `make settings-table`"
 
 
-def test_the_documented_settings_table_lists_every_variable():
-    listed = set(ENV_NAME.findall(_settings_table()))
-    assert set(ENV_NAMES) <= listed, f"missing from the settings table: {sorted(set(ENV_NAMES) - listed)}"
-    assert listed <= set(ENV_NAMES), f"the settings table lists unknown variables: {sorted(listed - set(ENV_NAMES))}"
+def test_the_table_check_fails_when_a_declaration_changes(tmp_path):
+    script = _table_script()
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "configuration.md"
+    page.write_text(f"intro\n{script.START}\n{settings_table()}{script.END}\nafter\n")
+    assert script.marked_page(tmp_path) == page
+    changed = settings_table().replace("images per Celery task", "photos per task")
+    assert script.rewritten(page.read_text(), changed) != page.read_text()
+    assert script.rewritten(page.read_text(), settings_table()) == page.read_text()
+
+
+def test_the_table_lists_every_variable_once_per_setting():
+    listed = ENV_NAME.findall(" ".join(row.split("|")[1] for row in settings_table().splitlines()[2:]))
+    assert sorted(listed) == sorted(ENV_NAMES)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("ESM_BATCH_SIZE", "many"), ("ESM_BATCH_SIZE", "0"), ("ESM_BATCH_SIZE", "-3"),
+    ("ESM_BATCH_SIZE", "\u0663"), ("ESM_URL_TIMEOUT", "1e999"), ("ESM_ES_PORT", "92OO"),
+    ("ESM_WORKER_CONCURRENCY", "4\n\x1b[31mred" + "x" * 5000), ("ESM_RUNTIME", "tensorflow\r\nX: y"),
+    ("ESM_DEVICE", "tpu"), ("ESM_DEVICE", "cuda:\n\x1b" + "0" * 3000), ("ESM_URL_ALLOW", "300.1.2.3/99"),
+])
+def test_a_bad_value_is_one_short_clear_line(name, value):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({name: value})
+    message = str(caught.value)
+    assert name in message and "\n" not in message and "\r" not in message and "\x1b" not in message
+    assert len(message) < 200, message

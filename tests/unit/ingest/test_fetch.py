@@ -67,20 +67,20 @@ def test_limits_status_codes_and_retries():
 def test_per_host_fetch_slots_are_dropped_when_idle():
     """Issue 24, finding 13: every host ever fetched kept its semaphore for the life of the
     process. 200 hosts (127.0.0.1 ... 127.0.0.200, nothing listening) leave none behind."""
-    import es_metric.ingest.fetch as fetching
+    from es_metric.ingest.context import current
 
     port = free_port()
     pol = policy("127.0.0.0/8", retries=0)
     for i in range(1, 201):
         assert reason(f"http://127.0.0.{i}:{port}/x.png", pol) == "url_unavailable"
-    assert len(fetching._host_slots) == 0
+    assert current().hosts_in_flight() == 0
 
 
 def test_per_host_limit_holds_while_fetches_wait():
     """At most ``per_host`` fetches reach one host at a time; the others wait for a slot."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import es_metric.ingest.fetch as fetching
+    from es_metric.ingest.context import current
 
     with serving_handler() as (hp, handler), ThreadPoolExecutor(6) as pool:
         pol = policy(hp, per_host=2, read_timeout=60, deadline=60)
@@ -88,7 +88,7 @@ def test_per_host_limit_holds_while_fetches_wait():
         deadline = time.monotonic() + 30
         while handler.holding[0] < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert handler.holding[0] == 2 and len(fetching._host_slots) == 1
+        assert handler.holding[0] == 2 and current().hosts_in_flight() == 1
         handler.gate.set()
         assert all(f.result() == png_bytes() for f in futures)
-    assert handler.holding[1] == 2 and len(fetching._host_slots) == 0
+    assert handler.holding[1] == 2 and current().hosts_in_flight() == 0
