@@ -50,7 +50,7 @@ from es_metric.training.config import DEFAULT_RERANK
 from knn import clustered, pct
 
 sys.path.insert(0, str(ROOT.parent))
-from tests.integration.server import free_port  # noqa: E402  (the tests' server code, not a copy)
+from tests.integration.server import served  # noqa: E402  (the tests' server code, not a copy)
 
 BACKBONE, DIMS, ALIAS = "efficientnet-lite0", 256, "bench-api-concurrency"
 Call = Callable[[int], str]  # request number -> "ok", "shed" (429/503 + Retry-After) or "failed:<why>"
@@ -183,28 +183,6 @@ def loop_probe(base: str) -> Iterator[list[float]]:
         thread.join()
 
 
-@contextmanager
-def served(log: Path) -> Iterator[str]:
-    """``esm serve`` in its own process (this environment's settings); its base URL."""
-    port = free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(["esm", "serve", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
-        base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
-        try:
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            else:
-                raise RuntimeError(f"esm serve did not start; see {log}")
-            yield base
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-
-
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -244,7 +222,7 @@ def main() -> None:
     runtime = load_embedder(model, settings.runtime, settings.device).runtime
     log, load_before = Path(tempfile.gettempdir()) / "esm-api-concurrency-server.log", uptime()
     try:
-        with served(log) as base, EsMetric(settings) as esm:
+        with served(log) as (base, _pid), EsMetric(settings) as esm:
             rows = measure(base, esm, [int(c) for c in args.clients.split(",")], args, jpegs, ids)
     finally:
         es.options(ignore_status=404).indices.delete(index=f"{ALIAS}*", expand_wildcards="all")

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 # Python source that makes this interpreter a light node: its import system refuses torch (a meta
 # path finder first on sys.meta_path), so nothing can reach torch even indirectly. Run it first in
@@ -20,6 +22,21 @@ class NoTorch:
 
 sys.meta_path.insert(0, NoTorch())
 """
+
+
+
+def light_node(folder: Path, monkeypatch) -> None:
+    """Make every process started afterwards (``monkeypatch``: until the test ends) a light node:
+    a ``sitecustomize.py`` with NO_TORCH in ``folder``, first on PYTHONPATH."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(NO_TORCH)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]))
+
+
+def maps_torch(pid: int) -> bool:
+    """Whether the process has torch's shared libraries mapped (torch was imported)."""
+    return any("libtorch" in line for line in Path(f"/proc/{pid}/maps").read_text().splitlines())
+
 
 HEAVY = ("torch", "torchvision", "elasticsearch", "fastapi", "matplotlib", "pytorch_metric_learning")
 

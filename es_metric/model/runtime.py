@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ConfigError, MappingMismatch, ModelError
 from ..device import batch_size_for, ort_providers, resolve_device
 from ..types import ModelCard, Runtime
-from .card import check_card_fields
+from .card import check_card_fields, is_zip_model, read_card
 
 if TYPE_CHECKING:  # the model file loader imports torch
     from .modelfile import LoadedModel
@@ -234,8 +234,12 @@ _CACHE: dict[tuple, Embedder] = {}
 _LOCK = threading.Lock()
 
 
-def load_embedder(model_path: str | Path, runtime: str = "auto", device: str = "auto") -> Embedder:
-    """The process's embedder for a model file (made once per file version, runtime, device)."""
+def load_embedder(model_path: str | Path, runtime: str = "auto", device: str = "auto",
+                  query: bool = False) -> Embedder:
+    """The process's embedder for a model file (made once per file version, runtime, device).
+    ``query``: for the query path (one image per call), where loading torch costs seconds and
+    a GB while it saves nothing: on ``auto`` a usable export is taken whatever runtime the card
+    measured fastest for batches, and torch is imported only when ONNX Runtime cannot embed."""
     model_path, onnx = Path(model_path), export_path(model_path)
     have_torch = installed("torch")
     exported = onnx.is_file() or (runtime == INT8 and int8_path(model_path).is_file())
@@ -244,21 +248,28 @@ def load_embedder(model_path: str | Path, runtime: str = "auto", device: str = "
                          hint="the index records this path; restore the file or reindex")
     stamp = tuple(os.path.getmtime(p) if p.is_file() else 0
                   for p in (model_path, onnx, int8_path(model_path)))
-    key = (str(model_path.resolve()), stamp, runtime, device)
+    key = (str(model_path.resolve()), stamp, runtime, device, query)
     with _LOCK:
         if key not in _CACHE:
             if len(_CACHE) >= 4:
                 _CACHE.pop(next(iter(_CACHE)))
-            _CACHE[key] = _make(model_path, onnx, runtime, device, have_torch)
+            _CACHE[key] = _make(model_path, onnx, runtime, device, have_torch, query)
         return _CACHE[key]
 
 
-def _make(model_path: Path, onnx: Path, runtime: str, device: str, have_torch: bool) -> Embedder:
-    card: ModelCard | None = None
-    if have_torch:
-        from .modelfile import cached_model
-        card = cached_model(model_path).card
-    preferred = (card.get("runtime") or {}).get("chosen") if card else None
+def file_card(model_path: Path, have_torch: bool) -> ModelCard | None:
+    """The model file's card for choosing a runtime, read without torch (format 2; a format-1
+    file needs torch to read it); None when it cannot be read here or there is no file (a
+    light node may hold the export alone)."""
+    if not model_path.is_file() or not (have_torch or is_zip_model(model_path)):
+        return None
+    return read_card(model_path)
+
+
+def _make(model_path: Path, onnx: Path, runtime: str, device: str, have_torch: bool,
+          query: bool = False) -> Embedder:
+    card = file_card(model_path, have_torch)
+    preferred = None if query or card is None else (card.get("runtime") or {}).get("chosen")
     has_export = onnx.is_file()
     chosen = choose_runtime(runtime, preferred, has_export, installed("onnxruntime"), have_torch,
                             int8_path(model_path).is_file())
@@ -270,7 +281,7 @@ def _make(model_path: Path, onnx: Path, runtime: str, device: str, have_torch: b
         if card is None or ours.card["weights_sha256"] == card["weights_sha256"]:
             log.info("embedding with ONNX Runtime (%s) on %s", onnx.name, dev)
             return ours
-        if runtime == "onnxruntime":
+        if runtime == "onnxruntime" or not have_torch:
             raise ModelError(f"{onnx} was exported from other weights than {model_path}",
                              hint=f"export again with `esm model export {model_path}`")
         log.warning("%s is stale (other weights than %s): embedding with torch", onnx, model_path)

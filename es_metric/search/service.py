@@ -164,14 +164,16 @@ def text_fields_of(properties: dict[str, Any]) -> list[str]:
 
 def image_vector(info: IndexInfo, data: bytes, limits: DecodeLimits = DecodeLimits(),
                  inference: Inference = Inference()) -> list[float]:
-    """Embed query image bytes with the index's own model (the node's runtime and device)."""
-    model = load_embedder(info.model_path, inference.runtime, inference.device)
+    """Embed query image bytes with the index's own model (the node's runtime and device). With
+    an ONNX export, torch is never imported: ONNX Runtime embeds the pixels of Pillow's kernel."""
+    model = load_embedder(info.model_path, inference.runtime, inference.device, query=True)
     if model.card["model_id"] != info.model_id:
         raise SearchError(f"model file {info.model_path} is {model.card['model_id']}, but the index "
                           f"serves {info.model_id}; es-metric never mixes models", hint="restore the file")
     check_runtime(model, info.runtime, info.runtime_parity, info.runtime_variant)
     size = int(model.card["preprocess"]["size"])
-    vector: list[float] = model.embed(square_pixels(decode(data, limits, draft=size), size)[None])[0].tolist()
+    pixels = square_pixels(decode(data, limits, draft=size), size, torch_kernel=model.runtime == "torch")
+    vector: list[float] = model.embed(pixels[None])[0].tolist()
     return vector
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 
@@ -35,6 +38,32 @@ def running(app) -> Iterator[str]:
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def served(log: Path, timeout: float = 120) -> Iterator[tuple[str, int]]:
+    """``esm serve`` in a process of its own (this environment's settings and PYTHONPATH): its
+    base URL once /api/health answers, and its pid; stopped by that pid afterwards."""
+    import httpx
+
+    port = free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "es_metric.cli", "serve", "--port", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT)
+        base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    if httpx.get(f"{base}/api/health", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            else:
+                raise RuntimeError(f"esm serve did not start: {log.read_text()[-2000:]}")
+            yield base, proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 class Tap:

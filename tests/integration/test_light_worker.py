@@ -24,7 +24,7 @@ from es_metric.model.modelfile import load_model
 from es_metric.model.runtime import PARITY_COSINE, TorchEmbedder
 from es_metric.stack.worker import start_worker, stop_worker
 from tests.imagegen import make_grainy
-from tests.imports import NO_TORCH, run_esm
+from tests.imports import light_node, maps_torch, run_esm
 from tests.integration.helpers import esm, esm_json, stored_docs, worker_log
 
 pytestmark = pytest.mark.integration
@@ -44,20 +44,11 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def maps_torch(pid: int) -> bool:
-    """Whether the process has torch's shared libraries mapped (torch was imported)."""
-    return any("libtorch" in line for line in Path(f"/proc/{pid}/maps").read_text().splitlines())
-
-
 @pytest.fixture
 def light_worker(stack, tmp_path, monkeypatch):
     """(settings, pid) of a Celery worker that cannot import torch, on a queue of its own (the
     stack's worker never sees its tasks); stopped by pid afterwards, whatever happened."""
-    shim = tmp_path / "light-node"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(NO_TORCH)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(shim), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    light_node(tmp_path / "light-node", monkeypatch)
     settings = stack.with_(worker_queue=f"light{uuid.uuid4().hex[:8]}", worker_concurrency=1)
     try:
         yield settings, start_worker(settings).pid
@@ -108,15 +99,11 @@ def test_a_light_query_node_searches_by_image_and_by_document(es, index_name, ex
     images = make_grainy(tmp_path / "images")
     esm("mapping", "create", index_name, "--model", exported)
     assert esm_json("ingest", index_name, images)["failed"] == 0
-    shim = tmp_path / "light-node"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(NO_TORCH)
     query = images / "img_003.jpg"
     full = esm_json("search", index_name, "--image", query, "--qe-k", "3")
     doc = full["hits"][0]["id"]
     full_doc = esm_json("search", index_name, "--like", doc, "--qe-k", "3")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(shim), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    light_node(tmp_path / "light-node", monkeypatch)
     for args, reference in ((("--image", query), full), (("--like", doc), full_doc)):
         light = run_esm("search", index_name, *args, "--qe-k", "3", "--json")
         assert light.code == 0, light.output

@@ -6,7 +6,9 @@
 * a function-level import only defers a heavy dependency (anything but the standard library
   and click, or an es_metric module that loads one at import);
 * no module imports another module's private (``_name``) names;
-* every module under 400 lines; every subpackage says what it owns and what it may import.
+* every module under 400 lines; every subpackage says what it owns and what it may import;
+* the light search path (``esm search``, ``esm serve``) loads no torch at import: a model with an
+  ONNX export searches without it (tests/integration/test_light_search.py runs it).
 """
 from __future__ import annotations
 
@@ -40,6 +42,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("es_metric.cli", "es_metric.web", "es_metric"),                      # shells, the public face
 ]
 LIGHT_THIRD_PARTY = {"click"}
+TORCH = {"torch", "torchvision", "functorch"}
+# What `esm search` and `esm serve` import to search by image on a model with an ONNX export.
+LIGHT_SEARCH = ("es_metric.cli.search", "es_metric.cli.web", "es_metric.web.app", "es_metric.search.service",
+                "es_metric.ingest.fetch", "es_metric.model.runtime", "es_metric.model.pixels")
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,36 @@ def loads_heavy(module: str) -> bool:
     return False
 
 
+def _with_packages(module: str) -> list[str]:
+    """``module`` and the packages above it, which importing it runs first."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def torch_chain(start: str) -> tuple[str, ...]:
+    """The module-level imports by which importing ``start`` loads torch (empty: it does not);
+    importing a module runs the packages above it first."""
+    came_from: dict[str, str | None] = {p: None for p in _with_packages(start)}
+    queue = list(came_from)
+    while queue:
+        module = queue.pop(0)
+        for target, names, _line, in_function in imports(module):
+            root = target.split(".")[0]
+            if in_function or not root:
+                continue
+            if root in TORCH:
+                chain = [target, module]
+                while (prev := came_from[chain[-1]]) is not None:
+                    chain.append(prev)
+                return tuple(reversed(chain))
+            if root == "es_metric":
+                for found in sorted({p for t in _targets(target, names) for p in _with_packages(t)}):
+                    if found in modules() and found not in came_from:
+                        came_from[found] = module
+                        queue.append(found)
+    return ()
+
+
 def test_no_import_cycle_between_modules():
     graph: dict[str, set[str]] = {m: set() for m in modules()}
     for e in edges():
@@ -257,3 +293,15 @@ def test_the_packages_lazy_names_are_edges():
     """es_metric/__init__.py imports by module name on first use: the graph still sees those."""
     lazy = {e.target for e in edges() if e.source == "es_metric" and e.in_function}
     assert {"es_metric.model.modelfile", "es_metric.model.encoder"} <= lazy
+
+
+def test_the_light_search_path_loads_no_torch_at_import():
+    chains = {m: " -> ".join(chain) for m in LIGHT_SEARCH if (chain := torch_chain(m))}
+    assert not chains, f"these modules load torch: {chains}"
+
+
+def test_the_torch_finder_follows_module_level_imports():
+    """The check above would pass on anything if the chain missed what loads torch."""
+    assert torch_chain("es_metric.model.modelfile")[-1] == "torch"
+    assert torch_chain("es_metric.model.export")[:2] == ("es_metric.model.export", "torch")
+    assert torch_chain("es_metric.training.train")

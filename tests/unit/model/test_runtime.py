@@ -10,6 +10,7 @@ import torch
 from es_metric.errors import ConfigError, MappingMismatch, ModelError
 from es_metric.images import load_image
 from es_metric.model import export as export_mod
+from es_metric.model import runtime
 from es_metric.model.embed import query_pixels
 from es_metric.model.export import cosines, export_model
 from es_metric.model.modelfile import load_model, read_card, save_model
@@ -77,7 +78,10 @@ def test_an_export_beyond_the_tolerance_is_refused(tiny_model, tmp_path, monkeyp
     assert not export_path(path).exists() and "runtime" not in read_card(path)
 
 
-def test_workers_and_search_run_the_export_and_a_stale_one_falls_back(exported, tmp_path, caplog):
+def test_workers_and_search_run_the_export_and_a_stale_one_falls_back(exported, tmp_path, caplog,
+                                                                      monkeypatch):
+    """A stale export (other weights): a node with torch embeds with torch, workers and queries
+    alike; a node without torch refuses it (its card, read without torch, tells)."""
     assert load_embedder(exported).runtime == "onnxruntime"
     assert load_embedder(exported, runtime="torch").runtime == "torch"
     stale = tmp_path / "stale.pt"
@@ -92,6 +96,11 @@ def test_workers_and_search_run_the_export_and_a_stale_one_falls_back(exported, 
     assert "stale" in caplog.text
     with pytest.raises(ModelError, match="other weights"):
         load_embedder(stale, runtime="onnxruntime")
+    assert load_embedder(stale, query=True).runtime == "torch"
+    monkeypatch.setattr(runtime, "installed", lambda module: module != "torch")  # a light node
+    monkeypatch.setattr(runtime, "_CACHE", {})
+    with pytest.raises(ModelError, match="exported from other weights"):
+        load_embedder(stale, query=True)
 
 
 @pytest.mark.parametrize("requested,preferred,export,ort,torch_,expected", [
