@@ -30,8 +30,8 @@ demo: stack
 test: lint stack
 	python -m pytest $(PYTEST_ARGS)
 
-test-unit: lint
-	python -m pytest tests/unit $(PYTEST_ARGS)
+test-unit: lint   # no service; the slow tests run in `make test`
+	python -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
 test-integration: stack
 	python -m pytest tests/integration $(PYTEST_ARGS)
