@@ -3,6 +3,9 @@ fails before the fixture runs, the markers are registered and strict, the unit t
 slow tests out, and CI runs Hypothesis derandomised."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from hypothesis import settings as hypothesis_settings
@@ -88,3 +91,10 @@ def test_ci_runs_hypothesis_derandomised():
     ci = hypothesis_settings.get_profile("ci")
     assert ci.derandomize and ci.print_blob and ci.database is None and ci.deadline is None
     assert "export CI=" in (ROOT / ".ci" / "run").read_text()
+    probe = ("import tests.conftest; from hypothesis import settings; "
+             "print(settings.get_current_profile_name(), settings.default.derandomize)")
+    for ci_value, loaded in (("1", "ci True"), ("true", "ci True"), (None, "default False")):
+        env = {k: v for k, v in os.environ.items() if k != "CI"} | ({"CI": ci_value} if ci_value else {})
+        out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert " ".join(out[-2:]) == loaded, (ci_value, out)
