@@ -38,8 +38,8 @@ demo: stack
 test: lint docs stack
 	python -m pytest $(PYTEST_ARGS)
 
-test-unit: lint docs
-	python -m pytest tests/unit $(PYTEST_ARGS)
+test-unit: lint docs   # no service; the slow tests run in `make test`
+	python -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
 test-integration: stack
 	python -m pytest tests/integration $(PYTEST_ARGS)

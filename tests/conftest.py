@@ -1,4 +1,12 @@
-"""Shared fixtures. Integration tests need the real stack and FAIL (never skip) without it."""
+"""Shared fixtures. Integration tests need the real stack and FAIL (never skip) without it.
+
+The tiers (pyproject.toml registers the markers, ``--strict-markers`` refuses any other):
+``make test-unit`` runs ``tests/unit`` without the ``slow`` tests and needs no service;
+``make test`` (CI, ``.ci/run``) runs everything. A test that asks for the stack (the ``stack``
+fixture, or any fixture built on it: ``es``, ``index_name``, ...) must be marked
+``integration``, and one that asks for a browser ``e2e``: ``pytest_runtest_setup`` fails it
+otherwise, before the fixture runs. Hypothesis runs the ``ci`` profile (derandomised) when the
+environment has ``CI`` (``.ci/run`` sets ``CI=1``), or with ``--hypothesis-profile ci``."""
 from __future__ import annotations
 
 import os
@@ -7,10 +15,40 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings as hypothesis_settings
 
 from tests.imagegen import make_dataset
 
 os.environ.setdefault("ESM_PROGRESS", "0")
+pytest_plugins = ["pytester"]  # tests/unit/test_tiers.py runs pytest on a generated test module
+
+# CI: the same examples on every run (a failure is reproduced by running again, and the blob
+# it prints replays it anywhere), no example database, no deadline on a loaded machine. Loaded
+# when CI is in the environment (any value), as recent Hypothesis versions do on their own;
+# registered here so that the values do not depend on the installed version.
+hypothesis_settings.register_profile(
+    "ci", derandomize=True, database=None, print_blob=True, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow])
+if "CI" in os.environ:
+    hypothesis_settings.load_profile("ci")
+
+# fixture -> the marker a test that uses it (directly or through another fixture) must carry
+TIER_FIXTURES = {"stack": "integration", "browser": "e2e"}
+
+
+def unmarked_tiers(item) -> list[str]:
+    """The markers of the tiers whose fixtures ``item`` uses without carrying the marker."""
+    used = getattr(item, "fixturenames", ())
+    return [marker for fixture, marker in TIER_FIXTURES.items()
+            if fixture in used and item.get_closest_marker(marker) is None]
+
+
+def pytest_runtest_setup(item):
+    """A test that uses a tier's fixture without the tier's marker fails before the fixture runs."""
+    for marker in unmarked_tiers(item):
+        fixture = next(f for f, m in TIER_FIXTURES.items() if m == marker)
+        pytest.fail(f"{item.nodeid} uses the {fixture!r} fixture but is not marked {marker!r}: add "
+                    f"`pytestmark = pytest.mark.{marker}` to its module", pytrace=False)
 
 
 def pytest_report_header(config):

@@ -1,7 +1,9 @@
 """Follow an index that another application (the shop) writes all day.
 
 Each pass takes the per-shard ``_seq_no`` checkpoints, then reads every document written since
-the stored checkpoints and queues those whose image field differs from ``image_ref``: the value
+the stored checkpoints up to the ones just taken (a write landing meanwhile is the next pass's:
+read by both while its job still runs, it would be queued twice) and queues those whose image
+field differs from ``image_ref``: the value
 the worker stored beside the vector when it embedded the document (index/imageref.py: a value
 over 8 KiB by its digest). New documents have no ``image_ref``; a changed photo differs from
 it; a price change, or our own vector write, leaves it equal, so an unchanged document is never
@@ -122,7 +124,7 @@ def follow_pass(settings: Settings, client: Elasticsearch, state: FollowerState,
     roots = existing_roots(settings, client, info.concrete, base_dir)
     source, fields, refused = Source(roots=roots), info.fields, {}
     reads = [state.image_field, fields.image_ref]
-    for hit in changed_since(client, info.concrete, since, [], includes=reads):
+    for hit in changed_since(client, info.concrete, since, [], includes=reads, until=now):
         if is_stale(hit["_source"], state.image_field, fields):
             item, records = hit_item(hit, state.image_field, info.concrete, roots, base_dir,
                                      bool(info.photos_field))

@@ -135,17 +135,20 @@ def primary_checkpoints(client: Elasticsearch, index: str) -> dict[str, int]:
 
 
 def changed_since(client: Elasticsearch, index: str, since: dict[str, int], excludes: list[str],
-                  page: int = 500, includes: list[str] | None = None) -> Iterator[dict]:
-    """Documents written (created or updated) after ``since``, shard by shard, in ``_seq_no``
-    order. Sequence numbers are per shard, so each shard is asked with its own bound."""
+                  page: int = 500, includes: list[str] | None = None,
+                  until: dict[str, int] | None = None) -> Iterator[dict]:
+    """Documents written (created or updated) after ``since`` (and at or before ``until``, the
+    checkpoints the caller stores next: a later write is read once, by the next caller), shard
+    by shard, in ``_seq_no`` order. Sequence numbers are per shard: each shard has its bounds."""
     client.indices.refresh(index=index)
     fields: dict[str, Any] = {"source_includes": includes} if includes is not None else {"source_excludes": excludes}
     for shard, seq in since.items():
         after: list[Any] | None = None
+        bounds = {"gt": seq} if until is None else {"gt": seq, "lte": until[shard]}
         while True:
             kw: dict[str, Any] = {"search_after": after} if after else {}
             resp = client.search(index=index, preference=f"_shards:{shard}", size=page,
-                                 query={"range": {"_seq_no": {"gt": seq}}}, sort=[{"_seq_no": "asc"}],
+                                 query={"range": {"_seq_no": bounds}}, sort=[{"_seq_no": "asc"}],
                                  track_total_hits=False, **fields, **kw)
             hits = resp["hits"]["hits"]
             if not hits:

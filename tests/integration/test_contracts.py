@@ -1,8 +1,12 @@
 """What ``esm search --json`` answers on the real stack matches es_metric.types.SearchResult."""
 from __future__ import annotations
 
+import pytest
+
 from es_metric import types
 from tests.integration.helpers import esm, esm_json
+
+pytestmark = pytest.mark.integration
 
 
 def _keys(td) -> tuple[frozenset, frozenset]:

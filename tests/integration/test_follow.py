@@ -1,5 +1,7 @@
 """Follow mode beside a shop's index: new and changed images are embedded, unchanged documents
-never again, and a follower killed by pid resumes from its checkpoint."""
+never again, and a follower killed by pid resumes from its checkpoint. "Nothing else happened"
+is asserted once the follower's stored checkpoint has passed every write made so far (its own
+vector writes included): from then on what it queued is final, no sleep guesses when."""
 from __future__ import annotations
 
 import hashlib
@@ -8,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 
 import pytest
 
@@ -32,6 +35,22 @@ def wait_until(pred, what: str, timeout: float = 60.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def read_past_now(es, stack, index: str) -> dict:
+    """Wait until the follower of ``index`` has stored a checkpoint at or past every write made
+    to it so far (a pass read them all and counted what it queued); returns its state."""
+    from es_metric.ingest.follow import load_state
+    from es_metric.ingest.jobs import redis_client
+    from es_metric.ingest.reindex import primary_checkpoints
+
+    concrete = next(iter(es.indices.get(index=index)))
+    target, r = primary_checkpoints(es, concrete), redis_client(stack)
+
+    def passed():
+        state = load_state(r, concrete)
+        return state if all(state.checkpoint.get(shard, -1) >= seq for shard, seq in target.items()) else None
+    return asdict(wait_until(passed, f"the follower's checkpoint to pass {target}"))
+
+
 def docs(es, index: str) -> dict[str, dict]:
     """Each document's _source, with es-metric's own fields also by their plain names."""
     es.indices.refresh(index=index)
@@ -48,7 +67,7 @@ def embedded(es, index: str, doc_id: str, photo: str, field: str | None = None) 
 
 
 def test_follower_embeds_new_and_changed_skips_unchanged_and_resumes_after_kill(
-        es, index_name, tiny_model, tiny_data, redis_cleanup):
+        stack, es, index_name, tiny_model, tiny_data, redis_cleanup):
     files = sorted((tiny_data / "class_0").iterdir())
     other = sorted((tiny_data / "class_3").iterdir())
     base = str(tiny_data)
@@ -72,7 +91,7 @@ def test_follower_embeds_new_and_changed_skips_unchanged_and_resumes_after_kill(
         es.update(index=index_name, id="p2", doc={"price": 2.5})
         wait_until(lambda: embedded(es, index_name, "p4", f"class_0/{files[4].name}")
                    and embedded(es, index_name, "p1", f"class_3/{other[0].name}"), "new and changed")
-        time.sleep(1.5)  # three more passes: nothing else may be queued
+        assert read_past_now(es, stack, index_name)["queued"] == 6  # their vector writes read: nothing more
         second = docs(es, index_name)
         assert second["p1"]["image_sha256"] == hashlib.sha256(other[0].read_bytes()).hexdigest()
         for unchanged in ("p0", "p2", "p3"):
@@ -94,7 +113,7 @@ def test_follower_embeds_new_and_changed_skips_unchanged_and_resumes_after_kill(
 
         follower = start_follower(index_name, base)
         wait_until(lambda: embedded(es, index_name, "p5", f"class_0/{files[5].name}"), "resume")
-        time.sleep(1.5)
+        assert read_past_now(es, stack, index_name)["queued"] == 7  # p3's new title queued nothing
         third = docs(es, index_name)
         for unchanged in ("p0", "p1", "p2", "p3", "p4"):
             assert third[unchanged]["indexed_at"] == second[unchanged]["indexed_at"], unchanged
@@ -114,7 +133,7 @@ def test_follow_needs_from_index(stack, index_name):
 
 
 def test_follower_refuses_hostile_references_once_and_reads_nothing_outside_the_roots(
-        es, index_name, tiny_model, tiny_data, redis_cleanup):
+        stack, es, index_name, tiny_model, tiny_data, redis_cleanup):
     good = sorted((tiny_data / "class_1").iterdir())[0]
     es.indices.create(index=index_name, mappings={"properties": {"photo": {"type": "keyword"}}})
     shop = {"good": f"class_1/{good.name}", "up": "../../../../etc/passwd", "abs": "/etc/passwd",
@@ -126,7 +145,8 @@ def test_follower_refuses_hostile_references_once_and_reads_nothing_outside_the_
     follower = start_follower(index_name, str(tiny_data))
     try:
         wait_until(lambda: embedded(es, index_name, "good", shop["good"]), "the good document")
-        time.sleep(1.5)  # more passes: the refused documents did not change, so they stay refused once
+        # past the refusals' own writes: the refused documents did not change, so they stay refused once
+        read_past_now(es, stack, index_name)
         st = esm_json("status", index_name)
     finally:
         follower.send_signal(signal.SIGTERM)

@@ -156,3 +156,30 @@ def test_a_follower_that_stalled_past_its_ttl_cannot_take_the_lock_back(es, inde
         first.join(30)
         second.join(30)
     assert isinstance(outcome["b"], FollowerState)
+
+
+def test_a_write_landing_during_a_pass_is_read_by_the_next_pass_only(es, index_name, tiny_model, tiny_data,
+                                                                    stack, redis_cleanup, monkeypatch):
+    """The shop writes between a pass's checkpoints and its read: that document is the next
+    pass's alone (read by both while its job still ran, it was queued twice)."""
+    import es_metric.ingest.follow as follow
+
+    photos = [f"class_0/{p.name}" for p in sorted((tiny_data / "class_0").iterdir())[:2]]
+    es.indices.create(index=index_name, mappings={"properties": {"photo": {"type": "keyword"}}})
+    es.index(index=index_name, id="before", document={"photo": photos[0]})
+    esm("mapping", "create", index_name, "--model", tiny_model, "--existing")
+    redis_cleanup(index_name)
+    taken = follow.primary_checkpoints
+
+    def then_the_shop_writes(client, index):
+        checkpoints = taken(client, index)
+        es.index(index=index_name, id="meanwhile", document={"photo": photos[1]})
+        return checkpoints
+
+    monkeypatch.setattr(follow, "primary_checkpoints", then_the_shop_writes)
+    state = FollowerState(index_name, image_field="photo")
+    assert follow_pass(stack, es, state, str(tiny_data)) == 1      # "before" only
+    monkeypatch.setattr(follow, "primary_checkpoints", taken)
+    assert follow_pass(stack, es, state, str(tiny_data)) == 1      # "meanwhile", once
+    drain(stack, state)
+    assert with_vector(es, index_name) == {"before", "meanwhile"} and state.queued == 2

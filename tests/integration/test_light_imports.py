@@ -3,7 +3,11 @@ model card with zipfile + json, ``esm ingest --no-wait`` only enqueues, ``esm fa
 ``esm stack status`` read Elasticsearch and Redis. Each runs in a fresh interpreter."""
 from __future__ import annotations
 
+import pytest
+
 from tests.imports import run_esm
+
+pytestmark = pytest.mark.integration
 
 
 def test_mapping_ingest_failures_and_status_import_no_torch(es, index_name, tiny_model, tiny_data):

@@ -1,10 +1,15 @@
 """Fine-tuning the last EfficientNet-Lite blocks on cached early activations: the split is exact,
-training changes only the tail, checkpoints resume, and the model file serves the tuned tail."""
+training changes only the tail, checkpoints resume, and the model file serves the tuned tail.
+The two training tests are ``slow`` (they fine-tune EfficientNet-Lite0 at 224 px): ``make test``
+runs them, ``make test-unit`` does not."""
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 from es_metric.model.encoder import create_encoder
+from tests.imagegen import make_dataset
 
 
 def test_early_then_tail_equals_the_whole_backbone():
@@ -16,22 +21,36 @@ def test_early_then_tail_equals_the_whole_backbone():
             assert torch.allclose(enc.backbone.tail(enc.backbone.early(x, start), start), whole, atol=1e-5)
 
 
-@pytest.fixture()
-def cfg_kw(monkeypatch, tmp_path):
-    monkeypatch.setenv("ESM_CACHE_DIR", str(tmp_path / "cache"))
-    return dict(loss="multi-similarity", backbone="efficientnet-lite0", train_blocks=2, views=2,
-                dim=16, batch_size=32, seed=0, patience=10, protocol="class-disjoint")
+CFG = dict(loss="multi-similarity", backbone="efficientnet-lite0", train_blocks=2, views=2, dim=16,
+           batch_size=32, seed=0, patience=10, protocol="class-disjoint")
 
 
-def test_tail_fine_tune_trains_the_last_blocks_only_and_resumes(tiny_data, tmp_path, cfg_kw):
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory):
+    """One epoch of tail fine-tuning on 24 generated images (4 products), trained once for the
+    module (the cache of early activations too): (the model file, the training's result)."""
+    from es_metric.training.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("tail")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ESM_CACHE_DIR", str(root / "cache"))
+        data = make_dataset(root / "images", n_classes=4, per_class=6)
+        out = root / "ft.pt"
+        yield data, out, train(data, out, TrainConfig(epochs=1, **CFG))
+
+
+@pytest.mark.slow
+def test_tail_fine_tune_trains_the_last_blocks_only_and_resumes(fine_tuned, tmp_path):
     from es_metric.model.modelfile import load_model
     from es_metric.training.train import TrainConfig, train
 
-    out = tmp_path / "ft.pt"
-    first = train(tiny_data, out, TrainConfig(epochs=1, **cfg_kw))
+    data, trained, first = fine_tuned
+    out = tmp_path / "ft.pt"  # a copy: resuming rewrites the model and its checkpoint
+    for suffix in ("", ".ckpt"):
+        shutil.copy(str(trained) + suffix, str(out) + suffix)
     assert [r["epoch"] for r in first.history] == [0, 1]
     assert first.card["training"]["freeze_backbone"] is False and first.card["training"]["train_blocks"] == 2
-    resumed = train(tiny_data, out, TrainConfig(epochs=2, **cfg_kw), resume=True)
+    resumed = train(data, out, TrainConfig(epochs=2, **CFG), resume=True)
     assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
     assert resumed.history[1] == first.history[1]  # carried over from the checkpoint, not retrained
 
@@ -48,17 +67,16 @@ def test_tail_fine_tune_trains_the_last_blocks_only_and_resumes(tiny_data, tmp_p
     assert load_model(out).card["training"]["train_blocks"] == 2
 
 
-def test_tail_fine_tune_model_embeds_like_the_cached_path(tiny_data, tmp_path, cfg_kw):
+@pytest.mark.slow
+def test_tail_fine_tune_model_embeds_like_the_cached_path(fine_tuned):
     from es_metric.training.data import scan_folder
     from es_metric.training.evaluate import model_embeddings
     from es_metric.model.modelfile import load_model
     from es_metric.training.partial import early_activations, tail_vectors
-    from es_metric.training.train import TrainConfig, train
 
-    out = tmp_path / "ft2.pt"
-    train(tiny_data, out, TrainConfig(epochs=1, **cfg_kw))
+    data, out, _ = fine_tuned
     model = load_model(out)
-    samples = scan_folder(tiny_data)[:8]
+    samples = scan_folder(data)[:8]
     via_model = model_embeddings(model, samples).vectors
     acts = early_activations(model.encoder, "efficientnet-lite0", samples, 14, augment=False)
     np.testing.assert_allclose(tail_vectors(model.encoder, acts, 14).numpy(), via_model, atol=2e-2)
