@@ -102,27 +102,32 @@ def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(idx, order, 1), np.take_along_axis(s, order, 1)
 
 
-def augment_block(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(augmented vectors, k-th neighbour similarity) of a block whose neighbours lie inside it."""
+def augment_block(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(augmented vectors, k-th neighbour similarity, the k nearest's rows, best first) of a
+    block whose neighbours lie inside it."""
     idx, s = top_k(x, K)
-    return blend_rows(x, x[idx], s, ALPHA, Metric.COSINE), s[:, -1]
+    return blend_rows(x, x[idx], s, ALPHA, Metric.COSINE), s[:, -1], idx
 
 
-def update_actions(index: str, fields: DbaFields, ids, raw, aug, kth):
-    for doc_id, r, a, t in zip(ids, raw, aug, kth):
+def update_actions(index: str, fields: DbaFields, ids, raw, aug, kth, nearest):
+    for doc_id, r, a, t, nn in zip(ids, raw, aug, kth, nearest):
         yield {"_op_type": "update", "_index": index, "_id": doc_id,
                "doc": augmented_doc(fields, a.astype(float).round(7).tolist(), r.astype(float).round(7).tolist(),
-                                    marker(K, ALPHA, t, "bench-build", STAMP))}
+                                    marker(K, ALPHA, t, "bench-build", STAMP, [ids[j] for j in nn]))}
+
+
+def synthetic_id(i: int) -> str:
+    return hashlib.sha256(f"synthetic-{i}".encode()).hexdigest()
 
 
 def synthetic_docs(index: str, fields: DbaFields, model_id: str, x: np.ndarray, first: int):
-    aug, kth = augment_block(x)
-    for j, (r, a, t) in enumerate(zip(x, aug, kth)):
+    aug, kth, nearest = augment_block(x)
+    for j, (r, a, t, nn) in enumerate(zip(x, aug, kth, nearest)):
         i = first + j
-        sha = hashlib.sha256(f"synthetic-{i}".encode()).hexdigest()
+        sha = synthetic_id(i)
         yield {"_index": index, "_id": sha, "_source": {
             **augmented_doc(fields, a.astype(float).round(7).tolist(), r.astype(float).round(7).tolist(),
-                            marker(K, ALPHA, t, "bench-build", STAMP)),
+                            marker(K, ALPHA, t, "bench-build", STAMP, [synthetic_id(first + m) for m in nn])),
             "image_path": f"{SYNTHETIC}{i:07d}.jpg", "image_sha256": sha,
             "model_id": model_id, "indexed_at": STAMP, "label": f"synthetic-{i // PER_CLUSTER}"}}
 
@@ -156,8 +161,9 @@ def build(es, settings, alias: str, n: int, held_every: int, model: Path, tmp: P
     wait(settings, job)
     make_searchable(es, job)
     ids, raw = read_raw(es, info)
-    aug, kth = augment_block(raw)
-    for ok, err in parallel_bulk(es, update_actions(info.concrete, fields, ids, raw, aug, kth), chunk_size=500):
+    aug, kth, nearest = augment_block(raw)
+    for ok, err in parallel_bulk(es, update_actions(info.concrete, fields, ids, raw, aug, kth, nearest),
+                                 chunk_size=500):
         if not ok:
             raise RuntimeError(err)
     ingest_s = time.perf_counter() - t0
@@ -260,7 +266,7 @@ def agreement(es, alias: str, held: list[Path]) -> dict:
     and leave-one-out MAP@R (raw query, no QE). Exact only if no synthetic vector is nearer to a
     photo than its k-th photo neighbour: counted by regenerating the synthetic clusters."""
     raw, stored, labels, paths = photo_state(es, alias)
-    full, kth = augment_block(raw)
+    full, kth, _ = augment_block(raw)
     diff = np.abs(stored - full).max(1)
     added = np.isin(paths, [str(f) for f in held])  # ingested by the runs (the rest: by the build)
     left = es.count(index=alias, query={"prefix": {"image_path": SYNTHETIC}})["count"]
@@ -299,8 +305,9 @@ def reset(es, alias: str, held: list[Path]) -> dict:
         ids.append(hit["_id"])
         raw.append(hit_vector(hit, fields.raw))
     raw_a = np.asarray(raw, np.float32)
-    aug, kth = augment_block(raw_a)
-    for ok, err in parallel_bulk(es, update_actions(info.concrete, fields, ids, raw_a, aug, kth), chunk_size=500):
+    aug, kth, nearest = augment_block(raw_a)
+    for ok, err in parallel_bulk(es, update_actions(info.concrete, fields, ids, raw_a, aug, kth, nearest),
+                                 chunk_size=500):
         if not ok:
             raise RuntimeError(err)
     es.indices.refresh(index=info.concrete)

@@ -95,13 +95,15 @@ class EsMetric:
         """Block until the job ends; (indexed, failed). The documents are searchable then, and
         augmented (with the neighbourhoods they enter) when the index runs DBA after ingests
         (``dba=False``: later, with `esm dba INDEX`)."""
-        done, failed = wait(self.settings, job, timeout=timeout)
+        from .search.dbaingest import IngestDba
+
+        with cluster_errors(self.settings):  # DBA starts while the workers embed (search/dbaingest.py)
+            along = IngestDba(self.client, job.target, job.started_at) if dba else None
+        done, failed = wait(self.settings, job, timeout=timeout, on_progress=along.progress if along else None)
         with cluster_errors(self.settings):
             make_searchable(self.client, job)
-            if dba:
-                from .search.dba import augment_if_recorded
-
-                augment_if_recorded(self.client, job.target, job.started_at)
+            if along:
+                along.finish()
         return done, failed
 
     def search(self, index: str, *, image: bytes | str | None = None,

@@ -69,9 +69,10 @@ def ingest(index, source, wait, from_index, image_field, image_key, base_dir, ti
         summary: dict[str, Any] = {"job_id": job.job_id, "queued": job.total - job.refused, "refused": job.refused,
                    "index": job.target}
         if wait:
-            summary.update(_follow(s, job, timeout, quiet=as_json))
+            along = _dba(es, index, job) if dba else None
+            summary.update(_follow(s, job, timeout, quiet=as_json, along=along))
             make_searchable(es, job)
-            summary["dba"] = _dba(es, index, job) if dba else None
+            summary["dba"] = along.finish() if along else None
     if as_json:
         echo_json(summary)
     elif wait:
@@ -84,19 +85,21 @@ def ingest(index, source, wait, from_index, image_field, image_key, base_dir, ti
                        f"recomputed ({d['written']} written) in {d['total_s']} s")
 
 
-def _dba(es, index: str, job) -> dict | None:
-    """DBA of what the job wrote, when the index runs it after ingests (None: it does not)."""
-    from ..search.dba import augment_if_recorded
+def _dba(es, index: str, job):
+    """DBA of what the job writes, during the wait and after it, when the index runs it after
+    ingests (``finish`` returns None when it does not)."""
+    from ..search.dbaingest import IngestDba
 
-    return augment_if_recorded(es, index, job.started_at)
+    return IngestDba(es, index, job.started_at)
 
 
-def _follow(s, job, timeout, quiet: bool) -> dict:
+def _follow(s, job, timeout, quiet: bool, along=None) -> dict:
     from ..ingest.enqueue import wait
 
     t0 = time.monotonic()
+    step = along.progress if along else None
     if quiet or not enabled():
-        done, failed = wait(s, job, timeout=timeout)
+        done, failed = wait(s, job, timeout=timeout, on_progress=step)
     else:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -105,8 +108,12 @@ def _follow(s, job, timeout, quiet: bool) -> dict:
                       TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(),
                       console=Console(stderr=True)) as bar:
             task = bar.add_task("ingest", total=job.total, failed=0)
-            done, failed = wait(s, job, timeout=timeout,
-                                on_progress=lambda t, d, f: bar.update(task, completed=d + f, failed=f))
+            def show(t: int, d: int, f: int) -> None:
+                bar.update(task, completed=d + f, failed=f)
+                if step:
+                    step(t, d, f)
+
+            done, failed = wait(s, job, timeout=timeout, on_progress=show)
     secs = time.monotonic() - t0
     return {"indexed": done, "failed": failed, "seconds": round(secs, 1),
             "images_per_s": round((done + failed) / secs, 1) if secs else None}

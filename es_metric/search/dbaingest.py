@@ -1,0 +1,79 @@
+"""DBA during an ingest's wait, so the pass overlaps the workers' embedding.
+
+An ingest that waits augments what its job wrote (search/dba.py). ``IngestDba`` starts that
+work while the workers are still embedding: its ``progress`` is a ``wait`` callback, and each
+time more images are done (the workers record them after writing), it refreshes the index (so
+their documents, and what its last step wrote, are visible) and augments the job's documents
+written so far, with the neighbourhoods they enter. Documents of a later step enter those of an
+earlier one through the neighbour lists the markers keep (dbamerge), so the index ends as one
+pass after the wait would leave it; only less of the work is left for after the wait:
+``finish`` (after ``make_searchable``) augments the rest, the last batch. Documents written
+stay <= (k + 1) x new documents (the bound holds per block).
+
+A step that fails is logged and ends the overlap (the job goes on; ``finish`` does what is left).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from elasticsearch import ApiError, Elasticsearch, TransportError
+
+from ..errors import EsmError
+from ..index.indices import index_info
+from .dba import Pass, augment_blocks, runs_after_ingest, start, summary, window_start
+
+log = logging.getLogger(__name__)
+WaitProgress = Callable[[int, int, int], None]  # (total, done, failed), as ``wait`` reports it
+
+
+class IngestDba:
+    """DBA along one job's wait (see the module): ``progress`` for ``wait(on_progress=...)``
+    (``then``: a callback of the caller's, called first), ``finish()`` after the wait.
+    Does nothing when the index does not run DBA after ingests (``finish`` returns None)."""
+
+    def __init__(self, client: Elasticsearch, index: str, started_at: float | None,
+                 then: WaitProgress | None = None) -> None:
+        self.then = then
+        self.since = window_start(started_at) if started_at else None
+        self.p: Pass | None = start(client, index) if runs_after_ingest(index_info(client, index)) else None
+        self.stepping = self.p is not None
+        self.seen, self.steps, self.busy = 0, 0, 0.0
+
+    def progress(self, total: int, done: int, failed: int) -> None:
+        """Between polls: augment what the workers wrote since the last step (not once the
+        job is complete: ``finish`` takes that)."""
+        if self.then:
+            self.then(total, done, failed)
+        if not self.stepping or done <= self.seen or done + failed >= total:
+            return
+        self.seen = done
+        try:
+            self.busy += self._augment(refresh=True)
+            self.steps += 1
+        except (ApiError, TransportError, EsmError) as exc:  # the wait goes on; finish does what is left
+            log.warning("dba during the wait stopped (%s); the rest after the wait", exc)
+            self.stepping = False
+
+    def _augment(self, refresh: bool) -> float:
+        assert self.p is not None
+        t0 = time.monotonic()
+        if refresh:
+            self.p.client.indices.refresh(index=self.p.info.concrete)
+        augment_blocks(self.p, self.since)
+        return time.monotonic() - t0
+
+    def finish(self) -> dict[str, Any] | None:
+        """After the wait and ``make_searchable``: augment the rest; the pass's counts, with
+        ``total_s`` (its steps and this) and ``after_wait_s`` (this)."""
+        if self.p is None:
+            return None
+        after = self._augment(refresh=False)
+        t0 = time.monotonic()
+        self.p.client.indices.refresh(index=self.p.info.concrete)
+        after += time.monotonic() - t0
+        log.info("dba: %d new documents of %s augmented in %d steps during the wait and %.1f s after it",
+                 self.p.counts["documents"], self.p.info.concrete, self.steps, after)
+        return {**summary(self.p), "total_s": round(self.busy + after, 2), "after_wait_s": round(after, 2),
+                "steps": self.steps}
