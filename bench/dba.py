@@ -185,7 +185,18 @@ def build(es, settings, alias: str, n: int, held_every: int, model: Path, tmp: P
     crossings["photos_with_a_synthetic_in_their_top_k"] = int((photo_best > kth).sum())
     es.indices.put_settings(index=info.concrete, settings={"refresh_interval": "1s"})
     return {"photos": len(ids), "synthetic": n - len(ids), "photos_ingest_and_augment_s": round(ingest_s, 1),
-            "synthetic_bulk_and_merge_s": round(fill_s, 1), **crossings}
+            "synthetic_bulk_and_merge_s": round(fill_s, 1), **crossings, "disk": disk(es, info.concrete)}
+
+
+def disk(es, concrete: str) -> dict:
+    """The index's bytes on disk: in all, of ``_source`` (where the markers' neighbour lists
+    live) and of each vector field (Elasticsearch's disk usage analysis, flushed first)."""
+    es.indices.flush(index=concrete)
+    usage = es.indices.disk_usage(index=concrete, run_expensive_tasks=True)[concrete]
+    fields = usage.get("fields", {})
+    return {"store_bytes": usage.get("store_size_in_bytes"),
+            **{f"{name}_bytes": fields.get(name, {}).get("total_in_bytes")
+               for name in ("_source", "image_vector", "image_vector_raw")}}
 
 
 def indexing_total(es, index: str) -> int:

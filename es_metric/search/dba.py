@@ -25,6 +25,8 @@ index still ends as a full pass would.
 
 Documents written per pass <= (k + 1) x new documents: at most k existing ones per new document
 (the closest entries first; any beyond are counted as ``deferred`` and left to `esm dba --full`).
+The budget is the pass's, not a block's: a block may use what earlier ones left, and a pass in
+steps along a job (dbaingest) what the job's images not yet written will bring (``planned``).
 What can differ from a full pass: a true neighbour HNSW did not return (``num_candidates``
 wide), an existing document that a new one entered but that is not among the new one's
 ``reach`` x k nearest, and deletions (documents that lost a neighbour keep their vector).
@@ -127,6 +129,7 @@ class Pass:
     alpha: float
     candidates: int | None  # kNN num_candidates; None: see ``wide``
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    planned: int = 0  # new documents the pass expects in all (a pass in steps: the job's images)
     counts: dict[str, Any] = field(default_factory=lambda: {"documents": 0, "neighbours": 0, "searched": 0,
                                                   "deferred": 0, "written": 0, "failed": 0})
     started: float = field(default_factory=time.monotonic)
@@ -246,7 +249,8 @@ def block_updates(p: Pass, block: list[tuple[str, np.ndarray]], at: str) -> list
     they entered (at most k per new document, the largest entries first)."""
     rows = search(p, block, REACH * p.k + 1, augmented_only=True)
     found = entered({i for i, _ in block}, rows, p.k)
-    chosen = sorted(found, key=lambda i: -found[i])[:p.k * len(block)]
+    budget = p.k * max(p.planned, p.counts["documents"] + len(block)) - p.counts["neighbours"]
+    chosen = sorted(found, key=lambda i: -found[i])[:max(budget, 0)]
     marked = read_marked(p.client, p.info.concrete, p.fields, chosen)  # still augmented
     lists = {i for e in marked.values() for i in listed(e.marker, p.k) or []}
     wanted = {h.id for row in rows for h in row[:p.k]} | lists

@@ -7,8 +7,9 @@ their documents, and what its last step wrote, are visible) and augments the job
 written so far, with the neighbourhoods they enter. Documents of a later step enter those of an
 earlier one through the neighbour lists the markers keep (dbamerge), so the index ends as one
 pass after the wait would leave it; only less of the work is left for after the wait:
-``finish`` (after ``make_searchable``) augments the rest, the last batch. Documents written
-stay <= (k + 1) x new documents (the bound holds per block).
+``finish`` (after ``make_searchable``) augments the rest, the last batch. The bound on documents
+written is the job's: <= (k + 1) x its images not failed (an early step may spend the budget of
+images still to come; should they fail after all, up to k more per failed image).
 
 A step that fails is logged and ends the overlap (the job goes on; ``finish`` does what is left).
 """
@@ -46,6 +47,8 @@ class IngestDba:
         job is complete: ``finish`` takes that)."""
         if self.then:
             self.then(total, done, failed)
+        if self.p is not None:
+            self.p.planned = total - failed  # the neighbours' budget: k per image of the job
         if not self.stepping or done <= self.seen or done + failed >= total:
             return
         self.seen = done

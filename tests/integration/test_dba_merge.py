@@ -74,6 +74,27 @@ def test_a_pass_in_steps_along_the_wait_ends_as_one_full_pass(es, index_name, db
     assert differing <= changed
 
 
+def test_a_step_may_spend_the_budget_of_the_jobs_images_still_to_come(es, index_name, dba_model):
+    esm("mapping", "create", index_name, "--model", dba_model)
+    rng = np.random.default_rng(5)
+    dims = index_info(es, index_name).dims
+    hubs = unit(rng.standard_normal((10, dims)))
+    fill(es, index_name, unit(np.repeat(hubs, 100, axis=0) + 0.1 * rng.standard_normal((1000, dims))),
+         augmented=True)  # 10 tight groups of 100
+    along = IngestDba(es, index_name, started_at=None)
+    write_new(es, index_name, hubs[:1], "n")  # the job's first image: nearer to its 100 than they are to each other
+    along.progress(12, 1, 0)                  # a step of one document that entered ~100 neighbourhoods
+    first = dict(along.p.counts)
+    write_new(es, index_name, unit(rng.standard_normal((11, dims))), "m")  # the rest: far from everything
+    along.progress(12, 12, 0)
+    es.indices.refresh(index=index_name)
+    summary = along.finish()
+    assert first["neighbours"] > K and first["deferred"] == 0  # beyond one document's k: the job's budget
+    assert summary["deferred"] == 0 and summary["written"] <= 12 * (K + 1)
+    fresh_diff, differing, changed = against_full_pass(es, index_name, ("n", "m"))
+    assert fresh_diff.max() <= 1e-4 and differing <= changed
+
+
 def test_a_step_that_fails_leaves_the_rest_to_finish(es, index_name, dba_model):
     centres, rng = built(es, index_name, dba_model)
     along = IngestDba(es, index_name, started_at=None)
