@@ -11,11 +11,13 @@ pass after the wait would leave it; only less of the work is left for after the 
 written is the job's: <= (k + 1) x its images not failed (an early step may spend the budget of
 images still to come; should they fail after all, up to k more per failed image).
 
-A step that fails is logged and ends the overlap (the job goes on; ``finish`` does what is left).
+The steps run in a thread beside the wait. A step the cluster refuses is logged and ends the
+overlap (the job goes on; ``finish`` does what is left); any other error is raised by ``finish``.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, Callable
 
@@ -32,7 +34,9 @@ WaitProgress = Callable[[int, int, int], None]  # (total, done, failed), as ``wa
 class IngestDba:
     """DBA along one job's wait (see the module): ``progress`` for ``wait(on_progress=...)``
     (``then``: a callback of the caller's, called first), ``finish()`` after the wait.
-    Does nothing when the index does not run DBA after ingests (``finish`` returns None)."""
+    Does nothing when the index does not run DBA after ingests (``finish`` returns None).
+    The steps run in a thread of their own, back to back while the workers write more, so the
+    wait's polls go on and it ends when the job does."""
 
     def __init__(self, client: Elasticsearch, index: str, started_at: float | None,
                  then: WaitProgress | None = None) -> None:
@@ -40,24 +44,42 @@ class IngestDba:
         self.since = window_start(started_at) if started_at else None
         self.p: Pass | None = start(client, index) if runs_after_ingest(index_info(client, index)) else None
         self.stepping = self.p is not None
-        self.seen, self.steps, self.busy = 0, 0, 0.0
+        self.done, self.seen, self.steps, self.busy = 0, 0, 0, 0.0
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
 
     def progress(self, total: int, done: int, failed: int) -> None:
-        """Between polls: augment what the workers wrote since the last step (not once the
+        """At each poll: steps start (or go on) once the workers have written more (not once the
         job is complete: ``finish`` takes that)."""
         if self.then:
             self.then(total, done, failed)
-        if self.p is not None:
-            self.p.planned = total - failed  # the neighbours' budget: k per image of the job
-        if not self.stepping or done <= self.seen or done + failed >= total:
+        if self.p is None:
             return
-        self.seen = done
+        self.p.planned = total - failed  # the neighbours' budget: k per image of the job
+        self.done = done
+        if self.stepping and done > self.seen and done + failed < total and not self.busy_now():
+            self.thread = threading.Thread(target=self._steps, name="esm-dba-steps", daemon=True)
+            self.thread.start()
+
+    def busy_now(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def pause(self) -> None:
+        """Let the step under way (if any) end; no new one starts until ``progress`` sees more."""
+        if self.thread is not None:
+            self.thread.join()
+
+    def _steps(self) -> None:
         try:
-            self.busy += self._augment(refresh=True)
-            self.steps += 1
+            while self.stepping and self.done > self.seen:
+                self.seen = self.done
+                self.busy += self._augment(refresh=True)
+                self.steps += 1
         except (ApiError, TransportError, EsmError) as exc:  # the wait goes on; finish does what is left
             log.warning("dba during the wait stopped (%s); the rest after the wait", exc)
             self.stepping = False
+        except BaseException as exc:  # anything else is a fault: finish raises it
+            self.error, self.stepping = exc, False
 
     def _augment(self, refresh: bool) -> float:
         assert self.p is not None
@@ -68,14 +90,19 @@ class IngestDba:
         return time.monotonic() - t0
 
     def finish(self) -> dict[str, Any] | None:
-        """After the wait and ``make_searchable``: augment the rest; the pass's counts, with
-        ``total_s`` (its steps and this) and ``after_wait_s`` (this)."""
+        """After the wait and ``make_searchable``: the step under way ends, the rest is
+        augmented; the pass's counts, with ``total_s`` (its steps and this) and
+        ``after_wait_s`` (this)."""
         if self.p is None:
             return None
-        after = self._augment(refresh=False)
         t0 = time.monotonic()
+        self.stepping = False
+        self.pause()
+        if self.error is not None:
+            raise self.error
+        self._augment(refresh=self.thread is not None)  # what a step wrote after make_searchable, visible
         self.p.client.indices.refresh(index=self.p.info.concrete)
-        after += time.monotonic() - t0
+        after = time.monotonic() - t0
         log.info("dba: %d new documents of %s augmented in %d steps during the wait and %.1f s after it",
                  self.p.counts["documents"], self.p.info.concrete, self.steps, after)
         return {**summary(self.p), "total_s": round(self.busy + after, 2), "after_wait_s": round(after, 2),

@@ -61,11 +61,12 @@ def test_a_pass_in_steps_along_the_wait_ends_as_one_full_pass(es, index_name, db
     along = IngestDba(es, index_name, started_at=None)
     write_new(es, index_name, first, "n")
     along.progress(16, 8, 0)                 # the workers wrote the first batch: a step
+    along.pause()
     write_new(es, index_name, second, "m")
     along.progress(16, 16, 0)                # the job is complete: left to finish
     es.indices.refresh(index=index_name)     # make_searchable
     summary = along.finish()
-    assert summary["steps"] == 1 and summary["documents"] == 16
+    assert summary["steps"] == 1 and summary["documents"] == 16 and summary["after_wait_s"] <= summary["total_s"]
     assert summary["searched"] == 0 and summary["failed"] == 0
     assert summary["written"] <= 16 * (K + 1)
 
@@ -84,6 +85,7 @@ def test_a_step_may_spend_the_budget_of_the_jobs_images_still_to_come(es, index_
     along = IngestDba(es, index_name, started_at=None)
     write_new(es, index_name, hubs[:1], "n")  # the job's first image: nearer to its 100 than they are to each other
     along.progress(12, 1, 0)                  # a step of one document that entered ~100 neighbourhoods
+    along.pause()
     first = dict(along.p.counts)
     write_new(es, index_name, unit(rng.standard_normal((11, dims))), "m")  # the rest: far from everything
     along.progress(12, 12, 0)
@@ -103,6 +105,7 @@ def test_a_step_that_fails_leaves_the_rest_to_finish(es, index_name, dba_model):
     es.indices.close(index=concrete)  # the cluster refuses the step
     try:
         along.progress(6, 3, 0)
+        along.pause()
     finally:
         es.indices.open(index=concrete, wait_for_active_shards="1")
     along.progress(6, 5, 0)  # no more steps once one failed
@@ -140,4 +143,34 @@ def test_an_entered_document_written_meanwhile_is_searched_again_not_overwritten
     stamped = es.count(index=index_name, query={"term": {f"{f.marker}.run": summary["run"]}})["count"]
     assert stamped == summary["written"]  # the touched document too: written again after its search
     fresh_diff, differing, changed = against_full_pass(es, index_name, "n")
+    assert fresh_diff.max() <= 1e-4 and differing <= changed
+
+
+def test_a_fault_in_a_step_is_raised_by_finish_not_lost(es, index_name, dba_model, monkeypatch):
+    import es_metric.search.dbaingest as dbaingest
+
+    centres, rng = built(es, index_name, dba_model)
+    along = IngestDba(es, index_name, started_at=None)
+    write_new(es, index_name, around(centres[:1], 2, 0.15, rng), "n")
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug in a step")
+
+    monkeypatch.setattr(dbaingest, "augment_blocks", broken)
+    along.progress(4, 2, 0)
+    along.pause()
+    with pytest.raises(ZeroDivisionError):
+        along.finish()
+
+
+def test_finish_sees_what_the_step_under_way_wrote(es, index_name, dba_model):
+    centres, rng = built(es, index_name, dba_model)
+    along = IngestDba(es, index_name, started_at=None)
+    write_new(es, index_name, around(centres[:2], 4, 0.15, rng), "n")
+    along.progress(12, 8, 0)                  # a step starts in its thread...
+    write_new(es, index_name, around(centres[2:3], 4, 0.15, rng), "m")
+    es.indices.refresh(index=index_name)      # ...the job ends, make_searchable, while it may still write
+    summary = along.finish()
+    assert summary["documents"] == 12 and summary["written"] <= 12 * (K + 1)  # none augmented twice
+    fresh_diff, differing, changed = against_full_pass(es, index_name, ("n", "m"))
     assert fresh_diff.max() <= 1e-4 and differing <= changed
