@@ -7,7 +7,9 @@ share) ingested through the workers, plus synthetic clustered unit vectors (benc
 recipe, ~1,000 per cluster) written directly with the index's mapping. Every document's
 augmented vector is exact: the photos' neighbours are computed among the photos, the synthetic
 vectors' within their cluster, and the build checks that no photo is a top-k neighbour of a
-synthetic vector nor the reverse (the counts are in the result).
+synthetic vector nor the reverse (the counts are in the result). Markers keep the 10 nearest ids,
+as a pass writes them (an index built before the lists were kept has none on its synthetic
+documents: no photo enters their neighbourhoods); the build's disk usage is recorded.
 
 Runs: P held-out photos (never the same twice) through the real ingest, `esm ingest INDEX
 MANIFEST --json` as its own process: with incremental DBA, and with `--no-dba` (then `esm dba
@@ -22,7 +24,7 @@ to a photo than its k-th photo neighbour (counted).
 Usage: python bench/dba.py --n 1000000 [--photos 5,100] [--rounds 2] [--keep] [--build-only]
        [--reset] [--agreement-only]
 ``--reset`` puts a kept index back to its built state (the runs' photos deleted, the photos'
-exact vectors rewritten), so the held-out photos serve again without a rebuild.
+exact vectors and lists rewritten), so the held-out photos serve again without a rebuild.
 Needs the stack. Writes bench/results/dba-<n>.json (``--agreement-only``: dba-<n>-agreement.json).
 """
 from __future__ import annotations

@@ -15,6 +15,8 @@ version of the module: run it with ``PYTHONPATH`` at another checkout to profile
 
 Usage: python bench/dba_profile.py --n 1000000 --photos 100 [--first F] [--dry 1] [--reset]
        [--label NAME]
+       python bench/dba_profile.py --reset-only; PYTHONPATH=<other checkout> python bench/dba_profile.py
+       --label before     (bench/dba.py's reset writes the markers of this checkout)
 Needs the stack and the kept index. Writes bench/results/dba-profile-<n>-<label>.json. After
 it, `bench/dba.py --reset` puts the index back to its built state.
 """
@@ -110,14 +112,19 @@ def main() -> None:
     ap.add_argument("--first", type=int, default=0, help="the first held-out photo to ingest")
     ap.add_argument("--dry", type=int, default=1, help="passes without writes before the one that writes")
     ap.add_argument("--reset", action="store_true", help="first put the kept index back to its built state")
+    ap.add_argument("--reset-only", action="store_true",
+                    help="only that (with this checkout: before profiling another one with PYTHONPATH)")
     ap.add_argument("--label", default="head")
     args = ap.parse_args()
     es = make_client(Settings.from_env(), request_timeout=3600)
     alias = f"bench-dba-{args.n}"
     held = bench.photos(12)[1]
     result: dict = {"n": args.n, "photos": args.photos, "label": args.label, "module": dba.__file__}
-    if args.reset:
+    if args.reset or args.reset_only:
         result["reset"] = bench.reset(es, alias, held)
+        if args.reset_only:
+            print(result["reset"])
+            return
     result["ingest_no_dba_s"] = round(ingest(alias, held[args.first:args.first + args.photos]), 2)
     passes = []
     for n in range(args.dry + 1):

@@ -7,8 +7,8 @@ vector exactly once, whatever the passes have done so far, and while they write.
 candidates come from HNSW (approximate, ``num_candidates`` wide); their similarities are then
 recomputed exactly from the raw vectors, so the only approximation is a true neighbour the
 graph search did not return. A new document's search for the neighbourhoods it enters needs
-the first clause only (only augmented documents have a marker; the filtered second clause made
-each search about a third slower at 1M documents, BENCHMARKS.md section 11).
+the first clause only (only augmented documents have a marker to enter; the second clause's
+filter would be evaluated for nothing).
 """
 from __future__ import annotations
 
