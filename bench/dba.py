@@ -7,7 +7,9 @@ share) ingested through the workers, plus synthetic clustered unit vectors (benc
 recipe, ~1,000 per cluster) written directly with the index's mapping. Every document's
 augmented vector is exact: the photos' neighbours are computed among the photos, the synthetic
 vectors' within their cluster, and the build checks that no photo is a top-k neighbour of a
-synthetic vector nor the reverse (the counts are in the result).
+synthetic vector nor the reverse (the counts are in the result). Markers keep the 10 nearest ids,
+as a pass writes them (an index built before the lists were kept has none on its synthetic
+documents: no photo enters their neighbourhoods); the build's disk usage is recorded.
 
 Runs: P held-out photos (never the same twice) through the real ingest, `esm ingest INDEX
 MANIFEST --json` as its own process: with incremental DBA, and with `--no-dba` (then `esm dba
@@ -22,7 +24,7 @@ to a photo than its k-th photo neighbour (counted).
 Usage: python bench/dba.py --n 1000000 [--photos 5,100] [--rounds 2] [--keep] [--build-only]
        [--reset] [--agreement-only]
 ``--reset`` puts a kept index back to its built state (the runs' photos deleted, the photos'
-exact vectors rewritten), so the held-out photos serve again without a rebuild.
+exact vectors and lists rewritten), so the held-out photos serve again without a rebuild.
 Needs the stack. Writes bench/results/dba-<n>.json (``--agreement-only``: dba-<n>-agreement.json).
 """
 from __future__ import annotations
@@ -102,27 +104,32 @@ def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(idx, order, 1), np.take_along_axis(s, order, 1)
 
 
-def augment_block(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(augmented vectors, k-th neighbour similarity) of a block whose neighbours lie inside it."""
+def augment_block(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(augmented vectors, k-th neighbour similarity, the k nearest's rows, best first) of a
+    block whose neighbours lie inside it."""
     idx, s = top_k(x, K)
-    return blend_rows(x, x[idx], s, ALPHA, Metric.COSINE), s[:, -1]
+    return blend_rows(x, x[idx], s, ALPHA, Metric.COSINE), s[:, -1], idx
 
 
-def update_actions(index: str, fields: DbaFields, ids, raw, aug, kth):
-    for doc_id, r, a, t in zip(ids, raw, aug, kth):
+def update_actions(index: str, fields: DbaFields, ids, raw, aug, kth, nearest):
+    for doc_id, r, a, t, nn in zip(ids, raw, aug, kth, nearest):
         yield {"_op_type": "update", "_index": index, "_id": doc_id,
                "doc": augmented_doc(fields, a.astype(float).round(7).tolist(), r.astype(float).round(7).tolist(),
-                                    marker(K, ALPHA, t, "bench-build", STAMP))}
+                                    marker(K, ALPHA, t, "bench-build", STAMP, [ids[j] for j in nn]))}
+
+
+def synthetic_id(i: int) -> str:
+    return hashlib.sha256(f"synthetic-{i}".encode()).hexdigest()
 
 
 def synthetic_docs(index: str, fields: DbaFields, model_id: str, x: np.ndarray, first: int):
-    aug, kth = augment_block(x)
-    for j, (r, a, t) in enumerate(zip(x, aug, kth)):
+    aug, kth, nearest = augment_block(x)
+    for j, (r, a, t, nn) in enumerate(zip(x, aug, kth, nearest)):
         i = first + j
-        sha = hashlib.sha256(f"synthetic-{i}".encode()).hexdigest()
+        sha = synthetic_id(i)
         yield {"_index": index, "_id": sha, "_source": {
             **augmented_doc(fields, a.astype(float).round(7).tolist(), r.astype(float).round(7).tolist(),
-                            marker(K, ALPHA, t, "bench-build", STAMP)),
+                            marker(K, ALPHA, t, "bench-build", STAMP, [synthetic_id(first + m) for m in nn])),
             "image_path": f"{SYNTHETIC}{i:07d}.jpg", "image_sha256": sha,
             "model_id": model_id, "indexed_at": STAMP, "label": f"synthetic-{i // PER_CLUSTER}"}}
 
@@ -156,8 +163,9 @@ def build(es, settings, alias: str, n: int, held_every: int, model: Path, tmp: P
     wait(settings, job)
     make_searchable(es, job)
     ids, raw = read_raw(es, info)
-    aug, kth = augment_block(raw)
-    for ok, err in parallel_bulk(es, update_actions(info.concrete, fields, ids, raw, aug, kth), chunk_size=500):
+    aug, kth, nearest = augment_block(raw)
+    for ok, err in parallel_bulk(es, update_actions(info.concrete, fields, ids, raw, aug, kth, nearest),
+                                 chunk_size=500):
         if not ok:
             raise RuntimeError(err)
     ingest_s = time.perf_counter() - t0
@@ -179,7 +187,18 @@ def build(es, settings, alias: str, n: int, held_every: int, model: Path, tmp: P
     crossings["photos_with_a_synthetic_in_their_top_k"] = int((photo_best > kth).sum())
     es.indices.put_settings(index=info.concrete, settings={"refresh_interval": "1s"})
     return {"photos": len(ids), "synthetic": n - len(ids), "photos_ingest_and_augment_s": round(ingest_s, 1),
-            "synthetic_bulk_and_merge_s": round(fill_s, 1), **crossings}
+            "synthetic_bulk_and_merge_s": round(fill_s, 1), **crossings, "disk": disk(es, info.concrete)}
+
+
+def disk(es, concrete: str) -> dict:
+    """The index's bytes on disk: in all, of ``_source`` (where the markers' neighbour lists
+    live) and of each vector field (Elasticsearch's disk usage analysis, flushed first)."""
+    es.indices.flush(index=concrete)
+    usage = es.indices.disk_usage(index=concrete, run_expensive_tasks=True)[concrete]
+    fields = usage.get("fields", {})
+    return {"store_bytes": usage.get("store_size_in_bytes"),
+            **{f"{name}_bytes": fields.get(name, {}).get("total_in_bytes")
+               for name in ("_source", "image_vector", "image_vector_raw")}}
 
 
 def indexing_total(es, index: str) -> int:
@@ -260,7 +279,7 @@ def agreement(es, alias: str, held: list[Path]) -> dict:
     and leave-one-out MAP@R (raw query, no QE). Exact only if no synthetic vector is nearer to a
     photo than its k-th photo neighbour: counted by regenerating the synthetic clusters."""
     raw, stored, labels, paths = photo_state(es, alias)
-    full, kth = augment_block(raw)
+    full, kth, _ = augment_block(raw)
     diff = np.abs(stored - full).max(1)
     added = np.isin(paths, [str(f) for f in held])  # ingested by the runs (the rest: by the build)
     left = es.count(index=alias, query={"prefix": {"image_path": SYNTHETIC}})["count"]
@@ -299,8 +318,9 @@ def reset(es, alias: str, held: list[Path]) -> dict:
         ids.append(hit["_id"])
         raw.append(hit_vector(hit, fields.raw))
     raw_a = np.asarray(raw, np.float32)
-    aug, kth = augment_block(raw_a)
-    for ok, err in parallel_bulk(es, update_actions(info.concrete, fields, ids, raw_a, aug, kth), chunk_size=500):
+    aug, kth, nearest = augment_block(raw_a)
+    for ok, err in parallel_bulk(es, update_actions(info.concrete, fields, ids, raw_a, aug, kth, nearest),
+                                 chunk_size=500):
         if not ok:
             raise RuntimeError(err)
     es.indices.refresh(index=info.concrete)

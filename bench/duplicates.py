@@ -37,10 +37,21 @@ from es_metric.config import Settings
 from es_metric.index.client import make_client
 from es_metric.index.indices import index_info, resolve_concrete
 from es_metric.model.modelfile import read_card
-from es_metric.search.dba import read_raw_vectors
-from es_metric.search.duplicates import Links, Scan, find_duplicates
+from es_metric.search.duplicates import Links, Scan, documents, find_duplicates, own_vectors
 
 KINDS = ("exact", "jpeg70", "resize90", "crop4")
+
+
+def judged_vectors(es, info) -> tuple[list[str], np.ndarray]:
+    """Every document's id and the vector its links are judged on (the model's own: the DBA raw
+    copy where there is one), read as esm duplicates reads them."""
+    ids, vecs = [], []
+    for hit in documents(es, info, page=500):
+        searched, own = own_vectors(info, hit)
+        if searched:
+            ids.append(hit["_id"])
+            vecs.append(own or searched[0])
+    return ids, np.asarray(vecs, dtype=np.float32)
 
 
 def plant(img_path: Path, kind: str, out: Path) -> None:
@@ -135,7 +146,7 @@ def main() -> None:
     identical = identical_pairs(manifest)
     info = index_info(es, args.index)
     t0 = time.monotonic()
-    ids, vecs = read_raw_vectors(es, info)
+    ids, vecs = judged_vectors(es, info)
     read_s = time.monotonic() - t0
     rows = {}
     for threshold in ["auto", *map(float, args.thresholds.split(","))]:

@@ -3,9 +3,11 @@
 Every name the DBA passes read or write comes from ``DbaFields``: the searched vector (the
 augmented one once a pass ran), the model's own vector ``<field>_raw`` (indexed for kNN, so a
 pass finds a document's neighbours by the raw vectors with the index's own HNSW graph), the
-marker ``<field>_dba`` ({k, alpha, kth, run, at}: ``kth`` is the similarity of the k-th
-neighbour, what decides whether a new document enters the neighbourhood; ``run`` the pass that
-wrote it) and the worker's time stamp (which documents an ingest wrote). The names are the
+marker ``<field>_dba`` ({k, alpha, kth, ids, run, at}: ``kth`` is the similarity of the k-th
+neighbour, what decides whether a new document enters the neighbourhood; ``ids`` the k
+neighbours' ids, best first, so a pass that enters the neighbourhood merges the new documents
+into that list instead of searching again; ``run`` the pass that wrote it; only ``run`` and
+``at`` are indexed) and the worker's time stamp (which documents an ingest wrote). The names are the
 index's own (``DocFields``, fields.py): beside the vector, so on a shop's ``--existing`` index
 they sit under es-metric's object, never next to the shop's fields.
 
@@ -29,7 +31,7 @@ class DbaFields:
 
     vector: str                  # searched: augmented, or raw until the first pass
     raw: str                     # the model's own vector (kNN-indexed)
-    marker: str                  # {k, alpha, kth, run, at}
+    marker: str                  # {k, alpha, kth, ids, run, at}
     stamp: str                   # when the worker wrote the vector
     model_id: str                # which model made it
 
@@ -62,9 +64,11 @@ def raw_state(properties: dict[str, Any], fields: DbaFields) -> str:
     return "indexed" if raw.get("index", True) and raw.get("type") == "dense_vector" else "unindexed"
 
 
-def marker(k: int, alpha: float, kth: float, run: str, at: str) -> dict[str, Any]:
-    """A document's DBA marker."""
-    return {"k": int(k), "alpha": float(alpha), "kth": round(float(kth), 7), "run": run, "at": at}
+def marker(k: int, alpha: float, kth: float, run: str, at: str,
+           ids: list[str] | None = None) -> dict[str, Any]:
+    """A document's DBA marker; ``ids``: its k nearest (best first), kept but not indexed."""
+    mark = {"k": int(k), "alpha": float(alpha), "kth": round(float(kth), 7), "run": run, "at": at}
+    return mark if ids is None else {**mark, "ids": [str(i) for i in ids]}
 
 
 def augmented_doc(fields: DbaFields, augmented: list[float], raw: list[float], mark: dict[str, Any]) -> dict[str, Any]:

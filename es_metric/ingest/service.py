@@ -1,9 +1,9 @@
 """The service layer the shells share: what ``esm ingest --wait`` / ``esm reindex`` do is done
 here once, and the CLI and the Python API (``EsMetric``) both call it.
 
-* ``finish_ingest`` / ``ingest_and_wait``: wait for a job, make what it wrote searchable, then
+* ``finish_ingest`` / ``ingest_and_wait``: wait for a job, make what it wrote searchable, and
   run the re-ranking pass the index records for ingests (incremental DBA: search/dba.py) over
-  what the job wrote; the outcome carries that pass's summary.
+  what the job wrote, beside the wait (search/dbaingest.py); the outcome carries its summary.
 * ``change_model``: move an index to another model: blue/green behind an alias
   (ingest/reindex.py), or in place on an index es-metric does not own (ingest/migrate.py);
   ``abandon_change`` gives either up.
@@ -21,7 +21,7 @@ from ..config import Settings
 from ..model.card import read_card
 from ..model.runtime import card_for_runtime
 from ..types import Mode, ModelCard
-from ..search.dba import augment_if_recorded
+from ..search.dbaingest import IngestDba
 from . import migrate, reindex
 from .enqueue import Job, enqueue, make_searchable, wait
 from .sources import Source
@@ -50,13 +50,22 @@ class IngestOutcome:
 
 def finish_ingest(settings: Settings, client: Elasticsearch, job: Job, *, timeout: float | None = None,
                   on_progress: Progress | None = None, dba: bool = True) -> IngestOutcome:
-    """Wait for ``job``; refresh its index; then, when the index runs DBA after ingests (and
-    ``dba``), augment what the job wrote and the neighbourhoods it entered."""
+    """Wait for ``job``; refresh its index; and, when the index runs DBA after ingests (and
+    ``dba``), augment what the job wrote and the neighbourhoods it entered: in steps beside
+    the wait while the workers embed, the rest after it (search/dbaingest.py)."""
     started = time.monotonic()
-    done, failed = wait(settings, job, on_progress=on_progress, timeout=timeout)
+    along = IngestDba(client, job.target, job.started_at, then=on_progress) if dba else None
+    try:
+        done, failed = wait(settings, job, on_progress=along.progress if along else on_progress,
+                            timeout=timeout)
+    except BaseException:
+        if along:  # no step starts after a failed wait; the one under way ends
+            along.stepping = False
+            along.pause()
+        raise
     seconds = time.monotonic() - started
     make_searchable(client, job)
-    passed = augment_if_recorded(client, job.target, job.started_at) if dba else None
+    passed = along.finish() if along else None
     return IngestOutcome(job, done, failed, seconds, passed)
 
 

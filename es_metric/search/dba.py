@@ -4,21 +4,34 @@ toward each other. Incremental: the cost of a pass follows what changed, not the
 
 A pass augments the documents not augmented yet (an ingest: the ones it wrote), in blocks:
 
-1. each new document's k nearest neighbours by raw vector (dbaknn: the index's own kNN, then
-   exact similarities), and its augmented vector from them;
-2. the existing documents it entered: among the new document's REACH x k nearest (ids and kNN
-   scores only, no vectors), each ``e`` whose k-th neighbour is less similar to ``e`` than the
-   new document is (the marker keeps that similarity, ``kth``). Only their neighbour lists
-   changed, so only they are recomputed (kNN again, from raw vectors);
-3. both written, with the raw vector and the marker. A document's augmented vector depends only
-   on raw vectors, so nothing compounds, in any order.
+1. one kNN search per new document, over the augmented documents' raw vectors (dbaknn: the
+   index's own HNSW graph), for its REACH x k nearest (ids, kNN scores, markers' ``k`` and
+   ``kth``; no vectors). Its k nearest: the best of the first k of them and of the block's
+   other new documents, with exact similarities from raw vectors; its augmented vector from them;
+2. the existing documents it entered: among those REACH x k, each ``e`` whose k-th neighbour
+   is less similar to ``e`` than the new document is (the marker keeps that similarity,
+   ``kth``). Only their neighbour lists changed, so only they are recomputed: the k best of
+   the list their marker keeps and the block's new documents (dbamerge: raw vectors read by
+   id, no search); a kNN search (both kinds of documents) only where the marker keeps no list
+   that still holds (older markers, a listed document deleted or re-embedded);
+3. both written, with the raw vector and the marker (with the list); an entered document only
+   if its version is still the one read (else it is searched again), and not at all when the
+   merge left its list as it was. A document's augmented vector depends only on raw vectors,
+   so nothing compounds, in any order.
+
+A new document not augmented yet outside the pass (an ingest with ``--no-dba``, another job) is
+in no new document's list until a pass augments it; then it enters theirs (step 2), so the
+index still ends as a full pass would.
 
 Documents written per pass <= (k + 1) x new documents: at most k existing ones per new document
 (the closest entries first; any beyond are counted as ``deferred`` and left to `esm dba --full`).
+The budget is the pass's, not a block's: a block may use what earlier ones left, and a pass in
+steps along a job (dbaingest) what the job's images not yet written will bring (``planned``).
 What can differ from a full pass: a true neighbour HNSW did not return (``num_candidates``
 wide), an existing document that a new one entered but that is not among the new one's
 ``reach`` x k nearest, and deletions (documents that lost a neighbour keep their vector).
-Memory: one block of documents and their neighbours' vectors.
+Memory: one block of documents and their neighbours' vectors. Between blocks the index is
+refreshed, so the next block reads the lists the previous one wrote.
 """
 from __future__ import annotations
 
@@ -41,7 +54,8 @@ from ..index.record import set_keys
 from ..index.vectors import hit_vector
 from ..similarity import Metric
 from ..types import ReRank
-from .dbaknn import Neighbour, exact_top, find_neighbours, read_raw
+from .dbaknn import Marked, Neighbour, exact_top, find_neighbours, read_marked, read_raw
+from .dbamerge import Top, entered, listed, merged_top, new_top
 from .rerank import blend_rows
 
 log = logging.getLogger(__name__)
@@ -116,9 +130,9 @@ class Pass:
     alpha: float
     candidates: int | None  # kNN num_candidates; None: see ``wide``
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
-    counts: dict[str, Any] = field(default_factory=lambda: {"documents": 0, "neighbours": 0, "deferred": 0,
-                                                  "written": 0, "failed": 0})
-    done: set[Any] = field(default_factory=set)  # existing documents this pass recomputed already
+    planned: int = 0  # new documents the pass expects in all (a pass in steps: the job's images)
+    counts: dict[str, Any] = field(default_factory=lambda: {"documents": 0, "neighbours": 0, "searched": 0,
+                                                  "deferred": 0, "written": 0, "failed": 0})
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -156,10 +170,11 @@ def blocks(client: Elasticsearch, info: IndexInfo, fields: DbaFields, query: dic
         yield block
 
 
-def search(p: Pass, docs: list[tuple[str, np.ndarray]], fetch: int) -> list[list[Neighbour]]:
-    """Each document's ``fetch`` nearest by raw vector (ids, similarities, markers)."""
+def search(p: Pass, docs: list[tuple[str, np.ndarray]], fetch: int,
+           augmented_only: bool = False) -> list[list[Neighbour]]:
+    """Each document's ``fetch`` nearest by raw vector (ids, similarities, markers' k and kth)."""
     return find_neighbours(p.client, p.info.concrete, p.fields, np.stack([v for _, v in docs]),
-                           fetch, p.wide(fetch), p.metric)
+                           fetch, p.wide(fetch), p.metric, augmented_only)
 
 
 def raw_vectors(p: Pass, docs: list[tuple[str, np.ndarray]], ids: set[str]) -> dict[str, Any]:
@@ -178,32 +193,36 @@ def augment_rows(p: Pass, docs: list[tuple[str, np.ndarray]], rows: list[list[Ne
     for (doc_id, vec), row in zip(docs, rows):
         ids = [h.id for h in row[:p.k + 1] if h.id in known and h.id != doc_id]
         cand = np.stack([known[i][0] for i in ids]) if ids else np.zeros((0, len(vec)), np.float32)
-        _, sims, vecs = exact_top(vec, ids, cand, p.k, p.metric, exclude=doc_id)
-        aug = blend_rows(vec[None], vecs[None], sims[None], p.alpha, p.metric)[0]
-        out.append(action(p, doc_id, vec, aug, float(sims[-1]) if len(sims) else float("-inf"), at))
+        out.append(action(p, doc_id, vec, exact_top(vec, ids, cand, p.k, p.metric, exclude=doc_id), at))
     return out
 
 
-def action(p: Pass, doc_id: str, raw: np.ndarray, aug: np.ndarray, kth: float, at: str) -> dict[str, Any]:
-    return {"_op_type": "update", "_index": p.info.concrete, "_id": doc_id,
-            "doc": augmented_doc(p.fields, aug.astype(float).round(7).tolist(),
-                                 raw.astype(float).round(7).tolist(), marker(p.k, p.alpha, kth, p.run, at))}
+def action(p: Pass, doc_id: str, raw: np.ndarray, top: Top, at: str, read: Marked | None = None) -> dict[str, Any]:
+    """The update of one document from its k nearest ``top``; ``read``: the version its list
+    was read from, which the write must still find (else it is not written, see ``write``)."""
+    ids, sims, vecs = top
+    aug = blend_rows(raw[None], vecs[None], sims[None], p.alpha, p.metric)[0]
+    mark = marker(p.k, p.alpha, float(sims[-1]) if len(sims) else float("-inf"), p.run, at, ids)
+    doc = augmented_doc(p.fields, aug.astype(float).round(7).tolist(), raw.astype(float).round(7).tolist(), mark)
+    out: dict[str, Any] = {"_op_type": "update", "_index": p.info.concrete, "_id": doc_id, "doc": doc}
+    if read is not None and read.seq_no is not None:
+        out.update(if_seq_no=read.seq_no, if_primary_term=read.primary_term)
+    return out
 
 
-def write(p: Pass, actions: list[dict[str, Any]]) -> None:
+def write(p: Pass, actions: list[dict[str, Any]]) -> list[str]:
+    """Bulk the updates; returns the ids written by someone else since they were read (not
+    written here)."""
+    changed = []
     for ok, item in streaming_bulk(p.client, actions, chunk_size=500, raise_on_error=False, max_retries=5):
+        result = next(iter(item.values()))
+        if not ok and result.get("status") == 409:
+            changed.append(result["_id"])
+            continue
         p.counts["written" if ok else "failed"] += 1
         if not ok:
             log.error("dba update failed: %s", item)
-
-
-def enters(sim: float, mark: dict[str, Any] | None, in_top: bool, k: int) -> bool:
-    """Does a new document of similarity ``sim`` enter the k-neighbourhood of an augmented one
-    with marker ``mark``? Exactly when it beats the k-th neighbour the marker records (a marker
-    without it, or of another k: when the new document has it among its own k nearest)."""
-    if mark and mark.get("kth") is not None and int(mark.get("k", 0)) == k:
-        return sim > float(mark["kth"])
-    return in_top
+    return changed
 
 
 def recompute(p: Pass, docs: list[tuple[str, np.ndarray]], at: str) -> list[dict[str, Any]]:
@@ -211,38 +230,54 @@ def recompute(p: Pass, docs: list[tuple[str, np.ndarray]], at: str) -> list[dict
     return augment_rows(p, docs, search(p, docs, p.k + 1), at) if docs else []
 
 
-def entered(p: Pass, block: list[tuple[str, np.ndarray]], rows: list[list[Neighbour]]) -> dict[str, float]:
-    """{existing document: by how much the closest new document beat its k-th neighbour} for
-    the documents with a marker whose k-neighbourhood a document of ``block`` entered (judged
-    on the kNN similarities: no vectors needed)."""
-    new: set[str] = {i for i, _ in block}
-    found: dict[str, float] = {}
-    for row in rows:
-        for rank, h in enumerate(row):
-            if h.id in new or h.id in p.done or h.marker is None or h.marker.get("run") == p.run:
-                continue
-            if enters(h.similarity, h.marker, rank <= p.k, p.k):
-                margin = h.similarity - float(h.marker.get("kth") or 0.0)
-                found[h.id] = max(found.get(h.id, -np.inf), margin)
-    return found
+def merge_entered(p: Pass, marked: dict[str, Marked], block: list[tuple[str, np.ndarray]],
+                  known: dict[str, np.ndarray], at: str) -> tuple[list[dict[str, Any]], list[tuple[str, np.ndarray]]]:
+    """(updates of the entered documents whose kept list holds and changed, the documents whose
+    list does not hold: to search); a list the new documents left as it was is not written."""
+    new = ([i for i, _ in block], np.stack([v for _, v in block]))
+    actions, search_them = [], []
+    for e in marked.values():
+        top = merged_top(e.id, e.vector, e.marker, p.k, known, new, p.metric)
+        if top is None:
+            search_them.append((e.id, e.vector))
+        elif top[0] != listed(e.marker, p.k):
+            actions.append(action(p, e.id, e.vector, top, at, read=e))
+    return actions, search_them
+
+
+def block_updates(p: Pass, block: list[tuple[str, np.ndarray]], at: str) -> list[dict[str, Any]]:
+    """The updates of ``block`` (documents not augmented yet) and of the augmented documents
+    they entered (at most k per new document, the largest entries first)."""
+    rows = search(p, block, REACH * p.k + 1, augmented_only=True)
+    found = entered({i for i, _ in block}, rows, p.k)
+    budget = p.k * max(p.planned, p.counts["documents"] + len(block)) - p.counts["neighbours"]
+    chosen = sorted(found, key=lambda i: -found[i])[:max(budget, 0)]
+    marked = read_marked(p.client, p.info.concrete, p.fields, chosen)  # still augmented
+    lists = {i for e in marked.values() for i in listed(e.marker, p.k) or []}
+    wanted = {h.id for row in rows for h in row[:p.k]} | lists
+    known = {i: v for i, (v, _) in raw_vectors(p, block, wanted - set(marked)).items()}
+    known.update((i, e.vector) for i, e in marked.items())
+    new_ids = [i for i, _ in block]
+    actions = [action(p, i, v, new_top(i, v, [h.id for h in row[:p.k]], new_ids, p.k, known, p.metric), at)
+               for (i, v), row in zip(block, rows)]
+    merged, search_them = merge_entered(p, marked, block, known, at)
+    p.counts["documents"] += len(block)
+    p.counts["neighbours"] += len(merged) + len(search_them)
+    p.counts["searched"] += len(search_them)
+    p.counts["deferred"] += len(found) - len(chosen)
+    return actions + merged + recompute(p, search_them, at)
 
 
 def incremental_block(p: Pass, block: list[tuple[str, np.ndarray]]) -> None:
-    """Augment ``block`` (documents not augmented yet) and the augmented documents they entered
-    (at most k per new document, the largest entries first)."""
-    rows = search(p, block, REACH * p.k + 1)
+    """Augment ``block`` and the neighbourhoods it entered (``block_updates``); an entered
+    document written meanwhile by another pass is searched again, on what that pass wrote."""
     at = p.stamp()
-    actions = augment_rows(p, block, rows, at)
-    found = entered(p, block, rows)
-    chosen = sorted(found, key=lambda i: -found[i])[:p.k * len(block)]
-    raw = read_raw(p.client, p.info.concrete, p.fields, chosen)
-    redo = [(i, raw[i][0]) for i in chosen if i in raw and raw[i][1]]  # still augmented
-    p.done.update(i for i, _ in redo)
-    actions += recompute(p, redo, at)
-    p.counts["documents"] += len(block)
-    p.counts["neighbours"] += len(redo)
-    p.counts["deferred"] += len(found) - len(chosen)
-    write(p, actions)
+    changed = write(p, block_updates(p, block, at))
+    if changed:
+        p.client.indices.refresh(index=p.info.concrete)
+        again = [(e.id, e.vector) for e in read_marked(p.client, p.info.concrete, p.fields, changed).values()]
+        p.counts["searched"] += len(again)
+        write(p, recompute(p, again, at))
 
 
 def not_augmented(fields: DbaFields, since: str | None = None) -> dict[str, Any]:
@@ -297,17 +332,26 @@ def remember(p: Pass) -> None:
     update_meta(p.client, p.info.concrete, dba=True, dba_setting={"k": p.k, "alpha": p.alpha})
 
 
+def augment_blocks(p: Pass, since: str | None, block: int = BLOCK, on_progress: Progress | None = None) -> None:
+    """Augment, block by block, the documents not augmented yet (``since``: written since then)
+    and the existing ones they entered."""
+    for n, docs in enumerate(blocks(p.client, p.info, p.fields, not_augmented(p.fields, since), block)):
+        if n:  # the next block reads the lists the last one wrote
+            p.client.indices.refresh(index=p.info.concrete)
+        incremental_block(p, docs)
+        if on_progress:
+            on_progress(p.counts["documents"])
+
+
 def augment_new(client: Elasticsearch, index: str, *, since: str | None = None, k: int | None = None,
                 alpha: float | None = None, candidates: int | None = None, block: int = BLOCK,
                 on_progress: Progress | None = None, record: bool = False) -> dict[str, Any]:
     """Augment the documents not augmented yet (``since``: written since then) and the existing
-    ones they entered; returns the counts (``documents`` new, ``neighbours`` recomputed,
-    ``written``, ``deferred``). ``record``: a pass the user asked for (see ``remember``)."""
+    ones they entered; returns the counts (``documents`` new, ``neighbours`` recomputed, of
+    them ``searched`` by kNN, ``written``, ``deferred``). ``record``: a pass the user asked for
+    (see ``remember``)."""
     p = start(client, index, k, alpha, candidates)
-    for docs in blocks(client, p.info, p.fields, not_augmented(p.fields, since), block):
-        incremental_block(p, docs)
-        if on_progress:
-            on_progress(p.counts["documents"])
+    augment_blocks(p, since, block, on_progress)
     client.indices.refresh(index=p.info.concrete)
     log.info("dba: %d new documents of %s augmented, %d neighbours recomputed (%d deferred) in %.1f s",
              p.counts["documents"], p.info.concrete, p.counts["neighbours"], p.counts["deferred"],

@@ -6,7 +6,9 @@ augmented it, else in the searched field itself. One search with two kNN clauses
 vector exactly once, whatever the passes have done so far, and while they write. The
 candidates come from HNSW (approximate, ``num_candidates`` wide); their similarities are then
 recomputed exactly from the raw vectors, so the only approximation is a true neighbour the
-graph search did not return.
+graph search did not return. A new document's search for the neighbourhoods it enters needs
+the first clause only (only augmented documents have a marker to enter; the second clause's
+filter would be evaluated for nothing).
 """
 from __future__ import annotations
 
@@ -38,6 +40,18 @@ class Neighbour:
     marker: dict[str, Any] | None
 
 
+@dataclass(frozen=True)
+class Marked:
+    """An augmented document as read: raw vector, whole marker, and the version they were read
+    from (a write based on them is made conditional on it)."""
+
+    id: str
+    vector: np.ndarray
+    marker: dict[str, Any] | None
+    seq_no: int | None
+    primary_term: int | None
+
+
 def score_similarity(score: float, metric: Metric) -> float:
     """The similarity behind a kNN score: cosine (1 + s) / 2; l2_norm 1 / (1 + d^2), given as -d."""
     if metric is Metric.COSINE:
@@ -45,29 +59,33 @@ def score_similarity(score: float, metric: Metric) -> float:
     return -math.sqrt(max(1.0 / max(score, 1e-30) - 1.0, 0.0))
 
 
-def raw_knn(fields: DbaFields, vector: list[float], k: int, candidates: int) -> list[dict[str, Any]]:
+def raw_knn(fields: DbaFields, vector: list[float], k: int, candidates: int,
+            augmented_only: bool = False) -> list[dict[str, Any]]:
     """kNN clauses over every document's raw vector: the raw copy of augmented documents, the
-    searched field of the others (still raw there)."""
+    searched field of the others (still raw there); ``augmented_only``: the first alone."""
     clause = {"query_vector": vector, "k": k, "num_candidates": max(k, min(candidates, MAX_CANDIDATES))}
-    return [{**clause, "field": fields.raw},
-            {**clause, "field": fields.vector,
-             "filter": {"bool": {"must_not": [{"exists": {"field": fields.raw}}]}}}]
+    fresh = {**clause, "field": fields.vector, "filter": {"bool": {"must_not": [{"exists": {"field": fields.raw}}]}}}
+    return [{**clause, "field": fields.raw}] + ([] if augmented_only else [fresh])
 
 
-def neighbour_search(fields: DbaFields, vector: list[float], k: int, candidates: int) -> dict[str, Any]:
-    """One _msearch body: the ``k`` nearest documents by raw vector, with their markers."""
-    return {"knn": raw_knn(fields, vector, k, candidates), "size": k, "_source": [fields.marker],
-            "track_total_hits": False}
+def neighbour_search(fields: DbaFields, vector: list[float], k: int, candidates: int,
+                     augmented_only: bool = False) -> dict[str, Any]:
+    """One _msearch body: the ``k`` nearest documents by raw vector, with what of their markers
+    decides whether a new document enters their neighbourhood (``k``, ``kth``)."""
+    return {"knn": raw_knn(fields, vector, k, candidates, augmented_only), "size": k,
+            "_source": [f"{fields.marker}.k", f"{fields.marker}.kth"], "track_total_hits": False}
 
 
-def raw_read(fields: DbaFields, ids: list[str], augmented: bool) -> dict[str, Any]:
+def raw_read(fields: DbaFields, ids: list[str], augmented: bool, marked: bool = False) -> dict[str, Any]:
     """One _msearch body reading the raw vectors of ``ids``: from the raw copy of the augmented
-    ones, or from the searched field of the others."""
+    ones, or from the searched field of the others; ``marked``: with the augmented ones'
+    markers and versions."""
     has_raw = {"exists": {"field": fields.raw}}
     query = {"bool": {"filter": [{"ids": {"values": ids}}, has_raw]}} if augmented else \
         {"bool": {"filter": [{"ids": {"values": ids}}], "must_not": [has_raw]}}
-    return {"query": query, "size": len(ids), "_source": False, "track_total_hits": False,
+    body = {"query": query, "size": len(ids), "_source": False, "track_total_hits": False,
             "docvalue_fields": [fields.raw if augmented else fields.vector]}
+    return {**body, "_source": [fields.marker], "seq_no_primary_term": True} if marked else body
 
 
 def _msearch(client: Elasticsearch, index: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,13 +102,28 @@ def _msearch(client: Elasticsearch, index: str, bodies: list[dict[str, Any]]) ->
 
 
 def find_neighbours(client: Elasticsearch, index: str, fields: DbaFields, vectors: np.ndarray,
-                    k: int, candidates: int, metric: Metric) -> list[list[Neighbour]]:
+                    k: int, candidates: int, metric: Metric, augmented_only: bool = False) -> list[list[Neighbour]]:
     """The ``k`` nearest documents (by raw vector) of each of ``vectors``, best first: ids,
-    similarities and markers only (no vectors: cheap for a wide ``k``)."""
-    bodies = [neighbour_search(fields, v.astype(float).tolist(), k, candidates) for v in vectors]
+    similarities and markers' ``k`` and ``kth`` only (no vectors: cheap for a wide ``k``);
+    ``augmented_only``: among the augmented documents only."""
+    bodies = [neighbour_search(fields, v.astype(float).tolist(), k, candidates, augmented_only) for v in vectors]
     return [[Neighbour(h["_id"], score_similarity(h["_score"], metric),
                        DocFields.read(h.get("_source"), fields.marker)) for h in r["hits"]["hits"]]
             for r in _msearch(client, index, bodies)]
+
+
+def read_marked(client: Elasticsearch, index: str, fields: DbaFields, ids: list[str]) -> dict[str, Marked]:
+    """The augmented documents among ``ids``: raw vectors, markers, versions."""
+    bodies = [raw_read(fields, ids[lo:lo + IDS_CHUNK], True, marked=True) for lo in range(0, len(ids), IDS_CHUNK)]
+    out: dict[str, Marked] = {}
+    for resp in _msearch(client, index, bodies):
+        for hit in resp["hits"]["hits"]:
+            vec = hit_vector(hit, fields.raw)
+            if vec is not None:
+                out[hit["_id"]] = Marked(hit["_id"], np.asarray(vec, np.float32),
+                                         DocFields.read(hit.get("_source"), fields.marker),
+                                         hit.get("_seq_no"), hit.get("_primary_term"))
+    return out
 
 
 def read_raw(client: Elasticsearch, index: str, fields: DbaFields,

@@ -43,23 +43,26 @@ def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def fill(es, name: str, vectors: np.ndarray, augmented: bool = False) -> None:
+def fill(es, name: str, vectors: np.ndarray, augmented: bool = False, lists: bool = True) -> None:
     """Documents as the worker writes them, written directly; ``augmented``: as an exact full
-    pass leaves them (vector blended with its k nearest, raw copy, marker with the k-th)."""
+    pass leaves them (vector blended with its k nearest, raw copy, marker with the k-th and,
+    with ``lists``, the k nearest ids; without: a marker from before the lists were kept)."""
     info = index_info(es, name)
     f = DbaFields.of(info.fields)
     if augmented:
         sims = vectors @ vectors.T
         np.fill_diagonal(sims, -np.inf)
         kth = np.sort(sims, axis=1)[:, -K]
+        nearest = np.argsort(-sims, axis=1, kind="stable")[:, :K]
         blended = augment_database(vectors, K, 3.0, Metric.COSINE)
 
     def source(i: int, v: np.ndarray) -> dict:
         doc = {f.vector: v.round(7).tolist(), "image_path": f"/synthetic/{i}.png", "image_sha256": f"s{i}",
                "model_id": info.model_id, "indexed_at": "2026-01-01T00:00:00.000Z"}
         if augmented:
+            ids = [f"s{j}" for j in nearest[i]] if lists else None
             doc.update(augmented_doc(f, blended[i].round(7).tolist(), v.round(7).tolist(),
-                                     marker(K, 3.0, kth[i], "fill", "2026-01-01T00:00:00.000Z")))
+                                     marker(K, 3.0, kth[i], "fill", "2026-01-01T00:00:00.000Z", ids)))
         return doc
     bulk(es, ({"_index": info.concrete, "_id": f"s{i}", "_source": source(i, v)}
               for i, v in enumerate(vectors)), refresh=True)
@@ -96,8 +99,9 @@ def primaries_written(es, name: str) -> int:
     return int(stats["indexing"]["index_total"])
 
 
+@pytest.mark.parametrize("lists", [True, False], ids=["kept-lists", "older-markers"])
 def test_five_documents_into_two_thousand_write_at_most_five_times_k_plus_one_as_a_full_pass_would(
-        es, index_name, dba_model, tmp_path):
+        es, index_name, dba_model, tmp_path, lists):
     from es_metric.search.service import image_vector
 
     new = make_dataset(tmp_path / "new", n_classes=5, per_class=1, seed=7)
@@ -107,13 +111,15 @@ def test_five_documents_into_two_thousand_write_at_most_five_times_k_plus_one_as
     rng = np.random.default_rng(0)
     others = unit(rng.standard_normal((25, queries.shape[1])))
     fill(es, index_name, np.concatenate([around(queries, 150, 0.25, rng), around(others, 50, 0.25, rng)]),
-         augmented=True)  # 2,000 documents as an exact full pass leaves them
+         augmented=True, lists=lists)  # 2,000 documents as an exact full pass leaves them
 
     before = primaries_written(es, index_name)
     summary = esm_json("ingest", index_name, new)
     dba = summary["dba"]
     assert summary["indexed"] == 5 and dba["documents"] == 5 and dba["failed"] == 0
     assert dba["neighbours"] > 0 and dba["written"] == 5 + dba["neighbours"] <= 5 * (K + 1)
+    # kept lists: the entered neighbourhoods are merged, not searched; older markers: searched
+    assert dba["searched"] == (0 if lists else dba["neighbours"])
     assert primaries_written(es, index_name) - before == 5 + dba["written"]  # the worker's 5, then DBA's
     stamped = es.count(index=index_name, query={"term": {"image_vector_dba.run": dba["run"]}})["count"]
     assert stamped == dba["written"]

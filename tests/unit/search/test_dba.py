@@ -6,7 +6,8 @@ import torch
 
 from es_metric.index.dbafields import DbaFields
 from es_metric.index.indices import IndexInfo
-from es_metric.search.dba import enters, not_augmented, owned, runs_after_ingest, window_start
+from es_metric.search.dba import not_augmented, owned, runs_after_ingest, window_start
+from es_metric.search.dbamerge import enters
 from es_metric.search.dbaknn import exact_top, neighbour_search, raw_knn, raw_read, score_similarity
 from es_metric.search.rerank import augment_database, blend, blend_rows
 from es_metric.similarity import Metric
@@ -23,9 +24,18 @@ def test_raw_knn_finds_every_document_by_its_raw_vector_exactly_once():
     assert raw_knn(F, [0.0], k=5, candidates=10 ** 6)[0]["num_candidates"] == 10_000  # ES's ceiling
 
 
-def test_a_neighbour_search_returns_markers_and_no_vectors():
+def test_a_neighbour_search_returns_what_decides_an_entry_and_no_vectors_nor_lists():
     body = neighbour_search(F, [1.0], k=101, candidates=202)
-    assert body["size"] == 101 and body["_source"] == ["v_dba"] and "docvalue_fields" not in body
+    assert body["size"] == 101 and body["_source"] == ["v_dba.k", "v_dba.kth"] and "docvalue_fields" not in body
+    assert len(body["knn"]) == 2
+    only = neighbour_search(F, [1.0], k=101, candidates=202, augmented_only=True)["knn"]
+    assert [c["field"] for c in only] == ["v_raw"]  # a new document's entries: augmented ones only
+
+
+def test_entered_documents_are_read_with_their_markers_and_versions():
+    body = raw_read(F, ["a"], True, marked=True)
+    assert body["_source"] == ["v_dba"] and body["seq_no_primary_term"] is True
+    assert body["docvalue_fields"] == ["v_raw"]
 
 
 def test_raw_vectors_are_read_from_the_raw_copy_or_from_the_vector():
