@@ -198,18 +198,23 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=1, help="every N-th indexed photo as a query (iconic: all)")
     ap.add_argument("--defaults", action="store_true",
                     help="only image only and the current search defaults with collapse and diversify")
+    ap.add_argument("--also", action="append", default=[], metavar="METHOD:W_IMAGE",
+                    help="with --defaults: rank this plain configuration too (e.g. minmax:0.8)")
+    ap.add_argument("--plain", action="store_true", help="no collapse or diversify runs")
     args = ap.parse_args()
     folds = [Fold(p, args.every) for p in args.folds]
     results: dict[str, dict] = {}
     t0 = time.perf_counter()
     if args.defaults:
         best = current_default()
-        run([Config("image"), Config("image", collapse=True), best], folds, results, t0)
+        also = [Config(m, float(w)) for m, w in (a.split(":") for a in args.also)]
+        run([Config("image")] + [Config("image", collapse=True)] * (not args.plain) + [best] + also,
+            folds, results, t0)
     else:
         from hybrid_table import choose
         run(grid(args.quick), folds, results, t0)
         best = choose(results)
-    run(variety(best), folds, results, t0)
+    run([] if args.plain else variety(best), folds, results, t0)
     out = args.out or args.folds[0].parent / "results.json"
     out.write_text(json.dumps({"results": results, "chosen": best.name, "defaults_only": args.defaults,
                                "every": args.every, "folds": {f.name: {"queries": len({r["q"] for r in f.rows}),

@@ -7,6 +7,7 @@ with the best mean gain on right text (helpful, name) over the two sets, among t
 misleading-text and vague-text costs stay within MAX_COST of image only on both sets.
 
 Usage: python bench/hybrid_table.py RESULTS.json   (of hybrid_eval.py --defaults: the first table only)
+       python bench/hybrid_table.py RESULTS.json --per-fold   (each fusion per set and fold, side by side)
 """
 from __future__ import annotations
 
@@ -20,9 +21,14 @@ MAX_COST = 0.01
 SETS = ("photos", "iconic")
 
 
+def query_set(fold: str) -> str:
+    """photos, iconic (catalogue packshots) or degraded (bench/hybrid_degrade.py's noisy image leg)."""
+    return next((s for s in ("iconic", "degraded") if fold.endswith("-" + s)), "photos")
+
+
 def pooled(folds: dict, kind: str, measure: str, which: str) -> float:
     """A measure's mean over every query of one set's folds."""
-    rows = [f[kind] for name, f in folds.items() if name.endswith("-iconic") == (which == "iconic")]
+    rows = [f[kind] for name, f in folds.items() if query_set(name) == which]
     n = sum(r["n"] for r in rows)
     return sum(r[measure] * r["n"] for r in rows) / n if n else float("nan")
 
@@ -95,5 +101,32 @@ def table(blob: dict) -> str:
     return "\n".join(lines)
 
 
+def per_fold(blob: dict) -> str:
+    """Per query set and fold: nDCG@10 per text kind, the gain on right text and the cost of
+    misleading text against image only, for each fusion configuration side by side."""
+    results = blob["results"]
+    names = plain_fusions(results)
+    head = "| set | fold | image only | " + " | ".join(
+        f"{n}: helpful / name / vague / misleading | gain | misleading cost" for n in names) + " |"
+    lines = [head, "|---" * (3 + 3 * len(names)) + "|"]
+    folds = results["image only"]["folds"]
+    order = sorted(folds, key=lambda f: (SETS_ALL.index(query_set(f)), f))
+    for fold in order + [f"all {s}" for s in SETS_ALL if any(query_set(f) == s for f in folds)]:
+        which = fold[4:] if fold.startswith("all ") else query_set(fold)
+        pick = folds if fold.startswith("all ") else {fold: folds[fold]}
+        base = pooled(pick, "helpful", "ndcg10", which)
+        cells = [which, "pooled" if fold.startswith("all ") else fold.split("-")[0], f"{base:.3f}"]
+        for n in names:
+            f = results[n]["folds"] if fold.startswith("all ") else {fold: results[n]["folds"][fold]}
+            v = {k: pooled(f, k, "ndcg10", which) for k in KINDS}
+            cells += [" / ".join(f"{v[k]:.3f}" for k in KINDS), f"{(v['helpful'] + v['name']) / 2 - base:+.3f}",
+                      f"{base - v['misleading']:+.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+SETS_ALL = ("photos", "iconic", "degraded")
+
 if __name__ == "__main__":
-    print(table(json.loads(Path(sys.argv[1]).read_text())))
+    blob = json.loads(Path(sys.argv[1]).read_text())
+    print(per_fold(blob) if "--per-fold" in sys.argv[2:] else table(blob))

@@ -17,7 +17,7 @@ Runtime = Literal["torch", "onnxruntime", "onnxruntime-int8"]
 #: ``ESM_RUNTIME``: a runtime, or ``auto`` (the card's measured choice, else ONNX Runtime).
 RuntimeSetting = Literal["auto", "torch", "onnxruntime", "onnxruntime-int8"]
 #: How an image and a text leg are combined (search/fusion.py).
-Fusion = Literal["minmax", "zscore", "rrf", "weighted"]
+Fusion = Literal["adaptive", "minmax", "zscore", "rrf", "weighted"]
 #: An ingest job writes whole documents (``index``) or adds vectors to existing ones by id.
 Mode = Literal["index", "update"]
 #: A model change in place (``_meta.es_metric.migration.state``).
@@ -179,7 +179,8 @@ class SearchResult(_ResultCore, total=False):
     note: str                    # why fewer than k hits came back
     query_expansion: dict[str, Any]  # {"k", "alpha"}: the QE round that ran
     facets: dict[str, list[dict[str, Any]]]
-    fusion: dict[str, Any]       # {"method", "image_weight", "text_weight", "where"}: image + text
+    fusion: dict[str, Any]       # {"method", "image_weight", "text_weight", "where"}; adaptive also
+    #                              {"agreement", "text_weight_used"}
     min_similarity: float        # the similarity floor applied (a number, or the card's cut-off)
     cut: int                     # how many of the first page x k image matches fell below it
 

@@ -43,8 +43,10 @@ from .root import main
 @click.option("--page", type=int, default=1, show_default=True)
 @click.option("--num-candidates", type=int, default=None)
 @click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True,
-              help="Image + text: minmax or zscore (each leg normalised over its window, weighted "
-                   "sum), rrf (weighted reciprocal rank fusion), weighted (raw scores summed).")
+              help="Image + text: adaptive (minmax, the text's weight scaled per query by how far "
+                   "the photo's best hits agree with it: nothing when the photo rejects the text), "
+                   "minmax or zscore (each leg normalised over its window, weighted sum), rrf "
+                   "(weighted reciprocal rank fusion), weighted (raw scores summed).")
 @click.option("--image-weight", type=float, default=DEFAULT_IMAGE_WEIGHT, show_default=True)
 @click.option("--text-weight", type=float, default=DEFAULT_TEXT_WEIGHT, show_default=True)
 @click.option("--min-similarity", metavar="S|auto", default=None,

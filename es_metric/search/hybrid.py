@@ -164,7 +164,9 @@ def _client_ranked(client: Elasticsearch, info: IndexInfo, w: Window) -> Ranking
 
 def _cluster_can(client: Elasticsearch, info: IndexInfo, w: Window) -> bool:
     """Cluster fusion answers the same question only for one query vector plus text, no floor
-    (kept client-side), no explanation of the legs and no photos to name."""
+    (kept client-side), no explanation of the legs and no photos to name; never ``adaptive``
+    (its text weight is decided per query from both legs' windows: fused here, retrievers.py
+    has no retriever for it)."""
     return (w.cluster and w.vector is not None and w.has_text and w.min_similarity is None
             and not w.explain and not info.photos_field
             and cluster_fuses(client, info.concrete, w.fusion))

@@ -32,7 +32,7 @@ from .examples import STRATEGIES, rocchio
 from .diversity import collapse_field
 from .facets import TERMS_SIZE, facet_aggs, facets_of
 from .gallery import matched_image, product_vector
-from .fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS, window
+from .fusion import ADAPTIVE, DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS, adapted, window
 from .hybrid import Ranking, Window
 from .page import knn_page, windowed_search
 from .queries import default_candidates, expansion_body, filter_clauses, parse_filter
@@ -342,6 +342,9 @@ def _annotate(result: dict[str, Any], req: SearchRequest, w: Window, ranking: Ra
     if w.has_text and by_image:
         result["fusion"] = {"method": req.fusion, "image_weight": req.image_weight,
                             "text_weight": req.text_weight, "where": ranking.where if ranking else "client"}
+        decided = adapted(ranking.legs)[1] if ranking and req.fusion == ADAPTIVE else None
+        if decided is not None:     # the weight this query's text got (fusion.adapted)
+            result["fusion"].update(agreement=decided["agreement"], text_weight_used=decided["text_weight"])
     for name, value in (("collapse", req.collapse), ("diversify", req.diversify)):
         if value is not None:
             result[name] = value

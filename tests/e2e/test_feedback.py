@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from es_metric.search.fusion import DEFAULT_IMAGE_WEIGHT
 from tests.imagegen import make_manifest
 from tests.integration.helpers import esm, esm_json
 from tests.integration.server import running
@@ -137,7 +138,9 @@ def test_explain_shows_each_legs_part_and_one_per_product(browser, keyed_server,
     cards = page.locator(".hit")
     assert cards.count() == 6 and page.locator(".hit .explain").count() == 6
     first = page.locator(".hit").first.locator(".explain").inner_text()
-    assert first.startswith("image ") and "#1" in first and "× 0.8" in first and "text " in first
+    weight = f"× {DEFAULT_IMAGE_WEIGHT}"         # the default (adaptive) fusion says its text weight
+    assert first.startswith("image ") and "#1" in first and weight in first and "text " in first
+    assert "legs agree" in first and "text weight" in first
     status = searches(page)
     page.fill("#collapse", "category")
     page.click("#go")

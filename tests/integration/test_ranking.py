@@ -168,17 +168,26 @@ def test_the_default_text_leg_weighs_names_over_descriptions(shop, stack):
 
 
 def test_explain_gives_each_legs_score_rank_normalised_score_and_weight(shop):
+    """The default (adaptive) fusion: each hit says the legs' agreement and the text weight it
+    gave (the default's times AGREE_BOOST x text_share); the answer's fusion says it once."""
+    from es_metric.search.fusion import AGREE_BOOST, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, text_share
+
     res = search(shop, "--text", "cotton shirt", "-k", "6", "--explain")
     assert res["fusion"]["where"] == "client"
+    decided = res["hits"][0]["explain"]["adaptive"]
+    share = text_share(decided["agreement"])
+    assert decided["text_weight"] == pytest.approx(DEFAULT_TEXT_WEIGHT * AGREE_BOOST * share)
+    assert res["fusion"]["text_weight_used"] == decided["text_weight"] > 0   # the photo agrees with "cotton shirt"
     for hit in res["hits"]:
         why = hit["explain"]
-        assert why["fusion"] == "minmax" and set(why["legs"]) == {"image", "text"}
+        assert why["fusion"] == "adaptive" and set(why["legs"]) == {"image", "text"}
+        assert why["adaptive"] == decided and why["legs"]["text"]["weight"] == decided["text_weight"]
         assert sum(leg["contribution"] for leg in why["legs"].values()) == pytest.approx(hit["score"])
         assert why["fused"] == pytest.approx(hit["score"])
         image = why["legs"]["image"]
-        assert image["weight"] == 0.8 and 0 <= image["normalised"] <= 1 and image["rank"] >= 1
+        assert image["weight"] == DEFAULT_IMAGE_WEIGHT and 0 <= image["normalised"] <= 1 and image["rank"] >= 1
     cotton = next(h for h in res["hits"] if h["source"]["product"] == "P1")["explain"]["legs"]["text"]
-    assert cotton["rank"] <= 4 and cotton["score"] > 0 and cotton["weight"] == 0.2
+    assert cotton["rank"] <= 4 and cotton["score"] > 0
     alone = search(shop, "-k", "2", "--explain")["hits"][0]["explain"]
     assert alone["fusion"] is None and alone["legs"]["image"]["rank"] == 1
 
@@ -245,7 +254,7 @@ def test_the_cluster_fuses_where_it_can_and_the_client_where_it_cannot(shop, es,
     assert ids(res) and "q" not in ids(res)
     if not accepted:   # the integ-test node: no rank-rrf module (or, on a basic licence, 403)
         assert "unknown retriever" in said or "license" in said, said
-    for other in ("zscore", "weighted"):   # no retriever does these: always here
+    for other in ("zscore", "weighted", "adaptive"):   # no retriever does these: always here
         assert search(shop, "--text", "cotton", "--fusion", other)["fusion"]["where"] == "client"
     explained = search(shop, "--text", "cotton", "--fusion", fusion, "--explain")
     assert explained["fusion"]["where"] == "client"   # the legs are needed to explain them

@@ -26,10 +26,12 @@ def _triangles(result) -> int:
 
 
 def test_hybrid_weights_move_the_order_in_the_expected_direction(shop, tiny_data):
+    """Fixed weights (minmax): the default, adaptive, gives "triangle" no weight at all on a
+    circle photo whose best hits are no triangles (tests/unit/search/test_fusion.py)."""
     q = tiny_data / "class_0" / "img_002.jpg"  # a red circle
-    image_heavy = esm_json("search", shop, "--image", q, "--text", "triangle", "-k", "8",
+    image_heavy = esm_json("search", shop, "--image", q, "--text", "triangle", "-k", "8", "--fusion", "minmax",
                            "--image-weight", "10", "--text-weight", "0.01")
-    text_heavy = esm_json("search", shop, "--image", q, "--text", "triangle", "-k", "8",
+    text_heavy = esm_json("search", shop, "--image", q, "--text", "triangle", "-k", "8", "--fusion", "minmax",
                           "--image-weight", "0.01", "--text-weight", "10")
     assert _triangles(text_heavy) == 8
     assert _triangles(image_heavy) < _triangles(text_heavy)

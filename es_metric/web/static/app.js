@@ -149,6 +149,13 @@ function explanation(why) {
     line.textContent = `${name} ${num(leg.score)}${rank}${norm}`;
     box.append(line);
   }
+  if (why.adaptive) {
+    const line = document.createElement("div");
+    line.className = "leg adaptive";
+    const a = why.adaptive;
+    line.textContent = `legs agree ${num(a.agreement)}: text weight ${num(a.text_weight)} (asked ${num(a.text_weight_asked)})`;
+    box.append(line);
+  }
   if (why.mmr) {
     const line = document.createElement("div");
     line.className = "leg mmr";

@@ -6,7 +6,8 @@ import pytest
 from es_metric.errors import SearchError
 from es_metric.search.examples import best_score, rocchio
 from es_metric.search.facets import facet_aggs, facets_of
-from es_metric.search.fusion import Leg, fuse, keep_only, scaler, window
+from es_metric.search.fusion import (AGREE_BOOST, AGREE_HIGH, Leg, adapted, agreement, explain, fuse, keep_only, scaler,
+                                     text_share, window)
 from es_metric.similarity import Metric
 
 
@@ -51,7 +52,7 @@ def test_weights_shift_the_order():
 
 
 def test_unknown_method_and_floor_and_window():
-    with pytest.raises(ValueError, match="minmax, zscore, rrf, weighted"):
+    with pytest.raises(ValueError, match="adaptive, minmax, zscore, rrf, weighted"):
         fuse("sum", [Leg(["a"], [1.0])])
     assert keep_only([("a", 1.0), ("b", 0.5)], {"b"}) == [("b", 0.5)]
     assert keep_only([("a", 1.0)], None) == [("a", 1.0)]
@@ -106,3 +107,44 @@ def test_facet_answers_carry_the_filter_that_selects_the_bucket():
                             {"value": "a|b", "count": 1, "filter": 'brand="a|b"'}]
     assert out["price"] == [{"value": {"from": 1.0, "to": 2.5}, "count": 4, "filter": "price=1..2.5"}]
     assert out["on_sale"] == [{"value": "true", "count": 2, "filter": "on_sale=true"}]
+
+
+def _shop_legs(text_ids: list[str]) -> list[Leg]:
+    """A photo of a yoghurt: its own product's photos lead the kNN window, a look-alike juice
+    follows close behind; the text leg returns ``text_ids`` (BM25, one score per product)."""
+    image = Leg(["juice1", "yog1", "yog2", "yog3", "juice2", "yog4", "juice3", "milk1", "milk2", "milk3"],
+                [0.95, 0.94, 0.93, 0.92, 0.91, 0.90, 0.89, 0.70, 0.69, 0.68], 0.6, "image")
+    scores = [9.0 if d.startswith(text_ids[0][:3]) else 3.0 for d in text_ids]
+    return [image, Leg(text_ids, scores, 0.4, "text")]
+
+
+def test_adaptive_keeps_helpful_text_and_gates_misleading_text_off():
+    helpful = _shop_legs(["yog1", "yog2", "yog3", "yog4", "yog5", "milk1"])     # "yoghurt"
+    agree, share = agreement(*helpful), text_share(agreement(*helpful))
+    assert agree == 0.5 >= AGREE_HIGH and share == 1.0       # 5 of the photo's top 10 are in the text's window
+    top = [d for d, _ in fuse("adaptive", helpful)]
+    assert top[:4] == ["yog1", "yog2", "yog3", "yog4"]        # the text lifts the yoghurts over the juice
+    assert fuse("minmax", helpful[:1])[0][0] == "juice1"                 # the photo alone: juice first
+    misleading = _shop_legs(["potato1", "potato2", "potato3", "potato4"])       # "potato"
+    assert agreement(*misleading) == 0.0
+    gated = fuse("adaptive", misleading)
+    image_only = [d for d, _ in fuse("minmax", misleading[:1])]
+    assert [d for d, _ in gated][:10] == image_only                         # the photo's ranking, untouched
+    fixed = [d for d, _ in fuse("minmax", misleading)][:10]
+    assert {"potato1", "potato2"} <= set(fixed)                  # fixed weights: potatoes push milk out
+
+
+def test_adaptive_text_share_ramps_and_explain_shows_the_weight_used():
+    assert [text_share(a, 0.2, 0.4) for a in (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)] == pytest.approx([0, 0, 0, 0.5, 1, 1])
+    assert text_share(0.3, 0.3, 0.3) == 1.0 and text_share(0.29, 0.3, 0.3) == 0.0   # a gate
+    legs = _shop_legs(["yog1", "milk1", "milk2", "potato1"])    # 3 of the photo's top 10
+    out = explain("adaptive", legs)
+    decided = out["yog1"]["adaptive"]
+    share = text_share(agreement(*legs))
+    assert decided == pytest.approx({"agreement": 0.3, "text_weight_asked": 0.4,
+                                     "text_weight": 0.4 * AGREE_BOOST * share})
+    assert out["yog1"]["legs"]["text"]["weight"] == pytest.approx(decided["text_weight"])
+    fused = dict(fuse("adaptive", legs))
+    assert all(out[d]["fused"] == pytest.approx(s) for d, s in fused.items())   # explain sums to fuse
+    one = [Leg(["a"], [1.0], 1.0, "image")]               # one leg, or unnamed legs: nothing to adapt
+    assert adapted(one) == (one, None) and fuse("adaptive", one) == fuse("minmax", one)

@@ -19,7 +19,7 @@ def test_valid_requests_pass():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"fusion": "bogus"}, r"unknown fusion 'bogus' \(use one of: minmax, zscore, rrf, weighted\)"),
+    ({"fusion": "bogus"}, r"unknown fusion 'bogus' \(use one of: adaptive, minmax, zscore, rrf, weighted\)"),
     ({"examples": "median"}, r"unknown example strategy 'median' \(use one of: mean, max\)"),
     ({"unlike": ["d1", " "]}, "empty unlike"),
     ({"facets": [None]}, "facets must be strings"),
