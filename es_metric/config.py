@@ -99,7 +99,8 @@ class Settings:
                               default=32, kind=integer())
     image_roots: tuple[Path, ...] = setting(
         "ESM_IMAGE_ROOTS", "folders (`:`-separated) the workers and the image endpoint may read, besides "
-        "the folders recorded for each index at ingest (see \"Which files are read\")", default=(),
+        "the folders recorded for each index at ingest (see [Which files are read]"
+        "(security.md#which-files-are-read))", default=(),
         shown="–", kind=PATHS)
     max_image_pixels: int = setting("ESM_MAX_IMAGE_PIXELS", "decompression-bomb limit: pixels of one image",
                                     default=40_000_000, shown="40 M", kind=integer())
@@ -134,11 +135,13 @@ class Settings:
     runtime: str = setting(
         "ESM_RUNTIME", "`torch`, `onnxruntime`, `onnxruntime-int8`, or `auto`: ONNX Runtime when the "
         "model has an export (`MODEL.onnx`) and onnxruntime is installed, unless `esm model bench` "
-        "measured torch faster here; torch otherwise. `onnxruntime-int8` (never chosen by `auto`) runs "
-        "the gated `MODEL.int8.onnx` (see \"Inference runtime\")", default="auto", kind=choice(*_RUNTIMES))
+        "measured torch faster here (workers only: a query by image takes the export whenever it is "
+        "usable); torch otherwise. `onnxruntime-int8` (never chosen by `auto`) runs the gated "
+        "`MODEL.int8.onnx` (see [Inference runtime](runtime.md))", default="auto", kind=choice(*_RUNTIMES))
     url_allow: tuple[str, ...] = setting(
         "ESM_URL_ALLOW", "hosts, `host:port` pairs or CIDRs (`,`-separated) that image URLs may reach "
-        "although private, loopback or link-local (see \"Image URLs\")", default=(), shown="–",
+        "although private, loopback or link-local (see [Image URLs](security.md#image-urls))", default=(),
+        shown="–",
         kind=Kind(_allow_list, LIST.format))
     url_timeout: int = setting("ESM_URL_TIMEOUT", "image URLs: read timeout in seconds (the whole fetch, "
                                "redirects and retries included, gets 3x)", default=10, kind=integer())
