@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from tests.badimages import corpus_files
 from tests.imagegen import make_manifest
-from tests.integration.helpers import esm, esm_json
+from tests.integration.helpers import esm, esm_error, esm_json
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +71,17 @@ def test_text_only_search(shop):
     assert len(res["hits"]) == 3 and all(h["source"]["title"] == "square number 1" for h in res["hits"])
 
 
+def test_cli_text_fields_are_text_fields_of_the_index_and_numbers_are_bounded(shop):
+    res = esm_json("search", shop, "--text", "square", "--text-field", "title", "-k", "3")
+    assert len(res["hits"]) == 3 and all("square" in h["source"]["title"] for h in res["hits"])
+    assert "'*' is not a field name" in esm_error("search", shop, "--text", "x", "--text-field", "*")
+    assert "not a text field of this index (keyword)" in esm_error("search", shop, "--text", "x",
+                                                                   "--text-field", "category")
+    for option, value in (("--num-candidates", "10001"), ("--qe-k", "101")):
+        bad = esm("search", shop, "--text", "x", option, value, ok=False)
+        assert bad.exit_code == 2 and "is not in the range" in bad.output
+
+
 def test_min_similarity_threshold_limits_results(shop, tiny_data):
     q = tiny_data / "class_4" / "img_001.jpg"
     res = esm_json("search", shop, "--image", q, "-k", "50", "--min-similarity", "0.999999")
@@ -128,3 +139,5 @@ def test_near_duplicate_mode_uses_the_calibrated_threshold(shop, tiny_data, tiny
     assert res["hits"][0]["id"] == "class_2-img_001"
     assert len(res["hits"]) < 96  # the threshold cut the list
     assert all(2 * h["score"] - 1 >= threshold - 1e-4 for h in res["hits"])  # cosine score -> similarity
+
+

@@ -15,7 +15,7 @@ FIELDS = {f.name for f in dataclasses.fields(SearchRequest)}
 # surface -> (its names for SearchRequest fields, fields it does not offer yet, its inputs that are not fields)
 RENAMED = {"GET": {"facet": "facets", "filter": "filters"},
            "POST": {"like_image": "like_images", "unlike_image": "unlike_images"}}
-NOT_YET = {"cli": {"text_fields", "like_images", "unlike_images"},          # --like takes PATHs instead
+NOT_YET = {"cli": {"like_images", "unlike_images"},          # --like takes PATHs instead
            "POST": {"near_duplicates", "num_candidates", "qe_k", "text_fields"},
            "GET": {"image", "like_images", "unlike_images", "near_duplicates", "num_candidates", "qe_k",
                    "text_fields"}}
