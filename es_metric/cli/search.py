@@ -9,6 +9,7 @@ from ..progressbar import enabled
 from ..redact import redact_url
 from ..search.facets import MAX_FACET_SIZE, TERMS_SIZE
 from ..search.fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS
+from ..search.queries import MAX_NUM_CANDIDATES, MAX_QE_K
 from .common import Cluster, FiniteRange, echo_json
 from .root import main
 
@@ -24,6 +25,9 @@ from .root import main
               help="Several examples: mean vector moved away from the negatives (Rocchio), or each "
                    "result's best similarity to any positive minus its best to any negative.")
 @click.option("--text", help="Text query on the index's text fields (hybrid with an image).")
+@click.option("--text-field", "text_fields", multiple=True, metavar="FIELD",
+              help="Match --text on this text field of the index, unweighted (repeatable). "
+                   "Default: every text field, names and titles x3.")
 @click.option("--text-query", "text_query", metavar="JSON",
               help='The shop\'s own Elasticsearch query as the text leg, e.g. \'{"match": {"name": '
                    '"{{text}}"}}\' ({{text}}: where --text goes); filters still apply.')
@@ -41,7 +45,8 @@ from .root import main
               help="Per hit: each leg's raw score, rank, normalised score and weight.")
 @click.option("-k", "k", type=int, default=10, show_default=True)
 @click.option("--page", type=int, default=1, show_default=True)
-@click.option("--num-candidates", type=int, default=None)
+@click.option("--num-candidates", type=click.IntRange(1, MAX_NUM_CANDIDATES), default=None,
+              help="kNN candidates per shard (more: closer to exact, slower). Default: 10 x k, at least 100.")
 @click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True,
               help="Image + text: adaptive (minmax, the text's weight scaled per query by how far "
                    "the photo's best hits agree with it: nothing when the photo rejects the text), "
@@ -53,11 +58,11 @@ from .root import main
               help="Cosine similarity floor (or L2 distance ceiling for l2_norm models); auto: "
                    "the cut-off the model card calibrated for its precision target.")
 @click.option("--near-duplicates", is_flag=True, help="Only near-duplicates (calibrated threshold).")
-@click.option("--qe-k", type=click.IntRange(min=0), default=None,
+@click.option("--qe-k", type=click.IntRange(0, MAX_QE_K), default=None,
               help="Query expansion: blend the first round's top N vectors into the query "
                    "(0: off). Default: the model card's setting.")
 @click.option("--json", "as_json", is_flag=True)
-def search(index, image, like, unlike, examples, text, text_query, filters, facets, facet_size, collapse,
+def search(index, image, like, unlike, examples, text, text_fields, text_query, filters, facets, facet_size, collapse,
            diversify, explain, k, page, num_candidates, fusion, image_weight, text_weight, min_similarity,
            near_duplicates, qe_k, as_json) -> None:
     """Search INDEX by image(s), by document(s), by text, with filters and facets."""
@@ -72,7 +77,8 @@ def search(index, image, like, unlike, examples, text, text_query, filters, face
         unlike_ids, unlike_images = _ids_and_files(unlike, limits, read_bytes)
         req = SearchRequest(image=read_ref(image, s, limits) if image else None, like=like_ids,
                             unlike=unlike_ids, like_images=like_images, unlike_images=unlike_images,
-                            examples=examples, text=text, filters=list(filters), facets=list(facets),
+                            examples=examples, text=text, text_fields=list(text_fields) or None,
+                            filters=list(filters), facets=list(facets),
                             k=k, page=page, num_candidates=num_candidates, fusion=fusion,
                             image_weight=image_weight, text_weight=text_weight,
                             min_similarity=min_similarity, near_duplicates=near_duplicates, qe_k=qe_k,

@@ -16,6 +16,9 @@ from typing import Any
 from ..errors import SearchError, shown
 from ..index.vectors import raw_vector_field
 
+MAX_NUM_CANDIDATES = 10_000  # Elasticsearch's ceiling for a kNN search's num_candidates
+MAX_QE_K = 100               # query expansion neighbours: its first round reads this many vectors
+MAX_TEXT_FIELDS = 32         # fields a request may name for the default text leg
 _FILTER_RE = re.compile(r"\s*([^\s=!<>]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*\Z", re.DOTALL)
 FILTER_SYNTAX = ('use FIELD=VALUE, FIELD!=VALUE, FIELD>=N (> < <= too), FIELD=A|B or FIELD=LO..HI; '
                  'quote a value to keep | or .. literal: FIELD="a|b"')
@@ -91,6 +94,33 @@ def field_info(name: str, properties: dict[str, Any]) -> FieldInfo:
     exact = next((f"{'.'.join(path)}.{sub}" for sub, spec in (node.get("fields") or {}).items()
                   if spec.get("type") == "keyword"), None) if kind in TEXT_TYPES else None
     return FieldInfo(name, ".".join(path), kind, nested, exact, node.get("format"))
+
+
+def text_field_paths(names: list[str], properties: dict[str, Any]) -> list[str]:
+    """The fields the default text leg matches, as a request names them: each a text field of
+    the index (dotted paths, multi-fields and aliases resolved) outside nested objects (where a
+    ``multi_match`` finds nothing), named literally: no pattern (``*``, ``?``) fanning out to
+    other fields and no ``^boost`` (es-metric weighs the fields itself, textquery.field_weights)."""
+    known = [f for f in leaf_fields(properties) if _is_text(f, properties)]
+    hint = f"text fields of this index: {', '.join(known[:30]) or 'none'}"
+    out = []
+    for name in names:
+        if not name.strip() or any(c in name for c in "*?^"):
+            raise SearchError(f"text field {shown(name)} is not a field name", hint=hint + " (no patterns or ^boosts)")
+        try:
+            info = field_info(name, properties)
+        except SearchError:
+            info = None
+        if info is None or info.type not in TEXT_TYPES or info.nested:
+            what = "unknown" if info is None else f"{info.type} in nested {info.nested}" if info.nested else info.type
+            raise SearchError(f"{shown(name)} is not a text field of this index ({what})", hint=hint, field=name)
+        out.append(info.path)
+    return list(dict.fromkeys(out))
+
+
+def _is_text(name: str, properties: dict[str, Any]) -> bool:
+    info = field_info(name, properties)
+    return info.type in TEXT_TYPES and not info.nested
 
 
 def leaf_fields(properties: dict[str, Any], prefix: str = "") -> list[str]:

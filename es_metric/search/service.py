@@ -35,14 +35,14 @@ from .gallery import matched_image, product_vector
 from .fusion import ADAPTIVE, DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS, adapted, window
 from .hybrid import Ranking, Window
 from .page import knn_page, windowed_search
-from .queries import default_candidates, expansion_body, filter_clauses, parse_filter
+from .queries import (MAX_NUM_CANDIDATES, MAX_QE_K, MAX_TEXT_FIELDS, default_candidates, expansion_body,
+                      filter_clauses, parse_filter, text_field_paths)
 from .textquery import NAME_BOOST, parse_text_query, with_text
 from .rerank import NO_RERANK, ReRank, expand_query, query_similarities
 
 log = logging.getLogger(__name__)
 MAX_EXAMPLES = 20
 MAX_RESULT_WINDOW = 10_000   # Elasticsearch's default index.max_result_window: from + size
-MAX_NUM_CANDIDATES = 10_000  # Elasticsearch's ceiling for a kNN search's num_candidates
 
 
 @dataclass
@@ -59,7 +59,7 @@ class SearchRequest:
     text_weight: float = DEFAULT_TEXT_WEIGHT
     min_similarity: MinSimilarity = None      # a number, or "auto": the card's calibrated cut-off
     near_duplicates: bool = False
-    text_fields: list[str] | None = None
+    text_fields: list[str] | None = None   # the default text leg's fields (unweighted); None: all, names x3
     qe_k: int | None = None           # query expansion neighbours; None: the model card's default
     unlike: list[str] = field(default_factory=list)          # negative example document ids
     like_images: list[bytes] = field(default_factory=list)   # more positive examples (uploads)
@@ -73,10 +73,9 @@ class SearchRequest:
     explain: bool = False             # per hit: each leg's score, rank, normalised score, weight
 
     def __post_init__(self) -> None:
-        if isinstance(self.like, str):   # one id, as before several were allowed
-            self.like = [self.like]
-        if isinstance(self.unlike, str):
-            self.unlike = [self.unlike]
+        for name in ("like", "unlike", "text_fields"):   # one id (or field), as before several were allowed
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, [getattr(self, name)])
         self.min_similarity = parse_min_similarity(self.min_similarity)
         if self.text_query is not None:
             self.text_query = parse_text_query(self.text_query)
@@ -98,9 +97,12 @@ def check_request(req: SearchRequest) -> None:
         raise SearchError(f"page {req.page} of k={req.k} reaches result {req.k * req.page}, past "
                           f"Elasticsearch's {MAX_RESULT_WINDOW:,}-result window",
                           hint="narrow the search with filters or text instead of paging this deep")
-    if req.num_candidates is not None and not 1 <= req.num_candidates <= MAX_NUM_CANDIDATES:
-        raise SearchError(f"num_candidates must be from 1 to {MAX_NUM_CANDIDATES:,} "
-                          f"(Elasticsearch's limit), not {req.num_candidates}")
+    for name, low, high, why in (("num_candidates", 1, MAX_NUM_CANDIDATES, " (Elasticsearch's limit)"),
+                                 ("qe_k", 0, MAX_QE_K, " (0: no query expansion)")):
+        value = getattr(req, name)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool)
+                                      and low <= value <= high):
+            raise SearchError(f"{name} must be a whole number from {low} to {high:,}{why}, not {shown(value)}")
     for name in ("image_weight", "text_weight"):
         value = getattr(req, name)
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)
@@ -109,19 +111,23 @@ def check_request(req: SearchRequest) -> None:
                               f"{'' if name == 'min_similarity' else ' of at least 0'}, not {shown(value)}")
     if req.text is not None and not (isinstance(req.text, str) and req.text.strip()):
         raise SearchError("empty text", hint="leave text out, or give one")
-    for name in ("like", "unlike", "filters", "facets"):
-        values = getattr(req, name)
+    for name in ("like", "unlike", "filters", "facets", "text_fields"):
+        values = getattr(req, name) or []
+        if not isinstance(values, (list, tuple)):
+            raise SearchError(f"{name} must be a list of strings, not {shown(values)}")
         if not all(isinstance(v, str) for v in values):
             raise SearchError(f"{name} must be strings", hint="filters look like FIELD=VALUE" * (name == "filters"))
         if not all(v.strip() for v in values):
             raise SearchError(f"empty {name}", hint=f"leave {name} out, or give a value")
     if len(req.like) + len(req.unlike) + len(req.like_images) + len(req.unlike_images) > MAX_EXAMPLES:
         raise SearchError("too many examples", hint=f"give at most {MAX_EXAMPLES} in all")
+    if len(req.text_fields or []) > MAX_TEXT_FIELDS:
+        raise SearchError("too many text fields", hint=f"give at most {MAX_TEXT_FIELDS}")
     check_ranking(req)
 
 
 def check_ranking(req: SearchRequest) -> None:
-    """The options that shape the ranking after fusion: diversify, collapse, explain."""
+    """The options that shape the ranking after fusion (diversify, collapse, explain); near_duplicates."""
     lam = req.diversify
     if lam is not None and not (isinstance(lam, (int, float)) and not isinstance(lam, bool)
                                 and math.isfinite(lam) and 0 <= lam <= 1):
@@ -129,8 +135,9 @@ def check_ranking(req: SearchRequest) -> None:
                           hint="1 ranks by relevance alone, 0 by variety alone; try 0.7")
     if req.collapse is not None and not (isinstance(req.collapse, str) and req.collapse.strip()):
         raise SearchError(f"collapse needs a field name, not {shown(req.collapse)}")
-    if not isinstance(req.explain, bool):
-        raise SearchError(f"explain must be true or false, not {shown(req.explain)}")
+    for name in ("explain", "near_duplicates"):
+        if not isinstance(getattr(req, name), bool):
+            raise SearchError(f"{name} must be true or false, not {shown(getattr(req, name))}")
 
 
 def mapping_properties(client: Elasticsearch, concrete: str) -> dict[str, Any]:
@@ -272,6 +279,7 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest,
          embedding: tuple[DecodeLimits, Inference], started: float, info: IndexInfo,
          props: dict[str, Any]) -> dict[str, Any]:
     filt = filter_clauses([parse_filter(f) for f in req.filters], props)
+    fields = text_field_paths(req.text_fields, props) if req.text_fields else text_fields_of(props)
     limits, inference = embedding
     aggs = facet_aggs(req.facets, props, req.facet_size) if req.facets else None
     pos, neg = _examples(client, info, req, limits, inference)
@@ -290,7 +298,7 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest,
     min_sim = similarity_floor(info, req)
     if not pos and not req.text and req.text_query is None:
         raise SearchError("nothing to search with", hint="give an image, a document id or text")
-    w = _window(req, props, (vector, pos, neg), filt, exclude, (min_sim, nc))
+    w = _window(req, props, (vector, pos, neg), filt, exclude, (min_sim, nc), fields)
     hits, took, ranking, raw_aggs = _search(client, info, w, offset, size, aggs)
     result = _result(info, hits, took, started, req, filtered=bool(filt))
     _annotate(result, req, w, ranking, facets_of(raw_aggs, req.facets) if aggs else None, bool(pos))
@@ -304,14 +312,13 @@ def _run(client: Elasticsearch, index: str, req: SearchRequest,
 
 
 def _window(req: SearchRequest, props: dict[str, Any], vectors: tuple[Any, ...], filt: dict[str, Any],
-            exclude: list[str] | None,
-            knn: tuple[Any, ...]) -> Window:
-    """What the search ranks with: the query vector or examples, text or the shop's query,
-    filters, exclusions, floor and candidates (``knn``), and what follows fusion."""
+            exclude: list[str] | None, knn: tuple[Any, ...], fields: list[str]) -> Window:
+    """What the search ranks with: the query vector or examples, text (over ``fields``) or the
+    shop's query, filters, exclusions, floor and candidates (``knn``), and what follows fusion."""
     vector, pos, neg = vectors
     min_sim, nc = knn
     return Window(size=window(req.k, req.page), vector=vector, positives=[] if vector else pos,
-                  negatives=[] if vector else neg, text=req.text, fields=req.text_fields or text_fields_of(props),
+                  negatives=[] if vector else neg, text=req.text, fields=fields,
                   filt=filt, exclude=exclude or [], min_similarity=min_sim, num_candidates=nc,
                   image_weight=req.image_weight, text_weight=req.text_weight, fusion=req.fusion,
                   text_query=with_text(cast(dict[str, Any], req.text_query), req.text)  # parsed: __post_init__

@@ -2,16 +2,18 @@
 
 ``ESM_API_KEY`` turns on an ``X-API-Key`` check, made before any body is read; bodies are
 limited while they stream in (guard.py). Uploads are sniffed (the bytes decide the format,
-never the name or the Content-Type). Searches run in worker threads, a bounded number at a
-time, so the event loop keeps answering. Every error is JSON with an ``error`` field (errors.py).
+never the name or the Content-Type). Both search routes take the parameters SEARCH_PARAMS
+declares once. Searches run in worker threads, a bounded number at a time, so the event loop
+keeps answering. Every error is JSON with an ``error`` field (errors.py).
 List parameters default to ``[]``, not ``default_factory=list``: pydantic would introspect
-``list`` (~0.13 ms) on the event loop for each one a request leaves out.
+``list`` (~0.13 ms) on the event loop for each one a request leaves out (FastAPI copies it).
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Any, Callable, NamedTuple
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -30,8 +32,8 @@ from ..model.runtime import Inference
 from ..search.facets import MAX_FACET_SIZE, TERMS_SIZE
 from ..search.fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_TEXT_WEIGHT, FUSIONS
 from ..search.gallery import document_image
+from ..search.queries import MAX_NUM_CANDIDATES, MAX_QE_K
 from ..search.service import SearchRequest, run_search
-from ..types import Fusion
 from ..urlguard import is_url
 from . import errors
 from .guard import FORM_ALLOWANCE, RequestGuard, SearchSlots, key_matches
@@ -40,10 +42,69 @@ from .photos import HEADERS as PHOTO_HEADERS, PhotoCache, fetch_photo
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-FUSION_HELP = f"one of: {', '.join(FUSIONS)}"  # the routes take a str: SearchRequest refuses the others (check_request)
+FUSION_HELP = f"one of: {', '.join(FUSIONS)}"  # a str: SearchRequest refuses the others (check_request)
 MIN_SIM_HELP = "similarity floor (cosine; L2 distance for l2_norm models), or auto: the model card's cut-off"
 TEXT_QUERY_HELP = 'the shop\'s own query as JSON, e.g. {"match": {"name": "{{text}}"}}; filters still apply'
+TEXT_FIELDS_HELP = "match text on these text fields of the index, unweighted (default: all, names x3)"
 DIVERSIFY_HELP = "MMR lambda: 1 ranks by relevance alone, lower values add variety"
+QE_HELP = "query expansion: blend the first round's top N vectors into the query (0: off; default: the model's)"
+
+
+class Param(NamedTuple):
+    """A search parameter of both routes: GET reads it from the query string, POST from its form."""
+    name: str                  # the SearchRequest field
+    type: Any
+    default: Any
+    rules: dict[str, Any] = {}  # bounds (ge, le) and description
+    get: str | None = None     # GET's name when it differs: one filter or facet per query parameter
+
+
+# Each a SearchRequest field, bounded as SearchRequest bounds it (check_request checks again);
+# tests/unit/test_search_surfaces.py holds these, the CLI and the Python API to SearchRequest.
+SEARCH_PARAMS = (
+    Param("like", list[str], [], {"description": "document ids: more like these (repeatable)"}),
+    Param("unlike", list[str], [], {"description": "document ids: less like these (repeatable)"}),
+    Param("examples", str, "mean", {"description": "mean or max"}),
+    Param("text", str | None, None),
+    Param("text_fields", list[str], [], {"description": TEXT_FIELDS_HELP}),
+    Param("text_query", str | None, None, {"description": TEXT_QUERY_HELP}),
+    Param("filters", list[str], [], get="filter"),
+    Param("facets", list[str], [], get="facet"),
+    Param("facet_size", int, TERMS_SIZE, {"ge": 1, "le": MAX_FACET_SIZE}),
+    Param("k", int, 10, {"ge": 1, "le": 200}),
+    Param("page", int, 1, {"ge": 1, "le": 100}),
+    Param("num_candidates", int | None, None, {"ge": 1, "le": MAX_NUM_CANDIDATES,
+                                               "description": "kNN candidates per shard"}),
+    Param("fusion", str, DEFAULT_FUSION, {"description": FUSION_HELP}),
+    Param("image_weight", float, DEFAULT_IMAGE_WEIGHT, {"ge": 0}),
+    Param("text_weight", float, DEFAULT_TEXT_WEIGHT, {"ge": 0}),
+    Param("min_similarity", str | None, None, {"description": MIN_SIM_HELP}),
+    Param("near_duplicates", bool, False, {"description": "only near-duplicates (the calibrated threshold)"}),
+    Param("qe_k", int | None, None, {"ge": 0, "le": MAX_QE_K, "description": QE_HELP}),
+    Param("collapse", str | None, None, {"description": "one hit per value of this field"}),
+    Param("diversify", float | None, None, {"ge": 0, "le": 1, "description": DIVERSIFY_HELP}),
+    Param("explain", bool, False),
+)
+
+
+def search_params(source: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
+    """A dependency that takes SEARCH_PARAMS with ``source`` (``Query`` or ``Form``) and answers
+    them as SearchRequest keyword arguments, empty values as not given (a form's blank field)."""
+    def collect(**given: Any) -> dict[str, Any]:
+        return {p.name: cleaned(p, given[p.name]) for p in SEARCH_PARAMS}
+
+    collect.__signature__ = inspect.Signature([  # type: ignore[attr-defined]  # what FastAPI reads
+        inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, annotation=p.type,
+                          default=source(p.default, alias=p.get if source is Query else None, **p.rules))
+        for p in SEARCH_PARAMS])
+    return collect
+
+
+def cleaned(p: Param, value: Any) -> Any:
+    """Empty values as not given: blank list items dropped, a blank optional string None."""
+    if isinstance(p.default, list):
+        return [v for v in value if v]
+    return None if value == "" and p.default is None else value
 
 
 async def read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -86,65 +147,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await slots.run(fetched_then_searched, index, req, image_url)
 
     @app.post("/api/indices/{index}/search", dependencies=[Depends(check_key)])
-    async def search_upload(index: str, image: UploadFile | None = File(None),
+    async def search_upload(index: str, params: Annotated[dict, Depends(search_params(Form))],
+                            image: UploadFile | None = File(None),
                             like_image: list[UploadFile] = File([]),
                             unlike_image: list[UploadFile] = File([]),
-                            text: str | None = Form(None), like: list[str] = Form([]),
-                            unlike: list[str] = Form([]),
-                            examples: str = Form("mean", description="mean or max"),
-                            filters: list[str] = Form([]),
-                            facets: list[str] = Form([]), k: int = Form(10, ge=1, le=200),
-                            page: int = Form(1, ge=1, le=100),
-                            fusion: str = Form(DEFAULT_FUSION, description=FUSION_HELP),
-                            image_weight: float = Form(DEFAULT_IMAGE_WEIGHT, ge=0),
-                            text_weight: float = Form(DEFAULT_TEXT_WEIGHT, ge=0),
-                            min_similarity: str | None = Form(None, description=MIN_SIM_HELP),
-                            image_url: str | None = Form(None),
-                            text_query: str | None = Form(None, description=TEXT_QUERY_HELP),
-                            facet_size: int = Form(TERMS_SIZE, ge=1, le=MAX_FACET_SIZE),
-                            collapse: str | None = Form(None, description="one hit per value of this field"),
-                            diversify: float | None = Form(None, ge=0, le=1, description=DIVERSIFY_HELP),
-                            explain: bool = Form(False)) -> dict:
+                            image_url: str | None = Form(None)) -> dict:
         """Search by uploaded images (multipart: ``image``, more ``like_image``/``unlike_image``)
         or an image URL (``image_url``), and/or indexed documents (``like``, ``unlike``,
-        repeatable), text, filters, facets."""
+        repeatable), text, filters, facets: the form fields are GET's parameters."""
         data = await read_limited(image, settings.max_upload_bytes) if image is not None else None
         likes = [await read_limited(f, settings.max_upload_bytes) for f in like_image]
         unlikes = [await read_limited(f, settings.max_upload_bytes) for f in unlike_image]
-        return await run(index, SearchRequest(
-            image=data, like=[v for v in like if v], unlike=[v for v in unlike if v],
-            like_images=likes, unlike_images=unlikes, examples=examples, text=text or None,
-            filters=[f for f in filters if f], facets=[f for f in facets if f], k=k, page=page,
-            fusion=cast(Fusion, fusion), image_weight=image_weight, text_weight=text_weight,
-            min_similarity=min_similarity or None, text_query=text_query or None, facet_size=facet_size,
-            collapse=collapse or None, diversify=diversify, explain=explain),
-            image_url if data is None else None)
+        return await run(index, SearchRequest(image=data, like_images=likes, unlike_images=unlikes, **params),
+                         image_url if data is None else None)
 
     @app.get("/api/indices/{index}/search", dependencies=[Depends(check_key)])
-    async def search_get(index: str, like: list[str] = Query([]),
-                         unlike: list[str] = Query([]), examples: str = "mean",
-                         text: str | None = None, filter: list[str] = Query([]),
-                         facet: list[str] = Query([]), k: int = Query(10, ge=1, le=200),
-                         page: int = Query(1, ge=1, le=100),
-                         fusion: str = Query(DEFAULT_FUSION, description=FUSION_HELP),
-                         image_weight: float = Query(DEFAULT_IMAGE_WEIGHT, ge=0),
-                         text_weight: float = Query(DEFAULT_TEXT_WEIGHT, ge=0),
-                         min_similarity: str | None = Query(None, description=MIN_SIM_HELP),
-                         image_url: str | None = None,
-                         text_query: str | None = Query(None, description=TEXT_QUERY_HELP),
-                         facet_size: int = Query(TERMS_SIZE, ge=1, le=MAX_FACET_SIZE),
-                         collapse: str | None = Query(None, description="one hit per value of this field"),
-                         diversify: float | None = Query(None, ge=0, le=1, description=DIVERSIFY_HELP),
-                         explain: bool = False) -> dict:
+    async def search_get(index: str, params: Annotated[dict, Depends(search_params(Query))],
+                         image_url: str | None = None) -> dict:
         """Search by indexed documents (more / less like these), an image URL and/or text,
-        with filters, facets."""
-        return await run(index, SearchRequest(
-            like=[v for v in like if v], unlike=[v for v in unlike if v], examples=examples,
-            text=text or None, filters=[f for f in filter if f], facets=[f for f in facet if f],
-            k=k, page=page, fusion=cast(Fusion, fusion), image_weight=image_weight, text_weight=text_weight,
-            min_similarity=min_similarity or None,
-            text_query=text_query or None, facet_size=facet_size, collapse=collapse or None,
-            diversify=diversify, explain=explain), image_url)
+        with filters (``filter``, repeatable), facets (``facet``)."""
+        return await run(index, SearchRequest(**params), image_url or None)
 
     @app.get("/api/indices/{index}/image/{doc_id:path}", dependencies=[Depends(check_key)])
     async def image(index: str, doc_id: str, photo: int | None = Query(None, ge=0, le=63)) -> Response:

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from tests.badimages import corpus_files
 from tests.imagegen import make_manifest
-from tests.integration.helpers import esm, esm_json
+from tests.integration.helpers import esm, esm_error, esm_json
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +71,17 @@ def test_text_only_search(shop):
     assert len(res["hits"]) == 3 and all(h["source"]["title"] == "square number 1" for h in res["hits"])
 
 
+def test_cli_text_fields_are_text_fields_of_the_index_and_numbers_are_bounded(shop):
+    res = esm_json("search", shop, "--text", "square", "--text-field", "title", "-k", "3")
+    assert len(res["hits"]) == 3 and all("square" in h["source"]["title"] for h in res["hits"])
+    assert "'*' is not a field name" in esm_error("search", shop, "--text", "x", "--text-field", "*")
+    assert "not a text field of this index (keyword)" in esm_error("search", shop, "--text", "x",
+                                                                   "--text-field", "category")
+    for option, value in (("--num-candidates", "10001"), ("--qe-k", "101")):
+        bad = esm("search", shop, "--text", "x", option, value, ok=False)
+        assert bad.exit_code == 2 and "is not in the range" in bad.output
+
+
 def test_min_similarity_threshold_limits_results(shop, tiny_data):
     q = tiny_data / "class_4" / "img_001.jpg"
     res = esm_json("search", shop, "--image", q, "-k", "50", "--min-similarity", "0.999999")
@@ -128,3 +139,46 @@ def test_near_duplicate_mode_uses_the_calibrated_threshold(shop, tiny_data, tiny
     assert res["hits"][0]["id"] == "class_2-img_001"
     assert len(res["hits"]) < 96  # the threshold cut the list
     assert all(2 * h["score"] - 1 >= threshold - 1e-4 for h in res["hits"])  # cosine score -> similarity
+
+
+
+OUT_OF_BOUNDS = [{"num_candidates": 10_001}, {"num_candidates": 10**30}, {"num_candidates": 0},
+                 {"num_candidates": "1e3"}, {"qe_k": 101}, {"qe_k": -1}, {"qe_k": 10**30},
+                 {"near_duplicates": "maybe"}]
+NOT_TEXT_FIELDS = [(["*"], "not a field name"), (["ti*"], "not a field name"), (["title^1000"], "not a field name"),
+                   (["category"], "not a text field of this index (keyword)"),
+                   (["title", "nope"], "'nope' is not a text field"), (["_source"], "not a text field"),
+                   (["doc['title'].value"], "not a text field"),
+                   ([f"f{i}" for i in range(33)], "too many text fields")]
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_api_bounds_qe_k_num_candidates_near_duplicates_and_text_fields(api, shop, method):
+    """Both routes take the CLI's --qe-k, --num-candidates, --near-duplicates and --text-field
+    (text_fields), bounded as SearchRequest bounds them: an out-of-range number is refused by the
+    route (422) before Elasticsearch hears of it; a text field must be a text field of the index,
+    named literally (no pattern fanning out to every field, no ^boost, no script): 400."""
+    def search(**params):
+        params = {"like": "class_5-img_000", "k": 3, **params}
+        r = (api.get(f"/api/indices/{shop}/search", params=params) if method == "GET"
+             else api.post(f"/api/indices/{shop}/search", data=params))
+        assert "Traceback" not in r.text and (r.status_code == 200 or "error" in r.json()), r.text
+        return r
+
+    for params in OUT_OF_BOUNDS:
+        r = search(**params)
+        name = next(iter(params))
+        assert r.status_code == 422 and r.json()["error"].startswith(f"invalid request: {name}"), (params, r.text)
+    for fields, message in NOT_TEXT_FIELDS:
+        r = search(text="triangle", text_fields=fields)
+        assert r.status_code == 400 and message in r.json()["error"], (fields, r.text)
+        assert r.json()["hint"].startswith("text fields of this index: title") or "too many" in message
+
+    plain = search(qe_k=0, num_candidates=50).json()
+    assert len(plain["hits"]) == 3 and plain["query_expansion"]["k"] == 0
+    assert search(qe_k=3).json()["query_expansion"]["k"] == 3
+    near = search(near_duplicates="true", k=50).json()
+    assert near["min_similarity"] > 0.9 and len(near["hits"]) < 50 and "min_similarity" not in plain
+    titled = search(like=[], text="triangle", text_fields=["title", ""]).json()
+    assert len(titled["hits"]) == 3 and all("triangle" in h["source"]["title"] for h in titled["hits"])

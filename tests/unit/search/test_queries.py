@@ -4,7 +4,7 @@ import pytest
 from es_metric.errors import SearchError
 from es_metric.search.queries import (Filter, FieldInfo, default_candidates, field_info,
                                       filter_clauses, knn_clause, leaf_fields, parse_filter,
-                                      search_body, text_query)
+                                      search_body, text_field_paths, text_query)
 
 PROPS = {"title": {"type": "text", "fields": {"keyword": {"type": "keyword"}}},
          "category": {"type": "keyword"}, "price": {"type": "float"}}
@@ -63,6 +63,22 @@ def test_unknown_field_names_similar_and_available_fields():
         clause("image_vector=1")
     with pytest.raises(SearchError, match="unknown field"):
         filter_clauses([parse_filter("price<5")], {})
+
+
+def test_text_fields_are_the_index_text_fields_named_literally():
+    props = {**TYPED, "desc": {"type": "text", "fields": {"en": {"type": "text"}}},
+             "blurb": {"type": "alias", "path": "desc"},
+             "variants": {"type": "nested", "properties": {"note": {"type": "text"}}}}
+    assert text_field_paths(["title", "desc.en", "blurb", "desc"], props) == ["title", "desc.en", "desc"]
+    for name, message in [("*", "is not a field name"), ("ti*", "is not a field name"), ("title^100", "not a field"),
+                          ("titl?", "not a field name"), (" ", "not a field name"),
+                          ("nope", r"'nope' is not a text field of this index \(unknown\)"),
+                          ("sku", r"\(keyword\)"), ("title.keyword", r"\(keyword\)"), ("_id", r"\(keyword\)"),
+                          ("dims", r"\(unknown\)"), ("variants.note", r"\(text in nested variants\)"),
+                          ("image_vector", r"\(dense_vector\)")]:
+        with pytest.raises(SearchError, match=message) as info:
+            text_field_paths(["title", name], props)
+        assert info.value.hint.startswith("text fields of this index: desc, desc.en, notes, title"), name
 
 
 def test_keyword_values_stay_strings():

@@ -16,6 +16,8 @@ from es_metric.search.service import FUSIONS, MAX_RESULT_WINDOW, SearchRequest
 def test_valid_requests_pass():
     SearchRequest(text="red", k=200, page=50)  # 10,000: exactly the window
     SearchRequest(like="doc", fusion="rrf", num_candidates=10_000, image_weight=0, min_similarity=-0.5)
+    SearchRequest(text="red", qe_k=0, near_duplicates=True)
+    assert SearchRequest(text="red", qe_k=100, text_fields="title").text_fields == ["title"]
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -31,8 +33,8 @@ def test_valid_requests_pass():
     ({"page": -1}, "page must be a whole number"),
     ({"k": 2.5}, "k must be a whole number"),
     ({"k": True}, "k must be a whole number"),
-    ({"num_candidates": 10_001}, "num_candidates must be from 1 to 10,000"),
-    ({"num_candidates": 0}, "num_candidates must be from 1"),
+    ({"num_candidates": 10_001}, "num_candidates must be a whole number from 1 to 10,000"),
+    ({"num_candidates": 0}, "num_candidates must be a whole number from 1"),
     ({"image_weight": -1.0}, "image_weight must be a finite number of at least 0"),
     ({"text_weight": math.nan}, "text_weight must be a finite number"),
     ({"image_weight": math.inf}, "image_weight must be a finite number"),
@@ -40,6 +42,16 @@ def test_valid_requests_pass():
     ({"text": "   "}, "empty text"),
     ({"like": ""}, "empty like"),
     ({"filters": [3]}, "filters must be strings"),
+    ({"num_candidates": 2.5}, "num_candidates must be a whole number from 1 to 10,000"),
+    ({"num_candidates": True}, "num_candidates must be a whole number"),
+    ({"qe_k": 101}, r"qe_k must be a whole number from 0 to 100 \(0: no query expansion\), not 101"),
+    ({"qe_k": -1}, "qe_k must be a whole number from 0"),
+    ({"qe_k": 10**30}, "qe_k must be a whole number"),
+    ({"near_duplicates": "yes"}, "near_duplicates must be true or false, not 'yes'"),
+    ({"text_fields": ["title", ""]}, "empty text_fields"),
+    ({"text_fields": [b"title"]}, "text_fields must be strings"),
+    ({"text_fields": {"title": 1}}, "text_fields must be a list of strings"),
+    ({"text_fields": [f"f{i}" for i in range(33)]}, "too many text fields"),
 ])
 def test_invalid_requests_are_refused_with_the_limit(kwargs, message):
     with pytest.raises(SearchError, match=message):
