@@ -39,13 +39,13 @@ import numpy as np
 from elasticsearch.helpers import scan
 
 from common import ROOT, write_result
-from dba import augment_block, loo_map_at_r, run
+from dba import augment_block, loo_map_at_r, run, top_k
 from es_metric.config import Settings
 from es_metric.index.client import make_client
 from es_metric.index.dbafields import DbaFields
 from es_metric.index.indices import index_info
 from es_metric.index.vectors import hit_vector
-from es_metric.search.dba import card_setting, runs_after_ingest
+from es_metric.search.dba import REACH, card_setting, runs_after_ingest
 
 IMAGES = (".jpg", ".jpeg", ".png")
 
@@ -75,13 +75,14 @@ def dig(src: dict, dotted: str):
 
 
 def fold_state(es, alias: str) -> dict:
-    """Every document's id, raw and searched vectors, label and kept neighbour list."""
+    """Every document's id, path, raw and searched vectors, label and kept neighbour list."""
     info = index_info(es, alias)
     fields = DbaFields.of(info.fields)
-    ids, raw, stored, labels, lists, runs = [], [], [], [], [], []
+    ids, raw, stored, labels, lists, runs, paths = [], [], [], [], [], [], []
     for hit in scan(es, index=info.concrete, query={"docvalue_fields": [fields.raw, fields.vector]},
-                    _source=["label", fields.marker]):
+                    _source=["label", "image_path", fields.marker]):
         ids.append(hit["_id"])
+        paths.append(hit["_source"]["image_path"])
         raw.append(hit_vector(hit, fields.raw) or hit_vector(hit, fields.vector))
         stored.append(hit_vector(hit, fields.vector))
         labels.append(hit["_source"]["label"])
@@ -89,7 +90,7 @@ def fold_state(es, alias: str) -> dict:
         lists.append(mark.get("ids"))
         runs.append(mark.get("run"))
     return {"ids": ids, "raw": np.asarray(raw, np.float32), "stored": np.asarray(stored, np.float32),
-            "labels": np.asarray(labels), "lists": lists, "runs": runs}
+            "labels": np.asarray(labels), "lists": lists, "runs": runs, "paths": paths}
 
 
 def against_full(state: dict, k: int, alpha: float) -> dict:
@@ -117,6 +118,37 @@ def drop(es, alias: str) -> None:
     """Delete the fold's indices (by name: wildcard deletes may be refused)."""
     for name in es.indices.get(index=f"{alias}-*", allow_no_indices=True, ignore_unavailable=True):
         es.indices.delete(index=name)
+
+
+def why(state: dict, batch_of: dict[str, int], k: int) -> dict:
+    """Each true k-nearest neighbour ``m`` missing from a document ``d``'s kept list, by when
+    ``m`` came: in an earlier batch than ``d`` or the same one (then ``d``'s own kNN search
+    did not return it: HNSW), or later (then ``d`` was an existing document that ``m``
+    entered: ``d``'s rank among ``m``'s nearest then present tells whether it lay within the
+    REACH x k a new document looks at, or beyond)."""
+    raw, ids = state["raw"], state["ids"]
+    batch = np.array([batch_of[p] for p in state["paths"]])
+    sims = raw @ raw.T
+    np.fill_diagonal(sims, -np.inf)
+    exact, _ = top_k(raw, k)
+    out = {"earlier_batch": 0, "same_batch": 0, "later_within_reach": 0, "later_beyond_reach": 0,
+           "ranks_beyond_reach": []}
+    for d, kept in enumerate(state["lists"]):
+        for m in exact[d]:
+            if ids[m] in set(kept or []):
+                continue
+            if batch[m] < batch[d]:
+                out["earlier_batch"] += 1
+            elif batch[m] == batch[d]:
+                out["same_batch"] += 1
+            else:
+                rank = int(((batch < batch[m]) & (sims[m] > sims[m, d])).sum())  # of the earlier ones
+                within = rank < REACH * k + 1
+                out["later_within_reach" if within else "later_beyond_reach"] += 1
+                if not within:
+                    out["ranks_beyond_reach"].append(rank + 1)
+    out["ranks_beyond_reach"].sort()
+    return out
 
 
 def load() -> list[float]:
@@ -156,7 +188,10 @@ def fold_run(es, runs: Path, fold: int, batches: int, seed: int, keep: bool, tmp
         print(row, flush=True)
         result["ingests"].append(row)
     result["documents"] = int(es.count(index=alias)["count"])
-    result["incremental"] = against_full(fold_state(es, alias), k, alpha)
+    state = fold_state(es, alias)
+    result["incremental"] = against_full(state, k, alpha)
+    batch_of = {str(f): b for b, part in enumerate(parts) for f, _ in part}
+    result["incremental"]["missing_neighbours_by_arrival"] = why(state, batch_of, k)
     print("incremental", result["incremental"], flush=True)
     full = run(es, alias, concrete, ["dba", alias, "--full"], tmp, roots)
     result["full_pass_run"] = {"wall_s": full["wall_s"], "indexing_ops": full["documents_written"],
