@@ -94,7 +94,7 @@ def manifest(files: list[Path], folder: Path) -> Path:
     return path
 
 
-def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_k(x: np.ndarray, k: int = K) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k (indices, similarities) of every row of ``x`` among the others (cosine)."""
     sims = x @ x.T
     np.fill_diagonal(sims, -np.inf)
@@ -104,11 +104,11 @@ def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(idx, order, 1), np.take_along_axis(s, order, 1)
 
 
-def augment_block(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def augment_block(x: np.ndarray, k: int = K, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(augmented vectors, k-th neighbour similarity, the k nearest's rows, best first) of a
-    block whose neighbours lie inside it."""
-    idx, s = top_k(x, K)
-    return blend_rows(x, x[idx], s, ALPHA, Metric.COSINE), s[:, -1], idx
+    block whose neighbours lie inside it: one exact full pass over it."""
+    idx, s = top_k(x, k)
+    return blend_rows(x, x[idx], s, alpha, Metric.COSINE), s[:, -1], idx
 
 
 def update_actions(index: str, fields: DbaFields, ids, raw, aug, kth, nearest):
@@ -206,11 +206,11 @@ def indexing_total(es, index: str) -> int:
     return int(stats["indexing"]["index_total"])
 
 
-def run(es, alias: str, concrete: str, args: list[str], tmp: Path) -> dict:
+def run(es, alias: str, concrete: str, args: list[str], tmp: Path, roots: Path = DATA) -> dict:
     """One `esm` command in its own process: wall time, peak RSS (GNU time's, of that process
     alone: a child forked from this one would count this process's pages), documents written,
-    its JSON summary."""
-    env = {**os.environ, "ESM_IMAGE_ROOTS": str(DATA), "ESM_PROGRESS": "0"}
+    its JSON summary. ``roots``: the folder its images may be read from."""
+    env = {**os.environ, "ESM_IMAGE_ROOTS": str(roots), "ESM_PROGRESS": "0"}
     out, err, rss = tmp / "out.txt", tmp / "err.txt", tmp / "rss.txt"
     before = indexing_total(es, concrete)
     t0 = time.perf_counter()
