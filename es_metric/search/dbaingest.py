@@ -91,19 +91,22 @@ class IngestDba:
 
     def finish(self) -> dict[str, Any] | None:
         """After the wait and ``make_searchable``: the step under way ends, the rest is
-        augmented; the pass's counts, with ``total_s`` (its steps and this) and
-        ``after_wait_s`` (this)."""
+        augmented; the pass's counts, with ``total_s`` (the pass's own time: its steps and the
+        rest, each counted once) and ``after_wait_s`` (from here to the end, the wait for the
+        step under way included)."""
         if self.p is None:
             return None
         t0 = time.monotonic()
         self.stepping = False
-        self.pause()
+        self.pause()  # the step under way ends: its time is in busy already
         if self.error is not None:
             raise self.error
+        t1 = time.monotonic()
         self._augment(refresh=self.thread is not None)  # what a step wrote after make_searchable, visible
         self.p.client.indices.refresh(index=self.p.info.concrete)
-        after = time.monotonic() - t0
+        end = time.monotonic()
+        after, own = end - t0, end - t1
         log.info("dba: %d new documents of %s augmented in %d steps during the wait and %.1f s after it",
                  self.p.counts["documents"], self.p.info.concrete, self.steps, after)
-        return {**summary(self.p), "total_s": round(self.busy + after, 2), "after_wait_s": round(after, 2),
+        return {**summary(self.p), "total_s": round(self.busy + own, 2), "after_wait_s": round(after, 2),
                 "steps": self.steps}
