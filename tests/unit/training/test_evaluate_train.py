@@ -123,6 +123,7 @@ def test_card_metrics_of_a_fine_tuned_model_are_the_shipped_ones(tiny_model, tin
     assert card["metrics"]["val"]["map_at_r"] == pytest.approx(fresh["map_at_r"], abs=1e-4)
 
 
+@pytest.mark.slow  # a whole training run (make test runs it; make test-unit leaves it out)
 def test_refit_card_says_which_head_was_measured(tiny_data, tmp_path):
     """--refit ships a head retrained on train + validation: the card says its metrics are the
     early-stopped head's, and the threshold is recalibrated in the shipped head's own space."""
@@ -142,6 +143,7 @@ FULL = dict(loss="contrastive", backbone="small-cnn", pretrained=False, freeze_b
             dim=8, batch_size=48, seed=4, patience=10)
 
 
+@pytest.mark.slow  # a whole training run (make test runs it; make test-unit leaves it out)
 def test_full_training_resumes_from_its_checkpoint(tiny_data, tmp_path):
     """An interrupted fine-tune (here: stopped after epoch 1) continues at epoch 2 with the
     history, optimiser and best state of the checkpoint instead of starting over. The
@@ -260,6 +262,7 @@ def test_anchor_penalty_by_hand():
     assert anchor_penalty(w0 + torch.tensor([[0.5, 0.0], [0.0, 0.0]]), w0).item() == pytest.approx(0.25 / 2)
 
 
+@pytest.mark.slow  # a whole training run (make test runs it; make test-unit leaves it out)
 def test_card_reports_both_protocols_where_measurable(tiny_model, tiny_data, tmp_path):
     from es_metric.model.modelfile import read_card
     from es_metric.training.train import TrainConfig, train
