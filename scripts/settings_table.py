@@ -11,6 +11,7 @@ if str(ROOT) not in sys.path:  # this checkout's package, whatever the environme
     sys.path.insert(0, str(ROOT))
 
 from es_metric.config import settings_table  # noqa: E402
+
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 
 

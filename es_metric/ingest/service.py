@@ -60,8 +60,7 @@ def finish_ingest(settings: Settings, client: Elasticsearch, job: Job, *, timeou
                             timeout=timeout)
     except BaseException:
         if along:  # no step starts after a failed wait; the one under way ends
-            along.stepping = False
-            along.pause()
+            along.stop()
         raise
     seconds = time.monotonic() - started
     make_searchable(client, job)

@@ -69,6 +69,11 @@ class IngestDba:
         if self.thread is not None:
             self.thread.join()
 
+    def stop(self) -> None:
+        """No step starts after this; the one under way (if any) ends."""
+        self.stepping = False
+        self.pause()
+
     def _steps(self) -> None:
         try:
             while self.stepping and self.done > self.seen:
@@ -97,8 +102,7 @@ class IngestDba:
         if self.p is None:
             return None
         t0 = time.monotonic()
-        self.stepping = False
-        self.pause()  # the step under way ends: its time is in busy already
+        self.stop()  # the step under way ends: its time is in busy already
         if self.error is not None:
             raise self.error
         t1 = time.monotonic()
