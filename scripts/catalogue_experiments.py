@@ -45,6 +45,7 @@ CONFIGS: dict[str, dict] = {
     "views-single": {"view_photos": "single"},
     "colour": {"augment": "crop+colour"},
     "no-views": {"augment": "none"},
+    "pca-start": {"init": "pca"},      # the default before the learned-whitening start
 }
 METRICS = ("recall_at_1", "mrr", "map_at_r", "group_precision_at_10")
 
