@@ -17,8 +17,10 @@ training catalogue but stay in the searched one, and only their photos query.
 Juice: ten), its photos drawn round-robin from its varieties (like a clothing style in several
 colours), and the category is the group (Fruit, Vegetables, Packages).
 
+``--per-product 2-6`` gives each product its own count between 2 and 6 (a shop's mix).
+
 Usage: python scripts/catalogue_experiments.py ../shared/data/grocery_store --out runs/catalogue \\
-           --per-product 1,3,5 --seeds 0,1,2 [--kind fine|style] [--holdout 3] [--config NAME]...
+           --per-product 1,3,5,2-6 --seeds 0,1,2 [--kind fine|style] [--holdout 3] [--config NAME]...
 Results accumulate in OUT/results.jsonl (a finished run is not redone); OUT/summary.md sums up.
 """
 from __future__ import annotations
@@ -45,6 +47,7 @@ CONFIGS: dict[str, dict] = {
     "views-single": {"view_photos": "single"},
     "colour": {"augment": "crop+colour"},
     "no-views": {"augment": "none"},
+    "pca-start": {"init": "pca"},      # the default before the learned-whitening start
 }
 METRICS = ("recall_at_1", "mrr", "map_at_r", "group_precision_at_10")
 
@@ -62,11 +65,15 @@ def products(root: Path, kind: str) -> dict[str, dict]:
     return out
 
 
-def draw(root: Path, prods: dict[str, dict], n: int, seed: int, n_queries: int) -> tuple[dict, dict]:
-    """(catalogue photos, query photos) per product, reproducibly; variants round-robin."""
+def draw(root: Path, prods: dict[str, dict], per_product: str, seed: int, n_queries: int) -> tuple[dict, dict]:
+    """(catalogue photos, query photos) per product, reproducibly; variants round-robin.
+    ``per_product``: a count ("3") or a range ("2-6": each product draws its own count, like a
+    shop where some products have two photos and some six)."""
     rng = random.Random(seed)
+    low, _, high = per_product.partition("-")
     cata, queries = {}, {}
     for pid in sorted(prods):
+        n = rng.randint(int(low), int(high)) if high else int(low)
         pools = [sorted(str(p) for p in (root / c).iterdir() if p.suffix.lower() == ".jpg")
                  for c in prods[pid]["classes"]]
         for pool in pools:
@@ -101,8 +108,8 @@ def score(model_path: Path, prods: dict, cata: dict, queries: dict, asked: set[s
     return {m: s.metric(m).tolist() for m in METRICS}
 
 
-def run_one(args, prods: dict, n: int, seed: int, fold: int | None, config: str) -> dict:
-    cata, queries = draw(args.data, prods, n, seed, args.queries)
+def run_one(args, prods: dict, n: int | str, seed: int, fold: int | None, config: str) -> dict:
+    cata, queries = draw(args.data, prods, str(n), seed, args.queries)
     everyone = set(prods)
     held = set(sorted(everyone)[fold::args.holdout]) if fold is not None else set()
     tag = f"n{n}-s{seed}" + (f"-f{fold}" if fold is not None else "")
@@ -128,7 +135,7 @@ def summary(rows: list[dict]) -> str:
         by[(r["kind"], r["fold"] is not None, r["n"], r["config"])].append(r)
     lines = ["| kind | queries of | photos/product | config | runs | R@1 | MRR | MAP@R | category P@10 | "
              "R@1 diff vs pretrained [95 %] | gate passed |", "|" + "---|" * 11]
-    for (kind, holdout, n, config), runs in sorted(by.items()):
+    for (kind, holdout, n, config), runs in sorted(by.items(), key=lambda kv: tuple(map(str, kv[0]))):
         base = {(r["seed"], r["fold"]): r for r in by[(kind, holdout, n, "pretrained")]}
         cells = []
         for m in METRICS:
@@ -164,7 +171,7 @@ def main() -> None:
     seen = {(r["n"], r["seed"], r["fold"], r["config"]) for r in done}
     configs = ["pretrained"] + [c for c in (args.config or ["default"]) if c != "pretrained"]
     folds = list(range(args.holdout)) if args.holdout else [None]
-    for n in (int(x) for x in args.per_product.split(",")):
+    for n in (int(x) if x.isdigit() else x for x in args.per_product.split(",")):
         for seed in (int(x) for x in args.seeds.split(",")):
             for fold in folds:
                 for config in configs:

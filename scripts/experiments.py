@@ -68,9 +68,10 @@ CONFIGS: dict[str, Config] = {
     "raw-flip": Config(flip=True, train=RAW),
     "raw-lite1": Config(backbone="efficientnet-lite1", train=RAW),
     "raw-lite2": Config(backbone="efficientnet-lite2", train=RAW),
-    # esm train's defaults (multi-similarity, linear 1280->256 from PCA, refit), then one change each
+    # esm train's defaults (multi-similarity, linear 1280->256 from the learned whitening, refit), then one change each
     "default": Config(),
     "no-refit": Config(train={"refit": False}),
+    "pca-start": Config(train={"init": "pca"}),   # the linear head's start before the learned whitening
     "mlp": Config(train={"head": "mlp"}),
     "head-reg1": Config(train={"head_reg": 1.0}),
     "head-reg10": Config(train={"head_reg": 10.0}),

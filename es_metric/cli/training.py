@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..training.config import AUGMENTATIONS, DEFAULT_RERANK, PROTOCOLS
+from ..training.config import AUGMENTATIONS, DEFAULT_RERANK, HEAD_INITS, PROTOCOLS
 from ..model.card import read_card
 from .common import FiniteRange, RegistryChoice, echo_json
 from .cards import card_lines, evaluation_lines
@@ -71,8 +71,12 @@ def _objectives() -> list[str]:
                    "epochs (the card's metrics then describe the head before the refit, and say so).")
 @click.option("--pool", type=click.Choice(["avg", "gem"]), default="avg", show_default=True,
               help="Pooling of the backbone's last feature maps (gem: EfficientNet-Lite only).")
+@click.option("--init", type=click.Choice(HEAD_INITS), default="whiten", show_default=True,
+              help="Where a linear head starts: whiten (the learned whitening of the catalogue, in closed "
+                   "form: how a product's photos differ is damped, how products differ is kept) or pca (the "
+                   "pretrained geometry). Early stopping may keep the start itself.")
 @click.option("--head-reg", type=FiniteRange(min=0), default=0.0, show_default=True,
-              help="Linear head: penalty pulling it toward its PCA start (the pretrained geometry).")
+              help="Linear head: penalty pulling it toward its start.")
 @click.option("--augment", type=click.Choice(AUGMENTATIONS + ("none",)), default="crop", show_default=True,
               help="Augmented views (a photo's own positives): random crops and mirror images, with or "
                    "without colour jitter.")

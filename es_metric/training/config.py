@@ -9,7 +9,7 @@ from typing import Callable
 
 from ..types import ReRank
 
-__all__ = ["AUGMENTATIONS", "DEFAULT_RERANK", "EpochCallback", "PROTOCOLS", "TrainConfig"]
+__all__ = ["AUGMENTATIONS", "DEFAULT_RERANK", "EpochCallback", "HEAD_INITS", "PROTOCOLS", "TrainConfig"]
 
 #: ``in-domain``: every class in train and test, unseen images (a shop that trains on its
 #: catalogue and searches new photos). ``class-disjoint``: train on some classes, retrieve among
@@ -19,6 +19,10 @@ PROTOCOLS = ("in-domain", "class-disjoint")
 #: Augmented views of a photo (its own positives): random resized crops and mirror images,
 #: with or without colour jitter (training/views.py).
 AUGMENTATIONS = ("crop", "crop+colour")
+
+#: Where a frozen-backbone linear head starts (training/head.py): the learned whitening of the
+#: catalogue (closed form, from its products' photos and views) or the features' principal directions.
+HEAD_INITS = ("whiten", "pca")
 
 #: What a newly trained model records (chosen by the mean over class folds and image splits of the
 #: Grocery Store set, scripts/experiments.py; BENCHMARKS.md §12c).
@@ -50,7 +54,7 @@ class TrainConfig:
     margin: float | None = None
     time_budget_s: float | None = None
     refit: bool = True                    # frozen backbone: retrain the head on train + val at the end
-    head_reg: float = 0.0                 # linear head: pull toward its PCA start (pretrained geometry)
+    head_reg: float = 0.0                 # linear head: pull toward its start (--init)
     pool: str = "avg"                     # avg | gem pooling of the backbone's last feature maps
     train_blocks: int = 0                 # EfficientNet-Lite: fine-tune the last N blocks (cached early ones)
     views: int = 4                        # augmented views per image cached for --train-blocks
@@ -65,6 +69,7 @@ class TrainConfig:
     from_index: str | None = None         # train on the photos of this index
     augment: str = "crop"                 # augmented views: crop | crop+colour | none
     view_photos: str = "all"              # whose views the head sees: all photos | single (products with one photo)
+    init: str = "whiten"                  # linear head's start: whiten (learned whitening) | pca
 
     def resolved(self) -> "TrainConfig":
         from ..model.encoder import backbone_spec  # torch: only a run resolves its options

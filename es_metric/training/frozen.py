@@ -90,11 +90,15 @@ def train_frozen(encoder: Encoder, obj: Objective, cfg: TrainConfig, cat: Catalo
     against = f"pretrained-cosine {cfg.backbone}"
     metrics, rerank = validation_metrics(validator, embed, _raw(cached), encoder, against, cfg)
     metrics["measured_head"] = "shipped"
-    if not (measured and cfg.refit and best_epoch > 0):
+    # the whitening start is learned from the photos too: at epoch 0 the refit recomputes it on all of them
+    if not (measured and cfg.refit and (best_epoch > 0 or cfg.init == "whiten")):
         return history, metrics, rerank, 0
     refit_head(encoder, obj, cfg, cached.head_data(cat.samples, cat.groups, single), best_epoch)
-    metrics["measured_head"] = (f"early-stopped head (epoch {best_epoch}) before the refit; the shipped head "
-                                "was retrained on every photo and has no held-out measurement")
+    metrics["measured_head"] = (
+        f"early-stopped head (epoch {best_epoch}) before the refit; the shipped head was retrained on every "
+        "photo and has no held-out measurement" if best_epoch else
+        "learned whitening of the training photos (epoch 0, no epoch beat it); the shipped head is the "
+        "whitening of every photo and has no held-out measurement")
     # the threshold only means something in the shipped head's own space: calibrated again there
     metrics["near_duplicate_threshold"] = calibration_threshold(validator, embed, encoder.metric)
     metrics["near_duplicate_threshold_from"] = ("the shipped (refit) head on validation photos it was "

@@ -134,7 +134,7 @@ def fit_tail(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample],
                              for v in range(cfg.views)])
     seed_everything(cfg.seed)
     params = _trainable(encoder, start)
-    head_optimizer(encoder, tail_vectors_features(encoder, views[0], start), cfg)  # PCA start of the head
+    head_optimizer(encoder, tail_vectors_features(encoder, views[0], start), cfg)  # PCA start (no labels here)
     opt = torch.optim.AdamW([{"params": [p for p in params if p not in set(encoder.head.parameters())],
                               "lr": cfg.backbone_lr},
                              {"params": list(encoder.head.parameters()), "lr": cfg.lr}],

@@ -1,4 +1,6 @@
 """Retrieval metrics by hand, and training that measurably improves retrieval."""
+import io
+
 import numpy as np
 import pytest
 
@@ -64,9 +66,10 @@ MAHA = dict(loss="mahalanobis", backbone="small-cnn", pretrained=False, dim=16, 
 @pytest.fixture(scope="module")
 def maha(tiny_data, tmp_path_factory):
     """A learned Mahalanobis head on frozen (untrained small-cnn) features, without the refit
-    (the head that early stopping chose ships as measured)."""
+    (the head that early stopping chose ships as measured), from the PCA start (the learned
+    whitening start is tested in test_whiten.py)."""
     from es_metric.training.train import TrainConfig, train
-    return train(tiny_data, tmp_path_factory.mktemp("maha") / "maha.pt", TrainConfig(**MAHA, refit=False))
+    return train(tiny_data, tmp_path_factory.mktemp("maha") / "maha.pt", TrainConfig(**MAHA, refit=False, init="pca"))
 
 
 def _fresh_validation(path, tiny_data, cfg) -> tuple[dict, object, object]:
@@ -129,7 +132,7 @@ def test_refit_card_says_which_head_was_measured(tiny_data, tmp_path):
     early-stopped head's, and the threshold is recalibrated in the shipped head's own space."""
     from es_metric.training.train import TrainConfig, train
     from es_metric.training.verdict import calibration_threshold
-    res = train(tiny_data, tmp_path / "refit.pt", TrainConfig(**MAHA))  # refit: the default
+    res = train(tiny_data, tmp_path / "refit.pt", TrainConfig(**MAHA, init="pca"))  # refit: the default
     metrics, training = res.card["metrics"], res.card["training"]
     assert training["refit_epochs"] >= 1
     assert metrics["measured_head"].startswith(f"early-stopped head (epoch {training['refit_epochs']})")
@@ -137,6 +140,30 @@ def test_refit_card_says_which_head_was_measured(tiny_data, tmp_path):
     _, validator, embed = _fresh_validation(res.path, tiny_data, training)
     threshold = calibration_threshold(validator, embed, Metric.L2)  # in the shipped head's space
     assert metrics["near_duplicate_threshold"] == pytest.approx(threshold, abs=1e-5)
+
+
+@pytest.mark.slow  # two whole training runs (make test runs it; make test-unit leaves it out)
+def test_a_whitening_kept_at_epoch_0_is_recomputed_on_every_photo(tiny_data, tmp_path):
+    """No epoch beat the learned-whitening start: the refit still recomputes the whitening on
+    every photo (train + validation) instead of shipping the one of the training split (which
+    lacks each product's validation photo: at 3 photos per product, a third of them)."""
+    import torch
+    from es_metric.training.train import TrainConfig, train
+    cfg = dict(loss="multi-similarity", backbone="small-cnn", pretrained=False, freeze_backbone=True,
+               dim=8, epochs=0, batch_size=48, seed=2)
+    refit = train(tiny_data, tmp_path / "refit.pt", TrainConfig(**cfg)).card
+    kept = train(tiny_data, tmp_path / "kept.pt", TrainConfig(**cfg, refit=False)).card
+    assert refit["metrics"]["measured_head"].startswith("learned whitening of the training photos")
+    assert kept["metrics"]["measured_head"] == "shipped"
+    shipped, measured = (torch.load(io.BytesIO(_member(tmp_path / f, "weights.pt")), weights_only=True)
+                         for f in ("refit.pt", "kept.pt"))
+    assert not torch.allclose(shipped["head.weight"], measured["head.weight"])
+
+
+def _member(path, name: str) -> bytes:
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        return z.read(name)
 
 
 FULL = dict(loss="contrastive", backbone="small-cnn", pretrained=False, freeze_backbone=False,
@@ -242,7 +269,7 @@ def test_head_reg_keeps_the_linear_head_near_its_pca_start(reg):
     from es_metric.training.train import TrainConfig
     samples, feats = _feature_samples()
     cfg = TrainConfig(backbone="small-cnn", pretrained=False, dim=8, epochs=8, patience=8, lr=1e-2,
-                      batch_size=24, head_reg=reg, refit=False).resolved()
+                      batch_size=24, head_reg=reg, refit=False, init="pca").resolved()
     enc = create_encoder("small-cnn", dim=8, pretrained=False)
     start = torch.nn.Linear(128, 8)  # small-cnn features are 128-d
     pca_init(start, feats)
