@@ -98,11 +98,10 @@ def test_vectorised_within_product_scatter_matches_a_loop():
     within += 0.1 * torch.trace(within) / 12 * torch.eye(12, dtype=torch.float64)
     ev, U = torch.linalg.eigh(within)
     inv_sqrt = (U / ev.sqrt()) @ U.T
-    means = torch.stack([(x[labels == p].mean(0) - x.mean(0)) @ inv_sqrt for p in labels.unique()])
-    counts = torch.stack([(labels == p).sum() for p in labels.unique()]).double()
-    ev2, U2 = torch.linalg.eigh((means * counts[:, None]).T @ means)
+    white = (x - x.mean(0)) @ inv_sqrt
+    ev2, U2 = torch.linalg.eigh(white.T @ white)
     top = U2[:, torch.argsort(ev2, descending=True)[:4]]
-    # the head's rows, taken back to the whitened space, span the top discriminant directions
+    # the head's rows, taken back to the whitened space, span the top principal directions there
     proj = head.weight.double() @ torch.linalg.inv(inv_sqrt).T
     resid = proj - (proj @ top) @ top.T
     assert resid.norm() / proj.norm() < 1e-6
