@@ -68,7 +68,8 @@ def whiten_init(head: torch.nn.Linear, feats: torch.Tensor, labels: torch.Tensor
     # the principal directions of the whitened rows (not of the whitened product means: a
     # discriminant of the catalogue's products, which has at most products - 1 directions and
     # found new products worse than pretrained, R@1 0.557 vs 0.577 offline, where this finds 0.618)
-    white = (x - mean) @ inv_sqrt
+    centred = x - mean
+    white = centred @ inv_sqrt
     evals2, evecs2 = torch.linalg.eigh(white.T @ white)
     keep = evecs2[:, torch.argsort(evals2, descending=True)[:head.out_features]]
     if keep.shape[1] < head.out_features:
@@ -76,8 +77,7 @@ def whiten_init(head: torch.nn.Linear, feats: torch.Tensor, labels: torch.Tensor
     transform = inv_sqrt @ keep
     # outputs as large as the centred features (the PCA start's scale): the optimiser's steps
     # then mean the same from either start
-    centred = x - mean
-    scale = ((centred @ transform).norm(dim=1).mean() / centred.norm(dim=1).mean().clamp(min=1e-12)).clamp(min=1e-12)
+    scale = ((white @ keep).norm(dim=1).mean() / centred.norm(dim=1).mean().clamp(min=1e-12)).clamp(min=1e-12)
     with torch.no_grad():
         head.weight.copy_((transform / scale).T.float())
         if head.bias is not None:
