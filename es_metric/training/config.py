@@ -7,6 +7,7 @@ import copy
 from dataclasses import dataclass
 from typing import Callable
 
+from ..errors import ConfigError
 from ..types import ReRank
 
 __all__ = ["AUGMENTATIONS", "DEFAULT_RERANK", "EpochCallback", "HEAD_INITS", "PROTOCOLS", "TrainConfig"]
@@ -75,6 +76,8 @@ class TrainConfig:
         from ..model.encoder import backbone_spec  # torch: only a run resolves its options
         from .losses import objective
 
+        if self.init not in HEAD_INITS:  # the Python API takes any string; the CLI only these
+            raise ConfigError(f"unknown head start {self.init!r}", hint="valid: " + ", ".join(HEAD_INITS))
         spec = backbone_spec(self.backbone)
         obj = objective(self.loss)
         cfg = copy.copy(self)

@@ -85,6 +85,16 @@ def test_head_optimizer_starts_where_the_config_says():
     assert torch.allclose(enc.head.weight, expected.weight)
 
 
+@pytest.mark.parametrize("init", ["whitn", "PCA", "", "whiten; rm -rf /", "none"])
+def test_an_unknown_head_start_is_one_clear_error_not_a_silent_pca_start(init):
+    """The Python API takes any string: a typo must not train from the PCA start unnoticed."""
+    from es_metric.errors import ConfigError
+    from es_metric.training.config import TrainConfig
+    with pytest.raises(ConfigError, match="unknown head start") as err:
+        TrainConfig(backbone="small-cnn", pretrained=False, init=init).resolved()
+    assert "whiten, pca" in str(err.value.hint)
+
+
 def test_vectorised_within_product_scatter_matches_a_loop():
     """The per-product means come from one index_add (O(N·D), not a loop over products)."""
     from es_metric.training.head import whiten_init
