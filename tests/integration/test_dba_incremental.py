@@ -27,6 +27,21 @@ from tests.integration.test_migrate import shop_index
 
 pytestmark = pytest.mark.integration
 K = 10
+KILLED_AFTER_5_BLOCKS = """
+import os, signal, sys
+from es_metric.search import dbafull
+from es_metric.cli import main
+written = dbafull.write
+calls = []
+def write_then_die(*args, **kwargs):
+    out = written(*args, **kwargs)
+    calls.append(1)
+    if len(calls) == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+dbafull.write = write_then_die
+main(prog_name="esm")
+"""
 
 
 @pytest.fixture(scope="module")
@@ -144,21 +159,16 @@ def test_dba_full_resumes_after_a_kill(es, index_name, dba_model, stack):
     fill(es, index_name, around(unit(rng.standard_normal((20, index_info(es, index_name).dims))), 20, 0.3, rng))
     concrete = index_info(es, index_name).concrete
     env = {**os.environ, "ESM_PROGRESS": "0"}
-    args = [sys.executable, "-m", "es_metric.cli", "dba", index_name, "--full", "--block", "20",
-            "--num-candidates", "400", "--json"]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run, deadline = None, time.monotonic() + 300
-    while proc.poll() is None and time.monotonic() < deadline:
-        meta = es.indices.get_mapping(index=concrete)[concrete]["mappings"]["_meta"]["es_metric"]
-        run = (meta.get("dba_full") or {}).get("run")
-        if run and es.count(index=concrete, query={"term": {"image_vector_dba.run": run}})["count"] >= 100:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    assert proc.wait(30) == -signal.SIGKILL, "the full pass ended before it could be killed"
+    # the pass kills itself (SIGKILL: no cleanup, no chance to record anything) right after its
+    # fifth block is written: the kill lands at the same point on a fast or a slow machine
+    proc = subprocess.run([sys.executable, "-c", KILLED_AFTER_5_BLOCKS, "dba", index_name, "--full", "--block", "20",
+                           "--num-candidates", "400", "--json"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    meta = es.indices.get_mapping(index=concrete)[concrete]["mappings"]["_meta"]["es_metric"]
+    run = meta["dba_full"]["run"]
     es.indices.refresh(index=concrete)
     done = es.count(index=concrete, query={"term": {"image_vector_dba.run": run}})["count"]
-    assert 100 <= done < 400
+    assert done == 100
 
     again = esm_json("dba", index_name, "--full", "--block", "20", "--num-candidates", "400")
     assert again["resumed"] is True and again["run"] == run and again["already_done"] == done
