@@ -91,7 +91,8 @@ def train_frozen(encoder: Encoder, obj: Objective, cfg: TrainConfig, cat: Catalo
     metrics, rerank = validation_metrics(validator, embed, _raw(cached), encoder, against, cfg)
     metrics["measured_head"] = "shipped"
     # the whitening start is learned from the photos too: at epoch 0 the refit recomputes it on all of them
-    if not (measured and cfg.refit and (best_epoch > 0 or cfg.init == "whiten")):
+    whitened = history[0].get("start") == "whiten"
+    if not (measured and cfg.refit and (best_epoch > 0 or whitened)):
         return history, metrics, rerank, 0
     refit_head(encoder, obj, cfg, cached.head_data(cat.samples, cat.groups, single), best_epoch)
     metrics["measured_head"] = (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -85,18 +85,26 @@ def whiten_init(head: torch.nn.Linear, feats: torch.Tensor, labels: torch.Tensor
     return True
 
 
+#: The start a head took (``head_optimizer``): the learned whitening, the principal directions,
+#: or None (an MLP head starts at its random initialisation).
+HeadStart = Literal["whiten", "pca"] | None
+
+
 def head_optimizer(encoder: Encoder, feats: torch.Tensor, cfg: TrainConfig,
-                   labels: torch.Tensor | None = None) -> tuple[torch.optim.Optimizer, torch.Tensor | None]:
-    """AdamW on the head, and the start of a linear head (the anchor ``head_reg`` pulls to): the
-    learned whitening when ``cfg.init`` asks for it and ``labels`` give products, else PCA."""
-    anchor = None
+                   labels: torch.Tensor | None = None) -> tuple[torch.optim.Optimizer, torch.Tensor | None, HeadStart]:
+    """AdamW on the head, the start of a linear head (the anchor ``head_reg`` pulls to), and which
+    start it took: the learned whitening when ``cfg.init`` asks for it and ``labels`` give a
+    product two rows, else PCA."""
+    anchor: torch.Tensor | None = None
+    start: HeadStart = None
     if isinstance(encoder.head, torch.nn.Linear):
         x = torch.nn.functional.normalize(feats, dim=-1) if encoder.feature_norm else feats
         whitened = cfg.init == "whiten" and labels is not None and whiten_init(encoder.head, x, labels)
         if not whitened:
             pca_init(encoder.head, x)
         anchor = encoder.head.weight.detach().clone()
-    return torch.optim.AdamW(encoder.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay), anchor
+        start = "whiten" if whitened else "pca"
+    return torch.optim.AdamW(encoder.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay), anchor, start
 
 
 def anchor_penalty(weight: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
@@ -147,9 +155,9 @@ def fit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, data: HeadData,
     """Train only the head; keep the best epoch by ``score`` (the validation's gate metric).
     When the validation cannot measure (``score`` gives None), all ``cfg.epochs`` are kept."""
     losses = _losses(obj, cfg, data)
-    opt, anchor = head_optimizer(encoder, data.feats, cfg, data.labels)
+    opt, anchor, start = head_optimizer(encoder, data.feats, cfg, data.labels)
     best = score(encoder)
-    history = [{"epoch": 0, "loss": None, "val_map_at_r": best, "seconds": 0.0}]
+    history = [{"epoch": 0, "loss": None, "val_map_at_r": best, "seconds": 0.0, "start": start}]
     best_state, best_epoch, bad, started = copy.deepcopy(encoder.head.state_dict()), 0, 0, time.monotonic()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.monotonic()
@@ -176,6 +184,6 @@ def refit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, data: HeadDat
                            head=cfg.head, feature_norm=encoder.feature_norm, pool=cfg.pool).head
     encoder.head.load_state_dict(fresh.state_dict())
     losses = _losses(obj, cfg, data)
-    opt, anchor = head_optimizer(encoder, data.feats, cfg, data.labels)
+    opt, anchor, _ = head_optimizer(encoder, data.feats, cfg, data.labels)
     for _ in range(epochs):
         _head_epoch(encoder, losses, opt, data, cfg, anchor)

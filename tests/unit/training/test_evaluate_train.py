@@ -154,7 +154,11 @@ def test_a_whitening_kept_at_epoch_0_is_recomputed_on_every_photo(tiny_data, tmp
     refit = train(tiny_data, tmp_path / "refit.pt", TrainConfig(**cfg)).card
     kept = train(tiny_data, tmp_path / "kept.pt", TrainConfig(**cfg, refit=False)).card
     assert refit["metrics"]["measured_head"].startswith("learned whitening of the training photos")
+    assert refit["training"]["history"][0]["start"] == "whiten"
     assert kept["metrics"]["measured_head"] == "shipped"
+    # an MLP head has no whitening start: its epoch 0 is not refit, nor called a whitening
+    mlp = train(tiny_data, tmp_path / "mlp.pt", TrainConfig(**cfg, head="mlp")).card
+    assert mlp["metrics"]["measured_head"] == "shipped" and mlp["training"]["history"][0]["start"] is None
     shipped, measured = (torch.load(io.BytesIO(_member(tmp_path / f, "weights.pt")), weights_only=True)
                          for f in ("refit.pt", "kept.pt"))
     assert not torch.allclose(shipped["head.weight"], measured["head.weight"])

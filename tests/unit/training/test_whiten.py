@@ -74,15 +74,39 @@ def test_head_optimizer_starts_where_the_config_says():
     feats, labels = _products(dim=128)   # small-cnn features are 128-d
     for init, start in (("whiten", lambda h: whiten_init(h, feats, labels)), ("pca", lambda h: pca_init(h, feats))):
         enc = create_encoder("small-cnn", dim=8, pretrained=False)
-        head_optimizer(enc, feats, TrainConfig(backbone="small-cnn", pretrained=False, init=init).resolved(), labels)
+        cfg = TrainConfig(backbone="small-cnn", pretrained=False, init=init).resolved()
+        _, _, took = head_optimizer(enc, feats, cfg, labels)
+        assert took == init
         expected = torch.nn.Linear(128, 8)
         start(expected)
         assert torch.allclose(enc.head.weight, expected.weight), init
     enc = create_encoder("small-cnn", dim=8, pretrained=False)   # no labels (partial fine-tuning): PCA
-    head_optimizer(enc, feats, TrainConfig(backbone="small-cnn", pretrained=False).resolved())
+    assert head_optimizer(enc, feats, TrainConfig(backbone="small-cnn", pretrained=False).resolved())[2] == "pca"
     expected = torch.nn.Linear(128, 8)
     pca_init(expected, feats)
     assert torch.allclose(enc.head.weight, expected.weight)
+
+
+def test_the_start_taken_is_the_one_reported_when_whitening_cannot_be_learned():
+    """`--init whiten` on one photo per product without views falls back to PCA and says so (the
+    card's measured_head must not call a PCA start a learned whitening); an MLP head has no
+    closed-form start at all."""
+    from es_metric.model.encoder import create_encoder
+    from es_metric.training.config import TrainConfig
+    from es_metric.training.head import head_optimizer, pca_init
+    feats, _ = _products(per_product=1, dim=128)
+    cfg = TrainConfig(backbone="small-cnn", pretrained=False).resolved()
+    assert cfg.init == "whiten"
+    enc = create_encoder("small-cnn", dim=8, pretrained=False)
+    assert head_optimizer(enc, feats, cfg, torch.arange(len(feats)))[2] == "pca"
+    expected = torch.nn.Linear(128, 8)
+    pca_init(expected, feats)
+    assert torch.allclose(enc.head.weight, expected.weight)
+    mlp = create_encoder("small-cnn", dim=8, pretrained=False, head="mlp")
+    before = [t.detach().clone() for t in mlp.head.parameters()]
+    _, anchor, took = head_optimizer(mlp, feats, cfg, torch.arange(len(feats)))
+    assert took is None and anchor is None
+    assert all(torch.equal(a, b) for a, b in zip(before, mlp.head.parameters()))
 
 
 @pytest.mark.parametrize("init", ["whitn", "PCA", "", "whiten; rm -rf /", "none"])
