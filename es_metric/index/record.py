@@ -44,6 +44,8 @@ LOCK_INDEX = "esm-record-locks"
 LEASE_S = 60.0          # a lock not released after this long is a dead holder's: taken over
 WAIT_S = 120.0          # how long a writer waits for the lock before giving up (IndexStateError)
 POLL_S = 0.05
+BUSY_MAX_PAUSE_S = 2.0  # the longest pause between writes a busy cluster rejected (429)
+RELEASE_TRIES = 8       # deletes of the lock tried on a busy cluster before the lease is left to free it
 
 @dataclass(frozen=True)
 class Migration:
@@ -202,13 +204,22 @@ def record_lock(client: Elasticsearch, concrete: str, lease_s: float = LEASE_S,
         _release(client, concrete, held)
 
 
+def _rejected(exc: Exception) -> bool:
+    """Elasticsearch's write queue was full (HTTP 429): the request may be sent again later."""
+    meta = getattr(exc, "meta", None)
+    return getattr(meta, "status", None) == 429
+
+
 def _acquire(client: Elasticsearch, concrete: str, lease_s: float, wait_s: float) -> tuple[int, int]:
-    """(seq_no, primary_term) of the lock document this writer created or took over."""
-    from elasticsearch import ConflictError, NotFoundError
+    """(seq_no, primary_term) of the lock document this writer created or took over. A write
+    the cluster rejects as too busy (429, after the client's own quick retries) is sent again
+    with a growing pause until ``wait_s``: under a bulk load the lock is a write like any other."""
+    from elasticsearch import ApiError, ConflictError, NotFoundError
 
     token, deadline = uuid.uuid4().hex, time.monotonic() + wait_s
     if not client.indices.exists(index=LOCK_INDEX):  # made with its settings, not auto-created
         _ensure_lock_index(client)
+    pause, busy = POLL_S, False
     while True:
         doc = {"owner": token, "expires_at": time.time() + lease_s}
         try:
@@ -218,19 +229,26 @@ def _acquire(client: Elasticsearch, concrete: str, lease_s: float, wait_s: float
             _ensure_lock_index(client)
             continue
         except ConflictError:
-            pass
-        taken = _take_over_expired(client, concrete, doc)
-        if taken is not None:
-            return taken
+            taken, busy, pause = _take_over_expired(client, concrete, doc), False, POLL_S
+            if taken is not None:
+                return taken
+        except ApiError as exc:
+            if not _rejected(exc):
+                raise
+            busy, pause = True, min(2 * pause, BUSY_MAX_PAUSE_S)
         if time.monotonic() > deadline:
+            if busy:
+                raise IndexStateError(f"Elasticsearch rejected the write of the es-metric record lock of "
+                                      f"{concrete!r} as too busy (HTTP 429) for over {wait_s:.0f} s",
+                                      hint="run the command again when the cluster's write load is lower")
             raise IndexStateError(f"another writer has held the es-metric record of {concrete!r} "
                                   f"for over {wait_s:.0f} s", hint="run the command again")
-        time.sleep(POLL_S)
+        time.sleep(pause)
 
 
 def _take_over_expired(client: Elasticsearch, concrete: str, doc: dict[str, Any]) -> tuple[int, int] | None:
     """The lock, when its holder's lease ran out and no one else took it over first."""
-    from elasticsearch import ConflictError
+    from elasticsearch import ApiError, ConflictError
 
     held = client.options(ignore_status=404).get(index=LOCK_INDEX, id=concrete)
     if not held.get("found") or float(held["_source"].get("expires_at") or 0) > time.time():
@@ -240,18 +258,36 @@ def _take_over_expired(client: Elasticsearch, concrete: str, doc: dict[str, Any]
                             if_seq_no=held["_seq_no"], if_primary_term=held["_primary_term"])
     except ConflictError:  # released, or taken over by another waiter meanwhile
         return None
+    except ApiError as exc:  # too busy to take it now: the caller tries again
+        if _rejected(exc):
+            return None
+        raise
     log.warning("took over the record lock of %s from a writer whose lease ran out", concrete)
     return int(resp["_seq_no"]), int(resp["_primary_term"])
 
 
 def _release(client: Elasticsearch, concrete: str, held: tuple[int, int]) -> None:
-    from elasticsearch import ConflictError
+    """Delete the lock document this writer holds; a cluster too busy to take the delete is
+    asked again a few times, then the lease frees the lock when it runs out."""
+    from elasticsearch import ApiError, ConflictError
 
-    try:
-        client.options(ignore_status=404).delete(index=LOCK_INDEX, id=concrete,
-                                                 if_seq_no=held[0], if_primary_term=held[1])
-    except ConflictError:  # our lease ran out and another writer holds it now: not ours to free
-        log.warning("the record lock of %s was taken over before this writer released it", concrete)
+    pause = POLL_S
+    for attempt in range(RELEASE_TRIES):
+        try:
+            client.options(ignore_status=404).delete(index=LOCK_INDEX, id=concrete,
+                                                     if_seq_no=held[0], if_primary_term=held[1])
+            return
+        except ConflictError:  # our lease ran out and another writer holds it now: not ours to free
+            log.warning("the record lock of %s was taken over before this writer released it", concrete)
+            return
+        except ApiError as exc:
+            if not _rejected(exc):
+                raise
+            if attempt + 1 < RELEASE_TRIES:
+                time.sleep(pause)
+                pause = min(2 * pause, BUSY_MAX_PAUSE_S)
+    log.warning("Elasticsearch was too busy (HTTP 429) to release the record lock of %s: it frees "
+                "itself when its %.0f s lease runs out", concrete, LEASE_S)
 
 
 def _ensure_lock_index(client: Elasticsearch) -> None:
