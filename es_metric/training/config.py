@@ -58,7 +58,7 @@ class TrainConfig:
     head_reg: float = 0.0                 # linear head: pull toward its start (--init)
     pool: str = "avg"                     # avg | gem pooling of the backbone's last feature maps
     train_blocks: int = 0                 # EfficientNet-Lite: fine-tune the last N blocks (cached early ones)
-    views: int = 4                        # augmented views per image cached for --train-blocks
+    views: int = 4                        # augmented views per photo (head, whitening start, --train-blocks)
     backbone_lr: float = 1e-4
     qe_k: int = DEFAULT_RERANK.qe_k       # query expansion search applies (recorded in the card)
     qe_alpha: float = DEFAULT_RERANK.qe_alpha
