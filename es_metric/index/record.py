@@ -36,7 +36,7 @@ from .fields import DocFields
 from .layout import VectorLayout
 
 if TYPE_CHECKING:  # the typed record stays importable without the client
-    from elasticsearch import Elasticsearch
+    from elasticsearch import ApiError, Elasticsearch
 
 log = logging.getLogger(__name__)
 
@@ -204,10 +204,9 @@ def record_lock(client: Elasticsearch, concrete: str, lease_s: float = LEASE_S,
         _release(client, concrete, held)
 
 
-def _rejected(exc: Exception) -> bool:
+def _rejected(exc: ApiError) -> bool:
     """Elasticsearch's write queue was full (HTTP 429): the request may be sent again later."""
-    meta = getattr(exc, "meta", None)
-    return getattr(meta, "status", None) == 429
+    return exc.meta.status == 429
 
 
 def _acquire(client: Elasticsearch, concrete: str, lease_s: float, wait_s: float) -> tuple[int, int]:
