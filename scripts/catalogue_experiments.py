@@ -49,6 +49,7 @@ CONFIGS: dict[str, dict] = {
     "no-views": {"augment": "none"},
     "pca-start": {"init": "pca"},      # the default before the learned-whitening start
     "views8": {"views": 8},            # twice the augmented views per photo (the whitening's covariance)
+    "avg": {"pool": "avg"},            # the default before stages pooling: the last convolution's average only
 }
 METRICS = ("recall_at_1", "mrr", "map_at_r", "group_precision_at_10")
 

@@ -33,7 +33,7 @@ from es_metric.training.backbone import train_backbone
 from es_metric.training.catalogue import Catalogue
 from es_metric.training.data import Sample, class_folds, relabel, scan_folder, split
 from es_metric.training.evaluate import Embedded, retrieval_metrics
-from es_metric.training.features import descriptors
+from es_metric.training.features import backbone_features, descriptors
 from es_metric.training.frozen import train_frozen
 from es_metric.training.losses import objective
 from es_metric.training.partial import early_activations, tail_start, tail_vectors
@@ -51,7 +51,7 @@ class Config:
     """One configuration: features (backbone, pooling, views) and head (None: raw features)."""
 
     backbone: str = "efficientnet-lite0"
-    pool: str = "avg"
+    pool: str = "auto"      # as esm train: stages for a head on the frozen Lite, avg for raw features
     flip: bool = False
     train: dict | None = field(default_factory=dict)  # TrainConfig overrides; None = no head
 
@@ -72,6 +72,7 @@ CONFIGS: dict[str, Config] = {
     "default": Config(),
     "no-refit": Config(train={"refit": False}),
     "pca-start": Config(train={"init": "pca"}),   # the linear head's start before the learned whitening
+    "avg": Config(pool="avg"),                    # the default before stages pooling (last convolution only)
     "mlp": Config(train={"head": "mlp"}),
     "head-reg1": Config(train={"head_reg": 1.0}),
     "head-reg10": Config(train={"head_reg": 10.0}),
@@ -109,11 +110,16 @@ class Features:
         self.row = {s.path: i for i, s in enumerate(samples)}
         self._cache: dict[tuple, torch.Tensor] = {}
 
-    def of(self, cfg: Config, part: list[Sample]) -> torch.Tensor:
-        key = (cfg.backbone, cfg.pool, cfg.flip)
+    def of(self, cfg: Config, part: list[Sample], pool: str) -> torch.Tensor:
+        key = (cfg.backbone, pool, cfg.flip)
         if key not in self._cache:
             t0 = time.monotonic()
-            self._cache[key] = descriptors(cfg.backbone, self.samples, pool=cfg.pool, flip=cfg.flip).float()
+            if pool == "stages":  # pooled from several stages' maps: the backbone's own forward (cached)
+                if cfg.flip:
+                    raise SystemExit("stages pooling has no flip-averaged variant here")
+                self._cache[key] = backbone_features(cfg.backbone, self.samples, pretrained=True, pool=pool).float()
+            else:
+                self._cache[key] = descriptors(cfg.backbone, self.samples, pool=pool, flip=cfg.flip).float()
             log.info("features %s ready in %.0f s", key, time.monotonic() - t0)
         return self._cache[key][[self.row[s.path] for s in part]]
 
@@ -173,10 +179,11 @@ def run_one(cfg: Config, feats: Features, protocol: str, seed: int, train_s: lis
         tc = cfg.train_config(protocol, seed).resolved()
         seed_everything(seed)
         return run_finetune(cfg, acts, tc, train_s, test_s, reranks, out)
-    test = feats.of(cfg, test_s)
     if cfg.train is None:
+        test = feats.of(cfg, test_s, "avg" if cfg.pool == "auto" else cfg.pool)
         return {"scores": score(F.normalize(test, dim=-1), test_s, Metric.COSINE, reranks)}
     tc = cfg.train_config(protocol, seed).resolved()
+    test = feats.of(cfg, test_s, tc.pool)
     seed_everything(seed)
     cat, validator = _catalogue_run(tc, train_s)  # as esm train: the frozen regime, its validation
     obj = objective(tc.loss)

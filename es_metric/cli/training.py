@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..training.config import AUGMENTATIONS, DEFAULT_RERANK, HEAD_INITS, PROTOCOLS
+from ..training.config import AUGMENTATIONS, DEFAULT_RERANK, HEAD_INITS, POOLINGS, PROTOCOLS
 from ..model.card import read_card
 from .common import FiniteRange, RegistryChoice, echo_json
 from .cards import card_lines, evaluation_lines
@@ -69,8 +69,11 @@ def _objectives() -> list[str]:
 @click.option("--refit/--no-refit", default=True, show_default=True,
               help="Frozen backbone: after early stopping, retrain the head on every photo for the chosen "
                    "epochs (the card's metrics then describe the head before the refit, and say so).")
-@click.option("--pool", type=click.Choice(["avg", "gem"]), default="avg", show_default=True,
-              help="Pooling of the backbone's last feature maps (gem: EfficientNet-Lite only).")
+@click.option("--pool", type=click.Choice(POOLINGS), default="auto", show_default=True,
+              help="How the backbone's maps become features: avg or gem of the last convolution's maps, or "
+                   "stages (its average beside those of the three stages before it: texture and pattern; "
+                   "EfficientNet-Lite, frozen backbone). auto: stages for a head on a frozen EfficientNet-Lite, "
+                   "avg otherwise (--head none keeps the backbone's own features).")
 @click.option("--init", type=click.Choice(HEAD_INITS), default="whiten", show_default=True,
               help="Where a linear head starts: whiten (the learned whitening of the catalogue, in closed "
                    "form: how a product's photos differ is damped, how products differ is kept) or pca (the "

@@ -20,11 +20,11 @@ from torch import nn
 
 from ..errors import ConfigError, ModelError
 from ..similarity import Metric
-from .weights import MAX_WEIGHTS_BYTES, check_members
+from .weights import MAX_WEIGHTS_BYTES, check_members, last_stage_ends
 
 __all__ = ["backbone_spec", "BACKBONES", "BackboneSpec", "create_encoder", "Encoder", "gem",
            "GEM_P", "hub_checkpoint_dir", "IMAGENET_MEAN", "IMAGENET_STD", "LITE_PREPROCESS",
-           "LITE_SIZES", "load_backbone_weights", "pool_maps", "POOLS", "Preprocess",
+           "LITE_SIZES", "backbone_own", "load_backbone_weights", "pool_maps", "POOLS", "Preprocess",
            "resolve_weights", "SmallCNN"]
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def _strip_classifier(model: nn.Module) -> int:
     return first.in_features
 
 
-POOLS = ("avg", "gem")
+POOLS = ("avg", "gem", "stages")
 GEM_P = 3.0
 
 
@@ -110,6 +110,10 @@ def gem(maps: torch.Tensor, p: float = GEM_P, eps: float = 1e-6) -> torch.Tensor
 
 
 def pool_maps(maps: torch.Tensor, pool: str = "avg") -> torch.Tensor:
+    """One map's vector; ``stages`` pools several maps and is the backbone's own (``forward``)."""
+    if pool == "stages":
+        raise ConfigError("stages pooling pools several stages' maps, not the last one's",
+                          hint="embed with the backbone itself (its forward), or use --pool avg")
     if pool == "gem":
         return gem(maps)
     if pool == "avg":
@@ -141,13 +145,47 @@ class _LiteFeatures(nn.Module):
     def tail(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Blocks [start, end), the head convolution and pooling: what a partial fine-tune trains.
         ``tail(early(x, s), s) == forward(x)`` in eval mode."""
+        if self.pool == "stages":
+            raise ConfigError("--train-blocks fine-tunes from the last convolution's maps; stages "
+                              "pooling also reads earlier stages", hint="use --pool avg with --train-blocks")
         rate = self.net._global_params.drop_connect_rate or 0.0
         for idx in range(start, self.n_blocks):
             x = self.net._blocks[idx](x, drop_connect_rate=rate * idx / self.n_blocks)
         return pool_maps(self.net._swish(self.net._bn1(self.net._conv_head(x))), self.pool)
 
+    def stage_ends(self) -> list[int]:
+        """The blocks that end the last ``STAGES`` stages (a stage: blocks of one output width)."""
+        return last_stage_ends([b._project_conv.out_channels for b in self.net._blocks])
+
+    def stages_dim(self) -> int:
+        """How many more features ``stages`` pooling gives than the last convolution's 1280."""
+        return sum(self.net._blocks[i]._project_conv.out_channels for i in self.stage_ends())
+
+    def _stages(self, x: torch.Tensor) -> torch.Tensor:
+        """Averages of the last convolution's maps and of the last stages' outputs, each
+        L2-normalised, side by side: the middle stages keep texture and pattern that the last
+        convolution, trained to name ImageNet's classes, has pooled away."""
+        net, ends, parts = self.net, self.stage_ends(), []
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for idx, block in enumerate(net._blocks):
+            x = block(x)  # eval mode (frozen backbone): no drop connect
+            if idx in ends:
+                parts.append(F.normalize(x.mean(dim=(-2, -1)), dim=-1))
+        head = net._swish(net._bn1(net._conv_head(x)))
+        return torch.cat([F.normalize(head.mean(dim=(-2, -1)), dim=-1), *parts], dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool == "stages":
+            return self._stages(x)
         return pool_maps(self.maps(x), self.pool)
+
+
+def backbone_own(backbone: nn.Module, feats: torch.Tensor) -> torch.Tensor:
+    """The backbone's own pooled features inside ``feats`` (what ``--head none`` indexes): the
+    leading part of ``stages`` features, all of any other pooling's."""
+    if isinstance(backbone, _LiteFeatures) and backbone.pool == "stages":
+        return feats[..., :backbone.net._conv_head.out_channels]
+    return feats
 
 
 def _efficientnet_lite(variant: int) -> Callable[[], tuple[nn.Module, int]]:
@@ -299,8 +337,10 @@ def create_encoder(name: str, *, dim: int | None = None, metric: Metric | str = 
     if pool != "avg":
         if not isinstance(backbone, _LiteFeatures) or pool not in POOLS:
             raise ConfigError(f"pooling {pool!r} is not available for {name}",
-                              hint="GeM pooling needs an efficientnet-lite backbone; use --pool avg")
+                              hint="gem and stages pooling need an efficientnet-lite backbone; use --pool avg")
         backbone.pool = pool
+        if pool == "stages":
+            feat_dim += backbone.stages_dim()
     if pretrained is None:
         pretrained = spec.pretrained_default or weights is not None
     if pretrained:

@@ -17,12 +17,12 @@ import pickle
 import struct
 import zipfile
 from collections import OrderedDict
-from typing import IO, Mapping, NamedTuple
+from typing import IO, Mapping, NamedTuple, Sequence
 
 from ..errors import ModelError
 
-__all__ = ["BACKBONE_SHAPES", "MAX_WEIGHTS_BYTES", "backbone_digest", "check_card_against_weights",
-           "check_members", "member_file", "state_shapes"]
+__all__ = ["BACKBONE_SHAPES", "MAX_WEIGHTS_BYTES", "STAGES", "backbone_digest", "check_card_against_weights",
+           "check_members", "last_stage_ends", "member_file", "stages_dim", "state_shapes"]
 
 MAX_WEIGHTS_BYTES = 1 << 30     # the largest backbone here (resnet50 + an mlp head) is ~110 MB
 MAX_PICKLE_BYTES = 16 << 20     # data.pkl: keys and shapes, a few kB per hundred tensors
@@ -204,6 +204,31 @@ def backbone_digest(shapes: Mapping[str, tuple[int, ...]]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
+#: ``stages`` pooling (encoder.py): the last convolution's average plus that of the last blocks of
+#: this many stages before it (EfficientNet-Lite0: 112, 192 and 320 channels; 1,904-d in all).
+#: Here, not in encoder.py, so that a card is checked against its weights without torch.
+STAGES = 3
+
+
+def last_stage_ends(widths: Sequence[int]) -> list[int]:
+    """The indices of the blocks that end the last ``STAGES`` stages, given every block's output
+    width in order (a stage: consecutive blocks of one width)."""
+    ends = [i for i, w in enumerate(widths) if i + 1 == len(widths) or widths[i + 1] != w]
+    return ends[-STAGES:]
+
+
+def stages_dim(shapes: Mapping[str, tuple[int, ...]]) -> int:
+    """The features ``stages`` pooling adds, read from the EfficientNet-Lite blocks' projection
+    shapes (as the encoder reads them from its modules)."""
+    widths: dict[int, int] = {}
+    for key, shape in shapes.items():
+        parts = key.split(".")
+        if parts[:3] == ["backbone", "net", "_blocks"] and parts[4:] == ["_project_conv", "weight"]:
+            widths[int(parts[3])] = shape[0]
+    order = [widths[i] for i in sorted(widths)]
+    return sum(order[i] for i in last_stage_ends(order))
+
+
 def _head_dims(shapes: Mapping[str, tuple[int, ...]], head: str) -> tuple[int, int] | None:
     """(input, output) dims of the head the weights hold, if they hold a head of kind ``head``."""
     keys = {k for k in shapes if k.startswith("head.")}
@@ -232,6 +257,8 @@ def check_card_against_weights(card: Mapping, shapes: Mapping[str, tuple[int, ..
         raise ModelError(f"{where}: the card says backbone {backbone} but the weights are "
                          + (f"a {held}" if held else "no backbone es-metric knows"
                             + (f" (e.g. {stray[0]})" if stray else "")))
+    if card.get("pool") == "stages":
+        feat_dim += stages_dim(shapes)
     if head == "none":
         made = feat_dim if not any(k.startswith("head.") for k in shapes) else None
     else:

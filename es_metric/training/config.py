@@ -10,7 +10,7 @@ from typing import Callable
 from ..errors import ConfigError
 from ..types import ReRank
 
-__all__ = ["AUGMENTATIONS", "DEFAULT_RERANK", "EpochCallback", "HEAD_INITS", "PROTOCOLS", "TrainConfig"]
+__all__ = ["AUGMENTATIONS", "DEFAULT_RERANK", "EpochCallback", "HEAD_INITS", "POOLINGS", "PROTOCOLS", "TrainConfig"]
 
 #: ``in-domain``: every class in train and test, unseen images (a shop that trains on its
 #: catalogue and searches new photos). ``class-disjoint``: train on some classes, retrieve among
@@ -24,6 +24,14 @@ AUGMENTATIONS = ("crop", "crop+colour")
 #: Where a frozen-backbone linear head starts (training/head.py): the learned whitening of the
 #: catalogue (closed form, from its products' photos and views) or the features' principal directions.
 HEAD_INITS = ("whiten", "pca")
+
+#: How the backbone's maps become the features a head trains on. ``auto``: ``stages`` (the last
+#: convolution and the last three stages before it, model/encoder.py) for a head on a frozen
+#: EfficientNet-Lite, where it found the right product first +0.027 more often on the shop's own
+#: catalogue and +0.06 on products left out of training (BENCHMARKS.md §12b); ``avg`` otherwise
+#: (``--head none``: the pretrained model stays the backbone's own 1280-d features; ``--train-blocks``
+#: fine-tunes from the last maps only; other backbones have no stages).
+POOLINGS = ("auto", "avg", "gem", "stages")
 
 #: What a newly trained model records (chosen by the mean over class folds and image splits of the
 #: Grocery Store set, scripts/experiments.py; BENCHMARKS.md §12c).
@@ -56,7 +64,7 @@ class TrainConfig:
     time_budget_s: float | None = None
     refit: bool = True                    # frozen backbone: retrain the head on train + val at the end
     head_reg: float = 0.0                 # linear head: pull toward its start (--init)
-    pool: str = "avg"                     # avg | gem pooling of the backbone's last feature maps
+    pool: str = "auto"                    # POOLINGS: auto | avg | gem | stages (resolved() decides auto)
     train_blocks: int = 0                 # EfficientNet-Lite: fine-tune the last N blocks (cached early ones)
     views: int = 4                        # augmented views per photo (head, whitening start, --train-blocks)
     backbone_lr: float = 1e-4
@@ -89,6 +97,12 @@ class TrainConfig:
             cfg.freeze_backbone = True
         if cfg.lr is None:
             cfg.lr = 1e-3 if cfg.freeze_backbone or cfg.train_blocks else 3e-4
+        if cfg.pool not in POOLINGS:
+            raise ConfigError(f"unknown pooling {cfg.pool!r}", hint="valid: " + ", ".join(POOLINGS))
+        if cfg.pool == "auto":
+            stages = (spec.name.startswith("efficientnet-lite") and cfg.head != "none"
+                      and bool(cfg.freeze_backbone) and not cfg.train_blocks)
+            cfg.pool = "stages" if stages else "avg"
         return cfg
 
     def loss_params(self) -> dict:

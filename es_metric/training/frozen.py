@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..model.encoder import Encoder
+from ..model.encoder import Encoder, backbone_own
 from .catalogue import Catalogue
 from .config import EpochCallback, TrainConfig
 from .data import Sample
@@ -45,7 +45,8 @@ class CachedFeatures:
         self.view_rows = {s.path: i for i, s in enumerate(wanted)}
         self.views = (view_features(cfg.backbone, wanted, cfg.views, cfg.augment, weights=cfg.weights,
                                     seed=cfg.seed, device=cfg.device,
-                                    module=None if cfg.pretrained else encoder.backbone).float()
+                                    module=None if cfg.pretrained else encoder.backbone,
+                                    pool=getattr(encoder.backbone, "pool", "avg")).float()
                       if views and cfg.views and wanted and cfg.augment != "none" else None)
 
     def of(self, samples: Sequence[Sample]) -> torch.Tensor:
@@ -73,8 +74,11 @@ def _embedder(encoder: Encoder, cached: CachedFeatures) -> Embedder:
     return embed
 
 
-def _raw(cached: CachedFeatures) -> Embedder:
-    return lambda samples: torch.nn.functional.normalize(cached.of(samples), dim=-1).numpy()
+def _raw(cached: CachedFeatures, encoder: Encoder) -> Embedder:
+    """The pretrained baseline: the backbone's own features (with ``stages`` pooling, its last
+    convolution's part: what ``--head none`` indexes), normalised."""
+    return lambda samples: torch.nn.functional.normalize(
+        backbone_own(encoder.backbone, cached.of(samples)), dim=-1).numpy()
 
 
 def train_frozen(encoder: Encoder, obj: Objective, cfg: TrainConfig, cat: Catalogue,
@@ -88,7 +92,7 @@ def train_frozen(encoder: Encoder, obj: Objective, cfg: TrainConfig, cat: Catalo
     history, best_epoch = fit_head(encoder, obj, cfg, cached.head_data(train_s, cat.groups, single),
                                    lambda enc: validator.early_stopping_value(embed, enc.metric), on_epoch)
     against = f"pretrained-cosine {cfg.backbone}"
-    metrics, rerank = validation_metrics(validator, embed, _raw(cached), encoder, against, cfg)
+    metrics, rerank = validation_metrics(validator, embed, _raw(cached, encoder), encoder, against, cfg)
     metrics["measured_head"] = "shipped"
     # the whitening start is learned from the photos too: at epoch 0 the refit recomputes it on all of them
     whitened = history[0].get("start") == "whiten"

@@ -53,7 +53,7 @@ class SeededViews(ImageDataset):
 
 def view_features(name: str, samples: Sequence[Sample], views: int, policy: str, *,
                   weights: str | None = None, seed: int = 0, device: str = "cpu",
-                  module: torch.nn.Module | None = None) -> torch.Tensor:
+                  module: torch.nn.Module | None = None, pool: str = "avg") -> torch.Tensor:
     """(views x len(samples)) x D features of the pretrained backbone ``name`` (or of ``module``,
     an untrained one: not cached): view v of sample i is row ``v * len(samples) + i``."""
     if views <= 0 or not samples:
@@ -65,13 +65,13 @@ def view_features(name: str, samples: Sequence[Sample], views: int, policy: str,
     for v in range(views):
         def compute(positions: list[int], v: int = v) -> np.ndarray:
             if not backbone:
-                backbone.append(create_encoder(name, pretrained=True, weights=weights).backbone)
+                backbone.append(create_encoder(name, pretrained=True, weights=weights, pool=pool).backbone)
             ds = SeededViews([samples[i] for i in positions], transform, v, seed, spec.preprocess.size * 2)
             return run_dataset(backbone[0], ds, desc=f"{name} views {v + 1}/{views}", device=device).float().numpy()
 
         if module is not None:
             out.append(compute(list(range(len(samples)))))
             continue
-        config = feature_config(name, weights, "avg", f"view|{policy}|{v}|{seed}")
+        config = feature_config(name, weights, pool, f"view|{policy}|{v}|{seed}")
         out.append(feature_store().features(config, [s.path for s in samples], compute))
     return torch.from_numpy(np.concatenate(out))

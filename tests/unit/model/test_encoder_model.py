@@ -68,7 +68,7 @@ def test_gem_backbone_round_trips_through_the_model_file(tmp_path):
     assert card["pool"] == "gem"
     loaded = load_model(save_model(tmp_path / "g.pt", enc, card))
     assert loaded.encoder.backbone.pool == "gem"
-    with pytest.raises(ConfigError, match="GeM pooling needs an efficientnet-lite"):
+    with pytest.raises(ConfigError, match="gem and stages pooling need an efficientnet-lite"):
         create_encoder("small-cnn", pretrained=False, pool="gem")
 
 
