@@ -22,6 +22,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalogue_experiments import draw, products  # noqa: E402
+from whiten_probe import recall_at_1 as r1  # noqa: E402  products ranked by their best photo
 
 from es_metric.model.encoder import backbone_spec, create_encoder, gem  # noqa: E402
 from es_metric.training.data import Sample  # noqa: E402
@@ -70,14 +71,6 @@ def extract(paths: list[str], flip: bool, size: int, cache: Path) -> dict[str, t
     parts["paths"] = paths  # type: ignore[assignment]
     torch.save(parts, key)
     return parts
-
-
-def r1(x: torch.Tensor, ci: list[int], cl: list[int], qi: list[int], ql: list[int]) -> float:
-    x = F.normalize(x, dim=-1)
-    sims = x[qi] @ x[ci].T
-    best = torch.full((len(qi), max(cl) + 1), -9.0)
-    best.scatter_reduce_(1, torch.tensor(cl).expand(len(qi), -1), sims, reduce="amax")
-    return float((best.argmax(1) == torch.tensor(ql)).float().mean())
 
 
 def whitened(x: torch.Tensor, ci: list[int], cl: list[int], dims: int = 256) -> torch.Tensor:
