@@ -99,6 +99,9 @@ class TrainConfig:
             cfg.lr = 1e-3 if cfg.freeze_backbone or cfg.train_blocks else 3e-4
         if cfg.pool not in POOLINGS:
             raise ConfigError(f"unknown pooling {cfg.pool!r}", hint="valid: " + ", ".join(POOLINGS))
+        if cfg.pool == "stages" and cfg.train_blocks:  # said before any photo is read or cached
+            raise ConfigError("--pool stages reads earlier stages than --train-blocks fine-tunes from",
+                              hint="use --pool avg (or auto) with --train-blocks")
         if cfg.pool == "auto":
             stages = (spec.name.startswith("efficientnet-lite") and cfg.head != "none"
                       and bool(cfg.freeze_backbone) and not cfg.train_blocks)

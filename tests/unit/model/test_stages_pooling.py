@@ -89,6 +89,13 @@ def test_an_unknown_pooling_is_one_clear_error():
         TrainConfig(pool="max").resolved()
 
 
+def test_stages_with_train_blocks_is_refused_before_any_work():
+    """Not minutes later, after the early blocks' activations were cached."""
+    from es_metric.training.config import TrainConfig
+    with pytest.raises(ConfigError, match="--pool stages reads earlier stages than --train-blocks"):
+        TrainConfig(pool="stages", train_blocks=2).resolved()
+
+
 @pytest.mark.slow  # two training runs of EfficientNet-Lite0 at 224 px (make test runs it; make test-unit leaves it out)
 def test_a_stages_model_is_gated_against_the_pretrained_model_itself(tmp_path):
     """The card's baseline is what `--head none` indexes (the last convolution's average), not
