@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, shown
 from ..similarity import Metric
-from .weights import MAX_WEIGHTS_BYTES, check_members, last_stage_ends
+from .weights import MAX_WEIGHTS_BYTES, POOLS, check_members, last_stage_ends
 
 __all__ = ["backbone_spec", "BACKBONES", "BackboneSpec", "create_encoder", "Encoder", "gem",
            "GEM_P", "hub_checkpoint_dir", "IMAGENET_MEAN", "IMAGENET_STD", "LITE_PREPROCESS",
@@ -98,7 +98,6 @@ def _strip_classifier(model: nn.Module) -> int:
     return first.in_features
 
 
-POOLS = ("avg", "gem", "stages")
 GEM_P = 3.0
 
 
@@ -118,7 +117,7 @@ def pool_maps(maps: torch.Tensor, pool: str = "avg") -> torch.Tensor:
         return gem(maps)
     if pool == "avg":
         return maps.mean(dim=(-2, -1))
-    raise ConfigError(f"unknown pooling {pool!r}", hint="valid: " + ", ".join(POOLS))
+    raise ConfigError(f"unknown pooling {shown(pool)}", hint="valid: " + ", ".join(POOLS))
 
 
 class _LiteFeatures(nn.Module):
@@ -336,7 +335,7 @@ def create_encoder(name: str, *, dim: int | None = None, metric: Metric | str = 
     backbone, feat_dim = spec.build()
     if pool != "avg":
         if not isinstance(backbone, _LiteFeatures) or pool not in POOLS:
-            raise ConfigError(f"pooling {pool!r} is not available for {name}",
+            raise ConfigError(f"pooling {shown(pool)} is not available for {name}",
                               hint="gem and stages pooling need an efficientnet-lite backbone; use --pool avg")
         backbone.pool = pool
         if pool == "stages":

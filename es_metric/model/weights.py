@@ -19,9 +19,9 @@ import zipfile
 from collections import OrderedDict
 from typing import IO, Mapping, NamedTuple, Sequence
 
-from ..errors import ModelError
+from ..errors import ModelError, shown
 
-__all__ = ["BACKBONE_SHAPES", "MAX_WEIGHTS_BYTES", "STAGES", "backbone_digest", "check_card_against_weights",
+__all__ = ["BACKBONE_SHAPES", "MAX_WEIGHTS_BYTES", "POOLS", "STAGES", "backbone_digest", "check_card_against_weights",
            "check_members", "last_stage_ends", "member_file", "stages_dim", "state_shapes"]
 
 MAX_WEIGHTS_BYTES = 1 << 30     # the largest backbone here (resnet50 + an mlp head) is ~110 MB
@@ -204,6 +204,10 @@ def backbone_digest(shapes: Mapping[str, tuple[int, ...]]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
+#: How an EfficientNet-Lite's maps become features (encoder.py); other backbones pool ``avg`` only.
+#: Here, not in encoder.py, so that a card's ``pool`` is checked without torch.
+POOLS = ("avg", "gem", "stages")
+
 #: ``stages`` pooling (encoder.py): the last convolution's average plus that of the last blocks of
 #: this many stages before it (EfficientNet-Lite0: 112, 192 and 320 channels; 1,904-d in all).
 #: Here, not in encoder.py, so that a card is checked against its weights without torch.
@@ -257,7 +261,14 @@ def check_card_against_weights(card: Mapping, shapes: Mapping[str, tuple[int, ..
         raise ModelError(f"{where}: the card says backbone {backbone} but the weights are "
                          + (f"a {held}" if held else "no backbone es-metric knows"
                             + (f" (e.g. {stray[0]})" if stray else "")))
-    if card.get("pool") == "stages":
+    pool = card.get("pool", "avg")
+    if pool not in POOLS:
+        raise ModelError(f"{where}: the card names pooling {shown(pool)}, which es-metric does not know",
+                         hint="valid: " + ", ".join(POOLS))
+    if pool != "avg" and not backbone.startswith("efficientnet-lite"):
+        raise ModelError(f"{where}: the card says {pool} pooling, which only an efficientnet-lite backbone "
+                         f"has, but its backbone is {backbone}")
+    if pool == "stages":
         feat_dim += stages_dim(shapes)
     if head == "none":
         made = feat_dim if not any(k.startswith("head.") for k in shapes) else None

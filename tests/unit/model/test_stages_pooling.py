@@ -113,3 +113,20 @@ def test_a_stages_model_is_gated_against_the_pretrained_model_itself(tmp_path):
     assert baseline["n_queries"] == pretrained["n_queries"] >= 10
     for name in ("recall_at_1", "mrr", "map_at_r", "recall_at_k"):
         assert baseline[name] == pretrained[name], name
+
+
+@pytest.mark.parametrize("pool,said", [
+    ("x" * 3000, "names pooling 'xxxx"),                   # a hostile card: one short line, not 3,000 characters
+    (["stages"], "names pooling ['stages']"),
+    ("stages", "says stages pooling, which only an efficientnet-lite"),
+    ("gem", "says gem pooling, which only an efficientnet-lite"),
+])
+def test_a_card_whose_pooling_its_backbone_cannot_have_is_refused_before_torch_loads_it(tmp_path, pool, said):
+    enc = create_encoder("small-cnn", dim=8, pretrained=False)
+    card = build_card(enc, backbone="small-cnn", loss="triplet", training={}, data_fingerprint=None)
+    path = save_model(tmp_path / "h.pt", enc, {**card, "pool": pool})
+    with pytest.raises(ModelError) as info:
+        load_model(path)
+    text = str(info.value)
+    assert said in text and str(path) in text
+    assert len(text) - len(str(path)) < 200 and "\n" not in text
