@@ -46,7 +46,7 @@ class CachedFeatures:
         self.views = (view_features(cfg.backbone, wanted, cfg.views, cfg.augment, weights=cfg.weights,
                                     seed=cfg.seed, device=cfg.device,
                                     module=None if cfg.pretrained else encoder.backbone,
-                                    pool=getattr(encoder.backbone, "pool", "avg")).float()
+                                    pool=cfg.pool).float()
                       if views and cfg.views and wanted and cfg.augment != "none" else None)
 
     def of(self, samples: Sequence[Sample]) -> torch.Tensor:
