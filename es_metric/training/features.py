@@ -107,7 +107,7 @@ def _key(name: str, size: int, flip: bool, samples: Sequence[Sample]) -> str:
 def feature_maps(name: str, samples: Sequence[Sample], *, size: int | None = None,
                  flip: bool = False, batch_size: int = 32) -> torch.Tensor:
     """N x C x H x W float16 maps of the pretrained backbone ``name`` (an EfficientNet-Lite),
-    at ``size`` pixels (default: its native size), cached on disk."""
+    at ``size`` pixels (default: the size it embeds at), cached on disk."""
     spec = backbone_spec(name)
     size = size or spec.preprocess.size
     path = cache_dir() / f"maps-{name}-{size}-{'flip' if flip else 'id'}-{_key(name, size, flip, samples)}.pt"

@@ -127,3 +127,27 @@ def test_fast_path_leaves_exif_cmyk_and_big_images_to_pillow():
     assert images._plain_jpeg(plain.getvalue(), DecodeLimits(max_pixels=64 * 63), None) is None
     assert images._plain_jpeg(plain.getvalue()[:200], DecodeLimits(), None) is None  # truncated
     assert images._plain_jpeg(plain.getvalue(), DecodeLimits(), None) is not None
+
+
+def test_a_lite0_file_written_at_224_px_still_embeds_at_224_and_a_new_one_at_288(tmp_path):
+    """Lite0 now embeds at 288 px. The size travels in the model card, so the worker's path embeds
+    a file trained before at the 224 px it was trained (and indexed) at, and a new file at 288."""
+    torch.manual_seed(0)
+    enc = create_encoder("efficientnet-lite0", dim=8).eval()  # ImageNet weights: a random net pools to a constant
+    new = build_card(enc, backbone="efficientnet-lite0", loss="test", training={}, data_fingerprint=None)
+    old = {**new, "preprocess": {**new["preprocess"], "size": 224}}
+    photo = tmp_path / "p.jpg"
+    make_image(4, random.Random(4), size=400).save(photo, quality=92)
+    image = load_image(str(photo))[0]
+    for card, size in ((new, 288), (old, 224)):
+        model = load_model(save_model(tmp_path / f"m{size}.pt", enc, card))
+        assert model.preprocess.size == size
+        _, _, vectors = decode_and_embed([{"ref": str(photo), "id": None, "fields": {}}], TorchEmbedder(model),
+                                         DecodeLimits(), (tmp_path,))
+        at = {s: embed_images(enc, [image], Preprocess(s, *new_pre(new)))[0] for s in (224, 288)}
+        np.testing.assert_allclose(vectors[0], at[size], atol=1e-4)
+        assert not np.allclose(vectors[0], at[224 if size == 288 else 288], atol=1e-3)
+
+
+def new_pre(card):
+    return tuple(card["preprocess"]["mean"]), tuple(card["preprocess"]["std"])

@@ -96,7 +96,7 @@ def test_stages_with_train_blocks_is_refused_before_any_work():
         TrainConfig(pool="stages", train_blocks=2).resolved()
 
 
-@pytest.mark.slow  # two training runs of EfficientNet-Lite0 at 224 px (make test runs it; make test-unit leaves it out)
+@pytest.mark.slow  # two training runs of EfficientNet-Lite0 at 288 px (make test runs it; make test-unit leaves it out)
 def test_a_stages_model_is_gated_against_the_pretrained_model_itself(tmp_path):
     """The card's baseline is what `--head none` indexes (the last convolution's average), not
     a cosine on the stages features the head was trained on."""

@@ -12,7 +12,7 @@ def test_pooled_cached_maps_equal_the_backbone_features(tiny_data, tmp_path, mon
 
     samples = scan_folder(tiny_data)[:6]
     maps = feature_maps("efficientnet-lite0", samples)
-    assert maps.dtype == torch.float16 and maps.shape == (6, 1280, 7, 7)
+    assert maps.dtype == torch.float16 and maps.shape == (6, 1280, 9, 9)  # 288 px in, stride 32
     assert torch.equal(feature_maps("efficientnet-lite0", samples), maps)  # from the disk cache
     for pool in ("avg", "gem"):
         direct = backbone_features("efficientnet-lite0", samples, pretrained=True, pool=pool)

@@ -1,6 +1,6 @@
 """Fine-tuning the last EfficientNet-Lite blocks on cached early activations: the split is exact,
 training changes only the tail, checkpoints resume, and the model file serves the tuned tail.
-The two training tests are ``slow`` (they fine-tune EfficientNet-Lite0 at 224 px): ``make test``
+The two training tests are ``slow`` (they fine-tune EfficientNet-Lite0 at 288 px): ``make test``
 runs them, ``make test-unit`` does not."""
 import shutil
 
