@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catalogue_experiments import draw, products  # noqa: E402
-from stages_probe import extract, whitened  # noqa: E402
+from catalogue_experiments import products  # noqa: E402
+from stages_probe import draw_rows, extract, whitened  # noqa: E402
 from whiten_probe import recall_at_1 as r1  # noqa: E402  products ranked by their best photo
 
 STAGES = ("b1280-avg", "b112-avg", "b192-avg", "b320-avg")
@@ -53,11 +53,7 @@ def main() -> None:
         label = {pid: j for j, pid in enumerate(sorted(prods))}
         for n in args.per_product.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
-                cata, queries = draw(args.data, prods, n, seed, 8)
-                ci = [pos[p] for pid in sorted(cata) for p in cata[pid]]
-                cl = [label[pid] for pid in sorted(cata) for _ in cata[pid]]
-                qi = [pos[p] for pid in sorted(queries) for p in queries[pid]]
-                ql = [label[pid] for pid in sorted(queries) for _ in queries[pid]]
+                ci, cl, qi, ql = draw_rows(args.data, prods, n, seed, pos, label)
                 row = [r1(pretrained[s], ci, cl, qi, ql) for s in sizes]
                 row += [r1(whitened(stages[s], ci, cl), ci, cl, qi, ql) for s in sizes]
                 rows.append(row)

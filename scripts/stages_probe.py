@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalogue_experiments import draw, products  # noqa: E402
 from whiten_probe import recall_at_1 as r1  # noqa: E402  products ranked by their best photo
 
-from es_metric.model.encoder import backbone_spec, create_encoder, gem  # noqa: E402
+from es_metric.model.encoder import Preprocess, backbone_spec, create_encoder, gem  # noqa: E402
 from es_metric.training.data import Sample  # noqa: E402
 from es_metric.training.features import run_module  # noqa: E402
 from es_metric.training.head import pca_init, whiten_init  # noqa: E402
@@ -58,7 +58,6 @@ def extract(paths: list[str], flip: bool, size: int, cache: Path) -> dict[str, t
         return torch.load(key)
     lite = create_encoder("efficientnet-lite0", pretrained=True).backbone
     spec = backbone_spec("efficientnet-lite0")
-    from es_metric.model.encoder import Preprocess
     pre = Preprocess(size, spec.preprocess.mean, spec.preprocess.std)
     out = run_module(Multi(lite, flip), [Sample(p, 0, "x") for p in paths], pre, 32, f"multi {size} flip={flip}")
     chans = [40, 80, 112, 192, 320, 1280]
@@ -71,6 +70,18 @@ def extract(paths: list[str], flip: bool, size: int, cache: Path) -> dict[str, t
     parts["paths"] = paths  # type: ignore[assignment]
     torch.save(parts, key)
     return parts
+
+
+def draw_rows(data: Path, prods: dict, n: str, seed: int, pos: dict[str, int],
+              label: dict[str, int]) -> tuple[list[int], list[int], list[int], list[int]]:
+    """One catalogue draw as rows of the cached features: catalogue rows and their product labels,
+    query rows (up to 8 other photos a product) and theirs."""
+    cata, queries = draw(data, prods, n, seed, 8)
+    ci = [pos[p] for pid in sorted(cata) for p in cata[pid]]
+    cl = [label[pid] for pid in sorted(cata) for _ in cata[pid]]
+    qi = [pos[p] for pid in sorted(queries) for p in queries[pid]]
+    ql = [label[pid] for pid in sorted(queries) for _ in queries[pid]]
+    return ci, cl, qi, ql
 
 
 def whitened(x: torch.Tensor, ci: list[int], cl: list[int], dims: int = 256) -> torch.Tensor:
@@ -117,14 +128,10 @@ def main() -> None:
           + " | " + " | ".join(f"white {k}" for k in variants) + " |", flush=True)
     for kind in args.kinds.split(","):
         prods = products(args.data, kind)
+        label = {pid: j for j, pid in enumerate(sorted(prods))}
         for n in args.per_product.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
-                cata, queries = draw(args.data, prods, n, seed, 8)
-                label = {pid: j for j, pid in enumerate(sorted(prods))}
-                ci = [pos[p] for pid in sorted(cata) for p in cata[pid]]
-                cl = [label[pid] for pid in sorted(cata) for _ in cata[pid]]
-                qi = [pos[p] for pid in sorted(queries) for p in queries[pid]]
-                ql = [label[pid] for pid in sorted(queries) for _ in queries[pid]]
+                ci, cl, qi, ql = draw_rows(args.data, prods, n, seed, pos, label)
                 if not args.holdout:
                     row = [r1(feats["head"], ci, cl, qi, ql), r1(feats["head+112+192+320"], ci, cl, qi, ql)]
                     row += [r1(whitened(nrm(f), ci, cl), ci, cl, qi, ql) for f in feats.values()]
@@ -137,12 +144,7 @@ def main() -> None:
                     hq = [(i, c) for i, c in zip(qi, ql) if c in held]
                     hqi, hql = [i for i, _ in hq], [c for _, c in hq]
                     row = [r1(feats["head"], ci, cl, hqi, hql), r1(feats["head+112+192+320"], ci, cl, hqi, hql)]
-                    for f in feats.values():
-                        x = nrm(f)
-                        head = torch.nn.Linear(x.shape[1], 256)
-                        whiten_init(head, x[ti], torch.tensor(tl))
-                        with torch.no_grad():
-                            row.append(r1(head(x), ci, cl, hqi, hql))
+                    row += [r1(whitened(nrm(f), ti, tl), ci, cl, hqi, hql) for f in feats.values()]
                     cells = " | ".join(f"{v:.3f}" for v in row)
                     print(f"| {kind} | {n} | {seed} f{fold} | {cells} |", flush=True)
 
