@@ -20,8 +20,8 @@ from ..errors import EsmError, ModelError
 from ..types import ModelCard
 from .weights import MAX_WEIGHTS_BYTES, check_card_against_weights, check_members, member_file, state_shapes
 
-__all__ = ["CARD_ENTRY", "FORMAT", "FORMAT_V1", "WEIGHTS_ENTRY", "check_card_fields", "gate_allows",
-           "is_zip_model", "read_card", "read_v1"]
+__all__ = ["CARD_ENTRY", "FORMAT", "FORMAT_V1", "WEIGHTS_ENTRY", "check_card_fields", "check_preprocess",
+           "gate_allows", "is_zip_model", "read_card", "read_v1"]
 
 FORMAT = "es-metric-model/2"
 FORMAT_V1 = "es-metric-model/1"
@@ -33,6 +33,11 @@ OTHER_MEMBER_CAP = 1 << 20
 SIMILARITIES = ("cosine", "dot_product", "l2_norm", "max_inner_product")
 MAX_DIMS = 4096  # Elasticsearch's dense_vector limit
 MODEL_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")  # it becomes part of an index name
+# the square an image is resized to before the backbone: every backbone es-metric knows embeds at
+# 64-300 px; past 1024 a single photo's activations alone take gigabytes (a hand-edited or hostile
+# card must not make the worker allocate them)
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
+MAX_NORM_VALUE = 10.0  # pixels are 0..1 before normalising; a mean or std beyond this is no normalisation
 
 
 def _exists(path: Path) -> None:
@@ -82,7 +87,8 @@ def _zip_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 
 def check_card_fields(card: Mapping[str, Any], where: object) -> None:
-    """ModelError unless the fields an index is made from are sound: model id, dims, similarity."""
+    """ModelError unless the fields an index is made from are sound: model id, dims, similarity,
+    and the preprocessing every image goes through."""
     dims, model_id = card.get("dims"), card.get("model_id")
     if not (isinstance(dims, int) and not isinstance(dims, bool) and 0 < dims <= MAX_DIMS):
         raise ModelError(f"{where}: the card's dims {dims!r} is not a whole number from 1 to {MAX_DIMS}")
@@ -92,6 +98,33 @@ def check_card_fields(card: Mapping[str, Any], where: object) -> None:
     if not (isinstance(model_id, str) and MODEL_ID.fullmatch(model_id)):
         raise ModelError(f"{where}: the card's model_id {str(model_id)[:60]!r} is not lowercase "
                          "letters, digits and dashes")
+    check_preprocess(card.get("preprocess"), where)
+
+
+def _three_numbers(value: object, low: float, high: float) -> bool:
+    """Three numbers (not booleans) in ``low < x <= high``; NaN fails every comparison."""
+    return (isinstance(value, (list, tuple)) and len(value) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and low < x <= high
+                    for x in value))
+
+
+def check_preprocess(pre: object, where: object) -> None:
+    """ModelError unless the card's preprocessing is one an image can go through: a square of
+    MIN_IMAGE_SIZE..MAX_IMAGE_SIZE pixels, three channel means and three positive deviations."""
+    if not isinstance(pre, Mapping):
+        raise ModelError(f"{where}: the card has no preprocessing (size, mean, std)",
+                         hint="pass a file written by `esm train`")
+    size = pre.get("size")
+    if not (isinstance(size, int) and not isinstance(size, bool) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
+        raise ModelError(f"{where}: the card's image size {repr(size)[:40]} is not a whole number of "
+                         f"pixels from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}",
+                         hint="the card was edited by hand or is not from `esm train`; train the model again")
+    if not _three_numbers(pre.get("mean"), -MAX_NORM_VALUE, MAX_NORM_VALUE):
+        raise ModelError(f"{where}: the card's normalisation mean {repr(pre.get('mean'))[:60]} is not three "
+                         f"numbers from -{MAX_NORM_VALUE:g} to {MAX_NORM_VALUE:g}")
+    if not _three_numbers(pre.get("std"), 0.0, MAX_NORM_VALUE):
+        raise ModelError(f"{where}: the card's normalisation std {repr(pre.get('std'))[:60]} is not three "
+                         f"numbers above 0 and at most {MAX_NORM_VALUE:g}")
 
 
 def read_v1(path: str | Path) -> dict[str, Any]:

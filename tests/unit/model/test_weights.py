@@ -104,6 +104,23 @@ def test_a_zip_bomb_model_is_refused_in_bounded_memory(good, tmp_path):
     ({"dims": "32"}, "the card's dims '32' is not a whole number"),
     ({"similarity": "hamming"}, "the card's similarity 'hamming' is not one of"),
     ({"model_id": "../../etc"}, "the card's model_id '../../etc' is not lowercase"),
+    # the preprocessing: a size the worker would allocate gigabytes for, or normalisation that is none
+    ({"preprocess": {"size": 100000, "mean": [0.5] * 3, "std": [0.5] * 3}},
+     "the card's image size 100000 is not a whole number of pixels from 16 to 1024"),
+    ({"preprocess": {"size": 0, "mean": [0.5] * 3, "std": [0.5] * 3}}, "the card's image size 0 is not"),
+    ({"preprocess": {"size": "64", "mean": [0.5] * 3, "std": [0.5] * 3}}, "the card's image size '64' is not"),
+    ({"preprocess": {"size": 64.5, "mean": [0.5] * 3, "std": [0.5] * 3}}, "the card's image size 64.5 is not"),
+    ({"preprocess": {"size": True, "mean": [0.5] * 3, "std": [0.5] * 3}}, "the card's image size True is not"),
+    ({"preprocess": {"size": 64, "mean": [0.5] * 3, "std": [0.5, 0.0, 0.5]}},
+     "the card's normalisation std [0.5, 0.0, 0.5] is not three numbers above 0"),
+    ({"preprocess": {"size": 64, "mean": [0.5] * 3, "std": [0.5, -1.0, 0.5]}}, "normalisation std"),
+    ({"preprocess": {"size": 64, "mean": [0.5, float("nan"), 0.5], "std": [0.5] * 3}},
+     "the card's normalisation mean [0.5, nan, 0.5] is not three numbers"),
+    ({"preprocess": {"size": 64, "mean": [0.5] * 3, "std": [0.5, float("inf"), 0.5]}}, "normalisation std"),
+    ({"preprocess": {"size": 64, "mean": [0.5, 0.5], "std": [0.5] * 3}}, "normalisation mean"),
+    ({"preprocess": {"size": 64, "mean": "0.5", "std": [0.5] * 3}}, "normalisation mean"),
+    ({"preprocess": [64]}, "the card has no preprocessing (size, mean, std)"),
+    ({"preprocess": None}, "the card has no preprocessing"),
 ])
 def test_a_card_that_lies_about_its_weights_is_refused_in_one_line(good, tmp_path, changes, named):
     liar = lying_model(good, tmp_path / "liar.pt", **changes)
