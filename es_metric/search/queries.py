@@ -272,17 +272,6 @@ def with_excluded(filter_query: dict[str, Any], exclude_ids: list[str] | None) -
     return {"bool": body}
 
 
-def text_query(text: str, fields: list[str], filter_query: dict[str, Any] | None = None,
-               boost: float | None = None) -> dict[str, Any]:
-    match: dict[str, Any] = {"query": text, "fields": fields or ["*"], "type": "best_fields"}
-    if boost is not None:
-        match["boost"] = float(boost)
-    body: dict[str, Any] = {"must": [{"multi_match": match}]}
-    if filter_query:
-        body.update({k: v for k, v in filter_query["bool"].items()})
-    return {"bool": body}
-
-
 def search_body(*, knn: dict[str, Any] | None = None, query: dict[str, Any] | None = None, size: int = 10,
                 offset: int = 0, vector_field: str = "image_vector",
                 highlight_fields: list[str] | None = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ import pytest
 from es_metric.errors import SearchError
 from es_metric.search.queries import (Filter, FieldInfo, default_candidates, field_info,
                                       filter_clauses, knn_clause, leaf_fields, parse_filter,
-                                      search_body, text_field_paths, text_query)
+                                      search_body, text_field_paths)
 
 PROPS = {"title": {"type": "text", "fields": {"keyword": {"type": "keyword"}}},
          "category": {"type": "keyword"}, "price": {"type": "float"}}
@@ -173,16 +173,14 @@ def test_default_candidates_scale_with_the_rescore_factor_within_the_limit(k, fa
     assert default_candidates(k, factor) == expected
 
 
-def test_text_query_and_search_body():
-    q = text_query("red dress", ["title"], {"bool": {"filter": [{"term": {"c": 1}}]}}, boost=0.5)
-    assert q == {"bool": {"must": [{"multi_match": {"query": "red dress", "fields": ["title"],
-                                                    "type": "best_fields", "boost": 0.5}}],
-                          "filter": [{"term": {"c": 1}}]}}
+def test_search_body():
+    q = {"bool": {"must": [{"match": {"title": "red dress"}}], "filter": [{"term": {"c": 1}}]}}
     body = search_body(knn={"k": 1}, query=q, size=3, offset=6, vector_field="v",
                        highlight_fields=["title"])
     assert body["size"] == 3 and body["from"] == 6
     assert body["_source"] == {"excludes": ["v", "v_raw"]}  # nor the raw vector a DBA pass keeps
     assert body["highlight"]["fields"] == {"title": {}}
+    assert body["query"] == q and body["knn"] == {"k": 1} and body["track_total_hits"] is False
 
 
 def test_expansion_body_fetches_only_the_neighbours_vectors():
