@@ -46,9 +46,13 @@ VAGUE_WORDS = frozenset("sweet fresh yellow green red white creamy juicy round m
 STOP = frozenset("a an and are as at be but by can for from has have in is it its of on or than "
                  "that the this to with was were which also more very not no class klass".split())
 FIELDS = ("title", "description", "ingredients", "coarse_class", "group", "origin_and_size")
-# text-leg configurations measured: (name boost, multi_match type)
-TEXT_CONFIGS = {"flat": (1.0, "best_fields"), "name2": (2.0, "best_fields"), "name3": (3.0, "best_fields"),
-                "name5": (5.0, "best_fields"), "name3-cross": (3.0, "cross_fields")}
+# text-leg configurations measured: (name boost, multi_match type, tie_breaker or None). A shopper's
+# two words often sit in two fields ("wool" in the description, "hoodie" in the name): best_fields
+# scores only the best field, a tie_breaker adds the others' scores at that share, most_fields sums them
+TEXT_CONFIGS = {"flat": (1.0, "best_fields", None), "name2": (2.0, "best_fields", None),
+                "name3": (3.0, "best_fields", None), "name5": (5.0, "best_fields", None),
+                "name3-cross": (3.0, "cross_fields", None), "name3-tie": (3.0, "best_fields", 0.3),
+                "name3-most": (3.0, "most_fields", None)}
 
 
 def words(text: str | None, minimum: int = 4) -> list[str]:
@@ -142,8 +146,8 @@ def collect(index: str, data: Path, out: Path, limit: int | None, iconic: bool, 
         for kind, text in query_texts(by_class[q["label"]], in_index, rng):
             rows.append({"q": qi, "kind": kind, "text": text})
             texts.setdefault(text, [])
-    legs = {name: {t: text_window(es, info, t, boost, kind, pos) for t in texts}
-            for name, (boost, kind) in TEXT_CONFIGS.items()}
+    legs = {name: {t: text_window(es, info, t, boost, kind, pos, tie) for t in texts}
+            for name, (boost, kind, tie) in TEXT_CONFIGS.items()}
     np.savez_compressed(out / "legs.npz", img_ids=img_ids, img_scores=img_scores, stored=stored)
     blob = {"index": info.concrete, "model_id": info.model_id, "ids": ids, "iconic": iconic,
             "labels": [s["label"] for s in sources], "coarse": [s["coarse_class"] for s in sources],
@@ -153,12 +157,13 @@ def collect(index: str, data: Path, out: Path, limit: int | None, iconic: bool, 
         json.dump(blob, fh)
 
 
-def text_window(es, info, text: str, boost: float, kind: str, pos: dict) -> list[list]:
+def text_window(es, info, text: str, boost: float, kind: str, pos: dict, tie: float | None = None) -> list[list]:
     """One text leg (window COLLECT_WINDOW) as [doc indices, scores]."""
     from es_metric.search.hybrid import Window, text_leg
     from es_metric.search.textquery import field_weights
 
-    query = {"multi_match": {"query": text, "fields": field_weights(list(FIELDS), boost), "type": kind}}
+    match = {"query": text, "fields": field_weights(list(FIELDS), boost), "type": kind}
+    query = {"multi_match": match if tie is None else {**match, "tie_breaker": tie}}
     leg = text_leg(es, info, Window(size=COLLECT_WINDOW, text=text, fields=list(FIELDS), text_query=query))
     return [[pos[d] for d in leg.ids], [round(float(s), 5) for s in leg.scores]]
 

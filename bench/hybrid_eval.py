@@ -12,7 +12,7 @@ misleading text stays within 0.01 of image only on every fold and whose vague-te
 fall below image only by more than 0.01.
 
 With --defaults only image only (plain, collapsed) and the search's current defaults
-(es_metric.search.fusion DEFAULT_*, the x3 name-boosted text leg) plain, collapsed and
+(es_metric.search.fusion DEFAULT_*, the library's default text leg) plain, collapsed and
 diversified are ranked: no grid, no choice (minutes instead of an hour a fold).
 
 Usage: python bench/hybrid_eval.py DIR [DIR ...] [--out RESULTS.json] [--quick] [--every N] [--defaults]
@@ -166,7 +166,8 @@ def grid(quick: bool) -> list[Config]:
         configs += [Config(method, w, t) for w in WEIGHTS for t in ("flat", "name3")]
         if quick:
             continue
-        configs += [Config(method, w, t) for w in WEIGHTS[3:] for t in ("name2", "name5", "name3-cross")]
+        configs += [Config(method, w, t) for w in WEIGHTS[3:]
+                    for t in ("name2", "name5", "name3-cross", "name3-tie", "name3-most")]
         configs += [Config(method, w, "name3", win) for w in WEIGHTS[3:] for win in (50, 200, 400)]
     configs += [Config("weighted", w, "flat") for w in (0.5, 0.8, 0.9)]
     return configs
@@ -181,7 +182,16 @@ def variety(best: Config) -> list[Config]:
 def current_default() -> Config:
     """The configuration a search uses when it is given text and nothing else."""
     from es_metric.search.fusion import DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, DEFAULT_WINDOW
-    return Config(DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, "name3", DEFAULT_WINDOW)
+    return Config(DEFAULT_FUSION, DEFAULT_IMAGE_WEIGHT, default_text(), DEFAULT_WINDOW)
+
+
+def default_text() -> str:
+    """The bench/hybrid.py text-leg configuration the library's default text leg is."""
+    from hybrid import TEXT_CONFIGS
+
+    from es_metric.search.textquery import DEFAULT_MATCH_TYPE, NAME_BOOST
+    return next(name for name, (boost, kind, tie) in TEXT_CONFIGS.items()
+                if boost == NAME_BOOST and kind == DEFAULT_MATCH_TYPE and tie is None)
 
 
 def run(configs: list[Config], folds: list[Fold], results: dict, t0: float) -> None:
@@ -198,8 +208,9 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=1, help="every N-th indexed photo as a query (iconic: all)")
     ap.add_argument("--defaults", action="store_true",
                     help="only image only and the current search defaults with collapse and diversify")
-    ap.add_argument("--also", action="append", default=[], metavar="METHOD:W_IMAGE",
-                    help="with --defaults: rank this plain configuration too (e.g. minmax:0.8)")
+    ap.add_argument("--also", action="append", default=[], metavar="METHOD:W_IMAGE[:TEXT]",
+                    help="with --defaults: rank this plain configuration too (e.g. minmax:0.8, or "
+                         "adaptive:0.8:name3-tie with another text leg of bench/hybrid.py TEXT_CONFIGS)")
     ap.add_argument("--plain", action="store_true", help="no collapse or diversify runs")
     args = ap.parse_args()
     folds = [Fold(p, args.every) for p in args.folds]
@@ -207,7 +218,7 @@ def main() -> None:
     t0 = time.perf_counter()
     if args.defaults:
         best = current_default()
-        also = [Config(m, float(w)) for m, w in (a.split(":") for a in args.also)]
+        also = [Config(m, float(w), *t) for m, w, *t in (a.split(":") for a in args.also)]
         run([Config("image")] + [Config("image", collapse=True)] * (not args.plain) + [best] + also,
             folds, results, t0)
     else:

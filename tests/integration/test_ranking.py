@@ -167,6 +167,36 @@ def test_the_default_text_leg_weighs_names_over_descriptions(shop, stack):
     assert [h["source"]["product"] for h in weighted["hits"]][:4] == ["P0"] * 4
 
 
+def test_a_shoppers_two_words_in_two_fields_find_the_product_that_has_both(stack, tiny_model):
+    """"wool hoodie": one product says "hoodie" in its name and "wool" in its description. The
+    default text leg counts both words (cross_fields); one best field (best_fields) scored only
+    the name, where four products tie on one word each, and put "Grey hoodie" first."""
+    client = make_client(stack)
+    alias = f"words-{uuid.uuid4().hex[:8]}"
+    create_versioned_index(client, alias, read_card(tiny_model), str(tiny_model),
+                           text_fields=("title", "description"), keyword_fields=())
+    info = index_info(client, alias)
+    docs = {"plain": ("Grey hoodie", "Soft cotton, kangaroo pocket."),   # names of two words each
+            "socks": ("Wool socks", "Knitted, ribbed cuffs."),
+            "beanie": ("Wool beanie", "Knitted, one size."),
+            "scarf": ("Silk scarf", "Hand rolled edges."),
+            "shirt": ("Linen shirt", "Relaxed fit, two pockets."),
+            "both": ("Blue hoodie", "Warm merino wool, kangaroo pocket.")}  # last: it wins no tie
+    rng = np.random.default_rng(3)
+    ops: list[dict] = []
+    for doc_id, (title, description) in docs.items():
+        ops += [{"index": {"_index": info.concrete, "_id": doc_id}},
+                {"title": title, "description": description, "model_id": info.model_id,
+                 info.vector_field: _unit(rng.normal(size=info.dims)).tolist()}]
+    try:
+        assert not client.bulk(operations=ops, refresh=True)["errors"]
+        top = esm_json("search", alias, "--text", "wool hoodie", "-k", "4")
+        assert ids(top)[0] == "both", ids(top)
+        assert set(ids(top)[1:]) == {"plain", "socks", "beanie"}
+    finally:
+        client.options(ignore_status=404).indices.delete(index=f"{alias}*", expand_wildcards="all")
+
+
 def test_explain_gives_each_legs_score_rank_normalised_score_and_weight(shop):
     """The default (adaptive) fusion: each hit says the legs' agreement and the text weight it
     gave (the default's times AGREE_BOOST x text_share); the answer's fusion says it once."""

@@ -78,8 +78,8 @@ def test_name_and_title_fields_weigh_more_in_the_default_leg():
     assert field_weights(["title", "notes"], 1) == ["title", "notes"]
     assert [is_name(f) for f in ("productTitle", "shop.name", "NAME", "filename", "names")] == \
         [True, True, True, False, False]
-    assert default_query("wool hoodie", ["title^3"]) == \
-        {"multi_match": {"query": "wool hoodie", "fields": ["title^3"], "type": "best_fields"}}
+    assert default_query("wool hoodie", ["title^3", "description"]) == \
+        {"multi_match": {"query": "wool hoodie", "fields": ["title^3", "description"], "type": "cross_fields"}}
 
 
 def test_the_search_request_checks_the_new_options():
