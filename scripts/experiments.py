@@ -216,8 +216,8 @@ def summarise(rows: list[dict]) -> list[dict]:
     """Mean ± standard deviation over runs of each (protocol, config, re-ranking), with MAP@R
     ratios to raw cosine (no re-ranking) on the same split."""
     base = {(r["protocol"], r["split"], r["seed"], r["backbone"]): r["scores"]["none"]["map_at_r"]
-            for r in rows if r["settings"]["train"] is None and r["settings"]["pool"] == "avg"
-            and not r["settings"]["flip"]}
+            for r in rows if r["settings"]["train"] is None  # raw features pool "auto" as avg (run_one)
+            and r["settings"]["pool"] in ("avg", "auto") and not r["settings"]["flip"]}
     groups: dict[tuple, list] = {}
     for r in rows:
         b = base.get((r["protocol"], r["split"], r["seed"], "efficientnet-lite0"))
