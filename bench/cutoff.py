@@ -67,21 +67,26 @@ def index_photos(es, settings: Settings, index: str, model: str, manifest: Path,
 
 
 def validation_thresholds(model: str, train: Path, targets: tuple[float, ...]) -> dict:
-    """The cut-off MODEL's validation images give for each precision target (the calibration
-    the card records, repeated for other targets)."""
+    """The cut-off MODEL's validation images give for each precision target: the calibration
+    photos `esm train` drew from TRAIN (same split, same seed), the card's re-ranking."""
     from es_metric.model.modelfile import load_model
     from es_metric.search.rerank import ReRank
     from es_metric.similarity import Metric
     from es_metric.training.calibrate import calibrate_cutoff
-    from es_metric.training.data import labels_tensor, read_folder, validation_split
+    from es_metric.training.catalogue import read_catalogue
     from es_metric.training.evaluate import model_embeddings
+    from es_metric.training.protocols import catalogue_split
+    from es_metric.training.validate import Validator
+    from es_metric.training.verdict import calibration_photos
 
     m = load_model(model)
     tr = m.card["training"]
-    _, val, _ = validation_split(read_folder(train).samples, tr["protocol"], tr["val_fraction"], tr["seed"])
-    emb = model_embeddings(m, val)
+    cat = read_catalogue(train, Settings.from_env())
+    split = catalogue_split(cat.samples, tr["val_fraction"], tr["seed"])
+    photos, labels = calibration_photos(Validator(split, cat.groups, tr["protocol"]))
+    emb = model_embeddings(m, photos)
     rr = ReRank.from_dict(m.card.get("rerank"))
-    return {p: (calibrate_cutoff(emb.vectors, labels_tensor(val).numpy(), Metric(m.card["similarity"]), rr, p)
+    return {p: (calibrate_cutoff(emb.vectors, labels, Metric(m.card["similarity"]), rr, p)
                 or {}).get("similarity") for p in targets}
 
 
