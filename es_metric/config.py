@@ -124,9 +124,9 @@ class Settings:
     cache_dir: Path = setting("ESM_CACHE_DIR", "feature, activation and image-check caches of training "
                               "and evaluation", factory=lambda: Path.home() / ".cache" / "es-metric", kind=PATH,
                               shown="`~/.cache/es-metric`", worker=False)
-    progress: bool | None = setting("ESM_PROGRESS", "progress bars: `0`, `false` or `no` turn them off, "
-                                    "anything else on", shown="on when stderr is a terminal", kind=FLAG,
-                                    worker=False)
+    progress: bool | None = setting("ESM_PROGRESS", "progress bars: `0`, `false` or `no` turn them off "
+                                    "(and the log lines), anything else on", shown="on when stderr is a "
+                                    "terminal; else a log line every 30 s", kind=FLAG, worker=False)
     device: str = setting(
         "ESM_DEVICE", "where the encoder runs for workers, training (backbone features) and query by "
         "image: `cpu`, `cuda`, `cuda:N`, or `auto` (the first GPU the runtime sees, else the CPU). A "

@@ -72,6 +72,29 @@ def test_progress_bars_follow_esm_progress(monkeypatch):
     assert not enabled()
 
 
+def test_without_a_terminal_long_work_logs_a_line_every_30_s(monkeypatch, caplog):
+    """A log file (a service, CI, `esm train > log`) sees how far a 20-minute extraction is,
+    every LOG_EVERY_S seconds of it; ESM_PROGRESS=0 silences that too."""
+    import es_metric.progressbar as pb
+
+    clock = iter(float(t) for t in range(0, 1000, 10))    # each item takes 10 s
+    monkeypatch.setattr(pb.time, "monotonic", lambda: next(clock))
+    monkeypatch.delenv("ESM_PROGRESS", raising=False)
+    monkeypatch.setattr(pb.sys.stderr, "isatty", lambda: False, raising=False)
+    with caplog.at_level("INFO", logger="es_metric.progress"):
+        assert list(pb.progress_iter(range(9), "features")) == list(range(9))
+    assert [r.getMessage() for r in caplog.records] == [
+        "features: 3 of 9 (33 %), about 60 s left", "features: 6 of 9 (66 %), about 30 s left",
+        "features: 9 of 9 (100 %), about 0 s left"]
+    caplog.clear()
+    clock = iter(float(t) for t in range(0, 1000, 10))
+    monkeypatch.setenv("ESM_PROGRESS", "0")
+    with caplog.at_level("INFO", logger="es_metric.progress"):
+        assert list(pb.progress_iter(iter(range(9)), "features")) == list(range(9))
+    assert caplog.records == []
+    assert pb.status(1200, None, 150) == "1,200 done, 2 min so far"
+
+
 def _table_script():
     spec = importlib.util.spec_from_file_location("settings_table", ROOT / "scripts" / "settings_table.py")
     module = importlib.util.module_from_spec(spec)
