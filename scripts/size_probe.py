@@ -12,7 +12,6 @@ Usage: python scripts/size_probe.py ../shared/data/grocery_store [--sizes 256,28
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -22,24 +21,19 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalogue_experiments import products  # noqa: E402
-from stages_probe import draw_rows, extract, whitened  # noqa: E402
+from stages_probe import draw_rows, extract, photo_paths, probe_parser, whitened  # noqa: E402
 from whiten_probe import recall_at_1 as r1  # noqa: E402  products ranked by their best photo
 
 STAGES = ("b1280-avg", "b112-avg", "b192-avg", "b320-avg")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data", type=Path)
+    ap = probe_parser()
     ap.add_argument("--sizes", default="256,288,320")
-    ap.add_argument("--per-product", default="3,2-6")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--kinds", default="fine,style")
-    ap.add_argument("--cache", type=Path, default=Path("runs/stages-probe"))
     args = ap.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     sizes = [224] + [int(s) for s in args.sizes.split(",")]
-    paths = sorted(str(p) for p in args.data.rglob("*.jpg") if "iconic" not in p.parts)
+    paths = photo_paths(args.data)
     feats = {s: extract(paths, False, s, args.cache) for s in sizes}
     pos = {p: i for i, p in enumerate(feats[224]["paths"])}
     pretrained = {s: f["b1280-avg"] for s, f in feats.items()}

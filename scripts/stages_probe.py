@@ -92,18 +92,29 @@ def whitened(x: torch.Tensor, ci: list[int], cl: list[int], dims: int = 256) -> 
         return head(x)
 
 
-def main() -> None:
+def probe_parser() -> argparse.ArgumentParser:
+    """The arguments the offline probes share: the data, the catalogue draws, the feature cache."""
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path)
     ap.add_argument("--per-product", default="3,2-6")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--kinds", default="fine,style")
     ap.add_argument("--cache", type=Path, default=Path("runs/stages-probe"))
+    return ap
+
+
+def photo_paths(data: Path) -> list[str]:
+    """Every shopper's photo of the Grocery folder (the catalogue packshots left out), sorted."""
+    return sorted(str(p) for p in data.rglob("*.jpg") if "iconic" not in p.parts)
+
+
+def main() -> None:
+    ap = probe_parser()
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--holdout", type=int, default=0)
     args = ap.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
-    all_paths = sorted(str(p) for p in args.data.rglob("*.jpg") if "iconic" not in p.parts)
+    all_paths = photo_paths(args.data)
     base = extract(all_paths, False, args.size, args.cache)
     flipped = extract(all_paths, True, args.size, args.cache)
     pos = {p: i for i, p in enumerate(base["paths"])}
