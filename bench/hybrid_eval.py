@@ -145,15 +145,26 @@ def measures(fold: Fold, q: int, top: list[int]) -> dict[str, float]:
             "copies10": max(counts.values()) if counts else 0, "product_ndcg10": dcg(pgain) / pideal}
 
 
-def evaluate(fold: Fold, c: Config) -> dict:
-    """Mean measures per query kind, and how many queries (image/text-only configs: the same
-    ranking for every kind's text)."""
+def query_measures(fold: Fold, c: Config) -> dict[str, list[dict]]:
+    """The measures of every query row, by kind (rows in the fold's order)."""
     per: dict[str, list[dict]] = defaultdict(list)
     for row in fold.rows:
         r = fold.relevant(row["q"])
         per[row["kind"]].append(measures(fold, row["q"], ranked(fold, row["q"], row["text"], c, max(10, r))))
+    return per
+
+
+def evaluate(fold: Fold, c: Config) -> dict:
+    """Mean measures per query kind, and how many queries (image/text-only configs: the same
+    ranking for every kind's text)."""
     return {kind: {**{m: round(float(np.mean([x[m] for x in rows])), 4) for m in rows[0]}, "n": len(rows)}
-            for kind, rows in per.items()}
+            for kind, rows in query_measures(fold, c).items()}
+
+
+def parse_config(text: str) -> Config:
+    """METHOD:W_IMAGE[:TEXT] (e.g. ``adaptive:0.8:name3-cross``) as a plain configuration."""
+    method, w, *leg = text.split(":")
+    return Config(method, float(w), *leg)
 
 
 def grid(quick: bool) -> list[Config]:
@@ -218,7 +229,7 @@ def main() -> None:
     t0 = time.perf_counter()
     if args.defaults:
         best = current_default()
-        also = [Config(m, float(w), *t) for m, w, *t in (a.split(":") for a in args.also)]
+        also = [parse_config(a) for a in args.also]
         run([Config("image")] + [Config("image", collapse=True)] * (not args.plain) + [best] + also,
             folds, results, t0)
     else:

@@ -16,23 +16,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from hybrid_eval import KINDS, Config, Fold, measures, ranked
+from hybrid_eval import KINDS, Config, Fold, parse_config, query_measures
 
 from es_metric.training.scoring import paired_bootstrap
 
 
-def config(text: str) -> Config:
-    method, w, *leg = text.split(":")
-    return Config(method, float(w), *leg)
-
-
 def per_query(fold: Fold, c: Config) -> dict[str, list[float]]:
     """nDCG@10 of every query row, by kind (rows in the fold's order)."""
-    out: dict[str, list[float]] = defaultdict(list)
-    for row in fold.rows:
-        r = fold.relevant(row["q"])
-        out[row["kind"]].append(measures(fold, row["q"], ranked(fold, row["q"], row["text"], c, max(10, r)))["ndcg10"])
-    return out
+    return {kind: [m["ndcg10"] for m in rows] for kind, rows in query_measures(fold, c).items()}
 
 
 def main() -> None:
@@ -43,7 +34,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    a, b = config(args.a), config(args.b)
+    a, b = parse_config(args.a), parse_config(args.b)
     result: dict[str, dict] = {}
     print(f"| set | kind | queries | {a.name} | {b.name} | B - A [95 %] |\n|---|---|---|---|---|---|")
     pooled: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
