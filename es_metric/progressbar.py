@@ -25,11 +25,12 @@ def enabled() -> bool:
 def progress_iter(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    if not enabled():
-        if progress_from_env() is False:   # asked for silence
-            yield from items
-        else:
-            yield from _logged(items, desc, total)
+    flag = progress_from_env()
+    if flag is False:                      # asked for silence
+        yield from items
+        return
+    if not (flag or sys.stderr.isatty()):  # no terminal to draw on: log lines
+        yield from _logged(items, desc, total)
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
