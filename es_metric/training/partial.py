@@ -49,7 +49,7 @@ def early_activations(encoder: Encoder, name: str, samples: Sequence[Sample], st
     ``samples``, one view each (a random augmentation when ``augment``, else the plain centre
     crop), cached on disk."""
     h = hashlib.sha256(f"early|{name}|{start}|{augment}|{seed}|{PIXELS_VERSION}|".encode())
-    h.update("\n".join(f"{s.path}:{os.path.getmtime(s.path)}" for s in samples).encode())
+    h.update("\n".join(f"{os.path.abspath(s.path)}:{os.path.getmtime(s.path)}" for s in samples).encode())
     path = cache_dir() / f"early-{name}-{h.hexdigest()[:20]}.pt"
     if path.exists():
         return torch.load(path, weights_only=True)

@@ -2,14 +2,16 @@
 labels): a product with a single photo still teaches the head what must not matter.
 
 Views are random resized crops and mirror images (``crop``), optionally with colour jitter
-(``crop+colour``). View ``v`` of a photo is drawn from a generator seeded by the photo, ``v``
-and the run's seed, so it is the same view whichever other photos are computed with it: the
+(``crop+colour``). View ``v`` of a photo is drawn from a generator seeded by the photo's bytes,
+``v`` and the run's seed, so it is the same view whichever other photos are computed with it and
+however the photo's path is spelt (relative, absolute, a copy in another folder): the
 pretrained backbone's features of each view are cached per photo (featurestore), like the plain
 features, and a head trains on them in seconds.
 """
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -38,14 +40,20 @@ def view_transform(policy: str, size: int, mean, std):
 
 
 class SeededViews(ImageDataset):
-    """View ``view`` of each photo, drawn from a generator seeded by the photo's path."""
+    """View ``view`` of each photo, drawn from a generator seeded by the photo's content (its
+    SHA-256): the path as typed would give ``photo.jpg`` and ``./photo.jpg`` different crops,
+    while the feature cache, keyed by the absolute path, holds whichever was computed first."""
 
     def __init__(self, samples: Sequence[Sample], transform, view: int, seed: int, draft: int) -> None:
         super().__init__(samples, transform, draft)
         self.view, self.seed = view, seed
 
     def __getitem__(self, i: int):
-        digest = hashlib.sha256(f"{self.samples[i].path}|{self.view}|{self.seed}".encode()).digest()
+        try:
+            content = hashlib.sha256(Path(self.samples[i].path).read_bytes()).hexdigest()
+        except OSError:
+            return super().__getitem__(i)  # the dataset's own error: which photo, what to do
+        digest = hashlib.sha256(f"{content}|{self.view}|{self.seed}".encode()).digest()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int.from_bytes(digest[:8], "little"))
             return super().__getitem__(i)
@@ -72,6 +80,6 @@ def view_features(name: str, samples: Sequence[Sample], views: int, policy: str,
         if module is not None:
             out.append(compute(list(range(len(samples)))))
             continue
-        config = feature_config(name, weights, pool, f"view|{policy}|{v}|{seed}")
+        config = feature_config(name, weights, pool, f"view-content|{policy}|{v}|{seed}")
         out.append(feature_store().features(config, [s.path for s in samples], compute))
     return torch.from_numpy(np.concatenate(out))
