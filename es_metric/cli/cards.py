@@ -27,6 +27,22 @@ def protocol_line(name: str, fig: dict) -> str:
     return line
 
 
+def cutoff_line(m: dict) -> str:
+    """What ``--min-similarity auto`` will cut at, or why it cannot."""
+    cut = m.get("cutoff")
+    cut = cut if isinstance(cut, dict) else {}
+    sim, precision = cut.get("similarity"), cut.get("precision")
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (sim, precision)):
+        return ("cut-off: none (too few validation photos, or no similarity reaches the precision target "
+                "--cutoff-precision); --min-similarity auto refuses this model")
+    keep = "at most" if cut.get("keep") == "at most" else "at least"
+    recall = cut.get("recall")
+    kept = f", {recall:.1%} of their right hits kept" if isinstance(recall, (int, float)) else ""
+    return (f"cut-off (--min-similarity auto): similarity {keep} {sim:.4f}, where first pages are the "
+            f"query's own product with precision {precision:g} on {cut.get('n_queries', '?')} validation "
+            f"photos{kept}")
+
+
 def card_lines(card: ModelCard, path: Path | str) -> list[str]:
     m = card["metrics"]
     gate = m["gate"]
@@ -50,6 +66,7 @@ def card_lines(card: ModelCard, path: Path | str) -> list[str]:
     chosen = (m.get("rerank_measured") or {}).get("chosen", "none")
     lines.append(f"re-ranking: {chosen}" + ("" if chosen != "none" else
                                             " (neither query expansion nor DBA helped beyond the margin)"))
+    lines.append(cutoff_line(m))
     if m.get("intended_for"):
         lines.append(f"for: {m['intended_for']}")
     return lines

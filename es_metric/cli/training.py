@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..training.config import AUGMENTATIONS, DEFAULT_RERANK, HEAD_INITS, POOLINGS, PROTOCOLS
+from ..training.config import AUGMENTATIONS, DEFAULT_CUTOFF_PRECISION, DEFAULT_RERANK, HEAD_INITS, POOLINGS, PROTOCOLS
 from ..model.card import read_card
 from .common import FiniteRange, RegistryChoice, echo_json
 from .cards import card_lines, evaluation_lines
@@ -90,6 +90,10 @@ def _objectives() -> list[str]:
                    "queries beyond the bootstrap margin (0: never).")
 @click.option("--dba-k", type=click.IntRange(min=0), default=DEFAULT_RERANK.dba_k, show_default=True,
               help="Database-side augmentation neighbours, recorded likewise only when it helps (0: never).")
+@click.option("--cutoff-precision", type=FiniteRange(0.5, 1), default=DEFAULT_CUTOFF_PRECISION, show_default=True,
+              help="The precision of a first page `--min-similarity auto` is calibrated for: the card records "
+                   "the loosest similarity at which hits are the query's own product this often on the "
+                   "validation queries (higher: fewer wrong hits, more right ones cut).")
 @click.option("--train-blocks", type=click.IntRange(min=0), default=0, show_default=True,
               help="EfficientNet-Lite: fine-tune the last N blocks on cached early activations.")
 @click.option("--views", type=click.IntRange(min=0), default=4, show_default=True,

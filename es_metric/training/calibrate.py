@@ -7,7 +7,8 @@ threshold of ``esm duplicates``.
 time on the validation images: each one queries the others as a search would (the index's
 vectors augmented by DBA, the query expanded by QE, as the card's re-ranking says), and the
 threshold is the loosest similarity at which the (query, hit) pairs at least that similar are
-the query's own product with precision ``DEFAULT_PRECISION``. The card records it as
+the query's own product with the run's precision target (``esm train --cutoff-precision``,
+default ``DEFAULT_PRECISION``). The card records it as
 ``metrics.cutoff = {"precision", "similarity", "recall", "from", ...}``, in Elasticsearch's kNN
 ``similarity`` units (cosine similarity, keep >= t; L2 distance, keep <= t).
 
@@ -32,13 +33,13 @@ from ..errors import EsmError
 from ..search.rerank import NO_RERANK, ReRank, augment_database, expand_queries, similarities
 from ..similarity import Metric
 from ..types import Cutoff
-from .config import DEFAULT_RERANK
+from .config import DEFAULT_CUTOFF_PRECISION
 
 __all__ = ["COPY_KINDS", "DEFAULT_PRECISION", "calibrate_cutoff", "calibrate_duplicates", "copy_of",
-           "cutoff_for", "duplicates_for", "precision_threshold", "searched_similarities"]
+           "duplicates_for", "precision_threshold", "searched_similarities"]
 
-#: The precision target (docs/searching.md: why 0.95).
-DEFAULT_PRECISION = 0.95
+#: The default precision target (docs/searching.md: why 0.95; ``esm train --cutoff-precision``).
+DEFAULT_PRECISION = DEFAULT_CUTOFF_PRECISION
 VALIDATION = ("held-out validation images (with the head the gate measured: measured_head), each "
               "querying the others as search does")
 WINDOW = 10        # the hits a search shows (its default k): the precision is that of a first page
@@ -104,14 +105,6 @@ def calibrate_cutoff(vectors: np.ndarray, labels: np.ndarray, metric: Metric,
             "keep": "at least" if metric is Metric.COSINE else "at most", "recall": round(recall, 4),
             "k": k, "from": origin, "n_queries": int(len(labels)),
             "rerank": {"qe_k": rerank.qe_k, "dba_k": rerank.dba_k}}
-
-
-def cutoff_for(vectors: np.ndarray, labels: np.ndarray, metric: Metric, cfg,
-               origin: str = VALIDATION) -> Cutoff | None:
-    """``calibrate_cutoff`` with the re-ranking a training run records on its card (``cfg``:
-    its TrainConfig)."""
-    rerank = ReRank(cfg.qe_k, cfg.qe_alpha, cfg.dba_k, DEFAULT_RERANK.dba_alpha)
-    return calibrate_cutoff(vectors, labels, metric, rerank, origin=origin)
 
 
 COPY_KINDS = ("jpeg70", "resize90", "crop4", "all")

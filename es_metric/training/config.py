@@ -36,6 +36,8 @@ POOLINGS = ("auto", "avg", "gem", "stages")
 #: What a newly trained model records (chosen by the mean over class folds and image splits of the
 #: Grocery Store set, scripts/experiments.py; BENCHMARKS.md §12c).
 DEFAULT_RERANK = ReRank(qe_k=10, qe_alpha=3.0, dba_k=10, dba_alpha=3.0)
+#: The precision of a first page the search cut-off is calibrated for (docs/searching.md: why 0.95).
+DEFAULT_CUTOFF_PRECISION = 0.95
 
 #: Called with each epoch's row of the training history.
 EpochCallback = Callable[[dict], None]
@@ -71,6 +73,7 @@ class TrainConfig:
     qe_k: int = DEFAULT_RERANK.qe_k       # query expansion search applies (recorded in the card)
     qe_alpha: float = DEFAULT_RERANK.qe_alpha
     dba_k: int = DEFAULT_RERANK.dba_k     # DBA the index applies (recorded in the card)
+    cutoff_precision: float = DEFAULT_CUTOFF_PRECISION  # --min-similarity auto: first-page precision target
     device: str = "cpu"                   # where the backbone's features are computed (ESM_DEVICE)
     group_field: str | None = "auto"      # catalogue field of the coarse level (auto: category, ...; none)
     group_weight: float = 0.5             # weight of the group loss of the two-level objective

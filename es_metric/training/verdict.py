@@ -79,5 +79,6 @@ def calibrations(validator: Validator, model: Embedder, encoder: Encoder, cfg, r
         return {"near_duplicate_threshold": None, "cutoff": None, "duplicate_threshold": None}
     vecs = np.ascontiguousarray(model(photos), np.float32)
     return {"near_duplicate_threshold": calibrate_near_duplicates(vecs, labels, encoder.metric),
-            "cutoff": calibrate_cutoff(vecs, labels, encoder.metric, rerank),
+            "cutoff": calibrate_cutoff(vecs, labels, encoder.metric, rerank,
+                                       precision=cfg.cutoff_precision),
             "duplicate_threshold": duplicates_for(encoder, cfg, photos, vecs, labels)}

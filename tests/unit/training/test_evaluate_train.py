@@ -324,3 +324,34 @@ def test_esm_split_writes_one_class_fold(tiny_data, tmp_path):
     assert sorted(p.name for p in (tmp_path / "f1" / "test").iterdir()) == sorted({s.cls for s in test})
     bad = CliRunner().invoke(main, ["split", str(tiny_data), "--out", str(tmp_path / "x"), "--folds", "3"])
     assert bad.exit_code != 0 and "class-disjoint" in bad.output
+
+
+def test_the_cutoffs_precision_target_is_chosen_at_training_and_said(tiny_data, tmp_path):
+    """`esm train --cutoff-precision P`: the card's cut-off is calibrated for P, and the run says
+    where `--min-similarity auto` will cut; a target outside (0.5, 1] is refused in one line."""
+    from click.testing import CliRunner
+
+    from es_metric.cli import main
+    from es_metric.model.card import read_card
+    base = ["train", str(tiny_data), "--backbone", "small-cnn", "--no-pretrained", "--train-backbone",
+            "--dim", "8", "--epochs", "1", "--batch-size", "48", "--seed", "4", "--qe-k", "0", "--dba-k", "0",
+            "--no-export"]
+    cutoffs = {}
+    for precision in ("0.6", "1"):
+        out = tmp_path / f"p{precision}.pt"
+        result = CliRunner().invoke(main, base + ["--out", str(out), "--cutoff-precision", precision])
+        assert result.exit_code == 0, result.output
+        cutoffs[precision] = cut = read_card(out)["metrics"]["cutoff"]
+        if cut is None:
+            assert "cut-off: none" in result.output and "--cutoff-precision" in result.output
+        else:
+            assert cut["precision"] == float(precision)
+            assert f"similarity at least {cut['similarity']:.4f}" in result.output
+            assert f"with precision {float(precision):g}" in result.output
+    assert cutoffs["0.6"] is not None  # the first hit of some query is its own class: 0.6 is reachable
+    if cutoffs["1"] is not None:  # a stricter target never cuts looser
+        assert cutoffs["1"]["similarity"] >= cutoffs["0.6"]["similarity"]
+    for bad in ("0.3", "1.5", "nan", "inf", "high"):
+        result = CliRunner().invoke(main, base + ["--out", str(tmp_path / "bad.pt"), "--cutoff-precision", bad])
+        assert result.exit_code == 2 and "--cutoff-precision" in result.output, bad
+        assert not (tmp_path / "bad.pt").exists()
