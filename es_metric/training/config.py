@@ -89,6 +89,10 @@ class TrainConfig:
 
         if self.init not in HEAD_INITS:  # the Python API takes any string; the CLI only these
             raise ConfigError(f"unknown head start {self.init!r}", hint="valid: " + ", ".join(HEAD_INITS))
+        p = self.cutoff_precision
+        if isinstance(p, bool) or not (isinstance(p, (int, float)) and 0.5 <= p <= 1):
+            raise ConfigError(f"cutoff precision {self.cutoff_precision!r} is not a number from 0.5 to 1",
+                              hint="the share of a first page the cut-off keeps right, e.g. 0.95")
         spec = backbone_spec(self.backbone)
         obj = objective(self.loss)
         cfg = copy.copy(self)

@@ -355,3 +355,8 @@ def test_the_cutoffs_precision_target_is_chosen_at_training_and_said(tiny_data, 
         result = CliRunner().invoke(main, base + ["--out", str(tmp_path / "bad.pt"), "--cutoff-precision", bad])
         assert result.exit_code == 2 and "--cutoff-precision" in result.output, bad
         assert not (tmp_path / "bad.pt").exists()
+    from es_metric.errors import ConfigError
+    from es_metric.training.train import TrainConfig
+    for bad in (0.3, 1.5, float("nan"), "0.9", True):  # the Python API is checked the same
+        with pytest.raises(ConfigError, match="cutoff precision .* from 0.5 to 1"):
+            TrainConfig(cutoff_precision=bad).resolved()  # type: ignore[arg-type]
