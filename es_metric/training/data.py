@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import cache_dir_from_env
@@ -171,14 +172,17 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int):
+    def load(self, i: int) -> tuple[Image.Image, str]:
+        """(the decoded photo, the SHA-256 of its bytes), read once and safely."""
         s = self.samples[i]
         try:
-            img, _ = load_image(s.path, draft=self.draft)
+            return load_image(s.path, draft=self.draft)
         except ImageError as exc:
             raise ConfigError(f"training image {s.path} is unusable: {exc}",
                               hint="remove it from DATA_DIR") from None
-        return self.transform(img), s.label
+
+    def __getitem__(self, i: int):
+        return self.transform(self.load(i)[0]), self.samples[i].label
 
 
 SMALL_DATASET = 512  # images: below this a loader decodes in-process

@@ -40,3 +40,11 @@ def test_a_photo_gets_the_same_views_by_a_relative_path_an_absolute_one_and_a_co
 def test_a_missing_photo_says_which_one(tmp_path):
     with pytest.raises(ConfigError, match="gone.png"):
         view(str(tmp_path / "gone.png"))
+
+
+def test_a_pipe_in_place_of_a_photo_is_refused_not_waited_on(tmp_path):
+    import os
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)  # reading it would block forever: the safe read refuses it before opening
+    with pytest.raises(ConfigError, match="not a regular file"):
+        view(str(fifo))
