@@ -33,10 +33,8 @@ import numpy as np
 from es_metric.search.diversity import collapse, mmr
 from es_metric.search.fusion import Leg, fuse, window
 from es_metric.similarity import Metric
+from hybrid_table import choose
 
-KINDS = ("helpful", "name", "vague", "misleading")
-RIGHT = ("helpful", "name")
-MAX_COST = 0.01
 WEIGHTS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 
@@ -233,9 +231,8 @@ def main() -> None:
         run([Config("image")] + [Config("image", collapse=True)] * (not args.plain) + [best] + also,
             folds, results, t0)
     else:
-        from hybrid_table import choose
         run(grid(args.quick), folds, results, t0)
-        best = choose(results)
+        best = Config(**choose(results))
     run([] if args.plain else variety(best), folds, results, t0)
     out = args.out or args.folds[0].parent / "results.json"
     out.write_text(json.dumps({"results": results, "chosen": best.name, "defaults_only": args.defaults,

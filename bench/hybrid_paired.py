@@ -16,7 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from hybrid_eval import KINDS, Config, Fold, parse_config, query_measures
+from hybrid_eval import Config, Fold, parse_config, query_measures
+from hybrid_table import KINDS
 
 from es_metric.training.scoring import paired_bootstrap
 

@@ -60,12 +60,10 @@ def plain_fusions(results: dict) -> list[str]:
             and not e["config"]["collapse"] and e["config"]["diversify"] is None]
 
 
-def choose(results: dict):
-    """The eligible fusion configuration with the best objective."""
-    from hybrid_eval import Config
-
+def choose(results: dict) -> dict:
+    """The eligible fusion configuration with the best objective (its ``config`` record)."""
     ok = [n for n in plain_fusions(results) if eligible(results, n)]
-    return Config(**results[max(ok, key=lambda n: objective(results, n))]["config"])
+    return results[max(ok, key=lambda n: objective(results, n))]["config"]
 
 
 def row(results: dict, name: str, label: str | None = None) -> str:
