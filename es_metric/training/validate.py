@@ -86,9 +86,25 @@ def gate_verdict(validation: dict, protocol: str, against: str) -> dict:
                 "measured": False, "verdict": f"not measured: {fig.get('note', protocol)}"}
     diff = fig["difference"][GATE_METRIC]
     passed = bool(diff["better"])
-    verdict = (f"better than {against}" if passed else
-               f"not better than {against} beyond the bootstrap margin: the baseline is as good")
+    verdict = (f"better than {against}" if passed else _not_passed(diff, against, fig["model"].get("n_queries")))
     return {"passed": passed, "protocol": protocol, "metric": GATE_METRIC, "against": against,
             "measured": True, "interval": diff["ci95"], "difference": diff["difference"],
             "model_map_at_r": fig["model"]["map_at_r"], "baseline_map_at_r": fig["baseline"]["map_at_r"],
             "verdict": verdict}
+
+
+def _not_passed(diff: dict, against: str, n_queries: int | None) -> str:
+    """Why the gate did not pass, in the user's terms: worse, or not shown better (and, when the
+    difference is positive, that the queries were too few to tell and what to do)."""
+    d, (lo, hi) = float(diff["difference"]), (float(x) for x in diff["ci95"])
+    n = "?" if n_queries is None else n_queries
+    figures = f"MAP@R {d:+.3f} [{lo:+.3f}, {hi:+.3f}] on {n} validation queries"
+    if hi < 0:
+        return (f"worse than {against} beyond the bootstrap margin ({figures}): index with the pretrained "
+                "model (`esm train ... --head none`)")
+    verdict = f"not better than {against} beyond the bootstrap margin: the baseline is as good ({figures})"
+    if d > 0:
+        verdict += ("; the difference is positive but too few queries to tell it from chance: measure it on "
+                    "held-out photos of your own (`esm evaluate`) and use --force if it is better, or train "
+                    "again when the catalogue has more products with two photos or more")
+    return verdict

@@ -79,3 +79,26 @@ def test_average_precision_over_every_photo_skips_the_query_itself():
     # three others: AP = 1/3 (its own row never counts)
     s = score_queries(INDEX[:1], ["A"], INDEX, PRODUCTS, Metric.COSINE, self_rows=np.array([0]), full=True)
     assert s.metric("map").tolist() == [pytest.approx(1 / 3)]
+
+
+def _fig(diff: float, lo: float, hi: float, n: int = 34) -> dict:
+    return {"in-domain": {"model": {"map_at_r": 0.5, "n_queries": n}, "baseline": {"map_at_r": 0.4},
+                          "difference": {"map_at_r": {"difference": diff, "ci95": [lo, hi], "better": lo > 0}}}}
+
+
+def test_the_gate_says_worse_as_good_or_too_few_to_tell_with_its_figures():
+    from es_metric.training.validate import gate_verdict
+    against = "pretrained-cosine efficientnet-lite0"
+    better = gate_verdict(_fig(0.2, 0.05, 0.35), "in-domain", against)
+    assert better["passed"] and better["verdict"] == f"better than {against}"
+    tie = gate_verdict(_fig(0.0, -0.01, 0.012, n=200), "in-domain", against)
+    assert not tie["passed"] and tie["verdict"] == (
+        f"not better than {against} beyond the bootstrap margin: the baseline is as good "
+        "(MAP@R +0.000 [-0.010, +0.012] on 200 validation queries)")
+    few = gate_verdict(_fig(0.12, -0.024, 0.256), "in-domain", against)["verdict"]
+    assert few.startswith(f"not better than {against} beyond the bootstrap margin: the baseline is as good "
+                          "(MAP@R +0.120 [-0.024, +0.256] on 34 validation queries); the difference is positive")
+    assert "esm evaluate" in few and "--force" in few
+    worse = gate_verdict(_fig(-0.2, -0.3, -0.1), "in-domain", against)
+    assert not worse["passed"] and worse["verdict"].startswith(f"worse than {against} beyond the bootstrap margin")
+    assert "--head none" in worse["verdict"]
