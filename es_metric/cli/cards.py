@@ -85,6 +85,11 @@ def evaluation_lines(metrics: dict) -> list[str]:
             lo, hi = diff[key]["ci95"]
             line += f"  vs {base[key]:.4f}  ({diff[key]['difference']:+.4f} [{lo:+.4f}, {hi:+.4f}])"
         lines.append(line)
+    from ..training.calibrate import cutoff_check_line  # evaluate ran: its modules are loaded
+
+    checked = cutoff_check_line(metrics.get("cutoff"))
+    if checked:
+        lines.append(f"  {checked}")
     if metrics.get("trained_on_this_catalogue"):
         lines.append("note: the model was trained on this catalogue: these photos are not new to it, "
                      "so the figures are optimistic (the card has the held-out ones)")

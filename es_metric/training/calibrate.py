@@ -35,8 +35,9 @@ from ..similarity import Metric
 from ..types import Cutoff
 from .config import DEFAULT_CUTOFF_PRECISION
 
-__all__ = ["COPY_KINDS", "DEFAULT_PRECISION", "calibrate_cutoff", "calibrate_duplicates", "copy_of",
-           "duplicates_for", "precision_threshold", "searched_similarities"]
+__all__ = ["COPY_KINDS", "DEFAULT_PRECISION", "calibrate_cutoff", "calibrate_duplicates", "check_cutoff",
+           "copy_of", "cutoff_check_line", "duplicates_for", "first_pages", "precision_threshold",
+           "searched_similarities"]
 
 #: The default precision target (docs/searching.md: why 0.95; ``esm train --cutoff-precision``).
 DEFAULT_PRECISION = DEFAULT_CUTOFF_PRECISION
@@ -81,6 +82,25 @@ def searched_similarities(vectors: np.ndarray, metric: Metric, rerank: ReRank = 
     return sims
 
 
+def _sampled(vectors: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``MAX_IMAGES`` of them (the pairs are N x N), the same sample every time."""
+    labels = np.asarray(labels)
+    if len(labels) > MAX_IMAGES:
+        keep = np.sort(np.random.default_rng(0).choice(len(labels), MAX_IMAGES, replace=False))
+        return np.asarray(vectors)[keep], labels[keep]
+    return np.asarray(vectors), labels
+
+
+def first_pages(vectors: np.ndarray, labels: np.ndarray, metric: Metric,
+                rerank: ReRank = NO_RERANK) -> tuple[np.ndarray, np.ndarray, int]:
+    """(similarities, own class?, k) of every image's first page (``WINDOW`` hits) when it queries
+    the others as search does; higher similarity is closer (negative L2 distance)."""
+    sims = searched_similarities(vectors, metric, rerank)
+    k = min(WINDOW, len(labels) - 1)
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(sims, top, 1), labels[top] == labels[:, None], k
+
+
 def calibrate_cutoff(vectors: np.ndarray, labels: np.ndarray, metric: Metric,
                      rerank: ReRank = NO_RERANK, precision: float = DEFAULT_PRECISION,
                      origin: str = VALIDATION) -> Cutoff | None:
@@ -88,16 +108,11 @@ def calibrate_cutoff(vectors: np.ndarray, labels: np.ndarray, metric: Metric,
     of every query that survive are the query's own class with ``precision``; ``recall``: the
     share of those pages' own-class hits that survive (None: too few images, or no threshold
     reaches the target)."""
-    labels = np.asarray(labels)
-    if len(labels) > MAX_IMAGES:
-        keep = np.sort(np.random.default_rng(0).choice(len(labels), MAX_IMAGES, replace=False))
-        vectors, labels = np.asarray(vectors)[keep], labels[keep]
+    vectors, labels = _sampled(vectors, labels)
     if len(labels) < 3:
         return None
-    sims = searched_similarities(vectors, metric, rerank)
-    k = min(WINDOW, len(labels) - 1)
-    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]   # each query's first page of hits
-    found = precision_threshold(np.take_along_axis(sims, top, 1), labels[top] == labels[:, None], precision)
+    sims, relevant, k = first_pages(vectors, labels, metric, rerank)
+    found = precision_threshold(sims, relevant, precision)
     if found is None:
         return None
     t, recall = found
@@ -105,6 +120,40 @@ def calibrate_cutoff(vectors: np.ndarray, labels: np.ndarray, metric: Metric,
             "keep": "at least" if metric is Metric.COSINE else "at most", "recall": round(recall, 4),
             "k": k, "from": origin, "n_queries": int(len(labels)),
             "rerank": {"qe_k": rerank.qe_k, "dba_k": rerank.dba_k}}
+
+
+def check_cutoff(vectors: np.ndarray, labels: np.ndarray, metric: Metric, cutoff: Cutoff,
+                 rerank: ReRank = NO_RERANK) -> dict | None:
+    """How a card's cut-off does on other images (``esm evaluate``): each queries the others as
+    search does, and of its first page's hits the cut-off keeps ``kept``; ``precision``: the share
+    of the kept hits that are the query's own class (the card's target beside it), ``recall``: the
+    share of the pages' own-class hits kept, ``emptied``: queries whose page it empties. None when
+    there are fewer than 3 images."""
+    vectors, labels = _sampled(vectors, labels)
+    if len(labels) < 3:
+        return None
+    sims, relevant, k = first_pages(vectors, labels, metric, rerank)
+    floor = float(cutoff["similarity"]) if metric is Metric.COSINE else -float(cutoff["similarity"])
+    kept = sims >= floor
+    n_kept, n_right = int(kept.sum()), int(relevant.sum())
+    return {"similarity": float(cutoff["similarity"]), "keep": cutoff.get("keep", "at least"),
+            "target": cutoff.get("precision"), "k": k, "n_queries": int(len(labels)), "kept": n_kept,
+            "precision": round(int((kept & relevant).sum()) / n_kept, 4) if n_kept else None,
+            "recall": round(int((kept & relevant).sum()) / n_right, 4) if n_right else None,
+            "emptied": int((~kept.any(axis=1)).sum())}
+
+
+def cutoff_check_line(cut: object) -> str | None:
+    """``check_cutoff``'s figures in a sentence (``esm evaluate`` and its report); None without."""
+    if not isinstance(cut, dict) or cut.get("kept") is None:
+        return None
+    target, precision, recall = cut.get("target"), cut.get("precision"), cut.get("recall")
+    return (f"cut-off (--min-similarity auto, {cut.get('keep')} {cut.get('similarity'):.4f}): of the first "
+            f"{cut.get('k')} hits of {cut.get('n_queries')} photos it keeps {cut['kept']}, "
+            + ("none kept" if precision is None else f"precision {precision:.3f}")
+            + (f" (the card's target {target:g})" if isinstance(target, (int, float)) else "")
+            + (f", {recall:.1%} of the right hits" if recall is not None else "")
+            + f"; {cut.get('emptied')} pages emptied")
 
 
 COPY_KINDS = ("jpeg70", "resize90", "crop4", "all")

@@ -9,6 +9,7 @@ are then optimistic, and the answer says so (``trained_on_this_catalogue``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,5 +92,19 @@ def evaluate_catalogue(data: str | Path | None, settings: Settings, *, model_pat
                    difference={n: paired_bootstrap(scores.metric(n), base_scores.metric(n), n).as_dict()
                                for n in scores.names},
                    trained_on_this_catalogue=model.card.get("data_fingerprint") == fingerprint(cat.samples),
+                   cutoff=_cutoff_here(model.card, emb, cat, rerank),
                    skipped=cat.skipped_records())
     return CatalogueEvaluation(metrics, emb, base)
+
+
+def _cutoff_here(card: dict, emb: Embedded, cat: Catalogue, rerank: ReRank) -> dict | None:
+    """How the card's cut-off (``--min-similarity auto``) does on this catalogue's photos; None
+    when the card has none (or a value that is not a finite number)."""
+    from .calibrate import check_cutoff
+
+    cutoff = (card.get("metrics") or {}).get("cutoff")
+    value = cutoff.get("similarity") if isinstance(cutoff, dict) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return None
+    ids = {c: i for i, c in enumerate(sorted({s.cls for s in cat.samples}))}
+    return check_cutoff(emb.vectors, np.array([ids[s.cls] for s in cat.samples]), emb.metric, cutoff, rerank)

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..images import load_image
 from ..search.rerank import NO_RERANK, ReRank, augment_database
+from .calibrate import cutoff_check_line
 from .evaluate import Embedded, neighbours
 
 THUMB = 96
@@ -105,6 +106,8 @@ def write_report(path: str | Path, metrics: dict, emb: Embedded) -> Path:
     table = metrics_table(metrics)
     baseline = ", beside the pretrained baseline on the same queries" if metrics.get("baseline") else ""
     grid = grid_rows(emb, rerank=ReRank.from_dict(metrics.get("rerank")))
+    checked = cutoff_check_line(metrics.get("cutoff"))
+    cutoff = f"<p>{html.escape(checked)}</p>" if checked else ""
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>es-metric evaluation: {html.escape(metrics['name'])}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}} table{{border-collapse:collapse}}
@@ -115,7 +118,7 @@ th,td{{padding:4px 8px;text-align:left}} .grid td{{font-size:11px;text-align:cen
 <p>Every photo of a product with two photos or more queries all the others
 ({metrics['metric']} similarity{baseline}).
 Grids: the query (black), then its nearest photos, the same product in green, other products in red.</p>
-{table}<p><img alt="Recall@K" src="{recall_plot(metrics, metrics.get("baseline"))}"></p>
+{table}{cutoff}<p><img alt="Recall@K" src="{recall_plot(metrics, metrics.get("baseline"))}"></p>
 <h2>Queries and their top {8} results</h2><table class="grid">{grid}</table>
 </body></html>"""
     path = Path(path)

@@ -8,7 +8,7 @@ import pytest
 
 from es_metric.search.rerank import NO_RERANK, ReRank
 from es_metric.similarity import Metric
-from es_metric.training.calibrate import calibrate_cutoff, precision_threshold, searched_similarities
+from es_metric.training.calibrate import calibrate_cutoff, check_cutoff, precision_threshold, searched_similarities
 
 
 def test_precision_threshold_is_the_loosest_similarity_that_keeps_the_target():
@@ -113,3 +113,32 @@ def test_the_duplicate_threshold_keeps_99_percent_of_the_copies():
     assert dup["keep"] == "at least" and dup["n_copied"] == 2
     l2 = calibrate_duplicates(-copies, v, np.array([0, 0, 1]), Metric.L2)   # negative distances
     assert l2["similarity"] == pytest.approx(-np.quantile(-copies, 0.01)) and l2["keep"] == "at most"
+
+
+def _two_pairs_and_a_single() -> tuple[np.ndarray, np.ndarray]:
+    """A1, A2 close (cos 0.995), B1, B2 close, C between A and B (cos 0.707 / 0.774 to them)."""
+    a2, b2 = (0.995, math.sqrt(1 - 0.995 ** 2)), (math.sqrt(1 - 0.995 ** 2), 0.995)
+    vecs = np.array([(1, 0), a2, (0, 1), b2, (math.sqrt(0.5), math.sqrt(0.5))], np.float32)
+    return vecs, np.array([0, 0, 1, 1, 2])
+
+
+@pytest.mark.parametrize("similarity, kept, precision, emptied", [
+    (0.9, 4, 1.0, 1),      # only A1<->A2 and B1<->B2: the single C's page is emptied
+    (0.75, 8, 0.5, 0),     # + A2<->C and B2<->C (0.774): four wrong hits kept
+    (1.01, 0, None, 5),    # nothing kept, every page emptied
+])
+def test_check_cutoff_counts_what_a_cards_cutoff_keeps_on_other_photos(similarity, kept, precision, emptied):
+    vecs, labels = _two_pairs_and_a_single()
+    cut = {"similarity": similarity, "keep": "at least", "precision": 0.95}
+    got = check_cutoff(vecs, labels, Metric.COSINE, cut)
+    assert got is not None and (got["kept"], got["precision"], got["emptied"]) == (kept, precision, emptied)
+    assert got["k"] == 4 and got["n_queries"] == 5 and got["target"] == 0.95
+    assert got["recall"] == (1.0 if kept else 0.0)   # each pair member's one right hit, kept or not
+
+
+def test_check_cutoff_reads_an_l2_cards_distance_as_a_ceiling():
+    vecs, labels = _two_pairs_and_a_single()
+    # A1-A2 are 0.1 apart, A2-C 0.67: a ceiling of 0.5 keeps the two pairs only
+    got = check_cutoff(vecs, labels, Metric.L2, {"similarity": 0.5, "keep": "at most", "precision": 0.9})
+    assert got is not None and (got["kept"], got["precision"], got["emptied"]) == (4, 1.0, 1)
+    assert check_cutoff(vecs[:2], labels[:2], Metric.L2, {"similarity": 0.5}) is None   # too few to query

@@ -118,3 +118,38 @@ def test_evaluate_a_catalogue_jsonl_with_the_baseline_beside_and_a_report(tiny_d
     assert 0 <= metrics["group_precision_at_10"] <= 1
     html = report.read_text()
     assert "Recall@K" in html and "baseline" in html and html.count("<img") >= 6
+
+
+def test_evaluate_says_how_the_cards_cutoff_does_on_this_catalogue(tiny_data, tiny_model, tmp_path, monkeypatch):
+    """`esm evaluate` checks the card's `--min-similarity auto` cut-off on the catalogue's photos:
+    what it keeps of each first page, how precise that is against the card's target; a card
+    without a usable cut-off gives none (a hand-edited value is not trusted)."""
+    import copy
+
+    from click.testing import CliRunner
+
+    from es_metric.cli import main
+    from es_metric.model.modelfile import load_model, save_model
+    monkeypatch.setenv("ESM_IMAGE_ROOTS", str(tiny_data))
+    catalogue = write_catalogue(tiny_data, tmp_path, [{"id": f"sku-{c}", "image": photos(tiny_data, c, 4)}
+                                                       for c in range(6)])
+    model = load_model(tiny_model)
+    runs = {}
+    for name, similarity in (("all", -1.0), ("none", 1.5), ("hostile", "0.5; drop"), ("nan", float("nan"))):
+        card = copy.deepcopy(model.card)
+        card["metrics"]["cutoff"] = {"similarity": similarity, "keep": "at least", "precision": 0.95, "k": 10}
+        path = save_model(tmp_path / f"{name}.pt", model.encoder, card)
+        result = CliRunner().invoke(main, ["evaluate", str(catalogue), "--model", str(path), "--json"])
+        assert result.exit_code == 0, result.output
+        runs[name] = json.loads(result.stdout.strip().splitlines()[-1])["cutoff"]
+    assert runs["all"]["kept"] == 24 * 10 and runs["all"]["emptied"] == 0 and runs["all"]["recall"] == 1.0
+    precision = runs["all"]["precision"]        # the pages' own share of right hits: at most 3 of 10
+    assert 0 < precision <= 0.3
+    assert runs["none"]["kept"] == 0 and runs["none"]["precision"] is None and runs["none"]["emptied"] == 24
+    assert runs["hostile"] is None and runs["nan"] is None
+    report = tmp_path / "report.html"
+    text = CliRunner().invoke(main, ["evaluate", str(catalogue), "--model", str(tmp_path / "all.pt"),
+                                     "--report", str(report)]).output
+    said = ("cut-off (--min-similarity auto, at least -1.0000): of the first 10 hits of 24 photos it keeps 240, "
+            f"precision {precision:.3f} (the card's target 0.95), 100.0% of the right hits; 0 pages emptied")
+    assert said in text and said.replace("'", "&#x27;") in report.read_text()
