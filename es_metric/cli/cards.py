@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..model.card import card_cutoff
 from ..types import ModelCard
 
 __all__ = ["card_lines", "evaluation_lines", "protocol_line"]
@@ -27,12 +28,12 @@ def protocol_line(name: str, fig: dict) -> str:
     return line
 
 
-def cutoff_line(m: dict) -> str:
+def cutoff_line(card: ModelCard) -> str:
     """What ``--min-similarity auto`` will cut at, or why it cannot."""
-    cut = m.get("cutoff")
+    cut = card["metrics"].get("cutoff")
     cut = cut if isinstance(cut, dict) else {}
-    sim, precision = cut.get("similarity"), cut.get("precision")
-    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (sim, precision)):
+    sim, precision = card_cutoff(card), cut.get("precision")
+    if sim is None or not isinstance(precision, (int, float)) or isinstance(precision, bool):
         return ("cut-off: none (too few validation photos, or no similarity reaches the precision target "
                 "--cutoff-precision); --min-similarity auto refuses this model")
     keep = "at most" if cut.get("keep") == "at most" else "at least"
@@ -66,7 +67,7 @@ def card_lines(card: ModelCard, path: Path | str) -> list[str]:
     chosen = (m.get("rerank_measured") or {}).get("chosen", "none")
     lines.append(f"re-ranking: {chosen}" + ("" if chosen != "none" else
                                             " (neither query expansion nor DBA helped beyond the margin)"))
-    lines.append(cutoff_line(m))
+    lines.append(cutoff_line(card))
     if m.get("intended_for"):
         lines.append(f"for: {m['intended_for']}")
     return lines

@@ -11,6 +11,7 @@ gets the vectors the model really makes.
 from __future__ import annotations
 
 import json
+import math
 import re
 import zipfile
 from pathlib import Path
@@ -164,6 +165,16 @@ def read_card(path: str | Path) -> ModelCard:
         card: ModelCard = read_v1(path)["card"]
         return card
     return _checked(_parsed(path, lambda: _zip_card(path), FORMAT), _zip_shapes(path), path)
+
+
+def card_cutoff(card: Mapping[str, Any]) -> float | None:
+    """The calibrated cut-off a card records (``metrics.cutoff.similarity``) when it is a finite
+    number; None otherwise (no calibration, or a hand-edited value that is not one)."""
+    cutoff = (card.get("metrics") or {}).get("cutoff")
+    value = cutoff.get("similarity") if isinstance(cutoff, dict) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def gate_allows(card: ModelCard, force: bool) -> None:

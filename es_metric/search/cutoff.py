@@ -14,6 +14,7 @@ from elasticsearch import Elasticsearch
 
 from ..errors import SearchError, shown
 from ..index.indices import IndexInfo
+from ..model.card import card_cutoff
 from .queries import knn_clause
 
 __all__ = ["AUTO", "auto_cutoff", "count_cut", "cut_body", "parse_min_similarity", "score_similarity"]
@@ -44,9 +45,8 @@ def _bad(value: object, name: str) -> SearchError:
 
 def auto_cutoff(card: Mapping[str, Any], model_id: str) -> float:
     """The card's calibrated cut-off (``metrics.cutoff.similarity``); a clear error without one."""
-    cutoff = (card.get("metrics") or {}).get("cutoff") or {}
-    value = cutoff.get("similarity") if isinstance(cutoff, dict) else None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+    value = card_cutoff(card)
+    if value is None:
         raise SearchError(f"model {model_id} has no calibrated cut-off for --min-similarity auto",
                           hint="retrain it with `esm train` (this version calibrates one), "
                                "or give a number: --min-similarity S")

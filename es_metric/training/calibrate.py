@@ -8,7 +8,7 @@ time on the validation images: each one queries the others as a search would (th
 vectors augmented by DBA, the query expanded by QE, as the card's re-ranking says), and the
 threshold is the loosest similarity at which the (query, hit) pairs at least that similar are
 the query's own product with the run's precision target (``esm train --cutoff-precision``,
-default ``DEFAULT_PRECISION``). The card records it as
+default ``DEFAULT_CUTOFF_PRECISION`` of training/config.py). The card records it as
 ``metrics.cutoff = {"precision", "similarity", "recall", "from", ...}``, in Elasticsearch's kNN
 ``similarity`` units (cosine similarity, keep >= t; L2 distance, keep <= t).
 
@@ -35,12 +35,10 @@ from ..similarity import Metric
 from ..types import Cutoff
 from .config import DEFAULT_CUTOFF_PRECISION
 
-__all__ = ["COPY_KINDS", "DEFAULT_PRECISION", "calibrate_cutoff", "calibrate_duplicates", "check_cutoff",
+__all__ = ["COPY_KINDS", "calibrate_cutoff", "calibrate_duplicates", "check_cutoff",
            "copy_of", "cutoff_check_line", "duplicates_for", "first_pages", "precision_threshold",
            "searched_similarities"]
 
-#: The default precision target (docs/searching.md: why 0.95; ``esm train --cutoff-precision``).
-DEFAULT_PRECISION = DEFAULT_CUTOFF_PRECISION
 VALIDATION = ("held-out validation images (with the head the gate measured: measured_head), each "
               "querying the others as search does")
 WINDOW = 10        # the hits a search shows (its default k): the precision is that of a first page
@@ -102,7 +100,7 @@ def first_pages(vectors: np.ndarray, labels: np.ndarray, metric: Metric,
 
 
 def calibrate_cutoff(vectors: np.ndarray, labels: np.ndarray, metric: Metric,
-                     rerank: ReRank = NO_RERANK, precision: float = DEFAULT_PRECISION,
+                     rerank: ReRank = NO_RERANK, precision: float = DEFAULT_CUTOFF_PRECISION,
                      origin: str = VALIDATION) -> Cutoff | None:
     """The card's ``cutoff``: the similarity at which the hits in the first page (``WINDOW``)
     of every query that survive are the query's own class with ``precision``; ``recall``: the
@@ -122,8 +120,8 @@ def calibrate_cutoff(vectors: np.ndarray, labels: np.ndarray, metric: Metric,
             "rerank": {"qe_k": rerank.qe_k, "dba_k": rerank.dba_k}}
 
 
-def check_cutoff(vectors: np.ndarray, labels: np.ndarray, metric: Metric, cutoff: Cutoff,
-                 rerank: ReRank = NO_RERANK) -> dict | None:
+def check_cutoff(vectors: np.ndarray, labels: np.ndarray, metric: Metric, similarity: float,
+                 target: float | None = None, rerank: ReRank = NO_RERANK) -> dict | None:
     """How a card's cut-off does on other images (``esm evaluate``): each queries the others as
     search does, and of its first page's hits the cut-off keeps ``kept``; ``precision``: the share
     of the kept hits that are the query's own class (the card's target beside it), ``recall``: the
@@ -133,13 +131,13 @@ def check_cutoff(vectors: np.ndarray, labels: np.ndarray, metric: Metric, cutoff
     if len(labels) < 3:
         return None
     sims, relevant, k = first_pages(vectors, labels, metric, rerank)
-    floor = float(cutoff["similarity"]) if metric is Metric.COSINE else -float(cutoff["similarity"])
-    kept = sims >= floor
-    n_kept, n_right = int(kept.sum()), int(relevant.sum())
-    return {"similarity": float(cutoff["similarity"]), "keep": cutoff.get("keep", "at least"),
-            "target": cutoff.get("precision"), "k": k, "n_queries": int(len(labels)), "kept": n_kept,
-            "precision": round(int((kept & relevant).sum()) / n_kept, 4) if n_kept else None,
-            "recall": round(int((kept & relevant).sum()) / n_right, 4) if n_right else None,
+    cosine = metric is Metric.COSINE
+    kept = sims >= (similarity if cosine else -similarity)
+    n_kept, n_right, n_hit = int(kept.sum()), int(relevant.sum()), int((kept & relevant).sum())
+    return {"similarity": similarity, "keep": "at least" if cosine else "at most", "target": target, "k": k,
+            "n_queries": int(len(labels)), "kept": n_kept,
+            "precision": round(n_hit / n_kept, 4) if n_kept else None,
+            "recall": round(n_hit / n_right, 4) if n_right else None,
             "emptied": int((~kept.any(axis=1)).sum())}
 
 

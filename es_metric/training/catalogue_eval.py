@@ -9,7 +9,6 @@ are then optimistic, and the answer says so (``trained_on_this_catalogue``).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from ..config import Settings
 from ..errors import ConfigError
+from ..model.card import card_cutoff
 from ..types import NO_RERANK, ReRank
 from .catalogue import Catalogue, read_catalogue
 from .data import fingerprint
@@ -102,9 +102,9 @@ def _cutoff_here(card: dict, emb: Embedded, cat: Catalogue, rerank: ReRank) -> d
     when the card has none (or a value that is not a finite number)."""
     from .calibrate import check_cutoff
 
-    cutoff = (card.get("metrics") or {}).get("cutoff")
-    value = cutoff.get("similarity") if isinstance(cutoff, dict) else None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+    value = card_cutoff(card)
+    if value is None:
         return None
     ids = {c: i for i, c in enumerate(sorted({s.cls for s in cat.samples}))}
-    return check_cutoff(emb.vectors, np.array([ids[s.cls] for s in cat.samples]), emb.metric, cutoff, rerank)
+    return check_cutoff(emb.vectors, np.array([ids[s.cls] for s in cat.samples]), emb.metric, value,
+                        card["metrics"]["cutoff"].get("precision"), rerank)

@@ -129,8 +129,7 @@ def _two_pairs_and_a_single() -> tuple[np.ndarray, np.ndarray]:
 ])
 def test_check_cutoff_counts_what_a_cards_cutoff_keeps_on_other_photos(similarity, kept, precision, emptied):
     vecs, labels = _two_pairs_and_a_single()
-    cut = {"similarity": similarity, "keep": "at least", "precision": 0.95}
-    got = check_cutoff(vecs, labels, Metric.COSINE, cut)
+    got = check_cutoff(vecs, labels, Metric.COSINE, similarity, 0.95)
     assert got is not None and (got["kept"], got["precision"], got["emptied"]) == (kept, precision, emptied)
     assert got["k"] == 4 and got["n_queries"] == 5 and got["target"] == 0.95
     assert got["recall"] == (1.0 if kept else 0.0)   # each pair member's one right hit, kept or not
@@ -139,6 +138,7 @@ def test_check_cutoff_counts_what_a_cards_cutoff_keeps_on_other_photos(similarit
 def test_check_cutoff_reads_an_l2_cards_distance_as_a_ceiling():
     vecs, labels = _two_pairs_and_a_single()
     # A1-A2 are 0.1 apart, A2-C 0.67: a ceiling of 0.5 keeps the two pairs only
-    got = check_cutoff(vecs, labels, Metric.L2, {"similarity": 0.5, "keep": "at most", "precision": 0.9})
+    got = check_cutoff(vecs, labels, Metric.L2, 0.5, 0.9)
     assert got is not None and (got["kept"], got["precision"], got["emptied"]) == (4, 1.0, 1)
-    assert check_cutoff(vecs[:2], labels[:2], Metric.L2, {"similarity": 0.5}) is None   # too few to query
+    assert got["keep"] == "at most" and got["target"] == 0.9
+    assert check_cutoff(vecs[:2], labels[:2], Metric.L2, 0.5) is None   # too few to query
