@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypedDict
 
-__all__ = ["BatchOutcome", "CardRuntime", "Cutoff", "DuplicateCluster", "Duplicates", "Failure", "Fusion",
-           "ImageItem", "JobSpec", "MigrationState", "Mode", "ModelCard", "NO_RERANK", "OtherModel", "ReRank",
+__all__ = ["BatchOutcome", "CardRuntime", "Cutoff", "CutoffCheck", "DuplicateCluster", "Duplicates", "Failure",
+           "Fusion", "ImageItem", "JobSpec", "MigrationState", "Mode", "ModelCard", "NO_RERANK", "OtherModel", "ReRank",
            "ReindexState", "Runtime", "RuntimeSetting", "SearchHit", "SearchResult", "failure"]
 
 #: How vectors are made: torch eager, ONNX Runtime on the export, or the gated int8 model.
@@ -150,6 +150,22 @@ class ModelCard(_CardCore, total=False):
 #: where it was measured (``from``) and with which re-ranking (``{"qe_k", "dba_k"}``).
 Cutoff = TypedDict("Cutoff", {"precision": float, "similarity": float, "keep": str, "recall": float,
                               "from": str, "n_queries": int, "rerank": dict[str, int]})
+
+
+class CutoffCheck(TypedDict):
+    """How a card's cut-off does on other photos (``esm evaluate``'s ``cutoff``): of the first
+    ``k`` hits of each of ``n_queries`` photos it keeps ``kept``; ``precision`` of those (None when
+    none is kept) against the card's ``target``, ``recall`` of the pages' right hits, and the
+    pages it ``emptied``."""
+    similarity: float
+    keep: str
+    target: float | None
+    k: int
+    n_queries: int
+    kept: int
+    precision: float | None
+    recall: float | None
+    emptied: int
 
 
 class _HitCore(TypedDict):

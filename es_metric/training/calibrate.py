@@ -32,7 +32,7 @@ from PIL import Image
 from ..errors import EsmError
 from ..search.rerank import NO_RERANK, ReRank, augment_database, expand_queries, similarities
 from ..similarity import Metric
-from ..types import Cutoff
+from ..types import Cutoff, CutoffCheck
 from .config import DEFAULT_CUTOFF_PRECISION
 
 __all__ = ["COPY_KINDS", "calibrate_cutoff", "calibrate_duplicates", "check_cutoff",
@@ -121,7 +121,7 @@ def calibrate_cutoff(vectors: np.ndarray, labels: np.ndarray, metric: Metric,
 
 
 def check_cutoff(vectors: np.ndarray, labels: np.ndarray, metric: Metric, similarity: float,
-                 target: float | None = None, rerank: ReRank = NO_RERANK) -> dict | None:
+                 target: float | None = None, rerank: ReRank = NO_RERANK) -> CutoffCheck | None:
     """How a card's cut-off does on other images (``esm evaluate``): each queries the others as
     search does, and of its first page's hits the cut-off keeps ``kept``; ``precision``: the share
     of the kept hits that are the query's own class (the card's target beside it), ``recall``: the

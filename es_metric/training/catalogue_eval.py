@@ -17,7 +17,7 @@ import numpy as np
 from ..config import Settings
 from ..errors import ConfigError
 from ..model.card import card_cutoff
-from ..types import NO_RERANK, ReRank
+from ..types import NO_RERANK, CutoffCheck, ReRank
 from .catalogue import Catalogue, read_catalogue
 from .data import fingerprint
 from .evaluate import Embedded, baseline_embeddings, model_embeddings
@@ -97,7 +97,7 @@ def evaluate_catalogue(data: str | Path | None, settings: Settings, *, model_pat
     return CatalogueEvaluation(metrics, emb, base)
 
 
-def _cutoff_here(card: dict, emb: Embedded, cat: Catalogue, rerank: ReRank) -> dict | None:
+def _cutoff_here(card: dict, emb: Embedded, cat: Catalogue, rerank: ReRank) -> CutoffCheck | None:
     """How the card's cut-off (``--min-similarity auto``) does on this catalogue's photos; None
     when the card has none (or a value that is not a finite number)."""
     from .calibrate import check_cutoff
