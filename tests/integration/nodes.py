@@ -16,9 +16,25 @@ from pathlib import Path
 
 from es_metric.config import Settings
 from es_metric.stack.es_node import ES_USER, _chown_tree, _service_user, es_home, find_java_home
-from es_metric.stack.procs import read_pid, stop_pid
+from es_metric.stack.procs import identity, read_pid, stop_pid
 
 USER, PASSWORD = "esm_admin", "correct-horse-battery-staple-42"
+
+
+@dataclass
+class Launched:
+    """An extra node's process, with the identity it had when its launcher returned.
+
+    Stopping checks that identity (start ticks since boot), as `esm stack` does for its own
+    node, not the pid file's age: this machine is a VM that is paused and resumed, and a resume
+    steps the wall clock (and /proc/stat's btime) forward, so a live node's start computed from
+    btime can land after the time its pid file was written, and the node would not be stopped."""
+    pidfile: Path
+    pid: int | None
+    ident: dict | None
+
+    def stop(self, timeout: float = 60) -> bool:
+        return stop_pid(self.pid, signal.SIGTERM, timeout, recorded=self.ident, pidfile=self.pidfile)
 
 
 @dataclass
@@ -27,15 +43,16 @@ class SecureNode:
     ca_file: str
     user: str
     password: str
-    pidfile: Path
+    proc: Launched
+    stack: Settings  # the test stack's settings: its Redis and queue, whatever their ports
 
     def settings(self, **kw) -> Settings:
         base = dict(es_url=self.url, es_external=True, es_ca_file=self.ca_file)
         base.update(kw)
-        return Settings.from_env({}).with_(**base)
+        return self.stack.with_(**base)
 
     def stop(self) -> None:
-        stop_pid(read_pid(self.pidfile), signal.SIGTERM, timeout=60, pidfile=self.pidfile)
+        self.proc.stop()
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -75,13 +92,15 @@ def prepare_node(settings: Settings, root: Path, yml: list[str], heap: str = "51
     return dict(os.environ, ES_PATH_CONF=str(conf), ES_JAVA_HOME=str(find_java_home(settings)))
 
 
-def launch(settings: Settings, root: Path, env: dict) -> Path:
-    """Start the node as the service user (owning its files); returns its pid file."""
+def launch(settings: Settings, root: Path, env: dict) -> Launched:
+    """Start the node as the service user (owning its files); returns its process (``-d``
+    returns once the node runs and has written its pid file)."""
     _chown_tree(root, _service_user())
     os.chmod(root, 0o755)
     pidfile = root / "es.pid"
     _as_service_user([str(es_home(settings) / "bin" / "elasticsearch"), "-d", "-p", str(pidfile)], env)
-    return pidfile
+    pid = read_pid(pidfile)
+    return Launched(pidfile, pid, identity(pid))
 
 
 def port_offset(settings: Settings) -> int:
@@ -108,8 +127,8 @@ def start_secure_node(settings: Settings, root: Path, http_port: int | None = No
     _as_service_user([str(home / "bin" / "elasticsearch-keystore"), "create"], env)
     _as_service_user([str(home / "bin" / "elasticsearch-users"), "useradd", USER, "-p", PASSWORD,
                       "-r", "superuser"], env)
-    pidfile = launch(settings, root, env)
-    node = SecureNode(f"https://127.0.0.1:{http_port}", str(certs / "ca.crt"), USER, PASSWORD, pidfile)
+    node = SecureNode(f"https://127.0.0.1:{http_port}", str(certs / "ca.crt"), USER, PASSWORD,
+                      launch(settings, root, env), settings)
     _wait(node, root / "logs")
     return node
 
