@@ -2,7 +2,6 @@
 batches, a checkpoint every epoch (``--resume``), and early stopping on validation MAP@R."""
 from __future__ import annotations
 
-import copy
 import logging
 import pickle
 import time
@@ -20,6 +19,7 @@ from ..progressbar import progress_iter
 from .data import ImageDataset, Sample, labels_tensor, loader
 from .losses import Objective
 from .sampling import m_per_class_sampler
+from .stopping import EarlyStopping
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +83,16 @@ def fit_full(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample],
     params = [p for p in encoder.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, history = 1, []
-    best = {"map_at_r": score(encoder)}
-    best_state, bad = copy.deepcopy(encoder.state_dict()), 0
+    stop = EarlyStopping.start(cfg.patience, score(encoder), encoder.state_dict())
     if resume and ckpt.exists():
         state = load_checkpoint(ckpt, cfg)
         encoder.load_state_dict(state["encoder"])
         opt.load_state_dict(state["optimizer"])
-        start, history, best, best_state, bad = (state["epoch"] + 1, state["history"], state["best"],
-                                                 state["best_state"], state["bad"])
+        start, history, stop.best_state, stop.bad = (state["epoch"] + 1, state["history"], state["best_state"],
+                                                     state["bad"])
+        stop.best = state["best"]["map_at_r"]
         log.info("resumed from %s at epoch %d", ckpt, start)
-    history = history or [{"epoch": 0, "loss": None, "val_map_at_r": best["map_at_r"], "seconds": 0.0}]
+    history = history or [{"epoch": 0, "loss": None, "val_map_at_r": stop.best, "seconds": 0.0}]
     for epoch in range(start, cfg.epochs + 1):
         t0, losses = time.monotonic(), []
         encoder.train()
@@ -104,21 +104,13 @@ def fit_full(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample],
             loss.backward()
             opt.step()
             losses.append(loss.item())
-        value = score(encoder)
-        row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
-               "val_map_at_r": value, "seconds": round(time.monotonic() - t0, 2)}
-        history.append(row)
-        if on_epoch:
-            on_epoch(row)
-        if value is None or value > best["map_at_r"]:
-            best, best_state, bad = {"map_at_r": value}, copy.deepcopy(encoder.state_dict()), 0
-        else:
-            bad += 1
+        stop.after_epoch(history, on_epoch, epoch=epoch, loss=float(np.mean(losses)) if losses else None,
+                         value=score(encoder), started=t0, state=encoder.state_dict)
         _save_ckpt(ckpt, {"epoch": epoch, "encoder": encoder.state_dict(), "optimizer": opt.state_dict(),
-                          "history": history, "best": best, "best_state": best_state, "bad": bad,
-                          "config": asdict(cfg)})
-        if bad >= cfg.patience:
+                          "history": history, "best": {"map_at_r": stop.best}, "best_state": stop.best_state,
+                          "bad": stop.bad, "config": asdict(cfg)})
+        if stop.exhausted:
             break
-    encoder.load_state_dict(best_state)
+    encoder.load_state_dict(stop.best_state)
     encoder.eval()
     return history

@@ -6,7 +6,6 @@ stopping keeps the best epoch by the validation's gate metric (epoch 0 is the st
 and the refit retrains it on everything for the epoch count early stopping chose."""
 from __future__ import annotations
 
-import copy
 import time
 from typing import Callable, Literal
 
@@ -18,6 +17,7 @@ from .config import EpochCallback, TrainConfig
 from .headdata import HeadData
 from .losses import Objective
 from .sampling import epoch_batches, seed_everything
+from .stopping import EarlyStopping
 
 
 def pca_init(head: torch.nn.Linear, feats: torch.Tensor) -> None:
@@ -156,25 +156,18 @@ def fit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, data: HeadData,
     When the validation cannot measure (``score`` gives None), all ``cfg.epochs`` are kept."""
     losses = _losses(obj, cfg, data)
     opt, anchor, start = head_optimizer(encoder, data.feats, cfg, data.labels)
-    best = score(encoder)
-    history = [{"epoch": 0, "loss": None, "val_map_at_r": best, "seconds": 0.0, "start": start}]
-    best_state, best_epoch, bad, started = copy.deepcopy(encoder.head.state_dict()), 0, 0, time.monotonic()
+    stop = EarlyStopping.start(cfg.patience, score(encoder), encoder.head.state_dict())
+    history = [{"epoch": 0, "loss": None, "val_map_at_r": stop.best, "seconds": 0.0, "start": start}]
+    started = time.monotonic()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.monotonic()
         loss = _head_epoch(encoder, losses, opt, data, cfg, anchor)
-        value = score(encoder)
-        row = {"epoch": epoch, "loss": loss, "val_map_at_r": value, "seconds": round(time.monotonic() - t0, 3)}
-        history.append(row)
-        if on_epoch:
-            on_epoch(row)
-        if value is None or value > best:
-            best, best_state, best_epoch, bad = value, copy.deepcopy(encoder.head.state_dict()), epoch, 0
-        else:
-            bad += 1
-        if bad >= cfg.patience or (cfg.time_budget_s and time.monotonic() - started > cfg.time_budget_s):
+        stop.after_epoch(history, on_epoch, epoch=epoch, loss=loss, value=score(encoder), started=t0,
+                         state=encoder.head.state_dict)
+        if stop.exhausted or (cfg.time_budget_s and time.monotonic() - started > cfg.time_budget_s):
             break
-    encoder.head.load_state_dict(best_state)
-    return history, best_epoch
+    encoder.head.load_state_dict(stop.best_state)
+    return history, stop.best_epoch
 
 
 def refit_head(encoder: Encoder, obj: Objective, cfg: TrainConfig, data: HeadData, epochs: int) -> None:

@@ -11,7 +11,6 @@ the class-disjoint protocol).
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import os
@@ -31,6 +30,7 @@ from .finetune import train_transform
 from .head import head_optimizer
 from .losses import Objective
 from .sampling import epoch_batches, seed_everything
+from .stopping import EarlyStopping
 
 log = logging.getLogger(__name__)
 
@@ -141,29 +141,22 @@ def fit_tail(encoder: Encoder, obj: Objective, cfg, train_s: list[Sample],
                             weight_decay=cfg.weight_decay)
     loss_fn, miner = obj.build(obj.metric, cfg.loss_params())
     labels, gen = labels_tensor(train_s), torch.Generator().manual_seed(cfg.seed)
-    best_score = score(encoder)
-    history = [{"epoch": 0, "loss": None, "val_map_at_r": best_score, "seconds": 0.0}]
-    best_state, bad, first = copy.deepcopy(encoder.state_dict()), 0, 1
+    stop = EarlyStopping.start(cfg.patience, score(encoder), encoder.state_dict())
+    history: list[dict] = [{"epoch": 0, "loss": None, "val_map_at_r": stop.best, "seconds": 0.0}]
+    first = 1
     if resume and ckpt.exists():
-        first, history, best_score, best_state, bad = _restore(ckpt, encoder, opt, gen)
+        first, history, stop.best, stop.best_state, stop.bad = _restore(ckpt, encoder, opt, gen)
     for epoch in range(first, cfg.epochs + 1):
-        if bad >= cfg.patience:
+        if stop.exhausted:
             break
         t0 = time.monotonic()
         loss = _epoch(encoder, loss_fn, miner, opt, views, labels, cfg, start, gen)
-        value = score(encoder)
-        row = {"epoch": epoch, "loss": loss, "val_map_at_r": value, "seconds": round(time.monotonic() - t0, 2)}
-        history.append(row)
-        if on_epoch:
-            on_epoch(row)
-        if value is None or value > best_score:
-            best_score, best_state, bad = value, copy.deepcopy(encoder.state_dict()), 0
-        else:
-            bad += 1
+        stop.after_epoch(history, on_epoch, epoch=epoch, loss=loss, value=score(encoder), started=t0,
+                         state=encoder.state_dict)
         _save(ckpt, {"epoch": epoch, "encoder": encoder.state_dict(), "optimizer": opt.state_dict(),
-                     "generator": gen.get_state(), "history": history, "best": best_score,
-                     "best_state": best_state, "bad": bad})
-    encoder.load_state_dict(best_state)
+                     "generator": gen.get_state(), "history": history, "best": stop.best,
+                     "best_state": stop.best_state, "bad": stop.bad})
+    encoder.load_state_dict(stop.best_state)
     for p in encoder.parameters():
         p.requires_grad_(True)
     encoder.eval()
