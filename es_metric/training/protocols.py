@@ -10,6 +10,12 @@
 Both search one index: every photo of the catalogue except the query photos. A protocol with
 fewer than ``MIN_QUERIES`` queries cannot measure anything worth a verdict: it says so in one
 line (``note``) instead of reporting a figure.
+
+On a large catalogue each protocol stops at ``MAX_QUERIES`` (the products in the seed's order,
+whole products): a validation costs queries x photos, and early stopping scores one per epoch,
+so without a bound a catalogue ten times larger would validate a hundred times longer. The
+queries still search every photo; the products without queries train with all their photos.
+2,000 queries put the gate's 95 % interval within about +-0.015 MAP@R.
 """
 from __future__ import annotations
 
@@ -21,9 +27,10 @@ from typing import Sequence
 from .config import PROTOCOLS
 from .data import Sample, relabel
 
-__all__ = ["CatalogueSplit", "MIN_QUERIES", "Validation", "catalogue_split", "held_out_count"]
+__all__ = ["CatalogueSplit", "MAX_QUERIES", "MIN_QUERIES", "Validation", "catalogue_split", "held_out_count"]
 
 MIN_QUERIES = 10
+MAX_QUERIES = 2000
 DESCRIPTION = {"in-domain": "this catalogue (held-out photos of known products)",
                "class-disjoint": "new arrivals (held-out products)"}
 
@@ -63,18 +70,24 @@ def _by_product(samples: Sequence[Sample], rng: random.Random) -> dict[str, list
 
 
 def catalogue_split(samples: Sequence[Sample], fraction: float = 0.2, seed: int = 0,
-                    min_queries: int = MIN_QUERIES) -> CatalogueSplit:
+                    min_queries: int = MIN_QUERIES, max_queries: int = MAX_QUERIES) -> CatalogueSplit:
     """The validation queries of both protocols, the training photos and the searched index;
-    deterministic for a seed."""
+    deterministic for a seed. Each protocol takes whole products until it has ``max_queries``."""
     rng = random.Random(seed)
     products = _by_product(samples, rng)
     several = sorted(p for p, photos in products.items() if len(photos) >= 2)
     rng.shuffle(several)
-    arrivals = set(several[:round(len(several) * fraction)])
+    planned = set(several[:round(len(several) * fraction)])
     queries: dict[str, list[Sample]] = {p: [] for p in PROTOCOLS}
+    arrivals = set()
     for p in several:
+        protocol = "class-disjoint" if p in planned else "in-domain"
+        if len(queries[protocol]) >= max_queries:
+            continue              # enough queries: the product trains with every photo
         photos = products[p]
-        queries["class-disjoint" if p in arrivals else "in-domain"] += photos[:held_out_count(len(photos), fraction)]
+        queries[protocol] += photos[:held_out_count(len(photos), fraction)]
+        if p in planned:
+            arrivals.add(p)
     asked = {s.path for part in queries.values() for s in part}
     index = [s for s in samples if s.path not in asked]
     train = relabel([s for s in index if s.cls not in arrivals])

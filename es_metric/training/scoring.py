@@ -22,7 +22,8 @@ __all__ = ["QueryScores", "Interval", "paired_bootstrap", "score_queries", "summ
 
 PRODUCT_KS = (1, 2, 4, 8, 10, 16, 32)
 GROUP_K = 10
-BLOCK = 512  # queries scored at a time: memory stays BLOCK x photos
+BLOCK = 512  # queries scored at a time (fewer on a large index): memory stays BLOCK x photos
+BLOCK_CELLS = 50_000_000  # at most this many query x photo similarities at a time (200 MB)
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,13 @@ def score_queries(queries: np.ndarray, query_products: Sequence[str], index: np.
         group_ids = np.array([names[groups.get(p, "")] if groups.get(p) else -1 - i
                               for i, p in enumerate(products)])  # no group: a group of its own
     ranks, aps, gps, full_aps = [], [], [], []
-    for lo in range(0, len(queries), BLOCK):
-        sims = _similarities(np.asarray(queries[lo:lo + BLOCK], np.float32),
+    block = max(1, min(BLOCK, BLOCK_CELLS // max(1, len(index))))
+    for lo in range(0, len(queries), block):
+        sims = _similarities(np.asarray(queries[lo:lo + block], np.float32),
                              np.asarray(index, np.float32), metric)
-        t = target[lo:lo + BLOCK]
+        t = target[lo:lo + block]
         if self_rows is not None:
-            sims[np.arange(len(t)), self_rows[lo:lo + BLOCK]] = -np.inf
+            sims[np.arange(len(t)), self_rows[lo:lo + block]] = -np.inf
             relevant = relevant_count[t] - 1
         else:
             relevant = relevant_count[t]
@@ -106,11 +108,32 @@ def score_queries(queries: np.ndarray, query_products: Sequence[str], index: np.
         if full:
             full_aps.append(_ap_at_r(sims, column, t, relevant, every=True))
         if group_ids is not None:
-            top = np.argsort(-best, axis=1, kind="stable")[:, :GROUP_K]
+            top = top_stable(best, GROUP_K)
             gps.append((group_ids[top] == group_ids[t][:, None]).mean(1))
     return QueryScores(np.concatenate(ranks), np.concatenate(aps),
                        np.concatenate(gps) if group_ids is not None else None, len(products),
                        np.concatenate(full_aps) if full else None)
+
+
+def top_stable(values: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's ``k`` largest values, ties in column order: exactly
+    ``np.argsort(-values, axis=1, kind="stable")[:, :k]``, without sorting whole rows (a
+    partition finds each row's k-th value, then only the columns at or above it are sorted), so
+    a query costs O(photos), not O(photos log photos)."""
+    n = values.shape[1]
+    if k >= n or len(values) == 0:
+        return np.argsort(-values, axis=1, kind="stable")[:, :k]
+    negated = np.negative(values)
+    negated.partition(k - 1, axis=1)          # in place: np.partition would copy the block again
+    kth = -negated[:, k - 1]
+    del negated
+    rows, cols = np.nonzero(values >= kth[:, None])
+    if (np.bincount(rows, minlength=len(values)) < k).any():  # NaN: no order to keep
+        return np.argsort(-values, axis=1, kind="stable")[:, :k]
+    order = np.lexsort((cols, -values[rows, cols], rows))
+    rows, cols = rows[order], cols[order]
+    starts = np.searchsorted(rows, np.arange(len(values)))
+    return cols[starts[:, None] + np.arange(k)[None, :]]
 
 
 def _ap_at_r(sims: np.ndarray, column: np.ndarray, target: np.ndarray, r: np.ndarray,
@@ -118,7 +141,7 @@ def _ap_at_r(sims: np.ndarray, column: np.ndarray, target: np.ndarray, r: np.nda
     """MAP@R per query: mean over the first R photos of precision@i at the relevant ones
     (``every``: over all photos, the average precision)."""
     r_max = sims.shape[1] if every else int(r.max())
-    top = np.argsort(-sims, axis=1, kind="stable")[:, :r_max]
+    top = top_stable(sims, r_max)
     hits = column[top] == target[:, None]
     if not every:
         hits &= np.arange(1, r_max + 1)[None, :] <= r[:, None]

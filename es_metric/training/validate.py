@@ -38,14 +38,16 @@ class Validator:
     def measurable(self) -> list[str]:
         return [p for p, v in self.split.validations.items() if v.measurable]
 
-    def scores(self, embed: Embedder, metric: Metric,
-               index_vectors: np.ndarray | None = None) -> dict[str, QueryScores]:
+    def scores(self, embed: Embedder, metric: Metric, index_vectors: np.ndarray | None = None,
+               protocols: Sequence[str] | None = None) -> dict[str, QueryScores]:
         """Every measurable protocol's per-query scores under ``embed`` (``index_vectors``: the
-        index already embedded, e.g. augmented by DBA)."""
+        index already embedded, e.g. augmented by DBA; ``protocols``: only these)."""
         index = self.split.index
         iv = embed(index) if index_vectors is None else index_vectors
         out = {}
         for p in self.measurable:
+            if protocols is not None and p not in protocols:
+                continue
             queries = self.split.validations[p].queries
             out[p] = score_queries(embed(queries), [q.cls for q in queries], iv, [s.cls for s in index],
                                    metric, self.groups or None)
@@ -55,7 +57,8 @@ class Validator:
         """Mean gate metric on the gate protocol (None: it cannot measure)."""
         if self.gate_protocol not in self.measurable:
             return None
-        return float(self.scores(embed, metric)[self.gate_protocol].metric(GATE_METRIC).mean())
+        scores = self.scores(embed, metric, protocols=[self.gate_protocol])  # once per epoch: that one only
+        return float(scores[self.gate_protocol].metric(GATE_METRIC).mean())
 
     def report(self, model: dict[str, QueryScores], baseline: dict[str, QueryScores]) -> dict:
         """The card's ``validation``: per protocol, model and baseline on the same queries and

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from es_metric.training.data import Sample
-from es_metric.training.protocols import MIN_QUERIES, catalogue_split, held_out_count
+from es_metric.training.protocols import MAX_QUERIES, MIN_QUERIES, catalogue_split, held_out_count
 
 
 def catalogue(photos_per_product: list[int]) -> list[Sample]:
@@ -61,3 +61,29 @@ def test_the_split_is_deterministic_for_a_seed():
     samples = catalogue([4, 3, 2] * 15)
     a, b = catalogue_split(samples, 0.2, 7), catalogue_split(list(reversed(samples)), 0.2, 7)
     assert [s.path for s in a.index] != [] and sorted(s.path for s in a.index) == sorted(s.path for s in b.index)
+
+
+def test_a_large_catalogue_validates_on_a_bounded_number_of_whole_products():
+    """Each protocol stops at max_queries: a validation costs queries x photos per epoch. The
+    products without queries train with every photo; the queries still search all of them."""
+    samples = catalogue([3, 12] * 100)                      # 12 photos: two queries per product
+    split = catalogue_split(samples, 0.2, seed=0, max_queries=25)
+    known, new = (split.validations[p].queries for p in ("in-domain", "class-disjoint"))
+    assert 25 <= len(known) <= 26 and 25 <= len(new) <= 26  # whole products: at most one over
+    for queries in (known, new):
+        by_product = {q.cls for q in queries}
+        assert all(sum(q.cls == c for q in queries) == (2 if int(c[1:]) % 2 else 1) for c in by_product)
+    arrivals = {q.cls for q in new}
+    trained = {s.cls for s in split.train}
+    assert not arrivals & trained and len(trained) == 200 - len(arrivals)  # 40 planned, the rest train
+    asked = {q.path for q in known + new}
+    assert len(split.index) == len(samples) - len(asked)
+    unasked = {s.cls for s in samples} - {q.cls for q in known + new}
+    assert sum(s.cls in unasked for s in split.train) == sum(s.cls in unasked for s in samples)
+
+
+def test_the_default_bound_leaves_a_shops_catalogue_alone_and_bounds_a_large_one():
+    small = catalogue_split(catalogue([3] * 2400), 0.2, seed=0)
+    assert [len(v.queries) for v in small.validations.values()] == [1920, 480]
+    large = catalogue_split(catalogue([2] * 30000), 0.2, seed=0)
+    assert [len(v.queries) for v in large.validations.values()] == [MAX_QUERIES, MAX_QUERIES]

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from es_metric.similarity import Metric
-from es_metric.training.scoring import paired_bootstrap, score_queries, summary_of
+from es_metric.training import scoring
+from es_metric.training.scoring import paired_bootstrap, score_queries, summary_of, top_stable
 
 
 def unit(*angles_deg):
@@ -102,3 +103,31 @@ def test_the_gate_says_worse_as_good_or_too_few_to_tell_with_its_figures():
     worse = gate_verdict(_fig(-0.2, -0.3, -0.1), "in-domain", against)
     assert not worse["passed"] and worse["verdict"].startswith(f"worse than {against} beyond the bootstrap margin")
     assert "--head none" in worse["verdict"]
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 40])
+def test_the_partial_top_k_is_the_stable_full_sort(k):
+    """Ties (few distinct values), a query's own photo at -inf, k beyond the row: each row's
+    first k columns are those of a stable argsort, in its order."""
+    rng = np.random.default_rng(k)
+    values = rng.integers(0, 6, size=(50, 37)).astype(np.float32) / 5
+    values[np.arange(50), rng.integers(0, 37, 50)] = -np.inf
+    values[7] = 0.4                                       # a row of one value: column order
+    expected = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    assert np.array_equal(top_stable(values, k), expected)
+    smooth = rng.standard_normal((20, 300)).astype(np.float32)
+    assert np.array_equal(top_stable(smooth, k), np.argsort(-smooth, axis=1, kind="stable")[:, :k])
+
+
+def test_scores_are_the_same_in_small_blocks(monkeypatch):
+    """A large index scores fewer queries at a time (memory bounded): the figures do not move."""
+    rng = np.random.default_rng(0)
+    index = rng.standard_normal((60, 8)).astype(np.float32)
+    products = [f"p{i % 12}" for i in range(60)]
+    queries = index[:24] + 0.3 * rng.standard_normal((24, 8)).astype(np.float32)
+    groups = {f"p{i}": f"g{i % 3}" for i in range(12)}
+    whole = score_queries(queries, products[:24], index, products, Metric.COSINE, groups, full=True)
+    monkeypatch.setattr(scoring, "BLOCK_CELLS", 100)     # one query (60 photos) at a time
+    blocks = score_queries(queries, products[:24], index, products, Metric.COSINE, groups, full=True)
+    for name in whole.names:
+        assert np.array_equal(whole.metric(name), blocks.metric(name)), name

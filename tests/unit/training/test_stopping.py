@@ -13,7 +13,7 @@ def _run(scores, patience=2):
     for epoch, value in enumerate(scores[1:], start=1):
         w += 1                                        # the live state moves on every epoch
         stop.after_epoch(history, told.append, epoch=epoch, loss=0.5, value=value, started=0.0,
-                         state=lambda: {"w": w})
+                         state=lambda w=w: {"w": w})
         if stop.exhausted:
             break
     return stop, history, told

@@ -1,0 +1,96 @@
+"""What `esm train`'s validation costs as the catalogue grows: the early-stopping score (run once
+per epoch) and the re-ranking choice (once), on synthetic catalogues of P products.
+
+The backbone and the head are not run: products are clusters of unit vectors (each photo its
+product's centre plus noise, 256-d, MAP@R about 0.5, as a head's output), so the figures are the validation's
+own work, which grows with queries x photos. Per P, three ways:
+
+* ``now``: the defaults (each protocol at most ``protocols.MAX_QUERIES`` queries; partial top-k;
+  score blocks bounded; the re-ranking options on at most ``RERANK_PHOTOS`` photos);
+* ``uncapped``: every product with two photos or more queries (the split before the bound),
+  with the partial top-k;
+* ``before``: uncapped, every query's row fully sorted and both protocols scored per epoch (the
+  validation before this change), up to ``--before-up-to`` products.
+
+Usage: python bench/validation_scale.py [--products 5000,20000,100000] [--photos 3]
+       [--before-up-to 20000] [--out bench/results/validation-scale.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from es_metric.similarity import Metric
+from es_metric.training import scoring
+from es_metric.training.data import Sample
+from es_metric.training.protocols import catalogue_split
+from es_metric.training.rerank_choice import choose_rerank
+from es_metric.training.validate import Validator
+
+
+def catalogue(n_products: int, photos: int, dim: int = 256, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    samples = [Sample(f"/c/p{i}/{j}.jpg", i, f"p{i}") for i in range(n_products) for j in range(photos)]
+    centres = rng.standard_normal((n_products, dim)).astype(np.float32)
+    vecs = np.repeat(centres, photos, axis=0) + 1.8 * rng.standard_normal((len(samples), dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    row = {s.path: i for i, s in enumerate(samples)}
+    return samples, lambda batch: vecs[[row[s.path] for s in batch]]
+
+
+def _full_sort(values: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-values, axis=1, kind="stable")[:, :k]
+
+
+def measure(samples, embed, max_queries: int | None, rerank: bool, both: bool = False) -> dict:
+    split = (catalogue_split(samples, 0.2, 0) if max_queries is None
+             else catalogue_split(samples, 0.2, 0, max_queries=max_queries))
+    v = Validator(split, {}, "in-domain")
+    t = time.perf_counter()
+    if both:  # before: every measurable protocol was scored, the gate's kept
+        value = float(v.scores(embed, Metric.COSINE)["in-domain"].metric("map_at_r").mean())
+    else:
+        value = v.early_stopping_value(embed, Metric.COSINE)
+    out = {"queries": {p: len(x.queries) for p, x in split.validations.items()},
+           "index_photos": len(split.index), "epoch_score_s": round(time.perf_counter() - t, 2),
+           "map_at_r": round(value or 0.0, 4)}
+    if rerank:
+        t = time.perf_counter()
+        _, measured = choose_rerank(v, embed, Metric.COSINE, 10, 10, 3.0)
+        out["rerank_choice_s"] = round(time.perf_counter() - t, 2)
+        out["rerank_measured_on"] = measured.get("index_photos", "every photo")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--products", default="5000,20000,100000")
+    ap.add_argument("--photos", type=int, default=3)
+    ap.add_argument("--before-up-to", type=int, default=20000)
+    ap.add_argument("--out", default="bench/results/validation-scale.json")
+    args = ap.parse_args()
+    rows = []
+    for n in (int(x) for x in args.products.split(",")):
+        samples, embed = catalogue(n, args.photos)
+        row = {"products": n, "photos": len(samples), "now": measure(samples, embed, None, rerank=True)}
+        if n <= args.before_up_to:
+            row["uncapped"] = measure(samples, embed, 10 ** 9, rerank=False)
+            fast, cells = scoring.top_stable, scoring.BLOCK_CELLS
+            scoring.top_stable, scoring.BLOCK_CELLS = _full_sort, 10 ** 12
+            try:
+                row["before"] = measure(samples, embed, 10 ** 9, rerank=False, both=True)
+            finally:
+                scoring.top_stable, scoring.BLOCK_CELLS = fast, cells
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    Path(args.out).write_text(json.dumps({"machine": platform.processor() or platform.machine(),
+                                          "photos_per_product": args.photos, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
