@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..training.config import AUGMENTATIONS, DEFAULT_CUTOFF_PRECISION, DEFAULT_RERANK, HEAD_INITS, POOLINGS, PROTOCOLS
+from ..training.config import (AUGMENTATIONS, DEFAULT_CUTOFF_PRECISION, DEFAULT_RERANK, HEAD_INITS,
+                               MAX_EVAL_QUERIES, POOLINGS, PROTOCOLS)
 from ..model.card import read_card
 from .common import FiniteRange, RegistryChoice, echo_json
 from .cards import card_lines, evaluation_lines
@@ -150,10 +151,13 @@ def _echo_epoch(row: dict) -> None:
                    "Default: the model card's setting (none for --baseline).")
 @click.option("--dba-k", type=click.IntRange(min=0), default=None,
               help="Database-side augmentation neighbours, as `esm dba` (0: off). Default: the card's.")
+@click.option("--max-queries", type=click.IntRange(min=0), default=MAX_EVAL_QUERIES, show_default=True,
+              help="Photos that query at most: beyond it, whole products in a seeded order (each "
+                   "still searches every photo; the answer says so). 0: every photo.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--report", type=click.Path(dir_okay=False), help="Write an HTML report here.")
 def evaluate(data, from_index, model_path, baseline, weights, group_field, batch_size, qe_k, dba_k,
-             as_json, report) -> None:
+             max_queries, as_json, report) -> None:
     """Retrieval metrics on a catalogue (DATA: a folder with a sub-folder per product, or a
     catalogue JSONL; or --from-index): every photo of a product with two photos or more searches
     all the others, ranked as search ranks, the pretrained baseline beside it."""
@@ -163,7 +167,7 @@ def evaluate(data, from_index, model_path, baseline, weights, group_field, batch
         raise click.UsageError("give DATA (a folder or a catalogue JSONL) or --from-index INDEX, not both")
     result = evaluate_catalogue(data, Settings.from_env(), model_path=model_path, baseline=baseline,
                                 weights=weights, from_index=from_index, group_field=group_field,
-                                qe_k=qe_k, dba_k=dba_k, batch_size=batch_size)
+                                qe_k=qe_k, dba_k=dba_k, batch_size=batch_size, max_queries=max_queries)
     metrics = result.metrics
     if report:
         from ..training.report import write_report

@@ -84,18 +84,21 @@ def similarities(queries: torch.Tensor, refs: torch.Tensor, metric: Metric) -> t
 
 
 def _top_others(queries: torch.Tensor, refs: torch.Tensor, k: int, metric: Metric,
-                self_index: bool, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+                self_index: bool, chunk: int = 4096,
+                self_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k similarities and indices of every query among ``refs``, in row blocks (memory
-    stays chunk x N); with ``self_index`` query i is reference i and not its own neighbour."""
+    stays chunk x N); with ``self_index`` query i is reference i and not its own neighbour,
+    with ``self_rows`` query i is reference ``self_rows[i]``."""
     import torch
 
-    k = min(k, refs.shape[0] - int(self_index))
+    if self_index and self_rows is None:
+        self_rows = torch.arange(len(queries))
+    k = min(k, refs.shape[0] - int(self_rows is not None))
     values, indices = [], []
     for lo in range(0, len(queries), chunk):
         sims = similarities(queries[lo:lo + chunk], refs, metric)
-        if self_index:
-            rows = torch.arange(sims.shape[0])
-            sims[rows, rows + lo] = float("-inf")
+        if self_rows is not None:
+            sims[torch.arange(sims.shape[0]), self_rows[lo:lo + chunk]] = float("-inf")
         v, i = sims.topk(k, dim=1)
         values.append(v)
         indices.append(i)
@@ -115,11 +118,13 @@ def augment_database(vectors: np.ndarray, k: int, alpha: float = 3.0,
 
 
 def expand_queries(queries: torch.Tensor, refs: torch.Tensor, k: int, alpha: float, metric: Metric,
-                   self_index: bool = False) -> torch.Tensor:
-    """QE for a batch of queries against ``refs`` (the vectors the index holds)."""
+                   self_index: bool = False, self_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """QE for a batch of queries against ``refs`` (the vectors the index holds); a query that
+    is a row of ``refs`` (all of them in order: ``self_index``; else ``self_rows``) is not its
+    own neighbour."""
     if k <= 0:
         return queries
-    sims, idx = _top_others(queries, refs, k, metric, self_index)
+    sims, idx = _top_others(queries, refs, k, metric, self_index, self_rows=self_rows)
     return blend(queries, refs[idx], sims, alpha, metric)
 
 

@@ -1,7 +1,8 @@
 """`esm evaluate` on a catalogue (a class folder, a catalogue JSONL or an index): every photo of a
 product with two photos or more searches all the other photos, ranked as search ranks (the
 card's re-ranking), the pretrained baseline beside it on the same queries, with the paired
-bootstrap interval of each difference.
+bootstrap interval of each difference. Beyond ``MAX_EVAL_QUERIES`` such photos, whole products
+in a seeded order query (each still searches every photo), and the answer says so.
 
 Products are ranked by their best photo (``recall_at_k`` counts products); MAP@R and mAP rank
 photos. On the catalogue a model was trained on, this measures photos it has seen: the figures
@@ -9,6 +10,7 @@ are then optimistic, and the answer says so (``trained_on_this_catalogue``).
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +21,12 @@ from ..errors import ConfigError
 from ..model.card import card_cutoff
 from ..types import NO_RERANK, CutoffCheck, ReRank
 from .catalogue import Catalogue, read_catalogue
+from .config import MAX_EVAL_QUERIES
 from .data import fingerprint
 from .evaluate import Embedded, baseline_embeddings, model_embeddings
 from .scoring import QueryScores, paired_bootstrap, score_queries, summary_of
 
-__all__ = ["CatalogueEvaluation", "evaluate_catalogue", "ranked"]
+__all__ = ["CatalogueEvaluation", "MAX_EVAL_QUERIES", "QueryRows", "evaluate_catalogue", "query_rows", "ranked"]
 
 
 @dataclass
@@ -33,8 +36,43 @@ class CatalogueEvaluation:
     baseline: Embedded | None
 
 
-def ranked(emb: Embedded, cat: Catalogue, rerank: ReRank = NO_RERANK) -> tuple[QueryScores, np.ndarray]:
-    """Per-query scores of every photo searching the others, and the vectors as ranked."""
+@dataclass(frozen=True)
+class QueryRows:
+    rows: np.ndarray                 # the query photos' rows in the catalogue
+    eligible: int                    # photos of products with two or more: what could query
+
+    @property
+    def sampled(self) -> bool:
+        return len(self.rows) < self.eligible
+
+
+def query_rows(cat: Catalogue, max_queries: int | None = MAX_EVAL_QUERIES) -> QueryRows:
+    """The photos that query: every photo of a product with two or more, or on a large
+    catalogue whole such products in a seeded order until ``max_queries`` (each still searches
+    every photo; queries x photos is what evaluation costs)."""
+    by_product: dict[str, list[int]] = {}
+    for i, s in enumerate(cat.samples):
+        by_product.setdefault(s.cls, []).append(i)
+    several = sorted(p for p, rows in by_product.items() if len(rows) >= 2)
+    eligible = sum(len(by_product[p]) for p in several)
+    if not several:
+        raise ConfigError(f"{cat.source}: no product has two usable photos, so no photo can find another "
+                          "of its product: nothing to measure", hint="give products with two photos or more")
+    if max_queries and eligible > max_queries:
+        random.Random(0).shuffle(several)
+        taken: list[int] = []
+        for p in several:
+            if len(taken) >= max_queries:
+                break
+            taken += by_product[p]
+        return QueryRows(np.array(sorted(taken)), eligible)
+    return QueryRows(np.array(sorted(i for p in several for i in by_product[p])), eligible)
+
+
+def ranked(emb: Embedded, cat: Catalogue, rerank: ReRank = NO_RERANK,
+           queries: QueryRows | None = None) -> tuple[QueryScores, np.ndarray]:
+    """Per-query scores of the query photos (default: ``query_rows``) searching every other
+    photo, and the vectors as ranked."""
     import torch
 
     from ..search.rerank import augment_database, expand_queries
@@ -42,40 +80,40 @@ def ranked(emb: Embedded, cat: Catalogue, rerank: ReRank = NO_RERANK) -> tuple[Q
     vecs = np.ascontiguousarray(emb.vectors, np.float32)
     if rerank.dba_k:
         vecs = augment_database(vecs, rerank.dba_k, rerank.dba_alpha, emb.metric)
-    counts: dict[str, int] = {}
-    for s in cat.samples:
-        counts[s.cls] = counts.get(s.cls, 0) + 1
-    rows = np.array([i for i, s in enumerate(cat.samples) if counts[s.cls] >= 2])
-    if not len(rows):
-        raise ConfigError(f"{cat.source}: no product has two usable photos, so no photo can find another "
-                          "of its product: nothing to measure", hint="give products with two photos or more")
-    q = torch.as_tensor(vecs)
-    if rerank.qe_k:
-        q = expand_queries(q, q, rerank.qe_k, rerank.qe_alpha, emb.metric, self_index=True)
+    rows = (queries or query_rows(cat)).rows
+    refs = torch.as_tensor(vecs)
+    own = torch.as_tensor(rows, dtype=torch.long)
+    q = expand_queries(refs[own], refs, rerank.qe_k, rerank.qe_alpha, emb.metric, self_rows=own)
     products = [s.cls for s in cat.samples]
-    scores = score_queries(q.numpy()[rows], [products[i] for i in rows], vecs, products, emb.metric,
+    scores = score_queries(q.numpy(), [products[i] for i in rows], vecs, products, emb.metric,
                            cat.groups or None, self_rows=rows, full=True)
     return scores, vecs
 
 
-def _contract(summary: dict, scores: QueryScores, emb: Embedded, rerank: ReRank) -> dict:
-    return {**summary, "precision_at_1": summary["recall_at_1"], "n_classes": scores.n_products,
-            "metric": emb.metric.value, "name": emb.name, "rerank": rerank.as_dict()}
+def _contract(summary: dict, scores: QueryScores, emb: Embedded, rerank: ReRank, queries: QueryRows) -> dict:
+    out = {**summary, "precision_at_1": summary["recall_at_1"], "n_classes": scores.n_products,
+           "metric": emb.metric.value, "name": emb.name, "rerank": rerank.as_dict()}
+    if queries.sampled:
+        out["queries_sampled"] = (f"{len(queries.rows)} of {queries.eligible} photos query (whole products, "
+                                  "seeded; each searches every photo): --max-queries 0 ranks them all")
+    return out
 
 
 def evaluate_catalogue(data: str | Path | None, settings: Settings, *, model_path: str | None = None,
                        baseline: str | None = None, weights: str | None = None,
                        from_index: str | None = None, group_field: str | None = None,
                        qe_k: int | None = None, dba_k: int | None = None,
-                       batch_size: int = 64) -> CatalogueEvaluation:
-    """The metrics of a model (with its backbone's pretrained baseline beside) or of a baseline."""
+                       batch_size: int = 64, max_queries: int | None = MAX_EVAL_QUERIES) -> CatalogueEvaluation:
+    """The metrics of a model (with its backbone's pretrained baseline beside) or of a baseline;
+    ``max_queries``: photos that query at most (None or 0: every photo)."""
     if bool(model_path) == bool(baseline):
         raise ConfigError("give exactly one of --model or --baseline")
     cat = read_catalogue(data, settings, group_field=group_field, from_index=from_index)
+    queries = query_rows(cat, max_queries)
     if baseline:
         emb = baseline_embeddings(baseline, cat.samples, weights)
-        scores, _ = ranked(emb, cat)
-        return CatalogueEvaluation({**_contract(summary_of(scores), scores, emb, NO_RERANK),
+        scores, _ = ranked(emb, cat, NO_RERANK, queries)
+        return CatalogueEvaluation({**_contract(summary_of(scores), scores, emb, NO_RERANK, queries),
                                     "skipped": cat.skipped_records()}, emb, None)
     from ..model.modelfile import load_model
 
@@ -85,10 +123,10 @@ def evaluate_catalogue(data: str | Path | None, settings: Settings, *, model_pat
                     card_rr.dba_k if dba_k is None else dba_k, card_rr.dba_alpha)
     emb = model_embeddings(model, cat.samples, batch_size)
     base = baseline_embeddings(model.card["backbone"], cat.samples, (model.card.get("training") or {}).get("weights"))
-    scores, _ = ranked(emb, cat, rerank)
-    base_scores, _ = ranked(base, cat)
-    metrics = _contract(summary_of(scores), scores, emb, rerank)
-    metrics.update(baseline=_contract(summary_of(base_scores), base_scores, base, NO_RERANK),
+    scores, _ = ranked(emb, cat, rerank, queries)
+    base_scores, _ = ranked(base, cat, NO_RERANK, queries)
+    metrics = _contract(summary_of(scores), scores, emb, rerank, queries)
+    metrics.update(baseline=_contract(summary_of(base_scores), base_scores, base, NO_RERANK, queries),
                    difference={n: paired_bootstrap(scores.metric(n), base_scores.metric(n), n).as_dict()
                                for n in scores.names},
                    trained_on_this_catalogue=model.card.get("data_fingerprint") == fingerprint(cat.samples),

@@ -38,6 +38,8 @@ POOLINGS = ("auto", "avg", "gem", "stages")
 DEFAULT_RERANK = ReRank(qe_k=10, qe_alpha=3.0, dba_k=10, dba_alpha=3.0)
 #: The precision of a first page the search cut-off is calibrated for (docs/searching.md: why 0.95).
 DEFAULT_CUTOFF_PRECISION = 0.95
+#: Photos `esm evaluate` lets query at most by default (``--max-queries``; 0: every photo).
+MAX_EVAL_QUERIES = 10_000
 
 #: Called with each epoch's row of the training history.
 EpochCallback = Callable[[dict], None]

@@ -74,7 +74,9 @@ def backbone_features(name: str, samples: Sequence[Sample], weights: str | None 
     def compute(positions: list[int]) -> np.ndarray:
         nonlocal module
         if module is None:
-            module = create_encoder(name, pretrained=pretrained, weights=weights, pool=pool).backbone
+            with torch.random.fork_rng(devices=[]):  # an untrained backbone: the same one every run
+                torch.manual_seed(0)
+                module = create_encoder(name, pretrained=pretrained, weights=weights, pool=pool).backbone
         part = [samples[i] for i in positions]
         return run_module(module, part, spec.preprocess, batch_size, f"{name} features", device).float().numpy()
 

@@ -67,12 +67,13 @@ def pick_queries(labels: np.ndarray, n: int, seed: int = 0) -> list[int]:
 def grid_rows(emb: Embedded, n_queries: int = 12, k: int = 8, rerank: ReRank = NO_RERANK) -> str:
     """Example queries and their results, ranked as the metrics were (with ``rerank``)."""
     vecs = augment_database(emb.vectors, rerank.dba_k, rerank.dba_alpha, emb.metric)
-    nn = neighbours(vecs, emb.metric, k, rerank)
+    picked = pick_queries(emb.labels, n_queries)
+    nn = neighbours(vecs, emb.metric, k, rerank, rows=picked) if picked else np.zeros((0, k), np.int64)
     rows = []
-    for q in pick_queries(emb.labels, n_queries):
+    for q, found in zip(picked, nn):
         cells = [f'<td class="q"><img src="{_thumb(emb.samples[q].path)}"><br>'
                  f'{html.escape(emb.samples[q].cls)}</td>']
-        for j in nn[q]:
+        for j in found:
             ok = emb.labels[j] == emb.labels[q]
             cells.append(f'<td class="{"ok" if ok else "bad"}"><img src="{_thumb(emb.samples[j].path)}">'
                          f'<br>{html.escape(emb.samples[j].cls)}</td>')

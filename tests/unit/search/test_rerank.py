@@ -109,3 +109,17 @@ def test_rerank_settings_round_trip():
     rr = ReRank(qe_k=5, qe_alpha=2.0, dba_k=3)
     assert ReRank.from_dict(rr.as_dict()) == rr and ReRank.from_dict(None) == ReRank()
     assert rr.active and not ReRank().active
+
+
+def test_neighbours_of_a_few_rows_are_those_of_the_whole_ranking():
+    """The report's image grid ranks only its few queries (rows x N, not N x N on a large
+    catalogue): the same neighbours as every item's ranking, with and without QE."""
+    rng = np.random.default_rng(4)
+    v = rng.standard_normal((40, 6)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    rows = [3, 17, 0, 39]
+    for rr in (ReRank(), ReRank(qe_k=3, qe_alpha=3.0)):
+        everything = neighbours(v, Metric.COSINE, 5, rr)
+        few = neighbours(v, Metric.COSINE, 5, rr, rows=rows)
+        assert few.tolist() == everything[rows].tolist()
+        assert all(r not in found for r, found in zip(rows, few.tolist()))

@@ -153,3 +153,30 @@ def test_evaluate_says_how_the_cards_cutoff_does_on_this_catalogue(tiny_data, ti
     said = ("cut-off (--min-similarity auto, at least -1.0000): of the first 10 hits of 24 photos it keeps 240, "
             f"precision {precision:.3f} (the card's target 0.95), 100.0% of the right hits; 0 pages emptied")
     assert said in text and said.replace("'", "&#x27;") in report.read_text()
+
+
+def test_evaluate_on_a_large_catalogue_queries_whole_products_up_to_a_bound(tiny_data, tiny_model, tmp_path,
+                                                                            monkeypatch):
+    """Evaluation costs queries x photos: beyond --max-queries, whole products in a seeded order
+    query (model and baseline the same ones), every photo is still searched, and the answer
+    says so; --max-queries 0 ranks them all."""
+    from click.testing import CliRunner
+
+    from es_metric.cli import main
+    monkeypatch.setenv("ESM_IMAGE_ROOTS", str(tiny_data))
+    catalogue = write_catalogue(tiny_data, tmp_path, [{"id": f"sku-{c}", "image": photos(tiny_data, c, 4)}
+                                                       for c in range(6)])
+
+    def run(*extra):
+        result = CliRunner().invoke(main, ["evaluate", str(catalogue), "--model", str(tiny_model), *extra])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    bounded = json.loads(run("--max-queries", "10", "--json").strip().splitlines()[-1])
+    assert bounded["n_queries"] == 12 and bounded["baseline"]["n_queries"] == 12   # 3 products of 4
+    assert bounded["n_classes"] == 6                                               # all still searched
+    assert bounded["queries_sampled"].startswith("12 of 24 photos query (whole products")
+    assert bounded == json.loads(run("--max-queries", "10", "--json").strip().splitlines()[-1])  # seeded
+    every = json.loads(run("--max-queries", "0", "--json").strip().splitlines()[-1])
+    assert every["n_queries"] == 24 and "queries_sampled" not in every
+    assert "note: 12 of 24 photos query" in run("--max-queries", "10")
