@@ -12,6 +12,12 @@ own work, which grows with queries x photos. Per P, three ways:
 * ``before``: uncapped, every query's row fully sorted and both protocols scored per epoch (the
   validation before this change), up to ``--before-up-to`` products.
 
+Also ``evaluate``: what `esm evaluate` ranks on such a catalogue with its default bound
+(``--max-queries``: 10,000 query photos, each searching every photo; mAP over every photo
+included) and the report's image grids (12 queries, now ranked alone; before, every photo's
+neighbours were ranked for them: an N x N matrix, run up to 5,000 products only: at 60,000
+photos it alone would be 14 GB).
+
 Usage: python bench/validation_scale.py [--products 5000,20000,100000] [--photos 3]
        [--before-up-to 20000] [--out bench/results/validation-scale.json]
 """
@@ -27,7 +33,10 @@ import numpy as np
 
 from es_metric.similarity import Metric
 from es_metric.training import scoring
+from es_metric.training.catalogue import Catalogue
+from es_metric.training.catalogue_eval import query_rows, ranked
 from es_metric.training.data import Sample
+from es_metric.training.evaluate import Embedded, neighbours
 from es_metric.training.protocols import catalogue_split
 from es_metric.training.rerank_choice import choose_rerank
 from es_metric.training.validate import Validator
@@ -67,6 +76,25 @@ def measure(samples, embed, max_queries: int | None, rerank: bool, both: bool = 
     return out
 
 
+def evaluate(samples, embed, before: bool) -> dict:
+    cat = Catalogue("synthetic", samples)
+    emb = Embedded(embed(samples), np.array([s.label for s in samples]), samples, Metric.COSINE, "synthetic")
+    t = time.perf_counter()
+    queries = query_rows(cat)
+    scores, _ = ranked(emb, cat, queries=queries)
+    out = {"queries": int(len(queries.rows)), "rank_s": round(time.perf_counter() - t, 2),
+           "map_at_r": round(float(scores.metric("map_at_r").mean()), 4)}
+    picked = list(range(0, len(samples), max(1, len(samples) // 12)))[:12]
+    t = time.perf_counter()
+    neighbours(emb.vectors, Metric.COSINE, 8, rows=picked)
+    out["report_grid_s"] = round(time.perf_counter() - t, 3)
+    if before:
+        t = time.perf_counter()
+        neighbours(emb.vectors, Metric.COSINE, 8)
+        out["report_grid_before_s"] = round(time.perf_counter() - t, 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--products", default="5000,20000,100000")
@@ -77,7 +105,8 @@ def main() -> None:
     rows = []
     for n in (int(x) for x in args.products.split(",")):
         samples, embed = catalogue(n, args.photos)
-        row = {"products": n, "photos": len(samples), "now": measure(samples, embed, None, rerank=True)}
+        row = {"products": n, "photos": len(samples), "now": measure(samples, embed, None, rerank=True),
+               "evaluate": evaluate(samples, embed, before=n <= 5000)}
         if n <= args.before_up_to:
             row["uncapped"] = measure(samples, embed, 10 ** 9, rerank=False)
             fast, cells = scoring.top_stable, scoring.BLOCK_CELLS

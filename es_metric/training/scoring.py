@@ -106,7 +106,7 @@ def score_queries(queries: np.ndarray, query_products: Sequence[str], index: np.
         ranks.append(1 + (best > own[:, None]).sum(1))
         aps.append(_ap_at_r(sims, column, t, relevant))
         if full:
-            full_aps.append(_ap_at_r(sims, column, t, relevant, every=True))
+            full_aps.append(_average_precision(sims, column, t, relevant))
         if group_ids is not None:
             top = top_stable(best, GROUP_K)
             gps.append((group_ids[top] == group_ids[t][:, None]).mean(1))
@@ -148,6 +148,41 @@ def _ap_at_r(sims: np.ndarray, column: np.ndarray, target: np.ndarray, r: np.nda
     hits &= np.take_along_axis(sims, top, 1) > -np.inf  # a query's own photo is no hit
     precision = np.cumsum(hits, axis=1) / np.arange(1, r_max + 1)[None, :]
     return (precision * hits).sum(1) / r
+
+
+#: Up to this many photos per product, the average precision over every photo counts each
+#: relevant photo's rank (a pass over the row per photo) instead of sorting whole rows.
+COUNTED_AP_PHOTOS = 32
+
+
+def _average_precision(sims: np.ndarray, column: np.ndarray, target: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """The average precision over every photo of the query's product: with few photos per
+    product from each relevant photo's rank, counted (1 + the photos scored higher + those
+    scored the same in an earlier column: its place in the stable sort, ties included), else
+    by sorting the rows (``_ap_at_r(every=True)``)."""
+    relevant = (column[None, :] == target[:, None]) & (sims > -np.inf)  # a query's own photo is no hit
+    per_row = relevant.sum(1)
+    width = int(per_row.max()) if len(per_row) else 0
+    if width > COUNTED_AP_PHOTOS:
+        return _ap_at_r(sims, column, target, r, every=True)
+    rows, cols = np.nonzero(relevant)                       # row-major: each row's columns in order
+    slot = np.arange(len(rows)) - np.searchsorted(rows, rows)  # 0.. within its row
+    rank = np.full((len(sims), max(width, 1)), np.inf)
+    for j in range(width):
+        pick = slot == j
+        qr, qc = rows[pick], cols[pick]
+        value = np.full(len(sims), np.inf, dtype=sims.dtype)  # rows without a j-th photo count none
+        value[qr] = sims[qr, qc]
+        higher = np.count_nonzero(sims > value[:, None], axis=1)
+        tied = np.count_nonzero(sims == value[:, None], axis=1)
+        ahead = higher[qr]
+        for i in np.flatnonzero(tied[qr] > 1):               # another photo scored the same: column order
+            row, col = qr[i], qc[i]
+            ahead[i] += np.count_nonzero(sims[row, :col] == value[row])
+        rank[qr, j] = 1 + ahead
+    rank.sort(axis=1)                                        # each row's relevant photos in ranked order
+    precision = np.arange(1, rank.shape[1] + 1)[None, :] / rank
+    return precision.sum(1) / r
 
 
 def summary_of(scores: QueryScores) -> dict:

@@ -131,3 +131,21 @@ def test_scores_are_the_same_in_small_blocks(monkeypatch):
     blocks = score_queries(queries, products[:24], index, products, Metric.COSINE, groups, full=True)
     for name in whole.names:
         assert np.array_equal(whole.metric(name), blocks.metric(name)), name
+
+
+def test_average_precision_over_every_photo_counted_is_the_sorted_one(monkeypatch):
+    """With few photos per product the mAP counts each relevant photo's rank instead of sorting
+    rows: the same figures, ties (photos scored the same) and a query's own photo included."""
+    rng = np.random.default_rng(5)
+    index = rng.standard_normal((90, 4)).astype(np.float32)
+    index[10] = index[11]                                  # exact copies: tied similarities
+    index[40] = index[11]
+    products = [f"p{i % 15}" for i in range(90)]          # 6 photos each
+    queries = np.round(index[:30] * 2) / 2                 # coarse: many ties
+    for self_rows in (None, np.arange(30)):
+        q = index[:30] if self_rows is not None else queries
+        counted = score_queries(q, products[:30], index, products, Metric.COSINE, self_rows=self_rows, full=True)
+        monkeypatch.setattr(scoring, "COUNTED_AP_PHOTOS", 0)
+        sorted_ = score_queries(q, products[:30], index, products, Metric.COSINE, self_rows=self_rows, full=True)
+        monkeypatch.undo()
+        assert np.allclose(counted.metric("map"), sorted_.metric("map"), rtol=0, atol=1e-12)
