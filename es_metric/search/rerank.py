@@ -83,14 +83,21 @@ def similarities(queries: torch.Tensor, refs: torch.Tensor, metric: Metric) -> t
     return queries @ refs.T if metric is Metric.COSINE else -torch.cdist(queries, refs)
 
 
+#: Similarities computed at a time by ``_top_others`` (200 MB of float32): rows of 4,096 queries
+#: at most, fewer against a large collection (4,096 x 1M would be 16 GB).
+TOP_CELLS = 50_000_000
+
+
 def _top_others(queries: torch.Tensor, refs: torch.Tensor, k: int, metric: Metric,
-                self_index: bool, chunk: int = 4096,
+                self_index: bool, chunk: int | None = None,
                 self_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k similarities and indices of every query among ``refs``, in row blocks (memory
-    stays chunk x N); with ``self_index`` query i is reference i and not its own neighbour,
-    with ``self_rows`` query i is reference ``self_rows[i]``."""
+    stays chunk x N: by default at most ``TOP_CELLS``); with ``self_index`` query i is
+    reference i and not its own neighbour, with ``self_rows`` query i is reference
+    ``self_rows[i]``."""
     import torch
 
+    chunk = chunk or max(1, min(4096, TOP_CELLS // max(1, refs.shape[0])))
     if self_index and self_rows is None:
         self_rows = torch.arange(len(queries))
     k = min(k, refs.shape[0] - int(self_rows is not None))

@@ -123,3 +123,21 @@ def test_neighbours_of_a_few_rows_are_those_of_the_whole_ranking():
         few = neighbours(v, Metric.COSINE, 5, rr, rows=rows)
         assert few.tolist() == everything[rows].tolist()
         assert all(r not in found for r, found in zip(rows, few.tolist()))
+
+
+def test_dba_and_qe_are_the_same_in_row_blocks(monkeypatch):
+    """Against a large collection the neighbours are found a few rows at a time (memory bounded:
+    4,096 x 1M similarities would be 16 GB): the same neighbours, so the same vectors (to the
+    last float bits a matrix product of another shape may round differently)."""
+    from es_metric.search import rerank
+
+    rng = np.random.default_rng(7)
+    v = rng.standard_normal((40, 6)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    whole_dba = rerank.augment_database(v, 3)
+    whole_qe = rerank.expand_queries(torch.from_numpy(v[:9]), torch.from_numpy(v), 3, 3.0, Metric.COSINE,
+                                     self_rows=torch.arange(9))
+    monkeypatch.setattr(rerank, "TOP_CELLS", 40)          # one row of 40 at a time
+    assert np.allclose(rerank.augment_database(v, 3), whole_dba, rtol=0, atol=1e-6)
+    assert torch.allclose(rerank.expand_queries(torch.from_numpy(v[:9]), torch.from_numpy(v), 3, 3.0, Metric.COSINE,
+                                                self_rows=torch.arange(9)), whole_qe, rtol=0, atol=1e-6)
