@@ -20,7 +20,8 @@ def protocol_line(name: str, fig: dict) -> str:
     if "note" in fig:
         return f"  {name:<15} {fig['note']}"
     m, b, d = fig["model"], fig["baseline"], fig["difference"]
-    line = (f"  {name:<15} {fig['n_queries']} queries  R@1 {m['recall_at_1']:.3f} vs {b['recall_at_1']:.3f}  "
+    of = f" of {fig['of_possible']}" if fig.get("of_possible") else ""  # a large catalogue: a bound
+    line = (f"  {name:<15} {fig['n_queries']}{of} queries  R@1 {m['recall_at_1']:.3f} vs {b['recall_at_1']:.3f}  "
             f"MRR {m['mrr']:.3f} vs {b['mrr']:.3f}  MAP@R {m['map_at_r']:.3f} vs {b['map_at_r']:.3f} "
             f"(diff {_pct(d['map_at_r'])})")
     if "group_precision_at_10" in m:

@@ -41,6 +41,7 @@ class Validation:
     protocol: str
     queries: list[Sample] = field(default_factory=list)
     note: str | None = None          # why this protocol cannot measure (then no queries)
+    possible: int = 0                # queries it would have had without MAX_QUERIES
 
     @property
     def measurable(self) -> bool:
@@ -80,25 +81,28 @@ def catalogue_split(samples: Sequence[Sample], fraction: float = 0.2, seed: int 
     rng.shuffle(several)
     planned = set(several[:round(len(several) * fraction)])
     queries: dict[str, list[Sample]] = {p: [] for p in PROTOCOLS}
+    possible = dict.fromkeys(PROTOCOLS, 0)
     arrivals = set()
     for p in several:
         protocol = "class-disjoint" if p in planned else "in-domain"
+        photos = products[p]
+        possible[protocol] += held_out_count(len(photos), fraction)
         if len(queries[protocol]) >= max_queries:
             continue              # enough queries: the product trains with every photo
-        photos = products[p]
         queries[protocol] += photos[:held_out_count(len(photos), fraction)]
         if p in planned:
             arrivals.add(p)
     asked = {s.path for part in queries.values() for s in part}
     index = [s for s in samples if s.path not in asked]
     train = relabel([s for s in index if s.cls not in arrivals])
-    return CatalogueSplit(train, index, {p: _validation(p, queries[p], len(several), min_queries)
+    return CatalogueSplit(train, index, {p: _validation(p, queries[p], len(several), min_queries, possible[p])
                                          for p in PROTOCOLS})
 
 
-def _validation(protocol: str, queries: list[Sample], n_several: int, min_queries: int) -> Validation:
+def _validation(protocol: str, queries: list[Sample], n_several: int, min_queries: int,
+                possible: int) -> Validation:
     if len(queries) >= min_queries:
-        return Validation(protocol, queries)
+        return Validation(protocol, queries, possible=possible)
     return Validation(protocol, [], note=(
         f"{DESCRIPTION[protocol]}: cannot measure, {len(queries)} validation queries (needs "
         f"{min_queries}; {n_several} products have two photos or more)"))

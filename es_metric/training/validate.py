@@ -69,7 +69,8 @@ class Validator:
                 out[p] = {"description": DESCRIPTION[p], "note": v.note}
                 continue
             m, b = model[p], baseline[p]
-            out[p] = {"description": DESCRIPTION[p], "n_queries": int(len(m.rank)),
+            bounded = {"of_possible": v.possible} if v.possible > len(v.queries) else {}
+            out[p] = {"description": DESCRIPTION[p], "n_queries": int(len(m.rank)), **bounded,
                       "model": _rounded(summary_of(m)), "baseline": _rounded(summary_of(b)),
                       "difference": {name: paired_bootstrap(m.metric(name), b.metric(name), name).as_dict()
                                      for name in m.names}}

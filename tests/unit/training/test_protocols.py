@@ -70,6 +70,8 @@ def test_a_large_catalogue_validates_on_a_bounded_number_of_whole_products():
     split = catalogue_split(samples, 0.2, seed=0, max_queries=25)
     known, new = (split.validations[p].queries for p in ("in-domain", "class-disjoint"))
     assert 25 <= len(known) <= 26 and 25 <= len(new) <= 26  # whole products: at most one over
+    possible = [split.validations[p].possible for p in ("in-domain", "class-disjoint")]
+    assert sum(possible) == 100 * 1 + 100 * 2 and possible[0] > len(known) and possible[1] > len(new)
     for queries in (known, new):
         by_product = {q.cls for q in queries}
         assert all(sum(q.cls == c for q in queries) == (2 if int(c[1:]) % 2 else 1) for c in by_product)
@@ -85,5 +87,32 @@ def test_a_large_catalogue_validates_on_a_bounded_number_of_whole_products():
 def test_the_default_bound_leaves_a_shops_catalogue_alone_and_bounds_a_large_one():
     small = catalogue_split(catalogue([3] * 2400), 0.2, seed=0)
     assert [len(v.queries) for v in small.validations.values()] == [1920, 480]
+    assert [v.possible for v in small.validations.values()] == [1920, 480]
     large = catalogue_split(catalogue([2] * 30000), 0.2, seed=0)
     assert [len(v.queries) for v in large.validations.values()] == [MAX_QUERIES, MAX_QUERIES]
+    assert [v.possible for v in large.validations.values()] == [24000, 6000]
+
+
+def test_the_card_says_when_a_protocol_was_bounded():
+    """`esm train`'s validation line: `2000 of 24000 queries` on a large catalogue, the plain
+    count otherwise."""
+    import numpy as np
+
+    from es_metric.cli.cards import protocol_line
+    from es_metric.similarity import Metric
+    from es_metric.training.validate import Validator
+
+    samples = catalogue([3] * 200)
+    rng = np.random.default_rng(0)
+    vectors = {s.path: rng.standard_normal(8).astype(np.float32) for s in samples}
+
+    def embed(batch):
+        return np.stack([vectors[s.path] for s in batch])
+
+    lines = {}
+    for bound in (30, 10_000):
+        v = Validator(catalogue_split(samples, 0.2, seed=0, max_queries=bound), {}, "in-domain")
+        scores = v.scores(embed, Metric.COSINE)
+        lines[bound] = protocol_line("in-domain", v.report(scores, scores)["in-domain"])
+    assert "  in-domain       30 of 160 queries  R@1" in lines[30]
+    assert "  in-domain       160 queries  R@1" in lines[10_000]
