@@ -13,8 +13,6 @@ products and a seeded sample of the others, and the record says so (``index_phot
 """
 from __future__ import annotations
 
-import random
-
 import numpy as np
 
 from ..search.rerank import augment_database, expand_queries
@@ -51,10 +49,7 @@ def measured_index(validator: Validator, protocol: str, limit: int | None = None
     index = validator.split.index
     if len(index) <= limit:
         return list(index)
-    asked = {q.cls for q in validator.split.validations[protocol].queries}
-    own = [s for s in index if s.cls in asked]
-    others = [s for s in index if s.cls not in asked]
-    random.Random(0).shuffle(others)
+    own, others = validator.photos_around({q.cls for q in validator.split.validations[protocol].queries})
     return own + others[:max(0, limit - len(own))]
 
 

@@ -8,6 +8,7 @@ reindex`` then refuse the file unless ``--force``).
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -52,6 +53,14 @@ class Validator:
             out[p] = score_queries(embed(queries), [q.cls for q in queries], iv, [s.cls for s in index],
                                    metric, self.groups or None)
         return out
+
+    def photos_around(self, products: set[str]) -> tuple[list[Sample], list[Sample]]:
+        """The index's photos of ``products``, and its other photos in a seeded order (a sample
+        of the index that keeps what the queries must find: take the first, then the others)."""
+        own = [s for s in self.split.index if s.cls in products]
+        others = [s for s in self.split.index if s.cls not in products]
+        random.Random(0).shuffle(others)
+        return own, others
 
     def early_stopping_value(self, embed: Embedder, metric: Metric) -> float | None:
         """Mean gate metric on the gate protocol (None: it cannot measure)."""

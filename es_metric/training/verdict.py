@@ -3,8 +3,6 @@ baseline, the gate with its margin, the re-ranking it chose, and the near-duplic
 """
 from __future__ import annotations
 
-import random
-
 import numpy as np
 
 from ..model.encoder import Encoder
@@ -53,10 +51,7 @@ def calibration_photos(validator: Validator) -> tuple[list[Sample], np.ndarray]:
     """Validation photos for the calibrations (queries and the photos of their products first,
     then others, at most CALIBRATION_PHOTOS) and their product labels."""
     queries = [q for v in validator.split.validations.values() for q in v.queries]
-    asked = {q.cls for q in queries}
-    own = [s for s in validator.split.index if s.cls in asked]
-    others = [s for s in validator.split.index if s.cls not in asked]
-    random.Random(0).shuffle(others)
+    own, others = validator.photos_around({q.cls for q in queries})
     photos = (queries + own + others)[:CALIBRATION_PHOTOS]
     names = {c: i for i, c in enumerate(sorted({s.cls for s in photos}))}
     return photos, np.array([names[s.cls] for s in photos], dtype=np.int64)
