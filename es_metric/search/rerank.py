@@ -135,6 +135,20 @@ def expand_queries(queries: torch.Tensor, refs: torch.Tensor, k: int, alpha: flo
     return blend(queries, refs[idx], sims, alpha, metric)
 
 
+def ranked_neighbours(queries: torch.Tensor, refs: torch.Tensor, k: int, metric: Metric, rerank: ReRank,
+                      self_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(similarities, indices) of each query's ``k`` nearest ``refs`` as search ranks them with
+    ``rerank``: the query expanded with its neighbours (QE), then searched again; a query that is
+    ``refs[self_rows[i]]`` is not its own neighbour in either round. Higher is closer."""
+    import torch
+
+    q = expand_queries(queries, refs, rerank.qe_k, rerank.qe_alpha, metric, self_rows=self_rows)
+    sims = similarities(q, refs, metric)
+    if self_rows is not None:
+        sims[torch.arange(len(q)), self_rows] = float("-inf")
+    return sims.topk(k, dim=1)
+
+
 class ReRankedKNN:
     """A k-NN function for pytorch-metric-learning's AccuracyCalculator that ranks as search does
     with ``rerank``: the query expanded with its neighbours, then searched again. With
@@ -147,12 +161,8 @@ class ReRankedKNN:
 
     def __call__(self, query: torch.Tensor, k: int, reference: torch.Tensor,
                  ref_includes_query: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        q = expand_queries(query, reference, self.rerank.qe_k, self.rerank.qe_alpha, self.metric,
-                           self_index=ref_includes_query)
-        sims = similarities(q, reference, self.metric)
-        if ref_includes_query:  # self first, where pytorch-metric-learning drops it
-            sims.fill_diagonal_(float("inf"))
-        values, idx = sims.topk(k + int(ref_includes_query), dim=1)
-        if ref_includes_query:
-            values, idx = values[:, 1:], idx[:, 1:]
+        import torch
+
+        own = torch.arange(len(query)) if ref_includes_query else None
+        values, idx = ranked_neighbours(query, reference, k, self.metric, self.rerank, self_rows=own)
         return (values if self.metric is Metric.COSINE else -values), idx

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..model.encoder import backbone_spec
 from ..progressbar import progress_iter
-from ..search.rerank import NO_RERANK, ReRank, ReRankedKNN, augment_database, expand_queries, similarities
+from ..search.rerank import NO_RERANK, ReRank, ReRankedKNN, augment_database, ranked_neighbours, similarities
 from ..similarity import Metric
 from .data import Sample, labels_tensor, read_folder
 from .features import backbone_features, run_module
@@ -92,13 +92,8 @@ def neighbours(vectors: np.ndarray, metric: Metric, k: int, rerank: ReRank = NO_
     ranks them with ``rerank``; with ``rows``, for those items only (a few queries of a large
     catalogue: rows x N, not N x N)."""
     v = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
-    if rows is None:
-        return ReRankedKNN(metric, rerank)(v, min(k, len(v) - 1), v, ref_includes_query=True)[1].numpy()
-    own = torch.as_tensor(list(rows), dtype=torch.long)
-    q = expand_queries(v[own], v, rerank.qe_k, rerank.qe_alpha, metric, self_rows=own)
-    sims = similarities(q, v, metric)
-    sims[torch.arange(len(own)), own] = float("-inf")
-    return sims.topk(min(k, len(v) - 1), dim=1).indices.numpy()
+    own = torch.arange(len(v)) if rows is None else torch.as_tensor(list(rows), dtype=torch.long)
+    return ranked_neighbours(v[own], v, min(k, len(v) - 1), metric, rerank, self_rows=own)[1].numpy()
 
 
 def recall_at_k(nn_labels: np.ndarray, labels: np.ndarray, ks: Sequence[int] = RECALL_KS) -> dict[int, float]:
