@@ -180,3 +180,7 @@ def test_evaluate_on_a_large_catalogue_queries_whole_products_up_to_a_bound(tiny
     every = json.loads(run("--max-queries", "0", "--json").strip().splitlines()[-1])
     assert every["n_queries"] == 24 and "queries_sampled" not in every
     assert "note: 12 of 24 photos query" in run("--max-queries", "10")
+    for hostile in ("-1", "1e9", "ten", "10; rm -rf /"):                 # a usage error, nothing run
+        refused = CliRunner().invoke(main, ["evaluate", str(catalogue), "--model", str(tiny_model),
+                                            "--max-queries", hostile])
+        assert refused.exit_code == 2 and "--max-queries" in refused.output and "Traceback" not in refused.output
