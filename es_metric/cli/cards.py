@@ -94,6 +94,8 @@ def evaluation_lines(metrics: dict) -> list[str]:
         lines.append(f"  {checked}")
     if metrics.get("queries_sampled"):
         lines.append(f"note: {metrics['queries_sampled']}")
+    if metrics.get("index_sampled"):
+        lines.append(f"note: {metrics['index_sampled']}")
     if metrics.get("trained_on_this_catalogue"):
         lines.append("note: the model was trained on this catalogue: these photos are not new to it, "
                      "so the figures are optimistic (the card has the held-out ones)")

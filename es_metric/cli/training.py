@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..training.config import (AUGMENTATIONS, DEFAULT_CUTOFF_PRECISION, DEFAULT_RERANK, HEAD_INITS,
-                               MAX_EVAL_QUERIES, POOLINGS, PROTOCOLS)
+                               MAX_EVAL_QUERIES, POOLINGS, PROTOCOLS, RERANK_PHOTOS)
 from ..model.card import read_card
 from .common import FiniteRange, RegistryChoice, echo_json
 from .cards import card_lines, evaluation_lines
@@ -154,10 +154,14 @@ def _echo_epoch(row: dict) -> None:
 @click.option("--max-queries", type=click.IntRange(min=0), default=MAX_EVAL_QUERIES, show_default=True,
               help="Photos that query at most: beyond it, whole products in a seeded order (each "
                    "still searches every photo; the answer says so). 0: every photo.")
+@click.option("--max-dba-photos", type=click.IntRange(min=0), default=RERANK_PHOTOS, show_default=True,
+              help="With DBA (photos squared), photos searched at most: beyond it, every photo of "
+                   "the query products and whole others in a seeded order (the baseline the same; "
+                   "the answer says so). 0: every photo.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--report", type=click.Path(dir_okay=False), help="Write an HTML report here.")
 def evaluate(data, from_index, model_path, baseline, weights, group_field, batch_size, qe_k, dba_k,
-             max_queries, as_json, report) -> None:
+             max_queries, max_dba_photos, as_json, report) -> None:
     """Retrieval metrics on a catalogue (DATA: a folder with a sub-folder per product, or a
     catalogue JSONL; or --from-index): every photo of a product with two photos or more searches
     all the others, ranked as search ranks, the pretrained baseline beside it."""
@@ -167,7 +171,8 @@ def evaluate(data, from_index, model_path, baseline, weights, group_field, batch
         raise click.UsageError("give DATA (a folder or a catalogue JSONL) or --from-index INDEX, not both")
     result = evaluate_catalogue(data, Settings.from_env(), model_path=model_path, baseline=baseline,
                                 weights=weights, from_index=from_index, group_field=group_field,
-                                qe_k=qe_k, dba_k=dba_k, batch_size=batch_size, max_queries=max_queries)
+                                qe_k=qe_k, dba_k=dba_k, batch_size=batch_size, max_queries=max_queries,
+                                max_dba_photos=max_dba_photos)
     metrics = result.metrics
     if report:
         from ..training.report import write_report

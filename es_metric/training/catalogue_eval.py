@@ -2,7 +2,10 @@
 product with two photos or more searches all the other photos, ranked as search ranks (the
 card's re-ranking), the pretrained baseline beside it on the same queries, with the paired
 bootstrap interval of each difference. Beyond ``MAX_EVAL_QUERIES`` such photos, whole products
-in a seeded order query (each still searches every photo), and the answer says so.
+in a seeded order query (each still searches every photo), and the answer says so. With DBA
+(every photo blended with its neighbours among all: photos squared), beyond ``RERANK_PHOTOS``
+photos the model and the baseline search every photo of the queries' products and whole other
+products in a seeded order up to that many (only those are embedded), and the answer says so.
 
 Products are ranked by their best photo (``recall_at_k`` counts products); MAP@R and mAP rank
 photos. On the catalogue a model was trained on, this measures photos it has seen: the figures
@@ -11,7 +14,7 @@ are then optimistic, and the answer says so (``trained_on_this_catalogue``).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +24,13 @@ from ..errors import ConfigError
 from ..model.card import card_cutoff
 from ..types import NO_RERANK, CutoffCheck, ReRank
 from .catalogue import Catalogue, read_catalogue
-from .config import MAX_EVAL_QUERIES
+from .config import MAX_EVAL_QUERIES, RERANK_PHOTOS
 from .data import fingerprint
 from .evaluate import Embedded, baseline_embeddings, model_embeddings
 from .scoring import QueryScores, paired_bootstrap, score_queries, summary_of
 
-__all__ = ["CatalogueEvaluation", "MAX_EVAL_QUERIES", "QueryRows", "evaluate_catalogue", "query_rows", "ranked"]
+__all__ = ["CatalogueEvaluation", "MAX_EVAL_QUERIES", "QueryRows", "RERANK_PHOTOS", "dba_index",
+           "evaluate_catalogue", "query_rows", "ranked"]
 
 
 @dataclass
@@ -46,13 +50,18 @@ class QueryRows:
         return len(self.rows) < self.eligible
 
 
+def _rows_by_product(cat: Catalogue) -> dict[str, list[int]]:
+    by_product: dict[str, list[int]] = {}
+    for i, s in enumerate(cat.samples):
+        by_product.setdefault(s.cls, []).append(i)
+    return by_product
+
+
 def query_rows(cat: Catalogue, max_queries: int | None = MAX_EVAL_QUERIES) -> QueryRows:
     """The photos that query: every photo of a product with two or more, or on a large
     catalogue whole such products in a seeded order until ``max_queries`` (each still searches
     every photo; queries x photos is what evaluation costs)."""
-    by_product: dict[str, list[int]] = {}
-    for i, s in enumerate(cat.samples):
-        by_product.setdefault(s.cls, []).append(i)
+    by_product = _rows_by_product(cat)
     several = sorted(p for p, rows in by_product.items() if len(rows) >= 2)
     eligible = sum(len(by_product[p]) for p in several)
     if not several:
@@ -67,6 +76,34 @@ def query_rows(cat: Catalogue, max_queries: int | None = MAX_EVAL_QUERIES) -> Qu
             taken += by_product[p]
         return QueryRows(np.array(sorted(taken)), eligible)
     return QueryRows(np.array(sorted(i for p in several for i in by_product[p])), eligible)
+
+
+def dba_index(cat: Catalogue, queries: QueryRows,
+              max_photos: int | None = RERANK_PHOTOS) -> tuple[Catalogue, QueryRows, str | None]:
+    """The photos searched under DBA, which blends every photo with its neighbours among all of
+    them (photos squared): the catalogue, or beyond ``max_photos`` (None or 0: no bound) every
+    photo of the queries' products and whole other products in a seeded order up to that many;
+    with the queries' rows in it and the note that says so (None when nothing was left out)."""
+    total = len(cat.samples)
+    if not max_photos or total <= max_photos:
+        return cat, queries, None
+    by_product = _rows_by_product(cat)
+    asked = {cat.samples[i].cls for i in queries.rows}
+    keep = [i for p in asked for i in by_product[p]]
+    others = sorted(p for p in by_product if p not in asked)
+    random.Random(0).shuffle(others)
+    for p in others:
+        if len(keep) >= max_photos:
+            break
+        keep += by_product[p]
+    keep.sort()
+    position = {row: n for n, row in enumerate(keep)}
+    sub = replace(cat, samples=[cat.samples[i] for i in keep])
+    note = (f"{len(keep)} of {total} photos are searched (every photo of the query products, then whole other "
+            "products in a seeded order; the baseline the same): DBA blends every photo with its neighbours "
+            "among all of them, photos squared. Fewer other photos rank higher figures than every photo would; "
+            "--max-dba-photos 0 searches every photo")
+    return sub, QueryRows(np.array([position[i] for i in queries.rows]), queries.eligible), note
 
 
 def ranked(emb: Embedded, cat: Catalogue, rerank: ReRank = NO_RERANK,
@@ -90,12 +127,16 @@ def ranked(emb: Embedded, cat: Catalogue, rerank: ReRank = NO_RERANK,
     return scores, vecs
 
 
-def _contract(summary: dict, scores: QueryScores, emb: Embedded, rerank: ReRank, queries: QueryRows) -> dict:
+def _contract(summary: dict, scores: QueryScores, emb: Embedded, rerank: ReRank, queries: QueryRows,
+              index_note: str | None = None) -> dict:
     out = {**summary, "precision_at_1": summary["recall_at_1"], "n_classes": scores.n_products,
            "metric": emb.metric.value, "name": emb.name, "rerank": rerank.as_dict()}
     if queries.sampled:
+        searched = "" if index_note else "; each searches every photo"
         out["queries_sampled"] = (f"{len(queries.rows)} of {queries.eligible} photos query (whole products, "
-                                  "seeded; each searches every photo): --max-queries 0 ranks them all")
+                                  f"seeded{searched}): --max-queries 0 ranks them all")
+    if index_note:
+        out["index_sampled"] = index_note
     return out
 
 
@@ -103,9 +144,11 @@ def evaluate_catalogue(data: str | Path | None, settings: Settings, *, model_pat
                        baseline: str | None = None, weights: str | None = None,
                        from_index: str | None = None, group_field: str | None = None,
                        qe_k: int | None = None, dba_k: int | None = None,
-                       batch_size: int = 64, max_queries: int | None = MAX_EVAL_QUERIES) -> CatalogueEvaluation:
+                       batch_size: int = 64, max_queries: int | None = MAX_EVAL_QUERIES,
+                       max_dba_photos: int | None = RERANK_PHOTOS) -> CatalogueEvaluation:
     """The metrics of a model (with its backbone's pretrained baseline beside) or of a baseline;
-    ``max_queries``: photos that query at most (None or 0: every photo)."""
+    ``max_queries``: photos that query at most (None or 0: every photo); ``max_dba_photos``: with
+    DBA, photos searched at most (``dba_index``; the baseline searches the same ones)."""
     if bool(model_path) == bool(baseline):
         raise ConfigError("give exactly one of --model or --baseline")
     cat = read_catalogue(data, settings, group_field=group_field, from_index=from_index)
@@ -121,15 +164,20 @@ def evaluate_catalogue(data: str | Path | None, settings: Settings, *, model_pat
     card_rr = ReRank.from_dict(model.card.get("rerank"))
     rerank = ReRank(card_rr.qe_k if qe_k is None else qe_k, card_rr.qe_alpha,
                     card_rr.dba_k if dba_k is None else dba_k, card_rr.dba_alpha)
+    whole = cat
+    if rerank.dba_k:
+        cat, queries, index_note = dba_index(cat, queries, max_dba_photos)
+    else:
+        index_note = None
     emb = model_embeddings(model, cat.samples, batch_size)
     base = baseline_embeddings(model.card["backbone"], cat.samples, (model.card.get("training") or {}).get("weights"))
     scores, _ = ranked(emb, cat, rerank, queries)
     base_scores, _ = ranked(base, cat, NO_RERANK, queries)
-    metrics = _contract(summary_of(scores), scores, emb, rerank, queries)
-    metrics.update(baseline=_contract(summary_of(base_scores), base_scores, base, NO_RERANK, queries),
+    metrics = _contract(summary_of(scores), scores, emb, rerank, queries, index_note)
+    metrics.update(baseline=_contract(summary_of(base_scores), base_scores, base, NO_RERANK, queries, index_note),
                    difference={n: paired_bootstrap(scores.metric(n), base_scores.metric(n), n).as_dict()
                                for n in scores.names},
-                   trained_on_this_catalogue=model.card.get("data_fingerprint") == fingerprint(cat.samples),
+                   trained_on_this_catalogue=model.card.get("data_fingerprint") == fingerprint(whole.samples),
                    cutoff=_cutoff_here(model.card, emb, cat, rerank),
                    skipped=cat.skipped_records())
     return CatalogueEvaluation(metrics, emb, base)

@@ -40,6 +40,11 @@ DEFAULT_RERANK = ReRank(qe_k=10, qe_alpha=3.0, dba_k=10, dba_alpha=3.0)
 DEFAULT_CUTOFF_PRECISION = 0.95
 #: Photos `esm evaluate` lets query at most by default (``--max-queries``; 0: every photo).
 MAX_EVAL_QUERIES = 10_000
+#: Photos DBA is measured on at most, by `esm train`'s re-ranking choice and by `esm evaluate`
+#: (``--max-dba-photos``; 0: every photo): DBA blends every photo with its neighbours among all
+#: of them, photos squared (100,000 photos: 39 s; a million, by that growth, about an hour). Beyond it, every
+#: photo of the queries' products and a seeded sample of the others.
+RERANK_PHOTOS = 200_000
 
 #: Called with each epoch's row of the training history.
 EpochCallback = Callable[[dict], None]

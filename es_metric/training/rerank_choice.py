@@ -18,15 +18,12 @@ import numpy as np
 from ..search.rerank import augment_database, expand_queries
 from ..similarity import Metric
 from ..types import NO_RERANK, ReRank
+from .config import RERANK_PHOTOS
 from .data import Sample
 from .scoring import paired_bootstrap, score_queries
 from .validate import GATE_METRIC, Embedder, Validator
 
 __all__ = ["RERANK_PHOTOS", "choose_rerank", "measured_index", "rerank_options"]
-
-#: Photos of the validation index the re-ranking options are measured on, at most.
-RERANK_PHOTOS = 200_000
-
 
 def rerank_options(qe_k: int, dba_k: int, alpha: float) -> dict[str, ReRank]:
     """The options measured: none, and those the neighbour counts allow (0 leaves one out)."""

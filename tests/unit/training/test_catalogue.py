@@ -184,3 +184,50 @@ def test_evaluate_on_a_large_catalogue_queries_whole_products_up_to_a_bound(tiny
         refused = CliRunner().invoke(main, ["evaluate", str(catalogue), "--model", str(tiny_model),
                                             "--max-queries", hostile])
         assert refused.exit_code == 2 and "--max-queries" in refused.output and "Traceback" not in refused.output
+
+
+def test_evaluate_with_dba_on_a_large_catalogue_searches_a_bounded_index(tiny_data, tiny_model, tmp_path,
+                                                                         monkeypatch):
+    """DBA blends every photo with its neighbours among all (photos squared): beyond
+    --max-dba-photos the model and the baseline search every photo of the query products and
+    whole other products in a seeded order, only those are embedded, and the answer says so;
+    without DBA, or with 0, every photo is searched."""
+    from click.testing import CliRunner
+
+    from es_metric.cli import main
+    from es_metric.training.catalogue_eval import dba_index, query_rows
+    monkeypatch.setenv("ESM_IMAGE_ROOTS", str(tiny_data))
+    catalogue = write_catalogue(tiny_data, tmp_path, [{"id": f"sku-{c}", "image": photos(tiny_data, c, 4)}
+                                                       for c in range(6)])
+
+    def run(*extra):
+        result = CliRunner().invoke(main, ["evaluate", str(catalogue), "--model", str(tiny_model),
+                                           "--max-queries", "8", *extra])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def as_json(*extra):
+        return json.loads(run(*extra, "--json").strip().splitlines()[-1])
+
+    bounded = as_json("--dba-k", "2", "--max-dba-photos", "12")
+    assert bounded["rerank"]["dba_k"] == 2
+    assert bounded["n_queries"] == 8 and bounded["baseline"]["n_queries"] == 8      # 2 products of 4
+    assert bounded["n_classes"] == 3 and bounded["baseline"]["n_classes"] == 3      # + 1 whole product
+    assert bounded["index_sampled"].startswith("12 of 24 photos are searched (every photo of the query products")
+    assert bounded["index_sampled"] == bounded["baseline"]["index_sampled"]
+    assert bounded == as_json("--dba-k", "2", "--max-dba-photos", "12")            # seeded
+    assert "note: 12 of 24 photos are searched" in run("--dba-k", "2", "--max-dba-photos", "12")
+    for every in (as_json("--dba-k", "2", "--max-dba-photos", "0"), as_json("--max-dba-photos", "12")):
+        assert every["n_classes"] == 6 and "index_sampled" not in every          # all, or no DBA
+    assert as_json("--dba-k", "2", "--max-dba-photos", "0")["rerank"]["dba_k"] == 2
+
+    cat = read_catalogue(catalogue, Settings.from_env())                           # the queries stay theirs
+    queries = query_rows(cat, 8)
+    sub, moved, note = dba_index(cat, queries, 12)
+    assert note and len(sub.samples) == 12
+    assert [sub.samples[i] for i in moved.rows] == [cat.samples[i] for i in queries.rows]
+    assert dba_index(cat, queries, 24) == (cat, queries, None)
+    for hostile in ("-1", "1e9", "ten", "10; rm -rf /"):                 # a usage error, nothing run
+        refused = CliRunner().invoke(main, ["evaluate", str(catalogue), "--model", str(tiny_model),
+                                            "--max-dba-photos", hostile])
+        assert refused.exit_code == 2 and "--max-dba-photos" in refused.output and "Traceback" not in refused.output
