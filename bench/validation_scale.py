@@ -26,6 +26,7 @@ whole others, seeded; ``catalogue_eval.dba_index``), ``before`` every photo, up 
 Usage: python bench/validation_scale.py [--products 5000,20000,100000] [--photos 3]
        [--before-up-to 20000] [--out bench/results/validation-scale.json]
        python bench/validation_scale.py --dba [--products ...] [--before-up-to N] [--out ...]
+       python bench/validation_scale.py --evaluate-only --products 1000,4000 --photos 60 [--out ...]
 """
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ def evaluate(samples, embed, before: bool) -> dict:
     queries = query_rows(cat)
     scores, _ = ranked(emb, cat, queries=queries)
     out = {"queries": int(len(queries.rows)), "rank_s": round(time.perf_counter() - t, 2),
-           "map_at_r": round(float(scores.metric("map_at_r").mean()), 4)}
+           "map_at_r": round(float(scores.metric("map_at_r").mean()), 4),
+           "map": round(float(scores.metric("map").mean()), 6)}
     picked = list(range(0, len(samples), max(1, len(samples) // 12)))[:12]
     t = time.perf_counter()
     neighbours(emb.vectors, Metric.COSINE, 8, rows=picked)
@@ -123,6 +125,8 @@ def main() -> None:
     ap.add_argument("--before-up-to", type=int, default=20000)
     ap.add_argument("--out", default="bench/results/validation-scale.json")
     ap.add_argument("--dba", action="store_true", help="esm evaluate with a DBA card instead")
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="only esm evaluate's ranking (e.g. --photos 60: the mAP of many-photo products)")
     args = ap.parse_args()
     rows = []
     for n in (int(x) for x in args.products.split(",")):
@@ -131,6 +135,11 @@ def main() -> None:
             row = {"products": n, "photos": len(samples), "now": evaluate_dba(samples, embed, RERANK_PHOTOS)}
             if n <= args.before_up_to:
                 row["before"] = evaluate_dba(samples, embed, None)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            continue
+        if args.evaluate_only:
+            row = {"products": n, "photos": len(samples), "evaluate": evaluate(samples, embed, before=False)}
             print(json.dumps(row), flush=True)
             rows.append(row)
             continue

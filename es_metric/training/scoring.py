@@ -151,7 +151,8 @@ def _ap_at_r(sims: np.ndarray, column: np.ndarray, target: np.ndarray, r: np.nda
 
 
 #: Up to this many photos per product, the average precision over every photo counts each
-#: relevant photo's rank (a pass over the row per photo) instead of sorting whole rows.
+#: relevant photo's rank (a pass over the row per photo); beyond, it sorts the photos scored at
+#: least as high as the row's last relevant one (``_ap_sorted_above``).
 COUNTED_AP_PHOTOS = 32
 
 
@@ -159,12 +160,12 @@ def _average_precision(sims: np.ndarray, column: np.ndarray, target: np.ndarray,
     """The average precision over every photo of the query's product: with few photos per
     product from each relevant photo's rank, counted (1 + the photos scored higher + those
     scored the same in an earlier column: its place in the stable sort, ties included), else
-    by sorting the rows (``_ap_at_r(every=True)``)."""
+    else by sorting what ranks above each row's last relevant photo (``_ap_sorted_above``)."""
     relevant = (column[None, :] == target[:, None]) & (sims > -np.inf)  # a query's own photo is no hit
     per_row = relevant.sum(1)
     width = int(per_row.max()) if len(per_row) else 0
     if width > COUNTED_AP_PHOTOS:
-        return _ap_at_r(sims, column, target, r, every=True)
+        return _ap_sorted_above(sims, relevant, r)
     rows, cols = np.nonzero(relevant)                       # row-major: each row's columns in order
     slot = np.arange(len(rows)) - np.searchsorted(rows, rows)  # 0.. within its row
     rank = np.full((len(sims), max(width, 1)), np.inf)
@@ -183,6 +184,23 @@ def _average_precision(sims: np.ndarray, column: np.ndarray, target: np.ndarray,
     rank.sort(axis=1)                                        # each row's relevant photos in ranked order
     precision = np.arange(1, rank.shape[1] + 1)[None, :] / rank
     return precision.sum(1) / r
+
+
+def _ap_sorted_above(sims: np.ndarray, relevant: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """The average precision over every relevant photo from the stable sort of only the photos
+    scored at least as high as the row's lowest relevant one (ties in column order, as
+    ``_ap_at_r(every=True)`` sorts whole rows): a good ranking sorts a few, a bad one up to all."""
+    floor = np.where(relevant, sims, np.inf).min(1)        # each row's lowest relevant score
+    rows, cols = np.nonzero(sims >= floor[:, None])
+    order = np.lexsort((cols, -sims[rows, cols], rows))
+    rows, cols = rows[order], cols[order]
+    starts = np.searchsorted(rows, np.arange(len(sims)))
+    position = np.arange(1, len(rows) + 1) - starts[rows]  # 1.. within its row
+    hit = relevant[rows, cols]
+    found = np.cumsum(hit)
+    found -= np.concatenate(([0], found))[starts][rows]    # the row's relevant photos so far
+    precision = found[hit] / position[hit]
+    return np.bincount(rows[hit], weights=precision, minlength=len(sims)) / r
 
 
 def summary_of(scores: QueryScores) -> dict:

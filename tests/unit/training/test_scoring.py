@@ -149,3 +149,23 @@ def test_average_precision_over_every_photo_counted_is_the_sorted_one(monkeypatc
         sorted_ = score_queries(q, products[:30], index, products, Metric.COSINE, self_rows=self_rows, full=True)
         monkeypatch.undo()
         assert np.allclose(counted.metric("map"), sorted_.metric("map"), rtol=0, atol=1e-12)
+
+
+def test_average_precision_of_many_photo_products_sorts_only_what_ranks_above():
+    """Beyond COUNTED_AP_PHOTOS photos per product the mAP sorts only the photos scored at least
+    as high as each row's last relevant one: exactly the figures of sorting whole rows, with
+    ties (in column order), a query's own photo (-inf) and a row whose relevant photos rank last."""
+    rng = np.random.default_rng(7)
+    n, queries = 200, 12
+    column = np.arange(n) % 5                                    # 40 photos per product
+    target = np.arange(queries) % 5
+    sims = (np.round(rng.standard_normal((queries, n)) * 2) / 2).astype(np.float32)  # many ties
+    sims[3, column == target[3]] = sims[3].min() - 1             # row 3: every relevant photo last
+    sims[np.arange(queries), np.arange(queries)] = -np.inf       # each query's own photo
+    relevant = (column[None, :] == target[:, None]) & (sims > -np.inf)
+    r = relevant.sum(1)
+    assert r.max() > scoring.COUNTED_AP_PHOTOS
+    whole = scoring._ap_at_r(sims, column, target, r, every=True)
+    above = scoring._average_precision(sims, column, target, r)
+    assert np.allclose(above, whole, rtol=0, atol=1e-12)
+    assert above[3] < 0.3 and above.max() <= 1
