@@ -42,8 +42,9 @@ DEFAULT_CUTOFF_PRECISION = 0.95
 MAX_EVAL_QUERIES = 10_000
 #: Photos DBA is measured on at most, by `esm train`'s re-ranking choice and by `esm evaluate`
 #: (``--max-dba-photos``; 0: every photo): DBA blends every photo with its neighbours among all
-#: of them, photos squared (100,000 photos: 39 s; a million, by that growth, about an hour). Beyond it, every
-#: photo of the queries' products and a seeded sample of the others.
+#: of them, photos squared (`esm evaluate` at 300,000 photos: 541 s; a million, by that growth,
+#: 1.7 h; BENCHMARKS.md §11b). Beyond it, every photo of the queries' products and a seeded
+#: sample of the others (whole products in `esm evaluate`).
 RERANK_PHOTOS = 200_000
 
 #: Called with each epoch's row of the training history.

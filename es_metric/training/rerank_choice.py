@@ -25,6 +25,7 @@ from .validate import GATE_METRIC, Embedder, Validator
 
 __all__ = ["RERANK_PHOTOS", "choose_rerank", "measured_index", "rerank_options"]
 
+
 def rerank_options(qe_k: int, dba_k: int, alpha: float) -> dict[str, ReRank]:
     """The options measured: none, and those the neighbour counts allow (0 leaves one out)."""
     options = {"none": NO_RERANK}
