@@ -115,6 +115,16 @@ def score_queries(queries: np.ndarray, query_products: Sequence[str], index: np.
                        np.concatenate(full_aps) if full else None)
 
 
+def _stable_at_or_above(values: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's columns whose value is at least the row's ``floor``, in the order of
+    ``np.argsort(-values, axis=1, kind="stable")`` (ties in column order): (rows, cols, starts),
+    row i's columns being ``cols[starts[i]:starts[i + 1]]``. Sorts only those columns."""
+    rows, cols = np.nonzero(values >= floor[:, None])
+    order = np.lexsort((cols, -values[rows, cols], rows))
+    rows, cols = rows[order], cols[order]
+    return rows, cols, np.searchsorted(rows, np.arange(len(values)))
+
+
 def top_stable(values: np.ndarray, k: int) -> np.ndarray:
     """Column indices of each row's ``k`` largest values, ties in column order: exactly
     ``np.argsort(-values, axis=1, kind="stable")[:, :k]``, without sorting whole rows (a
@@ -127,24 +137,18 @@ def top_stable(values: np.ndarray, k: int) -> np.ndarray:
     negated.partition(k - 1, axis=1)          # in place: np.partition would copy the block again
     kth = -negated[:, k - 1]
     del negated
-    rows, cols = np.nonzero(values >= kth[:, None])
-    if (np.bincount(rows, minlength=len(values)) < k).any():  # NaN: no order to keep
+    rows, cols, starts = _stable_at_or_above(values, kth)
+    if (np.diff(starts, append=len(rows)) < k).any():  # NaN: no order to keep
         return np.argsort(-values, axis=1, kind="stable")[:, :k]
-    order = np.lexsort((cols, -values[rows, cols], rows))
-    rows, cols = rows[order], cols[order]
-    starts = np.searchsorted(rows, np.arange(len(values)))
     return cols[starts[:, None] + np.arange(k)[None, :]]
 
 
-def _ap_at_r(sims: np.ndarray, column: np.ndarray, target: np.ndarray, r: np.ndarray,
-             every: bool = False) -> np.ndarray:
-    """MAP@R per query: mean over the first R photos of precision@i at the relevant ones
-    (``every``: over all photos, the average precision)."""
-    r_max = sims.shape[1] if every else int(r.max())
+def _ap_at_r(sims: np.ndarray, column: np.ndarray, target: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """MAP@R per query: mean over the first R photos of precision@i at the relevant ones."""
+    r_max = int(r.max())
     top = top_stable(sims, r_max)
     hits = column[top] == target[:, None]
-    if not every:
-        hits &= np.arange(1, r_max + 1)[None, :] <= r[:, None]
+    hits &= np.arange(1, r_max + 1)[None, :] <= r[:, None]
     hits &= np.take_along_axis(sims, top, 1) > -np.inf  # a query's own photo is no hit
     precision = np.cumsum(hits, axis=1) / np.arange(1, r_max + 1)[None, :]
     return (precision * hits).sum(1) / r
@@ -159,8 +163,8 @@ COUNTED_AP_PHOTOS = 32
 def _average_precision(sims: np.ndarray, column: np.ndarray, target: np.ndarray, r: np.ndarray) -> np.ndarray:
     """The average precision over every photo of the query's product: with few photos per
     product from each relevant photo's rank, counted (1 + the photos scored higher + those
-    scored the same in an earlier column: its place in the stable sort, ties included), else
-    else by sorting what ranks above each row's last relevant photo (``_ap_sorted_above``)."""
+    scored the same in an earlier column: its place in the stable sort, ties included), else by
+    sorting what ranks above each row's last relevant photo (``_ap_sorted_above``)."""
     relevant = (column[None, :] == target[:, None]) & (sims > -np.inf)  # a query's own photo is no hit
     per_row = relevant.sum(1)
     width = int(per_row.max()) if len(per_row) else 0
@@ -188,13 +192,10 @@ def _average_precision(sims: np.ndarray, column: np.ndarray, target: np.ndarray,
 
 def _ap_sorted_above(sims: np.ndarray, relevant: np.ndarray, r: np.ndarray) -> np.ndarray:
     """The average precision over every relevant photo from the stable sort of only the photos
-    scored at least as high as the row's lowest relevant one (ties in column order, as
-    ``_ap_at_r(every=True)`` sorts whole rows): a good ranking sorts a few, a bad one up to all."""
+    scored at least as high as the row's lowest relevant one (ties in column order, as a stable
+    sort of the whole row): a good ranking sorts a few, a bad one up to all."""
     floor = np.where(relevant, sims, np.inf).min(1)        # each row's lowest relevant score
-    rows, cols = np.nonzero(sims >= floor[:, None])
-    order = np.lexsort((cols, -sims[rows, cols], rows))
-    rows, cols = rows[order], cols[order]
-    starts = np.searchsorted(rows, np.arange(len(sims)))
+    rows, cols, starts = _stable_at_or_above(sims, floor)
     position = np.arange(1, len(rows) + 1) - starts[rows]  # 1.. within its row
     hit = relevant[rows, cols]
     found = np.cumsum(hit)
