@@ -57,6 +57,19 @@ def _rows_by_product(cat: Catalogue) -> dict[str, list[int]]:
     return by_product
 
 
+def _whole_products(products: list[str], by_product: dict[str, list[int]], taken: list[int],
+                    limit: int) -> list[int]:
+    """``taken`` plus the rows of whole ``products`` (sorted, then in a seeded order) until it
+    holds at least ``limit`` rows."""
+    order = sorted(products)
+    random.Random(0).shuffle(order)
+    for p in order:
+        if len(taken) >= limit:
+            break
+        taken = taken + by_product[p]
+    return taken
+
+
 def query_rows(cat: Catalogue, max_queries: int | None = MAX_EVAL_QUERIES) -> QueryRows:
     """The photos that query: every photo of a product with two or more, or on a large
     catalogue whole such products in a seeded order until ``max_queries`` (each still searches
@@ -68,13 +81,7 @@ def query_rows(cat: Catalogue, max_queries: int | None = MAX_EVAL_QUERIES) -> Qu
         raise ConfigError(f"{cat.source}: no product has two usable photos, so no photo can find another "
                           "of its product: nothing to measure", hint="give products with two photos or more")
     if max_queries and eligible > max_queries:
-        random.Random(0).shuffle(several)
-        taken: list[int] = []
-        for p in several:
-            if len(taken) >= max_queries:
-                break
-            taken += by_product[p]
-        return QueryRows(np.array(sorted(taken)), eligible)
+        return QueryRows(np.array(sorted(_whole_products(several, by_product, [], max_queries))), eligible)
     return QueryRows(np.array(sorted(i for p in several for i in by_product[p])), eligible)
 
 
@@ -89,14 +96,8 @@ def dba_index(cat: Catalogue, queries: QueryRows,
         return cat, queries, None
     by_product = _rows_by_product(cat)
     asked = {cat.samples[i].cls for i in queries.rows}
-    keep = [i for p in asked for i in by_product[p]]
-    others = sorted(p for p in by_product if p not in asked)
-    random.Random(0).shuffle(others)
-    for p in others:
-        if len(keep) >= max_photos:
-            break
-        keep += by_product[p]
-    keep.sort()
+    keep = sorted(_whole_products([p for p in by_product if p not in asked], by_product,
+                                  [i for p in asked for i in by_product[p]], max_photos))
     position = {row: n for n, row in enumerate(keep)}
     sub = replace(cat, samples=[cat.samples[i] for i in keep])
     note = (f"{len(keep)} of {total} photos are searched (every photo of the query products, then whole other "
