@@ -89,17 +89,13 @@ TOP_CELLS = 50_000_000
 
 
 def _top_others(queries: torch.Tensor, refs: torch.Tensor, k: int, metric: Metric,
-                self_index: bool, chunk: int | None = None,
-                self_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                self_rows: torch.Tensor | None = None, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k similarities and indices of every query among ``refs``, in row blocks (memory
-    stays chunk x N: by default at most ``TOP_CELLS``); with ``self_index`` query i is
-    reference i and not its own neighbour, with ``self_rows`` query i is reference
-    ``self_rows[i]``."""
+    stays chunk x N: by default at most ``TOP_CELLS``); with ``self_rows`` query i is reference
+    ``self_rows[i]`` and not its own neighbour."""
     import torch
 
     chunk = chunk or max(1, min(4096, TOP_CELLS // max(1, refs.shape[0])))
-    if self_index and self_rows is None:
-        self_rows = torch.arange(len(queries))
     k = min(k, refs.shape[0] - int(self_rows is not None))
     values, indices = [], []
     for lo in range(0, len(queries), chunk):
@@ -120,18 +116,17 @@ def augment_database(vectors: np.ndarray, k: int, alpha: float = 3.0,
     v = torch.as_tensor(np.ascontiguousarray(vectors, np.float32))
     if k <= 0 or len(v) < 2:
         return v.numpy()
-    sims, idx = _top_others(v, v, k, metric, self_index=True)
+    sims, idx = _top_others(v, v, k, metric, self_rows=torch.arange(len(v)))
     return blend(v, v[idx], sims, alpha, metric).numpy()
 
 
 def expand_queries(queries: torch.Tensor, refs: torch.Tensor, k: int, alpha: float, metric: Metric,
-                   self_index: bool = False, self_rows: torch.Tensor | None = None) -> torch.Tensor:
-    """QE for a batch of queries against ``refs`` (the vectors the index holds); a query that
-    is a row of ``refs`` (all of them in order: ``self_index``; else ``self_rows``) is not its
-    own neighbour."""
+                   self_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """QE for a batch of queries against ``refs`` (the vectors the index holds); query i that
+    is ``refs[self_rows[i]]`` is not its own neighbour."""
     if k <= 0:
         return queries
-    sims, idx = _top_others(queries, refs, k, metric, self_index, self_rows=self_rows)
+    sims, idx = _top_others(queries, refs, k, metric, self_rows=self_rows)
     return blend(queries, refs[idx], sims, alpha, metric)
 
 

@@ -74,7 +74,7 @@ def searched_similarities(vectors: np.ndarray, metric: Metric, rerank: ReRank = 
 
     raw = torch.as_tensor(np.ascontiguousarray(vectors, np.float32))
     index = torch.as_tensor(augment_database(raw.numpy(), rerank.dba_k, rerank.dba_alpha, metric))
-    queries = expand_queries(raw, index, rerank.qe_k, rerank.qe_alpha, metric, self_index=True)
+    queries = expand_queries(raw, index, rerank.qe_k, rerank.qe_alpha, metric, self_rows=torch.arange(len(raw)))
     sims = similarities(queries, index, metric).numpy()
     np.fill_diagonal(sims, -np.inf)
     return sims
