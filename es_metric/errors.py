@@ -62,6 +62,11 @@ class ClusterUnavailable(EsmError):
     exit_code = 3
 
 
+class ClusterOverloaded(ClusterUnavailable):
+    """Elasticsearch kept refusing writes as too many (429) or unavailable (503) through the
+    bulk helper's retries: the batch is worth another try later, not a failure."""
+
+
 class ClusterError(EsmError):
     """Elasticsearch answered with a server error, or refused this program's credentials."""
 

@@ -18,7 +18,7 @@ from elasticsearch import ApiError, Elasticsearch
 from elasticsearch.helpers import streaming_bulk
 
 from ..config import Settings
-from ..errors import ImageError, MappingMismatch, PathRefused
+from ..errors import ClusterOverloaded, ImageError, MappingMismatch, PathRefused
 from ..images import DecodeLimits
 from ..index.docfields import FieldRefused, check_fields, check_id, document_body
 from ..index.failures import (clear_failures, failure_for, item_key, item_ref, now,
@@ -43,6 +43,14 @@ log = logging.getLogger(__name__)
 # cores: 1.01 vs 0.90 of the bare forward pass).
 DECODE_THREADS = 2
 OVERLAP: bool | None = None
+
+# Documents Elasticsearch refuses as overloaded (429: a full write queue; 503: a shard briefly
+# without its primary) are sent again by the bulk helper BULK_RETRIES times, BULK_BACKOFF
+# (first, most) seconds apart: short, so a worker slot is not held long. Beyond that the task
+# retries the batch later with Celery's backoff (tasks.py), and only its last try gives up.
+OVERLOADED = (429, 503)
+BULK_RETRIES = 3
+BULK_BACKOFF = (0.5, 4.0)
 
 @dataclass
 class BatchResult:
@@ -151,15 +159,35 @@ def build_actions(job: JobSpec, good: Sequence[tuple[ImageItem, str]], vectors: 
     return list(actions.values())
 
 
-def write_bulk(client: Elasticsearch, actions: list[dict], owners: dict[str, list[ImageItem]]) -> BatchResult:
+def write_bulk(client: Elasticsearch, actions: list[dict], owners: dict[str, list[ImageItem]],
+               final: bool = True) -> BatchResult:
     """streaming_bulk with per-item errors collected. When Elasticsearch refuses the whole
     request (400, 413), the actions are split in halves and retried until the refused ones
-    stand alone: one bad document never costs its batch. Other errors propagate (the task
-    classifies them). ``owners``: the items behind each document id."""
+    stand alone: one bad document never costs its batch. Documents refused as overloaded (429,
+    503) through the helper's own tries raise ClusterOverloaded, so the task sends the batch
+    again later; on its ``final`` try they fail as ``retries_exhausted``. Other errors
+    propagate (the task classifies them). ``owners``: the items behind each document id."""
+    result, busy = _write_bulk(client, actions, owners)
+    if busy and not final:
+        status, message = busy[0][1]
+        raise ClusterOverloaded(f"Elasticsearch refused {len(busy)} of {len(actions)} documents as overloaded "
+                                f"through {BULK_RETRIES + 1} tries ({status} {message})"[:2000],
+                                hint="the batch is sent again later")
+    result.failures.extend(failure_for(item, "retries_exhausted", f"{status} {message} (every try)")
+                           for item, (status, message) in busy)
+    return result
+
+
+def _write_bulk(client: Elasticsearch, actions: list[dict], owners: dict[str, list[ImageItem]]
+                ) -> tuple[BatchResult, list[tuple[ImageItem, tuple[int, str]]]]:
+    """write_bulk's requests: (what was written or refused for good, the items of documents
+    still refused as overloaded after the helper's tries, each with its status and error)."""
     result, reported = BatchResult(), set()
+    busy: list[tuple[ImageItem, tuple[int, str]]] = []
     try:
         for ok, info in streaming_bulk(client, actions, chunk_size=500, raise_on_error=False,
-                                       max_retries=5, initial_backoff=1, max_backoff=30):
+                                       max_retries=BULK_RETRIES, initial_backoff=BULK_BACKOFF[0],
+                                       max_backoff=BULK_BACKOFF[1], retry_on_status=OVERLOADED):
             op = next(iter(info.values()))
             reported.add(op.get("_id"))
             these = owners.get(op.get("_id"), [{"ref": op.get("_id")}])
@@ -167,8 +195,11 @@ def write_bulk(client: Elasticsearch, actions: list[dict], owners: dict[str, lis
                 result.indexed.extend(item_key(item) for item in these)
                 continue
             err = op.get("error") or {}
-            reason = "document_missing" if op.get("status") == 404 else "rejected_by_elasticsearch"
             message = f"{err.get('type', op.get('status'))}: {err.get('reason', '')}"
+            if op.get("status") in OVERLOADED:
+                busy.extend((item, (op["status"], message)) for item in these)
+                continue
+            reason = "document_missing" if op.get("status") == 404 else "rejected_by_elasticsearch"
             result.failures.extend(failure_for(item, reason, message) for item in these)
     except ApiError as exc:
         if exc.status_code not in (400, 413):
@@ -177,12 +208,13 @@ def write_bulk(client: Elasticsearch, actions: list[dict], owners: dict[str, lis
         if len(rest) <= 1:
             result.failures.extend(failure_for(item, "rejected_by_elasticsearch", _error_text(exc))
                                    for a in rest for item in owners.get(a["_id"], [{"ref": a["_id"]}]))
-            return result
+            return result, busy
         for half in (rest[:len(rest) // 2], rest[len(rest) // 2:]):
-            part = write_bulk(client, half, owners)
+            part, part_busy = _write_bulk(client, half, owners)
             result.indexed += part.indexed
             result.failures += part.failures
-    return result
+            busy += part_busy
+    return result, busy
 
 
 def _error_text(exc: ApiError) -> str:
@@ -217,9 +249,12 @@ def retire_refused(client: Elasticsearch, job: JobSpec, items: list[ImageItem], 
     return retire(client, job["index"], DocFields.of_record(job), values)
 
 
-def process_batch(settings: Settings, client: Elasticsearch, job: JobSpec, items: list[ImageItem]) -> BatchOutcome:
+def process_batch(settings: Settings, client: Elasticsearch, job: JobSpec, items: list[ImageItem],
+                  final: bool = True) -> BatchOutcome:
     """Check, decode, embed and write one batch; record failures (dead letters, progress) and
-    clear the dead letters of images now indexed; returns counts and failures (JSON-safe)."""
+    clear the dead letters of images now indexed; returns counts and failures (JSON-safe).
+    Not ``final`` (the task has retries left): documents Elasticsearch still refuses as
+    overloaded raise ClusterOverloaded before anything is recorded (write_bulk)."""
     model = load_embedder(job["model_path"], settings.runtime, settings.device)
     if model.card["model_id"] != job["model_id"]:
         raise MappingMismatch(f"model file {job['model_path']} is now {model.card['model_id']}, but "
@@ -233,7 +268,7 @@ def process_batch(settings: Settings, client: Elasticsearch, job: JobSpec, items
                                                policy=FetchPolicy.from_settings(settings))
     actions, owners, failures, photo_failures = _actions(job, kept, good, vectors, failures)
     actions = read_leaves(client, job, actions)  # a model change in place on nested photos
-    result = write_bulk(client, actions, owners)
+    result = write_bulk(client, actions, owners, final)
     result.failures = refused + refused_more + failures + result.failures
     record_failures(client, settings, job, result.failures + photo_failures)
     failed = [record_key(f) for f in result.failures]

@@ -36,7 +36,7 @@ def embed_batch(self, job: JobSpec, items: list[ImageItem]) -> BatchOutcome:
     settings, client = ctx.settings, ctx.es()
     try:
         check_redelivery(settings, job, self.request.id, self.request.retries)
-        return process_batch(settings, client, job, items)
+        return process_batch(settings, client, job, items, final=self.request.retries >= MAX_RETRIES)
     except Exception as exc:  # noqa: BLE001 - every failure is classified, none is lost
         if is_transient(exc) and self.request.retries < MAX_RETRIES:
             delay = get_exponential_backoff_interval(2, self.request.retries, 120, full_jitter=True)
