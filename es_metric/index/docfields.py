@@ -17,6 +17,11 @@ from .fields import DocFields
 
 # Elasticsearch refuses a longer document id for the whole bulk request, not just the item.
 MAX_ID_BYTES = 512
+# A partial update of a document the shop's own application may be writing at the same moment
+# (its price, its stock) is merged again on the newer version up to this many times instead of
+# failing with 409 version_conflict_engine_exception; the merge leaves the shop's fields as
+# they are. (bench: 3 writers updating 2 documents, ~1 % of es-metric's updates conflicted.)
+RETRY_ON_CONFLICT = 3
 
 
 class FieldRefused(ValueError):
@@ -62,3 +67,14 @@ def check_id(value: object) -> str | None:
 def document_body(fields: dict[str, Any], bookkeeping: dict[str, Any]) -> dict[str, Any]:
     """The stored document: the user's fields, then es-metric's (which always win)."""
     return {**fields, **bookkeeping}
+
+
+def document_action(index: str, doc_id: str, bookkeeping: dict[str, Any],
+                    user_fields: dict[str, Any] | None) -> dict[str, Any]:
+    """The bulk action writing es-metric's fields of one document: merged into the existing
+    document (``user_fields`` None: an update, retried on a concurrent writer's conflict), or
+    the whole document with the user's fields."""
+    if user_fields is None:
+        return {"_op_type": "update", "_index": index, "_id": doc_id, "retry_on_conflict": RETRY_ON_CONFLICT,
+                "_source": {"doc": bookkeeping}}
+    return {"_op_type": "index", "_index": index, "_id": doc_id, "_source": document_body(user_fields, bookkeeping)}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..index.docfields import FieldRefused, document_body
+from ..index.docfields import FieldRefused, document_action
 from ..index.failures import failure_for, now
 from ..index.fields import DocFields
 from ..index.gallery import MAX_PHOTOS
@@ -108,11 +108,8 @@ def gallery_actions(job: JobSpec, items: list[ImageItem], good: list[tuple[Photo
         ref = stored_ref(item)
         if ref is not None:
             doc[fields.image_ref] = ref
-        update = job.get("mode") == "update"
-        body = {"doc": fields.doc(doc)} if update else \
-            document_body(item.get("fields") or {}, fields.doc(doc))
-        actions[doc_id] = {"_op_type": "update" if update else "index", "_index": job["index"],
-                           "_id": doc_id, "_source": body}
+        actions[doc_id] = document_action(job["index"], doc_id, fields.doc(doc),
+                                          None if job.get("mode") == "update" else item.get("fields") or {})
         owners.setdefault(doc_id, []).append(item)
     return list(actions.values()), owners, item_failures
 

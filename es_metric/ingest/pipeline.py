@@ -20,7 +20,7 @@ from elasticsearch.helpers import streaming_bulk
 from ..config import Settings
 from ..errors import ClusterOverloaded, ImageError, MappingMismatch, PathRefused
 from ..images import DecodeLimits
-from ..index.docfields import FieldRefused, check_fields, check_id, document_body
+from ..index.docfields import FieldRefused, check_fields, check_id, document_action
 from ..index.failures import (clear_failures, failure_for, item_key, item_ref, now,
                               record_failures, record_key)
 from ..index.fields import DocFields
@@ -148,14 +148,11 @@ def build_actions(job: JobSpec, good: Sequence[tuple[ImageItem, str]], vectors: 
             if ref is not None:
                 doc[fields.image_ref] = ref
         doc_id = item.get("id") or sha
-        if job.get("mode") == "update":
-            if job.get("dba_raw") and not job.get("vector_only"):
-                doc[fields.raw_vector] = None  # a DBA raw copy of the old image goes (not augmented now)
-            body = {"doc": fields.doc(doc)}
-        else:
-            body = document_body(item.get("fields") or {}, fields.doc(doc))
-        actions[doc_id] = {"_op_type": "update" if job.get("mode") == "update" else "index",
-                           "_index": job["index"], "_id": doc_id, "_source": body}
+        update = job.get("mode") == "update"
+        if update and job.get("dba_raw") and not job.get("vector_only"):
+            doc[fields.raw_vector] = None  # a DBA raw copy of the old image goes (not augmented now)
+        actions[doc_id] = document_action(job["index"], doc_id, fields.doc(doc),
+                                          None if update else item.get("fields") or {})
     return list(actions.values())
 
 
