@@ -50,6 +50,11 @@ CONFIGS: dict[str, dict] = {
     "pca-start": {"init": "pca"},      # the default before the learned-whitening start
     "views8": {"views": 8},            # twice the augmented views per photo (the whitening's covariance)
     "avg": {"pool": "avg"},            # the default before stages pooling: the last convolution's average only
+    "views-60": {"max_view_photos": 60},    # views of 60 photos only (a quarter to a fifth at 3 or 2-6 a product)
+    "views-400": {"max_view_photos": 400},  # a quarter of a 20-photo catalogue (1,620 photos)
+    "views-800": {"max_view_photos": 800},  # a half of it
+    "views-400w": {"max_view_photos": 400},  # the same bounds, whole products with views or none
+    "views-800w": {"max_view_photos": 800},
 }
 METRICS = ("recall_at_1", "mrr", "map_at_r", "group_precision_at_10")
 

@@ -59,6 +59,8 @@ def card_lines(card: ModelCard, path: Path | str) -> list[str]:
     lines += [protocol_line(name, fig) for name, fig in (m.get("validation") or {}).items()]
     if m.get("measured_head", "shipped") != "shipped":
         lines.append(f"note: these are the figures of the {m['measured_head']}")
+    if m.get("views_sampled"):
+        lines.append(f"note: {m['views_sampled']}")
     if gate.get("pretrained"):
         lines.append(f"gate: {gate['verdict']}")
     else:

@@ -46,6 +46,14 @@ MAX_EVAL_QUERIES = 10_000
 #: 1.7 h; BENCHMARKS.md §11b). Beyond it, every photo of the queries' products and a seeded
 #: sample of the others (whole products in `esm evaluate`).
 RERANK_PHOTOS = 200_000
+#: Photos whose augmented views `esm train` computes at most (``--max-view-photos``; 0: every
+#: one). Each view is a backbone pass per photo, the longest step of a run on a CPU (4 views of a
+#: million photos: 4 M passes, about 40 h at 288 px on 2 cores). Beyond it, every photo of the
+#: products with one photo (views are their only positives), then whole products in a seeded
+#: order, so the cost stops growing with the catalogue. It has a price: views of a quarter or a
+#: half of a catalogue cost about 0.009 R@1 (BENCHMARKS.md §12b), hence a bound no catalogue
+#: measured here reaches, the same as RERANK_PHOTOS.
+VIEW_PHOTOS = 200_000
 
 #: Called with each epoch's row of the training history.
 EpochCallback = Callable[[dict], None]
@@ -89,6 +97,7 @@ class TrainConfig:
     from_index: str | None = None         # train on the photos of this index
     augment: str = "crop"                 # augmented views: crop | crop+colour | none
     view_photos: str = "all"              # whose views the head sees: all photos | single (products with one photo)
+    max_view_photos: int = VIEW_PHOTOS    # views of at most this many photos (0: all); VIEW_PHOTOS says which
     init: str = "whiten"                  # linear head's start: whiten (learned whitening) | pca
 
     def resolved(self) -> "TrainConfig":

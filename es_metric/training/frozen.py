@@ -2,7 +2,8 @@
 augmented views), validated on the run's own queries, then refit on everything.
 
 1. features of every photo (cached on disk), and of ``cfg.views`` augmented views of the photos
-   that need them (``cfg.view_photos``: the photos of one-photo products, or all);
+   that need them (``cfg.view_photos``: the photos of one-photo products, or all; at most
+   ``cfg.max_view_photos`` of them, ``view_photos``);
 2. the head trains on the validation split's training photos, early stopping on the gate
    protocol's queries;
 3. both protocols, the gate, the re-ranking and the threshold are measured on that head;
@@ -10,6 +11,8 @@ augmented views), validated on the run's own queries, then refit on everything.
 """
 from __future__ import annotations
 
+import random
+from collections import Counter
 from typing import Sequence
 
 import numpy as np
@@ -27,7 +30,31 @@ from .validate import Embedder, Validator
 from .verdict import calibration_threshold, validation_metrics
 from .views import view_features
 
-__all__ = ["CachedFeatures", "train_frozen"]
+__all__ = ["CachedFeatures", "train_frozen", "view_photos"]
+
+
+def view_photos(samples: Sequence[Sample], cfg: TrainConfig) -> tuple[list[Sample], int]:
+    """(the photos whose augmented views are computed, in catalogue order; how many could have
+    been): every photo (``--view-photos all``) or those of products with at most two; beyond
+    ``cfg.max_view_photos`` (0: no bound) the photos of one-photo products first, whose only
+    positives are their views, then whole products in an order seeded by the run's seed (a
+    product's photos all with views or none: its mean in the whitening is not pulled toward
+    the photos that have them)."""
+    counts = Counter(s.cls for s in samples)
+    wanted = [s for s in samples if cfg.view_photos == "all" or counts[s.cls] <= 2]
+    bound = cfg.max_view_photos
+    if not bound or len(wanted) <= bound:
+        return wanted, len(wanted)
+    of_product = Counter(s.cls for s in wanted)
+    single = [p for p in of_product if counts[p] == 1]
+    others = sorted(p for p in of_product if counts[p] > 1)
+    random.Random(cfg.seed).shuffle(others)
+    keep, room = set(single[:bound]), max(0, bound - len(single))
+    for p in others:
+        if of_product[p] <= room:
+            keep.add(p)
+            room -= of_product[p]
+    return [s for s in wanted if s.cls in keep], len(wanted)
 
 
 class CachedFeatures:
@@ -38,16 +65,14 @@ class CachedFeatures:
         self.rows = {s.path: i for i, s in enumerate(cat.samples)}
         self.feats = backbone_features(cfg.backbone, cat.samples, cfg.weights, cfg.pretrained,
                                        module=encoder.backbone, device=cfg.device).float()
-        counts: dict[str, int] = {}
-        for s in cat.samples:
-            counts[s.cls] = counts.get(s.cls, 0) + 1
-        wanted = [s for s in cat.samples if cfg.view_photos == "all" or counts[s.cls] <= 2]
+        wanted, self.views_of = view_photos(cat.samples, cfg)
         self.view_rows = {s.path: i for i, s in enumerate(wanted)}
+        self.views_wanted = bool(views and cfg.views and cfg.augment != "none")
         self.views = (view_features(cfg.backbone, wanted, cfg.views, cfg.augment, weights=cfg.weights,
                                     seed=cfg.seed, device=cfg.device,
                                     module=None if cfg.pretrained else encoder.backbone,
                                     pool=cfg.pool).float()
-                      if views and cfg.views and wanted and cfg.augment != "none" else None)
+                      if self.views_wanted and wanted else None)
 
     def of(self, samples: Sequence[Sample]) -> torch.Tensor:
         return self.feats[[self.rows[s.path] for s in samples]]
@@ -94,6 +119,10 @@ def train_frozen(encoder: Encoder, obj: Objective, cfg: TrainConfig, cat: Catalo
     against = f"pretrained-cosine {cfg.backbone}"
     metrics, rerank = validation_metrics(validator, embed, _raw(cached, encoder), encoder, against, cfg)
     metrics["measured_head"] = "shipped"
+    if cached.views_wanted and cached.views_of > len(cached.view_rows):
+        metrics["views_sampled"] = (f"augmented views of {len(cached.view_rows)} of {cached.views_of} photos "
+                                    "(every photo of the one-photo products, then whole products in a "
+                                    "seeded order): --max-view-photos 0 computes them all")
     # the whitening start is learned from the photos too: at epoch 0 the refit recomputes it on all of them
     whitened = history[0].get("start") == "whiten"
     if not (measured and cfg.refit and (best_epoch > 0 or whitened)):
