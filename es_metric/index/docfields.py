@@ -20,7 +20,7 @@ MAX_ID_BYTES = 512
 # A partial update of a document the shop's own application may be writing at the same moment
 # (its price, its stock) is merged again on the newer version up to this many times instead of
 # failing with 409 version_conflict_engine_exception; the merge leaves the shop's fields as
-# they are. (bench: 3 writers updating 2 documents, ~1 % of es-metric's updates conflicted.)
+# they are. (bench/update_conflicts.py, 3 writers on 2 documents: 13 of 600 refused without it, 0 with it.)
 RETRY_ON_CONFLICT = 3
 
 
