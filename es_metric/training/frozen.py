@@ -45,15 +45,15 @@ def view_photos(samples: Sequence[Sample], cfg: TrainConfig) -> tuple[list[Sampl
     bound = cfg.max_view_photos
     if not bound or len(wanted) <= bound:
         return wanted, len(wanted)
-    of_product = Counter(s.cls for s in wanted)
-    single = [p for p in of_product if counts[p] == 1]
-    others = sorted(p for p in of_product if counts[p] > 1)
+    products = list(dict.fromkeys(s.cls for s in wanted))  # each with all its photos in ``wanted``
+    single = [p for p in products if counts[p] == 1]
+    others = sorted(p for p in products if counts[p] > 1)
     random.Random(cfg.seed).shuffle(others)
     keep, room = set(single[:bound]), max(0, bound - len(single))
     for p in others:
-        if of_product[p] <= room:
+        if counts[p] <= room:
             keep.add(p)
-            room -= of_product[p]
+            room -= counts[p]
     return [s for s in wanted if s.cls in keep], len(wanted)
 
 
